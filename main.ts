@@ -1,0 +1,98 @@
+/**
+ * agentgate: a policy-as-code egress proxy for AI agents and CI jobs.
+ *
+ * argv -> command; the only `Deno.exit()` in the program.
+ *
+ * @module
+ */
+import { type Command, type Io, processIo } from "./src/cli/io.ts";
+import { UsageError } from "./src/cli/args.ts";
+import { serve } from "./src/cli/serve.ts";
+import { check } from "./src/cli/check.ts";
+import { didYouMean } from "./src/config/errors.ts";
+import { VERSION } from "./src/version.ts";
+
+/** Subcommands, in the order `--help` lists them. */
+export const COMMANDS: Record<string, { run: Command; summary: string }> = {
+  serve: { run: serve, summary: "Run the proxy (default when no command is given)" },
+  check: { run: check, summary: "Validate a policy file (file:line:col errors)" },
+};
+
+const TOP_HELP = () =>
+  [
+    `agentgate ${VERSION} - a policy-as-code egress proxy for AI agents and CI jobs`,
+    "",
+    "Usage: agentgate [COMMAND] [OPTIONS]",
+    "",
+    "Commands:",
+    ...Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(8)}${c.summary}`),
+    "",
+    "Options:",
+    "  -h, --help     Show help (also: agentgate COMMAND --help)",
+    "  -V, --version  Show the version",
+    "",
+    "Without a command, agentgate runs `serve`: see `agentgate serve --help`.",
+    "",
+  ].join("\n");
+
+/**
+ * Run agentgate with `args` and return the exit code.
+ *
+ * @example
+ * const code = await runMain(["check", "--config", "agentgate.yaml"], memoryIo());
+ */
+export async function runMain(args: string[], io: Io): Promise<number> {
+  const [first, ...rest] = args;
+  if (first === "--version" || first === "-V" || first === "version") {
+    io.stdout(`agentgate ${VERSION}\n`);
+    return 0;
+  }
+  if (first === "--help" || first === "-h" || first === "help") {
+    const cmd = rest[0] && COMMANDS[rest[0]];
+    if (cmd) return await cmd.run(["--help"], io);
+    io.stdout(TOP_HELP());
+    return 0;
+  }
+  let name = "serve";
+  let cmdArgs = args;
+  if (first !== undefined && !first.startsWith("-")) {
+    if (!COMMANDS[first]) {
+      io.stderr(
+        `agentgate: unknown command "${first}"${didYouMean(first, Object.keys(COMMANDS))}\n` +
+          "Run `agentgate --help` for the list of commands.\n",
+      );
+      return 2;
+    }
+    name = first;
+    cmdArgs = rest;
+  }
+  try {
+    return await COMMANDS[name].run(cmdArgs, io);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.stderr(`agentgate ${name}: ${e.message}\nRun \`agentgate ${name} --help\` for usage.\n`);
+      return 2;
+    }
+    throw e;
+  }
+}
+
+if (import.meta.main) {
+  const stop = new AbortController();
+  let signals = 0;
+  const onSignal = (sig: Deno.Signal) => {
+    signals++;
+    if (signals === 1) stop.abort(sig);
+    // A second Ctrl-C means "now": skip the graceful drain.
+    else Deno.exit(130);
+  };
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    try {
+      Deno.addSignalListener(sig, () => onSignal(sig));
+    } catch {
+      // SIGTERM cannot be listened to on Windows.
+    }
+  }
+  const code = await runMain(Deno.args, processIo(stop.signal));
+  Deno.exit(code);
+}

@@ -1,0 +1,78 @@
+/**
+ * Benchmarks (never part of the test suite).
+ *
+ *   deno task bench [s1 s2 s3 s3b s4 s5 …]   agentgate in ../shared/bench beside its peers
+ *
+ * Plugs agentgate into the shared harness as the `PROXY_*` candidate with a
+ * 20-rule policy and the audit on (the configuration the issues' targets
+ * name). The harness must be installed first (`../shared/bench/install.sh`,
+ * as root). Results land in /tmp/bench/results/latest/summary.md.
+ *
+ * @module
+ */
+import { fileURLToPath } from "node:url";
+import { dirname, resolve } from "node:path";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const harness = resolve(root, "../shared/bench/bench.sh");
+
+/** A 20-rule policy: what a real CI policy looks like, with a final catch-all. */
+export const BENCH_POLICY = `version: 1
+default: deny
+audit: { path: ./bench-audit.db }
+rules:
+  - { name: metadata, match: [169.254.169.254, metadata.google.internal], action: deny }
+  - { name: link-local, match: "169.254.*", action: deny }
+  - { name: internal, match: "*.internal.company.com", action: deny, reason: internal }
+  - { name: openai, match: api.openai.com, action: allow }
+  - { name: anthropic, match: api.anthropic.com, action: allow }
+  - { name: gemini, match: generativelanguage.googleapis.com, action: allow }
+  - { name: npm, match: registry.npmjs.org, action: allow }
+  - { name: yarn, match: registry.yarnpkg.com, action: allow }
+  - { name: pypi, match: [pypi.org, files.pythonhosted.org], action: allow }
+  - { name: crates, match: [crates.io, static.crates.io, index.crates.io], action: allow }
+  - { name: go, match: [proxy.golang.org, sum.golang.org], action: allow }
+  - { name: rubygems, match: [rubygems.org, index.rubygems.org], action: allow }
+  - { name: maven, match: [repo.maven.apache.org, repo1.maven.org], action: allow }
+  - { name: github, match: [github.com, api.github.com, codeload.github.com], action: allow }
+  - { name: github-content, match: "*.githubusercontent.com", action: allow }
+  - { name: docker, match: [registry-1.docker.io, auth.docker.io, production.cloudflare.docker.com], action: allow }
+  - { name: debian, match: [deb.debian.org, security.debian.org], action: log }
+  - { name: telemetry, match: ["*.segment.io", "*.sentry.io", "*.datadoghq.com"], action: deny }
+  - { name: aws, match: "*.amazonaws.com", action: log }
+  - { name: everything-else, match: "*", action: log }
+`;
+
+if (import.meta.main) {
+  const scenarios = Deno.args.length ? Deno.args : ["s1", "s2", "s3", "s3b", "s5"];
+  const dir = await Deno.makeTempDir({ prefix: "agentgate-bench-" });
+  await Deno.writeTextFile(`${dir}/agentgate.yaml`, BENCH_POLICY);
+  const cmd = [
+    Deno.execPath(),
+    "run",
+    "-A",
+    "--v8-flags=--max-semi-space-size=1",
+    `${root}/main.ts`,
+    "--listen",
+    "127.0.0.1:18199",
+    "--config",
+    `${dir}/agentgate.yaml`,
+  ].join(" ");
+  const env = {
+    PROXY_NAME: "agentgate",
+    PROXY_ADDR: "127.0.0.1:18199",
+    PROXY_CMD: cmd,
+    PROXY_CWD: dir,
+    PROXY_MODES: Deno.env.get("PROXY_MODES") ?? "http connect",
+    PEERS: Deno.env.get("PEERS") ?? "direct squid agentreserve",
+  };
+  console.log(`bench: ${scenarios.join(" ")} with ${JSON.stringify(env, null, 2)}`);
+  const { code } = await new Deno.Command("bash", {
+    args: [harness, ...scenarios],
+    cwd: dirname(harness),
+    env,
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
+  Deno.exit(code);
+}

@@ -1,0 +1,314 @@
+/**
+ * The SQLite audit (`node:sqlite`, built into Deno: no FFI, works inside
+ * `deno compile`). Rows are queued on the request path and written in
+ * batches by a timer, in one transaction per batch (WAL, synchronous=NORMAL).
+ *
+ * @module
+ */
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { dirname } from "node:path";
+import type { AuditEventV1 } from "./event.ts";
+
+/** Forward migrations; entry i brings the schema from version i to i+1. */
+const MIGRATIONS: string[] = [
+  `CREATE TABLE audit (
+     id TEXT NOT NULL PRIMARY KEY,
+     ts INTEGER NOT NULL,
+     session TEXT,
+     label TEXT,
+     client TEXT NOT NULL,
+     method TEXT NOT NULL,
+     scheme TEXT NOT NULL,
+     host TEXT NOT NULL,
+     port INTEGER NOT NULL,
+     path TEXT,
+     query TEXT,
+     status INTEGER,
+     decision TEXT NOT NULL,
+     rule TEXT,
+     rule_source TEXT,
+     reason TEXT NOT NULL,
+     policy TEXT,
+     bytes_in INTEGER NOT NULL,
+     bytes_out INTEGER NOT NULL,
+     duration_ms REAL NOT NULL,
+     error TEXT,
+     headers TEXT
+   );
+   CREATE INDEX audit_ts ON audit (ts);
+   CREATE INDEX audit_host_ts ON audit (host, ts);
+   CREATE INDEX audit_decision_ts ON audit (decision, ts);
+   CREATE INDEX audit_session_ts ON audit (session, ts);`,
+];
+
+/** Schema version this build writes. */
+export const AUDIT_SCHEMA_VERSION = MIGRATIONS.length;
+
+const COLUMNS: (keyof AuditEventV1)[] = [
+  "id",
+  "ts",
+  "session",
+  "label",
+  "client",
+  "method",
+  "scheme",
+  "host",
+  "port",
+  "path",
+  "query",
+  "status",
+  "decision",
+  "rule",
+  "rule_source",
+  "reason",
+  "policy",
+  "bytes_in",
+  "bytes_out",
+  "duration_ms",
+  "error",
+  "headers",
+];
+
+/** Thrown when the audit database cannot be opened or migrated. */
+export class AuditOpenError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "AuditOpenError";
+  }
+}
+
+/** Options of {@link AuditStore.open}. */
+export interface AuditStoreOptions {
+  /** Rows older than this are deleted at open and every hour (0 = keep). */
+  retentionMs?: number;
+  /** Flush interval (default 200 ms). */
+  flushMs?: number;
+  /** Rows kept in memory while the database refuses writes (default 100,000). */
+  maxQueue?: number;
+  /** Where write problems are reported (default: stderr). */
+  log?: (message: string) => void;
+  /** Clock, for tests. */
+  now?: () => number;
+}
+
+/**
+ * Open (create, migrate) an audit database in WAL mode.
+ *
+ * @example
+ * const db = openAuditDb("./agentgate.db");
+ */
+export function openAuditDb(path: string): DatabaseSync {
+  let db: DatabaseSync;
+  try {
+    if (path !== ":memory:") Deno.mkdirSync(dirname(path), { recursive: true });
+    db = new DatabaseSync(path);
+  } catch (e) {
+    throw new AuditOpenError(`cannot open audit database "${path}": ${(e as Error).message}`);
+  }
+  try {
+    // A short busy timeout: the writer runs on the event loop and must not stall it.
+    db.exec("PRAGMA busy_timeout = 50");
+    db.exec("PRAGMA journal_mode = WAL");
+    db.exec("PRAGMA synchronous = NORMAL");
+    const row = db.prepare("PRAGMA user_version").get() as { user_version: number };
+    const version = row.user_version;
+    if (version > MIGRATIONS.length) {
+      throw new Error(
+        `it was written by a newer agentgate (schema version ${version}, this build knows ${MIGRATIONS.length})`,
+      );
+    }
+    for (let v = version; v < MIGRATIONS.length; v++) {
+      db.exec("BEGIN IMMEDIATE");
+      try {
+        db.exec(MIGRATIONS[v]);
+        db.exec(`PRAGMA user_version = ${v + 1}`);
+        db.exec("COMMIT");
+      } catch (e) {
+        db.exec("ROLLBACK");
+        throw e;
+      }
+    }
+  } catch (e) {
+    db.close();
+    throw new AuditOpenError(`cannot use audit database "${path}": ${(e as Error).message}`);
+  }
+  return db;
+}
+
+/**
+ * Queues audit rows and writes them in batches off the request path.
+ *
+ * @example
+ * const store = AuditStore.open("./agentgate.db", { retentionMs: 30 * 86_400_000 });
+ * store.add(event);
+ * await store.close(); // flushes
+ */
+export class AuditStore {
+  #queue: AuditEventV1[] = [];
+  #insert: StatementSync;
+  #timer: ReturnType<typeof setInterval>;
+  #retentionTimer: ReturnType<typeof setInterval> | null = null;
+  #soon: ReturnType<typeof setTimeout> | null = null;
+  #closed = false;
+  #lastErrorLog = 0;
+  /** Writes that failed (the rows stay queued and are retried). */
+  writeErrors = 0;
+  /** Rows dropped because the queue overflowed while writes failed (logged). */
+  dropped = 0;
+  /** Last write error message, or null after a successful write. */
+  lastError: string | null = null;
+  /** Rows written since open. */
+  written = 0;
+
+  private constructor(readonly db: DatabaseSync, private readonly opts: AuditStoreOptions) {
+    this.#insert = db.prepare(
+      `INSERT OR IGNORE INTO audit (${COLUMNS.join(", ")}) VALUES (${
+        COLUMNS.map(() => "?").join(", ")
+      })`,
+    );
+    this.#timer = setInterval(() => this.flush(), opts.flushMs ?? 200);
+    Deno.unrefTimer(this.#timer as unknown as number);
+    if (opts.retentionMs) {
+      this.prune();
+      this.#retentionTimer = setInterval(() => this.prune(), 3_600_000);
+      Deno.unrefTimer(this.#retentionTimer as unknown as number);
+    }
+  }
+
+  /** Open the database at `path` and start the writer. */
+  static open(path: string, opts: AuditStoreOptions = {}): AuditStore {
+    return new AuditStore(openAuditDb(path), opts);
+  }
+
+  /** Rows waiting to be written. */
+  get queueDepth(): number {
+    return this.#queue.length;
+  }
+
+  /** Queue a row (never blocks, never throws). */
+  add(event: AuditEventV1): void {
+    if (this.#closed) {
+      this.dropped++;
+      this.#log(`audit row ${event.id} arrived after the audit was closed and was not written`);
+      return;
+    }
+    this.#queue.push(event);
+    const max = this.opts.maxQueue ?? 100_000;
+    if (this.#queue.length > max) {
+      const over = this.#queue.length - max;
+      this.#queue.splice(0, over);
+      this.dropped += over;
+      this.#log(
+        `audit queue full (${max} rows) while writes fail; dropped ${over} oldest row(s), ${this.dropped} in total`,
+      );
+    }
+    // A burst is written soon rather than growing until the next tick.
+    if (this.#queue.length >= 1000 && this.#soon === null) {
+      this.#soon = setTimeout(() => {
+        this.#soon = null;
+        this.flush();
+      }, 0);
+    }
+  }
+
+  /** Write every queued row now; returns the number written. */
+  flush(): number {
+    if (this.#queue.length === 0) return 0;
+    const batch = this.#queue;
+    this.#queue = [];
+    try {
+      this.db.exec("BEGIN");
+      try {
+        for (const e of batch) {
+          this.#insert.run(
+            e.id,
+            e.ts,
+            e.session,
+            e.label,
+            e.client,
+            e.method,
+            e.scheme,
+            e.host,
+            e.port,
+            e.path,
+            e.query,
+            e.status,
+            e.decision,
+            e.rule,
+            e.rule_source,
+            e.reason,
+            e.policy,
+            e.bytes_in,
+            e.bytes_out,
+            e.duration_ms,
+            e.error,
+            e.headers,
+          );
+        }
+        this.db.exec("COMMIT");
+      } catch (e) {
+        try {
+          this.db.exec("ROLLBACK");
+        } catch {
+          // Already rolled back by SQLite (e.g. SQLITE_FULL).
+        }
+        throw e;
+      }
+      this.written += batch.length;
+      this.lastError = null;
+      return batch.length;
+    } catch (e) {
+      // Keep the rows (oldest first) and retry on the next tick.
+      this.#queue = batch.concat(this.#queue);
+      this.writeErrors++;
+      this.lastError = (e as Error).message;
+      this.#log(
+        `audit write failed (${this.#queue.length} row(s) queued, will retry): ${this.lastError}`,
+      );
+      return 0;
+    }
+  }
+
+  /** Delete rows older than the retention period (in small batches). */
+  prune(): number {
+    const keep = this.opts.retentionMs;
+    if (!keep) return 0;
+    const cutoff = (this.opts.now ?? Date.now)() - keep;
+    let total = 0;
+    try {
+      const del = this.db.prepare(
+        "DELETE FROM audit WHERE rowid IN (SELECT rowid FROM audit WHERE ts < ? LIMIT 5000)",
+      );
+      for (;;) {
+        const r = del.run(cutoff);
+        total += Number(r.changes);
+        if (Number(r.changes) < 5000) break;
+      }
+    } catch (e) {
+      this.#log(`audit retention cleanup failed: ${(e as Error).message}`);
+    }
+    return total;
+  }
+
+  /** Stop the writer, flush what is queued, close the database. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#timer);
+    if (this.#retentionTimer !== null) clearInterval(this.#retentionTimer);
+    if (this.#soon !== null) clearTimeout(this.#soon);
+    for (let attempt = 0; attempt < 20 && this.#queue.length > 0; attempt++) this.flush();
+    if (this.#queue.length > 0) {
+      this.#log(`audit: ${this.#queue.length} row(s) could not be written at shutdown`);
+    }
+    this.db.close();
+  }
+
+  #log(message: string) {
+    const now = Date.now();
+    // At most one line a second: a failing disk must not flood the terminal.
+    if (now - this.#lastErrorLog < 1000) return;
+    this.#lastErrorLog = now;
+    (this.opts.log ?? ((m) => console.error(m)))(`agentgate: ${message}`);
+  }
+}

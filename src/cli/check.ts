@@ -1,0 +1,88 @@
+/**
+ * `agentgate check`: parse, validate and compile a policy without starting;
+ * every problem as `file:line:col: message`.
+ *
+ * @module
+ */
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
+import { type CommandSpec, helpText, parseArgs } from "./args.ts";
+import type { Io } from "./io.ts";
+import { loadConfig, loadDefaultConfig } from "../config/load.ts";
+import { ConfigError, formatProblem, type Problem } from "../config/errors.ts";
+
+/** The interface of `check`. */
+export const checkSpec: CommandSpec = {
+  name: "check",
+  summary: "Validate a policy file: syntax, schema, patterns, and rules that cannot work.",
+  usage: "agentgate check [--config FILE] [--format text|json|github] [--strict]",
+  options: [
+    {
+      name: "config",
+      short: "c",
+      type: "string",
+      value: "FILE",
+      help: "Policy file (default: ./agentgate.yaml if present, else the embedded default).",
+    },
+    {
+      name: "format",
+      short: "f",
+      type: "string",
+      value: "FORMAT",
+      choices: ["text", "json", "github"],
+      help: "text (default), json, or github (workflow annotations).",
+    },
+    { name: "strict", type: "boolean", help: "Exit 1 on warnings too." },
+  ],
+  epilog: "Exit status: 0 valid, 1 errors (or warnings with --strict), 2 usage error.",
+};
+
+function github(p: Problem): string {
+  const esc = (s: string) => s.replace(/%/g, "%25").replace(/\r/g, "%0D").replace(/\n/g, "%0A");
+  const props = (s: string) => esc(s).replace(/:/g, "%3A").replace(/,/g, "%2C");
+  const loc = p.line > 0 ? `,line=${p.line},col=${p.col}` : "";
+  return `::${p.severity === "error" ? "error" : "warning"} file=${props(p.file)}${loc}::${
+    esc(p.message)
+  }`;
+}
+
+/** Run `check`. */
+export async function check(args: string[], io: Io): Promise<number> {
+  const parsed = parseArgs(checkSpec, args);
+  if (parsed.opts.help) {
+    io.stdout(helpText(checkSpec));
+    return 0;
+  }
+  const format = (parsed.opts.format as string | undefined) ?? "text";
+  let path = parsed.opts.config as string | undefined;
+  if (path === undefined && existsSync(resolve(io.cwd, "agentgate.yaml"))) path = "agentgate.yaml";
+  let problems: Problem[];
+  let summary = "";
+  try {
+    const loaded = path === undefined ? loadDefaultConfig(io.cwd) : await loadConfig(path, io.cwd);
+    problems = loaded.problems.map(({ lint: _lint, ...p }) => p);
+    const c = loaded.config;
+    summary =
+      `${c.file}: ${c.policy.rules.length} rule(s), default ${c.policy.defaultAction}, mode ${c.policy.mode}${
+        c.format === "agentreserve" ? " (@agentreserve/proxy format)" : ""
+      }`;
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    problems = e.problems;
+  }
+  const errors = problems.filter((p) => p.severity === "error").length;
+  const warnings = problems.length - errors;
+  if (format === "json") {
+    io.stdout(JSON.stringify({ ok: errors === 0, errors, warnings, problems }, null, 2) + "\n");
+  } else if (format === "github") {
+    for (const p of problems) io.stdout(github(p) + "\n");
+  } else {
+    for (const p of problems) io.stdout(formatProblem(p) + "\n");
+    io.stdout(
+      errors === 0
+        ? `ok: ${summary}${warnings ? ` (${warnings} warning(s))` : ""}\n`
+        : `${errors} error(s), ${warnings} warning(s)\n`,
+    );
+  }
+  return errors > 0 || (parsed.opts.strict && warnings > 0) ? 1 : 0;
+}

@@ -1,0 +1,56 @@
+/**
+ * The world a command sees. Commands take `(args, io)` and return an exit code;
+ * only `main.ts` exits, so every command runs in-process in tests.
+ *
+ * @module
+ */
+
+/** Streams, environment and working directory of one command invocation. */
+export interface Io {
+  stdout(text: string): void;
+  stderr(text: string): void;
+  env(name: string): string | undefined;
+  cwd: string;
+  /** Standard input, when the command reads it (`-`). */
+  stdin?: ReadableStream<Uint8Array>;
+  /** Aborted when the process is asked to stop (SIGINT / SIGTERM). */
+  signal?: AbortSignal;
+}
+
+/** A subcommand: parse `args`, do the work, return the exit code. */
+export type Command = (args: string[], io: Io) => Promise<number>;
+
+/** The Io of the real process. */
+export function processIo(signal?: AbortSignal): Io {
+  const enc = new TextEncoder();
+  // writeSync may write fewer bytes than asked (pipes): loop until all are out.
+  const writeAll = (w: { writeSync(p: Uint8Array): number }, text: string) => {
+    let bytes = enc.encode(text);
+    while (bytes.length > 0) bytes = bytes.subarray(w.writeSync(bytes));
+  };
+  return {
+    stdout: (t) => writeAll(Deno.stdout, t),
+    stderr: (t) => writeAll(Deno.stderr, t),
+    env: (n) => Deno.env.get(n),
+    cwd: Deno.cwd(),
+    stdin: Deno.stdin.readable,
+    signal,
+  };
+}
+
+/** An Io that records output, for tests. */
+export function memoryIo(opts: { env?: Record<string, string>; cwd?: string } = {}): Io & {
+  out: string[];
+  err: string[];
+} {
+  const out: string[] = [];
+  const err: string[] = [];
+  return {
+    out,
+    err,
+    stdout: (t) => void out.push(t),
+    stderr: (t) => void err.push(t),
+    env: (n) => opts.env?.[n],
+    cwd: opts.cwd ?? Deno.cwd(),
+  };
+}

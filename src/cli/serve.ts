@@ -1,0 +1,145 @@
+/**
+ * `agentgate [serve]`: run the proxy until SIGINT/SIGTERM.
+ *
+ * @module
+ */
+import { type CommandSpec, helpText, parseArgs } from "./args.ts";
+import type { Io } from "./io.ts";
+import { loadForCommand } from "./config_arg.ts";
+import { parseListen } from "../config/spec.ts";
+import { AuditOpenError, AuditStore } from "../audit/store.ts";
+import { ProxyServer } from "../proxy/server.ts";
+import { VERSION } from "../version.ts";
+
+/** The interface of `serve`. */
+export const serveSpec: CommandSpec = {
+  name: "serve",
+  summary: "Run the egress proxy (the default command).",
+  usage: "agentgate [serve] [--config FILE] [--listen HOST:PORT] [--no-dashboard]",
+  options: [
+    {
+      name: "config",
+      short: "c",
+      type: "string",
+      value: "FILE",
+      help: "Policy file (default: ./agentgate.yaml if present, else the embedded default).",
+    },
+    {
+      name: "listen",
+      short: "l",
+      type: "string",
+      value: "HOST:PORT",
+      help: "Listen address; port 0 picks a free port (default: proxy.listen, 127.0.0.1:4100).",
+    },
+    { name: "no-dashboard", type: "boolean", help: "Do not serve /_/dashboard and /_/api." },
+  ],
+  epilog: [
+    "The embedded default policy records every request and denies cloud-metadata",
+    "and link-local addresses. Stop with Ctrl-C (SIGINT) or SIGTERM: in-flight requests",
+    "get up to 5 s to finish and the audit is flushed.",
+    "",
+    "Examples:",
+    "  agentgate                                  # embedded default on 127.0.0.1:4100",
+    "  agentgate --config agentgate.yaml",
+    "  agentgate serve --listen 127.0.0.1:0        # ephemeral port, printed on start",
+  ].join("\n"),
+};
+
+/** Options a caller (tests, `run`) can pass besides argv. */
+export interface ServeHooks {
+  /** Called once the proxy listens. */
+  onListening?: (address: { host: string; port: number }, proxy: ProxyServer) => void;
+}
+
+/** Run the proxy until `io.signal` aborts. */
+export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Promise<number> {
+  const parsed = parseArgs(serveSpec, args);
+  if (parsed.opts.help) {
+    io.stdout(helpText(serveSpec));
+    return 0;
+  }
+  const got = await loadForCommand(parsed.opts.config as string | undefined, io, {
+    lintAsWarnings: true,
+  });
+  if (got === null) {
+    io.stderr("agentgate: not started: the policy has errors\n");
+    return 1;
+  }
+  const { config } = got.loaded;
+  let listen = config.listen;
+  if (typeof parsed.opts.listen === "string") {
+    const l = parseListen(parsed.opts.listen);
+    if (typeof l === "string") {
+      io.stderr(`agentgate: --listen: ${l}\n`);
+      return 2;
+    }
+    listen = l;
+  }
+  if (parsed.opts["no-dashboard"]) config.dashboard = false;
+
+  let audit: AuditStore;
+  try {
+    audit = AuditStore.open(config.audit.path, {
+      retentionMs: config.audit.retentionMs,
+      log: (m) => io.stderr(m + "\n"),
+    });
+  } catch (e) {
+    if (!(e instanceof AuditOpenError)) throw e;
+    io.stderr(`agentgate: not started: ${e.message}\n`);
+    return 1;
+  }
+
+  const proxy = new ProxyServer({
+    config,
+    audit,
+    version: VERSION,
+    log: (l) => io.stderr(l + "\n"),
+  });
+  let address: { host: string; port: number };
+  try {
+    address = await proxy.listen(listen.host, listen.port);
+  } catch (e) {
+    audit.close();
+    const code = (e as { code?: string }).code;
+    const why = code === "EADDRINUSE"
+      ? "address already in use (another agentgate? use --listen 127.0.0.1:0 for a free port)"
+      : (e as Error).message;
+    io.stderr(`agentgate: cannot listen on ${listen.host}:${listen.port}: ${why}\n`);
+    return 1;
+  }
+  const hostForUrl = address.host.includes(":") ? `[${address.host}]` : address.host;
+  const url = `http://${hostForUrl}:${address.port}`;
+  const policyLine = got.source === "embedded"
+    ? "embedded default (records everything; denies cloud metadata and link-local addresses)"
+    : `${config.file} (${config.policy.rules.length} rule(s), default ${config.policy.defaultAction}, mode ${config.policy.mode}${
+      config.format === "agentreserve" ? ", @agentreserve/proxy format" : ""
+    })`;
+  io.stdout(
+    [
+      `agentgate ${VERSION} listening on ${url}`,
+      `policy: ${policyLine}`,
+      `audit:  ${config.audit.path}`,
+      ...(config.dashboard ? [`dashboard: ${url}/_/dashboard`] : []),
+      "",
+      "Point clients at it:",
+      `  export HTTP_PROXY=${url} HTTPS_PROXY=${url}`,
+      `  export http_proxy=${url} https_proxy=${url}`,
+      "",
+    ].join("\n"),
+  );
+  hooks.onListening?.(address, proxy);
+
+  await new Promise<void>((resolve) => {
+    if (!io.signal || io.signal.aborted) return resolve();
+    io.signal.addEventListener("abort", () => resolve(), { once: true });
+  });
+  io.stderr("agentgate: shutting down (finishing in-flight requests, up to 5 s)\n");
+  const { forced } = await proxy.shutdown(5000);
+  audit.close();
+  io.stderr(
+    `agentgate: stopped; ${proxy.counters.requests} request(s) handled${
+      forced ? `, ${forced} cut at shutdown` : ""
+    }, audit flushed (${audit.written} row(s) written)\n`,
+  );
+  return 0;
+}

@@ -1,0 +1,376 @@
+/**
+ * Loading a policy: YAML -> validate (every error with file:line:col) ->
+ * compile (globs, methods, defaults) into what the hot path trusts.
+ *
+ * @module
+ */
+import { isMap, isPair, isScalar, LineCounter, type Node, parseDocument, Scalar } from "yaml";
+import { dirname, isAbsolute, resolve } from "node:path";
+import { ConfigError, didYouMean, type Problem } from "./errors.ts";
+import { type Path, type SchemaIssue, validate } from "./schema.ts";
+import { configSchema, KNOWN_METHODS, legacySchema, parseListen, V1_ONLY_KEYS } from "./spec.ts";
+import { compileMatch, type Matcher, PatternError } from "../policy/match.ts";
+import type { CompiledPolicy, CompiledRule } from "../policy/engine.ts";
+import type { Action } from "../policy/types.ts";
+import { parseDuration } from "../policy/duration.ts";
+import { DEFAULT_POLICY_NAME, DEFAULT_POLICY_YAML } from "./default.ts";
+
+/** A loaded, compiled configuration. */
+export interface AgentgateConfig {
+  /** The file it came from (or `<embedded default>`). */
+  file: string;
+  format: "v1" | "agentreserve";
+  embedded: boolean;
+  listen: { host: string; port: number };
+  dashboard: boolean;
+  policy: CompiledPolicy;
+  audit: { path: string; retentionMs: number };
+  upstream: { connectTimeoutMs: number; responseTimeoutMs: number };
+}
+
+/** A config plus the non-fatal problems found while loading it. */
+export interface Loaded {
+  config: AgentgateConfig;
+  /**
+   * Warnings, and lint errors (`lint: true`): problems `check` fails on but
+   * that do not stop `serve`, so a file in the @agentreserve/proxy format
+   * always loads.
+   */
+  problems: (Problem & { lint?: boolean })[];
+}
+
+/** One parsed YAML file, able to locate any path in it. */
+class SourceFile {
+  readonly lines = new LineCounter();
+  readonly doc;
+  constructor(readonly file: string, readonly text: string) {
+    this.doc = parseDocument(text, {
+      lineCounter: this.lines,
+      uniqueKeys: true,
+      prettyErrors: false,
+    });
+  }
+
+  /** Position of a node (its key when `atKey`), plus a character offset into a scalar. */
+  pos(node: Node | null | undefined, offset = 0): { line: number; col: number } {
+    if (!node?.range) return { line: 0, col: 0 };
+    let start = node.range[0];
+    if (offset > 0 && isScalar(node)) start = scalarOffset(this.text, node, offset);
+    const p = this.lines.linePos(start);
+    return { line: p.line, col: p.col };
+  }
+
+  /** The node at a path (a pair's key when `atKey`). */
+  nodeAt(path: Path, atKey = false): Node | null {
+    if (!atKey) return (this.doc.getIn(path, true) as Node | undefined) ?? null;
+    const parent = this.doc.getIn(path.slice(0, -1), true);
+    if (isMap(parent)) {
+      for (const pair of parent.items) {
+        if (isPair(pair) && isScalar(pair.key) && pair.key.value === path[path.length - 1]) {
+          return pair.key as Node;
+        }
+      }
+    }
+    return null;
+  }
+
+  problem(
+    severity: Problem["severity"],
+    node: Node | null | undefined,
+    message: string,
+    offset = 0,
+  ): Problem {
+    return { severity, file: this.file, ...this.pos(node, offset), message };
+  }
+}
+
+/**
+ * Map an offset in a scalar's value to an offset in the source text, so an
+ * error inside a `match` pattern or a CEL condition points at the character.
+ */
+export function scalarOffset(text: string, node: Scalar, offset: number): number {
+  const [start, end] = node.range!;
+  const src = text.slice(start, end);
+  switch (node.type) {
+    case Scalar.QUOTE_DOUBLE:
+    case Scalar.QUOTE_SINGLE:
+      return start + 1 + offset;
+    case Scalar.BLOCK_LITERAL:
+    case Scalar.BLOCK_FOLDED: {
+      // Value line k is source line k+1 (after the `|` header) minus its indentation.
+      const value = String(node.value);
+      const before = value.slice(0, offset);
+      const lineNo = before.split("\n").length - 1;
+      const col = offset - (before.lastIndexOf("\n") + 1);
+      const srcLines = src.split("\n");
+      const first = srcLines.slice(1).find((l) => l.trim() !== "") ?? "";
+      const indent = first.length - first.trimStart().length;
+      let pos = start + srcLines[0].length + 1;
+      for (let i = 1; i <= lineNo && i < srcLines.length; i++) pos += srcLines[i].length + 1;
+      return pos + indent + col;
+    }
+    default:
+      return start + offset;
+  }
+}
+
+/** Where a relative path in `file` points. */
+function resolveFrom(file: string, p: string, cwd: string): string {
+  if (isAbsolute(p)) return p;
+  return file.startsWith("<") ? resolve(cwd, p) : resolve(cwd, dirname(file), p);
+}
+
+/**
+ * Parse, validate and compile a policy text.
+ *
+ * @example
+ * const { config } = parseConfig("version: 1\nrules: []\n", "inline.yaml", Deno.cwd());
+ */
+export function parseConfig(text: string, file: string, cwd: string): Loaded {
+  const src = new SourceFile(file, text);
+  const errors: Problem[] = [];
+  const problems: Loaded["problems"] = [];
+  for (const e of src.doc.errors) {
+    const p = src.lines.linePos(e.pos[0]);
+    errors.push({
+      severity: "error",
+      file,
+      line: p.line,
+      col: p.col,
+      message: `invalid YAML: ${
+        e.message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "")
+      }`,
+    });
+  }
+  if (errors.length) throw new ConfigError(errors);
+  for (const w of src.doc.warnings) {
+    const p = src.lines.linePos(w.pos[0]);
+    problems.push({ severity: "warning", file, line: p.line, col: p.col, message: w.message });
+  }
+
+  const root = src.doc.contents as Node | null;
+  if (root === null || (isScalar(root) && root.value === null)) {
+    throw new ConfigError([src.problem("error", root, "the policy file is empty")]);
+  }
+  if (!isMap(root)) {
+    throw new ConfigError([src.problem("error", root, "a policy file must be a YAML mapping")]);
+  }
+  const hasVersion = src.doc.has("version");
+  if (!hasVersion) {
+    // A v1 file that forgot `version:` would silently get the legacy default (log):
+    // refuse instead of guessing.
+    const v1Key = V1_ONLY_KEYS.find((k) => src.doc.has(k));
+    const ruleKey = ["name", "methods"].find((k) =>
+      (src.doc.get("rules") as { items?: unknown[] } | undefined)?.items?.some((r) =>
+        isMap(r) && r.has(k)
+      )
+    );
+    if (v1Key || ruleKey) {
+      throw new ConfigError([
+        src.problem(
+          "error",
+          root,
+          `missing key "version": this file uses "${
+            v1Key ?? ruleKey
+          }", which only agentgate policies have; add "version: 1" at the top ` +
+            "(a file without version is read as @agentreserve/proxy configuration)",
+        ),
+      ]);
+    }
+  }
+  const legacy = !hasVersion;
+  const issues: SchemaIssue[] = [];
+  const raw = validate(root, legacy ? legacySchema : configSchema, [], issues) as Record<
+    string,
+    // deno-lint-ignore no-explicit-any
+    any
+  >;
+  for (const i of issues) {
+    const node = i.atKey ? src.nodeAt(i.path, true) ?? i.node : i.node;
+    errors.push(src.problem("error", node, i.message));
+  }
+  if (errors.length) throw new ConfigError(errors);
+
+  // --- compile ---------------------------------------------------------------
+  const rules: CompiledRule[] = [];
+  const names = new Map<string, number>();
+  const rawRules: Record<string, unknown>[] = raw.rules ?? [];
+  let catchAll: CompiledRule | null = null;
+  rawRules.forEach((r, index) => {
+    const path = ["rules", index];
+    const ruleNode = src.nodeAt(path);
+    const patterns = (Array.isArray(r.match) ? r.match : [r.match]) as string[];
+    const matchers: Matcher[] = [];
+    patterns.forEach((pattern, i) => {
+      const node = src.nodeAt(Array.isArray(r.match) ? [...path, "match", i] : [...path, "match"]);
+      try {
+        matchers.push(compileMatch(pattern, legacy));
+      } catch (e) {
+        if (!(e instanceof PatternError)) throw e;
+        errors.push(
+          src.problem(
+            "error",
+            node,
+            `invalid match pattern "${pattern}" in rule ${index + 1}: ${e.message}`,
+            e.offset,
+          ),
+        );
+      }
+    });
+    if (matchers.length < patterns.length) return;
+    let methods: Set<string> | null = null;
+    if (r.methods !== undefined) {
+      const list = (Array.isArray(r.methods) ? r.methods : [r.methods]) as string[];
+      methods = new Set(list.map((m) => m.toUpperCase()));
+      list.forEach((m, i) => {
+        if (!KNOWN_METHODS.includes(m.toUpperCase())) {
+          const node = Array.isArray(r.methods)
+            ? src.nodeAt([...path, "methods", i])
+            : src.nodeAt([...path, "methods"]);
+          problems.push(
+            src.problem(
+              "warning",
+              node,
+              `unknown HTTP method "${m}"${didYouMean(m.toUpperCase(), KNOWN_METHODS)}`,
+            ),
+          );
+        }
+      });
+    }
+    const baseName = (r.name as string | undefined) ?? patterns.join(", ");
+    const seen = names.get(baseName) ?? 0;
+    names.set(baseName, seen + 1);
+    if (seen > 0 && r.name !== undefined) {
+      problems.push(
+        src.problem(
+          "warning",
+          src.nodeAt([...path, "name"]),
+          `duplicate rule name "${baseName}" (rule ${index + 1}); it is recorded as "${baseName}#${
+            seen + 1
+          }"`,
+        ),
+      );
+    }
+    const pos = src.pos(ruleNode);
+    const rule: CompiledRule = {
+      name: seen > 0 ? `${baseName}#${seen + 1}` : baseName,
+      index,
+      source: `${file}:${pos.line}`,
+      match: matchers,
+      methods,
+      action: r.action as Action,
+      reason: (r.reason as string | undefined) ?? null,
+      policies: (r.policies as unknown[] | undefined) ?? [],
+      needsRequest: methods !== null || matchers.some((m) => m.path !== null),
+    };
+    if (catchAll) {
+      problems.push({
+        ...src.problem(
+          "warning",
+          ruleNode,
+          `rule "${rule.name}" can never match: rule "${catchAll.name}" (${catchAll.source}) matches every request first`,
+        ),
+      });
+    }
+    const isCatchAll = (m: Matcher) =>
+      m.host === null && m.port === null && m.scheme === null && m.path === null;
+    if (!catchAll && methods === null && matchers.some(isCatchAll)) catchAll = rule;
+    // Tunnels (https) show host and port only; a rule that needs more cannot decide them.
+    const blind = matchers.flatMap((m, i) =>
+      m.scheme !== "http" && (m.path !== null || methods !== null) ? [{ m, i }] : []
+    );
+    const tunnelProblem = (node: Node | null, what: string, host: string) =>
+      problems.push({
+        ...src.problem(
+          "error",
+          node,
+          `rule "${rule.name}" uses ${what}, which a CONNECT tunnel does not reveal: ` +
+            `HTTPS requests to "${host}" are denied with a reason (plain-HTTP requests are matched in full)`,
+        ),
+        lint: true,
+      });
+    const hostOf = (m: Matcher, i: number) =>
+      m.host === null ? "*" : typeof m.host === "string" ? m.host : patterns[i].split("/")[0];
+    if (methods !== null && blind.length > 0) {
+      tunnelProblem(
+        src.nodeAt([...path, "methods"]),
+        "methods",
+        blind.map(({ m, i }) => hostOf(m, i)).join('", "'),
+      );
+    } else {
+      for (const { m, i } of blind) {
+        const node = src.nodeAt(
+          Array.isArray(r.match) ? [...path, "match", i] : [...path, "match"],
+        );
+        tunnelProblem(node, `the path glob "${m.pathGlob}"`, hostOf(m, i));
+      }
+    }
+    if (rule.policies.length > 0) {
+      problems.push(
+        src.problem(
+          "warning",
+          src.nodeAt([...path, "policies"]),
+          `policies of rule "${rule.name}" are parsed but not enforced by this version`,
+        ),
+      );
+    }
+    rules.push(rule);
+  });
+  if (errors.length) throw new ConfigError(errors);
+
+  let listen = { host: "127.0.0.1", port: 4100 };
+  let dashboard = true;
+  let auditPath = resolveFrom(file, legacy ? "./agentreserve-audit.db" : "./agentgate.db", cwd);
+  if (legacy) {
+    listen = { host: raw.proxy?.host ?? "127.0.0.1", port: raw.proxy?.port ?? 4100 };
+    dashboard = raw.proxy?.dashboard ?? true;
+    if (raw.audit?.path) auditPath = resolveFrom(file, raw.audit.path, cwd);
+  } else {
+    if (raw.proxy?.listen) listen = parseListen(raw.proxy.listen) as typeof listen;
+    dashboard = raw.proxy?.dashboard ?? true;
+    if (raw.audit?.path) auditPath = resolveFrom(file, raw.audit.path, cwd);
+  }
+  const config: AgentgateConfig = {
+    file,
+    format: legacy ? "agentreserve" : "v1",
+    embedded: file === DEFAULT_POLICY_NAME,
+    listen,
+    dashboard,
+    policy: {
+      mode: raw.mode ?? "enforce",
+      defaultAction: raw.default ?? (legacy ? "log" : "deny"),
+      defaultSource: legacy ? "@agentreserve/proxy default" : "default",
+      rules,
+    },
+    audit: { path: auditPath, retentionMs: parseDuration(raw.audit?.retention ?? "30d") },
+    upstream: {
+      connectTimeoutMs: parseDuration(raw.upstream?.connect_timeout ?? "10s"),
+      responseTimeoutMs: parseDuration(raw.upstream?.response_timeout ?? "5m"),
+    },
+  };
+  problems.sort((a, b) => a.line - b.line || a.col - b.col);
+  return { config, problems };
+}
+
+/**
+ * Read and parse a policy file; I/O errors become config errors too.
+ *
+ * @example
+ * const { config, problems } = await loadConfig("agentgate.yaml", Deno.cwd());
+ */
+export async function loadConfig(path: string, cwd: string): Promise<Loaded> {
+  const file = isAbsolute(path) ? path : resolve(cwd, path);
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (e) {
+    const why = e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message;
+    throw new ConfigError([{ severity: "error", file: path, line: 0, col: 0, message: why }]);
+  }
+  return parseConfig(text, path, cwd);
+}
+
+/** The embedded default policy (audit everything, deny metadata and link-local). */
+export function loadDefaultConfig(cwd: string): Loaded {
+  return parseConfig(DEFAULT_POLICY_YAML, DEFAULT_POLICY_NAME, cwd);
+}

@@ -1,0 +1,167 @@
+import assert from "node:assert/strict";
+import { loadConfig, parseConfig } from "./load.ts";
+import { ConfigError, formatProblem } from "./errors.ts";
+
+function errorsOf(text: string, file = "policies/ci.yaml"): string[] {
+  try {
+    parseConfig(text, file, "/repo");
+  } catch (e) {
+    if (e instanceof ConfigError) return e.problems.map(formatProblem);
+    throw e;
+  }
+  assert.fail("expected a config error");
+}
+
+Deno.test("load: unknown keys, wrong types and bad values name file:line:col", () => {
+  const text = `version: 1
+default: alow
+rules:
+  - name: npm
+    match: registry.npmjs.org
+    action: allow
+    methdos: [GET]
+  - match: 42
+    action: allow
+proxy:
+  listen: localhost
+`;
+  assert.deepEqual(errorsOf(text), [
+    'policies/ci.yaml:2:10: "default" must be one of "deny", "allow", "log", not "alow" (did you mean "allow"?)',
+    'policies/ci.yaml:7:5: unknown key "methdos" in "rules.0" (did you mean "methods"?)',
+    'policies/ci.yaml:8:12: "rules.1.match" must be a string or a list, not number 42',
+    'policies/ci.yaml:11:11: listen address "localhost" must be HOST:PORT (e.g. "127.0.0.1:4100")',
+  ]);
+});
+
+Deno.test("load: a bad glob points at the character inside the pattern", () => {
+  const text = 'version: 1\nrules:\n  - match: "api.example.com:99999/v1"\n    action: allow\n';
+  assert.deepEqual(errorsOf(text, "a.yaml"), [
+    'a.yaml:3:29: invalid match pattern "api.example.com:99999/v1" in rule 1: port 99999 is out of range 1-65535',
+  ]);
+});
+
+Deno.test("load: YAML syntax errors and duplicate keys", () => {
+  assert.deepEqual(errorsOf("version: 1\nrules: [\n", "s.yaml").length, 1);
+  assert.match(errorsOf("version: 1\nrules: [\n", "s.yaml")[0], /^s\.yaml:\d+:\d+: invalid YAML: /);
+  assert.deepEqual(errorsOf("version: 1\nmode: audit\nmode: enforce\n", "d.yaml"), [
+    "d.yaml:3:1: invalid YAML: Map keys must be unique",
+  ]);
+  assert.deepEqual(errorsOf("", "e.yaml"), [
+    "e.yaml:0:0: the policy file is empty".replace(":0:0", ""),
+  ]);
+  assert.deepEqual(errorsOf("- a\n- b\n", "l.yaml"), [
+    "l.yaml:1:1: a policy file must be a YAML mapping",
+  ]);
+});
+
+Deno.test("load: v1-only keys without version are refused, not read as the legacy format", () => {
+  assert.deepEqual(errorsOf("default: deny\nrules: []\n", "x.yaml"), [
+    'x.yaml:1:1: missing key "version": this file uses "default", which only agentgate policies have; ' +
+    'add "version: 1" at the top (a file without version is read as @agentreserve/proxy configuration)',
+  ]);
+});
+
+Deno.test("load: warnings and tunnel lint problems do not stop loading", () => {
+  const text = `version: 1
+rules:
+  - match: "*"
+    action: log
+  - name: never
+    match: example.com
+    action: deny
+  - name: paths
+    match: api.example.com/v1/**
+    methods: [PSOT]
+    action: allow
+`;
+  const { config, problems } = parseConfig(text, "w.yaml", "/");
+  assert.equal(config.policy.rules.length, 3);
+  assert.deepEqual(problems.map((p) => `${formatProblem(p)}${p.lint ? " [lint]" : ""}`), [
+    'w.yaml:5:5: warning: rule "never" can never match: rule "*" (w.yaml:3) matches every request first',
+    'w.yaml:8:5: warning: rule "paths" can never match: rule "*" (w.yaml:3) matches every request first',
+    'w.yaml:10:14: rule "paths" uses methods, which a CONNECT tunnel does not reveal: HTTPS requests to "api.example.com" are denied with a reason (plain-HTTP requests are matched in full) [lint]',
+    'w.yaml:10:15: warning: unknown HTTP method "PSOT" (did you mean "POST"?)',
+  ]);
+});
+
+Deno.test("load: defaults and paths relative to the policy file", () => {
+  const { config } = parseConfig("version: 1\n", "conf/agentgate.yaml", "/repo");
+  assert.equal(config.listen.host, "127.0.0.1");
+  assert.equal(config.listen.port, 4100);
+  assert.equal(config.dashboard, true);
+  assert.equal(config.policy.defaultAction, "deny");
+  assert.equal(config.policy.mode, "enforce");
+  assert.equal(config.audit.path, "/repo/conf/agentgate.db");
+  assert.equal(config.audit.retentionMs, 30 * 86_400_000);
+  assert.equal(config.upstream.connectTimeoutMs, 10_000);
+  assert.equal(config.upstream.responseTimeoutMs, 300_000);
+});
+
+Deno.test("load: the @agentreserve/proxy README example loads unchanged", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const text = `proxy:
+  port: 4100
+  host: "127.0.0.1"
+  dashboard: true
+
+rules:
+  # Allow OpenAI with rate limiting
+  - match: "api.openai.com/*"
+    action: allow
+    policies:
+      - type: rate_limit
+        max_requests_per_minute: 60
+
+  # Allow Anthropic with rate limiting
+  - match: "api.anthropic.com/*"
+    action: allow
+    policies:
+      - type: rate_limit
+        max_requests_per_minute: 30
+
+  # Block internal APIs
+  - match: "*.internal.company.com/*"
+    action: deny
+    reason: "Internal APIs are not accessible to agents"
+
+  # Block sensitive AWS endpoints
+  - match: "*.amazonaws.com/iam/*"
+    action: deny
+    reason: "IAM modifications blocked for agents"
+
+  # Allow and log everything else
+  - match: "*"
+    action: log
+
+audit:
+  store: sqlite
+  path: ./agentreserve-audit.db
+`;
+    await Deno.writeTextFile(`${dir}/agentreserve.yaml`, text);
+    const { config } = await loadConfig("agentreserve.yaml", dir);
+    assert.equal(config.format, "agentreserve");
+    assert.deepEqual(config.listen, { host: "127.0.0.1", port: 4100 });
+    assert.equal(config.audit.path, `${dir}/agentreserve-audit.db`);
+    assert.deepEqual(config.policy.rules.map((r) => [r.name, r.action]), [
+      ["api.openai.com/*", "allow"],
+      ["api.anthropic.com/*", "allow"],
+      ["*.internal.company.com/*", "deny"],
+      ["*.amazonaws.com/iam/*", "deny"],
+      ["*", "log"],
+    ]);
+    assert.deepEqual(config.policy.rules[0].policies, [
+      { type: "rate_limit", max_requests_per_minute: 60 },
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("load: a missing file is a config error naming it", async () => {
+  await assert.rejects(loadConfig("nope.yaml", "/tmp"), (e: unknown) => {
+    assert.ok(e instanceof ConfigError);
+    assert.equal(e.message, "nope.yaml: file not found");
+    return true;
+  });
+});

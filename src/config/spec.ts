@@ -1,0 +1,193 @@
+/**
+ * The schema of agentgate policy files (`version: 1`) and of the
+ * @agentreserve/proxy format that loads unchanged.
+ *
+ * @module
+ */
+import type { ObjectSchema, Schema } from "./schema.ts";
+import { parseDuration } from "../policy/duration.ts";
+
+const duration = (description: string): Schema => ({
+  type: "string",
+  description,
+  pattern: "^([0-9]+(ms|s|m|h|d))+$",
+  check: (v) => {
+    try {
+      parseDuration(v);
+      return null;
+    } catch (e) {
+      return (e as Error).message;
+    }
+  },
+});
+
+/** `host:port`, IPv6 in brackets; port 0 = ephemeral. */
+export function parseListen(v: string): { host: string; port: number } | string {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d+)$/.exec(v);
+  if (!m) return `listen address "${v}" must be HOST:PORT (e.g. "127.0.0.1:4100")`;
+  const port = Number(m[2]);
+  if (port > 65535) return `port ${port} in listen address "${v}" is out of range 0-65535`;
+  const host = m[1].startsWith("[") ? m[1].slice(1, -1) : m[1];
+  return { host, port };
+}
+
+const listen: Schema = {
+  type: "string",
+  description: 'Address the proxy listens on, "HOST:PORT" (port 0 = ephemeral).',
+  check: (v) => {
+    const r = parseListen(v);
+    return typeof r === "string" ? r : null;
+  },
+};
+
+/** Methods the matcher knows; others are allowed with a warning. */
+export const KNOWN_METHODS = [
+  "GET",
+  "HEAD",
+  "POST",
+  "PUT",
+  "PATCH",
+  "DELETE",
+  "OPTIONS",
+  "TRACE",
+  "CONNECT",
+  "PROPFIND",
+  "PROPPATCH",
+  "MKCOL",
+  "COPY",
+  "MOVE",
+  "LOCK",
+  "UNLOCK",
+  "REPORT",
+  "SEARCH",
+  "QUERY",
+];
+
+const method: Schema = {
+  type: "string",
+  description: "An HTTP method (case-insensitive).",
+  check: (v) => /^[A-Za-z!#$%&'*+.^_`|~0-9-]+$/.test(v) ? null : `"${v}" is not an HTTP method`,
+};
+
+/** A policy attached to a rule; validated by its own checker when compiled. */
+const policy: Schema = {
+  type: "any",
+  description:
+    "A policy such as { rate_limit: {...} }, { time_window: {...} }, { spending_limit: {...} }.",
+};
+
+const rule: ObjectSchema = {
+  type: "object",
+  description: "A rule: the first rule whose match, methods and condition hold decides.",
+  properties: {
+    name: { type: "string", description: "Rule name (audit, dashboard, tests)." },
+    match: {
+      type: "union",
+      description:
+        'Pattern "[scheme://]host[:port][/path]" or a list of them: host glob (* spans dots), path glob (picomatch); "*" matches everything.',
+      anyOf: [{ type: "string" }, { type: "array", items: { type: "string" }, minItems: 1 }],
+    },
+    methods: {
+      type: "union",
+      description: "Methods this rule applies to (default: all).",
+      anyOf: [method, { type: "array", items: method, minItems: 1 }],
+    },
+    action: { type: "string", enum: ["allow", "deny", "log"], description: "What to do." },
+    reason: { type: "string", description: "Reason shown to the client and in the audit." },
+    policies: {
+      type: "array",
+      items: policy,
+      description: "Policies that must all pass (allow rules).",
+    },
+  },
+  required: ["match", "action"],
+};
+
+/** `version: 1` policy files. */
+export const configSchema: ObjectSchema = {
+  type: "object",
+  description: "agentgate policy file",
+  properties: {
+    version: { type: "number", integer: true, minimum: 1, maximum: 1, description: "Always 1." },
+    proxy: {
+      type: "object",
+      properties: {
+        listen,
+        dashboard: {
+          type: "boolean",
+          description: "Serve /_/dashboard and /_/api (default true).",
+        },
+      },
+    },
+    mode: {
+      type: "string",
+      enum: ["enforce", "audit"],
+      description: "enforce (default) or audit: a would-be deny is forwarded and recorded.",
+    },
+    default: {
+      type: "string",
+      enum: ["deny", "allow", "log"],
+      description: "Decision when no rule matches (default deny).",
+    },
+    rules: { type: "array", items: rule, description: "Rules, first match wins." },
+    upstream: {
+      type: "object",
+      properties: {
+        connect_timeout: duration("Timeout to connect upstream (default 10s); answered 504."),
+        response_timeout: duration(
+          "Timeout for the upstream response headers (default 5m); answered 504.",
+        ),
+      },
+    },
+    audit: {
+      type: "object",
+      properties: {
+        path: {
+          type: "string",
+          description: "SQLite file (relative to this file; default ./agentgate.db).",
+        },
+        retention: duration("Rows older than this are deleted (default 30d)."),
+      },
+    },
+  },
+  required: ["version"],
+};
+
+/** The @agentreserve/proxy format (a file without `version:`). */
+export const legacySchema: ObjectSchema = {
+  type: "object",
+  description: "@agentreserve/proxy configuration",
+  properties: {
+    proxy: {
+      type: "object",
+      properties: {
+        port: { type: "number", integer: true, minimum: 0, maximum: 65535 },
+        host: { type: "string" },
+        dashboard: { type: "boolean" },
+      },
+    },
+    rules: {
+      type: "array",
+      items: {
+        type: "object",
+        properties: {
+          match: { type: "string" },
+          action: { type: "string", enum: ["allow", "deny", "log"] },
+          reason: { type: "string" },
+          policies: { type: "array", items: policy },
+        },
+        required: ["match", "action"],
+      },
+    },
+    audit: {
+      type: "object",
+      properties: {
+        store: { type: "string", enum: ["sqlite"] },
+        path: { type: "string" },
+      },
+    },
+  },
+};
+
+/** Keys that exist only in `version: 1` files: their presence without `version` is a mistake. */
+export const V1_ONLY_KEYS = ["mode", "default", "upstream", "include", "tls", "llm", "limits"];

@@ -1,0 +1,58 @@
+/**
+ * Shared value types of the policy engine. The engine is sans-IO: the proxy
+ * builds a {@link RequestInfo}, the engine returns a {@link Decision}.
+ *
+ * @module
+ */
+
+/** What the proxy knows about one request when it asks for a decision. */
+export interface RequestInfo {
+  /** Decision id (also the audit row id and the `X-Agentgate-Decision` header). */
+  id: string;
+  /** Session id (from `agentgate run` / proxy credentials), or null. */
+  session: string | null;
+  /** Human label of the session (`--label`), or null. */
+  label: string | null;
+  /** Client address (IP, without port). */
+  client: string;
+  /** Upper-case method; `CONNECT` for a tunnel that is not intercepted. */
+  method: string;
+  /** `http` for plain requests, `https` for tunnels and intercepted requests. */
+  scheme: "http" | "https";
+  /** Normalized host: lower-case, no trailing dot, IPv6 without brackets. */
+  host: string;
+  port: number;
+  /** Path without the query; null for a CONNECT tunnel (the path is unknown). */
+  path: string | null;
+  /** Raw query string without the leading `?` ("" when none). */
+  query: string;
+  /** Request headers with lower-case names (empty for a tunnel). */
+  headers: Record<string, string>;
+  /** Parsed JSON body, present only when a matching rule needs it. */
+  body?: unknown;
+}
+
+/** The verdict of a rule. */
+export type Action = "allow" | "deny" | "log";
+
+/** What happens to the request; `would_deny` = deny in `mode: audit`, forwarded. */
+export type Verdict = "allow" | "deny" | "log" | "would_deny";
+
+/** A decision is a value: asserted in tests, stored in the audit. */
+export interface Decision {
+  verdict: Verdict;
+  /** Name of the deciding rule; null when the default decided. */
+  rule: string | null;
+  /** `file:line` of the deciding rule, when it came from a file. */
+  ruleSource: string | null;
+  /** Stable, human-readable reason. */
+  reason: string;
+  /** Policy that failed (e.g. `rate_limit`), when a policy decided. */
+  policy: string | null;
+  /** HTTP status for a deny: 403, or 429 for limits. */
+  status: number;
+  /** Seconds a client should wait (rate / spending limits). */
+  retryAfter: number | null;
+  /** Extra JSON-serialisable detail for the deny body (e.g. the key's count). */
+  detail?: Record<string, unknown>;
+}

@@ -1,0 +1,102 @@
+/**
+ * One request (or tunnel) from arrival to its audit row. Whatever path a
+ * request takes — forwarded, denied, upstream error, client abort, forced
+ * shutdown — `finish` runs exactly once and queues exactly one row.
+ *
+ * @module
+ */
+import type { AuditDecision, AuditEventV1 } from "../audit/event.ts";
+import { redactHeaders, redactQuery } from "../audit/redact.ts";
+import type { Decision, RequestInfo } from "../policy/types.ts";
+
+/** How an exchange ended, beyond what the decision says. */
+export interface Outcome {
+  status: number | null;
+  /** Overrides the decision's verdict (e.g. `error` for an upstream failure). */
+  decision?: AuditDecision;
+  /** Reason override (e.g. the upstream failure), else the decision's reason. */
+  reason?: string;
+  error?: string | null;
+}
+
+/** Where finished exchanges go. */
+export interface ExchangeSink {
+  record(event: AuditEventV1, exchange: Exchange): void;
+}
+
+let seq = 0;
+const rand = new Uint8Array(4096);
+let randPos = rand.length;
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+/**
+ * A time-ordered UUID (version 7): rows are appended in key order, so the
+ * audit's primary-key index does not fragment; the random part makes ids
+ * unguessable across processes.
+ *
+ * @example
+ * newDecisionId() // "0193a6b2-4c1e-7f3a-9d2b-5e8c1a7f0b3d"
+ */
+export function newDecisionId(now = Date.now()): string {
+  if (randPos + 10 > rand.length) {
+    crypto.getRandomValues(rand);
+    randPos = 0;
+  }
+  const r = rand;
+  const p = randPos;
+  randPos += 10;
+  const ts = now.toString(16).padStart(12, "0");
+  seq = (seq + 1) & 0xfff;
+  return `${ts.slice(0, 8)}-${ts.slice(8, 12)}-7${seq.toString(16).padStart(3, "0")}-` +
+    `${HEX[(r[p] & 0x3f) | 0x80]}${HEX[r[p + 1]]}-` +
+    `${HEX[r[p + 2]]}${HEX[r[p + 3]]}${HEX[r[p + 4]]}${HEX[r[p + 5]]}${HEX[r[p + 6]]}${
+      HEX[r[p + 7]]
+    }`;
+}
+
+/** The state of one request while it is in flight. */
+export class Exchange {
+  readonly ts = Date.now();
+  readonly t0 = performance.now();
+  decision: Decision | null = null;
+  bytesIn = 0;
+  bytesOut = 0;
+  done = false;
+  /** Tears the exchange down (forced shutdown); set by whoever owns its sockets. */
+  abort: (why: string) => void = () => {};
+
+  constructor(readonly info: RequestInfo, private readonly sink: ExchangeSink) {}
+
+  /** Write the audit row (once; later calls are ignored). */
+  finish(outcome: Outcome): void {
+    if (this.done) return;
+    this.done = true;
+    const d = this.decision;
+    const info = this.info;
+    const isTunnel = info.path === null;
+    this.sink.record({
+      id: info.id,
+      ts: this.ts,
+      session: info.session,
+      label: info.label,
+      client: info.client,
+      method: info.method,
+      scheme: info.scheme,
+      host: info.host,
+      port: info.port,
+      path: info.path,
+      query: info.query === "" ? null : redactQuery(info.query),
+      status: outcome.status,
+      decision: outcome.decision ?? d?.verdict ?? "error",
+      rule: d?.rule ?? null,
+      rule_source: d?.ruleSource ?? null,
+      reason: outcome.reason ?? d?.reason ?? "",
+      policy: d?.policy ?? null,
+      bytes_in: this.bytesIn,
+      bytes_out: this.bytesOut,
+      duration_ms: Math.round((performance.now() - this.t0) * 1000) / 1000,
+      error: outcome.error ?? null,
+      headers: isTunnel ? null : JSON.stringify(redactHeaders(info.headers)),
+    }, this);
+  }
+}

@@ -1,0 +1,258 @@
+/**
+ * Forwarding plain HTTP (and absolute-form https) requests upstream with
+ * streaming bodies both ways and pooled keep-alive connections, and passing
+ * WebSocket upgrades through.
+ *
+ * @module
+ */
+import type http from "node:http";
+import net from "node:net";
+import tls from "node:tls";
+import type { Duplex } from "node:stream";
+import { endToEnd } from "./headers.ts";
+import {
+  classifyUpstreamError,
+  rawAnswer,
+  upstreamAnswer,
+  type UpstreamFailure,
+  upstreamReason,
+} from "./reject.ts";
+import type { Exchange } from "./exchange.ts";
+import { type BodyFraming, ConnectionPool, type Endpoint, UpstreamCall } from "./h1client.ts";
+
+/** Upstream connection settings. */
+export interface UpstreamOptions {
+  connectTimeoutMs: number;
+  responseTimeoutMs: number;
+  /** Value of the `Via` header we add (`1.1 agentgate-xxxx`). */
+  via: string;
+}
+
+/** The keep-alive pool shared by all requests of one proxy. */
+export function createPool(): ConnectionPool {
+  return new ConnectionPool();
+}
+
+/** Methods that carry no body unless they say so. */
+const BODYLESS_BY_DEFAULT = new Set(["GET", "HEAD", "DELETE", "OPTIONS", "TRACE", "CONNECT"]);
+
+/** Set a connect timeout on a fresh socket. */
+function guardConnect(socket: net.Socket, ms: number, fail: (e: Error) => void) {
+  if (!socket.connecting) return;
+  const t = setTimeout(
+    () =>
+      fail(
+        Object.assign(new Error(`connect timeout after ${ms} ms`), { code: "UPSTREAM_TIMEOUT" }),
+      ),
+    ms,
+  );
+  socket.once("connect", () => clearTimeout(t));
+  socket.once("close", () => clearTimeout(t));
+}
+
+/** What the server hands to {@link forwardHttp}. */
+export interface ForwardTarget {
+  scheme: "http" | "https";
+  /** Host to connect to (may differ from the Host header's name). */
+  connectHost: string;
+  port: number;
+  /** Value of the Host header sent upstream (the request-target's authority). */
+  authority: string;
+  /** Path and query exactly as the client sent them. */
+  rawPath: string;
+}
+
+/** A plain TCP endpoint (the https variant comes with interception). */
+export function tcpEndpoint(host: string, port: number): Endpoint {
+  return { key: `tcp:${host}:${port}`, connect: () => net.connect({ host, port }) };
+}
+
+/** A TLS endpoint verified against the system roots (plus `ca`) and `servername`. */
+export function tlsEndpoint(
+  host: string,
+  port: number,
+  servername: string,
+  ca?: string[],
+): Endpoint {
+  return {
+    key: `tls:${host}:${port}:${servername}`,
+    tls: true,
+    connect: () =>
+      tls.connect({
+        host,
+        port,
+        servername: net.isIP(servername) ? undefined : servername,
+        ALPNProtocols: ["http/1.1"],
+        ...(ca ? { ca } : {}),
+      }),
+  };
+}
+
+/** Serialize headers (original case, duplicates as repeated lines). */
+function headerLines(headers: Record<string, string | string[]>): string {
+  let out = "";
+  for (const k in headers) {
+    const v = headers[k];
+    if (Array.isArray(v)) { for (const one of v) out += `${k}: ${one}\r\n`; }
+    else out += `${k}: ${v}\r\n`;
+  }
+  return out;
+}
+
+/**
+ * Forward one request and stream the response back. Calls `ex.finish` on
+ * every exit path.
+ */
+export function forwardHttp(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  target: ForwardTarget,
+  ex: Exchange,
+  pool: ConnectionPool,
+  opts: UpstreamOptions & { closeAfter: () => boolean; endpoint?: Endpoint },
+): void {
+  const headers = endToEnd(req.rawHeaders, {
+    skip: ["host", "expect", "via", "content-length"],
+  });
+  const via = req.headers["via"];
+  const cl = req.headers["content-length"];
+  const te = req.headers["transfer-encoding"];
+  const method = req.method ?? "GET";
+  let framing: BodyFraming = "none";
+  let framingLine = "";
+  if (te !== undefined) {
+    framing = "chunked";
+    framingLine = "Transfer-Encoding: chunked\r\n";
+  } else if (cl !== undefined) {
+    framing = cl === "0" ? "none" : "length";
+    framingLine = `Content-Length: ${cl}\r\n`;
+  } else if (!BODYLESS_BY_DEFAULT.has(method)) framingLine = "Content-Length: 0\r\n";
+  const head = `${method} ${target.rawPath} HTTP/1.1\r\nHost: ${target.authority}\r\n` +
+    headerLines(headers) + `Via: ${via ? `${via}, ` : ""}${opts.via}\r\n` + framingLine + "\r\n";
+  const tgt = `${target.connectHost}:${target.port}`;
+  const hasBody = framing !== "none";
+
+  const call = new UpstreamCall(
+    pool,
+    opts.endpoint ??
+      (target.scheme === "https"
+        ? tlsEndpoint(target.connectHost, target.port, target.connectHost)
+        : tcpEndpoint(target.connectHost, target.port)),
+    {
+      method,
+      head,
+      framing,
+      body: hasBody ? req : null,
+      onBodyBytes: (n) => (ex.bytesIn += n),
+      connectTimeoutMs: opts.connectTimeoutMs,
+      responseTimeoutMs: opts.responseTimeoutMs,
+    },
+    {
+      head: (h) => {
+        const out = endToEnd(h.rawHeaders);
+        if (h.rawHeaders.some((n, i) => i % 2 === 0 && n.toLowerCase() === "transfer-encoding")) {
+          // De-chunked here, re-framed by the server: a Content-Length beside it is stale.
+          for (const k of Object.keys(out)) if (k.toLowerCase() === "content-length") delete out[k];
+        }
+        out["x-agentgate-decision"] = ex.info.id;
+        if (opts.closeAfter()) out["connection"] = "close";
+        res.writeHead(h.status, h.statusText, out);
+      },
+      body: (chunk) => {
+        ex.bytesOut += chunk.length;
+        return res.write(chunk);
+      },
+      end: () => res.end(),
+      error: (e, responded) => {
+        if (ex.done) return;
+        const kind: UpstreamFailure = classifyUpstreamError(e);
+        const reason = upstreamReason(kind, tgt, e);
+        if (!responded && !res.headersSent) {
+          const a = upstreamAnswer(ex.info.id, kind, reason);
+          res.writeHead(a.status, { ...a.headers, ...(hasBody ? { connection: "close" } : {}) });
+          res.end(a.body);
+          ex.finish({ status: a.status, decision: "error", reason, error: `upstream ${kind}` });
+        } else {
+          // Headers already went out: the only honest signal left is a cut connection.
+          res.destroy();
+          ex.finish({ status: res.statusCode, error: `upstream aborted the response: ${reason}` });
+        }
+      },
+    },
+  );
+  res.on("drain", () => call.resume());
+  ex.abort = (why) => {
+    call.abort();
+    res.destroy();
+    ex.finish({ status: res.headersSent ? res.statusCode : null, error: why });
+  };
+  res.on("close", () => {
+    if (ex.done) return;
+    if (res.writableFinished) {
+      ex.finish({ status: res.statusCode });
+    } else {
+      call.abort();
+      ex.finish({ status: res.headersSent ? res.statusCode : null, error: "client aborted" });
+    }
+  });
+  call.start();
+}
+
+/**
+ * Pass a WebSocket upgrade through: send the request upstream on a raw
+ * connection, then relay bytes both ways. The upstream's 101 (or refusal)
+ * reaches the client unchanged.
+ */
+export function forwardUpgrade(
+  req: http.IncomingMessage,
+  socket: Duplex,
+  head: Uint8Array,
+  target: ForwardTarget,
+  ex: Exchange,
+  opts: UpstreamOptions,
+): void {
+  const headers = endToEnd(req.rawHeaders, { skip: ["host", "via"], keepUpgrade: true });
+  let text = `${req.method} ${target.rawPath} HTTP/1.1\r\nHost: ${target.authority}\r\n`;
+  for (const [k, v] of Object.entries(headers)) {
+    for (const one of Array.isArray(v) ? v : [v]) text += `${k}: ${one}\r\n`;
+  }
+  text += `Via: ${opts.via}\r\nConnection: Upgrade\r\n\r\n`;
+  const tgt = `${target.connectHost}:${target.port}`;
+  const up = net.connect({ host: target.connectHost, port: target.port });
+  let status: number | null = null;
+  let established = false;
+  guardConnect(up, opts.connectTimeoutMs, (e) => up.destroy(e));
+  up.on("connect", () => {
+    established = true;
+    up.write(text);
+    if (head.length) up.write(head);
+    socket.pipe(up);
+    up.pipe(socket);
+  });
+  up.once("data", (chunk: Uint8Array) => {
+    const m = /^HTTP\/1\.[01] (\d{3})/.exec(new TextDecoder().decode(chunk.subarray(0, 16)));
+    status = m ? Number(m[1]) : null;
+  });
+  const close = (error: string | null) => {
+    up.destroy();
+    socket.destroy();
+    ex.bytesIn = up.bytesWritten;
+    ex.bytesOut = up.bytesRead;
+    ex.finish({ status, error });
+  };
+  up.on("error", (e) => {
+    if (!established && !ex.done) {
+      const kind = classifyUpstreamError(e);
+      const reason = upstreamReason(kind, tgt, e);
+      const a = upstreamAnswer(ex.info.id, kind, reason);
+      socket.end(rawAnswer(a));
+      ex.finish({ status: a.status, decision: "error", reason, error: `upstream ${kind}` });
+      return;
+    }
+    close(`upstream error: ${e.message}`);
+  });
+  socket.on("error", () => close("client connection error"));
+  up.on("close", () => close(null));
+  socket.on("close", () => close(null));
+  ex.abort = (why) => close(why);
+}

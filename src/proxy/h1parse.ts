@@ -1,0 +1,284 @@
+/**
+ * A strict, incremental HTTP/1.1 response parser (sans-IO): bytes in, head /
+ * body chunks / end out. Used by our own upstream client, which replaces
+ * Deno's `node:http` client: in Deno 2.9.6 that client re-sends a request it
+ * was told to destroy on a reused keep-alive socket (denoland/deno#36786,
+ * reproduced here with a Node 20 control that sends it once), so a timed-out
+ * POST could reach the upstream twice.
+ *
+ * @module
+ */
+
+/** A malformed response; the connection cannot be reused. */
+export class ParseError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ParseError";
+  }
+}
+
+/** The parsed status line and headers. */
+export interface ResponseHead {
+  status: number;
+  statusText: string;
+  /** Minor version: 1 for HTTP/1.1, 0 for HTTP/1.0. */
+  minor: number;
+  /** name, value, name, value… as received. */
+  rawHeaders: string[];
+  /** Whether the connection may carry another request after this response. */
+  keepAlive: boolean;
+}
+
+/** Callbacks of a parser. */
+export interface ParserSink {
+  head(head: ResponseHead): void;
+  /** A piece of the (de-chunked) body. */
+  body(chunk: Uint8Array): void;
+  end(): void;
+}
+
+const MAX_HEAD = 64 * 1024;
+const CRLFCRLF = new Uint8Array([13, 10, 13, 10]);
+const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/;
+// RFC 9110 token for header names; values may not contain CR, LF or NUL.
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+// deno-lint-ignore no-control-regex
+const BAD_VALUE = /[\x00\r\n]/;
+
+const enum State {
+  Head,
+  Fixed,
+  ChunkSize,
+  ChunkData,
+  ChunkDataEnd,
+  Trailers,
+  UntilClose,
+  Done,
+}
+
+function indexOfSeq(hay: Uint8Array, needle: Uint8Array, from: number): number {
+  outer: for (let i = from; i <= hay.length - needle.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (hay[i + j] !== needle[j]) continue outer;
+    return i;
+  }
+  return -1;
+}
+
+function latin1(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 8192) {
+    s += String.fromCharCode.apply(null, bytes.subarray(i, i + 8192) as unknown as number[]);
+  }
+  return s;
+}
+
+/**
+ * Incremental parser of one response on a connection.
+ *
+ * @example
+ * const p = new ResponseParser("GET", { head: (h) => …, body: (c) => …, end: () => … });
+ * socket.on("data", (d) => p.push(d));
+ * socket.on("end", () => p.eof());
+ */
+export class ResponseParser {
+  #state = State.Head;
+  #buf: Uint8Array | null = null;
+  #remaining = 0;
+  #line = "";
+  #head: ResponseHead | null = null;
+
+  constructor(private readonly method: string, private readonly sink: ParserSink) {}
+
+  /** The head, once parsed. */
+  get head(): ResponseHead | null {
+    return this.#head;
+  }
+
+  /** Whether the whole response was read. */
+  get done(): boolean {
+    return this.#state === State.Done;
+  }
+
+  /** Whether any byte of the response arrived. */
+  get started(): boolean {
+    return this.#buf !== null || this.#head !== null;
+  }
+
+  /** Feed bytes; throws {@link ParseError}. Bytes after the response are an error. */
+  push(data: Uint8Array): void {
+    let d = data;
+    while (d.length > 0) {
+      switch (this.#state) {
+        case State.Head: {
+          const prev = this.#buf;
+          const buf = prev ? concat(prev, d) : d;
+          const from = prev ? Math.max(0, prev.length - 3) : 0;
+          const end = indexOfSeq(buf, CRLFCRLF, from);
+          if (end === -1) {
+            if (buf.length > MAX_HEAD) throw new ParseError("response head larger than 64 KiB");
+            this.#buf = buf === d ? d.slice() : buf;
+            return;
+          }
+          this.#buf = new Uint8Array(0);
+          const informational = this.#parseHead(latin1(buf.subarray(0, end)));
+          d = buf.subarray(end + 4);
+          if (informational) {
+            this.#buf = null;
+            this.#head = null;
+          }
+          break;
+        }
+        case State.Fixed: {
+          const n = Math.min(d.length, this.#remaining);
+          this.sink.body(d.subarray(0, n));
+          this.#remaining -= n;
+          d = d.subarray(n);
+          if (this.#remaining === 0) this.#finish();
+          break;
+        }
+        case State.UntilClose:
+          this.sink.body(d);
+          return;
+        case State.ChunkSize:
+        case State.Trailers: {
+          const nl = d.indexOf(10);
+          const part = latin1(nl === -1 ? d : d.subarray(0, nl + 1));
+          this.#line += part;
+          if (this.#line.length > 8192) throw new ParseError("chunk line too long");
+          if (nl === -1) return;
+          d = d.subarray(nl + 1);
+          const line = this.#line.replace(/\r?\n$/, "");
+          this.#line = "";
+          if (this.#state === State.Trailers) {
+            if (line === "") this.#finish();
+            continue;
+          }
+          const m = /^([0-9a-fA-F]{1,15})[ \t]*(;.*)?$/.exec(line);
+          if (!m) throw new ParseError(`invalid chunk size line "${line.slice(0, 40)}"`);
+          const size = parseInt(m[1], 16);
+          if (size === 0) this.#state = State.Trailers;
+          else {
+            this.#remaining = size;
+            this.#state = State.ChunkData;
+          }
+          break;
+        }
+        case State.ChunkData: {
+          const n = Math.min(d.length, this.#remaining);
+          this.sink.body(d.subarray(0, n));
+          this.#remaining -= n;
+          d = d.subarray(n);
+          if (this.#remaining === 0) {
+            this.#state = State.ChunkDataEnd;
+            this.#remaining = 2;
+          }
+          break;
+        }
+        case State.ChunkDataEnd: {
+          // Expect CRLF (tolerate a bare LF).
+          if (d[0] === 13 && this.#remaining === 2) {
+            this.#remaining = 1;
+            d = d.subarray(1);
+          } else if (d[0] === 10) {
+            d = d.subarray(1);
+            this.#state = State.ChunkSize;
+          } else throw new ParseError("missing CRLF after chunk data");
+          break;
+        }
+        case State.Done:
+          throw new ParseError("unexpected bytes after the response");
+      }
+    }
+  }
+
+  /** The connection closed: ends a close-delimited body, else an incomplete response is an error. */
+  eof(): void {
+    if (this.#state === State.UntilClose) return this.#finish();
+    if (this.#state !== State.Done) {
+      throw new ParseError(
+        this.#state === State.Head
+          ? "connection closed before the response head"
+          : "connection closed before the end of the response body",
+      );
+    }
+  }
+
+  /** Returns true for an informational (1xx) head that is skipped. */
+  #parseHead(text: string): boolean {
+    const lines = text.split("\r\n");
+    const m = STATUS_LINE.exec(lines[0]);
+    if (!m) throw new ParseError(`invalid status line "${lines[0].slice(0, 60)}"`);
+    const status = Number(m[2]);
+    const minor = Number(m[1]);
+    const raw: string[] = [];
+    let contentLength: number | null = null;
+    let chunked = false;
+    let hasTE = false;
+    let close = minor === 0;
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i];
+      if (line[0] === " " || line[0] === "\t") throw new ParseError("obsolete header line folding");
+      const colon = line.indexOf(":");
+      if (colon <= 0) throw new ParseError(`invalid header line "${line.slice(0, 60)}"`);
+      const name = line.slice(0, colon);
+      if (!HEADER_NAME.test(name)) {
+        throw new ParseError(`invalid header name "${name.slice(0, 60)}"`);
+      }
+      const value = line.slice(colon + 1).trim();
+      if (BAD_VALUE.test(value)) throw new ParseError(`invalid value of header "${name}"`);
+      raw.push(name, value);
+      const lower = name.toLowerCase();
+      if (lower === "content-length") {
+        // Repeated identical values are allowed (RFC 9110 8.6); anything else is smuggling bait.
+        for (const v of value.split(",")) {
+          const t = v.trim();
+          if (!/^\d{1,15}$/.test(t)) throw new ParseError(`invalid Content-Length "${value}"`);
+          const n = Number(t);
+          if (contentLength !== null && contentLength !== n) {
+            throw new ParseError("conflicting Content-Length values");
+          }
+          contentLength = n;
+        }
+      } else if (lower === "transfer-encoding") {
+        hasTE = true;
+        const codings = value.toLowerCase().split(",").map((s) => s.trim());
+        chunked = codings[codings.length - 1] === "chunked";
+      } else if (lower === "connection") {
+        const toks = value.toLowerCase().split(",").map((s) => s.trim());
+        if (toks.includes("close")) close = true;
+        else if (minor === 0 && toks.includes("keep-alive")) close = false;
+      }
+    }
+    if (status >= 100 && status < 200 && status !== 101) return true;
+    const noBody = this.method === "HEAD" || status === 204 || status === 304 || status === 101;
+    if (hasTE && !chunked && !noBody) close = true; // a non-chunked coding: body until close
+    this.#head = { status, statusText: m[3] ?? "", minor, rawHeaders: raw, keepAlive: !close };
+    this.sink.head(this.#head);
+    if (noBody) this.#finish();
+    else if (hasTE) {
+      // Transfer-Encoding wins over Content-Length (RFC 9112 6.3); such a message is not reused.
+      if (contentLength !== null) this.#head.keepAlive = false;
+      this.#state = chunked ? State.ChunkSize : State.UntilClose;
+    } else if (contentLength !== null) {
+      this.#remaining = contentLength;
+      this.#state = State.Fixed;
+      if (contentLength === 0) this.#finish();
+    } else {
+      this.#head.keepAlive = false;
+      this.#state = State.UntilClose;
+    }
+    return false;
+  }
+
+  #finish() {
+    this.#state = State.Done;
+    this.sink.end();
+  }
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}

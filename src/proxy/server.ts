@@ -1,0 +1,434 @@
+/**
+ * The proxy's socket side: a listening `node:http` server (its `connect`
+ * event works in Deno and it keeps client connections alive). It parses each
+ * request into a `RequestInfo`, asks the engine, and hands the request to
+ * forward / tunnel / reject. All socket IO lives here and in those modules;
+ * the engine never sees a socket.
+ *
+ * @module
+ */
+import http from "node:http";
+import type net from "node:net";
+import type { Duplex } from "node:stream";
+import type { AgentgateConfig } from "../config/load.ts";
+import type { AuditStore } from "../audit/store.ts";
+import type { AuditEventV1 } from "../audit/event.ts";
+import { decide } from "../policy/engine.ts";
+import { normalizeHost, normalizePath } from "../policy/match.ts";
+import type { RequestInfo } from "../policy/types.ts";
+import { Exchange, newDecisionId } from "./exchange.ts";
+import { createPool, forwardHttp, forwardUpgrade } from "./forward.ts";
+import type { ConnectionPool } from "./h1client.ts";
+import { openTunnel } from "./tunnel.ts";
+import { type Answer, denyAnswer, errorAnswer, rawAnswer } from "./reject.ts";
+import { isWebSocketUpgrade } from "./headers.ts";
+
+/** What a running proxy needs. */
+export interface ProxyOptions {
+  config: AgentgateConfig;
+  audit: AuditStore;
+  version: string;
+  /** Diagnostics (denials, errors); default stderr. */
+  log?: (line: string) => void;
+}
+
+const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "0.0.0.0", "::"]);
+
+/** A request-target parsed from absolute-form or CONNECT authority-form. */
+interface Target {
+  scheme: "http" | "https";
+  host: string;
+  port: number;
+  /** Path and query as sent. */
+  rawPath: string;
+  /** host[:port] as the client wrote it (the Host header we send). */
+  authority: string;
+}
+
+/** Parse `http://host[:port]/path?q` without re-encoding the path. */
+export function parseAbsolute(url: string): Target | null {
+  const m = /^(https?):\/\/([^/?#\s]+)([^#\s]*)/i.exec(url);
+  if (!m) return null;
+  const scheme = m[1].toLowerCase() as "http" | "https";
+  const authority = m[2];
+  if (authority.includes("@")) return null; // userinfo in a request-target is not allowed
+  const hp = parseAuthority(authority, scheme === "https" ? 443 : 80);
+  if (!hp) return null;
+  let rawPath = m[3] || "/";
+  if (rawPath.startsWith("?")) rawPath = "/" + rawPath;
+  return { scheme, host: hp.host, port: hp.port, rawPath, authority };
+}
+
+/** `host:port` / `[v6]:port` -> parts; null when malformed. */
+export function parseAuthority(
+  authority: string,
+  defaultPort: number | null,
+): { host: string; port: number } | null {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\[\]\s]+)(?::(\d{1,5}))?$/.exec(authority);
+  if (!m) return null;
+  const port = m[2] !== undefined ? Number(m[2]) : defaultPort;
+  if (port === null || port < 1 || port > 65535) return null;
+  return { host: normalizeHost(m[1]), port };
+}
+
+/** A running proxy. */
+export class ProxyServer {
+  readonly server: http.Server;
+  readonly pool: ConnectionPool = createPool();
+  readonly via = `1.1 agentgate-${crypto.randomUUID().slice(0, 8)}`;
+  readonly startedAt = Date.now();
+  #config: AgentgateConfig;
+  #address: { host: string; port: number } | null = null;
+  #inflight = new Set<Exchange>();
+  #sockets = new Set<net.Socket>();
+  #draining = false;
+  #drained: (() => void) | null = null;
+  #log: (line: string) => void;
+  /** Requests decided since start, by verdict (for health and metrics). */
+  readonly counters = { requests: 0, denied: 0, errors: 0 };
+
+  constructor(private readonly opts: ProxyOptions) {
+    this.#config = opts.config;
+    this.#log = opts.log ?? ((l) => console.error(l));
+    this.server = http.createServer({ keepAliveTimeout: 60_000 });
+    this.server.on("connection", (s: net.Socket) => {
+      s.setNoDelay(true);
+      this.#sockets.add(s);
+      s.once("close", () => this.#sockets.delete(s));
+    });
+    this.server.on("request", (req, res) => this.#onRequest(req, res));
+    this.server.on("checkContinue", (req, res) => this.#onRequest(req, res, true));
+    this.server.on("connect", (req, socket, head) => this.#onConnect(req, socket, head));
+    this.server.on("upgrade", (req, socket, head) => this.#onUpgrade(req, socket, head));
+    this.server.on("clientError", (_err: Error, socket: Duplex) => {
+      // Malformed request: answer 400 if we still can; never let it crash the proxy.
+      if ((socket as net.Socket).writable) {
+        socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+      } else socket.destroy();
+    });
+  }
+
+  /** The loaded configuration. */
+  get config(): AgentgateConfig {
+    return this.#config;
+  }
+
+  /** Listen; resolves with the bound address (port 0 -> the chosen port). */
+  listen(host: string, port: number): Promise<{ host: string; port: number }> {
+    return new Promise((resolve, reject) => {
+      const onError = (e: Error) => reject(e);
+      this.server.once("error", onError);
+      this.server.listen(port, host, () => {
+        this.server.off("error", onError);
+        const a = this.server.address() as net.AddressInfo;
+        this.#address = { host: a.address, port: a.port };
+        resolve(this.#address);
+      });
+    });
+  }
+
+  /** Requests and tunnels in flight. */
+  get inflight(): number {
+    return this.#inflight.size;
+  }
+
+  /**
+   * Stop accepting, let in-flight requests finish for up to `graceMs`, then
+   * cut what is left (each still gets its audit row). The audit is not closed
+   * here: the caller flushes it after.
+   */
+  async shutdown(graceMs = 5000): Promise<{ forced: number }> {
+    this.#draining = true;
+    const closed = new Promise<void>((r) => this.server.close(() => r()));
+    this.server.closeIdleConnections();
+    const idleSweep = setInterval(() => this.server.closeIdleConnections(), 100);
+    let forced = 0;
+    if (this.#inflight.size > 0) {
+      const drained = new Promise<void>((r) => (this.#drained = r));
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<"timeout">((
+        r,
+      ) => (timer = setTimeout(() => r("timeout"), graceMs)));
+      const res = await Promise.race([drained, timeout]);
+      clearTimeout(timer);
+      if (res === "timeout") {
+        for (const ex of [...this.#inflight]) {
+          forced++;
+          ex.abort("proxy shut down before the request finished");
+        }
+      }
+    }
+    clearInterval(idleSweep);
+    for (const s of this.#sockets) s.destroy();
+    this.pool.destroy();
+    await closed;
+    return { forced };
+  }
+
+  #record = {
+    record: (event: AuditEventV1, ex: Exchange) => {
+      this.opts.audit.add(event);
+      this.#inflight.delete(ex);
+      if (event.decision === "deny" || event.decision === "would_deny") {
+        this.counters.denied++;
+        this.#log(
+          `agentgate: ${event.decision} ${event.method} ${event.scheme}://${event.host}:${event.port}${
+            event.path ?? ""
+          } rule=${event.rule ?? "-"} reason=${JSON.stringify(event.reason)} id=${event.id}`,
+        );
+      } else if (event.decision === "error") this.counters.errors++;
+      if (this.#draining && this.#inflight.size === 0) this.#drained?.();
+    },
+  };
+
+  #begin(info: RequestInfo): Exchange {
+    const ex = new Exchange(info, this.#record);
+    this.#inflight.add(ex);
+    this.counters.requests++;
+    return ex;
+  }
+
+  #info(
+    method: string,
+    scheme: "http" | "https",
+    host: string,
+    port: number,
+    rawPath: string | null,
+    headers: http.IncomingHttpHeaders,
+    socket: net.Socket,
+  ): RequestInfo {
+    let path: string | null = null;
+    let query = "";
+    if (rawPath !== null) {
+      const q = rawPath.indexOf("?");
+      path = normalizePath(q === -1 ? rawPath : rawPath.slice(0, q));
+      query = q === -1 ? "" : rawPath.slice(q + 1);
+    }
+    const h: Record<string, string> = {};
+    if (rawPath !== null) {
+      for (const k in headers) {
+        if (k === "proxy-authorization") continue;
+        const v = headers[k];
+        if (v !== undefined) h[k] = Array.isArray(v) ? v.join(", ") : v;
+      }
+    }
+    let client = socket.remoteAddress ?? "";
+    if (client.startsWith("::ffff:")) client = client.slice(7);
+    return {
+      id: newDecisionId(),
+      session: null,
+      label: null,
+      client,
+      method,
+      scheme,
+      host,
+      port,
+      path,
+      query,
+      headers: h,
+    };
+  }
+
+  /** Is this target the proxy itself (a request that would loop)? */
+  #isSelf(host: string, port: number): boolean {
+    const a = this.#address;
+    if (!a || port !== a.port) return false;
+    return host === a.host || LOOPBACK.has(host);
+  }
+
+  #send(res: http.ServerResponse, a: Answer, extra: Record<string, string> = {}) {
+    res.writeHead(a.status, { ...a.headers, ...extra });
+    res.end(a.body);
+  }
+
+  #onRequest(req: http.IncomingMessage, res: http.ServerResponse, expectContinue = false) {
+    const url = req.url ?? "";
+    if (url.startsWith("/")) return this.#internal(req, res);
+    const target = parseAbsolute(url);
+    if (target === null) {
+      return this.#send(
+        res,
+        errorAnswer(
+          newDecisionId(),
+          400,
+          "bad_request",
+          `cannot proxy request-target "${
+            url.slice(0, 200)
+          }": use an absolute http:// URL, or CONNECT for https`,
+        ),
+        { connection: "close" },
+      );
+    }
+    if (this.#isSelf(target.host, target.port)) return this.#internal(req, res);
+    const info = this.#info(
+      (req.method ?? "GET").toUpperCase(),
+      target.scheme,
+      target.host,
+      target.port,
+      target.rawPath,
+      req.headers,
+      req.socket,
+    );
+    const ex = this.#begin(info);
+    const hasBody = req.headers["content-length"] !== undefined &&
+        req.headers["content-length"] !== "0" ||
+      req.headers["transfer-encoding"] !== undefined;
+    const via = req.headers["via"];
+    if (typeof via === "string" && via.includes(this.via.slice(4))) {
+      const a = errorAnswer(info.id, 508, "loop_detected", "request looped back to this proxy");
+      this.#send(res, a, { connection: "close" });
+      return ex.finish({
+        status: 508,
+        decision: "error",
+        reason: "request looped back to this proxy",
+      });
+    }
+    const d = decide(this.#config.policy, { info, now: ex.ts });
+    ex.decision = d;
+    if (d.verdict === "deny") {
+      // An unread body would have to be drained to keep the connection: close it instead.
+      this.#send(res, denyAnswer(info.id, d), hasBody ? { connection: "close" } : {});
+      return ex.finish({ status: d.status });
+    }
+    if (expectContinue) res.writeContinue();
+    forwardHttp(
+      req,
+      res,
+      {
+        scheme: target.scheme,
+        connectHost: target.host,
+        port: target.port,
+        authority: target.authority,
+        rawPath: target.rawPath,
+      },
+      ex,
+      this.pool,
+      {
+        ...this.#upstreamOpts(),
+        closeAfter: () => this.#draining,
+      },
+    );
+  }
+
+  #upstreamOpts() {
+    return {
+      connectTimeoutMs: this.#config.upstream.connectTimeoutMs,
+      responseTimeoutMs: this.#config.upstream.responseTimeoutMs,
+      via: this.via,
+    };
+  }
+
+  #onConnect(req: http.IncomingMessage, socket: Duplex, head: Uint8Array) {
+    const s = socket as net.Socket;
+    s.on("error", () => {}); // errors are handled by the tunnel; never crash
+    const hp = parseAuthority(req.url ?? "", null);
+    if (hp === null) {
+      const a = errorAnswer(
+        newDecisionId(),
+        400,
+        "bad_request",
+        `CONNECT needs "host:port", not "${String(req.url).slice(0, 200)}"`,
+      );
+      s.end(rawAnswer(a));
+      return;
+    }
+    const info = this.#info("CONNECT", "https", hp.host, hp.port, null, req.headers, s);
+    const ex = this.#begin(info);
+    if (this.#isSelf(hp.host, hp.port)) {
+      const reason = "CONNECT to the proxy itself would loop";
+      s.end(rawAnswer(errorAnswer(info.id, 508, "loop_detected", reason)));
+      return ex.finish({ status: 508, decision: "error", reason });
+    }
+    const d = decide(this.#config.policy, { info, now: ex.ts });
+    ex.decision = d;
+    if (d.verdict === "deny") {
+      s.end(rawAnswer(denyAnswer(info.id, d)));
+      return ex.finish({ status: d.status });
+    }
+    openTunnel(s, head, hp.host, hp.port, ex, this.#config.upstream.connectTimeoutMs);
+  }
+
+  #onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Uint8Array) {
+    const s = socket as net.Socket;
+    s.on("error", () => {});
+    const target = parseAbsolute(req.url ?? "");
+    if (target === null || target.scheme !== "http" || !isWebSocketUpgrade(req.headers)) {
+      // Only WebSocket upgrades over plain HTTP pass through; other protocols
+      // (h2c) would let a client switch to a protocol the policy cannot read.
+      const a = errorAnswer(
+        newDecisionId(),
+        target === null ? 400 : 501,
+        target === null ? "bad_request" : "upgrade_not_supported",
+        target === null
+          ? `cannot proxy request-target "${String(req.url).slice(0, 200)}"`
+          : `upgrade to "${req.headers.upgrade}" is not supported: only WebSocket upgrades over http:// pass through`,
+      );
+      s.end(rawAnswer(a));
+      return;
+    }
+    const info = this.#info(
+      (req.method ?? "GET").toUpperCase(),
+      "http",
+      target.host,
+      target.port,
+      target.rawPath,
+      req.headers,
+      s,
+    );
+    const ex = this.#begin(info);
+    const d = decide(this.#config.policy, { info, now: ex.ts });
+    ex.decision = d;
+    if (d.verdict === "deny") {
+      s.end(rawAnswer(denyAnswer(info.id, d)));
+      return ex.finish({ status: d.status });
+    }
+    forwardUpgrade(
+      req,
+      s,
+      head,
+      {
+        scheme: "http",
+        connectHost: target.host,
+        port: target.port,
+        authority: target.authority,
+        rawPath: target.rawPath,
+      },
+      ex,
+      this.#upstreamOpts(),
+    );
+  }
+
+  /** Origin-form requests to the proxy itself: health now, dashboard and API later. */
+  #internal(req: http.IncomingMessage, res: http.ServerResponse) {
+    const path = (req.url ?? "/").replace(/^https?:\/\/[^/]+/, "").split("?")[0];
+    const json = (status: number, body: unknown) => {
+      const text = JSON.stringify(body) + "\n";
+      res.writeHead(status, {
+        "content-type": "application/json",
+        "x-content-type-options": "nosniff",
+        "cache-control": "no-store",
+        "content-length": String(new TextEncoder().encode(text).length),
+      });
+      res.end(text);
+    };
+    if (path === "/_/health") {
+      const audit = this.opts.audit;
+      const failing = audit.lastError !== null;
+      return json(failing ? 503 : 200, {
+        status: failing ? "audit_failing" : "ok",
+        version: this.opts.version,
+        uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
+        audit_queue: audit.queueDepth,
+        ...(failing ? { audit_error: audit.lastError } : {}),
+      });
+    }
+    if (path.startsWith("/_/")) {
+      return json(404, { error: "not_found", reason: `no such agentgate endpoint "${path}"` });
+    }
+    return json(400, {
+      error: "not_a_proxy_request",
+      reason:
+        "agentgate is a forward proxy: send absolute-form requests (set HTTP_PROXY / HTTPS_PROXY to this address)",
+    });
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * CONNECT tunnels that are not intercepted: after the host-level decision,
+ * bytes flow both ways untouched, with backpressure (`pipe`).
+ *
+ * @module
+ */
+import net from "node:net";
+import type { Duplex } from "node:stream";
+import { classifyUpstreamError, rawAnswer, upstreamAnswer, upstreamReason } from "./reject.ts";
+import type { Exchange } from "./exchange.ts";
+
+/**
+ * Open a tunnel to `host:port` for a client socket that sent CONNECT. The
+ * audit row is written when the tunnel closes (with its byte counts).
+ */
+export function openTunnel(
+  client: Duplex,
+  head: Uint8Array,
+  host: string,
+  port: number,
+  ex: Exchange,
+  connectTimeoutMs: number,
+): void {
+  const target = `${host}:${port}`;
+  const up = net.connect({ host, port });
+  let established = false;
+  const timer = setTimeout(
+    () =>
+      up.destroy(
+        Object.assign(new Error(`connect timeout after ${connectTimeoutMs} ms`), {
+          code: "UPSTREAM_TIMEOUT",
+        }),
+      ),
+    connectTimeoutMs,
+  );
+
+  const finish = (error: string | null) => {
+    ex.bytesIn = up.bytesWritten;
+    ex.bytesOut = up.bytesRead;
+    ex.finish({ status: 200, error });
+  };
+
+  up.once("connect", () => {
+    clearTimeout(timer);
+    established = true;
+    up.setNoDelay(true);
+    client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+    if (head.length) up.write(head);
+    client.pipe(up);
+    up.pipe(client);
+  });
+  up.on("error", (e) => {
+    clearTimeout(timer);
+    if (!established) {
+      if (ex.done) return;
+      const kind = classifyUpstreamError(e);
+      const reason = upstreamReason(kind, target, e);
+      const a = upstreamAnswer(ex.info.id, kind, reason);
+      client.end(rawAnswer(a));
+      ex.finish({ status: a.status, decision: "error", reason, error: `upstream ${kind}` });
+      return;
+    }
+    client.destroy();
+    finish(`upstream error: ${e.message}`);
+  });
+  client.on("error", () => {
+    up.destroy();
+    if (established) finish("client connection error");
+    else ex.finish({ status: null, error: "client aborted" });
+  });
+  // The row is written once both sides are closed. When the upstream closes,
+  // pipe() has already ended the client side after flushing; a client that
+  // never closes its half is cut after a grace period.
+  let upClosed = false;
+  let clientClosed = false;
+  let linger: ReturnType<typeof setTimeout> | undefined;
+  up.on("close", () => {
+    upClosed = true;
+    clearTimeout(timer);
+    if (!established) {
+      if (!ex.done) {
+        client.destroy();
+        ex.finish({ status: null, error: "upstream closed before the tunnel opened" });
+      }
+      return;
+    }
+    if (clientClosed) finish(null);
+    else linger = setTimeout(() => client.destroy(), 10_000);
+  });
+  client.on("close", () => {
+    clientClosed = true;
+    clearTimeout(linger);
+    if (!established) {
+      up.destroy();
+      if (!ex.done) ex.finish({ status: null, error: "client aborted" });
+      return;
+    }
+    if (upClosed) finish(null);
+    else up.destroy();
+  });
+  ex.abort = (why) => {
+    up.destroy();
+    client.destroy();
+    if (established) finish(why);
+    else ex.finish({ status: null, error: why });
+  };
+}

@@ -1,0 +1,133 @@
+/**
+ * The command line: in-process through `runMain` (commands return exit codes)
+ * and as a real process for start-up failures.
+ */
+import assert from "node:assert/strict";
+import { runMain } from "../main.ts";
+import { memoryIo } from "../src/cli/io.ts";
+import { MAIN, RUN_FLAGS, startProxy } from "./helpers.ts";
+
+async function run(args: string[], cwd?: string) {
+  const io = memoryIo({ cwd });
+  const code = await runMain(args, io);
+  return { code, out: io.out.join(""), err: io.err.join("") };
+}
+
+Deno.test("cli: --version, --help on every command, unknown commands and flags", async () => {
+  const v = await run(["--version"]);
+  assert.equal(v.code, 0);
+  assert.match(v.out, /^agentgate \d+\.\d+\.\d+\n$/);
+
+  const help = await run(["--help"]);
+  assert.equal(help.code, 0);
+  assert.match(help.out, /Usage: agentgate \[COMMAND\] \[OPTIONS\]/);
+  for (const cmd of ["serve", "check"]) {
+    const r = await run([cmd, "--help"]);
+    assert.equal(r.code, 0, cmd);
+    assert.match(r.out, new RegExp(`Usage: agentgate ${cmd === "serve" ? "\\[serve\\]" : cmd}`));
+    assert.match(r.out, /--config FILE/);
+  }
+
+  const unknownCmd = await run(["chek"]);
+  assert.equal(unknownCmd.code, 2);
+  assert.equal(
+    unknownCmd.err,
+    'agentgate: unknown command "chek" (did you mean "check"?)\nRun `agentgate --help` for the list of commands.\n',
+  );
+  const unknownFlag = await run(["serve", "--lisen", "127.0.0.1:0"]);
+  assert.equal(unknownFlag.code, 2);
+  assert.equal(
+    unknownFlag.err,
+    'agentgate serve: unknown option "--lisen" for "serve" (did you mean "--listen"?)\nRun `agentgate serve --help` for usage.\n',
+  );
+  const badChoice = await run(["check", "--format", "xml"]);
+  assert.equal(badChoice.code, 2);
+  assert.match(
+    badChoice.err,
+    /invalid value "xml" for --format: expected one of text, json, github/,
+  );
+});
+
+Deno.test("cli: check reports file:line:col and exits 1; a valid file exits 0", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(
+      `${dir}/bad.yaml`,
+      "version: 1\nrules:\n  - match: example.com\n    action: alow\n",
+    );
+    await Deno.writeTextFile(
+      `${dir}/good.yaml`,
+      "version: 1\nrules:\n  - match: example.com\n    action: allow\n",
+    );
+    const bad = await run(["check", "--config", "bad.yaml"], dir);
+    assert.equal(bad.code, 1);
+    assert.equal(
+      bad.out,
+      'bad.yaml:4:13: "rules.0.action" must be one of "allow", "deny", "log", not "alow" (did you mean "allow"?)\n' +
+        "1 error(s), 0 warning(s)\n",
+    );
+    const gh = await run(["check", "--config", "bad.yaml", "--format", "github"], dir);
+    assert.equal(
+      gh.out,
+      '::error file=bad.yaml,line=4,col=13::"rules.0.action" must be one of "allow", "deny", "log", not "alow" (did you mean "allow"?)\n',
+    );
+    const json = await run(["check", "--config", "bad.yaml", "--format", "json"], dir);
+    assert.equal(JSON.parse(json.out).errors, 1);
+
+    const good = await run(["check", "--config", "good.yaml"], dir);
+    assert.equal(good.code, 0);
+    assert.equal(good.out, "ok: good.yaml: 1 rule(s), default deny, mode enforce\n");
+
+    // Without --config, ./agentgate.yaml is used when present, else the embedded default.
+    const embedded = await run(["check"], dir);
+    assert.equal(embedded.code, 0);
+    assert.match(embedded.out, /^ok: <embedded default>: 2 rule\(s\), default log/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli: a broken policy at start prints the errors and exits 1", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/agentgate.yaml`, "version: 1\nmode: strict\n");
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", ...RUN_FLAGS, MAIN, "--listen", "127.0.0.1:0"],
+      cwd: dir,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(r.code, 1);
+    assert.equal(new TextDecoder().decode(r.stdout), "");
+    assert.equal(
+      new TextDecoder().decode(r.stderr),
+      'agentgate.yaml:2:7: "mode" must be one of "enforce", "audit", not "strict"\n' +
+        "agentgate: not started: the policy has errors\n",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli: the embedded default starts, says so, and prints the export lines", async () => {
+  const proxy = await startProxy({ config: null });
+  try {
+    const out = proxy.stdout.join("\n");
+    assert.match(out, new RegExp(`listening on http://127\\.0\\.0\\.1:${proxy.port}`));
+    assert.match(out, /policy: embedded default \(records everything; denies cloud metadata/);
+    assert.match(
+      out,
+      new RegExp(
+        `export HTTP_PROXY=http://127\\.0\\.0\\.1:${proxy.port} HTTPS_PROXY=http://127\\.0\\.0\\.1:${proxy.port}`,
+      ),
+    );
+    const client = Deno.createHttpClient({ proxy: { url: proxy.url } });
+    const res = await fetch("http://169.254.169.254/latest/meta-data/iam/", { client });
+    assert.equal(res.status, 403);
+    assert.equal((await res.json()).rule, "cloud-metadata");
+    client.close();
+    assert.equal(await proxy.stop("SIGINT"), 0);
+  } finally {
+    await proxy.dispose();
+  }
+});

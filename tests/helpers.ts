@@ -1,0 +1,287 @@
+/**
+ * End-to-end test helpers: spawn `main.ts` as a real process, run origins on
+ * 127.0.0.1, read the audit back from the SQLite file. Everything started here
+ * is stopped by the returned handles.
+ *
+ * @module
+ */
+import http from "node:http";
+import https from "node:https";
+import type net from "node:net";
+import { DatabaseSync } from "node:sqlite";
+import { fileURLToPath } from "node:url";
+
+export const MAIN = fileURLToPath(new URL("../main.ts", import.meta.url));
+
+/**
+ * The V8 flags `deno task start` and `deno task compile` use (see deno.json):
+ * a small young generation frees streamed body buffers sooner, which keeps the
+ * proxy's peak memory flat on bulk transfers.
+ */
+export const RUN_FLAGS = ["--v8-flags=--max-semi-space-size=1"];
+
+/** A running agentgate process. */
+export interface ProxyProcess {
+  port: number;
+  url: string;
+  dir: string;
+  pid: number;
+  stdout: string[];
+  stderr: string[];
+  auditPath: string;
+  /** Send a signal and wait for the exit code (the temp dir stays). */
+  stop(signal?: Deno.Signal): Promise<number>;
+  /** Stop (if running) and remove the temp dir. */
+  dispose(): Promise<void>;
+  /** Wait until the process exits on its own. */
+  exited: Promise<Deno.CommandStatus>;
+}
+
+async function pump(
+  stream: ReadableStream<Uint8Array>,
+  into: string[],
+  onLine?: (l: string) => void,
+) {
+  const dec = new TextDecoderStream();
+  let buf = "";
+  for await (const chunk of stream.pipeThrough(dec)) {
+    buf += chunk;
+    let i;
+    while ((i = buf.indexOf("\n")) !== -1) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      into.push(line);
+      onLine?.(line);
+    }
+  }
+  if (buf) {
+    into.push(buf);
+    onLine?.(buf);
+  }
+}
+
+/**
+ * Start agentgate with a policy written to a fresh temp dir (or the embedded
+ * default when `config` is null) on an ephemeral port.
+ */
+export async function startProxy(
+  opts: { config?: string | null; args?: string[]; env?: Record<string, string> } = {},
+): Promise<ProxyProcess> {
+  const dir = await Deno.makeTempDir({ prefix: "agentgate-e2e-" });
+  const args = [
+    "run",
+    "-A",
+    ...RUN_FLAGS,
+    MAIN,
+    "serve",
+    "--listen",
+    "127.0.0.1:0",
+    ...(opts.args ?? []),
+  ];
+  if (opts.config !== null) {
+    await Deno.writeTextFile(
+      `${dir}/agentgate.yaml`,
+      opts.config ?? "version: 1\ndefault: log\naudit: { path: ./audit.db }\n",
+    );
+    args.push("--config", `${dir}/agentgate.yaml`);
+  }
+  const child = new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: dir,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1", ...opts.env },
+  }).spawn();
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  let resolvePort: (p: number) => void;
+  const portP = new Promise<number>((r) => (resolvePort = r));
+  const outDone = pump(child.stdout, stdout, (l) => {
+    const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(l);
+    if (m) resolvePort(Number(m[1]));
+  });
+  const errDone = pump(child.stderr, stderr);
+  const exited = child.status.then(async (s) => {
+    await Promise.all([outDone, errDone]);
+    return s;
+  });
+  const port = await Promise.race([
+    portP,
+    exited.then((s) => {
+      throw new Error(`agentgate exited (${s.code}) before listening:\n${stderr.join("\n")}`);
+    }),
+    new Promise<never>((_, rej) =>
+      setTimeout(() => rej(new Error(`agentgate did not start:\n${stderr.join("\n")}`)), 20_000)
+    ),
+  ]);
+  const auditLine = stdout.find((l) => l.startsWith("audit:")) ?? "";
+  let stopped: Promise<number> | null = null;
+  const proc: ProxyProcess = {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    dir,
+    pid: child.pid,
+    stdout,
+    stderr,
+    auditPath: auditLine.replace(/^audit:\s+/, ""),
+    exited,
+    stop(signal: Deno.Signal = "SIGTERM") {
+      stopped ??= (async () => {
+        try {
+          child.kill(signal);
+        } catch {
+          // Already exited.
+        }
+        return (await exited).code;
+      })();
+      return stopped;
+    },
+    async dispose() {
+      await proc.stop("SIGKILL");
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+  return proc;
+}
+
+/** Rows of the audit table (read-only; WAL lets us read while the proxy writes). */
+export function auditRows(path: string, where = "1=1"): Record<string, unknown>[] {
+  const db = new DatabaseSync(path, { readOnly: true });
+  try {
+    return db.prepare(`SELECT * FROM audit WHERE ${where} ORDER BY ts, id`).all().map((r) => ({
+      ...r,
+    }));
+  } finally {
+    db.close();
+  }
+}
+
+/** Wait until `fn` returns a truthy value (polling a condition with a deadline). */
+export async function waitFor<T>(
+  fn: () => T | Promise<T>,
+  what: string,
+  ms = 5000,
+): Promise<NonNullable<T>> {
+  const end = Date.now() + ms;
+  let last: unknown;
+  while (Date.now() < end) {
+    try {
+      const v = await fn();
+      if (v) return v as NonNullable<T>;
+    } catch (e) {
+      last = e;
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${last}` : ""}`);
+}
+
+/** Wait until the audit holds at least `n` rows matching `where`. */
+export function waitForRows(path: string, n: number, where = "1=1") {
+  return waitFor(() => {
+    const rows = auditRows(path, where);
+    return rows.length >= n ? rows : null;
+  }, `${n} audit row(s) where ${where}`);
+}
+
+/** An origin server on 127.0.0.1 that counts its connections. */
+export interface Origin {
+  port: number;
+  url: string;
+  connections: number;
+  close(): Promise<void>;
+}
+
+/** Start an HTTP (or HTTPS, with `tls`) origin with a node:http handler. */
+export async function startOrigin(
+  handler: http.RequestListener,
+  tls?: { cert: string; key: string },
+): Promise<Origin & { server: http.Server }> {
+  const server = tls ? https.createServer(tls, handler) : http.createServer(handler);
+  const sockets = new Set<net.Socket>();
+  const origin = {
+    port: 0,
+    url: "",
+    connections: 0,
+    server,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+  server.on(tls ? "secureConnection" : "connection", (s: net.Socket) => {
+    origin.connections++;
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  origin.port = (server.address() as net.AddressInfo).port;
+  origin.url = `${tls ? "https" : "http"}://127.0.0.1:${origin.port}`;
+  return origin;
+}
+
+/** A self-signed certificate for 127.0.0.1 and localhost (openssl). */
+export async function selfSigned(): Promise<{ cert: string; key: string }> {
+  const dir = await Deno.makeTempDir();
+  try {
+    const out = await new Deno.Command("openssl", {
+      args: [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+        "-addext",
+        "extendedKeyUsage=serverAuth",
+        "-keyout",
+        `${dir}/key.pem`,
+        "-out",
+        `${dir}/cert.pem`,
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (!out.success) throw new Error(new TextDecoder().decode(out.stderr));
+    return {
+      cert: await Deno.readTextFile(`${dir}/cert.pem`),
+      key: await Deno.readTextFile(`${dir}/key.pem`),
+    };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Run curl and return status, stdout and stderr. */
+export async function curl(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const r = await new Deno.Command("curl", {
+    args: ["-sS", "--max-time", "20", ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: r.code, out: dec.decode(r.stdout), err: dec.decode(r.stderr) };
+}
+
+/** Peak resident memory of a process in KiB (VmHWM). */
+export async function peakRssKiB(pid: number): Promise<number> {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  return Number(/VmHWM:\s+(\d+)/.exec(status)![1]);
+}
+
+/** Open file descriptors of a process. */
+export async function openFds(pid: number): Promise<number> {
+  let n = 0;
+  for await (const _ of Deno.readDir(`/proc/${pid}/fd`)) n++;
+  return n;
+}
