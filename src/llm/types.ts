@@ -1,0 +1,110 @@
+/**
+ * Value types shared by the LLM modules: which wire format a host speaks, the
+ * usage read from one response, and what the proxy tells a usage tap.
+ *
+ * @module
+ */
+
+/** Wire format of an LLM provider (not the vendor: Azure OpenAI speaks `openai`). */
+export type Provider = "openai" | "anthropic" | "gemini";
+
+/** Every {@link Provider}, for config validation. */
+export const PROVIDERS: readonly Provider[] = ["openai", "anthropic", "gemini"];
+
+/**
+ * Token usage of one LLM call, normalised so every provider means the same.
+ *
+ * Token semantics (the same for every provider, and the same as
+ * `@pydantic/genai-prices`' `input_tokens`, so cache tokens are never counted
+ * twice):
+ *
+ * - `inputTokens` is every prompt-side token, **including** cache reads and
+ *   cache writes. Uncached input = `inputTokens - cacheReadTokens -
+ *   cacheWriteTokens`.
+ *   OpenAI: `prompt_tokens` / `input_tokens` as reported (they include cached).
+ *   Anthropic: `input_tokens + cache_creation_input_tokens +
+ *   cache_read_input_tokens` (Anthropic reports them as disjoint parts).
+ *   Gemini: `promptTokenCount + toolUsePromptTokenCount` (the latter are
+ *   tool results fed back as input and billed as input).
+ * - `outputTokens` is every generated token, **including** reasoning.
+ *   OpenAI: `completion_tokens` / `output_tokens` (include reasoning).
+ *   Anthropic: `output_tokens` (includes thinking).
+ *   Gemini: `candidatesTokenCount + thoughtsTokenCount` (Gemini reports
+ *   thoughts apart from candidates, and bills them as output).
+ * - `cacheReadTokens`, `cacheWriteTokens`: parts of `inputTokens`.
+ * - `reasoningTokens`: part of `outputTokens`, for information only — never
+ *   add it to `outputTokens` when pricing. 0 when the provider does not say
+ *   (Anthropic does not report thinking tokens apart).
+ *
+ * @example
+ * ```ts
+ * const usage: UsageRecord = {
+ *   provider: "anthropic", model: "claude-sonnet-4-20250514",
+ *   inputTokens: 1200, outputTokens: 80, cacheReadTokens: 1000,
+ *   cacheWriteTokens: 0, reasoningTokens: 0, partial: false, error: null,
+ * };
+ * ```
+ */
+export interface UsageRecord {
+  /** Wire format the response was read as. */
+  provider: Provider;
+  /** Model as the response names it, else the request body, else the URL (Gemini). */
+  model: string | null;
+  /** Every prompt-side token, cache reads and writes included. */
+  inputTokens: number;
+  /** Every generated token, reasoning included. */
+  outputTokens: number;
+  /** Part of `inputTokens` read from the provider's prompt cache. */
+  cacheReadTokens: number;
+  /** Part of `inputTokens` written to the prompt cache (Anthropic; some OpenAI-compatible gateways). */
+  cacheWriteTokens: number;
+  /**
+   * Part of `cacheWriteTokens` written with Anthropic's 1-hour TTL (priced
+   * higher than 5-minute writes). Present only when the response reports it
+   * and it is not 0.
+   */
+  cacheWrite1hTokens?: number;
+  /** Part of `outputTokens` spent reasoning (OpenAI, Gemini); 0 when not reported. */
+  reasoningTokens: number;
+  /**
+   * True when the counts are a lower bound: the stream ended before its final
+   * usage (client abort, upstream cut, in-band error), the response carried no
+   * usage at all (an OpenAI stream without `stream_options.include_usage`), or
+   * the body could not be read to the end.
+   */
+  partial: boolean;
+  /**
+   * Why the call failed or the usage could not be read, or null: the
+   * provider's error (`overloaded_error: Overloaded`, `HTTP 429`) or ours
+   * (`Response body is not valid JSON`).
+   */
+  error: string | null;
+}
+
+/** What the proxy knows about a response when it starts a usage tap. */
+export interface UsageTapContext {
+  /** Request method (usage is only read for POST). */
+  method: string;
+  /** Request path; a query string after `?` is ignored. */
+  path: string;
+  /** Parsed JSON request body, when the proxy has it (model fallback). */
+  requestBody?: unknown;
+  /** Response status. */
+  status: number;
+  /** Response `Content-Type`, or null. */
+  contentType: string | null;
+  /** Response `Content-Encoding`, or null. */
+  contentEncoding: string | null;
+}
+
+/** Reads usage from a copy of a response body; see {@link createUsageTap}. */
+export interface UsageTap {
+  /** Feeds the next response chunk. Never throws; the chunk may be reused after. */
+  push(chunk: Uint8Array): void;
+  /**
+   * Ends the tap. `complete` is false when the body did not end normally
+   * (client abort, upstream reset). Returns null when the call is not one that
+   * reports usage (not an LLM endpoint). Call once.
+   */
+  finish(opts: { complete: boolean }): UsageRecord | null;
+}
