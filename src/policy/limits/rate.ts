@@ -1,0 +1,473 @@
+/**
+ * `rate_limit`: at most N requests (or N LLM tokens) per sliding window, per key.
+ *
+ * ```yaml
+ * policies:
+ *   - rate_limit: { requests: 60, per: 1m, key: session }
+ *   - rate_limit: { tokens: 100000, per: 1m, key: 'request.headers["x-team"]' }
+ * ```
+ *
+ * Semantics:
+ * - A true sliding window: a request forwarded at `t` counts during
+ *   `[t, t + per)`. With 60/1m, the 61st request passes exactly one minute
+ *   after the first, and is refused one millisecond before.
+ * - Only forwarded requests count: `commit()` records the request, and the
+ *   engine calls it only when the whole decision forwards.
+ * - Refusal: 429 with `Retry-After` = whole seconds (rounded up, at least 1)
+ *   until the oldest counted request leaves the window.
+ * - Tokens: a request passes while the tokens charged in the window are below
+ *   the limit (its own size is not known before the response). Tokens are
+ *   charged after the response through {@link PolicyState.reportUsage}.
+ * - Counters live in the engine's {@link PolicyState}, keyed by rule, unit,
+ *   window and key (a `global` key is shared by all rules with the same unit
+ *   and window), so a reload that keeps those keeps the counters, even when
+ *   the limit number changes.
+ * - Memory: a request log holds at most `limit` timestamps per key; keys idle
+ *   for a whole window are dropped.
+ *
+ * @example
+ * ```ts
+ * const c = createRateLimitChecker({ requests: 60, perMs: 60_000, key: "session" }, { rule: "openai" });
+ * const r = c.check(info, Date.now(), state);
+ * if (r.ok) r.commit();
+ * ```
+ *
+ * @module
+ */
+
+import type { RequestInfo } from "../types.ts";
+import {
+  CelError,
+  CelEvalError,
+  type CelRead,
+  type CompiledKeyExpression,
+  compileKeyExpression,
+} from "../cel.ts";
+import { formatDuration, parseDuration } from "../duration.ts";
+import {
+  type Checker,
+  type CheckerContext,
+  editDistance,
+  PolicyConfigError,
+  type PolicyResult,
+  type PolicyState,
+  rejectUnknownKeys,
+  under,
+} from "./types.ts";
+
+/** The built-in key kinds of rate and spending limits; anything else is a CEL expression. */
+export const BUILTIN_KEYS = ["global", "rule", "host", "session", "client"] as const;
+
+/** How a limit splits its count into buckets. */
+export type LimitKey =
+  | {
+    kind: (typeof BUILTIN_KEYS)[number];
+    text: string;
+    reads: ReadonlySet<CelRead>;
+    needsBody: false;
+  }
+  | {
+    kind: "cel";
+    text: string;
+    reads: ReadonlySet<CelRead>;
+    needsBody: boolean;
+    expr: CompiledKeyExpression;
+  };
+
+/**
+ * Parses a limit's `key`:
+ * - `global`: one bucket shared by every rule that declares the same limit shape;
+ * - `rule`: one bucket for the rule;
+ * - `host`, `client`: one bucket per target host / client address;
+ * - `session`: one bucket per session; requests without a session share one
+ *   bucket of their own (reported as "requests without a session"), so an
+ *   agent cannot escape a per-session limit by dropping its credentials;
+ * - anything else: a CEL expression evaluating to a string, e.g.
+ *   `request.headers["x-team"]`.
+ *
+ * @example
+ * ```ts
+ * parseLimitKey("session").kind; // "session"
+ * parseLimitKey('request.headers["x-team"]').kind; // "cel"
+ * ```
+ * @throws {PolicyConfigError} with path `["key"]` and the CEL error's offset.
+ */
+export function parseLimitKey(text: string | undefined, fallback = "rule"): LimitKey {
+  const key = text === undefined ? fallback : text;
+  if (typeof key !== "string" || key.trim() === "") {
+    throw new PolicyConfigError(
+      `Invalid key ${
+        JSON.stringify(key)
+      }: use global, rule, host, session, client or a CEL expression`,
+      ["key"],
+    );
+  }
+  const trimmed = key.trim();
+  const builtin = BUILTIN_KEYS.find((k) => k === trimmed);
+  if (builtin !== undefined) {
+    const reads = new Set<CelRead>(
+      builtin === "host"
+        ? ["request.host"]
+        : builtin === "session"
+        ? ["session"]
+        : builtin === "client"
+        ? ["client"]
+        : [],
+    );
+    return { kind: builtin, text: builtin, reads, needsBody: false };
+  }
+  try {
+    const expr = compileKeyExpression(key);
+    return { kind: "cel", text: key, reads: expr.reads, needsBody: expr.needsBody, expr };
+  } catch (e) {
+    if (e instanceof CelError) {
+      // A bare word is a misspelt built-in key far more often than a CEL variable.
+      const near = /^[a-z_]+$/.test(trimmed)
+        ? BUILTIN_KEYS.find((k) => editDistance(trimmed, k) <= 2)
+        : undefined;
+      if (near !== undefined) {
+        throw new PolicyConfigError(
+          `Invalid key "${key}" (did you mean "${near}"?): use global, rule, host, session, client or a CEL expression`,
+          ["key"],
+        );
+      }
+      throw new PolicyConfigError(`Invalid key "${key}": ${e.message}`, ["key"], e.offset);
+    }
+    throw e;
+  }
+}
+
+/** A key's bucket for one request: `value` identifies it, `label` names it in reasons. */
+export interface KeyBucket {
+  value: string;
+  /** `session "ci"`, `host "api.openai.com"`, … or "" for global. */
+  label: string;
+}
+
+/**
+ * The bucket of `info` under `key`.
+ * @throws {CelEvalError} when a CEL key fails to evaluate.
+ */
+export function keyBucket(key: LimitKey, info: RequestInfo, now: number, rule: string): KeyBucket {
+  switch (key.kind) {
+    case "global":
+      return { value: "", label: "" };
+    case "rule":
+      return { value: rule, label: `rule "${rule}"` };
+    case "host":
+      return { value: info.host, label: `host "${info.host}"` };
+    case "client":
+      return { value: info.client, label: `client "${info.client}"` };
+    case "session":
+      return info.session === null
+        ? { value: "", label: "requests without a session" }
+        : { value: info.session, label: `session "${info.session}"` };
+    case "cel": {
+      const value = key.expr.evaluate({ ...info, now: new Date(now) });
+      return { value, label: `key "${value}"` };
+    }
+  }
+}
+
+/** A compiled rate limit: exactly one of `requests` and `tokens`. */
+export interface RateLimitConfig {
+  requests?: number;
+  tokens?: number;
+  /** Window length in milliseconds. */
+  perMs: number;
+  /** `global | rule | host | session | client | <CEL expression>` */
+  key: string;
+}
+
+/** Timestamps (and amounts, for tokens) of one bucket, oldest first. */
+class Log {
+  ts: number[] = [];
+  amount: number[] = [];
+  head = 0;
+
+  /** Index of the first entry still inside the window that ends at `now`. */
+  firstLive(now: number, perMs: number): number {
+    const cutoff = now - perMs;
+    let lo = this.head;
+    let hi = this.ts.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.ts[mid] <= cutoff) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  push(ts: number, amount: number, now: number, perMs: number): void {
+    this.head = this.firstLive(now, perMs);
+    // Compact when the dead prefix dominates, so memory stays near the live count.
+    if (this.head > 32 && this.head * 2 > this.ts.length) {
+      this.ts = this.ts.slice(this.head);
+      this.amount = this.amount.slice(this.head);
+      this.head = 0;
+    }
+    let i = this.ts.length;
+    while (i > this.head && this.ts[i - 1] > ts) i--;
+    this.ts.splice(i, 0, ts);
+    this.amount.splice(i, 0, amount);
+  }
+
+  newest(): number {
+    return this.ts.length > this.head ? this.ts[this.ts.length - 1] : -Infinity;
+  }
+}
+
+/** One checker's counters: a log per bucket. */
+interface RateSlot {
+  logs: Map<string, Log>;
+  lastSweep: number;
+}
+
+/** A rate-limit checker; token limits also take charges. */
+export interface RateLimitChecker extends Checker {
+  readonly unit: "requests" | "tokens";
+  readonly limit: number;
+  readonly perMs: number;
+  readonly key: LimitKey;
+  /**
+   * Charges `tokens` at `ts` to the bucket of `info` (token limits only; the
+   * usual path is the hook `commit()` leaves for {@link PolicyState.reportUsage}).
+   */
+  chargeTokens(info: RequestInfo, ts: number, tokens: number, state: PolicyState): void;
+  /** Counted requests or tokens of `info`'s bucket at `now` (for tests and the dashboard). */
+  count(info: RequestInfo, now: number, state: PolicyState): number;
+}
+
+/**
+ * Creates the `rate_limit` checker.
+ *
+ * @example
+ * ```ts
+ * const c = createRateLimitChecker({ requests: 2, perMs: 1_000, key: "global" }, { rule: "r" });
+ * ```
+ * @throws {PolicyConfigError} for an invalid config (also checked by {@link parseRateLimitConfig}).
+ */
+export function createRateLimitChecker(
+  config: RateLimitConfig,
+  ctx: CheckerContext,
+): RateLimitChecker {
+  const unit: "requests" | "tokens" = config.tokens !== undefined ? "tokens" : "requests";
+  const limit = (unit === "tokens" ? config.tokens : config.requests) as number;
+  validateLimit(config);
+  const perMs = config.perMs;
+  const key = parseLimitKey(config.key);
+  const window = formatDuration(perMs);
+  // `global` buckets are shared across rules; every other key is the rule's own.
+  const owner = key.kind === "global" ? "*" : ctx.rule;
+  const stateKey = `rate_limit|${owner}|${unit}|${perMs}|${
+    key.kind === "cel" ? `cel:${key.text}` : key.kind
+  }`;
+  const newSlot = (): RateSlot => ({ logs: new Map(), lastSweep: -Infinity });
+
+  const sweep = (slot: RateSlot, now: number) => {
+    // Idle buckets cannot matter once their newest entry has left the window.
+    if (now - slot.lastSweep < perMs) return;
+    slot.lastSweep = now;
+    for (const [k, log] of slot.logs) if (log.newest() <= now - perMs) slot.logs.delete(k);
+  };
+
+  const used = (log: Log | undefined, now: number): { count: number; first: number } => {
+    if (log === undefined) return { count: 0, first: 0 };
+    const first = log.firstLive(now, perMs);
+    if (unit === "requests") return { count: log.ts.length - first, first };
+    let sum = 0;
+    for (let i = first; i < log.ts.length; i++) sum += log.amount[i];
+    return { count: sum, first };
+  };
+
+  const charge = (slot: RateSlot, bucket: string, ts: number, amount: number, now: number) => {
+    let log = slot.logs.get(bucket);
+    if (log === undefined) slot.logs.set(bucket, log = new Log());
+    log.push(ts, amount, now, perMs);
+  };
+
+  const keyError = (e: unknown): PolicyResult => ({
+    ok: false,
+    status: 403,
+    reason: `rate limit key error: ${e instanceof Error ? e.message : String(e)}`,
+    retryAfter: null,
+    detail: { policy: "rate_limit", key: key.text },
+  });
+
+  const bucketOf = (info: RequestInfo, now: number): KeyBucket | CelEvalError => {
+    try {
+      return keyBucket(key, info, now, ctx.rule);
+    } catch (e) {
+      if (e instanceof CelEvalError) return e;
+      throw e;
+    }
+  };
+
+  return {
+    name: "rate_limit",
+    stateKey,
+    unit,
+    limit,
+    perMs,
+    key,
+    check(info, now, state) {
+      const slot = state.slot(stateKey, newSlot);
+      sweep(slot, now);
+      const bucket = bucketOf(info, now);
+      if (bucket instanceof CelEvalError) return keyError(bucket);
+      const log = slot.logs.get(bucket.value);
+      const { count, first } = used(log, now);
+      if (count < limit) {
+        return {
+          ok: true,
+          commit() {
+            if (unit === "requests") {
+              charge(slot, bucket.value, now, 1, now);
+            } else {
+              state.onUsage(info.id, now, (usage) => {
+                if (usage.tokens !== undefined && usage.tokens > 0) {
+                  charge(
+                    state.slot(stateKey, newSlot),
+                    bucket.value,
+                    usage.ts,
+                    usage.tokens,
+                    usage.ts,
+                  );
+                }
+              });
+            }
+          },
+        };
+      }
+      // The request passes again once enough of the oldest entries have left the window.
+      let leaves = now;
+      if (log !== undefined) {
+        if (unit === "requests") {
+          leaves = log.ts[first + (count - limit)] + perMs;
+        } else {
+          let rest = count;
+          for (let i = first; i < log.ts.length; i++) {
+            rest -= log.amount[i];
+            if (rest < limit) {
+              leaves = log.ts[i] + perMs;
+              break;
+            }
+          }
+        }
+      }
+      const retryAfter = Math.max(1, Math.ceil((leaves - now) / 1000));
+      const who = bucket.label === "" ? "" : ` for ${bucket.label}`;
+      return {
+        ok: false,
+        status: 429,
+        reason: `rate limit exceeded: ${limit} ${
+          limit === 1 ? unit.slice(0, -1) : unit
+        } per ${window}${who}`,
+        retryAfter,
+        detail: {
+          policy: "rate_limit",
+          key: key.text,
+          key_value: bucket.value,
+          unit,
+          count,
+          limit,
+          window,
+        },
+      };
+    },
+    chargeTokens(info, ts, tokens, state) {
+      if (unit !== "tokens" || !(tokens > 0)) return;
+      const bucket = bucketOf(info, ts);
+      if (bucket instanceof CelEvalError) return;
+      charge(state.slot(stateKey, newSlot), bucket.value, ts, tokens, ts);
+    },
+    count(info, now, state) {
+      const bucket = bucketOf(info, now);
+      if (bucket instanceof CelEvalError) return 0;
+      return used(state.slot(stateKey, newSlot).logs.get(bucket.value), now).count;
+    },
+  };
+}
+
+function validateLimit(config: RateLimitConfig): void {
+  const hasRequests = config.requests !== undefined;
+  const hasTokens = config.tokens !== undefined;
+  if (hasRequests === hasTokens) {
+    throw new PolicyConfigError(
+      "Invalid rate_limit: give exactly one of requests and tokens, e.g. { requests: 60, per: 1m }",
+    );
+  }
+  const field = hasRequests ? "requests" : "tokens";
+  const n = hasRequests ? config.requests : config.tokens;
+  if (typeof n !== "number" || !Number.isInteger(n) || n < 1) {
+    throw new PolicyConfigError(
+      `Invalid ${field} ${JSON.stringify(n)}: expected a whole number of at least 1`,
+      [field],
+    );
+  }
+  if (typeof config.perMs !== "number" || !(config.perMs > 0) || !Number.isFinite(config.perMs)) {
+    throw new PolicyConfigError(`Invalid per: the window must be longer than 0`, ["per"]);
+  }
+}
+
+const RATE_KEYS = ["requests", "tokens", "per", "key"];
+
+/**
+ * Validates the YAML form `{ requests | tokens, per, key? }` (key defaults to `rule`).
+ *
+ * @example
+ * ```ts
+ * parseRateLimitConfig({ requests: 60, per: "1m", key: "session" });
+ * // { requests: 60, perMs: 60000, key: "session" }
+ * ```
+ * @throws {PolicyConfigError} with the path of the offending key.
+ */
+export function parseRateLimitConfig(raw: Record<string, unknown>): RateLimitConfig {
+  rejectUnknownKeys(raw, RATE_KEYS, "rate_limit");
+  if (raw.per === undefined) {
+    throw new PolicyConfigError(`Missing per in rate_limit: add a window, e.g. per: 1m`);
+  }
+  const perMs = under("per", () => parseDurationValue(raw.per));
+  const config: RateLimitConfig = { perMs, key: raw.key === undefined ? "rule" : String(raw.key) };
+  if (raw.requests !== undefined) config.requests = raw.requests as number;
+  if (raw.tokens !== undefined) config.tokens = raw.tokens as number;
+  validateLimit(config);
+  parseLimitKey(config.key);
+  return config;
+}
+
+/**
+ * Reads the `@agentreserve/proxy` form `{ type: rate_limit, max_requests_per_minute }`:
+ * a sliding minute per target host ("per domain").
+ *
+ * @example
+ * ```ts
+ * parseLegacyRateLimit({ type: "rate_limit", max_requests_per_minute: 60 });
+ * // { requests: 60, perMs: 60000, key: "host" }
+ * ```
+ */
+export function parseLegacyRateLimit(raw: Record<string, unknown>): RateLimitConfig {
+  rejectUnknownKeys(raw, ["type", "max_requests_per_minute"], "rate_limit");
+  const n = raw.max_requests_per_minute;
+  if (typeof n !== "number" || !Number.isInteger(n) || n < 1) {
+    throw new PolicyConfigError(
+      `Invalid max_requests_per_minute ${JSON.stringify(n)}: expected a whole number of at least 1`,
+      ["max_requests_per_minute"],
+    );
+  }
+  return { requests: n, perMs: 60_000, key: "host" };
+}
+
+/** Parses a window given in a config (a duration string); errors carry no path. */
+export function parseDurationValue(value: unknown): number {
+  let ms: number;
+  try {
+    ms = parseDuration(value as string);
+  } catch (e) {
+    throw new PolicyConfigError((e as Error).message);
+  }
+  if (!(ms > 0)) {
+    throw new PolicyConfigError(`Invalid duration "${value}": it must be longer than 0`);
+  }
+  return ms;
+}
