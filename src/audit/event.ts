@@ -43,4 +43,34 @@ export interface AuditEventV1 {
   error: string | null;
   /** Request headers as JSON, secrets masked; null for tunnels. */
   headers: string | null;
+  /** LLM provider wire format (`openai`, `anthropic`, `gemini`) when usage was read. */
+  provider?: string | null;
+  model?: string | null;
+  /** Prompt-side tokens including cache reads and writes. */
+  input_tokens?: number | null;
+  /** Output tokens including reasoning. */
+  output_tokens?: number | null;
+  cache_read_tokens?: number | null;
+  cache_write_tokens?: number | null;
+  reasoning_tokens?: number | null;
+  /** USD; null when unknown (never 0 for an unknown price). */
+  cost_usd?: number | null;
+  /** True when the stream was cut and the counts are a lower bound. */
+  usage_partial?: boolean | null;
+  /** True when the model has no known price. */
+  price_unknown?: boolean | null;
+  /** DLP findings (masked samples only), stored in the `findings` table. */
+  findings?: AuditFinding[];
+}
+
+/** One DLP finding; `sample` is always masked. */
+export interface AuditFinding {
+  detector: string;
+  direction: "request" | "response";
+  /** `url`, `header:<name>`, `body`. */
+  location: string;
+  /** Masked sample such as `AKIA…WXYZ`. */
+  sample: string;
+  /** `warn`, `redact`, `block`. */
+  action: string;
 }

@@ -39,6 +39,31 @@ const MIGRATIONS: string[] = [
    CREATE INDEX audit_host_ts ON audit (host, ts);
    CREATE INDEX audit_decision_ts ON audit (decision, ts);
    CREATE INDEX audit_session_ts ON audit (session, ts);`,
+  // v2: LLM usage and cost per request, and DLP findings.
+  `ALTER TABLE audit ADD COLUMN provider TEXT;
+   ALTER TABLE audit ADD COLUMN model TEXT;
+   ALTER TABLE audit ADD COLUMN input_tokens INTEGER;
+   ALTER TABLE audit ADD COLUMN output_tokens INTEGER;
+   ALTER TABLE audit ADD COLUMN cache_read_tokens INTEGER;
+   ALTER TABLE audit ADD COLUMN cache_write_tokens INTEGER;
+   ALTER TABLE audit ADD COLUMN reasoning_tokens INTEGER;
+   ALTER TABLE audit ADD COLUMN cost_usd REAL;
+   ALTER TABLE audit ADD COLUMN usage_partial INTEGER;
+   ALTER TABLE audit ADD COLUMN price_unknown INTEGER;
+   CREATE INDEX audit_model_ts ON audit (model, ts) WHERE model IS NOT NULL;
+   CREATE TABLE findings (
+     id INTEGER PRIMARY KEY,
+     decision_id TEXT NOT NULL,
+     ts INTEGER NOT NULL,
+     detector TEXT NOT NULL,
+     direction TEXT NOT NULL,
+     location TEXT NOT NULL,
+     sample TEXT NOT NULL,
+     action TEXT NOT NULL,
+     host TEXT NOT NULL
+   );
+   CREATE INDEX findings_ts ON findings (ts);
+   CREATE INDEX findings_decision ON findings (decision_id);`,
 ];
 
 /** Schema version this build writes. */
@@ -67,6 +92,16 @@ const COLUMNS: (keyof AuditEventV1)[] = [
   "duration_ms",
   "error",
   "headers",
+  "provider",
+  "model",
+  "input_tokens",
+  "output_tokens",
+  "cache_read_tokens",
+  "cache_write_tokens",
+  "reasoning_tokens",
+  "cost_usd",
+  "usage_partial",
+  "price_unknown",
 ];
 
 /** Thrown when the audit database cannot be opened or migrated. */
@@ -146,6 +181,7 @@ export function openAuditDb(path: string): DatabaseSync {
 export class AuditStore {
   #queue: AuditEventV1[] = [];
   #insert: StatementSync;
+  #insertFinding: StatementSync;
   #timer: ReturnType<typeof setInterval>;
   #retentionTimer: ReturnType<typeof setInterval> | null = null;
   #soon: ReturnType<typeof setTimeout> | null = null;
@@ -165,6 +201,10 @@ export class AuditStore {
       `INSERT OR IGNORE INTO audit (${COLUMNS.join(", ")}) VALUES (${
         COLUMNS.map(() => "?").join(", ")
       })`,
+    );
+    this.#insertFinding = db.prepare(
+      `INSERT INTO findings (decision_id, ts, detector, direction, location, sample, action, host)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     this.#timer = setInterval(() => this.flush(), opts.flushMs ?? 200);
     Deno.unrefTimer(this.#timer as unknown as number);
@@ -243,7 +283,33 @@ export class AuditStore {
             e.duration_ms,
             e.error,
             e.headers,
+            e.provider ?? null,
+            e.model ?? null,
+            e.input_tokens ?? null,
+            e.output_tokens ?? null,
+            e.cache_read_tokens ?? null,
+            e.cache_write_tokens ?? null,
+            e.reasoning_tokens ?? null,
+            e.cost_usd ?? null,
+            e.usage_partial === undefined || e.usage_partial === null
+              ? null
+              : Number(e.usage_partial),
+            e.price_unknown === undefined || e.price_unknown === null
+              ? null
+              : Number(e.price_unknown),
           );
+          for (const f of e.findings ?? []) {
+            this.#insertFinding.run(
+              e.id,
+              e.ts,
+              f.detector,
+              f.direction,
+              f.location,
+              f.sample,
+              f.action,
+              e.host,
+            );
+          }
         }
         this.db.exec("COMMIT");
       } catch (e) {
@@ -279,6 +345,7 @@ export class AuditStore {
       const del = this.db.prepare(
         "DELETE FROM audit WHERE rowid IN (SELECT rowid FROM audit WHERE ts < ? LIMIT 5000)",
       );
+      this.db.prepare("DELETE FROM findings WHERE ts < ?").run(cutoff);
       for (;;) {
         const r = del.run(cutoff);
         total += Number(r.changes);

@@ -161,3 +161,61 @@ Deno.test("redact: credentials in headers and query strings are masked", () => {
   );
   assert.equal(redactQuery("monkey=1&keyboard=2"), "monkey=1&keyboard=2");
 });
+
+Deno.test("audit store: a v1 database migrates forward keeping its rows", () =>
+  withDir((dir) => {
+    const v1 = new DatabaseSync(`${dir}/a.db`);
+    v1.exec(`CREATE TABLE audit (id TEXT NOT NULL PRIMARY KEY, ts INTEGER NOT NULL, session TEXT,
+      label TEXT, client TEXT NOT NULL, method TEXT NOT NULL, scheme TEXT NOT NULL, host TEXT NOT NULL,
+      port INTEGER NOT NULL, path TEXT, query TEXT, status INTEGER, decision TEXT NOT NULL, rule TEXT,
+      rule_source TEXT, reason TEXT NOT NULL, policy TEXT, bytes_in INTEGER NOT NULL,
+      bytes_out INTEGER NOT NULL, duration_ms REAL NOT NULL, error TEXT, headers TEXT);
+      INSERT INTO audit VALUES ('old', 1, NULL, NULL, '127.0.0.1', 'GET', 'http', 'a.test', 80, '/',
+      NULL, 200, 'allow', NULL, NULL, 'r', NULL, 0, 0, 1, NULL, NULL);
+      PRAGMA user_version = 1;`);
+    v1.close();
+    const store = AuditStore.open(`${dir}/a.db`, { flushMs: 10_000 });
+    store.add({
+      ...event("llm"),
+      provider: "openai",
+      model: "gpt-4o",
+      input_tokens: 100,
+      output_tokens: 20,
+      cache_read_tokens: 50,
+      cache_write_tokens: 0,
+      reasoning_tokens: 0,
+      cost_usd: 0.0004,
+      usage_partial: false,
+      price_unknown: false,
+      findings: [{
+        detector: "aws_access_key",
+        direction: "request",
+        location: "body",
+        sample: "AKIA…WXYZ",
+        action: "block",
+      }],
+    });
+    store.close();
+    const db = new DatabaseSync(`${dir}/a.db`);
+    assert.deepEqual({ ...db.prepare("PRAGMA user_version").get() }, { user_version: 2 });
+    const rows = db.prepare(
+      "SELECT id, model, input_tokens, cost_usd, usage_partial FROM audit ORDER BY ts",
+    )
+      .all().map((r) => ({ ...r }));
+    assert.deepEqual(rows, [
+      { id: "old", model: null, input_tokens: null, cost_usd: null, usage_partial: null },
+      { id: "llm", model: "gpt-4o", input_tokens: 100, cost_usd: 0.0004, usage_partial: 0 },
+    ]);
+    assert.deepEqual(
+      db.prepare("SELECT decision_id, detector, sample, host FROM findings").all().map((r) => ({
+        ...r,
+      })),
+      [{
+        decision_id: "llm",
+        detector: "aws_access_key",
+        sample: "AKIA…WXYZ",
+        host: "example.test",
+      }],
+    );
+    db.close();
+  }));

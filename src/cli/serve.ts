@@ -45,6 +45,11 @@ export const serveSpec: CommandSpec = {
   ].join("\n"),
 };
 
+/** Whether a listen host only accepts local connections. */
+export function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
 /** Options a caller (tests, `run`) can pass besides argv. */
 export interface ServeHooks {
   /** Called once the proxy listens. */
@@ -76,6 +81,13 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     listen = l;
   }
   if (parsed.opts["no-dashboard"]) config.dashboard = false;
+  if (!isLoopback(listen.host) && config.dashboard && config.dashboardToken === null) {
+    io.stderr(
+      `agentgate: not started: ${listen.host}:${listen.port} is not a loopback address, so the ` +
+        "dashboard needs a token: set dashboard.token (or dashboard.token_env), or use --no-dashboard\n",
+    );
+    return 1;
+  }
 
   let audit: AuditStore;
   try {

@@ -23,6 +23,8 @@ export interface AgentgateConfig {
   embedded: boolean;
   listen: { host: string; port: number };
   dashboard: boolean;
+  /** Dashboard/API bearer token (from `dashboard.token` or `dashboard.token_env`), or null. */
+  dashboardToken: string | null;
   policy: CompiledPolicy;
   audit: { path: string; retentionMs: number };
   upstream: { connectTimeoutMs: number; responseTimeoutMs: number };
@@ -336,6 +338,8 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
     embedded: file === DEFAULT_POLICY_NAME,
     listen,
     dashboard,
+    dashboardToken: raw.dashboard?.token ??
+      (raw.dashboard?.token_env ? Deno.env.get(raw.dashboard.token_env) ?? null : null),
     policy: {
       mode: raw.mode ?? "enforce",
       defaultAction: raw.default ?? (legacy ? "log" : "deny"),

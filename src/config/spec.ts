@@ -130,6 +130,28 @@ export const configSchema: ObjectSchema = {
       description: "Decision when no rule matches (default deny).",
     },
     rules: { type: "array", items: rule, description: "Rules, first match wins." },
+    dashboard: {
+      type: "object",
+      description:
+        "Access to /_/dashboard and /_/api (loopback clients only unless a token is set).",
+      properties: {
+        token: {
+          type: "string",
+          description:
+            "Bearer token for the dashboard and API; required when proxy.listen is not loopback.",
+        },
+        token_env: {
+          type: "string",
+          description: "Name of an environment variable holding the token (instead of token).",
+          check: (v) =>
+            Deno.env.get(v) ? null : `environment variable "${v}" (dashboard.token_env) is not set`,
+        },
+      },
+      check: (v) =>
+        v.token !== undefined && v.token_env !== undefined
+          ? 'set either "token" or "token_env", not both'
+          : null,
+    },
     upstream: {
       type: "object",
       properties: {

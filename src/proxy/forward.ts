@@ -26,6 +26,8 @@ export interface UpstreamOptions {
   responseTimeoutMs: number;
   /** Value of the `Via` header we add (`1.1 agentgate-xxxx`). */
   via: string;
+  /** Seconds from sending the request to the response head (metrics). */
+  onUpstreamHead?: (seconds: number) => void;
 }
 
 /** The keep-alive pool shared by all requests of one proxy. */
@@ -149,6 +151,7 @@ export function forwardHttp(
     },
     {
       head: (h) => {
+        opts.onUpstreamHead?.((performance.now() - sentAt) / 1000);
         const out = endToEnd(h.rawHeaders);
         if (h.rawHeaders.some((n, i) => i % 2 === 0 && n.toLowerCase() === "transfer-encoding")) {
           // De-chunked here, re-framed by the server: a Content-Length beside it is stale.
@@ -195,6 +198,7 @@ export function forwardHttp(
       ex.finish({ status: res.headersSent ? res.statusCode : null, error: "client aborted" });
     }
   });
+  const sentAt = performance.now();
   call.start();
 }
 

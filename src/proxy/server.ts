@@ -22,6 +22,8 @@ import type { ConnectionPool } from "./h1client.ts";
 import { openTunnel } from "./tunnel.ts";
 import { type Answer, denyAnswer, errorAnswer, rawAnswer } from "./reject.ts";
 import { isWebSocketUpgrade } from "./headers.ts";
+import { Metrics } from "../dashboard/metrics.ts";
+import { createInternalRoutes } from "../dashboard/routes.ts";
 
 /** What a running proxy needs. */
 export interface ProxyOptions {
@@ -84,12 +86,32 @@ export class ProxyServer {
   #draining = false;
   #drained: (() => void) | null = null;
   #log: (line: string) => void;
-  /** Requests decided since start, by verdict (for health and metrics). */
+  /** Requests decided since start, by verdict (for the shutdown summary). */
   readonly counters = { requests: 0, denied: 0, errors: 0 };
+  #tunnels = new Set<Exchange>();
+  readonly metrics: Metrics;
+  #routes: ReturnType<typeof createInternalRoutes>;
 
   constructor(private readonly opts: ProxyOptions) {
     this.#config = opts.config;
     this.#log = opts.log ?? ((l) => console.error(l));
+    const audit = opts.audit;
+    this.metrics = new Metrics({
+      auditQueueDepth: () => audit.queueDepth,
+      auditWriteErrors: () => audit.writeErrors,
+      tunnelsOpen: () => this.#tunnels.size,
+      leafCacheSize: () => 0,
+    });
+    this.#routes = createInternalRoutes({
+      version: opts.version,
+      startedAt: this.startedAt,
+      auditPath: opts.config.audit.path,
+      audit,
+      config: () => this.#config,
+      metrics: this.metrics,
+      dashboard: opts.config.dashboard,
+      token: opts.config.dashboardToken,
+    });
     this.server = http.createServer({ keepAliveTimeout: 60_000 });
     this.server.on("connection", (s: net.Socket) => {
       s.setNoDelay(true);
@@ -169,6 +191,8 @@ export class ProxyServer {
     record: (event: AuditEventV1, ex: Exchange) => {
       this.opts.audit.add(event);
       this.#inflight.delete(ex);
+      this.metrics.request(event.decision, event.rule);
+      this.#tunnels.delete(ex);
       if (event.decision === "deny" || event.decision === "would_deny") {
         this.counters.denied++;
         this.#log(
@@ -283,8 +307,7 @@ export class ProxyServer {
         reason: "request looped back to this proxy",
       });
     }
-    const d = decide(this.#config.policy, { info, now: ex.ts });
-    ex.decision = d;
+    const d = this.#decide(info, ex);
     if (d.verdict === "deny") {
       // An unread body would have to be drained to keep the connection: close it instead.
       this.#send(res, denyAnswer(info.id, d), hasBody ? { connection: "close" } : {});
@@ -310,11 +333,20 @@ export class ProxyServer {
     );
   }
 
+  #decide(info: RequestInfo, ex: Exchange) {
+    const t = performance.now();
+    const d = decide(this.#config.policy, { info, now: ex.ts });
+    this.metrics.decision((performance.now() - t) / 1000);
+    ex.decision = d;
+    return d;
+  }
+
   #upstreamOpts() {
     return {
       connectTimeoutMs: this.#config.upstream.connectTimeoutMs,
       responseTimeoutMs: this.#config.upstream.responseTimeoutMs,
       via: this.via,
+      onUpstreamHead: (seconds: number) => this.metrics.upstream(seconds),
     };
   }
 
@@ -339,12 +371,12 @@ export class ProxyServer {
       s.end(rawAnswer(errorAnswer(info.id, 508, "loop_detected", reason)));
       return ex.finish({ status: 508, decision: "error", reason });
     }
-    const d = decide(this.#config.policy, { info, now: ex.ts });
-    ex.decision = d;
+    const d = this.#decide(info, ex);
     if (d.verdict === "deny") {
       s.end(rawAnswer(denyAnswer(info.id, d)));
       return ex.finish({ status: d.status });
     }
+    this.#tunnels.add(ex);
     openTunnel(s, head, hp.host, hp.port, ex, this.#config.upstream.connectTimeoutMs);
   }
 
@@ -376,8 +408,7 @@ export class ProxyServer {
       s,
     );
     const ex = this.#begin(info);
-    const d = decide(this.#config.policy, { info, now: ex.ts });
-    ex.decision = d;
+    const d = this.#decide(info, ex);
     if (d.verdict === "deny") {
       s.end(rawAnswer(denyAnswer(info.id, d)));
       return ex.finish({ status: d.status });
@@ -398,37 +429,9 @@ export class ProxyServer {
     );
   }
 
-  /** Origin-form requests to the proxy itself: health now, dashboard and API later. */
+  /** Origin-form requests to the proxy itself (health, metrics, dashboard, API). */
   #internal(req: http.IncomingMessage, res: http.ServerResponse) {
     const path = (req.url ?? "/").replace(/^https?:\/\/[^/]+/, "").split("?")[0];
-    const json = (status: number, body: unknown) => {
-      const text = JSON.stringify(body) + "\n";
-      res.writeHead(status, {
-        "content-type": "application/json",
-        "x-content-type-options": "nosniff",
-        "cache-control": "no-store",
-        "content-length": String(new TextEncoder().encode(text).length),
-      });
-      res.end(text);
-    };
-    if (path === "/_/health") {
-      const audit = this.opts.audit;
-      const failing = audit.lastError !== null;
-      return json(failing ? 503 : 200, {
-        status: failing ? "audit_failing" : "ok",
-        version: this.opts.version,
-        uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
-        audit_queue: audit.queueDepth,
-        ...(failing ? { audit_error: audit.lastError } : {}),
-      });
-    }
-    if (path.startsWith("/_/")) {
-      return json(404, { error: "not_found", reason: `no such agentgate endpoint "${path}"` });
-    }
-    return json(400, {
-      error: "not_a_proxy_request",
-      reason:
-        "agentgate is a forward proxy: send absolute-form requests (set HTTP_PROXY / HTTPS_PROXY to this address)",
-    });
+    this.#routes(req, res, path);
   }
 }

@@ -1,0 +1,203 @@
+/**
+ * In-process counters and histograms, rendered in the Prometheus text
+ * exposition format at `/_/metrics`. Updating them is a map lookup and an
+ * add: cheap enough for the request path.
+ *
+ * @module
+ */
+
+/** Histogram bucket upper bounds in seconds (Prometheus' defaults, plus sub-ms for decisions). */
+const UPSTREAM_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
+const DECISION_BUCKETS = [
+  0.000005,
+  0.00001,
+  0.000025,
+  0.00005,
+  0.0001,
+  0.00025,
+  0.0005,
+  0.001,
+  0.01,
+];
+
+class Histogram {
+  readonly counts: number[];
+  sum = 0;
+  count = 0;
+  constructor(readonly buckets: number[]) {
+    this.counts = new Array(buckets.length).fill(0);
+  }
+  observe(v: number) {
+    this.sum += v;
+    this.count++;
+    for (let i = 0; i < this.buckets.length; i++) {
+      if (v <= this.buckets[i]) {
+        this.counts[i]++;
+        return;
+      }
+    }
+  }
+}
+
+/** Escape a label value per the exposition format (backslash, quote, newline). */
+export function escapeLabel(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
+
+function labels(obj: Record<string, string>): string {
+  const parts = Object.entries(obj).map(([k, v]) => `${k}="${escapeLabel(v)}"`);
+  return parts.length ? `{${parts.join(",")}}` : "";
+}
+
+function num(v: number): string {
+  if (Number.isNaN(v)) return "NaN";
+  if (v === Infinity) return "+Inf";
+  if (v === -Infinity) return "-Inf";
+  return String(v);
+}
+
+/** Values read at scrape time. */
+export interface MetricGauges {
+  auditQueueDepth(): number;
+  auditWriteErrors(): number;
+  tunnelsOpen(): number;
+  leafCacheSize(): number;
+}
+
+/**
+ * The proxy's metrics.
+ *
+ * @example
+ * metrics.request("allow", "openai");
+ * metrics.upstream(0.132);
+ * res.end(metrics.render());
+ */
+export class Metrics {
+  #requests = new Map<string, { decision: string; rule: string; n: number }>();
+  #spend = new Map<string, { provider: string; model: string; usd: number }>();
+  #tokens = new Map<string, { provider: string; model: string; kind: string; n: number }>();
+  #dlp = new Map<string, { detector: string; action: string; n: number }>();
+  #upstream = new Histogram(UPSTREAM_BUCKETS);
+  #decision = new Histogram(DECISION_BUCKETS);
+
+  constructor(private readonly gauges: MetricGauges) {}
+
+  /** One finished request by final decision and rule ("" when the default decided). */
+  request(decision: string, rule: string | null): void {
+    const r = rule ?? "";
+    const k = `${decision}\u0000${r}`;
+    const e = this.#requests.get(k);
+    if (e) e.n++;
+    else this.#requests.set(k, { decision, rule: r, n: 1 });
+  }
+
+  /** Time from forwarding to the upstream's response head, in seconds. */
+  upstream(seconds: number): void {
+    this.#upstream.observe(seconds);
+  }
+
+  /** Time spent in the engine's `decide`, in seconds. */
+  decision(seconds: number): void {
+    this.#decision.observe(seconds);
+  }
+
+  /** Spend of one LLM call. */
+  spend(provider: string, model: string, usd: number): void {
+    const k = `${provider}\u0000${model}`;
+    const e = this.#spend.get(k);
+    if (e) e.usd += usd;
+    else this.#spend.set(k, { provider, model, usd });
+  }
+
+  /** Tokens of one LLM call, by kind (`input`, `output`, `cache_read`, `cache_write`, `reasoning`). */
+  tokens(provider: string, model: string, kind: string, n: number): void {
+    if (n <= 0) return;
+    const k = `${provider}\u0000${model}\u0000${kind}`;
+    const e = this.#tokens.get(k);
+    if (e) e.n += n;
+    else this.#tokens.set(k, { provider, model, kind, n });
+  }
+
+  /** One DLP finding. */
+  dlpFinding(detector: string, action: string): void {
+    const k = `${detector}\u0000${action}`;
+    const e = this.#dlp.get(k);
+    if (e) e.n++;
+    else this.#dlp.set(k, { detector, action, n: 1 });
+  }
+
+  /** The exposition text. */
+  render(): string {
+    const out: string[] = [];
+    const family = (name: string, type: string, help: string) => {
+      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    };
+    family("agentgate_requests_total", "counter", "Requests by final decision and rule.");
+    for (const e of this.#requests.values()) {
+      out.push(`agentgate_requests_total${labels({ decision: e.decision, rule: e.rule })} ${e.n}`);
+    }
+    const histo = (name: string, help: string, h: Histogram) => {
+      family(name, "histogram", help);
+      let acc = 0;
+      h.buckets.forEach((b, i) => {
+        acc += h.counts[i];
+        out.push(`${name}_bucket{le="${num(b)}"} ${acc}`);
+      });
+      out.push(
+        `${name}_bucket{le="+Inf"} ${h.count}`,
+        `${name}_sum ${num(h.sum)}`,
+        `${name}_count ${h.count}`,
+      );
+    };
+    histo(
+      "agentgate_upstream_duration_seconds",
+      "Time from forwarding a request to the upstream response head.",
+      this.#upstream,
+    );
+    histo("agentgate_decision_duration_seconds", "Time spent deciding a request.", this.#decision);
+    family("agentgate_spend_usd_total", "counter", "USD spent on LLM calls by provider and model.");
+    for (const e of this.#spend.values()) {
+      out.push(
+        `agentgate_spend_usd_total${labels({ provider: e.provider, model: e.model })} ${
+          num(e.usd)
+        }`,
+      );
+    }
+    family("agentgate_tokens_total", "counter", "LLM tokens by provider, model and kind.");
+    for (const e of this.#tokens.values()) {
+      out.push(
+        `agentgate_tokens_total${
+          labels({ provider: e.provider, model: e.model, kind: e.kind })
+        } ${e.n}`,
+      );
+    }
+    family("agentgate_dlp_findings_total", "counter", "DLP findings by detector and action.");
+    for (const e of this.#dlp.values()) {
+      out.push(
+        `agentgate_dlp_findings_total${labels({ detector: e.detector, action: e.action })} ${e.n}`,
+      );
+    }
+    const gauge = (name: string, help: string, v: number, type = "gauge") => {
+      family(name, type, help);
+      out.push(`${name} ${num(v)}`);
+    };
+    gauge(
+      "agentgate_audit_queue_depth",
+      "Audit rows waiting to be written.",
+      this.gauges.auditQueueDepth(),
+    );
+    gauge(
+      "agentgate_audit_write_errors_total",
+      "Audit batch writes that failed (rows are kept and retried).",
+      this.gauges.auditWriteErrors(),
+      "counter",
+    );
+    gauge("agentgate_tunnels_open", "CONNECT tunnels currently open.", this.gauges.tunnelsOpen());
+    gauge(
+      "agentgate_tls_leaf_cache_size",
+      "Leaf certificates cached.",
+      this.gauges.leafCacheSize(),
+    );
+    return out.join("\n") + "\n";
+  }
+}
