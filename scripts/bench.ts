@@ -2,6 +2,7 @@
  * Benchmarks (never part of the test suite).
  *
  *   deno task bench [s1 s2 s3 s3b s4 s5 …]   agentgate in ../shared/bench beside its peers
+ *   deno task bench decide                    decision micro-benchmark (scripts/bench_decide.ts)
  *
  * Plugs agentgate into the shared harness as the `PROXY_*` candidate with a
  * 20-rule policy and the audit on (the configuration the issues' targets
@@ -43,7 +44,17 @@ rules:
   - { name: everything-else, match: "*", action: log }
 `;
 
-if (import.meta.main) {
+if (import.meta.main && Deno.args[0] === "decide") {
+  await import("./bench_decide.ts").then(async (m) => {
+    const { code } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("./bench_decide.ts", import.meta.url).pathname],
+      stdout: "inherit",
+      stderr: "inherit",
+    }).output();
+    void m;
+    Deno.exit(code);
+  });
+} else if (import.meta.main) {
   const scenarios = Deno.args.length ? Deno.args : ["s1", "s2", "s3", "s3b", "s5"];
   const dir = await Deno.makeTempDir({ prefix: "agentgate-bench-" });
   await Deno.writeTextFile(`${dir}/agentgate.yaml`, BENCH_POLICY);

@@ -10,7 +10,15 @@ import { ConfigError, didYouMean, type Problem } from "./errors.ts";
 import { type Path, type SchemaIssue, validate } from "./schema.ts";
 import { configSchema, KNOWN_METHODS, legacySchema, parseListen, V1_ONLY_KEYS } from "./spec.ts";
 import { compileMatch, type Matcher, PatternError } from "../policy/match.ts";
-import type { CompiledPolicy, CompiledRule } from "../policy/engine.ts";
+import {
+  type CompiledPolicy,
+  type CompiledRule,
+  indexRules,
+  REQUEST_LEVEL_READS,
+} from "../policy/engine.ts";
+import { CelError, type CelRead, compileCondition, type CompiledCondition } from "../policy/cel.ts";
+import type { Checker } from "../policy/limits/types.ts";
+import { compilePolicy } from "./policies.ts";
 import type { Action } from "../policy/types.ts";
 import { parseDuration } from "../policy/duration.ts";
 import { DEFAULT_POLICY_NAME, DEFAULT_POLICY_YAML } from "./default.ts";
@@ -28,6 +36,7 @@ export interface AgentgateConfig {
   policy: CompiledPolicy;
   audit: { path: string; retentionMs: number };
   upstream: { connectTimeoutMs: number; responseTimeoutMs: number };
+  limits: { maxBodyBytes: number };
 }
 
 /** A config plus the non-fatal problems found while loading it. */
@@ -254,16 +263,71 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
       );
     }
     const pos = src.pos(ruleNode);
+    const ruleName = seen > 0 ? `${baseName}#${seen + 1}` : baseName;
+
+    // `when:` compiled and type-checked now; its errors point into the YAML scalar.
+    let when: CompiledCondition | null = null;
+    if (typeof r.when === "string") {
+      try {
+        when = compileCondition(r.when);
+      } catch (e) {
+        if (!(e instanceof CelError)) throw e;
+        errors.push(
+          src.problem(
+            "error",
+            src.nodeAt([...path, "when"]),
+            `invalid condition in rule "${ruleName}": ${e.message}`,
+            e.offset,
+          ),
+        );
+        return;
+      }
+    }
+    const checkers: Checker[] = [];
+    const policyReads = new Set<CelRead>();
+    let policyNeedsBody = false;
+    ((r.policies as unknown[] | undefined) ?? []).forEach((raw, i) => {
+      const compiled = compilePolicy(raw, ruleName);
+      if ("message" in compiled) {
+        const at = [...path, "policies", i, ...compiled.path];
+        const node = src.nodeAt(at, compiled.atKey) ?? src.nodeAt([...path, "policies", i]);
+        errors.push(src.problem("error", node, compiled.message, compiled.offset ?? 0));
+        return;
+      }
+      checkers.push(compiled.checker);
+      for (const x of compiled.reads) policyReads.add(x);
+      policyNeedsBody ||= compiled.needsBody;
+    });
+    if (r.action === "deny" && checkers.length > 0) {
+      problems.push(
+        src.problem(
+          "warning",
+          src.nodeAt([...path, "policies"]),
+          `policies of deny rule "${ruleName}" are never evaluated (a deny rule denies)`,
+        ),
+      );
+    }
+    const whenRequestReads = when ? [...when.reads].filter((x) => REQUEST_LEVEL_READS.has(x)) : [];
+    const keyRequestReads = [...policyReads].filter((x) => REQUEST_LEVEL_READS.has(x));
+    const needsWhat = [
+      ...(methods !== null ? [`the method (${[...methods].join(", ")})`] : []),
+      ...(whenRequestReads.length ? [`${whenRequestReads.join(", ")} in its condition`] : []),
+      ...(keyRequestReads.length ? [`${keyRequestReads.join(", ")} in a policy key`] : []),
+    ];
     const rule: CompiledRule = {
-      name: seen > 0 ? `${baseName}#${seen + 1}` : baseName,
+      name: ruleName,
       index,
       source: `${file}:${pos.line}`,
       match: matchers,
       methods,
       action: r.action as Action,
       reason: (r.reason as string | undefined) ?? null,
-      policies: (r.policies as unknown[] | undefined) ?? [],
-      needsRequest: methods !== null || matchers.some((m) => m.path !== null),
+      when,
+      onError: (r.on_error as "deny" | "skip" | undefined) ?? "deny",
+      checkers,
+      needsRequest: needsWhat.length > 0,
+      needsBody: (when?.needsBody ?? false) || policyNeedsBody,
+      needsWhat,
     };
     if (catchAll) {
       problems.push({
@@ -276,11 +340,10 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
     }
     const isCatchAll = (m: Matcher) =>
       m.host === null && m.port === null && m.scheme === null && m.path === null;
-    if (!catchAll && methods === null && matchers.some(isCatchAll)) catchAll = rule;
+    if (!catchAll && methods === null && when === null && matchers.some(isCatchAll)) {
+      catchAll = rule;
+    }
     // Tunnels (https) show host and port only; a rule that needs more cannot decide them.
-    const blind = matchers.flatMap((m, i) =>
-      m.scheme !== "http" && (m.path !== null || methods !== null) ? [{ m, i }] : []
-    );
     const tunnelProblem = (node: Node | null, what: string, host: string) =>
       problems.push({
         ...src.problem(
@@ -293,28 +356,26 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
       });
     const hostOf = (m: Matcher, i: number) =>
       m.host === null ? "*" : typeof m.host === "string" ? m.host : patterns[i].split("/")[0];
-    if (methods !== null && blind.length > 0) {
-      tunnelProblem(
-        src.nodeAt([...path, "methods"]),
-        "methods",
-        blind.map(({ m, i }) => hostOf(m, i)).join('", "'),
+    const tunnelable = matchers.map((m, i) => ({ m, i })).filter(({ m }) => m.scheme !== "http");
+    if (rule.needsRequest && tunnelable.length > 0) {
+      const hosts = tunnelable.map(({ m, i }) => hostOf(m, i)).join('", "');
+      const node = methods !== null
+        ? src.nodeAt([...path, "methods"])
+        : whenRequestReads.length
+        ? src.nodeAt([...path, "when"])
+        : src.nodeAt([...path, "policies"]);
+      const globs = tunnelable.flatMap(({ m }) =>
+        m.pathGlob !== null ? [`the path glob "${m.pathGlob}"`] : []
       );
+      tunnelProblem(node, [...globs, ...needsWhat].join(" and "), hosts);
     } else {
-      for (const { m, i } of blind) {
+      for (const { m, i } of tunnelable) {
+        if (m.path === null) continue;
         const node = src.nodeAt(
           Array.isArray(r.match) ? [...path, "match", i] : [...path, "match"],
         );
         tunnelProblem(node, `the path glob "${m.pathGlob}"`, hostOf(m, i));
       }
-    }
-    if (rule.policies.length > 0) {
-      problems.push(
-        src.problem(
-          "warning",
-          src.nodeAt([...path, "policies"]),
-          `policies of rule "${rule.name}" are parsed but not enforced by this version`,
-        ),
-      );
     }
     rules.push(rule);
   });
@@ -345,8 +406,10 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
       defaultAction: raw.default ?? (legacy ? "log" : "deny"),
       defaultSource: legacy ? "@agentreserve/proxy default" : "default",
       rules,
+      index: indexRules(rules),
     },
     audit: { path: auditPath, retentionMs: parseDuration(raw.audit?.retention ?? "30d") },
+    limits: { maxBodyBytes: raw.limits?.max_body_bytes ?? 1024 * 1024 },
     upstream: {
       connectTimeoutMs: parseDuration(raw.upstream?.connect_timeout ?? "10s"),
       responseTimeoutMs: parseDuration(raw.upstream?.response_timeout ?? "5m"),

@@ -79,7 +79,7 @@ rules:
   assert.deepEqual(problems.map((p) => `${formatProblem(p)}${p.lint ? " [lint]" : ""}`), [
     'w.yaml:5:5: warning: rule "never" can never match: rule "*" (w.yaml:3) matches every request first',
     'w.yaml:8:5: warning: rule "paths" can never match: rule "*" (w.yaml:3) matches every request first',
-    'w.yaml:10:14: rule "paths" uses methods, which a CONNECT tunnel does not reveal: HTTPS requests to "api.example.com" are denied with a reason (plain-HTTP requests are matched in full) [lint]',
+    'w.yaml:10:14: rule "paths" uses the path glob "/v1/**" and the method (PSOT), which a CONNECT tunnel does not reveal: HTTPS requests to "api.example.com" are denied with a reason (plain-HTTP requests are matched in full) [lint]',
     'w.yaml:10:15: warning: unknown HTTP method "PSOT" (did you mean "POST"?)',
   ]);
 });
@@ -150,8 +150,12 @@ audit:
       ["*.amazonaws.com/iam/*", "deny"],
       ["*", "log"],
     ]);
-    assert.deepEqual(config.policy.rules[0].policies, [
-      { type: "rate_limit", max_requests_per_minute: 60 },
+    assert.deepEqual(config.policy.rules.map((r) => r.checkers.map((c) => c.name)), [
+      ["rate_limit"],
+      ["rate_limit"],
+      [],
+      [],
+      [],
     ]);
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -164,4 +168,65 @@ Deno.test("load: a missing file is a config error naming it", async () => {
     assert.equal(e.message, "nope.yaml: file not found");
     return true;
   });
+});
+
+Deno.test("load: CEL and policy errors point into the YAML", () => {
+  const text = `version: 1
+rules:
+  - name: cel
+    match: api.example.test
+    when: requst.host == "x"
+    action: allow
+  - name: quoted
+    match: api.example.test
+    when: "request.method == 'GET' && request.hots == 'x'"
+    action: allow
+  - name: block
+    match: api.example.test
+    when: |
+      request.method == "GET" &&
+        sesion.id == "x"
+    action: allow
+  - name: limits
+    match: api.example.test
+    action: allow
+    policies:
+      - rate_limit: { requests: 10, per: 1 minute }
+      - time_window: { days: mon-fir }
+      - spending_limit: { usd: 5, per: 1d, currency: EUR }
+      - ratelimit: { requests: 1 }
+`;
+  const errs = errorsOf(text, "c.yaml");
+  assert.equal(errs.length, 7, errs.join("\n"));
+  assert.match(errs[0], /^c\.yaml:5:11: invalid condition in rule "cel": .*requst/);
+  assert.match(errs[1], /^c\.yaml:9:47: invalid condition in rule "quoted": .*hots/);
+  assert.match(errs[2], /^c\.yaml:15:9: invalid condition in rule "block": .*sesion/);
+  assert.equal(
+    errs[3],
+    'c.yaml:21:42: invalid duration "1 minute": expected a number and a unit (ms, s, m, h, d, w), e.g. "90s", "1h30m", "7d"',
+  );
+  assert.match(errs[4], /^c\.yaml:22:30: unknown day in "mon-fir"/);
+  assert.match(errs[5], /^c\.yaml:23:54: unsupported currency "EUR": only USD is supported/);
+  assert.equal(
+    errs[6],
+    'c.yaml:24:9: unknown policy "ratelimit" (did you mean "rate_limit"?)',
+  );
+});
+
+Deno.test("load: conditions reading request fields on a tunnelled host are reported", () => {
+  const text = `version: 1
+rules:
+  - name: body-check
+    match: api.example.test
+    when: body.model == "x"
+    action: allow
+  - name: host-only
+    match: other.test
+    when: request.host.endsWith(".test") && session.id == "ci"
+    action: allow
+`;
+  const { problems } = parseConfig(text, "t.yaml", "/");
+  assert.deepEqual(problems.map((p) => `${formatProblem(p)}${p.lint ? " [lint]" : ""}`), [
+    't.yaml:5:11: rule "body-check" uses body in its condition, which a CONNECT tunnel does not reveal: HTTPS requests to "api.example.test" are denied with a reason (plain-HTTP requests are matched in full) [lint]',
+  ]);
 });

@@ -94,6 +94,17 @@ const rule: ObjectSchema = {
     },
     action: { type: "string", enum: ["allow", "deny", "log"], description: "What to do." },
     reason: { type: "string", description: "Reason shown to the client and in the audit." },
+    when: {
+      type: "string",
+      description:
+        "CEL condition over request, body, session, now and client; the rule matches only when it is true.",
+    },
+    on_error: {
+      type: "string",
+      enum: ["deny", "skip"],
+      description:
+        "When the condition fails to evaluate: deny the request (default) or skip the rule.",
+    },
     policies: {
       type: "array",
       items: policy,
@@ -159,6 +170,18 @@ export const configSchema: ObjectSchema = {
         response_timeout: duration(
           "Timeout for the upstream response headers (default 5m); answered 504.",
         ),
+      },
+    },
+    limits: {
+      type: "object",
+      properties: {
+        max_body_bytes: {
+          type: "number",
+          integer: true,
+          minimum: 1,
+          description:
+            "Largest request body buffered for a condition that reads body (default 1 MiB).",
+        },
       },
     },
     audit: {

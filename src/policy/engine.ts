@@ -7,6 +7,17 @@
  */
 import type { Action, Decision, RequestInfo } from "./types.ts";
 import { type Matcher, matchHost } from "./match.ts";
+import { CelEvalError, type CelRead, type CompiledCondition } from "./cel.ts";
+import type { Checker, PolicyResult, PolicyState } from "./limits/types.ts";
+
+/** Request fields a CONNECT tunnel does not reveal. */
+export const REQUEST_LEVEL_READS: ReadonlySet<CelRead> = new Set([
+  "request.method",
+  "request.path",
+  "request.query",
+  "request.headers",
+  "body",
+]);
 
 /** A rule after load: everything the hot path needs is precomputed. */
 export interface CompiledRule {
@@ -20,10 +31,21 @@ export interface CompiledRule {
   methods: ReadonlySet<string> | null;
   action: Action;
   reason: string | null;
-  /** Raw policy configs, kept for the policy checkers. */
-  policies: unknown[];
-  /** True when the rule needs more than host and port (path glob or methods). */
+  /** `when:` condition, or null. */
+  when: CompiledCondition | null;
+  /** What a condition that fails to evaluate does: deny (default) or skip the rule. */
+  onError: "deny" | "skip";
+  /** Policies that must all pass (allow and log rules). */
+  checkers: Checker[];
+  /**
+   * True when the rule needs more than host and port: methods, a condition or a
+   * policy key reading request fields (a path glob is per pattern, see Matcher).
+   */
   needsRequest: boolean;
+  /** True when the condition or a policy key reads the JSON body. */
+  needsBody: boolean;
+  /** Besides a path glob, what the rule needs that a tunnel does not show (for reasons). */
+  needsWhat: string[];
 }
 
 /** A compiled policy: rules plus the two top-level switches. */
@@ -33,6 +55,70 @@ export interface CompiledPolicy {
   /** Where the default came from, for reasons (`default` or the legacy format's implicit log). */
   defaultSource: string;
   rules: CompiledRule[];
+  /** Rules by exact host; built by {@link indexRules}. */
+  index?: RuleIndex;
+}
+
+/**
+ * Rules indexed by host: a request only walks the rules whose patterns can
+ * match its host — those naming it exactly, those whose `*.suffix` glob ends
+ * it, and the few other globs and catch-alls — in the policy's order. The
+ * cost of a decision grows with the rules that share the request's host, not
+ * with the size of the policy. Candidate lists are cached per host.
+ */
+export interface RuleIndex {
+  /** The candidate rules for a host, in policy order. */
+  candidates(host: string): CompiledRule[];
+}
+
+const MAX_CACHED_HOSTS = 10_000;
+
+/**
+ * Build the host index of a rule list.
+ *
+ * @example
+ * policy.index = indexRules(policy.rules);
+ * policy.index.candidates("api.openai.com");
+ */
+export function indexRules(rules: CompiledRule[]): RuleIndex {
+  const exact = new Map<string, CompiledRule[]>();
+  const suffix = new Map<string, CompiledRule[]>();
+  const other: CompiledRule[] = [];
+  const add = (map: Map<string, CompiledRule[]>, key: string, r: CompiledRule) => {
+    const list = map.get(key);
+    if (!list) map.set(key, [r]);
+    else if (list[list.length - 1] !== r) list.push(r);
+  };
+  for (const r of rules) {
+    let inOther = false;
+    for (const m of r.match) {
+      if (typeof m.host === "string") add(exact, m.host, r);
+      else {
+        const sfx = m.hostGlob === null ? null : /^\*+(\.[^*?]+)$/.exec(m.hostGlob)?.[1];
+        if (sfx) add(suffix, sfx, r);
+        else if (!inOther) {
+          other.push(r);
+          inOther = true;
+        }
+      }
+    }
+  }
+  const cache = new Map<string, CompiledRule[]>();
+  return {
+    candidates(host: string): CompiledRule[] {
+      let list = cache.get(host);
+      if (list) return list;
+      const set = new Set<CompiledRule>(other);
+      for (const r of exact.get(host) ?? []) set.add(r);
+      for (let i = host.indexOf("."); i !== -1; i = host.indexOf(".", i + 1)) {
+        for (const r of suffix.get(host.slice(i)) ?? []) set.add(r);
+      }
+      list = [...set].sort((a, b) => a.index - b.index);
+      if (cache.size >= MAX_CACHED_HOSTS) cache.clear();
+      cache.set(host, list);
+      return list;
+    },
+  };
 }
 
 /** Input of {@link decide}. */
@@ -40,6 +126,14 @@ export interface DecideInput {
   info: RequestInfo;
   /** ms since epoch (injected, so tests control time). */
   now: number;
+  /** Counters of rate / spending limits (kept by the caller across requests). */
+  state: PolicyState;
+  /**
+   * Whether the body has been read (buffered and parsed into `info.body`, or
+   * found unusable) or there is none. When false and a candidate rule needs the
+   * body, the decision comes back with `needsBody: true` and nothing committed.
+   */
+  bodyRead?: boolean;
 }
 
 /** Counts of engine failures, for logs and metrics. */
@@ -58,7 +152,7 @@ function ruleMatches(rule: CompiledRule, info: RequestInfo): boolean | Matcher {
     if (!matchHost(m, info.host, info.port, info.scheme)) continue;
     if (info.path === null) {
       // A tunnel shows host and port only: never guess what the path would be.
-      if (m.path === null && rule.methods === null) return true;
+      if (m.path === null && !rule.needsRequest) return true;
       needs ??= m;
     } else if (m.path === null || m.path(info.path)) return true;
   }
@@ -108,15 +202,17 @@ export function decide(policy: CompiledPolicy, input: DecideInput): Decision {
   }
 }
 
-function decideUnsafe(policy: CompiledPolicy, { info }: DecideInput): Decision {
-  for (const rule of policy.rules) {
+function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
+  const { info, now, state } = input;
+  const rules = policy.index ? policy.index.candidates(info.host) : policy.rules;
+  for (const rule of rules) {
     const m = ruleMatches(rule, info);
     if (m === false) continue;
     if (m !== true) {
       const needs = [
-        m.pathGlob !== null ? `the path (${m.pathGlob})` : null,
-        rule.methods !== null ? `the method (${[...rule.methods].join(", ")})` : null,
-      ].filter(Boolean).join(" and ");
+        ...(m.pathGlob !== null ? [`the path (${m.pathGlob})`] : []),
+        ...rule.needsWhat,
+      ].join(" and ");
       return decision(
         policy,
         rule,
@@ -125,9 +221,48 @@ function decideUnsafe(policy: CompiledPolicy, { info }: DecideInput): Decision {
           `"${info.host}:${info.port}" does not reveal: the host must be intercepted`,
       );
     }
-    const reason = rule.reason ??
-      (rule.action === "deny" ? `denied by rule "${rule.name}"` : `matched rule "${rule.name}"`);
-    return decision(policy, rule, rule.action, reason);
+    if (rule.needsBody && input.bodyRead === false) {
+      return { ...decision(policy, rule, "deny", "the request body is needed"), needsBody: true };
+    }
+    if (rule.when !== null) {
+      let holds: boolean;
+      try {
+        holds = rule.when.evaluate({ ...info, now: new Date(now) });
+      } catch (e) {
+        if (!(e instanceof CelEvalError)) throw e;
+        if (rule.onError === "skip") continue;
+        return decision(
+          policy,
+          rule,
+          "deny",
+          `condition error in rule "${rule.name}": ${e.message}`,
+        );
+      }
+      if (!holds) continue;
+    }
+    if (rule.action === "deny") {
+      return decision(policy, rule, "deny", rule.reason ?? `denied by rule "${rule.name}"`);
+    }
+    const passed: PolicyResult[] = [];
+    for (const checker of rule.checkers) {
+      const r = checker.check(info, now, state);
+      if (!r.ok) {
+        return {
+          verdict: policy.mode === "audit" ? "would_deny" : "deny",
+          rule: rule.name,
+          ruleSource: rule.source,
+          reason: r.reason,
+          policy: checker.name,
+          status: r.status,
+          retryAfter: r.retryAfter,
+          detail: r.detail,
+        };
+      }
+      passed.push(r);
+    }
+    // Only a forwarded request consumes rate-limit slots.
+    for (const r of passed) if (r.ok) r.commit();
+    return decision(policy, rule, rule.action, rule.reason ?? `matched rule "${rule.name}"`);
   }
   const reason = policy.defaultAction === "deny"
     ? `no rule matched (${policy.defaultSource}: deny)`

@@ -3,6 +3,7 @@ import { decide } from "./engine.ts";
 import { parseConfig } from "../config/load.ts";
 import type { Decision, RequestInfo } from "./types.ts";
 import { normalizeHost, normalizePath } from "./match.ts";
+import { PolicyState } from "./limits/types.ts";
 
 const POLICY = `version: 1
 default: deny
@@ -79,7 +80,9 @@ Deno.test("decide: first match wins, with exact reasons", () => {
     ["CONNECT", "https://legacy.test:443", { verdict: "deny", rule: null }],
   ];
   for (const [method, url, want] of table) {
-    const got = pick(decide(config.policy, { info: request(method, url), now: 0 }));
+    const got = pick(
+      decide(config.policy, { info: request(method, url), now: 0, state: new PolicyState() }),
+    );
     for (const [k, v] of Object.entries(want)) {
       assert.equal(got[k as keyof typeof got], v, `${method} ${url}: ${k}`);
     }
@@ -91,6 +94,7 @@ Deno.test("decide: a tunnel never guesses a path-level rule", () => {
   const d = decide(config.policy, {
     info: request("CONNECT", "https://api.openai.com:443"),
     now: 0,
+    state: new PolicyState(),
   });
   assert.deepEqual(pick(d), {
     verdict: "deny",
@@ -106,6 +110,7 @@ Deno.test("decide: audit mode forwards a would-be deny as would_deny", () => {
   const d = decide(config.policy, {
     info: request("GET", "http://x.internal.company.com/"),
     now: 0,
+    state: new PolicyState(),
   });
   assert.equal(d.verdict, "would_deny");
   assert.equal(d.rule, "internal");
@@ -119,7 +124,11 @@ Deno.test("decide: @agentreserve/proxy files default to log", () => {
     "/",
   );
   assert.equal(config.format, "agentreserve");
-  const d = decide(config.policy, { info: request("GET", "http://example.org/"), now: 0 });
+  const d = decide(config.policy, {
+    info: request("GET", "http://example.org/"),
+    now: 0,
+    state: new PolicyState(),
+  });
   assert.deepEqual(pick(d), {
     verdict: "log",
     rule: null,
@@ -129,6 +138,7 @@ Deno.test("decide: @agentreserve/proxy files default to log", () => {
   const t = decide(config.policy, {
     info: request("CONNECT", "https://api.openai.com:443"),
     now: 0,
+    state: new PolicyState(),
   });
   assert.equal(t.verdict, "allow");
   assert.equal(t.rule, "api.openai.com/*");
@@ -138,6 +148,7 @@ Deno.test("decide: an engine bug is a deny with reason internal error (fail clos
   const { config } = parseConfig(POLICY, "p.yaml", "/");
   const broken = {
     ...config.policy,
+    index: undefined,
     rules: [{
       ...config.policy.rules[0],
       match: [{
@@ -148,7 +159,11 @@ Deno.test("decide: an engine bug is a deny with reason internal error (fail clos
       }],
     }],
   };
-  const d = decide(broken, { info: request("POST", "http://api.openai.com/v1/x"), now: 0 });
+  const d = decide(broken, {
+    info: request("POST", "http://api.openai.com/v1/x"),
+    now: 0,
+    state: new PolicyState(),
+  });
   assert.equal(d.verdict, "deny");
   assert.equal(d.reason, "internal error");
 });
@@ -166,10 +181,48 @@ Deno.test("decide: the embedded default denies metadata in every spelling", asyn
     "http://[fd00:ec2::254]/",
   ];
   for (const url of denied) {
-    const d = decide(config.policy, { info: request("GET", url), now: 0 });
+    const d = decide(config.policy, {
+      info: request("GET", url),
+      now: 0,
+      state: new PolicyState(),
+    });
     assert.equal(d.verdict, "deny", url);
   }
-  const d = decide(config.policy, { info: request("GET", "http://example.com/"), now: 0 });
+  const d = decide(config.policy, {
+    info: request("GET", "http://example.com/"),
+    now: 0,
+    state: new PolicyState(),
+  });
   assert.equal(d.verdict, "log");
   assert.equal(d.reason, "no rule matched (default: log)");
+});
+
+Deno.test("decide: the host index keeps first-match order across exact and glob rules", () => {
+  const { config } = parseConfig(
+    `version: 1
+rules:
+  - { name: glob-first, match: "*.a.test/x/**", action: deny }
+  - { name: exact, match: api.a.test, action: allow }
+  - { name: glob-later, match: "*.a.test", action: log }
+  - { name: other-exact, match: b.test, action: allow }
+  - { name: catch-all, match: "*", action: deny }
+`,
+    "i.yaml",
+    "/",
+  );
+  const run = (url: string) =>
+    decide(config.policy, { info: request("GET", url), now: 0, state: new PolicyState() }).rule;
+  assert.equal(run("http://api.a.test/x/1"), "glob-first");
+  assert.equal(run("http://api.a.test/y"), "exact");
+  assert.equal(run("http://web.a.test/y"), "glob-later");
+  assert.equal(run("http://b.test/"), "other-exact");
+  assert.equal(run("http://c.test/"), "catch-all");
+  assert.deepEqual(
+    config.policy.index!.candidates("b.test").map((r) => r.name),
+    ["other-exact", "catch-all"],
+  );
+  assert.deepEqual(
+    config.policy.index!.candidates("x.api.a.test").map((r) => r.name),
+    ["glob-first", "glob-later", "catch-all"],
+  );
 });

@@ -14,6 +14,8 @@ export interface Matcher {
   scheme: "http" | "https" | null;
   /** null = any host. Exact hosts compare as strings, globs as a RegExp. */
   host: string | RegExp | null;
+  /** The normalized host glob as written (`*.example.com`), null = any host. */
+  hostGlob: string | null;
   /** null = any port. */
   port: number | null;
   /** null = any path. */
@@ -60,7 +62,15 @@ export function compileMatch(pattern: string, legacy = false): Matcher {
   }
   const offset = pattern.length - pattern.trimStart().length + (schemeMatch?.[0].length ?? 0);
   if (rest === "*" || rest === "**") {
-    return { source: pattern, scheme, host: null, port: null, path: null, pathGlob: null };
+    return {
+      source: pattern,
+      scheme,
+      host: null,
+      hostGlob: null,
+      port: null,
+      path: null,
+      pathGlob: null,
+    };
   }
   const slash = rest.indexOf("/");
   let hostPort = slash === -1 ? rest : rest.slice(0, slash);
@@ -118,7 +128,15 @@ export function compileMatch(pattern: string, legacy = false): Matcher {
       );
     }
   }
-  return { source: pattern, scheme, host: hostM, port, path: pathM, pathGlob };
+  return {
+    source: pattern,
+    scheme,
+    host: hostM,
+    hostGlob: hostM === null ? null : host,
+    port,
+    path: pathM,
+    pathGlob,
+  };
 }
 
 /** Whether scheme, host and port match (the part a CONNECT tunnel reveals). */

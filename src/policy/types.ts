@@ -55,4 +55,10 @@ export interface Decision {
   retryAfter: number | null;
   /** Extra JSON-serialisable detail for the deny body (e.g. the key's count). */
   detail?: Record<string, unknown>;
+  /**
+   * Set when a candidate rule needs the request body and it was not read yet:
+   * not a decision. The caller buffers the body and decides again (nothing
+   * was committed).
+   */
+  needsBody?: true;
 }

@@ -8,7 +8,7 @@
 import type http from "node:http";
 import net from "node:net";
 import tls from "node:tls";
-import type { Duplex } from "node:stream";
+import type { Duplex, Readable } from "node:stream";
 import { endToEnd } from "./headers.ts";
 import {
   classifyUpstreamError,
@@ -111,7 +111,12 @@ export function forwardHttp(
   target: ForwardTarget,
   ex: Exchange,
   pool: ConnectionPool,
-  opts: UpstreamOptions & { closeAfter: () => boolean; endpoint?: Endpoint },
+  opts: UpstreamOptions & {
+    closeAfter: () => boolean;
+    endpoint?: Endpoint;
+    /** The request body when it was already (partly) read: a replay of it. */
+    body?: Readable;
+  },
 ): void {
   const headers = endToEnd(req.rawHeaders, {
     skip: ["host", "expect", "via", "content-length"],
@@ -144,7 +149,7 @@ export function forwardHttp(
       method,
       head,
       framing,
-      body: hasBody ? req : null,
+      body: hasBody ? opts.body ?? req : null,
       onBodyBytes: (n) => (ex.bytesIn += n),
       connectTimeoutMs: opts.connectTimeoutMs,
       responseTimeoutMs: opts.responseTimeoutMs,

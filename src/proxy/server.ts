@@ -17,8 +17,12 @@ import { decide } from "../policy/engine.ts";
 import { normalizeHost, normalizePath } from "../policy/match.ts";
 import type { RequestInfo } from "../policy/types.ts";
 import { Exchange, newDecisionId } from "./exchange.ts";
-import { createPool, forwardHttp, forwardUpgrade } from "./forward.ts";
-import type { ConnectionPool } from "./h1client.ts";
+import { createPool, forwardHttp, type ForwardTarget, forwardUpgrade } from "./forward.ts";
+import type { ConnectionPool, Endpoint } from "./h1client.ts";
+import type { Readable } from "node:stream";
+import type { Decision } from "../policy/types.ts";
+import { PolicyState } from "../policy/limits/types.ts";
+import { bufferBody, parseJsonBody, replay } from "./body.ts";
 import { openTunnel } from "./tunnel.ts";
 import { type Answer, denyAnswer, errorAnswer, rawAnswer } from "./reject.ts";
 import { isWebSocketUpgrade } from "./headers.ts";
@@ -90,12 +94,16 @@ export class ProxyServer {
   readonly counters = { requests: 0, denied: 0, errors: 0 };
   #tunnels = new Set<Exchange>();
   readonly metrics: Metrics;
+  /** Rate-limit counters and the spend ledger; kept across reloads. */
+  readonly state: PolicyState;
   #routes: ReturnType<typeof createInternalRoutes>;
 
   constructor(private readonly opts: ProxyOptions) {
     this.#config = opts.config;
     this.#log = opts.log ?? ((l) => console.error(l));
     const audit = opts.audit;
+    this.state = new PolicyState({ startedAt: this.startedAt });
+    this.#rebuildSpend();
     this.metrics = new Metrics({
       auditQueueDepth: () => audit.queueDepth,
       auditWriteErrors: () => audit.writeErrors,
@@ -128,6 +136,26 @@ export class ProxyServer {
         socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
       } else socket.destroy();
     });
+  }
+
+  /** Budgets survive restarts: the ledger is rebuilt from the audit's costs. */
+  #rebuildSpend() {
+    try {
+      const since = Date.now() - 31 * 86_400_000;
+      const rows = this.opts.audit.db.prepare(
+        "SELECT ts, cost_usd AS usd, session, host, client, rule FROM audit WHERE cost_usd > 0 AND ts > ?",
+      ).all(since) as unknown as {
+        ts: number;
+        usd: number;
+        session: string | null;
+        host: string;
+        client: string;
+        rule: string | null;
+      }[];
+      this.state.ledger.rebuild(rows);
+    } catch (e) {
+      this.#log(`agentgate: could not rebuild spending from the audit: ${(e as Error).message}`);
+    }
   }
 
   /** The loaded configuration. */
@@ -307,16 +335,10 @@ export class ProxyServer {
         reason: "request looped back to this proxy",
       });
     }
-    const d = this.#decide(info, ex);
-    if (d.verdict === "deny") {
-      // An unread body would have to be drained to keep the connection: close it instead.
-      this.#send(res, denyAnswer(info.id, d), hasBody ? { connection: "close" } : {});
-      return ex.finish({ status: d.status });
-    }
-    if (expectContinue) res.writeContinue();
-    forwardHttp(
+    this.#proxyRequest(
       req,
       res,
+      ex,
       {
         scheme: target.scheme,
         connectHost: target.host,
@@ -324,18 +346,73 @@ export class ProxyServer {
         authority: target.authority,
         rawPath: target.rawPath,
       },
-      ex,
-      this.pool,
-      {
-        ...this.#upstreamOpts(),
-        closeAfter: () => this.#draining,
-      },
+      expectContinue,
+      hasBody,
     );
   }
 
-  #decide(info: RequestInfo, ex: Exchange) {
+  /**
+   * Decide an HTTP request (plain or intercepted) and forward or reject it.
+   * When a candidate rule reads the body, the body is buffered (up to
+   * `limits.max_body_bytes`), parsed, and the request decided again.
+   */
+  #proxyRequest(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    ex: Exchange,
+    target: ForwardTarget,
+    expectContinue: boolean,
+    hasBody: boolean,
+    endpoint?: Endpoint,
+  ) {
+    const d = this.#decide(ex.info, ex, !hasBody);
+    if (!d.needsBody) {
+      return this.#afterDecision(req, res, ex, target, d, null, expectContinue, endpoint);
+    }
+    if (expectContinue) res.writeContinue();
+    const onClose = () => ex.finish({ status: null, error: "client aborted" });
+    res.once("close", onClose);
+    bufferBody(req, this.#config.limits.maxBodyBytes).then((b) => {
+      res.off("close", onClose);
+      if (ex.done) return;
+      ex.info.body = b.complete ? parseJsonBody(b.chunks, req.headers) : undefined;
+      const d2 = this.#decide(ex.info, ex, true);
+      this.#afterDecision(req, res, ex, target, d2, replay(req, b), false, endpoint);
+    }, () => {
+      res.off("close", onClose);
+      ex.finish({ status: null, error: "client aborted" });
+    });
+  }
+
+  #afterDecision(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    ex: Exchange,
+    target: ForwardTarget,
+    d: Decision,
+    body: Readable | null,
+    expectContinue: boolean,
+    endpoint?: Endpoint,
+  ) {
+    if (d.verdict === "deny") {
+      // An unread body would have to be drained to keep the connection: close it instead.
+      const unread = body === null && (req.headers["content-length"] ?? "0") !== "0" ||
+        req.headers["transfer-encoding"] !== undefined;
+      this.#send(res, denyAnswer(ex.info.id, d), unread ? { connection: "close" } : {});
+      return ex.finish({ status: d.status });
+    }
+    if (expectContinue) res.writeContinue();
+    forwardHttp(req, res, target, ex, this.pool, {
+      ...this.#upstreamOpts(),
+      closeAfter: () => this.#draining,
+      endpoint,
+      body: body ?? undefined,
+    });
+  }
+
+  #decide(info: RequestInfo, ex: Exchange, bodyRead = true) {
     const t = performance.now();
-    const d = decide(this.#config.policy, { info, now: ex.ts });
+    const d = decide(this.#config.policy, { info, now: ex.ts, state: this.state, bodyRead });
     this.metrics.decision((performance.now() - t) / 1000);
     ex.decision = d;
     return d;
