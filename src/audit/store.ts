@@ -64,6 +64,19 @@ const MIGRATIONS: string[] = [
    );
    CREATE INDEX findings_ts ON findings (ts);
    CREATE INDEX findings_decision ON findings (decision_id);`,
+  // v3: covering indexes for the dashboard (src/dashboard/api.ts), so its
+  // aggregates over a time range read index entries, never table rows. Each
+  // dropped index is a prefix of its replacement.
+  `DROP INDEX audit_host_ts;
+   CREATE INDEX audit_host_cover ON audit (host, ts, decision);
+   DROP INDEX audit_session_ts;
+   CREATE INDEX audit_session_cover ON audit (session, ts, decision, host);
+   DROP INDEX audit_model_ts;
+   CREATE INDEX audit_llm_cover ON audit
+     (model, provider, ts, session, cost_usd, input_tokens, output_tokens)
+     WHERE model IS NOT NULL;
+   CREATE INDEX audit_session_cost ON audit (session, ts, cost_usd) WHERE cost_usd IS NOT NULL;
+   CREATE INDEX audit_rule_cover ON audit (rule, decision, ts);`,
 ];
 
 /** Schema version this build writes. */

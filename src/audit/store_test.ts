@@ -170,6 +170,10 @@ Deno.test("audit store: a v1 database migrates forward keeping its rows", () =>
       port INTEGER NOT NULL, path TEXT, query TEXT, status INTEGER, decision TEXT NOT NULL, rule TEXT,
       rule_source TEXT, reason TEXT NOT NULL, policy TEXT, bytes_in INTEGER NOT NULL,
       bytes_out INTEGER NOT NULL, duration_ms REAL NOT NULL, error TEXT, headers TEXT);
+      CREATE INDEX audit_ts ON audit (ts);
+      CREATE INDEX audit_host_ts ON audit (host, ts);
+      CREATE INDEX audit_decision_ts ON audit (decision, ts);
+      CREATE INDEX audit_session_ts ON audit (session, ts);
       INSERT INTO audit VALUES ('old', 1, NULL, NULL, '127.0.0.1', 'GET', 'http', 'a.test', 80, '/',
       NULL, 200, 'allow', NULL, NULL, 'r', NULL, 0, 0, 1, NULL, NULL);
       PRAGMA user_version = 1;`);
@@ -197,7 +201,9 @@ Deno.test("audit store: a v1 database migrates forward keeping its rows", () =>
     });
     store.close();
     const db = new DatabaseSync(`${dir}/a.db`);
-    assert.deepEqual({ ...db.prepare("PRAGMA user_version").get() }, { user_version: 2 });
+    assert.deepEqual({ ...db.prepare("PRAGMA user_version").get() }, {
+      user_version: AUDIT_SCHEMA_VERSION,
+    });
     const rows = db.prepare(
       "SELECT id, model, input_tokens, cost_usd, usage_partial FROM audit ORDER BY ts",
     )

@@ -3,11 +3,26 @@
  * address): `/_/health`, `/_/metrics`, and — unless the dashboard is off —
  * `/_/dashboard` and `/_/api/*`. A request for another host never gets here.
  *
+ * Access to the page and API: loopback clients only (and only under a
+ * loopback `Host`, which stops DNS rebinding) unless a token is configured;
+ * with a token every request must carry it (`Authorization: Bearer`, or the
+ * HttpOnly cookie that a one-time `/_/dashboard?token=` sets).
+ *
  * @module
  */
 import type http from "node:http";
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { AgentgateConfig } from "../config/load.ts";
 import type { Metrics } from "./metrics.ts";
+import {
+  AuditReader,
+  ParamError,
+  parseAuditQuery,
+  parseParams,
+  parseStatsQuery,
+  type RuleHits,
+} from "./api.ts";
+import { renderPage } from "./page.ts";
 
 /** What the internal routes can see of the running proxy. */
 export interface InternalDeps {
@@ -29,17 +44,151 @@ export interface InternalDeps {
   token: string | null;
 }
 
+/** Headers every dashboard answer carries: no framing, no sniffing, no caching, no referrer. */
+const COMMON_HEADERS = {
+  "x-content-type-options": "nosniff",
+  "cache-control": "no-store",
+  "x-frame-options": "DENY",
+  "referrer-policy": "no-referrer",
+  "cross-origin-resource-policy": "same-origin",
+};
+
 /** JSON answer with the headers every API response carries. */
-export function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+export function sendJson(
+  res: http.ServerResponse,
+  status: number,
+  body: unknown,
+  extra: Record<string, string> = {},
+): void {
   const text = JSON.stringify(body) + "\n";
   res.writeHead(status, {
+    ...COMMON_HEADERS,
     "content-type": "application/json",
-    "x-content-type-options": "nosniff",
-    "cache-control": "no-store",
+    "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
     "content-length": String(new TextEncoder().encode(text).length),
+    ...extra,
   });
   res.end(text);
 }
+
+/** Name of the cookie a one-time `?token=` sets. */
+export const COOKIE_NAME = "agentgate_dashboard";
+
+/** Loopback peer addresses (IPv4 127/8, ::1, and IPv4-mapped 127/8). */
+export function isLoopbackAddress(addr: string | undefined): boolean {
+  if (!addr) return false;
+  const a = addr.startsWith("::ffff:") ? addr.slice(7) : addr;
+  return a === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(a);
+}
+
+/** Whether a Host header names this machine's loopback (`localhost`, 127/8, `[::1]`), any port. */
+export function isLoopbackHost(host: string | undefined): boolean {
+  if (!host) return false;
+  const h = host.toLowerCase().replace(/:\d+$/, "").replace(/\.$/, "");
+  return h === "localhost" || h.endsWith(".localhost") || h === "[::1]" ||
+    /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/** Constant-time string comparison (hashing first makes the lengths equal). */
+function sameSecret(a: string, b: string): boolean {
+  const ha = createHmac("sha256", "agentgate-compare").update(a).digest();
+  const hb = createHmac("sha256", "agentgate-compare").update(b).digest();
+  return timingSafeEqual(ha, hb);
+}
+
+function cookieFor(token: string): string {
+  // The cookie proves the token was shown once; it is not the token itself.
+  return createHmac("sha256", token).update("agentgate dashboard cookie v1").digest("base64url");
+}
+
+function readCookie(header: string | undefined, name: string): string | null {
+  if (!header) return null;
+  for (const part of header.split(";")) {
+    const i = part.indexOf("=");
+    if (i > 0 && part.slice(0, i).trim() === name) return part.slice(i + 1).trim();
+  }
+  return null;
+}
+
+/** Keys whose values are never shown by `/_/api/config`. */
+const SECRET_KEY = /token|secret|password|passwd|credential|api_?key|auth/i;
+const MASK = "[REDACTED]";
+
+/** A JSON-safe copy: Sets become arrays, functions and RegExps drop out, secret-named keys are masked. */
+function jsonSafe(v: unknown, depth = 0, seen = new WeakSet<object>()): unknown {
+  if (v === null || typeof v === "string" || typeof v === "boolean") return v;
+  if (typeof v === "number") return Number.isFinite(v) ? v : String(v);
+  if (typeof v !== "object" || depth > 8) return undefined;
+  if (seen.has(v)) return undefined;
+  seen.add(v);
+  if (v instanceof RegExp) return v.source;
+  if (v instanceof Set || Array.isArray(v)) {
+    return [...v].map((x) => jsonSafe(x, depth + 1, seen)).filter((x) => x !== undefined);
+  }
+  if (v instanceof Map) v = Object.fromEntries(v);
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
+    // snake_case like the rest of the API (`retentionMs` -> `retention_ms`).
+    const key = k.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase());
+    const j = SECRET_KEY.test(k) && x !== null && x !== undefined
+      ? MASK
+      : jsonSafe(x, depth + 1, seen);
+    if (j !== undefined) out[key] = j;
+  }
+  return out;
+}
+
+type Rule = AgentgateConfig["policy"]["rules"][number];
+
+/** A rule as the API shows it (the compiled form keeps functions; this keeps what was written). */
+function ruleJson(r: Rule) {
+  // `when` and `checkers` exist once conditions and policies are compiled; read them defensively.
+  const x = r as Rule & {
+    when?: { expr?: string } | null;
+    checkers?: { name: string }[];
+    policies?: unknown[];
+  };
+  const policies = Array.isArray(x.checkers)
+    ? x.checkers.map((c) => c.name)
+    : Array.isArray(x.policies)
+    ? x.policies.map((p) =>
+      typeof p === "object" && p !== null
+        ? String((p as { type?: unknown }).type ?? Object.keys(p)[0] ?? "policy")
+        : String(p)
+    )
+    : [];
+  return {
+    index: r.index,
+    name: r.name,
+    source: r.source,
+    match: r.match.map((m) => m.source),
+    methods: r.methods ? [...r.methods] : null,
+    when: x.when?.expr ?? null,
+    action: r.action,
+    reason: r.reason,
+    policies,
+  };
+}
+
+/** `GET /_/api/config`: the policy in force, secrets (the dashboard token first) masked. */
+export function configJson(c: AgentgateConfig): Record<string, unknown> {
+  const { policy, dashboardToken, ...rest } = c;
+  return {
+    ...(jsonSafe(rest) as Record<string, unknown>),
+    dashboard_token: dashboardToken === null ? null : MASK,
+    policy: {
+      mode: policy.mode,
+      default: policy.defaultAction,
+      default_source: policy.defaultSource,
+      rules: policy.rules.map(ruleJson),
+    },
+  };
+}
+
+/** The handler of internal routes; `close()` releases its read-only audit connection. */
+export type InternalRoutes =
+  & ((req: http.IncomingMessage, res: http.ServerResponse, path: string) => void)
+  & { close(): void };
 
 /**
  * Create the handler for internal routes.
@@ -47,11 +196,215 @@ export function sendJson(res: http.ServerResponse, status: number, body: unknown
  * @example
  * const internal = createInternalRoutes(deps);
  * internal(req, res, "/_/health");
+ * internal.close(); // at shutdown, before the audit store closes
  */
 export function createInternalRoutes(
   deps: InternalDeps,
-): (req: http.IncomingMessage, res: http.ServerResponse, path: string) => void {
-  return (_req, res, path) => {
+  opts: { cache?: boolean } = {},
+): InternalRoutes {
+  const reader = new AuditReader(deps.auditPath);
+  const cookie = deps.token === null ? null : cookieFor(deps.token);
+
+  // Reads run on the proxy's event loop. An answer that took a while (a text
+  // search over a large audit, say) is reused for ten times as long as it
+  // took, so dashboards polling it keep their share of the loop to about a
+  // tenth, whatever the audit's size. Cheap answers are never reused.
+  const cache = new Map<string, { until: number; body: unknown }>();
+  function cached<T>(key: string, compute: () => T): T {
+    if (opts.cache === false) return compute();
+    const start = performance.now();
+    const hit = cache.get(key);
+    if (hit && hit.until > start) return hit.body as T;
+    const body = compute();
+    const took = performance.now() - start;
+    if (took >= 5) {
+      if (cache.size >= 64) cache.delete(cache.keys().next().value!);
+      cache.set(key, { until: performance.now() + Math.min(10_000, took * 10), body });
+    } else cache.delete(key);
+    return body;
+  }
+
+  /** True when the request was refused (and answered); false when it may proceed. */
+  function denyAccess(req: http.IncomingMessage, res: http.ServerResponse, url: URL): boolean {
+    if (deps.token === null || cookie === null) {
+      if (!isLoopbackAddress(req.socket.remoteAddress)) {
+        sendJson(res, 403, {
+          error: "forbidden",
+          reason:
+            "the dashboard answers loopback clients only; set dashboard.token to allow others",
+        });
+        return true;
+      }
+      if (!isLoopbackHost(req.headers.host)) {
+        // A page on another origin that re-resolved its name to 127.0.0.1 (DNS rebinding).
+        sendJson(res, 403, {
+          error: "forbidden",
+          reason:
+            `the dashboard answers only under a loopback host name (127.0.0.1, localhost, [::1]), not "${
+              String(req.headers.host ?? "").slice(0, 100)
+            }"; set dashboard.token to allow others`,
+        });
+        return true;
+      }
+      return false;
+    }
+    const auth = req.headers.authorization;
+    if (auth !== undefined) {
+      const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
+      if (m && sameSecret(m[1], deps.token)) return false;
+    } else {
+      const c = readCookie(req.headers.cookie, COOKIE_NAME);
+      if (c !== null && sameSecret(c, cookie)) return false;
+      const t = url.searchParams.get("token");
+      if (url.pathname.startsWith("/_/dashboard") && t !== null && sameSecret(t, deps.token)) {
+        // One-time token in the URL: swap it for a cookie and drop it from the address bar.
+        url.searchParams.delete("token");
+        res.writeHead(303, {
+          ...COMMON_HEADERS,
+          location: "/_/dashboard" + (url.search === "?" ? "" : url.search),
+          "set-cookie": `${COOKIE_NAME}=${cookie}; Path=/_/; HttpOnly; SameSite=Strict`,
+          "content-length": "0",
+        });
+        res.end();
+        return true;
+      }
+    }
+    sendJson(res, 401, {
+      error: "unauthorized",
+      reason:
+        'this dashboard needs its token: send "Authorization: Bearer <token>", or open /_/dashboard?token=<token> once in a browser',
+    }, { "www-authenticate": 'Bearer realm="agentgate"' });
+    return true;
+  }
+
+  function page(res: http.ServerResponse) {
+    const nonce = randomBytes(18).toString("base64");
+    const stats = cached(
+      "/_/api/stats?hours=24",
+      () => reader.stats({ hours: 24, session: null }, Date.now()),
+    );
+    const config = deps.config();
+    const html = renderPage({
+      nonce,
+      version: deps.version,
+      stats,
+      auditPath: deps.auditPath,
+      policyFile: config.file,
+    });
+    const body = new TextEncoder().encode(html);
+    res.writeHead(200, {
+      ...COMMON_HEADERS,
+      "content-type": "text/html; charset=utf-8",
+      "content-security-policy": [
+        "default-src 'none'",
+        `script-src 'nonce-${nonce}'`,
+        `style-src 'nonce-${nonce}'`,
+        "img-src data:",
+        "connect-src 'self'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+      ].join("; "),
+      "cross-origin-opener-policy": "same-origin",
+      "content-length": String(body.length),
+    });
+    res.end(body);
+  }
+
+  function rules(hours: number | null) {
+    const policy = deps.config().policy;
+    const names = [...policy.rules.map((r) => r.name), null];
+    const hits = reader.ruleHits(names, hours === null ? null : Date.now() - hours * 3_600_000);
+    const h = (n: string | null): RuleHits => hits.get(n) ?? { hits: 0, last_ts: null };
+    return {
+      mode: policy.mode,
+      default: {
+        action: policy.defaultAction,
+        source: policy.defaultSource,
+        ...h(null),
+      },
+      rules: policy.rules.map((r) => ({ ...ruleJson(r), ...h(r.name) })),
+    };
+  }
+
+  function api(res: http.ServerResponse, path: string, params: URLSearchParams) {
+    const now = Date.now();
+    params.sort();
+    const key = `${path}?${params}`;
+    if (path === "/_/api/audit") {
+      const q = parseAuditQuery(params, now);
+      return sendJson(res, 200, cached(key, () => reader.audit(q)));
+    }
+    if (path.startsWith("/_/api/audit/")) {
+      let id: string;
+      try {
+        id = decodeURIComponent(path.slice("/_/api/audit/".length));
+      } catch {
+        throw new ParamError("the audit id is not valid percent-encoding");
+      }
+      if (id === "" || id.length > 200) {
+        throw new ParamError("the audit id must be 1 to 200 characters");
+      }
+      parseParams(params, {});
+      const row = reader.row(id);
+      return row === null
+        ? sendJson(res, 404, { error: "not_found", reason: `no audit row with id "${id}"` })
+        : sendJson(res, 200, row);
+    }
+    if (path === "/_/api/stats") {
+      const q = parseStatsQuery(params);
+      return sendJson(res, 200, cached(key, () => reader.stats(q, now)));
+    }
+    if (path === "/_/api/sessions") {
+      const { limit, hours } = parseParams(params, { limit: [100, 1000], hours: true });
+      const since = hours === null ? null : now - hours * 3_600_000;
+      return sendJson(res, 200, cached(key, () => ({ sessions: reader.sessions(limit, since) })));
+    }
+    if (path === "/_/api/rules") {
+      const { hours } = parseParams(params, { hours: true });
+      return sendJson(res, 200, cached(key, () => rules(hours)));
+    }
+    if (path === "/_/api/config") {
+      parseParams(params, {});
+      return sendJson(res, 200, configJson(deps.config()));
+    }
+    if (path === "/_/api/dlp/recent") {
+      const { limit, hours } = parseParams(params, { limit: [50, 1000], hours: true });
+      return sendJson(res, 200, {
+        findings: reader.findings(limit, hours === null ? null : now - hours * 3_600_000),
+      });
+    }
+    return sendJson(res, 404, {
+      error: "not_found",
+      reason: `no such API endpoint "${path}"; see /_/api/audit, /_/api/audit/:id, /_/api/stats, ` +
+        "/_/api/sessions, /_/api/rules, /_/api/config, /_/api/dlp/recent",
+    });
+  }
+
+  function dashboard(req: http.IncomingMessage, res: http.ServerResponse, path: string) {
+    const url = new URL(req.url ?? "/", "http://agentgate.invalid");
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      return sendJson(res, 405, {
+        error: "method_not_allowed",
+        reason: `the dashboard and its API are read-only: use GET, not ${req.method}`,
+      }, { allow: "GET, HEAD" });
+    }
+    if (denyAccess(req, res, url)) return;
+    try {
+      if (path === "/_/dashboard" || path === "/_/dashboard/") return page(res);
+      return api(res, path, url.searchParams);
+    } catch (e) {
+      if (e instanceof ParamError) {
+        return sendJson(res, 400, { error: "bad_request", reason: e.message });
+      }
+      return sendJson(res, 500, {
+        error: "audit_unreadable",
+        reason: `cannot read the audit database: ${(e as Error).message}`,
+      });
+    }
+  }
+
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse, path: string) => {
     if (path === "/_/health") {
       const failing = deps.audit.lastError !== null;
       return sendJson(res, failing ? 503 : 200, {
@@ -71,10 +424,18 @@ export function createInternalRoutes(
       });
       return res.end(text);
     }
+    if (
+      deps.dashboard &&
+      (path === "/_/dashboard" || path === "/_/dashboard/" || path.startsWith("/_/api/"))
+    ) {
+      return dashboard(req, res, path);
+    }
     if (path.startsWith("/_/")) {
       return sendJson(res, 404, {
         error: "not_found",
-        reason: `no such agentgate endpoint "${path}"`,
+        reason: deps.dashboard || !(path.startsWith("/_/dashboard") || path.startsWith("/_/api"))
+          ? `no such agentgate endpoint "${path}"`
+          : `the dashboard is off (--no-dashboard or proxy.dashboard: false): no "${path}"`,
       });
     }
     return sendJson(res, 400, {
@@ -83,4 +444,8 @@ export function createInternalRoutes(
         "agentgate is a forward proxy: send absolute-form requests (set HTTP_PROXY / HTTPS_PROXY to this address)",
     });
   };
+  return Object.assign(handler, {
+    // The proxy's writer checkpoints and removes the WAL when the last connection closes.
+    close: () => reader.close(),
+  });
 }

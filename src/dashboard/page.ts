@@ -1,0 +1,690 @@
+/**
+ * The dashboard page: one HTML document with inline CSS and JS (no framework,
+ * no CDN, no build step), so it ships inside the binary as a string. The
+ * overview is rendered on the server, so the summary reads without JS; the
+ * script then polls `/_/api/*` and renders every tab.
+ *
+ * Everything that comes from requests (hosts, paths, reasons, labels, rule
+ * names) is escaped here and set with `textContent` / text nodes in the
+ * script, never parsed as HTML.
+ *
+ * @module
+ */
+import type { Stats } from "./api.ts";
+
+/** Escape text for HTML element content and quoted attribute values. */
+export function escapeHtml(s: unknown): string {
+  return String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function fmtN(n: number): string {
+  return n.toLocaleString("en-US");
+}
+
+function fmtUsd(n: number): string {
+  if (n === 0) return "$0";
+  return n < 0.01 ? `$${n.toFixed(4)}` : `$${n.toFixed(2)}`;
+}
+
+function fmtTs(ts: number): string {
+  return new Date(ts).toISOString().replace("T", " ").slice(0, 19) + "Z";
+}
+
+/** What the page shows before its script runs. */
+export interface PageInput {
+  nonce: string;
+  version: string;
+  /** Overview of the last 24 h (rendered server-side). */
+  stats: Stats;
+  /** Where the audit lives (shown in the footer). */
+  auditPath: string;
+  /** Policy file in force. */
+  policyFile: string;
+}
+
+const CSS = `
+:root{color-scheme:light dark;--bg:#f7f7f5;--fg:#1d1f21;--mute:#6b7075;--line:#e1e2de;--card:#fff;
+--accent:#2f6fde;--allow:#2e8b57;--deny:#c9352b;--would:#c77c02;--err:#8a4fbf;--log:#4a7fa8;--spend:#d08a00;
+--hover:#f0f3fa;--mono:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
+@media (prefers-color-scheme:dark){:root{--bg:#15171a;--fg:#e4e6e8;--mute:#9aa0a6;--line:#2b2f34;--card:#1c1f23;
+--accent:#6ea1ff;--hover:#23282f}}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--fg);font:13px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;
+font-variant-numeric:tabular-nums}
+header{display:flex;align-items:center;gap:18px;padding:10px 20px;border-bottom:1px solid var(--line);background:var(--card);
+position:sticky;top:0;z-index:2}
+header .brand{font-weight:650;font-size:15px;letter-spacing:.2px}
+header .brand small{font-weight:400;color:var(--mute);margin-left:6px}
+nav{display:flex;gap:2px}
+nav a{color:var(--mute);text-decoration:none;padding:5px 10px;border-radius:6px}
+nav a:hover{background:var(--hover);color:var(--fg)}
+nav a.active{background:var(--hover);color:var(--fg);font-weight:600}
+#live{margin-left:auto;color:var(--mute);font-size:12px;white-space:nowrap}
+#live::before{content:"";display:inline-block;width:7px;height:7px;border-radius:50%;background:var(--mute);margin-right:6px;
+vertical-align:1px}
+#live.on::before{background:var(--allow)}
+#live.bad::before{background:var(--deny)}
+main{padding:16px 20px 40px;max-width:1400px;margin:0 auto}
+.js section.tab{display:none}
+html:not(.js) section.tab:not(#tab-overview),html:not(.js) nav,html:not(.js) #range{display:none}
+.js section.tab.active{display:block}
+.nojs-only{color:var(--mute)}
+.js .nojs-only{display:none}
+#banner{display:none;margin:0 0 12px;padding:8px 12px;border-radius:6px;background:#fdecea;color:#8a1c12;border:1px solid #f3c1bc}
+#banner.show{display:block}
+h2{font-size:13px;font-weight:600;margin:0 0 8px;color:var(--mute);text-transform:uppercase;letter-spacing:.5px}
+.toolbar{display:flex;align-items:center;gap:8px;margin-bottom:12px;flex-wrap:wrap}
+.seg{display:inline-flex;border:1px solid var(--line);border-radius:6px;overflow:hidden}
+.seg button{border:0;background:var(--card);color:var(--mute);padding:4px 10px;cursor:pointer;font:inherit}
+.seg button+button{border-left:1px solid var(--line)}
+.seg button.active{background:var(--accent);color:#fff}
+.cards{display:grid;grid-template-columns:repeat(6,minmax(110px,1fr));gap:10px;margin-bottom:14px}
+.card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:10px 12px}
+.card .k{color:var(--mute);font-size:11px;text-transform:uppercase;letter-spacing:.5px}
+.card .v{font-size:22px;font-weight:600;margin-top:2px}
+.card.allow .v{color:var(--allow)}.card.deny .v{color:var(--deny)}.card.would .v{color:var(--would)}
+.card.err .v{color:var(--err)}.card.spend .v{color:var(--spend)}
+.panel{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:12px;min-width:0;overflow-x:auto}
+.grid{display:grid;grid-template-columns:1fr 1fr;gap:12px;margin-top:12px}
+.grid .wide{grid-column:1/-1}
+@media (max-width:900px){.grid{grid-template-columns:1fr}.cards{grid-template-columns:repeat(3,1fr)}}
+#chart{width:100%;height:160px;display:block}
+#chart .bar{fill:var(--accent);opacity:.55}
+#chart .bar-d{fill:var(--deny);opacity:.85}
+#chart .line{fill:none;stroke:var(--spend);stroke-width:2}
+#chart .dot{fill:var(--spend)}
+#chart .axis{stroke:var(--line)}
+#chart text{fill:var(--mute);font-size:10px}
+.legend{display:flex;gap:14px;color:var(--mute);font-size:12px;margin-top:4px}
+.legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px;vertical-align:-1px}
+.legend .l-req{background:var(--accent);opacity:.55}.legend .l-den{background:var(--deny)}.legend .l-sp{background:var(--spend)}
+table{width:100%;border-collapse:collapse}
+th{text-align:left;font-weight:600;color:var(--mute);font-size:11px;text-transform:uppercase;letter-spacing:.4px;
+padding:5px 8px;border-bottom:1px solid var(--line);white-space:nowrap}
+td{padding:5px 8px;border-bottom:1px solid var(--line);vertical-align:top}
+td.num,th.num{text-align:right}
+td.mono{font-family:var(--mono);font-size:12px}
+td.clip{max-width:300px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+td.reason{max-width:420px;overflow-wrap:anywhere}
+tr.click{cursor:pointer}
+tr.click:hover,tr.click:focus{background:var(--hover);outline:none}
+tr.fresh{animation:fresh 2s ease-out}
+@keyframes fresh{from{background:rgba(47,111,222,.18)}to{background:transparent}}
+.empty{color:var(--mute);padding:10px 8px}
+.badge{display:inline-block;padding:0 7px;border-radius:9px;font-size:11px;font-weight:600;line-height:18px;
+border:1px solid currentColor;white-space:nowrap}
+.b-allow{color:var(--allow)}.b-log{color:var(--log)}.b-deny{color:var(--deny)}.b-would_deny{color:var(--would)}
+.b-error{color:var(--err)}
+.muted{color:var(--mute)}
+form.filters{display:flex;gap:8px;flex-wrap:wrap;align-items:end;margin-bottom:10px}
+form.filters label{display:flex;flex-direction:column;gap:2px;font-size:11px;color:var(--mute)}
+input,select{font:inherit;color:var(--fg);background:var(--card);border:1px solid var(--line);border-radius:6px;padding:4px 7px}
+input{width:150px}
+input[name=search]{width:200px}
+button.btn{font:inherit;border:1px solid var(--line);background:var(--card);color:var(--fg);border-radius:6px;padding:4px 10px;
+cursor:pointer}
+button.btn:disabled{opacity:.45;cursor:default}
+.pager{display:flex;align-items:center;gap:8px;margin-top:10px;color:var(--mute)}
+dialog{border:1px solid var(--line);border-radius:10px;padding:0;width:min(900px,94vw);max-height:88vh;background:var(--card);
+color:var(--fg)}
+dialog::backdrop{background:rgba(0,0,0,.35)}
+dialog .head{display:flex;align-items:center;gap:10px;padding:12px 16px;border-bottom:1px solid var(--line);position:sticky;
+top:0;background:var(--card)}
+dialog .head .title{font-weight:600;overflow-wrap:anywhere}
+dialog .head button{margin-left:auto}
+dialog .body{padding:12px 16px 18px}
+dl.kv{display:grid;grid-template-columns:150px 1fr;gap:4px 12px;margin:0 0 14px}
+dl.kv dt{color:var(--mute)}
+dl.kv dd{margin:0;overflow-wrap:anywhere}
+footer{color:var(--mute);font-size:12px;margin-top:22px}
+code{font-family:var(--mono);font-size:12px}
+`;
+
+// The client. Plain ES2020; every value from the API reaches the DOM as a text
+// node or through textContent / setAttribute of a fixed attribute name.
+const JS = String.raw`
+"use strict";
+document.documentElement.classList.add("js");
+const $ = (s, root) => (root || document).querySelector(s);
+const $$ = (s, root) => Array.from((root || document).querySelectorAll(s));
+function el(tag, props, ...kids) {
+  const e = document.createElement(tag);
+  if (props) for (const k of Object.keys(props)) {
+    const v = props[k];
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k.startsWith("data-")) e.dataset[k.slice(5).replace(/-(.)/g, (_, c) => c.toUpperCase())] = v;
+    else if (k === "title" || k === "href" || k === "tabindex" || k === "colspan" || k === "value" ||
+      k === "type" || k === "aria-label") e.setAttribute(k, String(v));
+  }
+  for (const kid of kids.flat()) {
+    if (kid === null || kid === undefined || kid === false) continue;
+    e.append(kid instanceof Node ? kid : String(kid));
+  }
+  return e;
+}
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs, text) {
+  const e = document.createElementNS(SVG, tag);
+  for (const k of Object.keys(attrs || {})) e.setAttribute(k, String(attrs[k]));
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+const nf = new Intl.NumberFormat("en-US");
+const fmtN = (n) => nf.format(n || 0);
+const fmtUsd = (n) => !n ? "$0" : n < 0.01 ? "$" + n.toFixed(4) : "$" + n.toFixed(2);
+const pad = (n) => String(n).padStart(2, "0");
+function fmtTime(ts) {
+  if (!ts) return "";
+  const d = new Date(ts), now = new Date();
+  const hms = pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
+  if (d.toDateString() === now.toDateString()) return hms;
+  return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + hms;
+}
+function ago(ts) {
+  if (!ts) return "never";
+  const s = Math.max(0, Math.round((Date.now() - ts) / 1000));
+  if (s < 60) return s + "s ago";
+  if (s < 3600) return Math.round(s / 60) + "m ago";
+  if (s < 86400) return Math.round(s / 3600) + "h ago";
+  return Math.round(s / 86400) + "d ago";
+}
+const LABEL = { allow: "allow", log: "log", deny: "deny", would_deny: "would deny", error: "error" };
+const badge = (d) => el("span", { class: "badge b-" + d, text: LABEL[d] || d });
+const hostPort = (r) => (r.host.includes(":") ? "[" + r.host + "]" : r.host) +
+  ((r.scheme === "http" && r.port === 80) || (r.scheme === "https" && r.port === 443 && r.path !== null) ? "" : ":" + r.port);
+const target = (r) => hostPort(r) + (r.path || "");
+function td(v, cls, title) { return el("td", { class: cls, title: title }, v); }
+function emptyRow(tbody, cols, text) {
+  tbody.replaceChildren(el("tr", null, el("td", { class: "empty", colspan: cols, text: text })));
+}
+
+// --- state, routing ------------------------------------------------------------
+const state = { tab: "overview", hours: 24, filters: {}, offset: 0, limit: 50, seen: new Set(), busy: false };
+const FILTERS = ["host", "decision", "session", "rule", "search", "since"];
+function readHash() {
+  const h = location.hash.replace(/^#/, "");
+  const q = h.indexOf("?");
+  const tab = (q < 0 ? h : h.slice(0, q)) || "overview";
+  state.tab = ["overview", "audit", "rules", "sessions", "findings"].includes(tab) ? tab : "overview";
+  if (state.tab === "audit") {
+    const p = new URLSearchParams(q < 0 ? "" : h.slice(q + 1));
+    const f = {};
+    for (const k of FILTERS) if (p.get(k)) f[k] = p.get(k);
+    if (JSON.stringify(f) !== JSON.stringify(state.filters)) { state.offset = 0; state.seen = new Set(); }
+    state.filters = f;
+    state.offset = Number(p.get("offset") || 0) || 0;
+    const form = $("#audit-filters");
+    for (const k of FILTERS) form.elements[k].value = f[k] || "";
+  }
+  for (const a of $$("nav a")) a.classList.toggle("active", a.dataset.tab === state.tab);
+  for (const s of $$("section.tab")) s.classList.toggle("active", s.id === "tab-" + state.tab);
+}
+function auditLink(f) {
+  const p = new URLSearchParams();
+  for (const k of FILTERS) if (f[k]) p.set(k, f[k]);
+  const s = p.toString();
+  return "#audit" + (s ? "?" + s : "");
+}
+function go(f) { location.hash = auditLink(f); }
+
+// --- fetching ------------------------------------------------------------------
+async function api(path) {
+  const res = await fetch(path, { headers: { accept: "application/json" }, credentials: "same-origin", cache: "no-store" });
+  let body = null;
+  try { body = await res.json(); } catch { /* not JSON */ }
+  if (!res.ok) {
+    const err = new Error((body && body.reason) || ("HTTP " + res.status));
+    err.status = res.status;
+    throw err;
+  }
+  return body;
+}
+function live(ok, text) {
+  const l = $("#live");
+  l.className = ok ? "on" : "bad";
+  l.textContent = text;
+}
+function banner(text) {
+  const b = $("#banner");
+  b.textContent = text || "";
+  b.classList.toggle("show", !!text);
+}
+
+// --- overview ------------------------------------------------------------------
+function renderOverview(s) {
+  const t = s.totals;
+  const set = (k, v) => { $("[data-k=" + k + "]").textContent = v; };
+  set("requests", fmtN(t.requests));
+  set("allowed", fmtN(t.allow + t.log));
+  set("denied", fmtN(t.deny));
+  set("would", fmtN(t.would_deny));
+  set("errors", fmtN(t.error));
+  set("spend", fmtUsd(t.spend_usd));
+  renderChart(s);
+  const hosts = $("#top-hosts tbody");
+  if (!s.top_hosts.length) emptyRow(hosts, 3, "No requests in this range.");
+  else hosts.replaceChildren(...s.top_hosts.map((h) =>
+    el("tr", { class: "click", tabindex: 0, "data-host": h.host, onclick: () => go({ host: h.host }) },
+      td(h.host, "mono clip", h.host), td(fmtN(h.requests), "num"),
+      td(h.deny + h.would_deny ? fmtN(h.deny + h.would_deny) : "", "num"))));
+  const den = $("#recent-denials tbody");
+  const before = state.seenDenials;
+  state.seenDenials = new Set(s.recent_denials.map((d) => d.id));
+  if (!s.recent_denials.length) emptyRow(den, 4, "Nothing denied in this range.");
+  else den.replaceChildren(...s.recent_denials.map((d) => {
+    const tr = el("tr", { class: "click", tabindex: 0, "data-id": d.id, onclick: () => openDetail(d.id) },
+      td(fmtTime(d.ts), "muted", new Date(d.ts).toISOString()), td(badge(d.decision)),
+      td(d.method + " " + target(d), "mono clip", d.method + " " + target(d)),
+      td(d.reason, "reason"));
+    if (before && !before.has(d.id)) tr.classList.add("fresh");
+    return tr;
+  }));
+  const rules = $("#top-rules tbody");
+  if (!s.top_denied_rules.length) emptyRow(rules, 3, "No rule denied anything.");
+  else rules.replaceChildren(...s.top_denied_rules.map((r) =>
+    el("tr", { class: r.rule === null ? "" : "click", tabindex: 0, onclick: r.rule === null ? null : () => go({ rule: r.rule }) },
+      td(r.rule === null ? "(default)" : r.rule, "mono"), td(fmtN(r.deny + r.would_deny), "num"),
+      td(ago(r.last_ts), "muted"))));
+  const models = $("#spend-models tbody");
+  if (!s.spend_by_model.length) emptyRow(models, 5, "No LLM calls in this range.");
+  else models.replaceChildren(...s.spend_by_model.map((m) =>
+    el("tr", null, td(m.model, "mono"), td(m.provider || "", "muted"), td(fmtN(m.requests), "num"),
+      td(fmtN(m.input_tokens) + " / " + fmtN(m.output_tokens), "num"), td(fmtUsd(m.cost_usd), "num"))));
+  const sess = $("#spend-sessions tbody");
+  if (!s.spend_by_session.length) emptyRow(sess, 3, "No LLM spend in this range.");
+  else sess.replaceChildren(...s.spend_by_session.map((x) =>
+    el("tr", { class: x.session === null ? "" : "click", tabindex: 0, onclick: x.session === null ? null : () => go({ session: x.session }) },
+      td(x.session === null ? "(no session)" : (x.label ? x.label + " · " : "") + x.session, "mono clip"),
+      td(fmtN(x.requests), "num"), td(fmtUsd(x.cost_usd), "num"))));
+}
+function renderChart(s) {
+  const c = $("#chart");
+  const W = 800, H = 160, L = 36, R = 44, T = 8, B = 20;
+  const pts = s.buckets.points;
+  const n = Math.max(pts.length, 1);
+  const maxReq = Math.max(1, ...pts.map((p) => p.requests));
+  const maxUsd = Math.max(0, ...pts.map((p) => p.spend_usd));
+  const bw = (W - L - R) / n;
+  const y = (v) => T + (H - T - B) * (1 - v / maxReq);
+  const kids = [svg("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B })];
+  kids.push(svg("text", { x: L - 4, y: T + 8, "text-anchor": "end" }, fmtN(maxReq)));
+  kids.push(svg("text", { x: L - 4, y: H - B, "text-anchor": "end" }, "0"));
+  if (maxUsd > 0) kids.push(svg("text", { x: W - R + 4, y: T + 8 }, fmtUsd(maxUsd)));
+  pts.forEach((p, i) => {
+    const x = L + i * bw + 1, w = Math.max(1, bw - 2);
+    const g = svg("g", {});
+    g.append(svg("title", {}, fmtTime(p.ts) + " — " + fmtN(p.requests) + " requests, " +
+      fmtN(p.deny + p.would_deny) + " denied, " + fmtUsd(p.spend_usd)));
+    g.append(svg("rect", { class: "bar", x: x, y: y(p.requests), width: w, height: H - B - y(p.requests) }));
+    const dn = p.deny + p.would_deny;
+    if (dn) g.append(svg("rect", { class: "bar-d", x: x, y: y(dn), width: w, height: H - B - y(dn) }));
+    kids.push(g);
+  });
+  if (maxUsd > 0) {
+    const ys = (v) => T + (H - T - B) * (1 - v / maxUsd);
+    const d = pts.map((p, i) => (L + i * bw + bw / 2).toFixed(1) + "," + ys(p.spend_usd).toFixed(1)).join(" ");
+    kids.push(svg("polyline", { class: "line", points: d }));
+  }
+  const tick = (ts) => {
+    const d = new Date(ts);
+    const hm = pad(d.getHours()) + ":" + pad(d.getMinutes());
+    return s.hours <= 24 ? hm : pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + hm;
+  };
+  const ticks = [0, Math.floor(n / 2), n - 1].filter((v, i, a) => a.indexOf(v) === i && pts[v]);
+  for (const i of ticks) {
+    const anchor = i === 0 ? "start" : i === n - 1 ? "end" : "middle";
+    const x = i === 0 ? L : i === n - 1 ? W - R : L + i * bw + bw / 2;
+    kids.push(svg("text", { x: x, y: H - 5, "text-anchor": anchor }, tick(pts[i].ts)));
+  }
+  c.replaceChildren(...kids);
+}
+
+// --- audit ---------------------------------------------------------------------
+function auditQuery() {
+  const p = new URLSearchParams();
+  for (const k of FILTERS) if (state.filters[k]) p.set(k, state.filters[k]);
+  p.set("limit", String(state.limit));
+  p.set("offset", String(state.offset));
+  return p.toString();
+}
+function renderAudit(page) {
+  const tbody = $("#audit-table tbody");
+  const first = state.seen.size === 0;
+  if (!page.items.length) emptyRow(tbody, 10, "No requests match these filters.");
+  else tbody.replaceChildren(...page.items.map((r) => {
+    const tr = el("tr", { class: "click", tabindex: 0, "data-id": r.id, onclick: () => openDetail(r.id),
+      onkeydown: (e) => { if (e.key === "Enter") openDetail(r.id); } },
+      td(fmtTime(r.ts), "muted", new Date(r.ts).toISOString()), td(badge(r.decision)), td(r.method, "mono"),
+      td(hostPort(r), "mono clip", r.host),
+      td(r.path === null ? "(tunnel)" : r.path + (r.query ? "?" + r.query : ""), "mono clip", r.path || ""),
+      td(r.status === null ? "" : String(r.status), "num"), td(r.rule === null ? "(default)" : r.rule, "mono clip"),
+      td((r.label ? r.label + " · " : "") + (r.session || ""), "mono clip"),
+      td(r.duration_ms.toFixed(0) + " ms", "num"),
+      td((r.cost_usd === null ? "" : fmtUsd(r.cost_usd)) + (r.findings_count ? " ⚑" + r.findings_count : ""), "num"));
+    if (!first && !state.seen.has(r.id)) tr.classList.add("fresh");
+    state.seen.add(r.id);
+    return tr;
+  }));
+  const end = page.offset + page.items.length;
+  $("#audit-count").textContent = page.items.length
+    ? (page.offset + 1) + "–" + end + " of " + fmtN(page.total) + (page.total_capped ? "+" : "")
+    : "0 of " + fmtN(page.total);
+  $("#audit-prev").disabled = page.offset === 0;
+  $("#audit-next").disabled = page.total_capped ? page.items.length < page.limit : end >= page.total;
+}
+function kv(pairs) {
+  return el("dl", { class: "kv" }, pairs.filter((p) => p[1] !== null && p[1] !== undefined && p[1] !== "")
+    .flatMap(([k, v]) => [el("dt", { text: k }), el("dd", null, v)]));
+}
+async function openDetail(id) {
+  const dlg = $("#detail");
+  const body = $("#detail .body");
+  $("#detail .title").textContent = "Request " + id;
+  body.replaceChildren(el("p", { class: "muted", text: "Loading…" }));
+  if (!dlg.open) dlg.showModal();
+  let r;
+  try { r = await api("/_/api/audit/" + encodeURIComponent(id)); }
+  catch (e) { body.replaceChildren(el("p", { text: "Could not load it: " + e.message })); return; }
+  $("#detail .title").replaceChildren(badge(r.decision), " ", r.method + " " + r.scheme + "://" + target(r));
+  const parts = [
+    el("h2", { text: "Decision" }),
+    kv([["Decision", badge(r.decision)], ["Reason", r.reason], ["Rule", r.rule === null ? "(default)" : r.rule],
+      ["Rule source", r.rule_source], ["Policy", r.policy], ["Status", r.status === null ? "—" : String(r.status)],
+      ["Error", r.error], ["Decision id", r.id]]),
+    el("h2", { text: "Request" }),
+    kv([["Time", new Date(r.ts).toISOString()], ["Method", r.method], ["URL", r.scheme + "://" + target(r)],
+      ["Query", r.query], ["Client", r.client], ["Session", r.session], ["Label", r.label],
+      ["Bytes in / out", fmtN(r.bytes_in) + " / " + fmtN(r.bytes_out)], ["Duration", r.duration_ms.toFixed(1) + " ms"]]),
+  ];
+  if (r.model !== null || r.cost_usd !== null || r.input_tokens !== null) {
+    parts.push(el("h2", { text: "Usage" }), kv([["Provider", r.provider], ["Model", r.model],
+      ["Input tokens", r.input_tokens === null ? null : fmtN(r.input_tokens)],
+      ["Output tokens", r.output_tokens === null ? null : fmtN(r.output_tokens)],
+      ["Cache read / write", r.cache_read_tokens === null ? null : fmtN(r.cache_read_tokens) + " / " + fmtN(r.cache_write_tokens || 0)],
+      ["Reasoning tokens", r.reasoning_tokens === null ? null : fmtN(r.reasoning_tokens)],
+      ["Cost", r.cost_usd === null ? (r.price_unknown ? "unknown price" : null) : fmtUsd(r.cost_usd)],
+      ["Partial", r.usage_partial ? "yes (stream cut: counts are a lower bound)" : null]]));
+  }
+  parts.push(el("h2", { text: "Headers (secrets redacted)" }));
+  const h = r.headers || {};
+  const names = Object.keys(h);
+  parts.push(names.length ? el("table", { class: "headers" }, el("tbody", null, names.map((k) =>
+    el("tr", null, td(k, "mono"), td(Array.isArray(h[k]) ? h[k].join(", ") : String(h[k]), "mono reason"))))) :
+    el("p", { class: "muted", text: r.path === null ? "A tunnel shows no headers." : "None recorded." }));
+  if (r.findings.length) {
+    parts.push(el("h2", { text: "DLP findings" }), el("table", null,
+      el("thead", null, el("tr", null, ["Detector", "Direction", "Where", "Sample", "Action"].map((x) => el("th", { text: x })))),
+      el("tbody", null, r.findings.map((f) => el("tr", null, td(f.detector, "mono"), td(f.direction),
+        td(f.location, "mono"), td(f.sample, "mono"), td(f.action))))));
+  }
+  body.replaceChildren(...parts);
+}
+
+// --- rules, sessions, findings -------------------------------------------------
+function renderRules(r) {
+  $("#rules-mode").textContent = "mode " + r.mode + " · default " + r.default.action;
+  const rows = r.rules.map((x, i) => el("tr", { class: "click", tabindex: 0, onclick: () => go({ rule: x.name }) },
+    td(String(i + 1), "num muted"), td(x.name, "mono"), td(x.match.join(", "), "mono clip", x.match.join(", ")),
+    td(x.methods ? x.methods.join(", ") : "any", "mono"), td(badge(x.action === "deny" && r.mode === "audit" ? "would_deny" : x.action)),
+    td([x.reason || "", x.when ? " when " + x.when : "", x.policies.length ? " · " + x.policies.join(", ") : ""].join(""), "reason"),
+    td(fmtN(x.hits), "num"), td(ago(x.last_ts), "muted", x.last_ts ? new Date(x.last_ts).toISOString() : ""),
+    td(x.source, "mono muted")));
+  rows.push(el("tr", null, td("", "num"), td("(default)", "mono muted"), td("no rule matched", "muted"), td(""),
+    td(badge(r.default.action)), td(r.default.source, "muted"), td(fmtN(r.default.hits), "num"),
+    td(ago(r.default.last_ts), "muted"), td("")));
+  $("#rules-table tbody").replaceChildren(...rows);
+}
+function renderSessions(r) {
+  const tb = $("#sessions-table tbody");
+  if (!r.sessions.length) return emptyRow(tb, 7, "No requests yet.");
+  tb.replaceChildren(...r.sessions.map((s) => el("tr", { class: s.session === null ? "" : "click", tabindex: 0,
+    onclick: s.session === null ? null : () => go({ session: s.session }) },
+    td(s.session === null ? "(no session)" : s.session, "mono clip"), td(s.label || "", "clip"),
+    td(fmtN(s.requests), "num"), td(s.deny + s.would_deny ? fmtN(s.deny + s.would_deny) : "", "num"),
+    td(fmtUsd(s.spend_usd), "num"), td(fmtTime(s.first_ts), "muted"), td(fmtTime(s.last_ts) + " (" + ago(s.last_ts) + ")", "muted"))));
+}
+function renderFindings(r) {
+  const tb = $("#findings-table tbody");
+  if (!r.findings.length) return emptyRow(tb, 7, "No DLP findings.");
+  tb.replaceChildren(...r.findings.map((f) => el("tr", { class: "click", tabindex: 0, onclick: () => openDetail(f.decision_id) },
+    td(fmtTime(f.ts), "muted"), td(f.detector, "mono"), td(f.direction), td(f.location, "mono"), td(f.sample, "mono"),
+    td(f.action), td(f.host, "mono clip"))));
+}
+
+// --- refresh loop ----------------------------------------------------------------
+async function refresh() {
+  if (state.busy) return;
+  state.busy = true;
+  try {
+    if (state.tab === "overview") renderOverview(await api("/_/api/stats?hours=" + state.hours));
+    else if (state.tab === "audit") renderAudit(await api("/_/api/audit?" + auditQuery()));
+    else if (state.tab === "rules") renderRules(await api("/_/api/rules"));
+    else if (state.tab === "sessions") renderSessions(await api("/_/api/sessions"));
+    else if (state.tab === "findings") renderFindings(await api("/_/api/dlp/recent?limit=200"));
+    live(true, "live · " + fmtTime(Date.now()));
+    banner("");
+  } catch (e) {
+    live(false, "offline · retrying");
+    if (e.status === 401) banner("This dashboard needs its token: open /_/dashboard?token=… once, or reload.");
+    else if (e.status === 400) banner(e.message);
+  } finally {
+    state.busy = false;
+  }
+}
+
+window.addEventListener("hashchange", () => { readHash(); refresh(); });
+$("#audit-filters").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const f = {};
+  for (const k of FILTERS) { const v = e.target.elements[k].value.trim(); if (v) f[k] = v; }
+  go(f);
+});
+$("#audit-filters").addEventListener("change", (e) => {
+  if (e.target.tagName === "SELECT") $("#audit-filters").requestSubmit();
+});
+$("#audit-clear").addEventListener("click", () => go({}));
+function page(delta) {
+  state.offset = Math.max(0, state.offset + delta);
+  const p = new URLSearchParams();
+  for (const k of FILTERS) if (state.filters[k]) p.set(k, state.filters[k]);
+  if (state.offset) p.set("offset", String(state.offset));
+  location.hash = "#audit" + (p.toString() ? "?" + p : "");
+}
+$("#audit-prev").addEventListener("click", () => page(-state.limit));
+$("#audit-next").addEventListener("click", () => page(state.limit));
+for (const b of $$("#range button")) b.addEventListener("click", () => {
+  state.hours = Number(b.dataset.hours);
+  for (const x of $$("#range button")) x.classList.toggle("active", x === b);
+  refresh();
+});
+$("#detail-close").addEventListener("click", () => $("#detail").close());
+$("#detail").addEventListener("click", (e) => { if (e.target === $("#detail")) $("#detail").close(); });
+readHash();
+refresh();
+setInterval(() => { if (!document.hidden) refresh(); }, 3000);
+document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
+`;
+
+function rowsOrEmpty(rows: string[], cols: number, empty: string): string {
+  return rows.length ? rows.join("") : `<tr><td class="empty" colspan="${cols}">${empty}</td></tr>`;
+}
+
+/**
+ * The whole document. `nonce` must be fresh per response and match the
+ * `Content-Security-Policy` header's `script-src` / `style-src`.
+ *
+ * @example
+ * res.end(renderPage({ nonce, version, stats, auditPath, policyFile }));
+ */
+export function renderPage(p: PageInput): string {
+  const s = p.stats;
+  const t = s.totals;
+  const card = (cls: string, k: string, label: string, v: string) =>
+    `<div class="card ${cls}"><div class="k">${label}</div><div class="v" data-k="${k}">${v}</div></div>`;
+  const hosts = s.top_hosts.map((h) =>
+    `<tr><td class="mono clip">${escapeHtml(h.host)}</td><td class="num">${
+      fmtN(h.requests)
+    }</td><td class="num">${h.deny + h.would_deny ? fmtN(h.deny + h.would_deny) : ""}</td></tr>`
+  );
+  const denials = s.recent_denials.map((d) =>
+    `<tr><td class="muted">${fmtTs(d.ts)}</td><td><span class="badge b-${escapeHtml(d.decision)}">${
+      escapeHtml(d.decision.replace("_", " "))
+    }</span></td><td class="mono clip">${
+      escapeHtml(`${d.method} ${d.host}${d.path ?? `:${d.port}`}`)
+    }</td><td class="reason">${escapeHtml(d.reason)}</td></tr>`
+  );
+  const rules = s.top_denied_rules.map((r) =>
+    `<tr><td class="mono">${escapeHtml(r.rule ?? "(default)")}</td><td class="num">${
+      fmtN(r.deny + r.would_deny)
+    }</td><td class="muted">${fmtTs(r.last_ts)}</td></tr>`
+  );
+  const models = s.spend_by_model.map((m) =>
+    `<tr><td class="mono">${escapeHtml(m.model)}</td><td class="muted">${
+      escapeHtml(m.provider ?? "")
+    }</td><td class="num">${fmtN(m.requests)}</td><td class="num">${fmtN(m.input_tokens)} / ${
+      fmtN(m.output_tokens)
+    }</td><td class="num">${fmtUsd(m.cost_usd)}</td></tr>`
+  );
+  const sessions = s.spend_by_session.map((x) =>
+    `<tr><td class="mono clip">${
+      escapeHtml(
+        x.session === null ? "(no session)" : `${x.label ? `${x.label} · ` : ""}${x.session}`,
+      )
+    }</td><td class="num">${fmtN(x.requests)}</td><td class="num">${fmtUsd(x.cost_usd)}</td></tr>`
+  );
+  const n = escapeHtml(p.nonce);
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>agentgate</title>
+<link rel="icon" href="data:,">
+<style nonce="${n}">${CSS}</style>
+</head>
+<body>
+<header>
+  <div class="brand">agentgate<small>${escapeHtml(p.version)}</small></div>
+  <nav>
+    <a href="#overview" data-tab="overview" class="active">Overview</a>
+    <a href="#audit" data-tab="audit">Audit</a>
+    <a href="#rules" data-tab="rules">Rules</a>
+    <a href="#sessions" data-tab="sessions">Sessions</a>
+    <a href="#findings" data-tab="findings">Findings</a>
+  </nav>
+  <div id="live">rendered ${fmtTs(s.until)}</div>
+</header>
+<main>
+<div id="banner" role="alert"></div>
+
+<section class="tab active" id="tab-overview">
+  <div class="toolbar">
+    <div class="seg" id="range">
+      <button type="button" data-hours="1">Last hour</button><button type="button" data-hours="24" class="active">24 h</button><button type="button" data-hours="168">7 d</button>
+    </div>
+    <span class="nojs-only">Last 24 hours, as of ${
+    fmtTs(s.until)
+  }. Enable JavaScript for live updates, the audit table, rules, sessions and findings.</span>
+  </div>
+  <div class="cards">
+    ${card("", "requests", "Requests", fmtN(t.requests))}
+    ${card("allow", "allowed", "Allowed", fmtN(t.allow + t.log))}
+    ${card("deny", "denied", "Denied", fmtN(t.deny))}
+    ${card("would", "would", "Would deny", fmtN(t.would_deny))}
+    ${card("err", "errors", "Errors", fmtN(t.error))}
+    ${card("spend", "spend", "Spend", fmtUsd(t.spend_usd))}
+  </div>
+  <div class="panel">
+    <h2>Requests and spend over time</h2>
+    <svg id="chart" viewBox="0 0 800 160" preserveAspectRatio="none" role="img" aria-label="Requests and spend over time"></svg>
+    <div class="legend"><span><i class="l-req"></i>requests</span><span><i class="l-den"></i>denied</span><span><i class="l-sp"></i>spend (USD)</span></div>
+  </div>
+  <div class="grid">
+    <div class="panel wide"><h2>Recent denials</h2>
+      <table id="recent-denials"><thead><tr><th>Time</th><th>Decision</th><th>Request</th><th>Reason</th></tr></thead>
+      <tbody>${rowsOrEmpty(denials, 4, "Nothing denied in this range.")}</tbody></table></div>
+    <div class="panel"><h2>Top hosts</h2>
+      <table id="top-hosts"><thead><tr><th>Host</th><th class="num">Requests</th><th class="num">Denied</th></tr></thead>
+      <tbody>${rowsOrEmpty(hosts, 3, "No requests in this range.")}</tbody></table></div>
+    <div class="panel"><h2>Rules that denied</h2>
+      <table id="top-rules"><thead><tr><th>Rule</th><th class="num">Denied</th><th>Last</th></tr></thead>
+      <tbody>${rowsOrEmpty(rules, 3, "No rule denied anything.")}</tbody></table></div>
+    <div class="panel"><h2>Spend by model</h2>
+      <table id="spend-models"><thead><tr><th>Model</th><th>Provider</th><th class="num">Calls</th><th class="num">Tokens in / out</th><th class="num">Cost</th></tr></thead>
+      <tbody>${rowsOrEmpty(models, 5, "No LLM calls in this range.")}</tbody></table></div>
+    <div class="panel"><h2>Spend by session</h2>
+      <table id="spend-sessions"><thead><tr><th>Session</th><th class="num">Calls</th><th class="num">Cost</th></tr></thead>
+      <tbody>${rowsOrEmpty(sessions, 3, "No LLM spend in this range.")}</tbody></table></div>
+  </div>
+</section>
+
+<section class="tab" id="tab-audit">
+  <form class="filters" id="audit-filters" autocomplete="off">
+    <label>Host<input name="host" placeholder="api.openai.com or *.example.com"></label>
+    <label>Decision<select name="decision">
+      <option value="">any</option><option value="allow">allow</option><option value="log">log</option>
+      <option value="deny">deny</option><option value="would_deny">would deny</option>
+      <option value="deny,would_deny">deny + would deny</option><option value="error">error</option>
+    </select></label>
+    <label>Session<input name="session"></label>
+    <label>Rule<input name="rule"></label>
+    <label>Search<input name="search" type="search" placeholder="path, reason, id…"></label>
+    <label>Since<select name="since">
+      <option value="">any time</option><option value="15m">15 min</option><option value="1h">1 hour</option>
+      <option value="24h">24 hours</option><option value="7d">7 days</option>
+    </select></label>
+    <button class="btn" type="submit">Apply</button>
+    <button class="btn" type="button" id="audit-clear">Clear</button>
+  </form>
+  <div class="panel">
+    <table id="audit-table"><thead><tr><th>Time</th><th>Decision</th><th>Method</th><th>Host</th><th>Path</th>
+      <th class="num">Status</th><th>Rule</th><th>Session</th><th class="num">Duration</th><th class="num">Cost</th></tr></thead>
+      <tbody><tr><td class="empty" colspan="10">Loading…</td></tr></tbody></table>
+    <div class="pager"><button class="btn" type="button" id="audit-prev">← Newer</button>
+      <button class="btn" type="button" id="audit-next">Older →</button><span id="audit-count"></span></div>
+  </div>
+</section>
+
+<section class="tab" id="tab-rules">
+  <div class="toolbar"><span class="muted" id="rules-mode"></span></div>
+  <div class="panel">
+    <table id="rules-table"><thead><tr><th class="num">#</th><th>Name</th><th>Match</th><th>Methods</th><th>Action</th>
+      <th>Reason · condition · policies</th><th class="num">Hits</th><th>Last hit</th><th>Source</th></tr></thead>
+      <tbody><tr><td class="empty" colspan="9">Loading…</td></tr></tbody></table>
+  </div>
+</section>
+
+<section class="tab" id="tab-sessions">
+  <div class="panel">
+    <table id="sessions-table"><thead><tr><th>Session</th><th>Label</th><th class="num">Requests</th>
+      <th class="num">Denied</th><th class="num">Spend</th><th>First seen</th><th>Last seen</th></tr></thead>
+      <tbody><tr><td class="empty" colspan="7">Loading…</td></tr></tbody></table>
+  </div>
+</section>
+
+<section class="tab" id="tab-findings">
+  <div class="panel">
+    <table id="findings-table"><thead><tr><th>Time</th><th>Detector</th><th>Direction</th><th>Where</th>
+      <th>Sample (masked)</th><th>Action</th><th>Host</th></tr></thead>
+      <tbody><tr><td class="empty" colspan="7">Loading…</td></tr></tbody></table>
+  </div>
+</section>
+
+<footer>policy <code>${escapeHtml(p.policyFile)}</code> · audit <code>${
+    escapeHtml(p.auditPath)
+  }</code> · JSON API under <code>/_/api/</code> · <a href="/_/metrics">metrics</a></footer>
+</main>
+
+<dialog id="detail" aria-label="Request detail">
+  <div class="head"><div class="title"></div><button class="btn" type="button" id="detail-close">Close</button></div>
+  <div class="body"></div>
+</dialog>
+<script nonce="${n}">${JS}</script>
+</body>
+</html>
+`;
+}
