@@ -9,6 +9,7 @@ import { type Command, type Io, processIo } from "./src/cli/io.ts";
 import { UsageError } from "./src/cli/args.ts";
 import { serve } from "./src/cli/serve.ts";
 import { check } from "./src/cli/check.ts";
+import { ca } from "./src/cli/ca.ts";
 import { didYouMean } from "./src/config/errors.ts";
 import { VERSION } from "./src/version.ts";
 
@@ -16,6 +17,7 @@ import { VERSION } from "./src/version.ts";
 export const COMMANDS: Record<string, { run: Command; summary: string }> = {
   serve: { run: serve, summary: "Run the proxy (default when no command is given)" },
   check: { run: check, summary: "Validate a policy file (file:line:col errors)" },
+  ca: { run: ca, summary: "Show the interception CA or write a trust bundle" },
 };
 
 const TOP_HELP = () =>

@@ -65,9 +65,18 @@ async function pump(
  * default when `config` is null) on an ephemeral port.
  */
 export async function startProxy(
-  opts: { config?: string | null; args?: string[]; env?: Record<string, string> } = {},
+  opts: {
+    config?: string | null;
+    args?: string[];
+    env?: Record<string, string>;
+    /** Extra files written into the temp dir before start (name -> content). */
+    files?: Record<string, string>;
+  } = {},
 ): Promise<ProxyProcess> {
   const dir = await Deno.makeTempDir({ prefix: "agentgate-e2e-" });
+  for (const [name, content] of Object.entries(opts.files ?? {})) {
+    await Deno.writeTextFile(`${dir}/${name}`, content);
+  }
   const args = [
     "run",
     "-A",
@@ -284,4 +293,85 @@ export async function openFds(pid: number): Promise<number> {
   let n = 0;
   for await (const _ of Deno.readDir(`/proc/${pid}/fd`)) n++;
   return n;
+}
+
+/** A test CA and a server certificate it signed for `names` (openssl). */
+export async function testPki(
+  names: string[],
+): Promise<{ caPem: string; cert: string; key: string }> {
+  const dir = await Deno.makeTempDir();
+  const run = async (args: string[]) => {
+    const out = await new Deno.Command("openssl", { args, stdout: "null", stderr: "piped" })
+      .output();
+    if (!out.success) throw new Error(new TextDecoder().decode(out.stderr));
+  };
+  try {
+    await run([
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-days",
+      "2",
+      "-subj",
+      "/CN=agentgate test origin CA",
+      "-addext",
+      "basicConstraints=critical,CA:TRUE",
+      "-addext",
+      "keyUsage=critical,keyCertSign",
+      "-keyout",
+      `${dir}/ca.key`,
+      "-out",
+      `${dir}/ca.pem`,
+    ]);
+    await run([
+      "req",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-subj",
+      `/CN=${names[0]}`,
+      "-keyout",
+      `${dir}/srv.key`,
+      "-out",
+      `${dir}/srv.csr`,
+    ]);
+    await Deno.writeTextFile(
+      `${dir}/ext.cnf`,
+      `subjectAltName=${
+        names.map((n) => (/^[\d.]+$/.test(n) ? `IP:${n}` : `DNS:${n}`)).join(",")
+      }\n` +
+        "basicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n" +
+        "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n",
+    );
+    await run([
+      "x509",
+      "-req",
+      "-in",
+      `${dir}/srv.csr`,
+      "-CA",
+      `${dir}/ca.pem`,
+      "-CAkey",
+      `${dir}/ca.key`,
+      "-CAcreateserial",
+      "-days",
+      "2",
+      "-extfile",
+      `${dir}/ext.cnf`,
+      "-out",
+      `${dir}/srv.pem`,
+    ]);
+    return {
+      caPem: await Deno.readTextFile(`${dir}/ca.pem`),
+      cert: await Deno.readTextFile(`${dir}/srv.pem`),
+      key: await Deno.readTextFile(`${dir}/srv.key`),
+    };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 }

@@ -14,7 +14,7 @@ import type { Io } from "./io.ts";
 export async function loadForCommand(
   configOpt: string | undefined,
   io: Io,
-  opts: { lintAsWarnings: boolean },
+  opts: { lintAsWarnings: boolean; quiet?: boolean },
 ): Promise<{ loaded: Loaded; source: "flag" | "cwd" | "embedded" } | null> {
   let source: "flag" | "cwd" | "embedded" = "embedded";
   let path = configOpt;
@@ -25,7 +25,7 @@ export async function loadForCommand(
   }
   try {
     const loaded = path === undefined ? loadDefaultConfig(io.cwd) : await loadConfig(path, io.cwd);
-    for (const p of loaded.problems) {
+    for (const p of opts.quiet ? [] : loaded.problems) {
       const shown = opts.lintAsWarnings && p.lint ? { ...p, severity: "warning" as const } : p;
       io.stderr(formatProblem(shown) + "\n");
     }

@@ -10,6 +10,9 @@ import { parseListen } from "../config/spec.ts";
 import { AuditOpenError, AuditStore } from "../audit/store.ts";
 import { ProxyServer } from "../proxy/server.ts";
 import { VERSION } from "../version.ts";
+import { CaError, loadOrCreateCA } from "../tls/ca.ts";
+import { LeafStore } from "../tls/store.ts";
+import { readSystemRoots } from "../tls/bundle.ts";
 
 /** The interface of `serve`. */
 export const serveSpec: CommandSpec = {
@@ -81,6 +84,13 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     listen = l;
   }
   if (parsed.opts["no-dashboard"]) config.dashboard = false;
+  if (!isLoopback(listen.host) && config.proxyAuth.length === 0) {
+    io.stderr(
+      `agentgate: not started: ${listen.host}:${listen.port} is not a loopback address, so the ` +
+        "proxy needs credentials: set proxy.auth (tokens or { env: NAME })\n",
+    );
+    return 1;
+  }
   if (!isLoopback(listen.host) && config.dashboard && config.dashboardToken === null) {
     io.stderr(
       `agentgate: not started: ${listen.host}:${listen.port} is not a loopback address, so the ` +
@@ -101,11 +111,44 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     return 1;
   }
 
+  let leaves: LeafStore | undefined;
+  let upstreamCa: string[] | undefined;
+  let caLine = "";
+  if (config.tls.intercept.length > 0) {
+    try {
+      const ca = await loadOrCreateCA(config.tls.caDir ?? undefined);
+      for (const w of ca.warnings) io.stderr(`agentgate: warning: ${w}\n`);
+      leaves = new LeafStore(ca, { keyType: config.tls.leafKey });
+      await leaves.warmUp();
+      caLine = `CA:     ${ca.certPath} (${
+        ca.created ? "created now" : "loaded"
+      }; clients must trust it, see \`agentgate ca\`)`;
+      upstreamCa = (await readSystemRoots()).pems;
+      for (const file of config.tls.upstreamCa) {
+        const text = await Deno.readTextFile(file).catch(() => {
+          throw new CaError(`tls.upstream_ca "${file}" cannot be read`);
+        });
+        const pems = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g);
+        if (!pems) throw new CaError(`tls.upstream_ca "${file}" holds no PEM certificate`);
+        upstreamCa.push(...pems);
+      }
+    } catch (e) {
+      audit.close();
+      if (e instanceof CaError) {
+        io.stderr(`agentgate: not started: ${(e as Error).message}\n`);
+        return 1;
+      }
+      throw e;
+    }
+  }
+
   const proxy = new ProxyServer({
     config,
     audit,
     version: VERSION,
     log: (l) => io.stderr(l + "\n"),
+    leaves,
+    upstreamCa,
   });
   let address: { host: string; port: number };
   try {
@@ -131,6 +174,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
       `agentgate ${VERSION} listening on ${url}`,
       `policy: ${policyLine}`,
       `audit:  ${config.audit.path}`,
+      ...(caLine ? [caLine] : []),
       ...(config.dashboard ? [`dashboard: ${url}/_/dashboard`] : []),
       "",
       "Point clients at it:",

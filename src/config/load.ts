@@ -9,7 +9,13 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import { ConfigError, didYouMean, type Problem } from "./errors.ts";
 import { type Path, type SchemaIssue, validate } from "./schema.ts";
 import { configSchema, KNOWN_METHODS, legacySchema, parseListen, V1_ONLY_KEYS } from "./spec.ts";
-import { compileMatch, type Matcher, PatternError } from "../policy/match.ts";
+import {
+  compileMatch,
+  type Matcher,
+  matchHost,
+  normalizeHost,
+  PatternError,
+} from "../policy/match.ts";
 import {
   type CompiledPolicy,
   type CompiledRule,
@@ -22,6 +28,8 @@ import { compilePolicy } from "./policies.ts";
 import type { Action } from "../policy/types.ts";
 import { parseDuration } from "../policy/duration.ts";
 import { DEFAULT_POLICY_NAME, DEFAULT_POLICY_YAML } from "./default.ts";
+import { createPricer, createProviderDetector, type Provider } from "../llm/mod.ts";
+import type { LlmSettings } from "../policy/engine.ts";
 
 /** A loaded, compiled configuration. */
 export interface AgentgateConfig {
@@ -31,12 +39,32 @@ export interface AgentgateConfig {
   embedded: boolean;
   listen: { host: string; port: number };
   dashboard: boolean;
+  /** Accepted proxy tokens (`proxy.auth`); empty = no proxy authentication. */
+  proxyAuth: string[];
   /** Dashboard/API bearer token (from `dashboard.token` or `dashboard.token_env`), or null. */
   dashboardToken: string | null;
   policy: CompiledPolicy;
   audit: { path: string; retentionMs: number };
   upstream: { connectTimeoutMs: number; responseTimeoutMs: number };
   limits: { maxBodyBytes: number };
+  tls: {
+    /** Compiled `tls.intercept` host globs (empty: nothing is intercepted). */
+    intercept: Matcher[];
+    /** CA directory, or null for the default ($AGENTGATE_HOME or ~/.agentgate). */
+    caDir: string | null;
+    /** Absolute paths of extra upstream roots. */
+    upstreamCa: string[];
+    leafKey: "ecdsa-p256" | "rsa-2048";
+  };
+  /** `upstream.resolve`: host -> address to connect to instead. */
+  resolve: Map<string, { host: string; port: number }>;
+  llm: LlmSettings;
+}
+
+/** Whether `tls.intercept` covers host:port. */
+export function isIntercepted(config: AgentgateConfig, host: string, port: number): boolean {
+  for (const m of config.tls.intercept) if (matchHost(m, host, port)) return true;
+  return false;
 }
 
 /** A config plus the non-fatal problems found while loading it. */
@@ -203,6 +231,35 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
   if (errors.length) throw new ConfigError(errors);
 
   // --- compile ---------------------------------------------------------------
+  const intercept: Matcher[] = [];
+  ((raw.tls?.intercept ?? []) as string[]).forEach((pattern, i) => {
+    const node = src.nodeAt(["tls", "intercept", i]);
+    if (pattern.includes("/")) {
+      errors.push(
+        src.problem("error", node, `tls.intercept takes host globs, not paths: "${pattern}"`),
+      );
+      return;
+    }
+    try {
+      intercept.push(compileMatch(pattern));
+    } catch (e) {
+      if (!(e instanceof PatternError)) throw e;
+      errors.push(
+        src.problem(
+          "error",
+          node,
+          `invalid host glob "${pattern}" in tls.intercept: ${e.message}`,
+          e.offset,
+        ),
+      );
+    }
+  });
+  /** Whether every host a rule pattern can match is intercepted (a representative host for globs). */
+  const covered = (m: Matcher, port: number | null) => {
+    if (m.hostGlob === null) return intercept.some((i) => i.host === null);
+    const sample = m.hostGlob.replace(/\*+/g, "x").replace(/\?/g, "x");
+    return intercept.some((i) => matchHost(i, sample, port ?? m.port ?? 443));
+  };
   const rules: CompiledRule[] = [];
   const names = new Map<string, number>();
   const rawRules: Record<string, unknown>[] = raw.rules ?? [];
@@ -350,13 +407,16 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
           "error",
           node,
           `rule "${rule.name}" uses ${what}, which a CONNECT tunnel does not reveal: ` +
-            `HTTPS requests to "${host}" are denied with a reason (plain-HTTP requests are matched in full)`,
+            `HTTPS requests to "${host}" are denied with a reason (plain-HTTP requests are matched in full); ` +
+            `add "${host}" to tls.intercept`,
         ),
         lint: true,
       });
     const hostOf = (m: Matcher, i: number) =>
       m.host === null ? "*" : typeof m.host === "string" ? m.host : patterns[i].split("/")[0];
-    const tunnelable = matchers.map((m, i) => ({ m, i })).filter(({ m }) => m.scheme !== "http");
+    const tunnelable = matchers.map((m, i) => ({ m, i })).filter(({ m }) =>
+      m.scheme !== "http" && !covered(m, null)
+    );
     if (rule.needsRequest && tunnelable.length > 0) {
       const hosts = tunnelable.map(({ m, i }) => hostOf(m, i)).join('", "');
       const node = methods !== null
@@ -381,6 +441,19 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
   });
   if (errors.length) throw new ConfigError(errors);
 
+  const llm: LlmSettings = {
+    detect: createProviderDetector(
+      Object.entries((raw.llm?.providers ?? {}) as Record<string, Provider>).map((
+        [host, provider],
+      ) => ({
+        host,
+        provider,
+      })),
+    ),
+    pricer: createPricer({ overrides: raw.llm?.prices ?? {} }),
+    forceStreamUsage: raw.llm?.force_stream_usage ?? false,
+    unknownPrice: raw.llm?.unknown_price ?? "deny",
+  };
   let listen = { host: "127.0.0.1", port: 4100 };
   let dashboard = true;
   let auditPath = resolveFrom(file, legacy ? "./agentreserve-audit.db" : "./agentgate.db", cwd);
@@ -399,6 +472,9 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
     embedded: file === DEFAULT_POLICY_NAME,
     listen,
     dashboard,
+    proxyAuth: ((raw.proxy?.auth ?? []) as (string | { env: string })[]).map((a) =>
+      typeof a === "string" ? a : Deno.env.get(a.env)!
+    ),
     dashboardToken: raw.dashboard?.token ??
       (raw.dashboard?.token_env ? Deno.env.get(raw.dashboard.token_env) ?? null : null),
     policy: {
@@ -407,9 +483,32 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
       defaultSource: legacy ? "@agentreserve/proxy default" : "default",
       rules,
       index: indexRules(rules),
+      llm,
     },
     audit: { path: auditPath, retentionMs: parseDuration(raw.audit?.retention ?? "30d") },
     limits: { maxBodyBytes: raw.limits?.max_body_bytes ?? 1024 * 1024 },
+    tls: {
+      intercept,
+      caDir: raw.tls?.ca_dir === undefined
+        ? null
+        : raw.tls.ca_dir.startsWith("~")
+        ? raw.tls.ca_dir
+        : resolveFrom(file, raw.tls.ca_dir, cwd),
+      upstreamCa:
+        (raw.tls?.upstream_ca === undefined
+          ? []
+          : Array.isArray(raw.tls.upstream_ca)
+          ? raw.tls.upstream_ca
+          : [raw.tls.upstream_ca]).map((p: string) => resolveFrom(file, p, cwd)),
+      leafKey: raw.tls?.leaf_key ?? "ecdsa-p256",
+    },
+    llm,
+    resolve: new Map(
+      Object.entries((raw.upstream?.resolve ?? {}) as Record<string, string>).map(([h, v]) => [
+        normalizeHost(h),
+        parseListen(v) as { host: string; port: number },
+      ]),
+    ),
     upstream: {
       connectTimeoutMs: parseDuration(raw.upstream?.connect_timeout ?? "10s"),
       responseTimeoutMs: parseDuration(raw.upstream?.response_timeout ?? "5m"),

@@ -79,7 +79,7 @@ rules:
   assert.deepEqual(problems.map((p) => `${formatProblem(p)}${p.lint ? " [lint]" : ""}`), [
     'w.yaml:5:5: warning: rule "never" can never match: rule "*" (w.yaml:3) matches every request first',
     'w.yaml:8:5: warning: rule "paths" can never match: rule "*" (w.yaml:3) matches every request first',
-    'w.yaml:10:14: rule "paths" uses the path glob "/v1/**" and the method (PSOT), which a CONNECT tunnel does not reveal: HTTPS requests to "api.example.com" are denied with a reason (plain-HTTP requests are matched in full) [lint]',
+    'w.yaml:10:14: rule "paths" uses the path glob "/v1/**" and the method (PSOT), which a CONNECT tunnel does not reveal: HTTPS requests to "api.example.com" are denied with a reason (plain-HTTP requests are matched in full); add "api.example.com" to tls.intercept [lint]',
     'w.yaml:10:15: warning: unknown HTTP method "PSOT" (did you mean "POST"?)',
   ]);
 });
@@ -227,6 +227,6 @@ rules:
 `;
   const { problems } = parseConfig(text, "t.yaml", "/");
   assert.deepEqual(problems.map((p) => `${formatProblem(p)}${p.lint ? " [lint]" : ""}`), [
-    't.yaml:5:11: rule "body-check" uses body in its condition, which a CONNECT tunnel does not reveal: HTTPS requests to "api.example.test" are denied with a reason (plain-HTTP requests are matched in full) [lint]',
+    't.yaml:5:11: rule "body-check" uses body in its condition, which a CONNECT tunnel does not reveal: HTTPS requests to "api.example.test" are denied with a reason (plain-HTTP requests are matched in full); add "api.example.test" to tls.intercept [lint]',
   ]);
 });

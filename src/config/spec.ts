@@ -128,6 +128,30 @@ export const configSchema: ObjectSchema = {
           type: "boolean",
           description: "Serve /_/dashboard and /_/api (default true).",
         },
+        auth: {
+          type: "array",
+          description:
+            "Proxy credentials: tokens (or { env: NAME }) accepted as the password of Proxy-Authorization: Basic; required when listen is not loopback.",
+          items: {
+            type: "union",
+            anyOf: [
+              { type: "string" },
+              {
+                type: "object",
+                properties: {
+                  env: {
+                    type: "string",
+                    check: (v) =>
+                      Deno.env.get(v)
+                        ? null
+                        : `environment variable "${v}" (proxy.auth) is not set`,
+                  },
+                },
+                required: ["env"],
+              },
+            ],
+          },
+        },
       },
     },
     mode: {
@@ -141,6 +165,73 @@ export const configSchema: ObjectSchema = {
       description: "Decision when no rule matches (default deny).",
     },
     rules: { type: "array", items: rule, description: "Rules, first match wins." },
+    tls: {
+      type: "object",
+      description:
+        "TLS interception: the hosts whose HTTPS traffic is decrypted and decided per request.",
+      properties: {
+        intercept: {
+          type: "array",
+          items: { type: "string" },
+          description:
+            'Host globs to intercept (same syntax as rules, host[:port] only), e.g. ["api.openai.com", "*.googleapis.com"].',
+        },
+        ca_dir: {
+          type: "string",
+          description:
+            "Directory of ca.pem / ca-key.pem (default: $AGENTGATE_HOME or ~/.agentgate).",
+        },
+        upstream_ca: {
+          type: "union",
+          description:
+            "Extra root certificates (PEM files) trusted for upstreams besides the system roots.",
+          anyOf: [{ type: "string" }, { type: "array", items: { type: "string" } }],
+        },
+        leaf_key: {
+          type: "string",
+          enum: ["ecdsa-p256", "rsa-2048"],
+          description: "Key type of issued leaf certificates (default ecdsa-p256).",
+        },
+      },
+    },
+    llm: {
+      type: "object",
+      description: "LLM awareness: providers, prices, usage of streamed calls.",
+      properties: {
+        providers: {
+          type: "map",
+          description:
+            'More LLM hosts by wire format: { "*.openai.azure.com": openai, "openrouter.ai": openai }.',
+          values: { type: "string", enum: ["openai", "anthropic", "gemini"] },
+        },
+        prices: {
+          type: "map",
+          description:
+            "Add or override model prices in USD per million tokens: { my-model: { input: 1, output: 2 } }.",
+          values: {
+            type: "object",
+            properties: {
+              input: { type: "number", minimum: 0 },
+              output: { type: "number", minimum: 0 },
+              cache_read: { type: "number", minimum: 0 },
+              cache_write: { type: "number", minimum: 0 },
+            },
+            required: ["input", "output"],
+          },
+        },
+        force_stream_usage: {
+          type: "boolean",
+          description:
+            "Set stream_options.include_usage on OpenAI streaming requests so their cost is known (default false).",
+        },
+        unknown_price: {
+          type: "string",
+          enum: ["deny", "allow"],
+          description:
+            "Requests for a model without a known price under a spending limit: deny (default) or allow.",
+        },
+      },
+    },
     dashboard: {
       type: "object",
       description:
@@ -170,6 +261,20 @@ export const configSchema: ObjectSchema = {
         response_timeout: duration(
           "Timeout for the upstream response headers (default 5m); answered 504.",
         ),
+        resolve: {
+          type: "map",
+          description:
+            'Send a host\'s traffic to another address, like curl --resolve: { "api.openai.com": "127.0.0.1:8443" }; TLS is still verified against the original name.',
+          values: {
+            type: "string",
+            check: (v) => {
+              const r = parseListen(v);
+              return typeof r === "string" || r.port === 0
+                ? `resolve target "${v}" must be HOST:PORT with a port`
+                : null;
+            },
+          },
+        },
       },
     },
     limits: {

@@ -9,6 +9,7 @@ import type { Action, Decision, RequestInfo } from "./types.ts";
 import { type Matcher, matchHost } from "./match.ts";
 import { CelEvalError, type CelRead, type CompiledCondition } from "./cel.ts";
 import type { Checker, PolicyResult, PolicyState } from "./limits/types.ts";
+import type { Provider, UsageRecord } from "../llm/types.ts";
 
 /** Request fields a CONNECT tunnel does not reveal. */
 export const REQUEST_LEVEL_READS: ReadonlySet<CelRead> = new Set([
@@ -48,6 +49,17 @@ export interface CompiledRule {
   needsWhat: string[];
 }
 
+/** LLM settings the engine needs (spending limits on models without a price). */
+export interface LlmSettings {
+  /** The wire format of a host, or null when it is not an LLM provider. */
+  detect(host: string): Provider | null;
+  pricer: {
+    price(usage: UsageRecord, when: Date): { costUsd: number | null; priceUnknown: boolean };
+  };
+  forceStreamUsage: boolean;
+  unknownPrice: "deny" | "allow";
+}
+
 /** A compiled policy: rules plus the two top-level switches. */
 export interface CompiledPolicy {
   mode: "enforce" | "audit";
@@ -57,6 +69,8 @@ export interface CompiledPolicy {
   rules: CompiledRule[];
   /** Rules by exact host; built by {@link indexRules}. */
   index?: RuleIndex;
+  /** LLM settings; absent in tests that need none. */
+  llm?: LlmSettings;
 }
 
 /**
@@ -134,7 +148,17 @@ export interface DecideInput {
    * body, the decision comes back with `needsBody: true` and nothing committed.
    */
   bodyRead?: boolean;
+  /**
+   * For a CONNECT (`info.path === null`): the tunnel will be intercepted, so
+   * rules that need the request are decided per request inside it; the tunnel
+   * itself is refused only by a host-level deny (or a deny default when no
+   * rule can match the host), and policies are not charged for it.
+   */
+  intercept?: boolean;
 }
+
+/** Reason recorded for an intercepted tunnel. */
+export const INTERCEPT_REASON = "intercepted: each request inside is decided on its own";
 
 /** Counts of engine failures, for logs and metrics. */
 export const engineErrors = { count: 0, last: "" };
@@ -202,12 +226,79 @@ export function decide(policy: CompiledPolicy, input: DecideInput): Decision {
   }
 }
 
+/** The model a request asks for: the JSON body's `model`, or Gemini's URL path. */
+export function requestModel(provider: Provider, info: RequestInfo): string | null {
+  if (provider === "gemini") {
+    const m = /\/models\/([^/:]+)/.exec(info.path ?? "");
+    if (m) return decodeURIComponent(m[1]);
+  }
+  const body = info.body as { model?: unknown } | undefined;
+  return typeof body?.model === "string" ? body.model : null;
+}
+
+/**
+ * A spending limit cannot hold a call whose cost will be unknown: with
+ * `llm.unknown_price: deny` (the default) such a call is denied, naming the
+ * model, rather than recorded at $0.
+ */
+function unknownPriceDenial(
+  policy: CompiledPolicy,
+  rule: CompiledRule,
+  input: DecideInput,
+): string | "needs-body" | null {
+  const llm = policy.llm;
+  if (!llm || llm.unknownPrice === "allow" || input.info.path === null) return null;
+  if (!rule.checkers.some((c) => c.name === "spending_limit")) return null;
+  const provider = llm.detect(input.info.host);
+  if (provider === null || input.info.method !== "POST") return null;
+  let model = requestModel(provider, input.info);
+  if (model === null && input.bodyRead === false && provider !== "gemini") return "needs-body";
+  if (model === null) {
+    return `spending limit of rule "${rule.name}" cannot be enforced: the request names no model (llm.unknown_price: deny)`;
+  }
+  const probe: UsageRecord = {
+    provider,
+    model,
+    inputTokens: 1,
+    outputTokens: 1,
+    cacheReadTokens: 0,
+    cacheWriteTokens: 0,
+    reasoningTokens: 0,
+    partial: false,
+    error: null,
+  };
+  if (!llm.pricer.price(probe, new Date(input.now)).priceUnknown) return null;
+  model = model.slice(0, 100);
+  return `no price is known for model "${model}", so the spending limit of rule "${rule.name}" cannot be enforced (llm.unknown_price: deny; add it to llm.prices)`;
+}
+
 function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
   const { info, now, state } = input;
   const rules = policy.index ? policy.index.candidates(info.host) : policy.rules;
   for (const rule of rules) {
     const m = ruleMatches(rule, info);
     if (m === false) continue;
+    if (input.intercept && info.path === null) {
+      if (m !== true) return decision(policy, null, "log", INTERCEPT_REASON);
+      if (rule.when !== null) {
+        try {
+          if (!rule.when.evaluate({ ...info, now: new Date(now) })) continue;
+        } catch (e) {
+          if (!(e instanceof CelEvalError)) throw e;
+          if (rule.onError === "skip") continue;
+          return decision(
+            policy,
+            rule,
+            "deny",
+            `condition error in rule "${rule.name}": ${e.message}`,
+          );
+        }
+      }
+      if (rule.action === "deny") {
+        return decision(policy, rule, "deny", rule.reason ?? `denied by rule "${rule.name}"`);
+      }
+      return decision(policy, null, "log", INTERCEPT_REASON);
+    }
     if (m !== true) {
       const needs = [
         ...(m.pathGlob !== null ? [`the path (${m.pathGlob})`] : []),
@@ -259,6 +350,17 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
         };
       }
       passed.push(r);
+    }
+    const unpriced = unknownPriceDenial(policy, rule, input);
+    if (unpriced === "needs-body") {
+      return { ...decision(policy, rule, "deny", "the request body is needed"), needsBody: true };
+    }
+    if (unpriced !== null) {
+      return {
+        ...decision(policy, rule, "deny", unpriced),
+        policy: "spending_limit",
+        verdict: policy.mode === "audit" ? "would_deny" : "deny",
+      };
     }
     // Only a forwarded request consumes rate-limit slots.
     for (const r of passed) if (r.ok) r.commit();

@@ -68,14 +68,8 @@ export function parseJsonBody(
 ): unknown {
   const enc = headers["content-encoding"];
   if (enc !== undefined && enc !== "identity") return undefined;
-  const total = chunks.reduce((a, c) => a + c.length, 0);
-  if (total === 0) return undefined;
-  const bytes = new Uint8Array(total);
-  let at = 0;
-  for (const c of chunks) {
-    bytes.set(c, at);
-    at += c.length;
-  }
+  const bytes = concatChunks(chunks);
+  if (bytes.length === 0) return undefined;
   const text = new TextDecoder().decode(bytes).trimStart();
   if (text[0] !== "{" && text[0] !== "[") return undefined;
   try {
@@ -83,4 +77,16 @@ export function parseJsonBody(
   } catch {
     return undefined;
   }
+}
+
+/** One array of the given chunks. */
+export function concatChunks(chunks: Uint8Array[]): Uint8Array {
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(chunks.reduce((a, c) => a + c.length, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
 }

@@ -62,6 +62,8 @@ export class Exchange {
   bytesIn = 0;
   bytesOut = 0;
   done = false;
+  /** LLM usage and cost read from the response, merged into the row. */
+  usage: Partial<AuditEventV1> | null = null;
   /** Tears the exchange down (forced shutdown); set by whoever owns its sockets. */
   abort: (why: string) => void = () => {};
 
@@ -97,6 +99,7 @@ export class Exchange {
       duration_ms: Math.round((performance.now() - this.t0) * 1000) / 1000,
       error: outcome.error ?? null,
       headers: isTunnel ? null : JSON.stringify(redactHeaders(info.headers)),
+      ...this.usage,
     }, this);
   }
 }

@@ -8,7 +8,7 @@
 import type http from "node:http";
 import net from "node:net";
 import tls from "node:tls";
-import type { Duplex, Readable } from "node:stream";
+import { type Duplex, Readable, type Writable } from "node:stream";
 import { endToEnd } from "./headers.ts";
 import {
   classifyUpstreamError,
@@ -19,6 +19,34 @@ import {
 } from "./reject.ts";
 import type { Exchange } from "./exchange.ts";
 import { type BodyFraming, ConnectionPool, type Endpoint, UpstreamCall } from "./h1client.ts";
+
+/** What the proxy uses of an inbound request: node:http's IncomingMessage or our H1Request. */
+export interface InboundRequest extends Readable {
+  method?: string;
+  url?: string;
+  headers: http.IncomingHttpHeaders;
+  rawHeaders: string[];
+}
+
+/** What the proxy uses of a response: node:http's ServerResponse or our H1Response. */
+export interface OutboundResponse extends Writable {
+  writeHead(
+    status: number,
+    statusText?: string | Record<string, string | string[]>,
+    headers?: Record<string, string | string[]>,
+  ): unknown;
+  readonly headersSent: boolean;
+  statusCode: number;
+  writeContinue(): void;
+}
+
+/** Sees a response as it streams to the client (LLM usage taps); never delays it. */
+export interface ResponseObserver {
+  head(status: number, rawHeaders: string[]): void;
+  chunk(chunk: Uint8Array): void;
+  /** Once: `complete` is true when the whole response reached the proxy. */
+  end(complete: boolean): void;
+}
 
 /** Upstream connection settings. */
 export interface UpstreamOptions {
@@ -69,12 +97,16 @@ export function tcpEndpoint(host: string, port: number): Endpoint {
   return { key: `tcp:${host}:${port}`, connect: () => net.connect({ host, port }) };
 }
 
-/** A TLS endpoint verified against the system roots (plus `ca`) and `servername`. */
+/**
+ * A TLS endpoint verified against `servername` and the given roots (the
+ * runtime's defaults when none): `host` may be another address
+ * (`upstream.resolve`), the certificate must still name `servername`.
+ */
 export function tlsEndpoint(
   host: string,
   port: number,
   servername: string,
-  ca?: string[],
+  roots?: tls.SecureContext,
 ): Endpoint {
   return {
     key: `tls:${host}:${port}:${servername}`,
@@ -84,8 +116,10 @@ export function tlsEndpoint(
         host,
         port,
         servername: net.isIP(servername) ? undefined : servername,
+        // Verify the name even when connecting to another address.
+        checkServerIdentity: (_h, cert) => tls.checkServerIdentity(servername, cert),
         ALPNProtocols: ["http/1.1"],
-        ...(ca ? { ca } : {}),
+        ...(roots ? { secureContext: roots } : {}),
       }),
   };
 }
@@ -106,8 +140,8 @@ function headerLines(headers: Record<string, string | string[]>): string {
  * every exit path.
  */
 export function forwardHttp(
-  req: http.IncomingMessage,
-  res: http.ServerResponse,
+  req: InboundRequest,
+  res: OutboundResponse,
   target: ForwardTarget,
   ex: Exchange,
   pool: ConnectionPool,
@@ -116,6 +150,9 @@ export function forwardHttp(
     endpoint?: Endpoint;
     /** The request body when it was already (partly) read: a replay of it. */
     body?: Readable;
+    /** A replacement body (rewritten by the proxy): sent with its own Content-Length. */
+    bodyBytes?: Uint8Array;
+    observer?: ResponseObserver;
   },
 ): void {
   const headers = endToEnd(req.rawHeaders, {
@@ -127,7 +164,10 @@ export function forwardHttp(
   const method = req.method ?? "GET";
   let framing: BodyFraming = "none";
   let framingLine = "";
-  if (te !== undefined) {
+  if (opts.bodyBytes !== undefined) {
+    framing = opts.bodyBytes.length ? "length" : "none";
+    framingLine = `Content-Length: ${opts.bodyBytes.length}\r\n`;
+  } else if (te !== undefined) {
     framing = "chunked";
     framingLine = "Transfer-Encoding: chunked\r\n";
   } else if (cl !== undefined) {
@@ -138,6 +178,17 @@ export function forwardHttp(
     headerLines(headers) + `Via: ${via ? `${via}, ` : ""}${opts.via}\r\n` + framingLine + "\r\n";
   const tgt = `${target.connectHost}:${target.port}`;
   const hasBody = framing !== "none";
+  const observer = opts.observer;
+  let observed = false;
+  const observerEnd = (complete: boolean) => {
+    if (observed || !observer) return;
+    observed = true;
+    try {
+      observer.end(complete);
+    } catch {
+      // A usage tap must never take the response down with it.
+    }
+  };
 
   const call = new UpstreamCall(
     pool,
@@ -149,7 +200,11 @@ export function forwardHttp(
       method,
       head,
       framing,
-      body: hasBody ? opts.body ?? req : null,
+      body: opts.bodyBytes !== undefined
+        ? (hasBody ? Readable.from([opts.bodyBytes]) : null)
+        : hasBody
+        ? opts.body ?? req
+        : null,
       onBodyBytes: (n) => (ex.bytesIn += n),
       connectTimeoutMs: opts.connectTimeoutMs,
       responseTimeoutMs: opts.responseTimeoutMs,
@@ -165,12 +220,18 @@ export function forwardHttp(
         out["x-agentgate-decision"] = ex.info.id;
         if (opts.closeAfter()) out["connection"] = "close";
         res.writeHead(h.status, h.statusText, out);
+        observer?.head(h.status, h.rawHeaders);
       },
       body: (chunk) => {
         ex.bytesOut += chunk.length;
-        return res.write(chunk);
+        const ok = res.write(chunk);
+        observer?.chunk(chunk);
+        return ok;
       },
-      end: () => res.end(),
+      end: () => {
+        observerEnd(true);
+        res.end();
+      },
       error: (e, responded) => {
         if (ex.done) return;
         const kind: UpstreamFailure = classifyUpstreamError(e);
@@ -182,6 +243,7 @@ export function forwardHttp(
           ex.finish({ status: a.status, decision: "error", reason, error: `upstream ${kind}` });
         } else {
           // Headers already went out: the only honest signal left is a cut connection.
+          observerEnd(false);
           res.destroy();
           ex.finish({ status: res.statusCode, error: `upstream aborted the response: ${reason}` });
         }
@@ -191,6 +253,7 @@ export function forwardHttp(
   res.on("drain", () => call.resume());
   ex.abort = (why) => {
     call.abort();
+    observerEnd(false);
     res.destroy();
     ex.finish({ status: res.headersSent ? res.statusCode : null, error: why });
   };
@@ -200,6 +263,7 @@ export function forwardHttp(
       ex.finish({ status: res.statusCode });
     } else {
       call.abort();
+      observerEnd(false);
       ex.finish({ status: res.headersSent ? res.statusCode : null, error: "client aborted" });
     }
   });

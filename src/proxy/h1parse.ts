@@ -9,13 +9,10 @@
  * @module
  */
 
+import { BodyDecoder, latin1, ParseError } from "./h1body.ts";
+
 /** A malformed response; the connection cannot be reused. */
-export class ParseError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ParseError";
-  }
-}
+export { ParseError };
 
 /** The parsed status line and headers. */
 export interface ResponseHead {
@@ -47,12 +44,7 @@ const BAD_VALUE = /[\x00\r\n]/;
 
 const enum State {
   Head,
-  Fixed,
-  ChunkSize,
-  ChunkData,
-  ChunkDataEnd,
-  Trailers,
-  UntilClose,
+  Body,
   Done,
 }
 
@@ -62,14 +54,6 @@ function indexOfSeq(hay: Uint8Array, needle: Uint8Array, from: number): number {
     return i;
   }
   return -1;
-}
-
-function latin1(bytes: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < bytes.length; i += 8192) {
-    s += String.fromCharCode.apply(null, bytes.subarray(i, i + 8192) as unknown as number[]);
-  }
-  return s;
 }
 
 /**
@@ -83,11 +67,14 @@ function latin1(bytes: Uint8Array): string {
 export class ResponseParser {
   #state = State.Head;
   #buf: Uint8Array | null = null;
-  #remaining = 0;
-  #line = "";
+  #body: BodyDecoder | null = null;
   #head: ResponseHead | null = null;
 
-  constructor(private readonly method: string, private readonly sink: ParserSink) {}
+  readonly #onBody: (chunk: Uint8Array) => void;
+
+  constructor(private readonly method: string, private readonly sink: ParserSink) {
+    this.#onBody = (c) => sink.body(c);
+  }
 
   /** The head, once parsed. */
   get head(): ResponseHead | null {
@@ -128,61 +115,10 @@ export class ResponseParser {
           }
           break;
         }
-        case State.Fixed: {
-          const n = Math.min(d.length, this.#remaining);
-          this.sink.body(d.subarray(0, n));
-          this.#remaining -= n;
-          d = d.subarray(n);
-          if (this.#remaining === 0) this.#finish();
-          break;
-        }
-        case State.UntilClose:
-          this.sink.body(d);
-          return;
-        case State.ChunkSize:
-        case State.Trailers: {
-          const nl = d.indexOf(10);
-          const part = latin1(nl === -1 ? d : d.subarray(0, nl + 1));
-          this.#line += part;
-          if (this.#line.length > 8192) throw new ParseError("chunk line too long");
-          if (nl === -1) return;
-          d = d.subarray(nl + 1);
-          const line = this.#line.replace(/\r?\n$/, "");
-          this.#line = "";
-          if (this.#state === State.Trailers) {
-            if (line === "") this.#finish();
-            continue;
-          }
-          const m = /^([0-9a-fA-F]{1,15})[ \t]*(;.*)?$/.exec(line);
-          if (!m) throw new ParseError(`invalid chunk size line "${line.slice(0, 40)}"`);
-          const size = parseInt(m[1], 16);
-          if (size === 0) this.#state = State.Trailers;
-          else {
-            this.#remaining = size;
-            this.#state = State.ChunkData;
-          }
-          break;
-        }
-        case State.ChunkData: {
-          const n = Math.min(d.length, this.#remaining);
-          this.sink.body(d.subarray(0, n));
-          this.#remaining -= n;
-          d = d.subarray(n);
-          if (this.#remaining === 0) {
-            this.#state = State.ChunkDataEnd;
-            this.#remaining = 2;
-          }
-          break;
-        }
-        case State.ChunkDataEnd: {
-          // Expect CRLF (tolerate a bare LF).
-          if (d[0] === 13 && this.#remaining === 2) {
-            this.#remaining = 1;
-            d = d.subarray(1);
-          } else if (d[0] === 10) {
-            d = d.subarray(1);
-            this.#state = State.ChunkSize;
-          } else throw new ParseError("missing CRLF after chunk data");
+        case State.Body: {
+          const used = this.#body!.push(d, this.#onBody);
+          d = d.subarray(used);
+          if (this.#body!.done) this.#finish();
           break;
         }
         case State.Done:
@@ -193,7 +129,14 @@ export class ResponseParser {
 
   /** The connection closed: ends a close-delimited body, else an incomplete response is an error. */
   eof(): void {
-    if (this.#state === State.UntilClose) return this.#finish();
+    if (this.#state === State.Body) {
+      try {
+        this.#body!.eof();
+      } catch {
+        throw new ParseError("connection closed before the end of the response body");
+      }
+      return this.#finish();
+    }
     if (this.#state !== State.Done) {
       throw new ParseError(
         this.#state === State.Head
@@ -254,19 +197,25 @@ export class ResponseParser {
     if (hasTE && !chunked && !noBody) close = true; // a non-chunked coding: body until close
     this.#head = { status, statusText: m[3] ?? "", minor, rawHeaders: raw, keepAlive: !close };
     this.sink.head(this.#head);
-    if (noBody) this.#finish();
-    else if (hasTE) {
+    if (noBody) {
+      this.#finish();
+      return false;
+    }
+    if (hasTE) {
       // Transfer-Encoding wins over Content-Length (RFC 9112 6.3); such a message is not reused.
       if (contentLength !== null) this.#head.keepAlive = false;
-      this.#state = chunked ? State.ChunkSize : State.UntilClose;
+      this.#body = chunked ? BodyDecoder.chunked() : BodyDecoder.untilClose();
     } else if (contentLength !== null) {
-      this.#remaining = contentLength;
-      this.#state = State.Fixed;
-      if (contentLength === 0) this.#finish();
+      if (contentLength === 0) {
+        this.#finish();
+        return false;
+      }
+      this.#body = BodyDecoder.length(contentLength);
     } else {
       this.#head.keepAlive = false;
-      this.#state = State.UntilClose;
+      this.#body = BodyDecoder.untilClose();
     }
+    this.#state = State.Body;
     return false;
   }
 

@@ -17,12 +17,26 @@ import { decide } from "../policy/engine.ts";
 import { normalizeHost, normalizePath } from "../policy/match.ts";
 import type { RequestInfo } from "../policy/types.ts";
 import { Exchange, newDecisionId } from "./exchange.ts";
-import { createPool, forwardHttp, type ForwardTarget, forwardUpgrade } from "./forward.ts";
+import {
+  createPool,
+  forwardHttp,
+  type ForwardTarget,
+  forwardUpgrade,
+  type InboundRequest,
+  type OutboundResponse,
+  type ResponseObserver,
+} from "./forward.ts";
 import type { ConnectionPool, Endpoint } from "./h1client.ts";
-import type { Readable } from "node:stream";
 import type { Decision } from "../policy/types.ts";
 import { PolicyState } from "../policy/limits/types.ts";
-import { bufferBody, parseJsonBody, replay } from "./body.ts";
+import { bufferBody, type Buffered, concatChunks, parseJsonBody, replay } from "./body.ts";
+import { createUsageTap, forceStreamUsage, type Provider, type UsageTap } from "../llm/mod.ts";
+import type { LeafStore } from "../tls/store.ts";
+import { handshakeReason, Interceptor } from "./intercept.ts";
+import { type H1Request, type H1Response, serveHttp1 } from "./h1server.ts";
+import { isIntercepted } from "../config/load.ts";
+import { tlsEndpoint } from "./forward.ts";
+import tls from "node:tls";
 import { openTunnel } from "./tunnel.ts";
 import { type Answer, denyAnswer, errorAnswer, rawAnswer } from "./reject.ts";
 import { isWebSocketUpgrade } from "./headers.ts";
@@ -36,6 +50,10 @@ export interface ProxyOptions {
   version: string;
   /** Diagnostics (denials, errors); default stderr. */
   log?: (line: string) => void;
+  /** Leaf certificates for interception (required when `tls.intercept` is set). */
+  leaves?: LeafStore;
+  /** Roots upstream TLS is verified against (system roots + `tls.upstream_ca`). */
+  upstreamCa?: string[];
 }
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "0.0.0.0", "::"]);
@@ -77,6 +95,60 @@ export function parseAuthority(
   return { host: normalizeHost(m[1]), port };
 }
 
+/** `Proxy-Authorization: Basic …` as user and password, or null. */
+export function parseProxyAuthorization(
+  value: string | string[] | undefined,
+): { user: string; pass: string } | null {
+  if (typeof value !== "string") return null;
+  const m = /^basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(value);
+  if (!m) return null;
+  let text: string;
+  try {
+    text = new TextDecoder().decode(Uint8Array.from(atob(m[1]), (c) => c.charCodeAt(0)));
+  } catch {
+    return null;
+  }
+  const colon = text.indexOf(":");
+  if (colon === -1) return { user: text, pass: "" };
+  return { user: decodeURIComponentSafe(text.slice(0, colon)), pass: text.slice(colon + 1) };
+}
+
+function decodeURIComponentSafe(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
+
+/** Constant-time string comparison (tokens). */
+function safeEqual(a: string, b: string): boolean {
+  const x = new TextEncoder().encode(a);
+  const y = new TextEncoder().encode(b);
+  let diff = x.length ^ y.length;
+  for (let i = 0; i < Math.max(x.length, y.length); i++) diff |= (x[i] ?? 0) ^ (y[i] ?? 0);
+  return diff === 0;
+}
+
+/** The first value of a header in a raw header list, or null. */
+function rawHeader(raw: string[], name: string): string | null {
+  for (let i = 0; i < raw.length; i += 2) if (raw[i].toLowerCase() === name) return raw[i + 1];
+  return null;
+}
+
+/** The client's address without the IPv4-mapped prefix. */
+function clientAddress(socket: { remoteAddress?: string }): string {
+  const a = socket.remoteAddress ?? "";
+  return a.startsWith("::ffff:") ? a.slice(7) : a;
+}
+
+/** An intercepted CONNECT: what each request inside inherits. */
+interface TunnelCtx {
+  ex: Exchange;
+  host: string;
+  port: number;
+}
+
 /** A running proxy. */
 export class ProxyServer {
   readonly server: http.Server;
@@ -94,9 +166,14 @@ export class ProxyServer {
   readonly counters = { requests: 0, denied: 0, errors: 0 };
   #tunnels = new Set<Exchange>();
   readonly metrics: Metrics;
+  /** Tokens accepted besides `proxy.auth` (sessions of an in-process `agentgate run`). */
+  readonly extraTokens = new Set<string>();
   /** Rate-limit counters and the spend ledger; kept across reloads. */
   readonly state: PolicyState;
   #routes: ReturnType<typeof createInternalRoutes>;
+  #interceptor: Interceptor<TunnelCtx> | null = null;
+  #h1 = new Set<{ close(): void }>();
+  #upstreamTls: tls.SecureContext | undefined;
 
   constructor(private readonly opts: ProxyOptions) {
     this.#config = opts.config;
@@ -108,7 +185,7 @@ export class ProxyServer {
       auditQueueDepth: () => audit.queueDepth,
       auditWriteErrors: () => audit.writeErrors,
       tunnelsOpen: () => this.#tunnels.size,
-      leafCacheSize: () => 0,
+      leafCacheSize: () => opts.leaves?.size ?? 0,
     });
     this.#routes = createInternalRoutes({
       version: opts.version,
@@ -120,6 +197,19 @@ export class ProxyServer {
       dashboard: opts.config.dashboard,
       token: opts.config.dashboardToken,
     });
+    if (opts.leaves) {
+      this.#interceptor = new Interceptor<TunnelCtx>(opts.leaves, {
+        secure: (socket, ctx) => this.#serveIntercepted(socket, ctx),
+        handshakeError: (err, ctx) =>
+          ctx.ex.finish({
+            status: null,
+            decision: "error",
+            reason: handshakeReason(err),
+            error: `client TLS handshake: ${err.code ?? err.message}`,
+          }),
+      });
+    }
+    if (opts.upstreamCa) this.#upstreamTls = tls.createSecureContext({ ca: opts.upstreamCa });
     this.server = http.createServer({ keepAliveTimeout: 60_000 });
     this.server.on("connection", (s: net.Socket) => {
       s.setNoDelay(true);
@@ -191,6 +281,7 @@ export class ProxyServer {
     this.#draining = true;
     const closed = new Promise<void>((r) => this.server.close(() => r()));
     this.server.closeIdleConnections();
+    for (const h of this.#h1) h.close();
     const idleSweep = setInterval(() => this.server.closeIdleConnections(), 100);
     let forced = 0;
     if (this.#inflight.size > 0) {
@@ -209,6 +300,8 @@ export class ProxyServer {
       }
     }
     clearInterval(idleSweep);
+    // The dashboard's read connection goes first, so the writer's close can checkpoint the WAL.
+    this.#routes.close();
     for (const s of this.#sockets) s.destroy();
     this.pool.destroy();
     await closed;
@@ -247,7 +340,7 @@ export class ProxyServer {
     port: number,
     rawPath: string | null,
     headers: http.IncomingHttpHeaders,
-    socket: net.Socket,
+    client: string,
   ): RequestInfo {
     let path: string | null = null;
     let query = "";
@@ -259,13 +352,11 @@ export class ProxyServer {
     const h: Record<string, string> = {};
     if (rawPath !== null) {
       for (const k in headers) {
-        if (k === "proxy-authorization") continue;
+        if (k === "proxy-authorization" || k === "proxy-connection") continue;
         const v = headers[k];
         if (v !== undefined) h[k] = Array.isArray(v) ? v.join(", ") : v;
       }
     }
-    let client = socket.remoteAddress ?? "";
-    if (client.startsWith("::ffff:")) client = client.slice(7);
     return {
       id: newDecisionId(),
       session: null,
@@ -288,7 +379,7 @@ export class ProxyServer {
     return host === a.host || LOOPBACK.has(host);
   }
 
-  #send(res: http.ServerResponse, a: Answer, extra: Record<string, string> = {}) {
+  #send(res: OutboundResponse, a: Answer, extra: Record<string, string> = {}) {
     res.writeHead(a.status, { ...a.headers, ...extra });
     res.end(a.body);
   }
@@ -319,12 +410,17 @@ export class ProxyServer {
       target.port,
       target.rawPath,
       req.headers,
-      req.socket,
+      clientAddress(req.socket),
     );
+    const denied = this.#authenticate(req.headers, info);
     const ex = this.#begin(info);
     const hasBody = req.headers["content-length"] !== undefined &&
         req.headers["content-length"] !== "0" ||
       req.headers["transfer-encoding"] !== undefined;
+    if (denied) {
+      this.#send(res, denied, hasBody ? { connection: "close" } : {});
+      return ex.finish({ status: 407, decision: "deny", reason: JSON.parse(denied.body).reason });
+    }
     const via = req.headers["via"];
     if (typeof via === "string" && via.includes(this.via.slice(4))) {
       const a = errorAnswer(info.id, 508, "loop_detected", "request looped back to this proxy");
@@ -357,17 +453,22 @@ export class ProxyServer {
    * `limits.max_body_bytes`), parsed, and the request decided again.
    */
   #proxyRequest(
-    req: http.IncomingMessage,
-    res: http.ServerResponse,
+    req: InboundRequest,
+    res: OutboundResponse,
     ex: Exchange,
     target: ForwardTarget,
     expectContinue: boolean,
     hasBody: boolean,
     endpoint?: Endpoint,
   ) {
-    const d = this.#decide(ex.info, ex, !hasBody);
-    if (!d.needsBody) {
-      return this.#afterDecision(req, res, ex, target, d, null, expectContinue, endpoint);
+    const llm = this.#config.llm;
+    const provider = ex.info.path !== null ? llm.detect(ex.info.host) : null;
+    // LLM calls are small JSON bodies: read them first, for the model (pricing,
+    // spending limits) and the optional force_stream_usage rewrite.
+    const wantBody = hasBody && provider !== null && ex.info.method === "POST";
+    const d = wantBody ? null : this.#decide(ex.info, ex, !hasBody);
+    if (d !== null && !d.needsBody) {
+      return this.#afterDecision(req, res, ex, target, d, null, expectContinue, endpoint, provider);
     }
     if (expectContinue) res.writeContinue();
     const onClose = () => ex.finish({ status: null, error: "client aborted" });
@@ -377,7 +478,7 @@ export class ProxyServer {
       if (ex.done) return;
       ex.info.body = b.complete ? parseJsonBody(b.chunks, req.headers) : undefined;
       const d2 = this.#decide(ex.info, ex, true);
-      this.#afterDecision(req, res, ex, target, d2, replay(req, b), false, endpoint);
+      this.#afterDecision(req, res, ex, target, d2, b, false, endpoint, provider);
     }, () => {
       res.off("close", onClose);
       ex.finish({ status: null, error: "client aborted" });
@@ -385,34 +486,213 @@ export class ProxyServer {
   }
 
   #afterDecision(
-    req: http.IncomingMessage,
-    res: http.ServerResponse,
+    req: InboundRequest,
+    res: OutboundResponse,
     ex: Exchange,
     target: ForwardTarget,
     d: Decision,
-    body: Readable | null,
+    buffered: Buffered | null,
     expectContinue: boolean,
-    endpoint?: Endpoint,
+    endpoint: Endpoint | undefined,
+    provider: Provider | null,
   ) {
     if (d.verdict === "deny") {
       // An unread body would have to be drained to keep the connection: close it instead.
-      const unread = body === null && (req.headers["content-length"] ?? "0") !== "0" ||
+      const unread = buffered === null && (req.headers["content-length"] ?? "0") !== "0" ||
         req.headers["transfer-encoding"] !== undefined;
       this.#send(res, denyAnswer(ex.info.id, d), unread ? { connection: "close" } : {});
       return ex.finish({ status: d.status });
     }
     if (expectContinue) res.writeContinue();
+    let bodyBytes: Uint8Array | undefined;
+    if (
+      provider !== null && buffered?.complete && this.#config.llm.forceStreamUsage &&
+      req.headers["content-encoding"] === undefined
+    ) {
+      bodyBytes = forceStreamUsage(provider, ex.info.path!, concatChunks(buffered.chunks)) ??
+        undefined;
+    }
     forwardHttp(req, res, target, ex, this.pool, {
       ...this.#upstreamOpts(),
       closeAfter: () => this.#draining,
       endpoint,
-      body: body ?? undefined,
+      body: bodyBytes === undefined && buffered ? replay(req, buffered) : undefined,
+      bodyBytes,
+      observer: provider !== null ? this.#usageObserver(provider, ex) : undefined,
     });
   }
 
-  #decide(info: RequestInfo, ex: Exchange, bodyRead = true) {
+  /**
+   * Reads token usage from an LLM response as it streams (a tee: no byte is
+   * delayed), prices it, and feeds spending and token limits. The row gets the
+   * usage before it is written.
+   */
+  #usageObserver(provider: Provider, ex: Exchange): ResponseObserver {
+    const info = ex.info;
+    let tap: UsageTap | null = null;
+    return {
+      head: (status, raw) => {
+        tap = createUsageTap(provider, {
+          method: info.method,
+          path: info.query ? `${info.path}?${info.query}` : info.path!,
+          requestBody: info.body,
+          status,
+          contentType: rawHeader(raw, "content-type"),
+          contentEncoding: rawHeader(raw, "content-encoding"),
+        });
+      },
+      chunk: (c) => tap?.push(c),
+      end: (complete) => {
+        const usage = tap?.finish({ complete }) ?? null;
+        if (usage === null) return this.state.dropUsage(info.id);
+        const now = Date.now();
+        const price = this.#config.llm.pricer.price(usage, new Date(now));
+        ex.usage = {
+          provider: usage.provider,
+          model: usage.model,
+          input_tokens: usage.inputTokens,
+          output_tokens: usage.outputTokens,
+          cache_read_tokens: usage.cacheReadTokens,
+          cache_write_tokens: usage.cacheWriteTokens,
+          reasoning_tokens: usage.reasoningTokens,
+          cost_usd: price.costUsd,
+          usage_partial: usage.partial,
+          price_unknown: price.priceUnknown,
+        };
+        this.state.reportUsage(info.id, {
+          ts: now,
+          usd: price.costUsd ?? undefined,
+          tokens: usage.inputTokens + usage.outputTokens,
+          session: info.session,
+          host: info.host,
+          client: info.client,
+          rule: ex.decision?.rule ?? null,
+        });
+        const model = usage.model ?? "unknown";
+        if (price.costUsd !== null) this.metrics.spend(usage.provider, model, price.costUsd);
+        this.metrics.tokens(usage.provider, model, "input", usage.inputTokens);
+        this.metrics.tokens(usage.provider, model, "output", usage.outputTokens);
+        this.metrics.tokens(usage.provider, model, "cache_read", usage.cacheReadTokens);
+        this.metrics.tokens(usage.provider, model, "cache_write", usage.cacheWriteTokens);
+        this.metrics.tokens(usage.provider, model, "reasoning", usage.reasoningTokens);
+      },
+    };
+  }
+
+  /** Terminate TLS on an allowed CONNECT; the tunnel's row is written when it closes. */
+  #intercept(s: net.Socket, head: Uint8Array, host: string, port: number, ex: Exchange) {
+    const ctx: TunnelCtx = { ex, host, port };
+    s.once("close", () => {
+      ex.bytesIn = s.bytesRead;
+      ex.bytesOut = s.bytesWritten;
+      ex.finish({ status: 200 });
+    });
+    ex.abort = (why) => {
+      s.destroy();
+      ex.finish({ status: 200, error: why });
+    };
+    this.#interceptor!.accept(s, head, host, ctx).catch((e: Error) => {
+      const reason = `cannot issue a certificate for "${host}": ${e.message}`;
+      s.end(rawAnswer(errorAnswer(ex.info.id, 502, "certificate_error", reason)));
+      ex.finish({ status: 502, decision: "error", reason, error: "leaf certificate" });
+    });
+  }
+
+  /** Serve the HTTP/1.1 requests inside an intercepted tunnel. */
+  #serveIntercepted(socket: tls.TLSSocket, ctx: TunnelCtx) {
+    const h = serveHttp1(socket, (req, res) => this.#onIntercepted(req, res, ctx));
+    this.#h1.add(h);
+    socket.once("close", () => this.#h1.delete(h));
+    if (this.#draining) h.close();
+  }
+
+  #onIntercepted(req: H1Request, res: H1Response, ctx: TunnelCtx) {
+    const tunnel = ctx.ex.info;
+    let rawPath = req.url;
+    if (!rawPath.startsWith("/")) {
+      const abs = parseAbsolute(rawPath);
+      rawPath = abs?.rawPath ?? "";
+    }
+    const hostHeader = typeof req.headers.host === "string" ? req.headers.host : "";
+    const hp = parseAuthority(hostHeader, 443);
+    const info = this.#info(
+      (req.method ?? "GET").toUpperCase(),
+      "https",
+      ctx.host,
+      ctx.port,
+      rawPath || "/",
+      req.headers,
+      tunnel.client,
+    );
+    info.session = tunnel.session;
+    info.label = tunnel.label;
+    const ex = this.#begin(info);
+    if (hp === null || hp.host !== ctx.host || hp.port !== ctx.port || rawPath === "") {
+      // No domain fronting: a request inside the tunnel is for the CONNECT target only.
+      const reason = rawPath === ""
+        ? `cannot serve request-target "${req.url.slice(0, 200)}" inside a tunnel`
+        : `Host "${hostHeader}" does not match the CONNECT target "${ctx.host}:${ctx.port}"`;
+      const a = errorAnswer(info.id, 421, "misdirected_request", reason);
+      res.writeHead(a.status, { ...a.headers, connection: "close" });
+      res.end(a.body);
+      return ex.finish({ status: 421, decision: "deny", reason });
+    }
+    const hasBody = req.headers["content-length"] !== undefined &&
+        req.headers["content-length"] !== "0" ||
+      req.headers["transfer-encoding"] !== undefined;
+    const to = this.#config.resolve.get(ctx.host) ?? ctx;
+    const expect = String(req.headers.expect ?? "").toLowerCase() === "100-continue";
+    this.#proxyRequest(
+      req,
+      res,
+      ex,
+      {
+        scheme: "https",
+        connectHost: to.host,
+        port: to.port,
+        authority: hostHeader,
+        rawPath,
+      },
+      expect,
+      hasBody,
+      tlsEndpoint(to.host, to.port, ctx.host, this.#upstreamTls),
+    );
+  }
+
+  /**
+   * Proxy credentials: the user name is the session (`agentgate run` sends
+   * `<label>-<id>`), the password a token. With `proxy.auth` set a request
+   * without valid credentials is answered 407; tokens never reach the audit.
+   * Returns the answer to send, or null when the request may go on.
+   */
+  #authenticate(headers: http.IncomingHttpHeaders, info: RequestInfo): Answer | null {
+    const required = this.#config.proxyAuth.length > 0;
+    const creds = parseProxyAuthorization(headers["proxy-authorization"]);
+    if (creds) {
+      info.session = creds.user || null;
+      const m = /^(.+)-[0-9a-f]{8,}$/.exec(creds.user);
+      info.label = m ? m[1] : null;
+    }
+    if (!required) return null;
+    const ok = creds !== null &&
+      (this.#config.proxyAuth.some((t) => safeEqual(t, creds.pass)) ||
+        [...this.extraTokens].some((t) => safeEqual(t, creds.pass)));
+    if (ok) return null;
+    const reason = creds === null ? "proxy authentication required" : "invalid proxy credentials";
+    const a = errorAnswer(info.id, 407, "proxy_auth_required", reason);
+    a.headers["proxy-authenticate"] = 'Basic realm="agentgate"';
+    return a;
+  }
+
+  #decide(info: RequestInfo, ex: Exchange, bodyRead = true, intercept = false) {
     const t = performance.now();
-    const d = decide(this.#config.policy, { info, now: ex.ts, state: this.state, bodyRead });
+    const d = decide(this.#config.policy, {
+      info,
+      now: ex.ts,
+      state: this.state,
+      bodyRead,
+      intercept,
+    });
     this.metrics.decision((performance.now() - t) / 1000);
     ex.decision = d;
     return d;
@@ -441,20 +721,36 @@ export class ProxyServer {
       s.end(rawAnswer(a));
       return;
     }
-    const info = this.#info("CONNECT", "https", hp.host, hp.port, null, req.headers, s);
+    const info = this.#info(
+      "CONNECT",
+      "https",
+      hp.host,
+      hp.port,
+      null,
+      req.headers,
+      clientAddress(s),
+    );
+    const denied = this.#authenticate(req.headers, info);
     const ex = this.#begin(info);
+    if (denied) {
+      s.end(rawAnswer(denied));
+      return ex.finish({ status: 407, decision: "deny", reason: JSON.parse(denied.body).reason });
+    }
     if (this.#isSelf(hp.host, hp.port)) {
       const reason = "CONNECT to the proxy itself would loop";
       s.end(rawAnswer(errorAnswer(info.id, 508, "loop_detected", reason)));
       return ex.finish({ status: 508, decision: "error", reason });
     }
-    const d = this.#decide(info, ex);
+    const intercept = this.#interceptor !== null && isIntercepted(this.#config, hp.host, hp.port);
+    const d = this.#decide(info, ex, true, intercept);
     if (d.verdict === "deny") {
       s.end(rawAnswer(denyAnswer(info.id, d)));
       return ex.finish({ status: d.status });
     }
     this.#tunnels.add(ex);
-    openTunnel(s, head, hp.host, hp.port, ex, this.#config.upstream.connectTimeoutMs);
+    if (intercept) return this.#intercept(s, head, hp.host, hp.port, ex);
+    const to = this.#config.resolve.get(hp.host) ?? hp;
+    openTunnel(s, head, to.host, to.port, ex, this.#config.upstream.connectTimeoutMs);
   }
 
   #onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Uint8Array) {
@@ -482,9 +778,14 @@ export class ProxyServer {
       target.port,
       target.rawPath,
       req.headers,
-      s,
+      clientAddress(s),
     );
+    const denied = this.#authenticate(req.headers, info);
     const ex = this.#begin(info);
+    if (denied) {
+      s.end(rawAnswer(denied));
+      return ex.finish({ status: 407, decision: "deny", reason: JSON.parse(denied.body).reason });
+    }
     const d = this.#decide(info, ex);
     if (d.verdict === "deny") {
       s.end(rawAnswer(denyAnswer(info.id, d)));
