@@ -5,10 +5,17 @@
  * @module
  */
 import { isMap, isPair, isScalar, LineCounter, type Node, parseDocument, Scalar } from "yaml";
-import { dirname, isAbsolute, resolve } from "node:path";
+import { dirname, isAbsolute, relative, resolve } from "node:path";
 import { ConfigError, didYouMean, type Problem } from "./errors.ts";
 import { type Path, type SchemaIssue, validate } from "./schema.ts";
-import { configSchema, KNOWN_METHODS, legacySchema, parseListen, V1_ONLY_KEYS } from "./spec.ts";
+import {
+  configSchema,
+  includeSchema,
+  KNOWN_METHODS,
+  legacySchema,
+  parseListen,
+  V1_ONLY_KEYS,
+} from "./spec.ts";
 import {
   compileMatch,
   type Matcher,
@@ -28,7 +35,13 @@ import { compilePolicy } from "./policies.ts";
 import type { Action } from "../policy/types.ts";
 import { parseDuration } from "../policy/duration.ts";
 import { DEFAULT_POLICY_NAME, DEFAULT_POLICY_YAML } from "./default.ts";
-import { createPricer, createProviderDetector, type Provider } from "../llm/mod.ts";
+import {
+  createPricer,
+  createProviderDetector,
+  type ModelPriceOverride,
+  type Provider,
+} from "../llm/mod.ts";
+import picomatch from "picomatch";
 import type { LlmSettings } from "../policy/engine.ts";
 
 /** A loaded, compiled configuration. */
@@ -159,16 +172,26 @@ function resolveFrom(file: string, p: string, cwd: string): string {
   return file.startsWith("<") ? resolve(cwd, p) : resolve(cwd, dirname(file), p);
 }
 
-/**
- * Parse, validate and compile a policy text.
- *
- * @example
- * const { config } = parseConfig("version: 1\nrules: []\n", "inline.yaml", Deno.cwd());
- */
-export function parseConfig(text: string, file: string, cwd: string): Loaded {
+/** One parsed and validated policy file. */
+interface Part {
+  src: SourceFile;
+  // deno-lint-ignore no-explicit-any
+  raw: Record<string, any>;
+  legacy: boolean;
+  /** Absolute path ("" for the embedded default). */
+  abs: string;
+}
+
+/** Parse and validate one file; throws ConfigError. */
+function parsePart(
+  text: string,
+  file: string,
+  role: "main" | "include",
+  problems: Loaded["problems"],
+  abs = "",
+): Part {
   const src = new SourceFile(file, text);
   const errors: Problem[] = [];
-  const problems: Loaded["problems"] = [];
   for (const e of src.doc.errors) {
     const p = src.lines.linePos(e.pos[0]);
     errors.push({
@@ -186,7 +209,6 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
     const p = src.lines.linePos(w.pos[0]);
     problems.push({ severity: "warning", file, line: p.line, col: p.col, message: w.message });
   }
-
   const root = src.doc.contents as Node | null;
   if (root === null || (isScalar(root) && root.value === null)) {
     throw new ConfigError([src.problem("error", root, "the policy file is empty")]);
@@ -195,7 +217,7 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
     throw new ConfigError([src.problem("error", root, "a policy file must be a YAML mapping")]);
   }
   const hasVersion = src.doc.has("version");
-  if (!hasVersion) {
+  if (!hasVersion && role === "main") {
     // A v1 file that forgot `version:` would silently get the legacy default (log):
     // refuse instead of guessing.
     const v1Key = V1_ONLY_KEYS.find((k) => src.doc.has(k));
@@ -217,22 +239,131 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
       ]);
     }
   }
-  const legacy = !hasVersion;
+  const legacy = !hasVersion && role === "main";
   const issues: SchemaIssue[] = [];
-  const raw = validate(root, legacy ? legacySchema : configSchema, [], issues) as Record<
-    string,
-    // deno-lint-ignore no-explicit-any
-    any
-  >;
+  const schema = role === "include" ? includeSchema : legacy ? legacySchema : configSchema;
+  const raw = validate(root, schema, [], issues) as Part["raw"];
   for (const i of issues) {
     const node = i.atKey ? src.nodeAt(i.path, true) ?? i.node : i.node;
-    errors.push(src.problem("error", node, i.message));
+    let message = i.message;
+    if (
+      role === "include" && i.atKey && i.path.length === 1 && i.path[0] in configSchema.properties
+    ) {
+      message = `key "${
+        i.path[0]
+      }" can only be set in the main policy file, not in an included one`;
+    }
+    errors.push(src.problem("error", node, message));
   }
   if (errors.length) throw new ConfigError(errors);
+  return { src, raw, legacy, abs };
+}
+
+/** Glob characters in an include pattern. */
+const GLOB_CHARS = /[*?[\]{}]/;
+
+/** Files an include pattern names, sorted; policy tests (`*_test.yaml`) are skipped. */
+function expandInclude(pattern: string, baseDir: string): string[] {
+  const absPattern = isAbsolute(pattern) ? pattern : resolve(baseDir, pattern);
+  if (!GLOB_CHARS.test(pattern)) return [absPattern];
+  const segs = absPattern.split("/");
+  const firstGlob = segs.findIndex((s) => GLOB_CHARS.test(s));
+  const root = segs.slice(0, firstGlob).join("/") || "/";
+  const match = picomatch(absPattern, { dot: false });
+  const out: string[] = [];
+  const walk = (dir: string, depth: number) => {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = [...Deno.readDirSync(dir)];
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const full = `${dir === "/" ? "" : dir}/${e.name}`;
+      if (e.isDirectory && depth < 16) walk(full, depth + 1);
+      else if (e.isFile && match(full) && !/_test\.ya?ml$/.test(e.name)) out.push(full);
+    }
+  };
+  walk(root, 0);
+  return out.sort();
+}
+
+/**
+ * The included files of a part, depth first, each once; a cycle or a missing
+ * file is an error at the including file's line.
+ */
+function collectIncludes(part: Part, cwd: string, stack: string[]): Part[] {
+  const list = (part.raw.include ?? []) as string[];
+  if (list.length === 0) return [];
+  const errors: Problem[] = [];
+  const out: Part[] = [];
+  const baseDir = part.abs ? dirname(part.abs) : cwd;
+  list.forEach((pattern, i) => {
+    const node = part.src.nodeAt(["include", i]);
+    const files = expandInclude(pattern, baseDir);
+    if (files.length === 0) {
+      errors.push(part.src.problem("error", node, `include pattern "${pattern}" matches no file`));
+      return;
+    }
+    for (const abs of files) {
+      if (stack.includes(abs)) {
+        errors.push(
+          part.src.problem(
+            "error",
+            node,
+            `include cycle: ${
+              [...stack.slice(stack.indexOf(abs)), abs].map((f) => relative(cwd, f)).join(" -> ")
+            }`,
+          ),
+        );
+        continue;
+      }
+      let text: string;
+      try {
+        text = Deno.readTextFileSync(abs);
+      } catch (e) {
+        const why = e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message;
+        errors.push(part.src.problem("error", node, `cannot include "${pattern}": ${why}`));
+        continue;
+      }
+      const child = parsePart(text, relative(cwd, abs) || abs, "include", [], abs);
+      out.push(child, ...collectIncludes(child, cwd, [...stack, abs]));
+    }
+  });
+  if (errors.length) throw new ConfigError(errors);
+  return out;
+}
+
+/**
+ * Parse, validate and compile a policy text.
+ *
+ * @example
+ * const { config } = parseConfig("version: 1\nrules: []\n", "inline.yaml", Deno.cwd());
+ */
+export function parseConfig(text: string, file: string, cwd: string): Loaded {
+  const errors: Problem[] = [];
+  const problems: Loaded["problems"] = [];
+  const mainAbs = file.startsWith("<") ? "" : resolve(cwd, file);
+  const main = parsePart(text, file, "main", problems, mainAbs);
+  const parts = [main, ...collectIncludes(main, cwd, mainAbs ? [mainAbs] : [])];
+  const { raw, legacy } = main;
+  // Settings that included files may add to (tls.intercept, llm), merged in load order.
+  const interceptPatterns = parts.flatMap((p) =>
+    ((p.raw.tls?.intercept ?? []) as string[]).map((pattern, i) => ({ part: p, pattern, i }))
+  );
+  const llmProviders: Record<string, Provider> = {};
+  const llmPrices: Record<string, unknown> = {};
+  let forceStream: boolean | undefined;
+  for (const p of [...parts].reverse()) {
+    Object.assign(llmProviders, p.raw.llm?.providers ?? {});
+    Object.assign(llmPrices, p.raw.llm?.prices ?? {});
+  }
+  for (const p of parts) forceStream ??= p.raw.llm?.force_stream_usage;
 
   // --- compile ---------------------------------------------------------------
   const intercept: Matcher[] = [];
-  ((raw.tls?.intercept ?? []) as string[]).forEach((pattern, i) => {
+  interceptPatterns.forEach(({ part, pattern, i }) => {
+    const src = part.src;
     const node = src.nodeAt(["tls", "intercept", i]);
     if (pattern.includes("/")) {
       errors.push(
@@ -262,196 +393,206 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
   };
   const rules: CompiledRule[] = [];
   const names = new Map<string, number>();
-  const rawRules: Record<string, unknown>[] = raw.rules ?? [];
   let catchAll: CompiledRule | null = null;
-  rawRules.forEach((r, index) => {
-    const path = ["rules", index];
-    const ruleNode = src.nodeAt(path);
-    const patterns = (Array.isArray(r.match) ? r.match : [r.match]) as string[];
-    const matchers: Matcher[] = [];
-    patterns.forEach((pattern, i) => {
-      const node = src.nodeAt(Array.isArray(r.match) ? [...path, "match", i] : [...path, "match"]);
-      try {
-        matchers.push(compileMatch(pattern, legacy));
-      } catch (e) {
-        if (!(e instanceof PatternError)) throw e;
-        errors.push(
-          src.problem(
-            "error",
-            node,
-            `invalid match pattern "${pattern}" in rule ${index + 1}: ${e.message}`,
-            e.offset,
-          ),
+  let ruleIndex = 0;
+  for (const part of parts) {
+    const src = part.src;
+    const legacy = part.legacy;
+    const rawRules: Record<string, unknown>[] = part.raw.rules ?? [];
+    rawRules.forEach((r, fileIndex) => {
+      const index = ruleIndex++;
+      const path = ["rules", fileIndex];
+      const ruleNode = src.nodeAt(path);
+      const patterns = (Array.isArray(r.match) ? r.match : [r.match]) as string[];
+      const matchers: Matcher[] = [];
+      patterns.forEach((pattern, i) => {
+        const node = src.nodeAt(
+          Array.isArray(r.match) ? [...path, "match", i] : [...path, "match"],
         );
-      }
-    });
-    if (matchers.length < patterns.length) return;
-    let methods: Set<string> | null = null;
-    if (r.methods !== undefined) {
-      const list = (Array.isArray(r.methods) ? r.methods : [r.methods]) as string[];
-      methods = new Set(list.map((m) => m.toUpperCase()));
-      list.forEach((m, i) => {
-        if (!KNOWN_METHODS.includes(m.toUpperCase())) {
-          const node = Array.isArray(r.methods)
-            ? src.nodeAt([...path, "methods", i])
-            : src.nodeAt([...path, "methods"]);
-          problems.push(
+        try {
+          matchers.push(compileMatch(pattern, legacy));
+        } catch (e) {
+          if (!(e instanceof PatternError)) throw e;
+          errors.push(
             src.problem(
-              "warning",
+              "error",
               node,
-              `unknown HTTP method "${m}"${didYouMean(m.toUpperCase(), KNOWN_METHODS)}`,
+              `invalid match pattern "${pattern}" in rule ${index + 1}: ${e.message}`,
+              e.offset,
             ),
           );
         }
       });
-    }
-    const baseName = (r.name as string | undefined) ?? patterns.join(", ");
-    const seen = names.get(baseName) ?? 0;
-    names.set(baseName, seen + 1);
-    if (seen > 0 && r.name !== undefined) {
-      problems.push(
-        src.problem(
-          "warning",
-          src.nodeAt([...path, "name"]),
-          `duplicate rule name "${baseName}" (rule ${index + 1}); it is recorded as "${baseName}#${
-            seen + 1
-          }"`,
-        ),
-      );
-    }
-    const pos = src.pos(ruleNode);
-    const ruleName = seen > 0 ? `${baseName}#${seen + 1}` : baseName;
-
-    // `when:` compiled and type-checked now; its errors point into the YAML scalar.
-    let when: CompiledCondition | null = null;
-    if (typeof r.when === "string") {
-      try {
-        when = compileCondition(r.when);
-      } catch (e) {
-        if (!(e instanceof CelError)) throw e;
-        errors.push(
+      if (matchers.length < patterns.length) return;
+      let methods: Set<string> | null = null;
+      if (r.methods !== undefined) {
+        const list = (Array.isArray(r.methods) ? r.methods : [r.methods]) as string[];
+        methods = new Set(list.map((m) => m.toUpperCase()));
+        list.forEach((m, i) => {
+          if (!KNOWN_METHODS.includes(m.toUpperCase())) {
+            const node = Array.isArray(r.methods)
+              ? src.nodeAt([...path, "methods", i])
+              : src.nodeAt([...path, "methods"]);
+            problems.push(
+              src.problem(
+                "warning",
+                node,
+                `unknown HTTP method "${m}"${didYouMean(m.toUpperCase(), KNOWN_METHODS)}`,
+              ),
+            );
+          }
+        });
+      }
+      const baseName = (r.name as string | undefined) ?? patterns.join(", ");
+      const seen = names.get(baseName) ?? 0;
+      names.set(baseName, seen + 1);
+      if (seen > 0 && r.name !== undefined) {
+        problems.push(
           src.problem(
-            "error",
-            src.nodeAt([...path, "when"]),
-            `invalid condition in rule "${ruleName}": ${e.message}`,
-            e.offset,
+            "warning",
+            src.nodeAt([...path, "name"]),
+            `duplicate rule name "${baseName}" (rule ${
+              index + 1
+            }); it is recorded as "${baseName}#${seen + 1}"`,
           ),
         );
-        return;
       }
-    }
-    const checkers: Checker[] = [];
-    const policyReads = new Set<CelRead>();
-    let policyNeedsBody = false;
-    ((r.policies as unknown[] | undefined) ?? []).forEach((raw, i) => {
-      const compiled = compilePolicy(raw, ruleName);
-      if ("message" in compiled) {
-        const at = [...path, "policies", i, ...compiled.path];
-        const node = src.nodeAt(at, compiled.atKey) ?? src.nodeAt([...path, "policies", i]);
-        errors.push(src.problem("error", node, compiled.message, compiled.offset ?? 0));
-        return;
+      const pos = src.pos(ruleNode);
+      const ruleName = seen > 0 ? `${baseName}#${seen + 1}` : baseName;
+
+      // `when:` compiled and type-checked now; its errors point into the YAML scalar.
+      let when: CompiledCondition | null = null;
+      if (typeof r.when === "string") {
+        try {
+          when = compileCondition(r.when);
+        } catch (e) {
+          if (!(e instanceof CelError)) throw e;
+          errors.push(
+            src.problem(
+              "error",
+              src.nodeAt([...path, "when"]),
+              `invalid condition in rule "${ruleName}": ${e.message}`,
+              e.offset,
+            ),
+          );
+          return;
+        }
       }
-      checkers.push(compiled.checker);
-      for (const x of compiled.reads) policyReads.add(x);
-      policyNeedsBody ||= compiled.needsBody;
-    });
-    if (r.action === "deny" && checkers.length > 0) {
-      problems.push(
-        src.problem(
-          "warning",
-          src.nodeAt([...path, "policies"]),
-          `policies of deny rule "${ruleName}" are never evaluated (a deny rule denies)`,
-        ),
-      );
-    }
-    const whenRequestReads = when ? [...when.reads].filter((x) => REQUEST_LEVEL_READS.has(x)) : [];
-    const keyRequestReads = [...policyReads].filter((x) => REQUEST_LEVEL_READS.has(x));
-    const needsWhat = [
-      ...(methods !== null ? [`the method (${[...methods].join(", ")})`] : []),
-      ...(whenRequestReads.length ? [`${whenRequestReads.join(", ")} in its condition`] : []),
-      ...(keyRequestReads.length ? [`${keyRequestReads.join(", ")} in a policy key`] : []),
-    ];
-    const rule: CompiledRule = {
-      name: ruleName,
-      index,
-      source: `${file}:${pos.line}`,
-      match: matchers,
-      methods,
-      action: r.action as Action,
-      reason: (r.reason as string | undefined) ?? null,
-      when,
-      onError: (r.on_error as "deny" | "skip" | undefined) ?? "deny",
-      checkers,
-      needsRequest: needsWhat.length > 0,
-      needsBody: (when?.needsBody ?? false) || policyNeedsBody,
-      needsWhat,
-    };
-    if (catchAll) {
-      problems.push({
-        ...src.problem(
-          "warning",
-          ruleNode,
-          `rule "${rule.name}" can never match: rule "${catchAll.name}" (${catchAll.source}) matches every request first`,
-        ),
+      const checkers: Checker[] = [];
+      const policyReads = new Set<CelRead>();
+      let policyNeedsBody = false;
+      ((r.policies as unknown[] | undefined) ?? []).forEach((raw, i) => {
+        const compiled = compilePolicy(raw, ruleName);
+        if ("message" in compiled) {
+          const at = [...path, "policies", i, ...compiled.path];
+          const node = src.nodeAt(at, compiled.atKey) ?? src.nodeAt([...path, "policies", i]);
+          errors.push(src.problem("error", node, compiled.message, compiled.offset ?? 0));
+          return;
+        }
+        checkers.push(compiled.checker);
+        for (const x of compiled.reads) policyReads.add(x);
+        policyNeedsBody ||= compiled.needsBody;
       });
-    }
-    const isCatchAll = (m: Matcher) =>
-      m.host === null && m.port === null && m.scheme === null && m.path === null;
-    if (!catchAll && methods === null && when === null && matchers.some(isCatchAll)) {
-      catchAll = rule;
-    }
-    // Tunnels (https) show host and port only; a rule that needs more cannot decide them.
-    const tunnelProblem = (node: Node | null, what: string, host: string) =>
-      problems.push({
-        ...src.problem(
-          "error",
-          node,
-          `rule "${rule.name}" uses ${what}, which a CONNECT tunnel does not reveal: ` +
-            `HTTPS requests to "${host}" are denied with a reason (plain-HTTP requests are matched in full); ` +
-            `add "${host}" to tls.intercept`,
-        ),
-        lint: true,
-      });
-    const hostOf = (m: Matcher, i: number) =>
-      m.host === null ? "*" : typeof m.host === "string" ? m.host : patterns[i].split("/")[0];
-    const tunnelable = matchers.map((m, i) => ({ m, i })).filter(({ m }) =>
-      m.scheme !== "http" && !covered(m, null)
-    );
-    if (rule.needsRequest && tunnelable.length > 0) {
-      const hosts = tunnelable.map(({ m, i }) => hostOf(m, i)).join('", "');
-      const node = methods !== null
-        ? src.nodeAt([...path, "methods"])
-        : whenRequestReads.length
-        ? src.nodeAt([...path, "when"])
-        : src.nodeAt([...path, "policies"]);
-      const globs = tunnelable.flatMap(({ m }) =>
-        m.pathGlob !== null ? [`the path glob "${m.pathGlob}"`] : []
-      );
-      tunnelProblem(node, [...globs, ...needsWhat].join(" and "), hosts);
-    } else {
-      for (const { m, i } of tunnelable) {
-        if (m.path === null) continue;
-        const node = src.nodeAt(
-          Array.isArray(r.match) ? [...path, "match", i] : [...path, "match"],
+      if (r.action === "deny" && checkers.length > 0) {
+        problems.push(
+          src.problem(
+            "warning",
+            src.nodeAt([...path, "policies"]),
+            `policies of deny rule "${ruleName}" are never evaluated (a deny rule denies)`,
+          ),
         );
-        tunnelProblem(node, `the path glob "${m.pathGlob}"`, hostOf(m, i));
       }
-    }
-    rules.push(rule);
-  });
+      const whenRequestReads = when
+        ? [...when.reads].filter((x) => REQUEST_LEVEL_READS.has(x))
+        : [];
+      const keyRequestReads = [...policyReads].filter((x) => REQUEST_LEVEL_READS.has(x));
+      const needsWhat = [
+        ...(methods !== null ? [`the method (${[...methods].join(", ")})`] : []),
+        ...(whenRequestReads.length ? [`${whenRequestReads.join(", ")} in its condition`] : []),
+        ...(keyRequestReads.length ? [`${keyRequestReads.join(", ")} in a policy key`] : []),
+      ];
+      const rule: CompiledRule = {
+        name: ruleName,
+        index,
+        source: `${src.file}:${pos.line}`,
+        match: matchers,
+        methods,
+        action: r.action as Action,
+        reason: (r.reason as string | undefined) ?? null,
+        when,
+        onError: (r.on_error as "deny" | "skip" | undefined) ?? "deny",
+        checkers,
+        needsRequest: needsWhat.length > 0,
+        needsBody: (when?.needsBody ?? false) || policyNeedsBody,
+        needsWhat,
+      };
+      if (catchAll) {
+        problems.push({
+          ...src.problem(
+            "warning",
+            ruleNode,
+            `rule "${rule.name}" can never match: rule "${catchAll.name}" (${catchAll.source}) matches every request first`,
+          ),
+        });
+      }
+      const isCatchAll = (m: Matcher) =>
+        m.host === null && m.port === null && m.scheme === null && m.path === null;
+      if (!catchAll && methods === null && when === null && matchers.some(isCatchAll)) {
+        catchAll = rule;
+      }
+      // Tunnels (https) show host and port only; a rule that needs more cannot decide them.
+      const tunnelProblem = (node: Node | null, what: string, host: string) =>
+        problems.push({
+          ...src.problem(
+            "error",
+            node,
+            `rule "${rule.name}" uses ${what}, which a CONNECT tunnel does not reveal: ` +
+              `HTTPS requests to "${host}" are denied with a reason (plain-HTTP requests are matched in full); ` +
+              `add "${host}" to tls.intercept`,
+          ),
+          lint: true,
+        });
+      const hostOf = (m: Matcher, i: number) =>
+        m.host === null ? "*" : typeof m.host === "string" ? m.host : patterns[i].split("/")[0];
+      const tunnelable = matchers.map((m, i) => ({ m, i })).filter(({ m }) =>
+        m.scheme !== "http" && !covered(m, null)
+      );
+      if (rule.needsRequest && tunnelable.length > 0) {
+        const hosts = tunnelable.map(({ m, i }) => hostOf(m, i)).join('", "');
+        const node = methods !== null
+          ? src.nodeAt([...path, "methods"])
+          : whenRequestReads.length
+          ? src.nodeAt([...path, "when"])
+          : src.nodeAt([...path, "policies"]);
+        const globs = tunnelable.flatMap(({ m }) =>
+          m.pathGlob !== null ? [`the path glob "${m.pathGlob}"`] : []
+        );
+        tunnelProblem(node, [...globs, ...needsWhat].join(" and "), hosts);
+      } else {
+        for (const { m, i } of tunnelable) {
+          if (m.path === null) continue;
+          const node = src.nodeAt(
+            Array.isArray(r.match) ? [...path, "match", i] : [...path, "match"],
+          );
+          tunnelProblem(node, `the path glob "${m.pathGlob}"`, hostOf(m, i));
+        }
+      }
+      rules.push(rule);
+    });
+  }
   if (errors.length) throw new ConfigError(errors);
 
   const llm: LlmSettings = {
     detect: createProviderDetector(
-      Object.entries((raw.llm?.providers ?? {}) as Record<string, Provider>).map((
+      Object.entries(llmProviders).map((
         [host, provider],
       ) => ({
         host,
         provider,
       })),
     ),
-    pricer: createPricer({ overrides: raw.llm?.prices ?? {} }),
-    forceStreamUsage: raw.llm?.force_stream_usage ?? false,
+    pricer: createPricer({ overrides: llmPrices as Record<string, ModelPriceOverride> }),
+    forceStreamUsage: forceStream ?? false,
     unknownPrice: raw.llm?.unknown_price ?? "deny",
   };
   let listen = { host: "127.0.0.1", port: 4100 };

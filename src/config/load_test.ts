@@ -230,3 +230,64 @@ rules:
     't.yaml:5:11: rule "body-check" uses body in its condition, which a CONNECT tunnel does not reveal: HTTPS requests to "api.example.test" are denied with a reason (plain-HTTP requests are matched in full); add "api.example.test" to tls.intercept [lint]',
   ]);
 });
+
+Deno.test("load: include appends rules from sorted files and names each rule's file:line", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.mkdir(`${dir}/policies`);
+    await Deno.writeTextFile(
+      `${dir}/agentgate.yaml`,
+      "version: 1\ninclude: [policies/*.yaml]\nrules:\n  - { name: main-rule, match: a.test, action: allow }\n",
+    );
+    await Deno.writeTextFile(
+      `${dir}/policies/b.yaml`,
+      "version: 1\ntls: { intercept: [b.test] }\nrules:\n  - { name: b-rule, match: b.test/x/**, action: deny }\n",
+    );
+    await Deno.writeTextFile(
+      `${dir}/policies/a.yaml`,
+      "rules:\n\n  - { name: a-rule, match: c.test, action: log }\n",
+    );
+    await Deno.writeTextFile(`${dir}/policies/a_test.yaml`, "tests: []\n");
+    const { config, problems } = await loadConfig("agentgate.yaml", dir);
+    assert.deepEqual(config.policy.rules.map((r) => [r.name, r.source]), [
+      ["main-rule", "agentgate.yaml:4"],
+      ["a-rule", "policies/a.yaml:3"],
+      ["b-rule", "policies/b.yaml:4"],
+    ]);
+    assert.deepEqual(problems, []); // b.test is intercepted by the included file
+    assert.equal(config.tls.intercept.length, 1);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("load: include cycles, missing files and main-only keys are errors at the line", async () => {
+  const dir = await Deno.makeTempDir();
+  const errs = async (main: string) => {
+    await Deno.writeTextFile(`${dir}/main.yaml`, main);
+    try {
+      await loadConfig("main.yaml", dir);
+    } catch (e) {
+      if (e instanceof ConfigError) return e.problems.map(formatProblem);
+      throw e;
+    }
+    assert.fail("expected an error");
+  };
+  try {
+    await Deno.writeTextFile(`${dir}/x.yaml`, "version: 1\ninclude: [y.yaml]\n");
+    await Deno.writeTextFile(`${dir}/y.yaml`, "version: 1\ninclude:\n  - x.yaml\n");
+    assert.deepEqual(await errs("version: 1\ninclude: [x.yaml]\n"), [
+      "y.yaml:3:5: include cycle: x.yaml -> y.yaml -> x.yaml",
+    ]);
+    assert.deepEqual(await errs("version: 1\ninclude:\n  - nope.yaml\n  - 'none/*.yaml'\n"), [
+      'main.yaml:3:5: cannot include "nope.yaml": file not found',
+      'main.yaml:4:5: include pattern "none/*.yaml" matches no file',
+    ]);
+    await Deno.writeTextFile(`${dir}/z.yaml`, "version: 1\naudit: { path: x.db }\n");
+    assert.deepEqual(await errs("version: 1\ninclude: [z.yaml]\n"), [
+      'z.yaml:2:1: key "audit" can only be set in the main policy file, not in an included one',
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -164,6 +164,12 @@ export const configSchema: ObjectSchema = {
       enum: ["deny", "allow", "log"],
       description: "Decision when no rule matches (default deny).",
     },
+    include: {
+      type: "array",
+      items: { type: "string" },
+      description:
+        "Policy files whose rules are appended after this file's (globs relative to this file, sorted; *_test.yaml skipped).",
+    },
     rules: { type: "array", items: rule, description: "Rules, first match wins." },
     tls: {
       type: "object",
@@ -341,3 +347,32 @@ export const legacySchema: ObjectSchema = {
 
 /** Keys that exist only in `version: 1` files: their presence without `version` is a mistake. */
 export const V1_ONLY_KEYS = ["mode", "default", "upstream", "include", "tls", "llm", "limits"];
+
+/**
+ * What an included file may hold: rules, more includes, intercepted hosts and
+ * LLM providers/prices. Listener, audit, mode and default belong to the main file.
+ */
+export const includeSchema: ObjectSchema = {
+  type: "object",
+  description: "agentgate policy file included by another",
+  properties: {
+    version: configSchema.properties.version,
+    include: configSchema.properties.include,
+    rules: configSchema.properties.rules,
+    tls: {
+      type: "object",
+      properties: {
+        intercept: (configSchema.properties.tls as ObjectSchema).properties.intercept,
+      },
+    },
+    llm: {
+      type: "object",
+      properties: {
+        providers: (configSchema.properties.llm as ObjectSchema).properties.providers,
+        prices: (configSchema.properties.llm as ObjectSchema).properties.prices,
+        force_stream_usage: (configSchema.properties.llm as ObjectSchema).properties
+          .force_stream_usage,
+      },
+    },
+  },
+};

@@ -155,6 +155,40 @@ export interface DecideInput {
    * rule can match the host), and policies are not charged for it.
    */
   intercept?: boolean;
+  /**
+   * When given, every rule considered is explained here in order (for
+   * `agentgate eval` and test diffs); decisions are the same with or without.
+   */
+  trace?: TraceEntry[];
+}
+
+/** Why one rule did or did not decide a request. */
+export interface TraceEntry {
+  rule: string;
+  source: string;
+  /** What happened at this rule. */
+  outcome:
+    | "no-match"
+    | "needs-request"
+    | "condition-false"
+    | "condition-error"
+    | "skipped"
+    | "policy-failed"
+    | "decided";
+  /** Human detail: the pattern that missed, the condition value, the policy result. */
+  detail: string;
+}
+
+/** Why a rule's pattern or methods do not match (tracing only, off the hot path). */
+function explainMiss(rule: CompiledRule, info: RequestInfo): string {
+  if (info.path !== null && rule.methods !== null && !rule.methods.has(info.method)) {
+    return `method ${info.method} is not in [${[...rule.methods].join(", ")}]`;
+  }
+  const patterns = rule.match.map((m) => `"${m.source}"`).join(", ");
+  const what = info.path === null
+    ? `${info.host}:${info.port}`
+    : `${info.scheme}://${info.host}:${info.port}${info.path}`;
+  return `${what} does not match ${patterns}`;
 }
 
 /** Reason recorded for an intercepted tunnel. */
@@ -273,11 +307,17 @@ function unknownPriceDenial(
 }
 
 function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
-  const { info, now, state } = input;
-  const rules = policy.index ? policy.index.candidates(info.host) : policy.rules;
+  const { info, now, state, trace } = input;
+  // A trace walks every rule (to explain the misses); decisions do not change.
+  const rules = policy.index && !trace ? policy.index.candidates(info.host) : policy.rules;
+  const note = (rule: CompiledRule, outcome: TraceEntry["outcome"], detail: string) =>
+    trace?.push({ rule: rule.name, source: rule.source, outcome, detail });
   for (const rule of rules) {
     const m = ruleMatches(rule, info);
-    if (m === false) continue;
+    if (m === false) {
+      if (trace) note(rule, "no-match", explainMiss(rule, info));
+      continue;
+    }
     if (input.intercept && info.path === null) {
       if (m !== true) return decision(policy, null, "log", INTERCEPT_REASON);
       if (rule.when !== null) {
@@ -304,6 +344,9 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
         ...(m.pathGlob !== null ? [`the path (${m.pathGlob})`] : []),
         ...rule.needsWhat,
       ].join(" and ");
+      if (trace) {
+        note(rule, "needs-request", `needs ${needs}; a CONNECT tunnel shows only the host`);
+      }
       return decision(
         policy,
         rule,
@@ -321,6 +364,13 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
         holds = rule.when.evaluate({ ...info, now: new Date(now) });
       } catch (e) {
         if (!(e instanceof CelEvalError)) throw e;
+        if (trace) {
+          note(
+            rule,
+            rule.onError === "skip" ? "skipped" : "condition-error",
+            `condition error: ${e.message}${rule.onError === "skip" ? " (on_error: skip)" : ""}`,
+          );
+        }
         if (rule.onError === "skip") continue;
         return decision(
           policy,
@@ -329,15 +379,20 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
           `condition error in rule "${rule.name}": ${e.message}`,
         );
       }
-      if (!holds) continue;
+      if (!holds) {
+        if (trace) note(rule, "condition-false", `condition ${rule.when.expr} is false`);
+        continue;
+      }
     }
     if (rule.action === "deny") {
+      if (trace) note(rule, "decided", `action deny`);
       return decision(policy, rule, "deny", rule.reason ?? `denied by rule "${rule.name}"`);
     }
     const passed: PolicyResult[] = [];
     for (const checker of rule.checkers) {
       const r = checker.check(info, now, state);
       if (!r.ok) {
+        if (trace) note(rule, "policy-failed", `${checker.name}: ${r.reason}`);
         return {
           verdict: policy.mode === "audit" ? "would_deny" : "deny",
           rule: rule.name,
@@ -364,6 +419,15 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
     }
     // Only a forwarded request consumes rate-limit slots.
     for (const r of passed) if (r.ok) r.commit();
+    if (trace) {
+      note(
+        rule,
+        "decided",
+        `action ${rule.action}${
+          rule.checkers.length ? `; ${rule.checkers.map((c) => c.name).join(", ")} passed` : ""
+        }`,
+      );
+    }
     return decision(policy, rule, rule.action, rule.reason ?? `matched rule "${rule.name}"`);
   }
   const reason = policy.defaultAction === "deny"

@@ -226,3 +226,28 @@ rules:
     ["glob-first", "glob-later", "catch-all"],
   );
 });
+
+Deno.test("decide: a trace explains every rule considered", () => {
+  const { config } = parseConfig(POLICY, "p.yaml", "/");
+  const trace: import("./engine.ts").TraceEntry[] = [];
+  const d = decide(config.policy, {
+    info: request("GET", "http://raw.githubusercontent.com/a/b"),
+    now: 0,
+    state: new PolicyState(),
+    trace,
+  });
+  assert.equal(d.rule, "github-read");
+  assert.deepEqual(trace.map((t) => [t.rule, t.outcome, t.detail]), [
+    [
+      "openai",
+      "no-match",
+      'http://raw.githubusercontent.com:80/a/b does not match "api.openai.com/v1/**"',
+    ],
+    [
+      "internal",
+      "no-match",
+      'http://raw.githubusercontent.com:80/a/b does not match "*.internal.company.com"',
+    ],
+    ["github-read", "decided", "action log"],
+  ]);
+});
