@@ -10,6 +10,7 @@ import { UsageError } from "./src/cli/args.ts";
 import { serve } from "./src/cli/serve.ts";
 import { check } from "./src/cli/check.ts";
 import { ca } from "./src/cli/ca.ts";
+import { scan } from "./src/cli/scan.ts";
 import { didYouMean } from "./src/config/errors.ts";
 import { VERSION } from "./src/version.ts";
 
@@ -18,6 +19,7 @@ export const COMMANDS: Record<string, { run: Command; summary: string }> = {
   serve: { run: serve, summary: "Run the proxy (default when no command is given)" },
   check: { run: check, summary: "Validate a policy file (file:line:col errors)" },
   ca: { run: ca, summary: "Show the interception CA or write a trust bundle" },
+  scan: { run: scan, summary: "Scan a file or stdin for secrets with the DLP detectors" },
 };
 
 const TOP_HELP = () =>

@@ -59,7 +59,7 @@ export interface AgentgateConfig {
   policy: CompiledPolicy;
   audit: { path: string; retentionMs: number };
   upstream: { connectTimeoutMs: number; responseTimeoutMs: number };
-  limits: { maxBodyBytes: number };
+  limits: { maxBodyBytes: number; maxScanBytes: number };
   tls: {
     /** Compiled `tls.intercept` host globs (empty: nothing is intercepted). */
     intercept: Matcher[];
@@ -359,6 +359,9 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
     Object.assign(llmPrices, p.raw.llm?.prices ?? {});
   }
   for (const p of parts) forceStream ??= p.raw.llm?.force_stream_usage;
+  const detectProvider = createProviderDetector(
+    Object.entries(llmProviders).map(([host, provider]) => ({ host, provider })),
+  );
 
   // --- compile ---------------------------------------------------------------
   const intercept: Matcher[] = [];
@@ -482,7 +485,7 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
       const policyReads = new Set<CelRead>();
       let policyNeedsBody = false;
       ((r.policies as unknown[] | undefined) ?? []).forEach((raw, i) => {
-        const compiled = compilePolicy(raw, ruleName);
+        const compiled = compilePolicy(raw, ruleName, (h) => detectProvider(h) !== null);
         if ("message" in compiled) {
           const at = [...path, "policies", i, ...compiled.path];
           const node = src.nodeAt(at, compiled.atKey) ?? src.nodeAt([...path, "policies", i]);
@@ -583,14 +586,7 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
   if (errors.length) throw new ConfigError(errors);
 
   const llm: LlmSettings = {
-    detect: createProviderDetector(
-      Object.entries(llmProviders).map((
-        [host, provider],
-      ) => ({
-        host,
-        provider,
-      })),
-    ),
+    detect: detectProvider,
     pricer: createPricer({ overrides: llmPrices as Record<string, ModelPriceOverride> }),
     forceStreamUsage: forceStream ?? false,
     unknownPrice: raw.llm?.unknown_price ?? "deny",
@@ -627,7 +623,10 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
       llm,
     },
     audit: { path: auditPath, retentionMs: parseDuration(raw.audit?.retention ?? "30d") },
-    limits: { maxBodyBytes: raw.limits?.max_body_bytes ?? 1024 * 1024 },
+    limits: {
+      maxBodyBytes: raw.limits?.max_body_bytes ?? 1024 * 1024,
+      maxScanBytes: raw.limits?.max_scan_bytes ?? 1024 * 1024,
+    },
     tls: {
       intercept,
       caDir: raw.tls?.ca_dir === undefined

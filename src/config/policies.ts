@@ -25,10 +25,11 @@ import {
   parseSpendingLimitConfig,
 } from "../policy/limits/spend.ts";
 import type { CelRead } from "../policy/cel.ts";
+import { createDlpChecker, parseDlpConfig } from "../policy/limits/dlp.ts";
 import { didYouMean } from "./errors.ts";
 
 /** The policies a rule can carry, by the key that introduces them. */
-export const POLICY_KINDS = ["rate_limit", "time_window", "spending_limit"] as const;
+export const POLICY_KINDS = ["rate_limit", "time_window", "spending_limit", "dlp"] as const;
 
 /** Legacy `type:` values and the policy they map to. */
 const LEGACY_TYPES: Record<string, string> = {
@@ -64,7 +65,11 @@ function lowerFirst(s: string): string {
  * @example
  * compilePolicy({ rate_limit: { requests: 60, per: "1m", key: "session" } }, "openai")
  */
-export function compilePolicy(raw: unknown, rule: string): CompiledPolicy | PolicyProblem {
+export function compilePolicy(
+  raw: unknown,
+  rule: string,
+  isProviderHost: (host: string) => boolean = () => false,
+): CompiledPolicy | PolicyProblem {
   if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
     return {
       message: `a policy must be a mapping such as { rate_limit: {...} }`,
@@ -124,6 +129,16 @@ export function compilePolicy(raw: unknown, rule: string): CompiledPolicy | Poli
     } else if (kind === "time_window") {
       const c = legacy ? parseLegacyTimeRestriction(config) : parseTimeWindowConfig(config);
       checker = createTimeWindowChecker(c, ctx);
+    } else if (kind === "dlp") {
+      const dlp = createDlpChecker(parseDlpConfig(config), { rule, isProviderHost });
+      // Scanning a request reads its URL, headers and body.
+      return {
+        checker: dlp,
+        reads: dlp.scansRequest
+          ? new Set<CelRead>(["request.path", "request.query", "request.headers", "body"])
+          : new Set<CelRead>(["request.path"]),
+        needsBody: dlp.scansRequest,
+      };
     } else {
       const c = legacy ? parseLegacySpendingLimit(config) : parseSpendingLimitConfig(config);
       checker = createSpendingLimitChecker(c, ctx);

@@ -293,6 +293,12 @@ export const configSchema: ObjectSchema = {
           description:
             "Largest request body buffered for a condition that reads body (default 1 MiB).",
         },
+        max_scan_bytes: {
+          type: "number",
+          integer: true,
+          minimum: 1,
+          description: "Largest body a dlp policy scans (default 1 MiB).",
+        },
       },
     },
     audit: {

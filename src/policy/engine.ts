@@ -10,6 +10,7 @@ import { type Matcher, matchHost } from "./match.ts";
 import { CelEvalError, type CelRead, type CompiledCondition } from "./cel.ts";
 import type { Checker, PolicyResult, PolicyState } from "./limits/types.ts";
 import type { Provider, UsageRecord } from "../llm/types.ts";
+import type { DlpPlan } from "./limits/dlp.ts";
 
 /** Request fields a CONNECT tunnel does not reveal. */
 export const REQUEST_LEVEL_READS: ReadonlySet<CelRead> = new Set([
@@ -260,6 +261,17 @@ export function decide(policy: CompiledPolicy, input: DecideInput): Decision {
   }
 }
 
+/** Two rules' worth of DLP plans as one (findings joined, first redaction/response plan kept). */
+function mergeDlp(a: DlpPlan, b: DlpPlan): DlpPlan {
+  return {
+    findings: [...a.findings, ...b.findings],
+    redactRequest: a.redactRequest ?? b.redactRequest,
+    redactHeaders: [...new Set([...a.redactHeaders, ...b.redactHeaders])],
+    response: a.response ?? b.response,
+    allowed: (d, w, h) => a.allowed(d, w, h) && b.allowed(d, w, h),
+  };
+}
+
 /** The model a request asks for: the JSON body's `model`, or Gemini's URL path. */
 export function requestModel(provider: Provider, info: RequestInfo): string | null {
   if (provider === "gemini") {
@@ -402,6 +414,7 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
           status: r.status,
           retryAfter: r.retryAfter,
           detail: r.detail,
+          ...(r.findings ? { findings: r.findings } : {}),
         };
       }
       passed.push(r);
@@ -418,7 +431,12 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
       };
     }
     // Only a forwarded request consumes rate-limit slots.
-    for (const r of passed) if (r.ok) r.commit();
+    let dlp: Decision["dlp"];
+    for (const r of passed) {
+      if (!r.ok) continue;
+      r.commit();
+      if (r.dlp) dlp = dlp ? mergeDlp(dlp, r.dlp) : r.dlp;
+    }
     if (trace) {
       note(
         rule,
@@ -428,7 +446,8 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
         }`,
       );
     }
-    return decision(policy, rule, rule.action, rule.reason ?? `matched rule "${rule.name}"`);
+    const d = decision(policy, rule, rule.action, rule.reason ?? `matched rule "${rule.name}"`);
+    return dlp ? { ...d, dlp } : d;
   }
   const reason = policy.defaultAction === "deny"
     ? `no rule matched (${policy.defaultSource}: deny)`

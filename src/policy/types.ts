@@ -5,6 +5,9 @@
  * @module
  */
 
+import type { DlpPlan } from "./limits/dlp.ts";
+import type { AuditFinding } from "../audit/event.ts";
+
 /** What the proxy knows about one request when it asks for a decision. */
 export interface RequestInfo {
   /** Decision id (also the audit row id and the `X-Agentgate-Decision` header). */
@@ -30,6 +33,11 @@ export interface RequestInfo {
   headers: Record<string, string>;
   /** Parsed JSON body, present only when a matching rule needs it. */
   body?: unknown;
+  /**
+   * The body as text for secret scanning (decompressed, JSON strings
+   * unescaped), present only when a `dlp` policy of a matching rule needs it.
+   */
+  bodyText?: string;
 }
 
 /** The verdict of a rule. */
@@ -61,4 +69,8 @@ export interface Decision {
    * was committed).
    */
   needsBody?: true;
+  /** DLP: what to redact and scan for a forwarded request (merged over the rule's dlp policies). */
+  dlp?: DlpPlan;
+  /** DLP findings (masked) of a blocked request. */
+  findings?: AuditFinding[];
 }

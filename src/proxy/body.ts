@@ -11,6 +11,8 @@ import { PassThrough, type Readable } from "node:stream";
 /** What was read of a body. */
 export interface Buffered {
   chunks: Uint8Array[];
+  /** Bytes read. */
+  size: number;
   /** True when the whole body fit under the cap. */
   complete: boolean;
 }
@@ -29,7 +31,7 @@ export function bufferBody(req: Readable, max: number): Promise<Buffered> {
       req.off("error", onError);
       req.off("close", onClose);
       if (!complete) req.pause();
-      resolve({ chunks, complete });
+      resolve({ chunks, complete, size: n });
     };
     const onData = (c: Uint8Array) => {
       chunks.push(c);

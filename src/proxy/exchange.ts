@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { AuditDecision, AuditEventV1 } from "../audit/event.ts";
+import type { AuditDecision, AuditEventV1, AuditFinding } from "../audit/event.ts";
 import { redactHeaders, redactQuery } from "../audit/redact.ts";
 import type { Decision, RequestInfo } from "../policy/types.ts";
 
@@ -62,6 +62,8 @@ export class Exchange {
   bytesIn = 0;
   bytesOut = 0;
   done = false;
+  /** DLP findings (masked), stored in the findings table with the row. */
+  findings: AuditFinding[] = [];
   /** LLM usage and cost read from the response, merged into the row. */
   usage: Partial<AuditEventV1> | null = null;
   /** Tears the exchange down (forced shutdown); set by whoever owns its sockets. */
@@ -100,6 +102,7 @@ export class Exchange {
       error: outcome.error ?? null,
       headers: isTunnel ? null : JSON.stringify(redactHeaders(info.headers)),
       ...this.usage,
+      ...(this.findings.length ? { findings: this.findings } : {}),
     }, this);
   }
 }

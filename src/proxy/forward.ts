@@ -48,6 +48,16 @@ export interface ResponseObserver {
   end(complete: boolean): void;
 }
 
+/** Rewrites a response in flight (DLP redaction); changes its length. */
+export interface ResponseTransform {
+  /** Called with the response head; false = leave this response alone. */
+  head(status: number, rawHeaders: string[]): boolean;
+  /** Output for one chunk; `cut` ends the response here (the rest is withheld). */
+  chunk(chunk: Uint8Array): { out: Uint8Array; cut?: string };
+  /** Whatever the transform still holds. */
+  end(): Uint8Array;
+}
+
 /** Upstream connection settings. */
 export interface UpstreamOptions {
   connectTimeoutMs: number;
@@ -113,8 +123,9 @@ export function tlsEndpoint(
     tls: true,
     connect: () =>
       tls.connect({
-        host,
-        port,
+        // Over an explicit TCP socket, so flowControl can stop its reads (Deno's
+        // TLSSocket keeps reading when paused).
+        socket: net.connect({ host, port }),
         servername: net.isIP(servername) ? undefined : servername,
         // Verify the name even when connecting to another address.
         checkServerIdentity: (_h, cert) => tls.checkServerIdentity(servername, cert),
@@ -153,11 +164,27 @@ export function forwardHttp(
     /** A replacement body (rewritten by the proxy): sent with its own Content-Length. */
     bodyBytes?: Uint8Array;
     observer?: ResponseObserver;
+    transform?: ResponseTransform;
+    /** Header values to replace (lower-case name -> value; null removes it). */
+    headerEdits?: Map<string, string | null>;
   },
 ): void {
   const headers = endToEnd(req.rawHeaders, {
     skip: ["host", "expect", "via", "content-length"],
   });
+  if (opts.headerEdits) {
+    for (const name of Object.keys(headers)) {
+      const edit = opts.headerEdits.get(name.toLowerCase());
+      if (edit === undefined) continue;
+      if (edit === null) delete headers[name];
+      else headers[name] = edit;
+    }
+    for (const [name, value] of opts.headerEdits) {
+      if (value !== null && !Object.keys(headers).some((k) => k.toLowerCase() === name)) {
+        headers[name] = value;
+      }
+    }
+  }
   const via = req.headers["via"];
   const cl = req.headers["content-length"];
   const te = req.headers["transfer-encoding"];
@@ -179,6 +206,7 @@ export function forwardHttp(
   const tgt = `${target.connectHost}:${target.port}`;
   const hasBody = framing !== "none";
   const observer = opts.observer;
+  let transforming = false;
   let observed = false;
   const observerEnd = (complete: boolean) => {
     if (observed || !observer) return;
@@ -219,17 +247,40 @@ export function forwardHttp(
         }
         out["x-agentgate-decision"] = ex.info.id;
         if (opts.closeAfter()) out["connection"] = "close";
+        transforming = opts.transform?.head(h.status, h.rawHeaders) ?? false;
+        if (transforming) {
+          // The body changes length: the server re-frames it (chunked).
+          for (const k of Object.keys(out)) if (k.toLowerCase() === "content-length") delete out[k];
+        }
         res.writeHead(h.status, h.statusText, out);
         observer?.head(h.status, h.rawHeaders);
       },
       body: (chunk) => {
-        ex.bytesOut += chunk.length;
-        const ok = res.write(chunk);
         observer?.chunk(chunk);
+        if (!transforming) {
+          ex.bytesOut += chunk.length;
+          return res.write(chunk);
+        }
+        const t = opts.transform!.chunk(chunk);
+        ex.bytesOut += t.out.length;
+        const ok = t.out.length ? res.write(t.out) : true;
+        if (t.cut !== undefined) {
+          // A secret the client must not get: stop here; the cut is the signal.
+          call.abort();
+          observerEnd(false);
+          ex.finish({ status: res.statusCode, error: t.cut });
+          res.destroy();
+          return false;
+        }
         return ok;
       },
       end: () => {
         observerEnd(true);
+        if (transforming) {
+          const rest = opts.transform!.end();
+          ex.bytesOut += rest.length;
+          if (rest.length) res.write(rest);
+        }
         res.end();
       },
       error: (e, responded) => {

@@ -55,6 +55,23 @@ export function latin1(bytes: Uint8Array): string {
   return s;
 }
 
+const u8indexOf = Uint8Array.prototype.indexOf;
+
+/**
+ * Offset of the CRLFCRLF that ends a message head, searching from `from`;
+ * -1 if absent. Scans for LF with the native typed-array `indexOf`: Deno's
+ * `Buffer#indexOf(buffer)` is a JavaScript loop (a fifth of the per-request
+ * CPU of our server in a profile).
+ */
+export function findHeadEnd(buf: Uint8Array, from: number): number {
+  let i = u8indexOf.call(buf, 10, from + 3);
+  while (i !== -1) {
+    if (buf[i - 1] === 13 && buf[i - 2] === 10 && buf[i - 3] === 13) return i - 3;
+    i = u8indexOf.call(buf, 10, i + 1);
+  }
+  return -1;
+}
+
 /**
  * Decoder of one body. Feed it bytes with {@link BodyDecoder.push}; it hands
  * body bytes (views of the input, never copies) to the sink and tells how many

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { BodyDecoder, ParseError } from "./h1body.ts";
+import { BodyDecoder, findHeadEnd, ParseError } from "./h1body.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -86,4 +86,14 @@ Deno.test("h1body: until close", () => {
   const fixed = BodyDecoder.length(3);
   fixed.push(enc.encode("a"), () => {});
   assert.throws(() => fixed.eof(), /connection closed before the end of the body/);
+});
+
+Deno.test("h1body: findHeadEnd", () => {
+  const b = enc.encode("GET / HTTP/1.1\r\nA: b\r\n\r\nbody\r\n\r\n");
+  assert.equal(findHeadEnd(b, 0), 20);
+  assert.equal(findHeadEnd(b, 20), 20);
+  assert.equal(findHeadEnd(b, 21), 28);
+  assert.equal(findHeadEnd(enc.encode("\r\n\r\n"), 0), 0);
+  assert.equal(findHeadEnd(enc.encode("a\n\r\n\r"), 0), -1);
+  assert.equal(findHeadEnd(enc.encode("a\r\n\n"), 0), -1);
 });

@@ -10,6 +10,7 @@
 import type net from "node:net";
 import type { Readable } from "node:stream";
 import { ParseError, type ResponseHead, ResponseParser } from "./h1parse.ts";
+import { type FlowControl, flowControl } from "./h1server.ts";
 
 /** Something that can open a connection to one upstream (TCP or TLS). */
 export interface Endpoint {
@@ -143,6 +144,8 @@ function timeoutError(message: string): Error & { code: string } {
  */
 export class UpstreamCall {
   #socket: net.Socket | null = null;
+  /** Pause/resume that also stops a TLS socket's reads (see flowControl). */
+  #flow: FlowControl | null = null;
   #parser: ResponseParser;
   #finished = false;
   #requestSent = false;
@@ -167,7 +170,7 @@ export class UpstreamCall {
         this.on.head(h);
       },
       body: (c) => {
-        if (!this.on.body(c)) this.#socket?.pause();
+        if (!this.on.body(c)) this.#flow?.pause();
       },
       end: () => this.#complete(),
     });
@@ -179,6 +182,9 @@ export class UpstreamCall {
     this.#reused = pooled !== null;
     const s = pooled ?? this.endpoint.connect();
     this.#socket = s;
+    this.#flow = flowControl(s);
+    // A pooled connection may have been released while paused.
+    if (pooled) this.#flow.resume();
     if (!pooled) {
       s.setNoDelay(true);
       this.#connectTimer = setTimeout(
@@ -219,7 +225,8 @@ export class UpstreamCall {
 
   #send(s: net.Socket) {
     const { framing, body } = this.opts;
-    s.write(this.opts.head);
+    // Header values are latin1 (as Node decodes them); UTF-8 would re-encode bytes 0x80-0xFF.
+    s.write(this.opts.head, "latin1");
     if (framing === "none" || body === null) {
       this.#requestSent = true;
       return;
@@ -251,7 +258,7 @@ export class UpstreamCall {
 
   /** Resume reading the response after `body()` returned false. */
   resume(): void {
-    this.#socket?.resume();
+    this.#flow?.resume();
   }
 
   /** Abort: destroy the connection, no callbacks, no retry. */

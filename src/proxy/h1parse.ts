@@ -9,7 +9,7 @@
  * @module
  */
 
-import { BodyDecoder, latin1, ParseError } from "./h1body.ts";
+import { BodyDecoder, findHeadEnd, latin1, ParseError } from "./h1body.ts";
 
 /** A malformed response; the connection cannot be reused. */
 export { ParseError };
@@ -35,7 +35,6 @@ export interface ParserSink {
 }
 
 const MAX_HEAD = 64 * 1024;
-const CRLFCRLF = new Uint8Array([13, 10, 13, 10]);
 const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/;
 // RFC 9110 token for header names; values may not contain CR, LF or NUL.
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
@@ -46,14 +45,6 @@ const enum State {
   Head,
   Body,
   Done,
-}
-
-function indexOfSeq(hay: Uint8Array, needle: Uint8Array, from: number): number {
-  outer: for (let i = from; i <= hay.length - needle.length; i++) {
-    for (let j = 0; j < needle.length; j++) if (hay[i + j] !== needle[j]) continue outer;
-    return i;
-  }
-  return -1;
 }
 
 /**
@@ -100,7 +91,7 @@ export class ResponseParser {
           const prev = this.#buf;
           const buf = prev ? concat(prev, d) : d;
           const from = prev ? Math.max(0, prev.length - 3) : 0;
-          const end = indexOfSeq(buf, CRLFCRLF, from);
+          const end = findHeadEnd(buf, from);
           if (end === -1) {
             if (buf.length > MAX_HEAD) throw new ParseError("response head larger than 64 KiB");
             this.#buf = buf === d ? d.slice() : buf;

@@ -19,7 +19,7 @@ import process from "node:process";
 import { type IncomingHttpHeaders, STATUS_CODES } from "node:http";
 import type net from "node:net";
 import { type Duplex, Readable, Writable } from "node:stream";
-import { BodyDecoder, ParseError } from "./h1body.ts";
+import { BodyDecoder, findHeadEnd, ParseError } from "./h1body.ts";
 
 /** Options of {@link serveHttp1}. */
 export interface H1ServerOptions {
@@ -245,23 +245,11 @@ function parseRequestHead(text: string): RequestHead {
   };
 }
 
-// Deno's `Buffer#indexOf(buffer)` and latin1 `Buffer#write` are JavaScript
-// loops (a fifth of the per-request CPU in a profile); the typed-array
-// `indexOf` and `TextEncoder#encodeInto` below are native.
-const u8indexOf = Uint8Array.prototype.indexOf;
+// Deno's latin1 `Buffer#write` is a JavaScript loop; `TextEncoder#encodeInto`
+// is native (and equal for ASCII, the usual case).
 const encoder = new TextEncoder();
 // deno-lint-ignore no-control-regex
 const NON_ASCII = /[^\x00-\x7f]/;
-
-/** Offset of the CRLFCRLF ending a head, searching from `from`; -1 if absent. */
-function findHeadEnd(buf: Uint8Array, from: number): number {
-  let i = u8indexOf.call(buf, 10, from + 3);
-  while (i !== -1) {
-    if (buf[i - 1] === 13 && buf[i - 2] === 10 && buf[i - 3] === 13) return i - 3;
-    i = u8indexOf.call(buf, 10, i + 1);
-  }
-  return -1;
-}
 
 /** Write a latin1 string at `at`; returns the bytes written. */
 function writeLatin1(out: Uint8Array, text: string, at: number): number {
@@ -704,10 +692,55 @@ const T_LINGER = 4;
 
 type ReadHandle = { readStop(): unknown; readStart(): unknown };
 
-/** The TCP handle a TLSSocket reads from (Deno keeps it at `_parent._handle`), if any. */
+/** Stop and restart reading a socket, for backpressure. */
+export interface FlowControl {
+  pause(): void;
+  resume(): void;
+}
+
+/**
+ * Pause / resume that really stops reading, also for a TLSSocket.
+ *
+ * Deno 2.9.6: `pause()` on a TLSSocket does not stop its TLSWrap from reading
+ * the TCP socket under it; the decrypted bytes pile up in Rust without bound
+ * (a paused server socket let a client push 256 MiB, RSS 564 MiB; Node 20
+ * stops at ~4 MiB). Stopping the TCP handle's reads does work. That handle is
+ * reachable when the TLSSocket wraps a `net.Socket` (`_parent`): a socket a
+ * `tls.Server` accepted or was given with `emit("connection")`, or a client
+ * made with `tls.connect({ socket: net.connect(…) })` — not a plain
+ * `tls.connect({ host, port })`, whose TCP handle is out of reach.
+ *
+ * @example
+ * const flow = flowControl(tlsSocket);
+ * if (!sink.write(chunk)) { flow.pause(); sink.once("drain", () => flow.resume()); }
+ */
+export function flowControl(socket: Duplex): FlowControl {
+  const handle = transportHandle(socket);
+  if (!handle) return { pause: () => socket.pause(), resume: () => socket.resume() };
+  let stopped = false;
+  return {
+    pause() {
+      socket.pause();
+      if (!stopped) {
+        stopped = true;
+        handle.readStop();
+      }
+    },
+    resume() {
+      if (stopped) {
+        stopped = false;
+        handle.readStart();
+      }
+      socket.resume();
+    },
+  };
+}
+
+/** The TCP handle under a TLSSocket (`_parent._handle`), if any. */
 function transportHandle(socket: Duplex): ReadHandle | null {
   if (!(socket as { encrypted?: boolean }).encrypted) return null;
-  const h = (socket as unknown as { _parent?: { _handle?: Partial<ReadHandle> } })._parent?._handle;
+  const h = (socket as unknown as { _parent?: { _handle?: Partial<ReadHandle> } })._parent
+    ?._handle;
   return h && typeof h.readStop === "function" && typeof h.readStart === "function"
     ? h as ReadHandle
     : null;
@@ -739,9 +772,8 @@ class Connection {
   #timerAt = 0;
   #deadline = 0;
   #deadlineKind = T_NONE;
-  /** The TCP handle under a TLSSocket (see `#pause`), else null. */
-  readonly #transport: ReadHandle | null;
-  #transportStopped = false;
+  /** Pause / resume that holds for TLS too (see {@link flowControl}). */
+  readonly #flow: FlowControl;
   readonly #maxHead: number;
   readonly #keepAliveMs: number;
   readonly #headersMs: number;
@@ -752,7 +784,7 @@ class Connection {
     private readonly opts: H1ServerOptions,
   ) {
     this.socket = socket as net.Socket;
-    this.#transport = transportHandle(socket);
+    this.#flow = flowControl(socket);
     this.#maxHead = opts.maxHeadBytes ?? 64 * 1024;
     this.#keepAliveMs = opts.keepAliveTimeoutMs ?? 60_000;
     this.#headersMs = opts.headersTimeoutMs ?? 30_000;
@@ -905,27 +937,12 @@ class Connection {
     if (!this.#pausedBody && !this.#pausedPipeline && this.#phase !== DEAD) this.#resume();
   }
 
-  /**
-   * Stop reading. Deno 2.9.6: `pause()` on a server-side TLSSocket does not
-   * stop its TLSWrap from reading the TCP socket under it — the decrypted
-   * bytes pile up in Rust without bound (a paused reader let a client push
-   * 256 MiB; Node 20 stops at ~4 MiB). Stopping the TCP handle does work.
-   */
   #pause() {
-    this.socket.pause();
-    const h = this.#transport;
-    if (h && !this.#transportStopped) {
-      this.#transportStopped = true;
-      h.readStop();
-    }
+    this.#flow.pause();
   }
 
   #resume() {
-    if (this.#transportStopped) {
-      this.#transportStopped = false;
-      this.#transport!.readStart();
-    }
-    this.socket.resume();
+    this.#flow.resume();
   }
 
   /** Parse a request head from `d` (plus what came before it). */

@@ -25,11 +25,23 @@ import {
   type InboundRequest,
   type OutboundResponse,
   type ResponseObserver,
+  type ResponseTransform,
 } from "./forward.ts";
 import type { ConnectionPool, Endpoint } from "./h1client.ts";
 import type { Decision } from "../policy/types.ts";
 import { PolicyState } from "../policy/limits/types.ts";
 import { bufferBody, type Buffered, concatChunks, parseJsonBody, replay } from "./body.ts";
+import {
+  createSseContentScanner,
+  createStreamScanner,
+  decodeForScan,
+  type Finding,
+  redactBody,
+  type SseContentScanner,
+  type StreamScanner,
+} from "../dlp/mod.ts";
+import type { DlpPlan } from "../policy/limits/dlp.ts";
+import type { AuditFinding } from "../audit/event.ts";
 import { createUsageTap, forceStreamUsage, type Provider, type UsageTap } from "../llm/mod.ts";
 import type { LeafStore } from "../tls/store.ts";
 import { handshakeReason, Interceptor } from "./intercept.ts";
@@ -130,6 +142,17 @@ function safeEqual(a: string, b: string): boolean {
   return diff === 0;
 }
 
+/** A header's single value (the first of a list), or null. */
+function headerValue(v: string | string[] | undefined): string | null {
+  return v === undefined ? null : Array.isArray(v) ? v[0] ?? null : v;
+}
+
+/** Content types worth scanning as text. */
+function isTextual(ct: string): boolean {
+  return /^(text\/|application\/(json|[\w.+-]*\+json|xml|[\w.+-]*\+xml|x-www-form-urlencoded|javascript|x-ndjson))/i
+    .test(ct.trim()) || /event-stream/i.test(ct);
+}
+
 /** The first value of a header in a raw header list, or null. */
 function rawHeader(raw: string[], name: string): string | null {
   for (let i = 0; i < raw.length; i += 2) if (raw[i].toLowerCase() === name) return raw[i + 1];
@@ -168,6 +191,7 @@ export class ProxyServer {
   readonly metrics: Metrics;
   /** Tokens accepted besides `proxy.auth` (sessions of an in-process `agentgate run`). */
   readonly extraTokens = new Set<string>();
+  #dlpLogged = new Map<string, number>();
   /** Rate-limit counters and the spend ledger; kept across reloads. */
   readonly state: PolicyState;
   #routes: ReturnType<typeof createInternalRoutes>;
@@ -226,6 +250,11 @@ export class ProxyServer {
         socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
       } else socket.destroy();
     });
+  }
+
+  /** Whether any rule carries a dlp policy (then buffered bodies are decoded for scanning). */
+  get #hasDlp(): boolean {
+    return this.#config.policy.rules.some((r) => r.checkers.some((c) => c.name === "dlp"));
   }
 
   /** Budgets survive restarts: the ledger is rebuilt from the audit's costs. */
@@ -473,10 +502,24 @@ export class ProxyServer {
     if (expectContinue) res.writeContinue();
     const onClose = () => ex.finish({ status: null, error: "client aborted" });
     res.once("close", onClose);
-    bufferBody(req, this.#config.limits.maxBodyBytes).then((b) => {
+    const limits = this.#config.limits;
+    const cap = this.#hasDlp
+      ? Math.max(limits.maxBodyBytes, limits.maxScanBytes)
+      : limits.maxBodyBytes;
+    bufferBody(req, cap).then((b) => {
       res.off("close", onClose);
       if (ex.done) return;
-      ex.info.body = b.complete ? parseJsonBody(b.chunks, req.headers) : undefined;
+      ex.info.body = b.complete && b.size <= limits.maxBodyBytes
+        ? parseJsonBody(b.chunks, req.headers)
+        : undefined;
+      if (this.#hasDlp && b.chunks.length) {
+        ex.info.bodyText = decodeForScan(
+          concatChunks(b.chunks),
+          headerValue(req.headers["content-type"]),
+          headerValue(req.headers["content-encoding"]),
+          limits.maxScanBytes,
+        )?.text;
+      }
       const d2 = this.#decide(ex.info, ex, true);
       this.#afterDecision(req, res, ex, target, d2, b, false, endpoint, provider);
     }, () => {
@@ -490,12 +533,59 @@ export class ProxyServer {
     res: OutboundResponse,
     ex: Exchange,
     target: ForwardTarget,
-    d: Decision,
+    decided: Decision,
     buffered: Buffered | null,
     expectContinue: boolean,
     endpoint: Endpoint | undefined,
     provider: Provider | null,
   ) {
+    let d = decided;
+    if (d.findings) this.#noteFindings(ex, d.findings);
+    let bodyBytes: Uint8Array | undefined;
+    let headerEdits: Map<string, string | null> | undefined;
+    let transform: ResponseTransform | undefined;
+    const plan = d.verdict === "deny" ? undefined : d.dlp;
+    if (plan) {
+      this.#noteFindings(ex, plan.findings);
+      const scanner = plan.redactRequest;
+      if (scanner) {
+        headerEdits = new Map();
+        for (const name of plan.redactHeaders) {
+          const v = headerValue(req.headers[name]) ?? "";
+          headerEdits.set(name, scanner.redact(v, scanner.scan(v)));
+        }
+        if (plan.findings.some((f) => f.location === "body")) {
+          const r = buffered?.complete
+            ? redactBody(
+              concatChunks(buffered.chunks),
+              headerValue(req.headers["content-type"]),
+              headerValue(req.headers["content-encoding"]),
+              scanner,
+              this.#config.limits.maxScanBytes,
+            )
+            : null;
+          if (r === null) {
+            // Better refused than forwarded with the secret in it.
+            d = {
+              ...d,
+              verdict: this.#config.policy.mode === "audit" ? "would_deny" : "deny",
+              status: 403,
+              policy: "dlp",
+              reason:
+                "request body cannot be redacted (larger than limits.max_scan_bytes or not text): blocked",
+            };
+          } else if (r.changed) {
+            bodyBytes = r.body;
+            headerEdits.set("content-encoding", null);
+          }
+        }
+      }
+      if (plan.response) {
+        transform = this.#responseDlp(plan, ex);
+        // Only an uncompressed response can be scanned and redacted in flight.
+        (headerEdits ??= new Map()).set("accept-encoding", "identity");
+      }
+    }
     if (d.verdict === "deny") {
       // An unread body would have to be drained to keep the connection: close it instead.
       const unread = buffered === null && (req.headers["content-length"] ?? "0") !== "0" ||
@@ -504,13 +594,15 @@ export class ProxyServer {
       return ex.finish({ status: d.status });
     }
     if (expectContinue) res.writeContinue();
-    let bodyBytes: Uint8Array | undefined;
     if (
       provider !== null && buffered?.complete && this.#config.llm.forceStreamUsage &&
       req.headers["content-encoding"] === undefined
     ) {
-      bodyBytes = forceStreamUsage(provider, ex.info.path!, concatChunks(buffered.chunks)) ??
-        undefined;
+      bodyBytes = forceStreamUsage(
+        provider,
+        ex.info.path!,
+        bodyBytes ?? concatChunks(buffered.chunks),
+      ) ?? bodyBytes;
     }
     forwardHttp(req, res, target, ex, this.pool, {
       ...this.#upstreamOpts(),
@@ -519,7 +611,85 @@ export class ProxyServer {
       body: bodyBytes === undefined && buffered ? replay(req, buffered) : undefined,
       bodyBytes,
       observer: provider !== null ? this.#usageObserver(provider, ex) : undefined,
+      transform,
+      headerEdits,
     });
+  }
+
+  /** DLP on a response: scanned as it streams, redacted or cut when the plan says so. */
+  #responseDlp(plan: DlpPlan, ex: Exchange): ResponseTransform {
+    const { scanner, action } = plan.response!;
+    const host = ex.info.host;
+    const enc = new TextEncoder();
+    let dec: TextDecoder;
+    let stream: StreamScanner;
+    let sse: SseContentScanner | null = null;
+    // The raw scanner and the SSE delta scanner can see the same secret: count it once.
+    const seen = new Set<string>();
+    const take = (found: Finding[]): AuditFinding[] => {
+      const kept = found.filter((f) => {
+        const k = `${f.detector}|${f.masked}`;
+        if (seen.has(k) || plan.allowed(f.detector, "body", host)) return false;
+        seen.add(k);
+        return true;
+      }).map((f) => ({
+        detector: f.detector,
+        direction: "response" as const,
+        location: "body",
+        sample: f.masked,
+        action,
+      }));
+      this.#noteFindings(ex, kept);
+      return kept;
+    };
+    return {
+      head: (_status, raw) => {
+        const ce = rawHeader(raw, "content-encoding");
+        const ct = rawHeader(raw, "content-type") ?? "";
+        if ((ce && ce.toLowerCase() !== "identity") || !isTextual(ct)) return false;
+        dec = new TextDecoder();
+        stream = createStreamScanner(scanner, { redact: action !== "warn" });
+        if (/event-stream/i.test(ct)) sse = createSseContentScanner(scanner);
+        return true;
+      },
+      chunk: (c) => {
+        const text = dec.decode(c, { stream: true });
+        const r = stream.push(text);
+        const found = take([...r.findings, ...(sse?.push(text) ?? [])]);
+        // warn: the bytes pass unchanged; redact/block: the scanner's output.
+        const out = action === "warn" ? c : enc.encode(r.output);
+        if (action === "block" && found.length) {
+          return {
+            out,
+            cut: `response cut by DLP: ${[...new Set(found.map((f) => f.detector))].join(", ")}`,
+          };
+        }
+        return { out };
+      },
+      end: () => {
+        const r = stream.end();
+        take([...r.findings, ...(sse?.end() ?? [])]);
+        return action === "warn" ? new Uint8Array() : enc.encode(r.output);
+      },
+    };
+  }
+
+  /** Record findings on the row, count them, and log each (detector, host, direction) once a minute. */
+  #noteFindings(ex: Exchange, findings: AuditFinding[]) {
+    const now = Date.now();
+    for (const f of findings) {
+      ex.findings.push(f);
+      this.metrics.dlpFinding(f.detector, f.action);
+      const key = `${f.detector}|${ex.info.host}|${f.direction}`;
+      if ((this.#dlpLogged.get(key) ?? 0) > now - 60_000) continue;
+      if (this.#dlpLogged.size > 10_000) this.#dlpLogged.clear();
+      this.#dlpLogged.set(key, now);
+      this.#log(
+        `agentgate: dlp ${f.action} ${f.detector} in ${f.direction} ${f.location} ${ex.info.scheme}://${ex.info.host}${
+          ex.info.path ?? ""
+        } sample=${f.sample} id=${ex.info.id}`,
+      );
+    }
   }
 
   /**

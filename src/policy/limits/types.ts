@@ -21,6 +21,8 @@
  */
 
 import type { RequestInfo } from "../types.ts";
+import type { DlpPlan } from "./dlp.ts";
+import type { AuditFinding } from "../../audit/event.ts";
 
 /** The outcome of one policy for one request. */
 export type PolicyResult =
@@ -28,6 +30,8 @@ export type PolicyResult =
     ok: true;
     /** Records the request (a rate-limit slot, …); call only when it is forwarded. */
     commit(): void;
+    /** What the proxy must do for a request a `dlp` policy let through. */
+    dlp?: DlpPlan;
   }
   | {
     ok: false;
@@ -39,6 +43,8 @@ export type PolicyResult =
     retryAfter: number | null;
     /** JSON-serialisable detail for the deny body and the audit. */
     detail: Record<string, unknown>;
+    /** DLP findings behind a block (masked). */
+    findings?: AuditFinding[];
   };
 
 /** A compiled policy: created once at load, `check` runs on the hot path. */

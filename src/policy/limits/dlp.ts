@@ -1,0 +1,278 @@
+/**
+ * The `dlp` policy: which traffic is scanned for secrets and threats, and
+ * what happens to a finding (warn, redact, block), reviewed like any other
+ * rule. Request scanning happens in `check` (sans-IO: the proxy hands over the
+ * decoded body text); redaction and response scanning are plans the proxy
+ * carries out, since they change bytes in flight.
+ *
+ * @example
+ * ```yaml
+ * policies:
+ *   - dlp:
+ *       action: block
+ *       direction: request
+ *       detectors: [aws_access_key, github_token, private_key]
+ *       custom: [{ name: ticket_id, regex: "TCK-[0-9]{6}" }]
+ *       allow: [{ detector: openai_key, host: api.openai.com, where: header }]
+ * ```
+ *
+ * @module
+ */
+import type { RequestInfo } from "../types.ts";
+import type { Checker, PolicyResult, PolicyState } from "./types.ts";
+import { PolicyConfigError, rejectUnknownKeys } from "./types.ts";
+import {
+  compileScanner,
+  DETECTOR_NAMES,
+  type Finding,
+  type Scanner,
+  unknownDetectorMessage,
+} from "../../dlp/mod.ts";
+import { compileMatch, type Matcher, matchHost } from "../match.ts";
+import type { AuditFinding } from "../../audit/event.ts";
+
+/** What a finding leads to. */
+export type DlpAction = "warn" | "redact" | "block";
+
+/** A compiled `dlp` policy's settings. */
+export interface DlpConfig {
+  action: DlpAction;
+  direction: "request" | "response" | "both";
+  detectors: string[];
+  custom: { name: string; regex: string }[];
+  allow: {
+    detector: string | null;
+    host: Matcher | null;
+    where: "header" | "body" | "url" | null;
+  }[];
+}
+
+/** What the proxy must do for a request a `dlp` policy let through. */
+export interface DlpPlan {
+  /** Findings of the request (already masked). */
+  findings: AuditFinding[];
+  /** Redact the request body (and header values) with this scanner. */
+  redactRequest: Scanner | null;
+  /** Header names (lower-case) whose values carried a finding to redact. */
+  redactHeaders: string[];
+  /** Scan the response with this scanner and action. */
+  response: { scanner: Scanner; action: DlpAction } | null;
+  /** Exceptions, for findings made later (response). */
+  allowed(detector: string, where: "header" | "body" | "url", host: string): boolean;
+}
+
+/** A DLP checker; `ok` results carry a {@link DlpPlan}. */
+export interface DlpChecker extends Checker {
+  readonly config: DlpConfig;
+  readonly scanner: Scanner;
+  readonly scansRequest: boolean;
+}
+
+/**
+ * Headers carrying the credential a provider expects: a key in them, sent to
+ * that provider, is not a leak (the same key in a body to another host is).
+ */
+const CREDENTIAL_HEADERS = new Set([
+  "authorization",
+  "x-api-key",
+  "api-key",
+  "x-goog-api-key",
+  "proxy-authorization",
+]);
+
+/** Parse the YAML form into a {@link DlpConfig}; throws {@link PolicyConfigError}. */
+export function parseDlpConfig(raw: Record<string, unknown>): DlpConfig {
+  rejectUnknownKeys(raw, ["action", "direction", "detectors", "custom", "allow"], "dlp");
+  const action = raw.action ?? "block";
+  if (action !== "warn" && action !== "redact" && action !== "block") {
+    throw new PolicyConfigError(`Invalid action "${action}": use warn, redact or block`, [
+      "action",
+    ]);
+  }
+  const direction = raw.direction ?? "request";
+  if (direction !== "request" && direction !== "response" && direction !== "both") {
+    throw new PolicyConfigError(
+      `Invalid direction "${direction}": use request, response or both`,
+      ["direction"],
+    );
+  }
+  let detectors: string[] = [...DETECTOR_NAMES];
+  if (raw.detectors !== undefined) {
+    if (!Array.isArray(raw.detectors)) {
+      throw new PolicyConfigError("Invalid detectors: expected a list of detector names", [
+        "detectors",
+      ]);
+    }
+    detectors = raw.detectors.map((d, i) => {
+      if (typeof d !== "string" || !DETECTOR_NAMES.includes(d)) {
+        throw new PolicyConfigError(unknownDetectorMessage(String(d)), ["detectors", i]);
+      }
+      return d;
+    });
+  }
+  const custom: DlpConfig["custom"] = [];
+  if (raw.custom !== undefined) {
+    if (!Array.isArray(raw.custom)) {
+      throw new PolicyConfigError("Invalid custom: expected a list of { name, regex }", ["custom"]);
+    }
+    raw.custom.forEach((c, i) => {
+      const o = c as Record<string, unknown>;
+      if (typeof o?.name !== "string" || typeof o?.regex !== "string") {
+        throw new PolicyConfigError("A custom detector needs name and regex (strings)", [
+          "custom",
+          i,
+        ]);
+      }
+      custom.push({ name: o.name, regex: o.regex });
+    });
+  }
+  const allow: DlpConfig["allow"] = [];
+  if (raw.allow !== undefined) {
+    if (!Array.isArray(raw.allow)) {
+      throw new PolicyConfigError("Invalid allow: expected a list of exceptions", ["allow"]);
+    }
+    raw.allow.forEach((a, i) => {
+      const o = (a ?? {}) as Record<string, unknown>;
+      try {
+        rejectUnknownKeys(o, ["detector", "host", "where"], "dlp allow entry");
+      } catch (e) {
+        throw new PolicyConfigError((e as Error).message, ["allow", i]);
+      }
+      const where = o.where ?? null;
+      if (where !== null && where !== "header" && where !== "body" && where !== "url") {
+        throw new PolicyConfigError(`Invalid where "${where}": use header, body or url`, [
+          "allow",
+          i,
+          "where",
+        ]);
+      }
+      allow.push({
+        detector: typeof o.detector === "string" ? o.detector : null,
+        host: typeof o.host === "string" ? compileMatch(o.host) : null,
+        where: where as DlpConfig["allow"][number]["where"],
+      });
+    });
+  }
+  return { action, direction, detectors, custom, allow };
+}
+
+/** What a `dlp` checker needs to know about the config around it. */
+export interface DlpContext {
+  rule: string;
+  /** Whether a host is an LLM provider (its credential headers are expected). */
+  isProviderHost(host: string): boolean;
+}
+
+function describe(findings: AuditFinding[]): string {
+  const byDetector = new Map<string, Set<string>>();
+  for (const f of findings) {
+    let s = byDetector.get(f.detector);
+    if (!s) byDetector.set(f.detector, s = new Set());
+    s.add(f.location);
+  }
+  return [...byDetector].map(([d, where]) => `${d} (${[...where].join(", ")})`).join(", ");
+}
+
+/**
+ * Create the `dlp` checker.
+ *
+ * @example
+ * const c = createDlpChecker(parseDlpConfig({ action: "block" }), { rule: "r", isProviderHost });
+ */
+export function createDlpChecker(config: DlpConfig, ctx: DlpContext): DlpChecker {
+  let scanner: Scanner;
+  try {
+    scanner = compileScanner({ detectors: config.detectors, custom: config.custom });
+  } catch (e) {
+    throw new PolicyConfigError((e as Error).message, ["custom"]);
+  }
+  const scansRequest = config.direction !== "response";
+  const scansResponse = config.direction !== "request";
+  const allowed = (detector: string, where: "header" | "body" | "url", host: string) =>
+    config.allow.some((a) =>
+      (a.detector === null || a.detector === detector) &&
+      (a.where === null || a.where === where) &&
+      (a.host === null || matchHost(a.host, host, 0))
+    );
+  const toAudit = (
+    f: Finding,
+    location: string,
+  ): AuditFinding => ({
+    detector: f.detector,
+    direction: "request",
+    location,
+    sample: f.masked,
+    action: config.action,
+  });
+  return {
+    name: "dlp",
+    stateKey: `dlp:${ctx.rule}`,
+    config,
+    scanner,
+    scansRequest,
+    check(info: RequestInfo, _now: number, _state: PolicyState): PolicyResult {
+      const findings: AuditFinding[] = [];
+      const redactHeaders: string[] = [];
+      let urlFinding = false;
+      if (scansRequest && info.path !== null) {
+        const url = info.query ? `${info.path}?${info.query}` : info.path;
+        for (const f of scanner.scan(safeDecode(url))) {
+          if (allowed(f.detector, "url", info.host)) continue;
+          findings.push(toAudit(f, "url"));
+          urlFinding = true;
+        }
+        const provider = ctx.isProviderHost(info.host);
+        for (const name in info.headers) {
+          if (provider && CREDENTIAL_HEADERS.has(name)) continue;
+          for (const f of scanner.scan(info.headers[name])) {
+            if (allowed(f.detector, "header", info.host)) continue;
+            findings.push(toAudit(f, `header:${name}`));
+            if (!redactHeaders.includes(name)) redactHeaders.push(name);
+          }
+        }
+        if (info.bodyText) {
+          for (const f of scanner.scan(info.bodyText)) {
+            if (allowed(f.detector, "body", info.host)) continue;
+            findings.push(toAudit(f, "body"));
+          }
+        }
+      }
+      // A secret in the URL cannot be redacted safely: redact blocks it.
+      const block = findings.length > 0 &&
+        (config.action === "block" || (config.action === "redact" && urlFinding));
+      if (block) {
+        return {
+          ok: false,
+          status: 403,
+          reason: `request blocked by DLP: ${describe(findings)}`,
+          retryAfter: null,
+          detail: {
+            policy: "dlp",
+            findings: findings.map((f) => ({
+              detector: f.detector,
+              location: f.location,
+              sample: f.sample,
+            })),
+          },
+          findings: findings.map((f) => ({ ...f, action: "block" })),
+        } as PolicyResult;
+      }
+      const plan: DlpPlan = {
+        findings,
+        redactRequest: config.action === "redact" && findings.length > 0 ? scanner : null,
+        redactHeaders: config.action === "redact" ? redactHeaders : [],
+        response: scansResponse ? { scanner, action: config.action } : null,
+        allowed,
+      };
+      return { ok: true, commit() {}, dlp: plan } as PolicyResult;
+    },
+  };
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s.replace(/\+/g, " "));
+  } catch {
+    return s;
+  }
+}
