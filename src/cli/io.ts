@@ -15,6 +15,8 @@ export interface Io {
   stdin?: ReadableStream<Uint8Array>;
   /** Aborted when the process is asked to stop (SIGINT / SIGTERM). */
   signal?: AbortSignal;
+  /** Registers a listener for SIGHUP ("reload your configuration"). */
+  onHangup?: (listener: () => void) => void;
 }
 
 /** A subcommand: parse `args`, do the work, return the exit code. */
@@ -22,6 +24,13 @@ export type Command = (args: string[], io: Io) => Promise<number>;
 
 /** The Io of the real process. */
 export function processIo(signal?: AbortSignal): Io {
+  const onHangup = (listener: () => void): void => {
+    try {
+      Deno.addSignalListener("SIGHUP", listener);
+    } catch {
+      // No SIGHUP on Windows.
+    }
+  };
   const enc = new TextEncoder();
   // writeSync may write fewer bytes than asked (pipes): loop until all are out.
   const writeAll = (w: { writeSync(p: Uint8Array): number }, text: string) => {
@@ -35,6 +44,7 @@ export function processIo(signal?: AbortSignal): Io {
     cwd: Deno.cwd(),
     stdin: Deno.stdin.readable,
     signal,
+    onHangup,
   };
 }
 

@@ -10,6 +10,10 @@ import { parseListen } from "../config/spec.ts";
 import { AuditOpenError, AuditStore } from "../audit/store.ts";
 import { ProxyServer } from "../proxy/server.ts";
 import { VERSION } from "../version.ts";
+import { loadConfig, loadDefaultConfig } from "../config/load.ts";
+import { ConfigError, formatProblem } from "../config/errors.ts";
+import type { ReloadStatus } from "../dashboard/routes.ts";
+import { dirname } from "node:path";
 import { CaError, loadOrCreateCA } from "../tls/ca.ts";
 import { LeafStore } from "../tls/store.ts";
 import { readSystemRoots } from "../tls/bundle.ts";
@@ -142,6 +146,78 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     }
   }
 
+  // --- live reload: SIGHUP, POST /_/api/reload, and changes to the policy files ---
+  let lastReload: ReloadStatus | null = null;
+  let reloading: Promise<ReloadStatus> | null = null;
+  const configPath = got.source === "embedded"
+    ? null
+    : (parsed.opts.config as string | undefined) ?? "agentgate.yaml";
+  const reload = (trigger: string): Promise<ReloadStatus> => {
+    // One reload at a time; a trigger during one joins it.
+    reloading ??= (async () => {
+      const at = Date.now();
+      try {
+        const next = configPath === null
+          ? loadDefaultConfig(io.cwd)
+          : await loadConfig(configPath, io.cwd);
+        if (parsed.opts["no-dashboard"]) next.config.dashboard = false;
+        const { warnings } = proxy.reload(next.config);
+        const lint = next.problems.map(formatProblem);
+        lastReload = {
+          ok: true,
+          at,
+          trigger,
+          errors: [],
+          warnings: [...warnings, ...lint],
+          rules: next.config.policy.rules.length,
+        };
+        io.stderr(
+          `agentgate: policy reloaded (${trigger}): ${next.config.policy.rules.length} rule(s)\n`,
+        );
+        for (const w of warnings) io.stderr(`agentgate: warning: ${w}\n`);
+        watchFiles(next.config.files);
+      } catch (e) {
+        if (!(e instanceof ConfigError)) throw e;
+        const errors = e.problems.map(formatProblem);
+        lastReload = { ok: false, at, trigger, errors, warnings: [] };
+        io.stderr(`agentgate: reload (${trigger}) rejected, the previous policy stays in force:\n`);
+        for (const line of errors) io.stderr(line + "\n");
+      }
+      return lastReload;
+    })().finally(() => (reloading = null));
+    return reloading;
+  };
+  let watcher: Deno.FsWatcher | null = null;
+  let watched = "";
+  const watchFiles = (files: string[]) => {
+    const key = [...files].sort().join("\n");
+    if (key === watched || files.length === 0) return;
+    watched = key;
+    watcher?.close();
+    // Editors replace files by renaming: watch the directories, filter by name.
+    const dirs = [...new Set(files.map((f) => dirname(f)))];
+    const names = new Set(files);
+    try {
+      watcher = Deno.watchFs(dirs, { recursive: false });
+    } catch (e) {
+      io.stderr(`agentgate: warning: cannot watch the policy files: ${(e as Error).message}\n`);
+      return;
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    (async () => {
+      try {
+        for await (const ev of watcher!) {
+          if (!ev.paths.some((p) => names.has(p))) continue;
+          clearTimeout(timer);
+          timer = setTimeout(() => void reload("file change"), 250);
+        }
+      } catch {
+        // Closed.
+      }
+    })();
+  };
+  io.onHangup?.(() => void reload("SIGHUP"));
+
   const proxy = new ProxyServer({
     config,
     audit,
@@ -149,6 +225,8 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     log: (l) => io.stderr(l + "\n"),
     leaves,
     upstreamCa,
+    reload: () => reload("api"),
+    lastReload: () => lastReload,
   });
   let address: { host: string; port: number };
   try {
@@ -184,11 +262,13 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     ].join("\n"),
   );
   hooks.onListening?.(address, proxy);
+  watchFiles(config.files);
 
   await new Promise<void>((resolve) => {
     if (!io.signal || io.signal.aborted) return resolve();
     io.signal.addEventListener("abort", () => resolve(), { once: true });
   });
+  (watcher as Deno.FsWatcher | null)?.close();
   io.stderr("agentgate: shutting down (finishing in-flight requests, up to 5 s)\n");
   const { forced } = await proxy.shutdown(5000);
   audit.close();

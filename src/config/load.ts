@@ -48,6 +48,8 @@ import type { LlmSettings } from "../policy/engine.ts";
 export interface AgentgateConfig {
   /** The file it came from (or `<embedded default>`). */
   file: string;
+  /** Absolute paths of every file it was loaded from (the file and its includes). */
+  files: string[];
   format: "v1" | "agentreserve";
   embedded: boolean;
   listen: { host: string; port: number };
@@ -164,6 +166,32 @@ export function scalarOffset(text: string, node: Scalar, offset: number): number
     default:
       return start + offset;
   }
+}
+
+/**
+ * Whether pattern `a` matches every request pattern `b` can (identical, or
+ * strictly broader: any host/port/scheme/path, a glob over an exact name, a
+ * shorter `*.suffix`, a `/prefix/**` over a longer path glob).
+ */
+function covers(a: Matcher, b: Matcher): boolean {
+  if (a.scheme !== null && a.scheme !== b.scheme) return false;
+  if (a.port !== null && a.port !== b.port) return false;
+  let host = a.host === null;
+  if (!host && b.hostGlob !== null) {
+    if (a.hostGlob === b.hostGlob) host = true;
+    else if (typeof b.host === "string") host = matchHost(a, b.host, b.port ?? a.port ?? 443);
+    else {
+      const sa = /^\*+(\.[^*?]+)$/.exec(a.hostGlob ?? "")?.[1];
+      const sb = /^\*+(\.[^*?]+)$/.exec(b.hostGlob)?.[1];
+      host = sa !== undefined && sb !== undefined && sb.endsWith(sa);
+    }
+  }
+  if (!host) return false;
+  if (a.path === null) return true;
+  if (b.pathGlob === null) return false;
+  if (a.pathGlob === b.pathGlob) return true;
+  const prefix = a.pathGlob!.endsWith("/**") ? a.pathGlob!.slice(0, -2) : null;
+  return prefix !== null && !/[*?[\]{}]/.test(prefix) && b.pathGlob.startsWith(prefix);
 }
 
 /** Where a relative path in `file` points. */
@@ -518,6 +546,7 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
         name: ruleName,
         index,
         source: `${src.file}:${pos.line}`,
+        pos: { file: src.file, ...pos },
         match: matchers,
         methods,
         action: r.action as Action,
@@ -529,12 +558,20 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
         needsBody: (when?.needsBody ?? false) || policyNeedsBody,
         needsWhat,
       };
-      if (catchAll) {
+      // Shadowing: an earlier rule without methods or condition that matches
+      // everything this one can match always decides first.
+      const shadow = catchAll ?? rules.find((e) =>
+        e.methods === null && e.when === null &&
+        matchers.every((m) => e.match.some((em) => covers(em, m)))
+      );
+      if (shadow) {
         problems.push({
           ...src.problem(
             "warning",
             ruleNode,
-            `rule "${rule.name}" can never match: rule "${catchAll.name}" (${catchAll.source}) matches every request first`,
+            `rule "${rule.name}" can never match: rule "${shadow.name}" (${shadow.source}) matches ${
+              shadow === catchAll ? "every request" : "all its requests"
+            } first`,
           ),
         });
       }
@@ -585,6 +622,31 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
   }
   if (errors.length) throw new ConfigError(errors);
 
+  // Lints that look at the whole policy.
+  if (!legacy && (raw.default ?? "deny") === "allow" && (raw.mode ?? "enforce") === "enforce") {
+    problems.push(
+      main.src.problem(
+        "warning",
+        main.src.nodeAt(["default"]),
+        'default: allow in enforce mode lets every request no rule names through; prefer "deny" (or "log" while you learn the traffic)',
+      ),
+    );
+  }
+  const budgeted = rules.some((r) => r.checkers.some((c) => c.name === "spending_limit"));
+  if (budgeted) {
+    for (const r of rules) {
+      if (r.action !== "allow" || r.checkers.length > 0) continue;
+      const llmHost = r.match.find((m) => typeof m.host === "string" && detectProvider(m.host));
+      if (!llmHost) continue;
+      problems.push({
+        severity: "warning",
+        ...(r.pos ?? { file: r.source, line: 0, col: 0 }),
+        message:
+          `rule "${r.name}" allows the LLM host "${llmHost.host}" with no policies while a spending limit exists elsewhere: its calls are not budgeted`,
+      });
+    }
+  }
+
   const llm: LlmSettings = {
     detect: detectProvider,
     pricer: createPricer({ overrides: llmPrices as Record<string, ModelPriceOverride> }),
@@ -605,6 +667,7 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
   }
   const config: AgentgateConfig = {
     file,
+    files: parts.map((p) => p.abs).filter((f) => f !== ""),
     format: legacy ? "agentreserve" : "v1",
     embedded: file === DEFAULT_POLICY_NAME,
     listen,

@@ -291,3 +291,30 @@ Deno.test("load: include cycles, missing files and main-only keys are errors at 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("load: lints for shadowed rules, default allow, and unbudgeted LLM hosts", () => {
+  const text = `version: 1
+default: allow
+tls: { intercept: [api.openai.com, "*.example.test"] }
+rules:
+  - { name: all-example, match: "*.example.test", action: log }
+  - { name: api-example, match: api.example.test/v1/**, action: deny }
+  - { name: v1, match: api.openai.com/v1/**, action: allow }
+  - { name: v1-chat, match: api.openai.com/v1/chat/**, action: deny }
+  - name: budget
+    match: api.anthropic.com
+    action: allow
+    policies: [{ spending_limit: { usd: 5, per: 1d } }]
+  - { name: get-only, match: api.openai.com/v2/**, methods: [GET], action: log }
+  - { name: after-get, match: api.openai.com/v2/x, action: deny }
+  - { name: openai-free, match: api.openai.com, action: allow }
+`;
+  const { problems } = parseConfig(text, "l.yaml", "/");
+  assert.deepEqual(problems.map(formatProblem), [
+    'l.yaml:2:10: warning: default: allow in enforce mode lets every request no rule names through; prefer "deny" (or "log" while you learn the traffic)',
+    'l.yaml:6:5: warning: rule "api-example" can never match: rule "all-example" (l.yaml:5) matches all its requests first',
+    'l.yaml:7:5: warning: rule "v1" allows the LLM host "api.openai.com" with no policies while a spending limit exists elsewhere: its calls are not budgeted',
+    'l.yaml:8:5: warning: rule "v1-chat" can never match: rule "v1" (l.yaml:7) matches all its requests first',
+    'l.yaml:15:5: warning: rule "openai-free" allows the LLM host "api.openai.com" with no policies while a spending limit exists elsewhere: its calls are not budgeted',
+  ]);
+});

@@ -42,6 +42,25 @@ export interface InternalDeps {
   dashboard: boolean;
   /** Bearer token the page and API demand, or null (then loopback clients only). */
   token: string | null;
+  /** Load the policy files again and swap them in (`POST /_/api/reload`). */
+  reload?: () => Promise<ReloadStatus>;
+  /** Outcome of the last reload, for `/_/health`. */
+  lastReload?: () => ReloadStatus | null;
+}
+
+/** The outcome of a reload. */
+export interface ReloadStatus {
+  ok: boolean;
+  /** ms since the epoch. */
+  at: number;
+  /** What triggered it: `SIGHUP`, `api`, `file change`. */
+  trigger: string;
+  /** `file:line:col: message` lines when it failed (the old policy keeps serving). */
+  errors: string[];
+  /** Things that need a restart, or lint warnings. */
+  warnings: string[];
+  /** Rules in force after it. */
+  rules?: number;
 }
 
 /** Headers every dashboard answer carries: no framing, no sniffing, no caching, no referrer. */
@@ -407,13 +426,40 @@ export function createInternalRoutes(
   const handler = (req: http.IncomingMessage, res: http.ServerResponse, path: string) => {
     if (path === "/_/health") {
       const failing = deps.audit.lastError !== null;
+      const last = deps.lastReload?.() ?? null;
       return sendJson(res, failing ? 503 : 200, {
         status: failing ? "audit_failing" : "ok",
         version: deps.version,
         uptime_s: Math.round((Date.now() - deps.startedAt) / 1000),
         audit_queue: deps.audit.queueDepth,
         ...(failing ? { audit_error: deps.audit.lastError } : {}),
+        ...(last ? { last_reload: last } : {}),
       });
+    }
+    if (path === "/_/api/reload" && deps.reload) {
+      if (req.method !== "POST") {
+        return sendJson(res, 405, {
+          error: "method_not_allowed",
+          reason: "reload with POST",
+        }, { allow: "POST" });
+      }
+      // A cross-site form cannot set Origin to ours: refuse any other origin (CSRF).
+      const origin = req.headers.origin;
+      if (
+        origin !== undefined && !/^https?:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?$/.test(origin)
+      ) {
+        return sendJson(res, 403, {
+          error: "forbidden",
+          reason: `origin "${origin}" may not reload`,
+        });
+      }
+      const url = new URL(req.url ?? "/", "http://agentgate.invalid");
+      if (denyAccess(req, res, url)) return;
+      deps.reload().then(
+        (st) => sendJson(res, st.ok ? 200 : 422, st),
+        (e) => sendJson(res, 500, { error: "reload_failed", reason: (e as Error).message }),
+      );
+      return;
     }
     if (path === "/_/metrics") {
       const text = deps.metrics.render();

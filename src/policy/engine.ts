@@ -28,6 +28,8 @@ export interface CompiledRule {
   index: number;
   /** `file:line` where the rule is written. */
   source: string;
+  /** Where the rule is written, for lints. */
+  pos?: { file: string; line: number; col: number };
   /** The rule matches when any of these patterns does. */
   match: Matcher[];
   methods: ReadonlySet<string> | null;

@@ -8,6 +8,7 @@
 import type { AuditDecision, AuditEventV1, AuditFinding } from "../audit/event.ts";
 import { redactHeaders, redactQuery } from "../audit/redact.ts";
 import type { Decision, RequestInfo } from "../policy/types.ts";
+import type { AgentgateConfig } from "../config/load.ts";
 
 /** How an exchange ended, beyond what the decision says. */
 export interface Outcome {
@@ -69,7 +70,12 @@ export class Exchange {
   /** Tears the exchange down (forced shutdown); set by whoever owns its sockets. */
   abort: (why: string) => void = () => {};
 
-  constructor(readonly info: RequestInfo, private readonly sink: ExchangeSink) {}
+  constructor(
+    readonly info: RequestInfo,
+    private readonly sink: ExchangeSink,
+    /** The configuration in force when the request arrived. */
+    readonly config: AgentgateConfig,
+  ) {}
 
   /** Write the audit row (once; later calls are ignored). */
   finish(outcome: Outcome): void {

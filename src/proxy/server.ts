@@ -53,7 +53,7 @@ import { openTunnel } from "./tunnel.ts";
 import { type Answer, denyAnswer, errorAnswer, rawAnswer } from "./reject.ts";
 import { isWebSocketUpgrade } from "./headers.ts";
 import { Metrics } from "../dashboard/metrics.ts";
-import { createInternalRoutes } from "../dashboard/routes.ts";
+import { createInternalRoutes, type ReloadStatus } from "../dashboard/routes.ts";
 
 /** What a running proxy needs. */
 export interface ProxyOptions {
@@ -66,6 +66,10 @@ export interface ProxyOptions {
   leaves?: LeafStore;
   /** Roots upstream TLS is verified against (system roots + `tls.upstream_ca`). */
   upstreamCa?: string[];
+  /** Reload the policy from its files (`POST /_/api/reload`). */
+  reload?: () => Promise<ReloadStatus>;
+  /** The last reload's outcome (`/_/health`). */
+  lastReload?: () => ReloadStatus | null;
 }
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "0.0.0.0", "::"]);
@@ -220,6 +224,8 @@ export class ProxyServer {
       metrics: this.metrics,
       dashboard: opts.config.dashboard,
       token: opts.config.dashboardToken,
+      reload: opts.reload,
+      lastReload: opts.lastReload,
     });
     if (opts.leaves) {
       this.#interceptor = new Interceptor<TunnelCtx>(opts.leaves, {
@@ -253,8 +259,38 @@ export class ProxyServer {
   }
 
   /** Whether any rule carries a dlp policy (then buffered bodies are decoded for scanning). */
-  get #hasDlp(): boolean {
-    return this.#config.policy.rules.some((r) => r.checkers.some((c) => c.name === "dlp"));
+  #hasDlp(config: AgentgateConfig): boolean {
+    return config.policy.rules.some((r) => r.checkers.some((c) => c.name === "dlp"));
+  }
+
+  /**
+   * Swap in a new policy (already loaded and compiled completely): requests
+   * in flight finish under the one they started with; rate-limit and spend
+   * state of policies that survive is kept. Settings bound at start (listen
+   * address, audit file, CA, dashboard access) need a restart: they are
+   * reported, not applied.
+   */
+  reload(next: AgentgateConfig): { warnings: string[] } {
+    const prev = this.#config;
+    const warnings: string[] = [];
+    const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+    if (next.audit.path !== prev.audit.path) {
+      warnings.push("audit.path changed: restart agentgate to write to the new file");
+    }
+    if (
+      next.tls.caDir !== prev.tls.caDir || (next.tls.intercept.length > 0 && !this.#interceptor)
+    ) {
+      warnings.push("tls (CA or first intercepted host) changed: restart agentgate to apply it");
+    }
+    if (next.dashboard !== prev.dashboard || next.dashboardToken !== prev.dashboardToken) {
+      warnings.push("dashboard settings changed: restart agentgate to apply them");
+    }
+    if (!same(next.listen, prev.listen)) {
+      warnings.push("proxy.listen changed: restart agentgate to listen there");
+    }
+    this.#config = next;
+    this.state.retainSlots(next.policy.rules.flatMap((r) => r.checkers.map((c) => c.stateKey)));
+    return { warnings };
   }
 
   /** Budgets survive restarts: the ledger is rebuilt from the audit's costs. */
@@ -356,7 +392,8 @@ export class ProxyServer {
   };
 
   #begin(info: RequestInfo): Exchange {
-    const ex = new Exchange(info, this.#record);
+    // The policy in force when the request arrived decides it, even across a reload.
+    const ex = new Exchange(info, this.#record, this.#config);
     this.#inflight.add(ex);
     this.counters.requests++;
     return ex;
@@ -490,7 +527,7 @@ export class ProxyServer {
     hasBody: boolean,
     endpoint?: Endpoint,
   ) {
-    const llm = this.#config.llm;
+    const llm = ex.config.llm;
     const provider = ex.info.path !== null ? llm.detect(ex.info.host) : null;
     // LLM calls are small JSON bodies: read them first, for the model (pricing,
     // spending limits) and the optional force_stream_usage rewrite.
@@ -502,8 +539,8 @@ export class ProxyServer {
     if (expectContinue) res.writeContinue();
     const onClose = () => ex.finish({ status: null, error: "client aborted" });
     res.once("close", onClose);
-    const limits = this.#config.limits;
-    const cap = this.#hasDlp
+    const limits = ex.config.limits;
+    const cap = this.#hasDlp(ex.config)
       ? Math.max(limits.maxBodyBytes, limits.maxScanBytes)
       : limits.maxBodyBytes;
     bufferBody(req, cap).then((b) => {
@@ -512,7 +549,7 @@ export class ProxyServer {
       ex.info.body = b.complete && b.size <= limits.maxBodyBytes
         ? parseJsonBody(b.chunks, req.headers)
         : undefined;
-      if (this.#hasDlp && b.chunks.length) {
+      if (this.#hasDlp(ex.config) && b.chunks.length) {
         ex.info.bodyText = decodeForScan(
           concatChunks(b.chunks),
           headerValue(req.headers["content-type"]),
@@ -561,14 +598,14 @@ export class ProxyServer {
               headerValue(req.headers["content-type"]),
               headerValue(req.headers["content-encoding"]),
               scanner,
-              this.#config.limits.maxScanBytes,
+              ex.config.limits.maxScanBytes,
             )
             : null;
           if (r === null) {
             // Better refused than forwarded with the secret in it.
             d = {
               ...d,
-              verdict: this.#config.policy.mode === "audit" ? "would_deny" : "deny",
+              verdict: ex.config.policy.mode === "audit" ? "would_deny" : "deny",
               status: 403,
               policy: "dlp",
               reason:
@@ -595,7 +632,7 @@ export class ProxyServer {
     }
     if (expectContinue) res.writeContinue();
     if (
-      provider !== null && buffered?.complete && this.#config.llm.forceStreamUsage &&
+      provider !== null && buffered?.complete && ex.config.llm.forceStreamUsage &&
       req.headers["content-encoding"] === undefined
     ) {
       bodyBytes = forceStreamUsage(
@@ -605,7 +642,7 @@ export class ProxyServer {
       ) ?? bodyBytes;
     }
     forwardHttp(req, res, target, ex, this.pool, {
-      ...this.#upstreamOpts(),
+      ...this.#upstreamOpts(ex.config),
       closeAfter: () => this.#draining,
       endpoint,
       body: bodyBytes === undefined && buffered ? replay(req, buffered) : undefined,
@@ -716,7 +753,7 @@ export class ProxyServer {
         const usage = tap?.finish({ complete }) ?? null;
         if (usage === null) return this.state.dropUsage(info.id);
         const now = Date.now();
-        const price = this.#config.llm.pricer.price(usage, new Date(now));
+        const price = ex.config.llm.pricer.price(usage, new Date(now));
         ex.usage = {
           provider: usage.provider,
           model: usage.model,
@@ -810,7 +847,7 @@ export class ProxyServer {
     const hasBody = req.headers["content-length"] !== undefined &&
         req.headers["content-length"] !== "0" ||
       req.headers["transfer-encoding"] !== undefined;
-    const to = this.#config.resolve.get(ctx.host) ?? ctx;
+    const to = ex.config.resolve.get(ctx.host) ?? ctx;
     const expect = String(req.headers.expect ?? "").toLowerCase() === "100-continue";
     this.#proxyRequest(
       req,
@@ -856,7 +893,7 @@ export class ProxyServer {
 
   #decide(info: RequestInfo, ex: Exchange, bodyRead = true, intercept = false) {
     const t = performance.now();
-    const d = decide(this.#config.policy, {
+    const d = decide(ex.config.policy, {
       info,
       now: ex.ts,
       state: this.state,
@@ -868,10 +905,10 @@ export class ProxyServer {
     return d;
   }
 
-  #upstreamOpts() {
+  #upstreamOpts(config: AgentgateConfig = this.#config) {
     return {
-      connectTimeoutMs: this.#config.upstream.connectTimeoutMs,
-      responseTimeoutMs: this.#config.upstream.responseTimeoutMs,
+      connectTimeoutMs: config.upstream.connectTimeoutMs,
+      responseTimeoutMs: config.upstream.responseTimeoutMs,
       via: this.via,
       onUpstreamHead: (seconds: number) => this.metrics.upstream(seconds),
     };
@@ -911,7 +948,7 @@ export class ProxyServer {
       s.end(rawAnswer(errorAnswer(info.id, 508, "loop_detected", reason)));
       return ex.finish({ status: 508, decision: "error", reason });
     }
-    const intercept = this.#interceptor !== null && isIntercepted(this.#config, hp.host, hp.port);
+    const intercept = this.#interceptor !== null && isIntercepted(ex.config, hp.host, hp.port);
     const d = this.#decide(info, ex, true, intercept);
     if (d.verdict === "deny") {
       s.end(rawAnswer(denyAnswer(info.id, d)));
@@ -919,8 +956,8 @@ export class ProxyServer {
     }
     this.#tunnels.add(ex);
     if (intercept) return this.#intercept(s, head, hp.host, hp.port, ex);
-    const to = this.#config.resolve.get(hp.host) ?? hp;
-    openTunnel(s, head, to.host, to.port, ex, this.#config.upstream.connectTimeoutMs);
+    const to = ex.config.resolve.get(hp.host) ?? hp;
+    openTunnel(s, head, to.host, to.port, ex, ex.config.upstream.connectTimeoutMs);
   }
 
   #onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Uint8Array) {
