@@ -3,6 +3,7 @@
  *
  *   deno task bench [s1 s2 s3 s3b s4 s5 …]   agentgate in ../shared/bench beside its peers
  *   deno task bench decide                    decision micro-benchmark (scripts/bench_decide.ts)
+ *   deno task bench --intercept [s4 s5 …]     the same with TLS interception of the origin
  *
  * Plugs agentgate into the shared harness as the `PROXY_*` candidate with a
  * 20-rule policy and the audit on (the configuration the issues' targets
@@ -55,9 +56,25 @@ if (import.meta.main && Deno.args[0] === "decide") {
     Deno.exit(code);
   });
 } else if (import.meta.main) {
-  const scenarios = Deno.args.length ? Deno.args : ["s1", "s2", "s3", "s3b", "s5"];
+  const intercept = Deno.args[0] === "--intercept";
+  const args = intercept ? Deno.args.slice(1) : Deno.args;
+  const scenarios = args.length ? args : intercept ? ["s4", "s5"] : ["s1", "s2", "s3", "s3b", "s5"];
   const dir = await Deno.makeTempDir({ prefix: "agentgate-bench-" });
-  await Deno.writeTextFile(`${dir}/agentgate.yaml`, BENCH_POLICY);
+  // Interception: the harness's origin is 127.0.0.1:18443 with a self-signed certificate.
+  const tls = intercept
+    ? `tls:\n  intercept: [127.0.0.1]\n  ca_dir: ${dir}/ca\n  upstream_ca: /tmp/bench/run/certs/origin.crt\n`
+    : "";
+  await Deno.writeTextFile(
+    `${dir}/agentgate.yaml`,
+    BENCH_POLICY.replace("default: deny\n", `default: deny\n${tls}`),
+  );
+  if (intercept) {
+    // The client must trust the CA before the proxy starts.
+    await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", `${root}/main.ts`, "ca", "--dir", `${dir}/ca`, "--path"],
+      stdout: "null",
+    }).output();
+  }
   const cmd = [
     Deno.execPath(),
     "run",
@@ -74,8 +91,9 @@ if (import.meta.main && Deno.args[0] === "decide") {
     PROXY_ADDR: "127.0.0.1:18199",
     PROXY_CMD: cmd,
     PROXY_CWD: dir,
-    PROXY_MODES: Deno.env.get("PROXY_MODES") ?? "http connect",
-    PEERS: Deno.env.get("PEERS") ?? "direct squid agentreserve",
+    PROXY_MODES: Deno.env.get("PROXY_MODES") ?? (intercept ? "intercept" : "http connect"),
+    PEERS: Deno.env.get("PEERS") ?? (intercept ? "direct mitmproxy" : "direct squid agentreserve"),
+    ...(intercept ? { PROXY_CA: `${dir}/ca/ca.pem` } : {}),
   };
   console.log(`bench: ${scenarios.join(" ")} with ${JSON.stringify(env, null, 2)}`);
   const { code } = await new Deno.Command("bash", {

@@ -408,6 +408,10 @@ Deno.test("a client that disconnects mid-response leaves a row and frees the ups
   });
   const proxy = await startProxy();
   try {
+    // Warm up: one finished request opens whatever the proxy opens lazily (audit WAL).
+    const warm = await curl(["-x", proxy.url, "http://127.0.0.1:1/"]);
+    assert.match(warm.out, /bad_gateway/);
+    await waitForRows(proxy.auditPath, 1, "port = 1");
     const fdsBefore = await openFds(proxy.pid);
     const sock = net.connect(proxy.port, "127.0.0.1");
     await new Promise((r) => sock.once("connect", r));
