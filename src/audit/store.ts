@@ -79,6 +79,9 @@ const MIGRATIONS: string[] = [
    CREATE INDEX audit_rule_cover ON audit (rule, decision, ts);`,
 ];
 
+/** Rows written per transaction slice (~2-4 ms of event-loop time). */
+const SLICE = 300;
+
 /** Schema version this build writes. */
 export const AUDIT_SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -219,7 +222,7 @@ export class AuditStore {
       `INSERT INTO findings (decision_id, ts, detector, direction, location, sample, action, host)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
     );
-    this.#timer = setInterval(() => this.flush(), opts.flushMs ?? 200);
+    this.#timer = setInterval(() => this.#tick(), opts.flushMs ?? 200);
     Deno.unrefTimer(this.#timer as unknown as number);
     if (opts.retentionMs) {
       this.prune();
@@ -256,19 +259,35 @@ export class AuditStore {
       );
     }
     // A burst is written soon rather than growing until the next tick.
-    if (this.#queue.length >= 1000 && this.#soon === null) {
+    if (this.#queue.length >= SLICE && this.#soon === null) {
       this.#soon = setTimeout(() => {
         this.#soon = null;
-        this.flush();
+        this.#tick();
       }, 0);
     }
   }
 
-  /** Write every queued row now; returns the number written. */
-  flush(): number {
+  /**
+   * Write the queue in slices of {@link SLICE} rows, yielding to the event
+   * loop between them: one 3,000-row transaction (200 ms at 15k req/s) blocked
+   * it for ~20 ms and showed as the proxy's p99 latency.
+   */
+  #tick() {
+    if (this.#soon !== null || this.#closed) return;
+    const written = this.flush(SLICE);
+    if (written > 0 && this.#queue.length > 0) {
+      this.#soon = setTimeout(() => {
+        this.#soon = null;
+        this.#tick();
+      }, 0);
+    }
+  }
+
+  /** Write queued rows now (at most `max`); returns the number written. */
+  flush(max = Infinity): number {
     if (this.#queue.length === 0) return 0;
-    const batch = this.#queue;
-    this.#queue = [];
+    const batch = max >= this.#queue.length ? this.#queue : this.#queue.slice(0, max);
+    this.#queue = batch === this.#queue ? [] : this.#queue.slice(batch.length);
     try {
       this.db.exec("BEGIN");
       try {
