@@ -77,6 +77,9 @@ const MIGRATIONS: string[] = [
      WHERE model IS NOT NULL;
    CREATE INDEX audit_session_cost ON audit (session, ts, cost_usd) WHERE cost_usd IS NOT NULL;
    CREATE INDEX audit_rule_cover ON audit (rule, decision, ts);`,
+  // v4: the spend ledger is rebuilt from priced rows at every start; without
+  // this partial index that read scanned the whole audit.
+  `CREATE INDEX audit_cost_ts ON audit (ts) WHERE cost_usd IS NOT NULL;`,
 ];
 
 /** Rows written per transaction slice (~2-4 ms of event-loop time). */
@@ -201,6 +204,8 @@ export class AuditStore {
   #timer: ReturnType<typeof setInterval>;
   #retentionTimer: ReturnType<typeof setInterval> | null = null;
   #soon: ReturnType<typeof setTimeout> | null = null;
+  /** Rows inserted in the transaction that is still open. */
+  #tx: AuditEventV1[] = [];
   #closed = false;
   #lastErrorLog = 0;
   /** Writes that failed (the rows stay queued and are retried). */
@@ -274,95 +279,126 @@ export class AuditStore {
    */
   #tick() {
     if (this.#soon !== null || this.#closed) return;
-    const written = this.flush(SLICE);
-    if (written > 0 && this.#queue.length > 0) {
-      this.#soon = setTimeout(() => {
-        this.#soon = null;
-        this.#tick();
-      }, 0);
+    this.#step();
+  }
+
+  /**
+   * One slice of a write: the transaction stays open across slices and
+   * commits when the queue is empty, so a tick's rows cost one COMMIT (the
+   * page writes) however they were sliced.
+   */
+  #step() {
+    try {
+      if (this.#tx.length === 0 && this.#queue.length === 0) return;
+      if (this.#tx.length === 0) this.db.exec("BEGIN");
+      const batch = this.#queue.length <= SLICE ? this.#queue : this.#queue.slice(0, SLICE);
+      this.#queue = batch === this.#queue ? [] : this.#queue.slice(batch.length);
+      // Rows of the open transaction, to requeue them if it fails.
+      for (const e of batch) this.#tx.push(e);
+      for (const e of batch) this.#insertRow(e);
+      if (this.#queue.length === 0) {
+        this.db.exec("COMMIT");
+        this.written += this.#tx.length;
+        this.#tx = [];
+        this.lastError = null;
+        return;
+      }
+    } catch (e) {
+      this.#failed(e);
+      return;
+    }
+    this.#soon = setTimeout(() => {
+      this.#soon = null;
+      this.#step();
+    }, 0);
+  }
+
+  #failed(e: unknown) {
+    try {
+      this.db.exec("ROLLBACK");
+    } catch {
+      // Already rolled back by SQLite (e.g. SQLITE_FULL).
+    }
+    // Keep the rows (oldest first) and retry on the next tick.
+    this.#queue = this.#tx.concat(this.#queue);
+    this.#tx = [];
+    this.writeErrors++;
+    this.lastError = (e as Error).message;
+    this.#log(
+      `audit write failed (${this.#queue.length} row(s) queued, will retry): ${this.lastError}`,
+    );
+  }
+
+  #insertRow(e: AuditEventV1) {
+    this.#insert.run(
+      e.id,
+      e.ts,
+      e.session,
+      e.label,
+      e.client,
+      e.method,
+      e.scheme,
+      e.host,
+      e.port,
+      e.path,
+      e.query,
+      e.status,
+      e.decision,
+      e.rule,
+      e.rule_source,
+      e.reason,
+      e.policy,
+      e.bytes_in,
+      e.bytes_out,
+      e.duration_ms,
+      e.error,
+      e.headers,
+      e.provider ?? null,
+      e.model ?? null,
+      e.input_tokens ?? null,
+      e.output_tokens ?? null,
+      e.cache_read_tokens ?? null,
+      e.cache_write_tokens ?? null,
+      e.reasoning_tokens ?? null,
+      e.cost_usd ?? null,
+      e.usage_partial === undefined || e.usage_partial === null ? null : Number(e.usage_partial),
+      e.price_unknown === undefined || e.price_unknown === null ? null : Number(e.price_unknown),
+    );
+    for (const f of e.findings ?? []) {
+      this.#insertFinding.run(
+        e.id,
+        e.ts,
+        f.detector,
+        f.direction,
+        f.location,
+        f.sample,
+        f.action,
+        e.host,
+      );
     }
   }
 
-  /** Write queued rows now (at most `max`); returns the number written. */
-  flush(max = Infinity): number {
-    if (this.#queue.length === 0) return 0;
-    const batch = max >= this.#queue.length ? this.#queue : this.#queue.slice(0, max);
-    this.#queue = batch === this.#queue ? [] : this.#queue.slice(batch.length);
+  /** Write every queued row now, in one transaction; returns the number written. */
+  flush(): number {
+    if (this.#soon !== null) {
+      clearTimeout(this.#soon);
+      this.#soon = null;
+    }
+    if (this.#tx.length === 0 && this.#queue.length === 0) return 0;
     try {
-      this.db.exec("BEGIN");
-      try {
-        for (const e of batch) {
-          this.#insert.run(
-            e.id,
-            e.ts,
-            e.session,
-            e.label,
-            e.client,
-            e.method,
-            e.scheme,
-            e.host,
-            e.port,
-            e.path,
-            e.query,
-            e.status,
-            e.decision,
-            e.rule,
-            e.rule_source,
-            e.reason,
-            e.policy,
-            e.bytes_in,
-            e.bytes_out,
-            e.duration_ms,
-            e.error,
-            e.headers,
-            e.provider ?? null,
-            e.model ?? null,
-            e.input_tokens ?? null,
-            e.output_tokens ?? null,
-            e.cache_read_tokens ?? null,
-            e.cache_write_tokens ?? null,
-            e.reasoning_tokens ?? null,
-            e.cost_usd ?? null,
-            e.usage_partial === undefined || e.usage_partial === null
-              ? null
-              : Number(e.usage_partial),
-            e.price_unknown === undefined || e.price_unknown === null
-              ? null
-              : Number(e.price_unknown),
-          );
-          for (const f of e.findings ?? []) {
-            this.#insertFinding.run(
-              e.id,
-              e.ts,
-              f.detector,
-              f.direction,
-              f.location,
-              f.sample,
-              f.action,
-              e.host,
-            );
-          }
-        }
-        this.db.exec("COMMIT");
-      } catch (e) {
-        try {
-          this.db.exec("ROLLBACK");
-        } catch {
-          // Already rolled back by SQLite (e.g. SQLITE_FULL).
-        }
-        throw e;
-      }
-      this.written += batch.length;
+      if (this.#tx.length === 0) this.db.exec("BEGIN");
+      const batch = this.#queue;
+      this.#queue = [];
+      for (const e of batch) this.#tx.push(e);
+      for (const e of batch) this.#insertRow(e);
+      this.db.exec("COMMIT");
+      const n = this.#tx.length;
+      this.written += n;
+      this.#tx = [];
       this.lastError = null;
-      return batch.length;
+      return n;
     } catch (e) {
-      // Keep the rows (oldest first) and retry on the next tick.
-      this.#queue = batch.concat(this.#queue);
-      this.writeErrors++;
-      this.lastError = (e as Error).message;
-      this.#log(
-        `audit write failed (${this.#queue.length} row(s) queued, will retry): ${this.lastError}`,
-      );
+      this.#failed(e);
       return 0;
     }
   }

@@ -1,9 +1,11 @@
 /**
  * 10 MB bodies of adversarial text, each scanned with every detector (and
- * two custom RE2 regexes) under a 2 s bound; then a pathological custom regex
- * on the worst body for it. The bound is a guard
- * against catastrophic backtracking or quadratic loops, not a speed test:
- * normal scans of 10 MB take about a tenth of it.
+ * two custom RE2 regexes) under an 8 s bound; then a pathological custom regex
+ * on the worst body for it. The bound is a guard against catastrophic
+ * backtracking or quadratic loops (which take minutes on 10 MB), not a speed
+ * test: the worst case here takes ~0.9 s on an idle 2-core machine and
+ * 2.7-4 s while the rest of the suite runs on the same two cores, so a 2 s
+ * bound failed CI-like runs.
  */
 
 import assert from "node:assert/strict";
@@ -15,7 +17,7 @@ import { createStreamScanner } from "./stream.ts";
 import { rng } from "./testing.ts";
 
 const TEN_MB = 10 * 1024 * 1024;
-const LIMIT_MS = 2000;
+const LIMIT_MS = 8000;
 
 const scanner = compileScanner({
   detectors: DETECTOR_NAMES,

@@ -328,7 +328,7 @@ export function forwardHttp(
  * reaches the client unchanged.
  */
 export function forwardUpgrade(
-  req: http.IncomingMessage,
+  req: { method?: string; rawHeaders: string[] },
   socket: Duplex,
   head: Uint8Array,
   target: ForwardTarget,

@@ -34,6 +34,30 @@ export interface H1ServerOptions {
    * raised inside this layer (the connection is cut). Default: ignored.
    */
   onError?: (err: unknown) => void;
+  /**
+   * CONNECT requests and protocol upgrades (`Connection: upgrade` + `Upgrade`)
+   * are handed over with the raw socket and the bytes read after their head;
+   * this layer lets go of the socket. Without it they are served as requests.
+   */
+  onTakeover?: (head: TakeoverHead, socket: Duplex, rest: Uint8Array) => void;
+}
+
+/** The parsed head of a request that takes the socket over (CONNECT, Upgrade). */
+export interface TakeoverHead {
+  method: string;
+  /** The request-target as sent (`host:port` for CONNECT). */
+  url: string;
+  httpVersion: string;
+  headers: IncomingHttpHeaders;
+  rawHeaders: string[];
+}
+
+/** Whether a request takes the connection over: CONNECT, or an Upgrade with `Connection: upgrade`. */
+function isTakeover(head: RequestHead): boolean {
+  if (head.method === "CONNECT") return true;
+  const up = head.headers.upgrade;
+  const conn = head.headers.connection;
+  return up !== undefined && typeof conn === "string" && /(^|,)\s*upgrade\s*(,|$)/i.test(conn);
 }
 
 /** What {@link serveHttp1} returns. */
@@ -994,9 +1018,34 @@ class Connection {
         e.message,
       );
     }
-    this.#dispatch(head);
     const rest = end + 4 < buf.length ? buf.subarray(end + 4) : null;
+    if (this.opts.onTakeover && isTakeover(head)) return this.#takeover(head, rest);
+    this.#dispatch(head);
     if (rest) this.#feed(rest);
+  }
+
+  /** Let go of the socket for a CONNECT or an upgrade. */
+  #takeover(head: RequestHead, rest: Buffer | null) {
+    const s = this.socket;
+    this.#phase = DEAD;
+    this.#clearTimer();
+    this.#acc = this.#pending = null;
+    this.#accLen = 0;
+    s.off("data", this.#onData);
+    s.off("end", this.#onEnd);
+    s.off("error", this.#onError);
+    s.off("close", this.#onClose);
+    this.opts.onTakeover!(
+      {
+        method: head.method,
+        url: head.url,
+        httpVersion: `1.${head.minor}`,
+        headers: head.headers,
+        rawHeaders: head.rawHeaders,
+      },
+      s,
+      rest ? Buffer.from(rest) : new Uint8Array(),
+    );
   }
 
   /** Append to the head accumulator; returns its filled part. */
