@@ -11,6 +11,14 @@ import { serve } from "./src/cli/serve.ts";
 import { check } from "./src/cli/check.ts";
 import { ca } from "./src/cli/ca.ts";
 import { scan } from "./src/cli/scan.ts";
+import { test } from "./src/cli/test.ts";
+import { evalCommand } from "./src/cli/eval.ts";
+import { replay } from "./src/cli/replay.ts";
+import { schema } from "./src/cli/schema.ts";
+import { fmt } from "./src/cli/fmt.ts";
+import { run } from "./src/cli/run.ts";
+import { env } from "./src/cli/env.ts";
+import { report } from "./src/cli/report.ts";
 import { didYouMean } from "./src/config/errors.ts";
 import { VERSION } from "./src/version.ts";
 
@@ -20,6 +28,17 @@ export const COMMANDS: Record<string, { run: Command; summary: string }> = {
   check: { run: check, summary: "Validate a policy file (file:line:col errors)" },
   ca: { run: ca, summary: "Show the interception CA or write a trust bundle" },
   scan: { run: scan, summary: "Scan a file or stdin for secrets with the DLP detectors" },
+  test: { run: test, summary: "Run policy tests (*_test.yaml) through the engine" },
+  eval: { run: evalCommand, summary: "Decide one request and explain it rule by rule" },
+  replay: {
+    run: replay,
+    summary: "Re-decide the audit's requests under a new policy; show changes",
+  },
+  fmt: { run: fmt, summary: "Format policy files in place, keeping comments" },
+  schema: { run: schema, summary: "Print the JSON Schema of policy files" },
+  run: { run: run, summary: "Run a command through agentgate as one session, then report" },
+  env: { run: env, summary: "Print the shell lines that point programs at agentgate" },
+  report: { run: report, summary: "Summarise an audit: hosts, denials, rules, LLM spend" },
 };
 
 const TOP_HELP = () =>

@@ -1,0 +1,376 @@
+/**
+ * `agentgate env`: the environment that sends a shell's programs through
+ * agentgate, as lines for that shell (`eval "$(agentgate env)"`). The same
+ * variables are what `agentgate run` hands its child, so both are built here.
+ *
+ * @module
+ */
+import { dirname, join } from "node:path";
+import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
+import type { Io } from "./io.ts";
+import { loadForCommand } from "./config_arg.ts";
+import type { AgentgateConfig } from "../config/load.ts";
+import { CaError, loadOrCreateCA } from "../tls/ca.ts";
+import { writeTrustBundle } from "../tls/bundle.ts";
+
+/** Proxy variables, upper case first; most tools read one spelling or the other. */
+export const PROXY_VARS = [
+  "HTTP_PROXY",
+  "HTTPS_PROXY",
+  "ALL_PROXY",
+  "http_proxy",
+  "https_proxy",
+  "all_proxy",
+] as const;
+
+/** Hosts the child reaches directly. */
+export const NO_PROXY_VARS = ["NO_PROXY", "no_proxy"] as const;
+
+/** Node 24+ (and 22.21+) only honours HTTP(S)_PROXY in `fetch`/`http` with this set. */
+export const NODE_PROXY_VAR = "NODE_USE_ENV_PROXY";
+
+/**
+ * Variables that *replace* a tool's trust store: they get the bundle (system
+ * roots + the agentgate CA), never the CA alone, or every host that is not
+ * intercepted would fail. OpenSSL/Python ssl/Go/Ruby, requests, curl, git, pip,
+ * AWS CLI and SDKs.
+ */
+export const BUNDLE_VARS = [
+  "SSL_CERT_FILE",
+  "REQUESTS_CA_BUNDLE",
+  "CURL_CA_BUNDLE",
+  "GIT_SSL_CAINFO",
+  "PIP_CERT",
+  "AWS_CA_BUNDLE",
+] as const;
+
+/** Variables that *add* certificates to a runtime's built-in roots: the CA alone. */
+export const CA_VARS = ["NODE_EXTRA_CA_CERTS", "DENO_CERT"] as const;
+
+/** Every variable `run` and `env` set, in the order they are printed. */
+export const ALL_VARS: readonly string[] = [
+  ...PROXY_VARS,
+  ...NO_PROXY_VARS,
+  NODE_PROXY_VAR,
+  ...BUNDLE_VARS,
+  ...CA_VARS,
+];
+
+/** Direct connections by default: the machine itself. */
+export const DEFAULT_NO_PROXY: readonly string[] = ["localhost", "127.0.0.1", "::1"];
+
+/** What {@link proxyEnvironment} needs. */
+export interface ProxyEnvOptions {
+  /** The proxy URL the child uses, credentials included. */
+  proxyUrl: string;
+  /** Hosts reached without the proxy (default {@link DEFAULT_NO_PROXY}). */
+  noProxy?: readonly string[];
+  /** Trust bundle file (system roots + agentgate CA), when interception is on. */
+  bundle?: string | null;
+  /** The agentgate CA certificate file, when interception is on. */
+  caCert?: string | null;
+}
+
+/**
+ * The variables that send a process through agentgate, in print order.
+ *
+ * @example
+ * proxyEnvironment({ proxyUrl: "http://127.0.0.1:4100" })
+ * // [["HTTP_PROXY", "http://127.0.0.1:4100"], …, ["NODE_USE_ENV_PROXY", "1"]]
+ */
+export function proxyEnvironment(o: ProxyEnvOptions): [string, string][] {
+  const out: [string, string][] = PROXY_VARS.map((n) => [n, o.proxyUrl]);
+  const noProxy = (o.noProxy ?? DEFAULT_NO_PROXY).join(",");
+  for (const n of NO_PROXY_VARS) out.push([n, noProxy]);
+  out.push([NODE_PROXY_VAR, "1"]);
+  if (o.bundle) { for (const n of BUNDLE_VARS) out.push([n, o.bundle]); }
+  if (o.caCert) { for (const n of CA_VARS) out.push([n, o.caCert]); }
+  return out;
+}
+
+/** `run`.no_proxy when the config has it (see the `run:` section), else the default. */
+export function noProxyOf(config: AgentgateConfig): readonly string[] {
+  const run = (config as { run?: { noProxy?: readonly string[] } }).run;
+  return run?.noProxy ?? DEFAULT_NO_PROXY;
+}
+
+/**
+ * The child's environment: ours, except the variables the user already set
+ * (non-empty) unless `override`. Returns the variables to pass and the names
+ * that were kept from the user's environment.
+ *
+ * @example
+ * mergeEnvironment([["HTTP_PROXY", "http://a"]], () => "http://mine", false)
+ * // { env: { HTTP_PROXY: "http://mine" }, kept: ["HTTP_PROXY"] }
+ */
+export function mergeEnvironment(
+  ours: [string, string][],
+  current: (name: string) => string | undefined,
+  override: boolean,
+): { env: Record<string, string>; kept: string[] } {
+  const env: Record<string, string> = {};
+  const kept: string[] = [];
+  for (const [name, value] of ours) {
+    const mine = current(name);
+    if (!override && mine !== undefined && mine !== "") {
+      env[name] = mine;
+      if (mine !== value) kept.push(name);
+    } else env[name] = value;
+  }
+  return { env, kept };
+}
+
+// --- proxy URLs ----------------------------------------------------------------
+
+/** A parsed `--proxy` URL. */
+export interface ProxyTarget {
+  /** The URL as given, normalised (`http://` added, no trailing slash), credentials kept. */
+  url: string;
+  /** `http://host:port`, without credentials. */
+  base: string;
+  host: string;
+  port: number;
+  /** The token from the URL (its password, else its user name), decoded; null if none. */
+  token: string | null;
+  /** The user name of the URL, decoded, or null. */
+  user: string | null;
+}
+
+/**
+ * Parse a proxy URL (`http://[user:]token@host:port`; `host:port` alone means
+ * http). agentgate listens on plain HTTP, so `https://` is refused.
+ *
+ * @example
+ * parseProxyUrl("http://ci:s3cret@127.0.0.1:4100")
+ * // { url: "http://ci:s3cret@127.0.0.1:4100", base: "http://127.0.0.1:4100", host: "127.0.0.1", port: 4100, token: "s3cret", user: "ci" }
+ */
+export function parseProxyUrl(text: string): ProxyTarget {
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `http://${text}`;
+  let url: URL;
+  try {
+    url = new URL(withScheme);
+  } catch {
+    throw new UsageError(`invalid proxy URL "${text}": expected http://HOST:PORT`);
+  }
+  if (url.protocol !== "http:") {
+    throw new UsageError(
+      `invalid proxy URL "${text}": agentgate listens on plain HTTP, use http://${url.host}`,
+    );
+  }
+  if ((url.pathname !== "/" && url.pathname !== "") || url.search || url.hash) {
+    throw new UsageError(`invalid proxy URL "${text}": expected http://HOST:PORT without a path`);
+  }
+  const dec = (s: string) => {
+    try {
+      return decodeURIComponent(s);
+    } catch {
+      return s;
+    }
+  };
+  const user = url.username ? dec(url.username) : null;
+  const pass = url.password ? dec(url.password) : null;
+  const port = url.port ? Number(url.port) : 80;
+  const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
+  return {
+    url: url.href.replace(/\/$/, ""),
+    base: `http://${url.host}`,
+    host,
+    port,
+    token: pass ?? user,
+    user: pass !== null ? user : null,
+  };
+}
+
+/** `http://[user:pass@]host:port`, credentials percent-encoded. */
+export function proxyUrlWith(
+  base: string,
+  creds: { user: string; pass: string } | null,
+): string {
+  if (!creds) return base;
+  const enc = (s: string) => encodeURIComponent(s);
+  return base.replace(/^http:\/\//, `http://${enc(creds.user)}:${enc(creds.pass)}@`);
+}
+
+/** The URL clients use for a listen address (`0.0.0.0` -> `127.0.0.1`, `::` -> `[::1]`). */
+export function clientUrlFor(listen: { host: string; port: number }): string {
+  let host = listen.host;
+  if (host === "0.0.0.0" || host === "") host = "127.0.0.1";
+  if (host === "::") host = "::1";
+  return `http://${host.includes(":") ? `[${host}]` : host}:${listen.port}`;
+}
+
+// --- shells --------------------------------------------------------------------
+
+/** Shells `env` writes for. */
+export const SHELLS = ["bash", "zsh", "fish", "powershell"] as const;
+/** One of {@link SHELLS}. */
+export type Shell = typeof SHELLS[number];
+
+/**
+ * A value as a literal of `shell`: single quotes everywhere (nothing expands
+ * inside them), with that shell's way of writing a quote inside.
+ *
+ * @example
+ * shellQuote("bash", "it's") // "'it'\\''s'"
+ * shellQuote("fish", "a\\b'") // "'a\\\\b\\''"
+ * shellQuote("powershell", "it's") // "'it''s'"
+ */
+export function shellQuote(shell: Shell, value: string): string {
+  switch (shell) {
+    case "bash":
+    case "zsh":
+      return `'${value.replace(/'/g, `'\\''`)}'`;
+    case "fish":
+      // In fish single quotes, only \\ and \' are escapes.
+      return `'${value.replace(/[\\']/g, (c) => "\\" + c)}'`;
+    case "powershell":
+      // PowerShell also treats the typographic single quotes as quotes.
+      return `'${value.replace(/['\u2018\u2019\u201a\u201b]/g, (c) => c + c)}'`;
+  }
+}
+
+/**
+ * Lines that set `vars` (exported to child processes) in `shell`.
+ *
+ * @example
+ * setLines("fish", [["HTTP_PROXY", "http://127.0.0.1:4100"]])
+ * // "set -gx HTTP_PROXY 'http://127.0.0.1:4100'\n"
+ */
+export function setLines(shell: Shell, vars: [string, string][]): string {
+  return vars.map(([n, v]) => {
+    const q = shellQuote(shell, v);
+    switch (shell) {
+      case "bash":
+      case "zsh":
+        return `export ${n}=${q}\n`;
+      case "fish":
+        return `set -gx ${n} ${q}\n`;
+      case "powershell":
+        return `$env:${n} = ${q}\n`;
+    }
+  }).join("");
+}
+
+/**
+ * Lines that remove `names` from the environment of `shell`.
+ *
+ * @example
+ * unsetLines("bash", ["HTTP_PROXY", "http_proxy"]) // "unset HTTP_PROXY http_proxy\n"
+ */
+export function unsetLines(shell: Shell, names: readonly string[]): string {
+  switch (shell) {
+    case "bash":
+    case "zsh":
+      return `unset ${names.join(" ")}\n`;
+    case "fish":
+      return `set -e ${names.join(" ")}\n`;
+    case "powershell":
+      return names.map((n) => `Remove-Item Env:${n} -ErrorAction SilentlyContinue\n`).join("");
+  }
+}
+
+/** The shell to write for when `--shell` is not given: from `$SHELL`, else bash (PowerShell on Windows). */
+export function detectShell(env: (name: string) => string | undefined): Shell {
+  const sh = (env("SHELL") ?? "").split(/[\\/]/).pop() ?? "";
+  if (sh === "zsh" || sh === "fish") return sh;
+  if (/^(pwsh|powershell)(\.exe)?$/i.test(sh)) return "powershell";
+  if (!sh && Deno.build.os === "windows") return "powershell";
+  return "bash";
+}
+
+// --- the command ---------------------------------------------------------------
+
+/** The interface of `env`. */
+export const envSpec: CommandSpec = {
+  name: "env",
+  summary: "Print the shell lines that send programs through agentgate (or clear them).",
+  usage: "agentgate env [--config FILE] [--proxy URL] [--shell bash|zsh|fish|powershell] [--unset]",
+  options: [
+    {
+      name: "config",
+      short: "c",
+      type: "string",
+      value: "FILE",
+      help:
+        "Policy whose proxy.listen and tls settings to use (default: ./agentgate.yaml if present).",
+    },
+    {
+      name: "proxy",
+      short: "p",
+      type: "string",
+      value: "URL",
+      help: "Proxy to point at, credentials included: http://SESSION:TOKEN@HOST:PORT " +
+        "(default: the config's proxy.listen).",
+    },
+    {
+      name: "shell",
+      short: "s",
+      type: "string",
+      value: "SHELL",
+      choices: SHELLS,
+      help: "bash, zsh, fish or powershell (default: from $SHELL).",
+    },
+    { name: "unset", type: "boolean", help: "Print the lines that remove the variables instead." },
+  ],
+  epilog: [
+    "Sets HTTP_PROXY, HTTPS_PROXY, ALL_PROXY (and lower-case twins), NO_PROXY, no_proxy,",
+    "NODE_USE_ENV_PROXY=1 and, when the policy intercepts TLS, writes a trust bundle (system",
+    "roots + the agentgate CA) to bundle.pem in the CA directory and points SSL_CERT_FILE,",
+    "REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, GIT_SSL_CAINFO, PIP_CERT and AWS_CA_BUNDLE at it, and",
+    "NODE_EXTRA_CA_CERTS and DENO_CERT at the CA alone. Values are single-quoted literals.",
+    "",
+    "Examples:",
+    '  eval "$(agentgate env)"                         # bash, zsh',
+    "  agentgate env --shell fish | source",
+    "  agentgate env --shell powershell | Invoke-Expression",
+    '  eval "$(agentgate env --proxy http://me-0a1b2c3d:TOKEN@proxy.internal:4100)"',
+    '  eval "$(agentgate env --unset)"                 # back to direct connections',
+  ].join("\n"),
+};
+
+/** Run `env`. */
+export async function env(args: string[], io: Io): Promise<number> {
+  const parsed = parseArgs(envSpec, args);
+  if (parsed.opts.help) {
+    io.stdout(helpText(envSpec));
+    return 0;
+  }
+  const shell = (parsed.opts.shell as Shell | undefined) ?? detectShell(io.env);
+  if (parsed.opts.unset) {
+    io.stdout(unsetLines(shell, ALL_VARS));
+    return 0;
+  }
+  const proxyOpt = parsed.opts.proxy as string | undefined;
+  const target = proxyOpt === undefined ? null : parseProxyUrl(proxyOpt);
+  const got = await loadForCommand(parsed.opts.config as string | undefined, io, {
+    lintAsWarnings: true,
+    quiet: true,
+  });
+  if (got === null) return 1;
+  const { config } = got.loaded;
+  const proxyUrl = target ? target.url : clientUrlFor(config.listen);
+  if ((target === null || target.token === null) && config.proxyAuth.length > 0) {
+    io.stderr(
+      "agentgate env: warning: the policy sets proxy.auth, so the proxy answers 407 without " +
+        "credentials: pass them with --proxy http://SESSION:TOKEN@HOST:PORT\n",
+    );
+  }
+  let bundle: string | null = null;
+  let caCert: string | null = null;
+  if (config.tls.intercept.length > 0) {
+    try {
+      const ca = await loadOrCreateCA(config.tls.caDir ?? undefined);
+      for (const w of ca.warnings) io.stderr(`agentgate env: warning: ${w}\n`);
+      const b = await writeTrustBundle(ca, join(dirname(ca.certPath), "bundle.pem"));
+      bundle = b.file;
+      caCert = ca.certPath;
+    } catch (e) {
+      if (!(e instanceof CaError) && !/trust bundle/.test((e as Error).message)) throw e;
+      io.stderr(`agentgate env: ${(e as Error).message}\n`);
+      return 1;
+    }
+  }
+  const vars = proxyEnvironment({ proxyUrl, noProxy: noProxyOf(config), bundle, caCert });
+  io.stdout(setLines(shell, vars));
+  return 0;
+}

@@ -1,0 +1,229 @@
+import assert from "node:assert/strict";
+import { memoryIo } from "./io.ts";
+import { UsageError } from "./args.ts";
+import {
+  ALL_VARS,
+  clientUrlFor,
+  detectShell,
+  env,
+  mergeEnvironment,
+  parseProxyUrl,
+  proxyEnvironment,
+  proxyUrlWith,
+  setLines,
+  type Shell,
+  shellQuote,
+  unsetLines,
+} from "./env.ts";
+
+const P = "http://ci-0a1b2c3d:t0k@127.0.0.1:4100";
+
+Deno.test("env: the variables, in order; the bundle and CA only with interception", () => {
+  assert.deepEqual(proxyEnvironment({ proxyUrl: P }), [
+    ["HTTP_PROXY", P],
+    ["HTTPS_PROXY", P],
+    ["ALL_PROXY", P],
+    ["http_proxy", P],
+    ["https_proxy", P],
+    ["all_proxy", P],
+    ["NO_PROXY", "localhost,127.0.0.1,::1"],
+    ["no_proxy", "localhost,127.0.0.1,::1"],
+    ["NODE_USE_ENV_PROXY", "1"],
+  ]);
+  const tls = proxyEnvironment({
+    proxyUrl: P,
+    noProxy: ["localhost", ".corp"],
+    bundle: "/b.pem",
+    caCert: "/ca.pem",
+  });
+  assert.deepEqual(tls.slice(6), [
+    ["NO_PROXY", "localhost,.corp"],
+    ["no_proxy", "localhost,.corp"],
+    ["NODE_USE_ENV_PROXY", "1"],
+    ["SSL_CERT_FILE", "/b.pem"],
+    ["REQUESTS_CA_BUNDLE", "/b.pem"],
+    ["CURL_CA_BUNDLE", "/b.pem"],
+    ["GIT_SSL_CAINFO", "/b.pem"],
+    ["PIP_CERT", "/b.pem"],
+    ["AWS_CA_BUNDLE", "/b.pem"],
+    ["NODE_EXTRA_CA_CERTS", "/ca.pem"],
+    ["DENO_CERT", "/ca.pem"],
+  ]);
+  assert.deepEqual(tls.map(([n]) => n), ALL_VARS);
+});
+
+Deno.test("env: values the user set are kept unless overridden; empty counts as unset", () => {
+  const ours: [string, string][] = [["HTTP_PROXY", P], ["SSL_CERT_FILE", "/b"], ["NO_PROXY", "x"]];
+  const user: Record<string, string> = { HTTP_PROXY: "http://corp:3128", NO_PROXY: "" };
+  assert.deepEqual(mergeEnvironment(ours, (n) => user[n], false), {
+    env: { HTTP_PROXY: "http://corp:3128", SSL_CERT_FILE: "/b", NO_PROXY: "x" },
+    kept: ["HTTP_PROXY"],
+  });
+  assert.deepEqual(mergeEnvironment(ours, (n) => user[n], true), {
+    env: { HTTP_PROXY: P, SSL_CERT_FILE: "/b", NO_PROXY: "x" },
+    kept: [],
+  });
+  // The same value is not reported as kept.
+  assert.deepEqual(
+    mergeEnvironment(ours, (n) => (n === "HTTP_PROXY" ? P : undefined), false).kept,
+    [],
+  );
+});
+
+const ODD = 'it\'s $HOME `id` \\ "q" ‘x’ \n2nd line %PATH%';
+
+Deno.test("env: exact lines per shell, quoting odd characters", () => {
+  const vars: [string, string][] = [["HTTP_PROXY", P], ["ODD", ODD]];
+  assert.equal(
+    setLines("bash", vars),
+    `export HTTP_PROXY='${P}'\nexport ODD='it'\\''s $HOME \`id\` \\ "q" ‘x’ \n2nd line %PATH%'\n`,
+  );
+  assert.equal(setLines("zsh", vars), setLines("bash", vars));
+  assert.equal(
+    setLines("fish", vars),
+    `set -gx HTTP_PROXY '${P}'\nset -gx ODD 'it\\'s $HOME \`id\` \\\\ "q" ‘x’ \n2nd line %PATH%'\n`,
+  );
+  assert.equal(
+    setLines("powershell", vars),
+    `$env:HTTP_PROXY = '${P}'\n$env:ODD = 'it''s $HOME \`id\` \\ "q" ‘‘x’’ \n2nd line %PATH%'\n`,
+  );
+  assert.equal(unsetLines("bash", ["A", "b"]), "unset A b\n");
+  assert.equal(unsetLines("fish", ["A", "b"]), "set -e A b\n");
+  assert.equal(
+    unsetLines("powershell", ["A", "b"]),
+    "Remove-Item Env:A -ErrorAction SilentlyContinue\nRemove-Item Env:b -ErrorAction SilentlyContinue\n",
+  );
+  assert.equal(shellQuote("bash", ""), "''");
+});
+
+async function hasShell(name: string): Promise<boolean> {
+  try {
+    const r = await new Deno.Command(name, {
+      args: ["-c", "exit 0"],
+      stdout: "null",
+      stderr: "null",
+    })
+      .output();
+    return r.success;
+  } catch {
+    return false;
+  }
+}
+
+for (
+  const [shell, exe, print] of [
+    ["bash", "bash", 'printf %s "$ODD"'],
+    ["zsh", "zsh", 'printf %s "$ODD"'],
+    ["fish", "fish", 'printf %s "$ODD"'],
+    ["powershell", "pwsh", "[Console]::Out.Write($env:ODD)"],
+  ] as [Shell, string, string][]
+) {
+  Deno.test({
+    name: `env: ${shell} reads back exactly what was set, then unsets it`,
+    ignore: !(await hasShell(exe)),
+    fn: async () => {
+      const script = setLines(shell, [["ODD", ODD]]) + print + "\n" + unsetLines(shell, ["ODD"]) +
+        (shell === "powershell"
+          ? "[Console]::Out.Write([string]$env:ODD)\n"
+          : 'printf %s "$ODD"\n');
+      const out = await new Deno.Command(exe, {
+        args: ["-c", script],
+        stdout: "piped",
+        stderr: "piped",
+        env: { ODD: "" },
+      }).output();
+      assert.equal(new TextDecoder().decode(out.stderr), "");
+      assert.equal(new TextDecoder().decode(out.stdout), ODD);
+    },
+  });
+}
+
+Deno.test("env: proxy URLs", () => {
+  assert.deepEqual(parseProxyUrl("http://ci:s3cret@127.0.0.1:4100"), {
+    url: "http://ci:s3cret@127.0.0.1:4100",
+    base: "http://127.0.0.1:4100",
+    host: "127.0.0.1",
+    port: 4100,
+    token: "s3cret",
+    user: "ci",
+  });
+  assert.deepEqual(parseProxyUrl("127.0.0.1:4100"), {
+    url: "http://127.0.0.1:4100",
+    base: "http://127.0.0.1:4100",
+    host: "127.0.0.1",
+    port: 4100,
+    token: null,
+    user: null,
+  });
+  const tokenOnly = parseProxyUrl("http://t%40k%3A1@[::1]:80");
+  assert.deepEqual([tokenOnly.token, tokenOnly.user, tokenOnly.host, tokenOnly.port], [
+    "t@k:1",
+    null,
+    "::1",
+    80,
+  ]);
+  assert.equal(tokenOnly.base, "http://[::1]");
+  assert.throws(() => parseProxyUrl("https://p:4100"), /plain HTTP, use http:\/\/p:4100/);
+  assert.throws(() => parseProxyUrl("http://p:4100/x"), UsageError);
+  assert.throws(() => parseProxyUrl("http://"), UsageError);
+  assert.equal(
+    proxyUrlWith("http://127.0.0.1:1", { user: "a-1", pass: "p@ss:/w" }),
+    "http://a-1:p%40ss%3A%2Fw@127.0.0.1:1",
+  );
+  assert.equal(clientUrlFor({ host: "0.0.0.0", port: 1 }), "http://127.0.0.1:1");
+  assert.equal(clientUrlFor({ host: "::", port: 1 }), "http://[::1]:1");
+  assert.equal(clientUrlFor({ host: "10.0.0.2", port: 1 }), "http://10.0.0.2:1");
+});
+
+Deno.test("env: the shell comes from $SHELL", () => {
+  const from = (sh?: string) => detectShell((n) => (n === "SHELL" ? sh : undefined));
+  assert.equal(from("/usr/bin/zsh"), "zsh");
+  assert.equal(from("/opt/homebrew/bin/fish"), "fish");
+  assert.equal(from("/usr/bin/pwsh"), "powershell");
+  assert.equal(from("/bin/bash"), "bash");
+  assert.equal(from("/bin/dash"), "bash");
+  if (Deno.build.os !== "windows") assert.equal(from(undefined), "bash");
+});
+
+Deno.test("env command: listen address, --proxy, --unset, interception bundle", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(
+      `${dir}/agentgate.yaml`,
+      "version: 1\nproxy: { listen: 127.0.0.1:4123 }\naudit: { path: ./a.db }\n",
+    );
+    let io = memoryIo({ cwd: dir });
+    assert.equal(await env(["--shell", "bash"], io), 0);
+    assert.equal(
+      io.out.join(""),
+      setLines("bash", proxyEnvironment({ proxyUrl: "http://127.0.0.1:4123" })),
+    );
+    assert.deepEqual(io.err, []);
+
+    io = memoryIo({ cwd: dir, env: { SHELL: "/usr/bin/fish" } });
+    assert.equal(await env(["--proxy", "http://me-0a1b2c3d:t@proxy.internal:4100"], io), 0);
+    assert.match(io.out[0], /^set -gx HTTP_PROXY 'http:\/\/me-0a1b2c3d:t@proxy\.internal:4100'\n/);
+
+    io = memoryIo({ cwd: dir });
+    assert.equal(await env(["--unset", "--shell", "bash"], io), 0);
+    assert.equal(io.out.join(""), `unset ${ALL_VARS.join(" ")}\n`);
+
+    await Deno.writeTextFile(
+      `${dir}/tls.yaml`,
+      "version: 1\nproxy: { auth: [tok] }\ntls: { intercept: [api.example.test], ca_dir: ./ca }\n" +
+        "audit: { path: ./a.db }\n",
+    );
+    io = memoryIo({ cwd: dir });
+    assert.equal(await env(["--config", "tls.yaml", "--shell", "bash"], io), 0);
+    const out = io.out.join("");
+    assert.ok(out.includes(`export SSL_CERT_FILE='${dir}/ca/bundle.pem'\n`), out);
+    assert.ok(out.includes(`export DENO_CERT='${dir}/ca/ca.pem'\n`), out);
+    const bundle = await Deno.readTextFile(`${dir}/ca/bundle.pem`);
+    assert.ok(bundle.includes(await Deno.readTextFile(`${dir}/ca/ca.pem`)));
+    assert.match(io.err.join(""), /proxy\.auth.*--proxy http:\/\/SESSION:TOKEN@HOST:PORT/);
+
+    await assert.rejects(() => env(["--shell", "tcsh"], memoryIo()), /expected one of bash/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,224 @@
+/**
+ * One request as a policy test, `agentgate eval` or `agentgate replay` writes
+ * it, turned into the {@link RequestInfo} the proxy would build, and decided
+ * the way the proxy decides it — without a socket.
+ *
+ * An `https://` URL has no CONNECT of its own here, so it stands for what a
+ * client behind the proxy would send: when the host is in `tls.intercept` the
+ * tunnel is decided first (a host-level deny refuses it) and then the request
+ * inside it, with method, path, headers and body; otherwise it is a CONNECT
+ * tunnel, and the policy sees the host and port only (`path` null). An
+ * explicit `method: CONNECT` always means the tunnel itself.
+ *
+ * @module
+ */
+import type { Decision, RequestInfo } from "../policy/types.ts";
+import { decide, type TraceEntry } from "../policy/engine.ts";
+import { normalizePath } from "../policy/match.ts";
+import type { PolicyState } from "../policy/limits/types.ts";
+import { type AgentgateConfig, isIntercepted } from "../config/load.ts";
+import { parseAbsolute } from "../proxy/server.ts";
+import { parseJsonBody } from "../proxy/body.ts";
+import { decodeForScan } from "../dlp/decode.ts";
+
+/** A request as written in a test file or on the `eval` command line. */
+export interface RequestSpec {
+  /** Upper-cased; default GET. `CONNECT` decides the tunnel only. */
+  method?: string;
+  /** Absolute `http://` or `https://` URL. */
+  url: string;
+  session?: string | null;
+  /** Session label; by default derived from the session like proxy credentials (`label-<hex>`). */
+  label?: string | null;
+  /** Client address (default 127.0.0.1). */
+  client?: string;
+  /** Header names are lower-cased; `host` defaults to the URL's authority. */
+  headers?: Record<string, string>;
+  /**
+   * The request body: a string or bytes are sent as they are (parsed as JSON
+   * when they look like JSON, as the proxy does); any other value is sent as
+   * JSON.
+   */
+  body?: unknown;
+}
+
+/** How the proxy would see a request. */
+export type RequestKind = "http" | "intercepted" | "tunnel";
+
+/** A request built for the engine. */
+export interface BuiltRequest {
+  kind: RequestKind;
+  /** What the engine decides: the request (plain or intercepted) or the tunnel. */
+  info: RequestInfo;
+  /** For an intercepted request: the CONNECT tunnel decided before it. */
+  tunnel: RequestInfo | null;
+}
+
+/** A request spec that cannot be built (bad URL). */
+export class RequestError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "RequestError";
+  }
+}
+
+let seq = 0;
+/** Ids for built requests: unique within the process, never sent anywhere. */
+function nextId(prefix: string): string {
+  return `${prefix}-${(++seq).toString(16).padStart(8, "0")}`;
+}
+
+/** The label the proxy derives from a session named `<label>-<hex>` (`agentgate run`). */
+export function labelOf(session: string | null): string | null {
+  if (session === null) return null;
+  const m = /^(.+)-[0-9a-f]{8,}$/.exec(session);
+  return m ? m[1] : null;
+}
+
+/** The body's bytes and the headers it implies. */
+function encodeBody(
+  body: unknown,
+  headers: Record<string, string>,
+): Uint8Array | null {
+  if (body === undefined || body === null) return null;
+  if (body instanceof Uint8Array) return body;
+  if (typeof body === "string") return new TextEncoder().encode(body);
+  headers["content-type"] ??= "application/json";
+  return new TextEncoder().encode(JSON.stringify(body));
+}
+
+/**
+ * Build the {@link RequestInfo} the proxy would build for `spec` under `config`.
+ *
+ * @example
+ * const r = buildRequest(config, { method: "POST", url: "https://api.openai.com/v1/chat/completions", body: { model: "gpt-4o" } });
+ * r.kind // "intercepted" when api.openai.com is in tls.intercept, else "tunnel"
+ * @throws {RequestError} for a URL the proxy would refuse.
+ */
+export function buildRequest(
+  config: AgentgateConfig,
+  spec: RequestSpec,
+  id = nextId("test"),
+): BuiltRequest {
+  const target = parseAbsolute(spec.url);
+  if (target === null) {
+    throw new RequestError(
+      `invalid URL "${spec.url}": use an absolute http:// or https:// URL with a host`,
+    );
+  }
+  const method = (spec.method ?? "GET").toUpperCase();
+  const session = spec.session ?? null;
+  const base = {
+    session,
+    label: spec.label !== undefined ? spec.label : labelOf(session),
+    client: spec.client ?? "127.0.0.1",
+    host: target.host,
+    port: target.port,
+  };
+  const tunnel: RequestInfo = {
+    ...base,
+    id,
+    method: "CONNECT",
+    scheme: "https",
+    path: null,
+    query: "",
+    headers: {},
+  };
+  if (method === "CONNECT") return { kind: "tunnel", info: tunnel, tunnel: null };
+  const intercepted = target.scheme === "https" &&
+    isIntercepted(config, target.host, target.port);
+  if (target.scheme === "https" && !intercepted) {
+    return { kind: "tunnel", info: tunnel, tunnel: null };
+  }
+  const headers: Record<string, string> = {};
+  for (const [k, v] of Object.entries(spec.headers ?? {})) headers[k.toLowerCase()] = String(v);
+  headers.host ??= target.authority;
+  const bytes = encodeBody(spec.body, headers);
+  const q = target.rawPath.indexOf("?");
+  const info: RequestInfo = {
+    ...base,
+    id: intercepted ? `${id}-1` : id,
+    method,
+    scheme: target.scheme,
+    path: normalizePath(q === -1 ? target.rawPath : target.rawPath.slice(0, q)),
+    query: q === -1 ? "" : target.rawPath.slice(q + 1),
+    headers,
+  };
+  if (bytes !== null) {
+    headers["content-length"] ??= String(bytes.length);
+    if (bytes.length <= config.limits.maxBodyBytes) {
+      info.body = parseJsonBody([bytes], headers);
+    }
+    info.bodyText = decodeForScan(
+      bytes,
+      headers["content-type"] ?? null,
+      headers["content-encoding"] ?? null,
+      config.limits.maxScanBytes,
+    )?.text;
+  }
+  return { kind: intercepted ? "intercepted" : "http", info, tunnel: intercepted ? tunnel : null };
+}
+
+/** The outcome of deciding a built request. */
+export interface Decided {
+  decision: Decision;
+  /**
+   * Which step decided: the request, or the tunnel (a tunnel that was not
+   * intercepted, or an intercepted tunnel refused before its request).
+   */
+  step: "request" | "tunnel";
+  /** Every rule considered for the deciding step, in order (when asked for). */
+  trace?: TraceEntry[];
+}
+
+/**
+ * Decide a built request like the proxy: an intercepted request's tunnel
+ * first, then the request with its body read (`bodyRead`, default true).
+ */
+export function decideRequest(
+  config: AgentgateConfig,
+  req: BuiltRequest,
+  opts: { now: number; state: PolicyState; trace?: boolean; bodyRead?: boolean },
+): Decided {
+  const policy = config.policy;
+  if (req.tunnel !== null) {
+    const trace: TraceEntry[] | undefined = opts.trace ? [] : undefined;
+    const t = decide(policy, {
+      info: req.tunnel,
+      now: opts.now,
+      state: opts.state,
+      bodyRead: true,
+      intercept: true,
+      trace,
+    });
+    if (t.verdict === "deny") return { decision: t, step: "tunnel", trace };
+  }
+  const trace: TraceEntry[] | undefined = opts.trace ? [] : undefined;
+  const intercept = req.kind === "tunnel" &&
+    isIntercepted(config, req.info.host, req.info.port);
+  const d = decide(policy, {
+    info: req.info,
+    now: opts.now,
+    state: opts.state,
+    bodyRead: opts.bodyRead ?? true,
+    intercept,
+    trace,
+  });
+  return { decision: d, step: req.kind === "tunnel" ? "tunnel" : "request", trace };
+}
+
+/** `POST https://api.openai.com/v1/chat (intercepted)` — a request in one line. */
+export function describeRequest(req: BuiltRequest): string {
+  const i = req.info;
+  if (req.kind === "tunnel") {
+    return `CONNECT ${
+      i.host.includes(":") ? `[${i.host}]` : i.host
+    }:${i.port} (tunnel: host and port only)`;
+  }
+  const host = i.host.includes(":") ? `[${i.host}]` : i.host;
+  const dflt = i.scheme === "https" ? 443 : 80;
+  const url = `${i.scheme}://${host}${i.port === dflt ? "" : `:${i.port}`}${i.path}${
+    i.query ? `?${i.query}` : ""
+  }`;
+  return `${i.method} ${url}${req.kind === "intercepted" ? " (intercepted)" : ""}`;
+}

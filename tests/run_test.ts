@@ -1,0 +1,532 @@
+/**
+ * `agentgate run` and `agentgate env` end to end: main.ts spawned as a real
+ * process, real children (curl, python3, deno, git) that find the proxy and
+ * the CA through the environment alone, a local HTTPS origin reached through
+ * TLS interception, and the audit read back per session.
+ */
+import assert from "node:assert/strict";
+import type http from "node:http";
+import {
+  auditRows,
+  MAIN,
+  RUN_FLAGS,
+  startOrigin,
+  startProxy,
+  testPki,
+  waitFor,
+} from "./helpers.ts";
+
+const dec = new TextDecoder();
+
+/** A bare git repository with one commit on `main`; returns its parent dir and the commit. */
+async function gitRepo(): Promise<{ root: string; sha: string }> {
+  const root = await Deno.makeTempDir({ prefix: "agentgate-git-" });
+  const git = async (args: string[], cwd = root) => {
+    const out = await new Deno.Command("git", {
+      args: ["-c", "init.defaultBranch=main", "-c", "user.name=t", "-c", "user.email=t@t", ...args],
+      cwd,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (!out.success) throw new Error(`git ${args.join(" ")}: ${dec.decode(out.stderr)}`);
+    return dec.decode(out.stdout).trim();
+  };
+  await git(["init", "-q", "work"]);
+  await git(["commit", "-q", "--allow-empty", "-m", "first"], `${root}/work`);
+  const sha = await git(["rev-parse", "HEAD"], `${root}/work`);
+  await git(["clone", "-q", "--bare", "work", "repo.git"]);
+  return { root, sha };
+}
+
+/** A CGI adapter: `git http-backend` behind a node:http handler (smart HTTP, protocol v2). */
+function gitHttpBackend(root: string): http.RequestListener {
+  return (req, res) => {
+    const chunks: Uint8Array[] = [];
+    req.on("data", (c) => chunks.push(c));
+    req.on("end", async () => {
+      const body = new Uint8Array(Buffer.concat(chunks));
+      const url = new URL(req.url ?? "/", "http://x");
+      const child = new Deno.Command("git", {
+        args: ["http-backend"],
+        env: {
+          GIT_PROJECT_ROOT: root,
+          GIT_HTTP_EXPORT_ALL: "1",
+          PATH_INFO: url.pathname,
+          QUERY_STRING: url.search.slice(1),
+          REQUEST_METHOD: req.method ?? "GET",
+          CONTENT_TYPE: String(req.headers["content-type"] ?? ""),
+          CONTENT_LENGTH: String(body.length),
+          HTTP_CONTENT_ENCODING: String(req.headers["content-encoding"] ?? ""),
+          GIT_PROTOCOL: String(req.headers["git-protocol"] ?? ""),
+          REMOTE_ADDR: "127.0.0.1",
+        },
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const w = child.stdin.getWriter();
+      await w.write(body);
+      await w.close();
+      const out = await child.output();
+      const bytes = out.stdout;
+      // CGI: headers, an empty line, the body.
+      let split = -1;
+      for (let i = 0; i + 1 < bytes.length; i++) {
+        if (bytes[i] === 10 && bytes[i + 1] === 10) {
+          split = i;
+          break;
+        }
+        if (bytes[i] === 10 && bytes[i + 1] === 13 && bytes[i + 2] === 10) {
+          split = i + 1;
+          break;
+        }
+      }
+      const head = dec.decode(bytes.subarray(0, split));
+      const headers: Record<string, string> = {};
+      let status = 200;
+      for (const line of head.split(/\r?\n/)) {
+        const i = line.indexOf(":");
+        if (i < 0) continue;
+        const name = line.slice(0, i).trim().toLowerCase();
+        const value = line.slice(i + 1).trim();
+        if (name === "status") status = Number(value.split(" ")[0]);
+        else headers[name] = value;
+      }
+      res.writeHead(status, headers);
+      res.end(bytes.subarray(split + 2));
+    });
+  };
+}
+
+/** The origin: git.example.test serves git, everything else echoes what it saw. */
+async function setup() {
+  const pki = await testPki(["api.example.test", "git.example.test"]);
+  const repo = await gitRepo();
+  const git = gitHttpBackend(repo.root);
+  const origin = await startOrigin((req, res) => {
+    if (req.headers.host?.startsWith("git.example.test")) return git(req, res);
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(JSON.stringify({ path: req.url, ua: req.headers["user-agent"] ?? null }));
+  }, { cert: pki.cert, key: pki.key });
+  const dir = await Deno.makeTempDir({ prefix: "agentgate-run-e2e-" });
+  await Deno.writeTextFile(`${dir}/origin-ca.pem`, pki.caPem);
+  const policy = (extra = "") =>
+    `version: 1
+default: deny
+${extra}tls:
+  intercept: [api.example.test, git.example.test]
+  ca_dir: ./ca
+  upstream_ca: ./origin-ca.pem
+upstream:
+  resolve:
+    api.example.test: 127.0.0.1:${origin.port}
+    git.example.test: 127.0.0.1:${origin.port}
+audit: { path: ./audit.db }
+rules:
+  - name: admin
+    match: api.example.test/admin/**
+    action: deny
+    reason: no admin
+  - name: api
+    match: api.example.test
+    action: allow
+  - name: git
+    match: git.example.test/repo.git/**
+    action: allow
+`;
+  await Deno.writeTextFile(`${dir}/agentgate.yaml`, policy());
+  return {
+    dir,
+    origin,
+    repo,
+    pki,
+    policy,
+    async dispose() {
+      await origin.close();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      await Deno.remove(repo.root, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  /** The session id `run` announced. */
+  session: string;
+}
+
+/** A running `agentgate run`, with its output collected. */
+function spawnRun(
+  args: string[],
+  opts: { cwd: string; env?: Record<string, string>; timeoutMs?: number },
+) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", ...RUN_FLAGS, MAIN, "run", ...args],
+    cwd: opts.cwd,
+    env: { NO_COLOR: "1", ...opts.env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let stdout = "";
+  let stderr = "";
+  const pump = async (s: ReadableStream<Uint8Array>, to: (t: string) => void) => {
+    for await (const c of s.pipeThrough(new TextDecoderStream())) to(c);
+  };
+  const done = Promise.all([
+    pump(child.stdout, (t) => (stdout += t)),
+    pump(child.stderr, (t) => (stderr += t)),
+  ]);
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Gone.
+    }
+  }, opts.timeoutMs ?? 60_000);
+  const result: Promise<RunResult> = (async () => {
+    const status = await child.status;
+    await done;
+    clearTimeout(timer);
+    const session = /agentgate run: session (\S+) through/.exec(stderr)?.[1] ?? "";
+    return { code: status.code, stdout, stderr, session };
+  })();
+  return { child, result, output: () => ({ stdout, stderr }) };
+}
+
+function runAgentgate(
+  args: string[],
+  opts: { cwd: string; env?: Record<string, string> },
+): Promise<RunResult> {
+  return spawnRun(args, opts).result;
+}
+
+const rowsOf = (audit: string, session: string) =>
+  auditRows(audit, `session = '${session.replace(/'/g, "''")}'`);
+
+Deno.test("run: curl, python, deno and git find the proxy and the CA on their own", async (t) => {
+  const env = await setup();
+  const audit = `${env.dir}/audit.db`;
+  try {
+    const check = async (
+      label: string,
+      cmd: string[],
+      path: string,
+      agent: RegExp,
+    ): Promise<RunResult> => {
+      const r = await runAgentgate(["--label", label, "--", ...cmd], { cwd: env.dir });
+      assert.equal(r.code, 0, `${label}: ${r.stderr}`);
+      assert.match(r.session, new RegExp(`^${label}-[0-9a-f]{16}$`));
+      const rows = rowsOf(audit, r.session);
+      const inner = rows.filter((x) => x.method !== "CONNECT");
+      assert.ok(inner.length >= 1, `${label}: ${JSON.stringify(rows)}`);
+      for (const row of rows) {
+        assert.equal(row.label, label);
+        // The tunnel is logged; each request inside it is decided on its own.
+        assert.equal(row.decision, row.method === "CONNECT" ? "log" : "allow", JSON.stringify(row));
+      }
+      assert.ok(rows.some((x) => x.method === "CONNECT"), "the tunnel is in the session too");
+      assert.ok(inner.some((x) => x.path === path), `${label}: ${JSON.stringify(inner)}`);
+      const headers = JSON.parse(String(inner[0].headers));
+      assert.match(headers["user-agent"], agent);
+      // The report on stderr is about this session.
+      assert.match(
+        r.stderr,
+        new RegExp(`agentgate report: session ${r.session} \\(label ${label}\\)`),
+      );
+      assert.match(r.stderr, /0 denied/);
+      return r;
+    };
+
+    await t.step("curl without flags", async () => {
+      const r = await check(
+        "curl",
+        ["curl", "-sS", "-f", "https://api.example.test/v1/curl"],
+        "/v1/curl",
+        /^curl\//,
+      );
+      assert.equal(JSON.parse(r.stdout).path, "/v1/curl", "the child's stdout is its own");
+    });
+
+    await t.step("python3 urllib", async () => {
+      const r = await check(
+        "python",
+        [
+          "python3",
+          "-c",
+          "import urllib.request; print(urllib.request.urlopen('https://api.example.test/v1/python').read().decode())",
+        ],
+        "/v1/python",
+        /^Python-urllib\//,
+      );
+      assert.equal(JSON.parse(r.stdout).path, "/v1/python");
+    });
+
+    await t.step("deno fetch", async () => {
+      const r = await check(
+        "deno",
+        [
+          Deno.execPath(),
+          "eval",
+          "const r = await fetch('https://api.example.test/v1/deno'); console.log(await r.text())",
+        ],
+        "/v1/deno",
+        /^Deno\//,
+      );
+      assert.equal(JSON.parse(r.stdout).path, "/v1/deno");
+    });
+
+    await t.step(
+      "git ls-remote over smart HTTP (credentials after the 407 challenge)",
+      async () => {
+        const r = await check(
+          "git",
+          ["git", "ls-remote", "https://git.example.test/repo.git"],
+          "/repo.git/info/refs",
+          /^git\//,
+        );
+        assert.match(r.stdout, new RegExp(`^${env.repo.sha}\\s+HEAD$`, "m"));
+        assert.match(r.stdout, new RegExp(`^${env.repo.sha}\\s+refs/heads/main$`, "m"));
+        // git (libcurl "anyauth") sent its credentials only after a 407 challenge.
+        const challenged = auditRows(audit, "status = 407 AND host = 'git.example.test'");
+        assert.ok(challenged.length >= 1 && challenged.every((x) => x.session === null));
+      },
+    );
+
+    await t.step("the child's trust bundle is a temporary file, removed afterwards", async () => {
+      const r = await runAgentgate(
+        ["--", "sh", "-c", 'echo "$SSL_CERT_FILE"; grep -c "BEGIN CERTIFICATE" "$SSL_CERT_FILE"'],
+        { cwd: env.dir },
+      );
+      assert.equal(r.code, 0, r.stderr);
+      const [file, count] = r.stdout.trim().split("\n");
+      assert.match(file, /agentgate-run-[^/]+\/bundle(-\d+)?\.pem$/);
+      assert.ok(Number(count) > 10, "system roots and the CA");
+      await assert.rejects(() => Deno.stat(file), Deno.errors.NotFound);
+      const sessions = new Set(auditRows(audit, "session IS NOT NULL").map((x) => x.session));
+      assert.equal(sessions.size, 4, "one session per run that made requests");
+    });
+  } finally {
+    await env.dispose();
+  }
+});
+
+Deno.test("run: --fail-on-deny, exit codes, and the GitHub step summary", async (t) => {
+  const env = await setup();
+  try {
+    await t.step(
+      "a denied request makes --fail-on-deny exit 3 while the child exited 0",
+      async () => {
+        const summary = `${env.dir}/summary.md`;
+        await Deno.writeTextFile(summary, "# earlier step\n");
+        const r = await runAgentgate(
+          [
+            "--label",
+            "ci",
+            "--fail-on-deny",
+            "--report",
+            "markdown",
+            "--",
+            "curl",
+            "-s",
+            "https://api.example.test/admin/users",
+          ],
+          { cwd: env.dir, env: { GITHUB_STEP_SUMMARY: summary } },
+        );
+        assert.equal(r.code, 3, r.stderr);
+        assert.equal(JSON.parse(r.stdout).reason, "no admin", "curl printed the 403 body");
+        assert.match(r.stderr, /^### ❌ agentgate: 1 request denied$/m);
+        assert.match(r.stderr, /1 request\(s\) denied \(--fail-on-deny\): exit 3/);
+        const md = await Deno.readTextFile(summary);
+        assert.ok(md.startsWith("# earlier step\n### ❌ agentgate: 1 request denied\n"), md);
+        assert.ok(md.includes(`session **${r.session}** (label ci)`), md);
+        assert.ok(
+          md.includes("| deny | GET https://api.example.test/admin/users | admin | no admin | 1 |"),
+          md,
+        );
+        assert.ok(md.includes("| api.example.test | 2 | 0 | 1 | 1 | 0 | 0 |"), md);
+      },
+    );
+
+    await t.step("the child's own failure wins", async () => {
+      const r = await runAgentgate(
+        [
+          "--fail-on-deny",
+          "--",
+          "sh",
+          "-c",
+          "curl -s https://api.example.test/admin/x >/dev/null; exit 7",
+        ],
+        { cwd: env.dir },
+      );
+      assert.equal(r.code, 7, r.stderr);
+      assert.match(r.session, /^[0-9a-f]{16}$/, "no label: the id alone");
+      assert.match(
+        r.stderr,
+        /Denials \(1\)\n {2}deny {8}GET https:\/\/api\.example\.test\/admin\/x/,
+      );
+    });
+
+    await t.step("without --fail-on-deny a denial does not change the exit code", async () => {
+      const r = await runAgentgate(
+        [
+          "--report",
+          "json",
+          "--",
+          "curl",
+          "-s",
+          "-o",
+          "/dev/null",
+          "https://api.example.test/admin/y",
+        ],
+        { cwd: env.dir },
+      );
+      assert.equal(r.code, 0, r.stderr);
+      const report = JSON.parse(r.stderr.slice(r.stderr.indexOf("{\n")));
+      assert.equal(report.totals.deny, 1);
+      assert.equal(report.denials[0].path, "/admin/y");
+    });
+
+    await t.step("a missing command is 127", async () => {
+      const r = await runAgentgate(["--", "agentgate-no-such-command"], { cwd: env.dir });
+      assert.equal(r.code, 127);
+      assert.match(r.stderr, /command not found: "agentgate-no-such-command"/);
+    });
+  } finally {
+    await env.dispose();
+  }
+});
+
+Deno.test("run: SIGTERM to agentgate run reaches the child", async () => {
+  const env = await setup();
+  try {
+    const marker = `${env.dir}/marker`;
+    const run = spawnRun([
+      "--label",
+      "sig",
+      "--",
+      "sh",
+      "-c",
+      `trap 'echo got-term > "${marker}"; exit 0' TERM; echo ready; while :; do sleep 0.05; done`,
+    ], { cwd: env.dir, timeoutMs: 30_000 });
+    await waitFor(() => run.output().stdout.includes("ready"), "the child to start", 20_000);
+    run.child.kill("SIGTERM");
+    const r = await run.result;
+    assert.equal(await Deno.readTextFile(marker), "got-term\n");
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /agentgate report: session sig-/);
+  } finally {
+    await env.dispose();
+  }
+});
+
+Deno.test("run: two runs sharing one --proxy are two sessions", async () => {
+  const env = await setup();
+  const proxy = await startProxy({
+    files: { "origin-ca.pem": env.pki.caPem },
+    config: env.policy("proxy: { auth: [shared-t0ken] }\n"),
+  });
+  try {
+    const cfg = `${proxy.dir}/agentgate.yaml`;
+    const one = (label: string, token: string) =>
+      runAgentgate([
+        "--proxy",
+        `http://${token}@127.0.0.1:${proxy.port}`,
+        "--config",
+        cfg,
+        "--label",
+        label,
+        "--report",
+        "json",
+        "--report-file",
+        `${label}.json`,
+        "--",
+        "curl",
+        "-sS",
+        "-f",
+        `https://api.example.test/v1/${label}`,
+      ], { cwd: env.dir });
+    const [a, b] = await Promise.all([one("alpha", "shared-t0ken"), one("beta", "x:shared-t0ken")]);
+    assert.equal(a.code, 0, a.stderr);
+    assert.equal(b.code, 0, b.stderr);
+    assert.notEqual(a.session, b.session);
+    for (const [r, label] of [[a, "alpha"], [b, "beta"]] as const) {
+      const rows = rowsOf(proxy.auditPath, r.session);
+      assert.deepEqual(rows.map((x) => x.method).sort(), ["CONNECT", "GET"]);
+      assert.equal(rows.find((x) => x.method === "GET")!.path, `/v1/${label}`);
+      assert.ok(rows.every((x) => x.label === label), JSON.stringify(rows));
+      assert.deepEqual(rows.map((x) => x.decision).sort(), ["allow", "log"]);
+      // The report came from the proxy's API, for this session only.
+      const report = JSON.parse(await Deno.readTextFile(`${env.dir}/${label}.json`));
+      assert.equal(report.filter.session, r.session);
+      assert.equal(report.totals.requests, 2);
+      assert.match(report.source, /\/_\/api\/audit$/);
+    }
+    const all = JSON.stringify(auditRows(proxy.auditPath));
+    assert.ok(!all.includes("shared-t0ken"), "the token never reaches the audit");
+
+    // Without the token the proxy answers 407, and the failure is the session's.
+    const no = await runAgentgate(
+      [
+        "--proxy",
+        `http://127.0.0.1:${proxy.port}`,
+        "--config",
+        cfg,
+        "--label",
+        "nope",
+        "--",
+        "curl",
+        "-sS",
+        "-f",
+        "https://api.example.test/v1/nope",
+      ],
+      { cwd: env.dir },
+    );
+    assert.notEqual(no.code, 0);
+    const denied = rowsOf(proxy.auditPath, no.session);
+    assert.equal(denied.length, 1);
+    assert.deepEqual([denied[0].status, denied[0].reason], [407, "invalid proxy credentials"]);
+    assert.equal(await proxy.stop(), 0);
+  } finally {
+    await proxy.dispose();
+    await env.dispose();
+  }
+});
+
+Deno.test("env: eval in bash sends curl through a running proxy, --unset clears it", async () => {
+  const env = await setup();
+  const proxy = await startProxy({
+    files: { "origin-ca.pem": env.pki.caPem },
+    config: env.policy(),
+  });
+  try {
+    const agentgate = `'${Deno.execPath()}' run -A ${MAIN}`;
+    const script = [
+      `eval "$(${agentgate} env --shell bash --config ${proxy.dir}/agentgate.yaml --proxy http://me-0a1b2c3d:x@127.0.0.1:${proxy.port})"`,
+      "curl -sS -f https://api.example.test/v1/env; echo",
+      `eval "$(${agentgate} env --shell bash --unset)"`,
+      'echo "[${HTTPS_PROXY-unset}${SSL_CERT_FILE-unset}]"',
+    ].join("\n");
+    const out = await new Deno.Command("bash", {
+      args: ["-c", script],
+      cwd: env.dir,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stdout = dec.decode(out.stdout);
+    assert.equal(out.code, 0, dec.decode(out.stderr));
+    const [json, after] = stdout.trim().split("\n");
+    assert.equal(JSON.parse(json).path, "/v1/env");
+    assert.equal(after, "[unsetunset]");
+    const rows = await waitFor(() => {
+      const r = rowsOf(proxy.auditPath, "me-0a1b2c3d");
+      return r.some((x) => x.path === "/v1/env") ? r : null;
+    }, "the env request in the audit");
+    assert.ok(rows.every((r) => r.label === "me"));
+  } finally {
+    await proxy.dispose();
+    await env.dispose();
+  }
+});
