@@ -102,12 +102,17 @@ export async function runMain(args: string[], io: Io): Promise<number> {
 
 if (import.meta.main) {
   const stop = new AbortController();
+  const force = new AbortController();
   let signals = 0;
   const onSignal = (sig: Deno.Signal) => {
     signals++;
     if (signals === 1) stop.abort(sig);
-    // A second Ctrl-C means "now": skip the graceful drain.
-    else Deno.exit(130);
+    else if (signals === 2) {
+      // A second Ctrl-C means "now": commands get a moment to clean up
+      // (agentgate run kills its child, removes its temporary files).
+      force.abort(sig);
+      setTimeout(() => Deno.exit(130), 3000);
+    } else Deno.exit(130);
   };
   for (const sig of ["SIGINT", "SIGTERM"] as const) {
     try {
@@ -116,6 +121,6 @@ if (import.meta.main) {
       // SIGTERM cannot be listened to on Windows.
     }
   }
-  const code = await runMain(Deno.args, processIo(stop.signal));
+  const code = await runMain(Deno.args, processIo(stop.signal, force.signal));
   Deno.exit(code);
 }

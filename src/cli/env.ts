@@ -90,8 +90,7 @@ export function proxyEnvironment(o: ProxyEnvOptions): [string, string][] {
 
 /** `run`.no_proxy when the config has it (see the `run:` section), else the default. */
 export function noProxyOf(config: AgentgateConfig): readonly string[] {
-  const run = (config as { run?: { noProxy?: readonly string[] } }).run;
-  return run?.noProxy ?? DEFAULT_NO_PROXY;
+  return config.run.noProxy ?? DEFAULT_NO_PROXY;
 }
 
 /**

@@ -15,6 +15,11 @@ export interface Io {
   stdin?: ReadableStream<Uint8Array>;
   /** Aborted when the process is asked to stop (SIGINT / SIGTERM). */
   signal?: AbortSignal;
+  /**
+   * Aborted on a second SIGINT / SIGTERM ("stop now"): clean up quickly; the
+   * process exits 3 s later regardless.
+   */
+  forceSignal?: AbortSignal;
   /** Registers a listener for SIGHUP ("reload your configuration"). */
   onHangup?: (listener: () => void) => void;
 }
@@ -23,7 +28,7 @@ export interface Io {
 export type Command = (args: string[], io: Io) => Promise<number>;
 
 /** The Io of the real process. */
-export function processIo(signal?: AbortSignal): Io {
+export function processIo(signal?: AbortSignal, forceSignal?: AbortSignal): Io {
   const onHangup = (listener: () => void): void => {
     try {
       Deno.addSignalListener("SIGHUP", listener);
@@ -44,6 +49,7 @@ export function processIo(signal?: AbortSignal): Io {
     cwd: Deno.cwd(),
     stdin: Deno.stdin.readable,
     signal,
+    forceSignal,
     onHangup,
   };
 }

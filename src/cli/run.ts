@@ -263,12 +263,10 @@ async function startInProcess(
   if ("code" in first) return first.code === 0 ? 1 : first.code;
   const { port, proxy } = first;
   const token = randomHex(16);
+  // The proxy now demands credentials (a run token makes them required), so
+  // clients that send them only after a 407 challenge (git/libcurl anyauth,
+  // .NET, Java) are attributed to the session too.
   proxy.extraTokens.add(token);
-  // Demand credentials, so clients that send them only after a 407 challenge
-  // (git/libcurl "anyauth", .NET, Java) are attributed to the session too.
-  // TODO(lead): a ProxyServer option for this; a reload from the policy file
-  // drops it (extraTokens stays accepted, only the challenge goes).
-  proxy.reload({ ...proxy.config, proxyAuth: [...proxy.config.proxyAuth, token] });
   const config = proxy.config;
   let ca: CertificateAuthority | null = null;
   if (config.tls.intercept.length > 0) {
@@ -611,11 +609,20 @@ async function runChild(cmd: string[], env: Record<string, string>, io: Io): Pro
       // Already gone.
     }
   };
+  const kill = () => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  };
   io.signal?.addEventListener("abort", forward, { once: true });
+  io.forceSignal?.addEventListener("abort", kill, { once: true });
   try {
     const status = await child.status;
     return status.code;
   } finally {
     io.signal?.removeEventListener("abort", forward);
+    io.forceSignal?.removeEventListener("abort", kill);
   }
 }

@@ -71,6 +71,8 @@ export interface AgentgateConfig {
     upstreamCa: string[];
     leafKey: "ecdsa-p256" | "rsa-2048";
   };
+  /** `agentgate run` / `env` settings. */
+  run: { noProxy: string[] | null };
   /** `upstream.resolve`: host -> address to connect to instead. */
   resolve: Map<string, { host: string; port: number }>;
   llm: LlmSettings;
@@ -706,6 +708,7 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
       leafKey: raw.tls?.leaf_key ?? "ecdsa-p256",
     },
     llm,
+    run: { noProxy: raw.run?.no_proxy ?? null },
     resolve: new Map(
       Object.entries((raw.upstream?.resolve ?? {}) as Record<string, string>).map(([h, v]) => [
         normalizeHost(h),

@@ -111,6 +111,27 @@ function describe(schema: Schema): string {
   }
 }
 
+/** Whether a node has the shape a schema expects (ignoring its contents). */
+function shapeFits(schema: Schema, node: Node | null): boolean {
+  switch (schema.type) {
+    case "object":
+    case "map":
+      return isMap(node);
+    case "array":
+      return isSeq(node);
+    case "string":
+      return isScalar(node) && typeof node.value === "string";
+    case "number":
+      return isScalar(node) && typeof node.value === "number";
+    case "boolean":
+      return isScalar(node) && typeof node.value === "boolean";
+    case "union":
+      return schema.anyOf.some((o) => shapeFits(o, node));
+    case "any":
+      return true;
+  }
+}
+
 const keyName = (k: unknown): string => String(isScalar(k) ? (k as Scalar).value : k);
 
 /**
@@ -241,6 +262,11 @@ export function validate(
       }
       const deepest = best!.issues;
       if (deepest.every((i) => i.path.length === path.length)) {
+        // Every option failed at this level: when exactly one has the node's
+        // shape (a mapping for an object, …), its own message says more
+        // (e.g. a missing key) than "must be a mapping or a list".
+        const fits = schema.anyOf.filter((o) => shapeFits(o, node));
+        if (fits.length === 1) return validate(node, fits[0], path, issues);
         return bad(`${where} must be ${describe(schema)}, not ${kindOf(node)}`);
       }
       issues.push(...deepest);

@@ -238,6 +238,17 @@ export const configSchema: ObjectSchema = {
         },
       },
     },
+    run: {
+      type: "object",
+      description: "Settings of agentgate run and agentgate env.",
+      properties: {
+        no_proxy: {
+          type: "array",
+          items: { type: "string" },
+          description: "NO_PROXY entries handed to the child (default: localhost, 127.0.0.1, ::1).",
+        },
+      },
+    },
     dashboard: {
       type: "object",
       description:

@@ -333,12 +333,25 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
       continue;
     }
     if (input.intercept && info.path === null) {
-      if (m !== true) return decision(policy, null, "log", INTERCEPT_REASON);
+      if (m !== true) {
+        if (trace) note(rule, "needs-request", "decided per request inside the intercepted tunnel");
+        return decision(policy, null, "log", INTERCEPT_REASON);
+      }
       if (rule.when !== null) {
         try {
-          if (!rule.when.evaluate({ ...info, now: new Date(now) })) continue;
+          if (!rule.when.evaluate({ ...info, now: new Date(now) })) {
+            if (trace) note(rule, "condition-false", `condition ${rule.when.expr} is false`);
+            continue;
+          }
         } catch (e) {
           if (!(e instanceof CelEvalError)) throw e;
+          if (trace) {
+            note(
+              rule,
+              rule.onError === "skip" ? "skipped" : "condition-error",
+              `condition error: ${e.message}`,
+            );
+          }
           if (rule.onError === "skip") continue;
           return decision(
             policy,
@@ -349,8 +362,10 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
         }
       }
       if (rule.action === "deny") {
+        if (trace) note(rule, "decided", "action deny (the tunnel is refused)");
         return decision(policy, rule, "deny", rule.reason ?? `denied by rule "${rule.name}"`);
       }
+      if (trace) note(rule, "decided", `action ${rule.action}: the tunnel is intercepted`);
       return decision(policy, null, "log", INTERCEPT_REASON);
     }
     if (m !== true) {
@@ -370,7 +385,11 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
       );
     }
     if (rule.needsBody && input.bodyRead === false) {
-      return { ...decision(policy, rule, "deny", "the request body is needed"), needsBody: true };
+      return {
+        ...decision(policy, rule, "deny", "the request body is needed"),
+        needsBody: true,
+        needs: "body",
+      };
     }
     if (rule.when !== null) {
       let holds: boolean;
@@ -423,7 +442,11 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
     }
     const unpriced = unknownPriceDenial(policy, rule, input);
     if (unpriced === "needs-body") {
-      return { ...decision(policy, rule, "deny", "the request body is needed"), needsBody: true };
+      return {
+        ...decision(policy, rule, "deny", "the request body is needed"),
+        needsBody: true,
+        needs: "model",
+      };
     }
     if (unpriced !== null) {
       return {

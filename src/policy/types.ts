@@ -69,6 +69,8 @@ export interface Decision {
    * was committed).
    */
   needsBody?: true;
+  /** Why the body is needed: a condition or dlp policy reads it, or the model must be priced. */
+  needs?: "body" | "model";
   /** DLP: what to redact and scan for a forwarded request (merged over the rule's dlp policies). */
   dlp?: DlpPlan;
   /** DLP findings (masked) of a blocked request. */

@@ -17,7 +17,7 @@ import { decide, type TraceEntry } from "../policy/engine.ts";
 import { normalizePath } from "../policy/match.ts";
 import type { PolicyState } from "../policy/limits/types.ts";
 import { type AgentgateConfig, isIntercepted } from "../config/load.ts";
-import { parseAbsolute } from "../proxy/server.ts";
+import { parseAbsolute } from "../proxy/target.ts";
 import { parseJsonBody } from "../proxy/body.ts";
 import { decodeForScan } from "../dlp/decode.ts";
 

@@ -27,7 +27,7 @@ import { isSeq, type Node } from "yaml";
 import type { Problem } from "../config/errors.ts";
 import { type ObjectSchema, type Schema, type SchemaIssue, validate } from "../config/schema.ts";
 import { parseDuration } from "../policy/duration.ts";
-import { parseAbsolute } from "../proxy/server.ts";
+import { parseAbsolute } from "../proxy/target.ts";
 import type { RequestSpec } from "./request.ts";
 import { YamlFile } from "./yamlfile.ts";
 

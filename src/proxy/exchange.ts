@@ -18,6 +18,8 @@ export interface Outcome {
   /** Reason override (e.g. the upstream failure), else the decision's reason. */
   reason?: string;
   error?: string | null;
+  /** Policy override (e.g. `proxy_auth` for a 407 challenge). */
+  policy?: string;
 }
 
 /** Where finished exchanges go. */
@@ -101,7 +103,7 @@ export class Exchange {
       rule: d?.rule ?? null,
       rule_source: d?.ruleSource ?? null,
       reason: outcome.reason ?? d?.reason ?? "",
-      policy: d?.policy ?? null,
+      policy: outcome.policy ?? d?.policy ?? null,
       bytes_in: this.bytesIn,
       bytes_out: this.bytesOut,
       duration_ms: Math.round((performance.now() - this.t0) * 1000) / 1000,

@@ -14,9 +14,10 @@ import type { AgentgateConfig } from "../config/load.ts";
 import type { AuditStore } from "../audit/store.ts";
 import type { AuditEventV1 } from "../audit/event.ts";
 import { decide } from "../policy/engine.ts";
-import { normalizeHost, normalizePath } from "../policy/match.ts";
+import { normalizePath } from "../policy/match.ts";
 import type { RequestInfo } from "../policy/types.ts";
 import { Exchange, newDecisionId } from "./exchange.ts";
+import { parseAbsolute, parseAuthority } from "./target.ts";
 import {
   createPool,
   forwardHttp,
@@ -73,43 +74,6 @@ export interface ProxyOptions {
 }
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "0.0.0.0", "::"]);
-
-/** A request-target parsed from absolute-form or CONNECT authority-form. */
-interface Target {
-  scheme: "http" | "https";
-  host: string;
-  port: number;
-  /** Path and query as sent. */
-  rawPath: string;
-  /** host[:port] as the client wrote it (the Host header we send). */
-  authority: string;
-}
-
-/** Parse `http://host[:port]/path?q` without re-encoding the path. */
-export function parseAbsolute(url: string): Target | null {
-  const m = /^(https?):\/\/([^/?#\s]+)([^#\s]*)/i.exec(url);
-  if (!m) return null;
-  const scheme = m[1].toLowerCase() as "http" | "https";
-  const authority = m[2];
-  if (authority.includes("@")) return null; // userinfo in a request-target is not allowed
-  const hp = parseAuthority(authority, scheme === "https" ? 443 : 80);
-  if (!hp) return null;
-  let rawPath = m[3] || "/";
-  if (rawPath.startsWith("?")) rawPath = "/" + rawPath;
-  return { scheme, host: hp.host, port: hp.port, rawPath, authority };
-}
-
-/** `host:port` / `[v6]:port` -> parts; null when malformed. */
-export function parseAuthority(
-  authority: string,
-  defaultPort: number | null,
-): { host: string; port: number } | null {
-  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\[\]\s]+)(?::(\d{1,5}))?$/.exec(authority);
-  if (!m) return null;
-  const port = m[2] !== undefined ? Number(m[2]) : defaultPort;
-  if (port === null || port < 1 || port > 65535) return null;
-  return { host: normalizeHost(m[1]), port };
-}
 
 /** `Proxy-Authorization: Basic …` as user and password, or null. */
 export function parseProxyAuthorization(
@@ -498,7 +462,12 @@ export class ProxyServer {
       req.headers["transfer-encoding"] !== undefined;
     if (denied) {
       this.#send(res, denied, hasBody ? { connection: "close" } : {});
-      return ex.finish({ status: 407, decision: "deny", reason: JSON.parse(denied.body).reason });
+      return ex.finish({
+        status: 407,
+        decision: "deny",
+        policy: "proxy_auth",
+        reason: JSON.parse(denied.body).reason,
+      });
     }
     const via = req.headers["via"];
     if (typeof via === "string" && via.includes(this.via.slice(4))) {
@@ -886,7 +855,10 @@ export class ProxyServer {
    * Returns the answer to send, or null when the request may go on.
    */
   #authenticate(headers: http.IncomingHttpHeaders, info: RequestInfo): Answer | null {
-    const required = this.#config.proxyAuth.length > 0;
+    // Credentials are required with proxy.auth, and for an `agentgate run`
+    // proxy (its token), so clients that send them only after a 407
+    // challenge (git/libcurl anyauth, .NET, Java) are attributed too.
+    const required = this.#config.proxyAuth.length > 0 || this.extraTokens.size > 0;
     const creds = parseProxyAuthorization(headers["proxy-authorization"]);
     if (creds) {
       info.session = creds.user || null;
@@ -954,7 +926,12 @@ export class ProxyServer {
     const ex = this.#begin(info);
     if (denied) {
       s.end(rawAnswer(denied));
-      return ex.finish({ status: 407, decision: "deny", reason: JSON.parse(denied.body).reason });
+      return ex.finish({
+        status: 407,
+        decision: "deny",
+        policy: "proxy_auth",
+        reason: JSON.parse(denied.body).reason,
+      });
     }
     if (this.#isSelf(hp.host, hp.port)) {
       const reason = "CONNECT to the proxy itself would loop";
@@ -1004,7 +981,12 @@ export class ProxyServer {
     const ex = this.#begin(info);
     if (denied) {
       s.end(rawAnswer(denied));
-      return ex.finish({ status: 407, decision: "deny", reason: JSON.parse(denied.body).reason });
+      return ex.finish({
+        status: 407,
+        decision: "deny",
+        policy: "proxy_auth",
+        reason: JSON.parse(denied.body).reason,
+      });
     }
     const d = this.#decide(info, ex);
     if (d.verdict === "deny") {
