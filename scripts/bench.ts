@@ -4,6 +4,8 @@
  *   deno task bench [s1 s2 s3 s3b s4 s5 …]   agentgate in ../shared/bench beside its peers
  *   deno task bench decide                    decision micro-benchmark (scripts/bench_decide.ts)
  *   deno task bench --intercept [s4 s5 …]     the same with TLS interception of the origin
+ *   deno task bench --intercept --dlp [s4]    interception with a dlp policy on every request
+ *   deno task bench sse                       intercepted LLM stream: first byte and total vs direct
  *
  * Plugs agentgate into the shared harness as the `PROXY_*` candidate with a
  * 20-rule policy and the audit on (the configuration the issues' targets
@@ -45,7 +47,14 @@ rules:
   - { name: everything-else, match: "*", action: log }
 `;
 
-if (import.meta.main && Deno.args[0] === "decide") {
+if (import.meta.main && Deno.args[0] === "sse") {
+  const { code } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("./bench_sse.ts", import.meta.url).pathname],
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
+  Deno.exit(code);
+} else if (import.meta.main && Deno.args[0] === "decide") {
   await import("./bench_decide.ts").then(async (m) => {
     const { code } = await new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", new URL("./bench_decide.ts", import.meta.url).pathname],
@@ -57,17 +66,24 @@ if (import.meta.main && Deno.args[0] === "decide") {
   });
 } else if (import.meta.main) {
   const intercept = Deno.args[0] === "--intercept";
-  const args = intercept ? Deno.args.slice(1) : Deno.args;
+  const dlp = Deno.args.includes("--dlp");
+  const args = (intercept ? Deno.args.slice(1) : Deno.args).filter((a) => a !== "--dlp");
   const scenarios = args.length ? args : intercept ? ["s4", "s5"] : ["s1", "s2", "s3", "s3b", "s5"];
   const dir = await Deno.makeTempDir({ prefix: "agentgate-bench-" });
   // Interception: the harness's origin is 127.0.0.1:18443 with a self-signed certificate.
   const tls = intercept
     ? `tls:\n  intercept: [127.0.0.1]\n  ca_dir: ${dir}/ca\n  upstream_ca: /tmp/bench/run/certs/origin.crt\n`
     : "";
-  await Deno.writeTextFile(
-    `${dir}/agentgate.yaml`,
-    BENCH_POLICY.replace("default: deny\n", `default: deny\n${tls}`),
-  );
+  let policy = BENCH_POLICY.replace("default: deny\n", `default: deny\n${tls}`);
+  if (dlp) {
+    // Every request and response scanned with all detectors (warn: recorded, not changed).
+    policy = policy.replace(
+      '  - { name: everything-else, match: "*", action: log }',
+      '  - name: everything-else\n    match: "*"\n    action: log\n' +
+        "    policies: [{ dlp: { action: warn, direction: both } }]",
+    );
+  }
+  await Deno.writeTextFile(`${dir}/agentgate.yaml`, policy);
   if (intercept) {
     // The client must trust the CA before the proxy starts.
     await new Deno.Command(Deno.execPath(), {
