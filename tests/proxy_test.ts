@@ -527,3 +527,32 @@ Deno.test("SIGTERM lets in-flight requests finish and every one has its row", as
     await origin.close();
   }
 });
+
+Deno.test("a tunnel whose upstream closes first is closed and recorded at once", async () => {
+  // An origin that answers and hangs up (like a server after Connection: close).
+  const tcp = net.createServer((s) => s.end("bye"));
+  await new Promise<void>((r) => tcp.listen(0, "127.0.0.1", () => r()));
+  const port = (tcp.address() as net.AddressInfo).port;
+  const proxy = await startProxy();
+  try {
+    const sock = net.connect(proxy.port, "127.0.0.1");
+    await new Promise((r) => sock.once("connect", r));
+    sock.write(`CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
+    let got = "";
+    sock.on("data", (d) => (got += d));
+    // The client closes only after the proxy ended its side (as Go's transport does).
+    await new Promise<void>((r) => sock.once("end", () => r()));
+    sock.end();
+    assert.match(got, /^HTTP\/1\.1 200 Connection Established\r\n\r\nbye$/);
+    const [row] = await waitForRows(proxy.auditPath, 1, "method = 'CONNECT'");
+    assert.equal(row.bytes_out, 3);
+    // Well before the 2 s grace for clients that never close.
+    assert.ok((row.duration_ms as number) < 1000, `${row.duration_ms} ms`);
+    const metrics = await (await fetch(`${proxy.url}/_/metrics`)).text();
+    assert.match(metrics, /\nagentgate_tunnels_open 0\n/);
+    assert.equal(await proxy.stop(), 0);
+  } finally {
+    await proxy.dispose();
+    tcp.close();
+  }
+});

@@ -68,9 +68,8 @@ export function openTunnel(
     if (established) finish("client connection error");
     else ex.finish({ status: null, error: "client aborted" });
   });
-  // The row is written once both sides are closed. When the upstream closes,
-  // pipe() has already ended the client side after flushing; a client that
-  // never closes its half is cut after a grace period.
+  // The row is written once both sides are closed. A client that never
+  // closes its half after the upstream closed is cut after a grace period.
   let upClosed = false;
   let clientClosed = false;
   let linger: ReturnType<typeof setTimeout> | undefined;
@@ -85,7 +84,16 @@ export function openTunnel(
       return;
     }
     if (clientClosed) finish(null);
-    else linger = setTimeout(() => client.destroy(), 10_000);
+    else {
+      // pipe() has ended our side after flushing, but it also unpiped the
+      // client, leaving it paused: its FIN would never be read and the
+      // tunnel would linger (thousands of open sockets under s3b). Read and
+      // drop whatever still comes, so the client's close is seen; cut it
+      // after a short grace if it never closes.
+      client.resume();
+      client.end();
+      linger = setTimeout(() => client.destroy(), 2000);
+    }
   });
   client.on("close", () => {
     clientClosed = true;
