@@ -3,7 +3,7 @@
  * then a good policy while a client keeps sending requests.
  */
 import assert from "node:assert/strict";
-import { startOrigin, startProxy, waitFor } from "./helpers.ts";
+import { auditRows, startOrigin, startProxy, waitFor, waitForRows } from "./helpers.ts";
 
 const policy = (a: "allow" | "deny", b: "allow" | "deny", limit = 2) =>
   `version: 1
@@ -106,4 +106,44 @@ Deno.test("reload: swaps at once under load, rejects a broken file, keeps counte
     await proxy.dispose();
     await origin.close();
   }
+});
+
+/** POSIX locks `pid` holds on the file `path` (Linux /proc/locks). */
+function locksHeld(pid: number, path: string): string[] {
+  const ino = Deno.statSync(path).ino;
+  return Deno.readTextFileSync("/proc/locks").split("\n").filter((l) => {
+    const f = l.trim().split(/\s+/);
+    return f[1] === "POSIX" && f[4] === String(pid) && f[5]?.endsWith(`:${ino}`);
+  });
+}
+
+Deno.test({
+  name: "watching the policy leaves the SQLite locks of an audit in the same directory alone",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    // Regression: Deno.watchFs on the policy's directory opened and closed the
+    // audit's -shm file on every change, which dropped the proxy's POSIX locks
+    // on it; a reader in another process then truncated the shared memory and
+    // the proxy died of SIGBUS (src/config/watch.ts).
+    const origin = await startOrigin((_q, r) => r.end("ok"));
+    const proxy = await startProxy({ config: policy("allow", "deny") });
+    const client = Deno.createHttpClient({ proxy: { url: proxy.url } });
+    try {
+      const shm = `${proxy.auditPath}-shm`;
+      for (let i = 1; i <= 5; i++) {
+        const r = await fetch(`${origin.url}/a/${i}`, { client });
+        await r.body?.cancel();
+        await waitForRows(proxy.auditPath, i);
+        // Give a file watcher time to react to the writes.
+        await new Promise((r) => setTimeout(r, 150));
+      }
+      assert.notDeepEqual(locksHeld(proxy.pid, shm), [], "the proxy holds its locks on -shm");
+      assert.equal(auditRows(proxy.auditPath).length, 5);
+      assert.equal(await proxy.stop(), 0);
+    } finally {
+      client.close();
+      await proxy.dispose();
+      await origin.close();
+    }
+  },
 });

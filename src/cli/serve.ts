@@ -13,7 +13,7 @@ import { VERSION } from "../version.ts";
 import { loadConfig, loadDefaultConfig } from "../config/load.ts";
 import { ConfigError, formatProblem } from "../config/errors.ts";
 import type { ReloadStatus } from "../dashboard/routes.ts";
-import { dirname } from "node:path";
+import { type FileWatch, watchFiles } from "../config/watch.ts";
 import { CaError, loadOrCreateCA } from "../tls/ca.ts";
 import { LeafStore } from "../tls/store.ts";
 import { readSystemRoots } from "../tls/bundle.ts";
@@ -175,7 +175,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
           `agentgate: policy reloaded (${trigger}): ${next.config.policy.rules.length} rule(s)\n`,
         );
         for (const w of warnings) io.stderr(`agentgate: warning: ${w}\n`);
-        watchFiles(next.config.files);
+        watchPolicy(next.config.files);
       } catch (e) {
         if (!(e instanceof ConfigError)) throw e;
         const errors = e.problems.map(formatProblem);
@@ -187,34 +187,15 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     })().finally(() => (reloading = null));
     return reloading;
   };
-  let watcher: Deno.FsWatcher | null = null;
+  let watcher: FileWatch | null = null;
   let watched = "";
-  const watchFiles = (files: string[]) => {
+  const watchPolicy = (files: string[]) => {
     const key = [...files].sort().join("\n");
     if (key === watched || files.length === 0) return;
     watched = key;
     watcher?.close();
-    // Editors replace files by renaming: watch the directories, filter by name.
-    const dirs = [...new Set(files.map((f) => dirname(f)))];
-    const names = new Set(files);
-    try {
-      watcher = Deno.watchFs(dirs, { recursive: false });
-    } catch (e) {
-      io.stderr(`agentgate: warning: cannot watch the policy files: ${(e as Error).message}\n`);
-      return;
-    }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    (async () => {
-      try {
-        for await (const ev of watcher!) {
-          if (!ev.paths.some((p) => names.has(p))) continue;
-          clearTimeout(timer);
-          timer = setTimeout(() => void reload("file change"), 250);
-        }
-      } catch {
-        // Closed.
-      }
-    })();
+    // Polls stat, never opens the files (see src/config/watch.ts for why).
+    watcher = watchFiles(files, () => void reload("file change"));
   };
   io.onHangup?.(() => void reload("SIGHUP"));
 
@@ -262,13 +243,13 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     ].join("\n"),
   );
   hooks.onListening?.(address, proxy);
-  watchFiles(config.files);
+  watchPolicy(config.files);
 
   await new Promise<void>((resolve) => {
     if (!io.signal || io.signal.aborted) return resolve();
     io.signal.addEventListener("abort", () => resolve(), { once: true });
   });
-  (watcher as Deno.FsWatcher | null)?.close();
+  (watcher as FileWatch | null)?.close();
   io.stderr("agentgate: shutting down (finishing in-flight requests, up to 5 s)\n");
   const { forced } = await proxy.shutdown(5000);
   audit.close();
