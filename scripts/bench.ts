@@ -95,7 +95,7 @@ if (import.meta.main && Deno.args[0] === "sse") {
     Deno.execPath(),
     "run",
     "-A",
-    "--v8-flags=--max-semi-space-size=1",
+    "--v8-flags=--max-semi-space-size=1,--heap-growing-percent=100",
     `${root}/main.ts`,
     "--listen",
     "127.0.0.1:18199",
