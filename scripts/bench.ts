@@ -16,6 +16,7 @@
  */
 import { fileURLToPath } from "node:url";
 import { dirname, resolve } from "node:path";
+import { V8_FLAGS } from "./v8_flags.ts";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const harness = resolve(root, "../shared/bench/bench.sh");
@@ -95,7 +96,7 @@ if (import.meta.main && Deno.args[0] === "sse") {
     Deno.execPath(),
     "run",
     "-A",
-    "--v8-flags=--max-semi-space-size=1,--heap-growing-percent=100",
+    V8_FLAGS,
     `${root}/main.ts`,
     "--listen",
     "127.0.0.1:18199",

@@ -11,6 +11,7 @@
  * @module
  */
 import meta from "../deno.json" with { type: "json" };
+import { V8_FLAGS } from "./v8_flags.ts";
 
 const TARGETS = [
   "x86_64-unknown-linux-gnu",
@@ -19,9 +20,7 @@ const TARGETS = [
   "aarch64-apple-darwin",
 ];
 
-// Permissions the binary runs with, and the V8 flags `deno task start` uses
-// (a small young generation keeps peak memory flat on bulk transfers, a heap
-// growing factor of 2 keeps the old generation near its live set; tests/helpers.ts).
+// Permissions the binary runs with, and the V8 flags `deno task start` uses.
 const FLAGS = [
   "--allow-net",
   "--allow-read",
@@ -29,7 +28,7 @@ const FLAGS = [
   "--allow-env",
   "--allow-sys",
   "--allow-run",
-  "--v8-flags=--max-semi-space-size=1,--heap-growing-percent=100",
+  V8_FLAGS,
 ];
 
 const targets = Deno.args.length ? Deno.args : TARGETS;

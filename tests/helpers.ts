@@ -10,19 +10,12 @@ import https from "node:https";
 import type net from "node:net";
 import { DatabaseSync } from "node:sqlite";
 import { fileURLToPath } from "node:url";
+import { V8_FLAGS } from "../scripts/v8_flags.ts";
 
 export const MAIN = fileURLToPath(new URL("../main.ts", import.meta.url));
 
-/**
- * The V8 flags `deno task start` and `deno task compile` use (see deno.json).
- * A small young generation frees streamed body buffers sooner (Deno's socket
- * reads hand V8 buffers it does not count as heap, so only a scavenge frees
- * them), which keeps peak memory flat on bulk transfers. A heap growing factor
- * of 2 instead of V8's default (up to 4x the live heap) keeps the old
- * generation near its ~21 MB live set under load: s1 peak RSS 164 -> 121 MiB
- * at the same CPU per request (scripts/bench.ts, 2026-12-05).
- */
-export const RUN_FLAGS = ["--v8-flags=--max-semi-space-size=1,--heap-growing-percent=100"];
+/** The V8 flags `deno task start` and `deno task compile` use (scripts/v8_flags.ts). */
+export const RUN_FLAGS = [V8_FLAGS];
 
 /** A running agentgate process. */
 export interface ProxyProcess {

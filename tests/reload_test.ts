@@ -134,9 +134,15 @@ Deno.test({
         const r = await fetch(`${origin.url}/a/${i}`, { client });
         await r.body?.cancel();
         await waitForRows(proxy.auditPath, i);
-        // Give a file watcher time to react to the writes.
-        await new Promise((r) => setTimeout(r, 150));
       }
+      // A policy change in the same directory, noticed after the audit's
+      // writes: a watcher that reports it has also handled every earlier
+      // event there (inotify delivers them in order).
+      await Deno.writeTextFile(`${proxy.dir}/agentgate.yaml`, policy("deny", "allow"));
+      await waitFor(async () => {
+        const h = await (await fetch(`${proxy.url}/_/health`)).json();
+        return h.last_reload?.trigger === "file change";
+      }, "the reload");
       assert.notDeepEqual(locksHeld(proxy.pid, shm), [], "the proxy holds its locks on -shm");
       assert.equal(auditRows(proxy.auditPath).length, 5);
       assert.equal(await proxy.stop(), 0);

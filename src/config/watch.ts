@@ -28,6 +28,8 @@ export interface WatchOptions {
 
 /** A running watch; `close()` stops it. */
 export interface FileWatch {
+  /** Checks completed so far, the first (the baseline) included. */
+  readonly polls: number;
   close(): void;
 }
 
@@ -43,7 +45,8 @@ async function signature(path: string): Promise<string> {
 
 /**
  * Call `onChange` (with the paths that changed) once the given files change
- * and then stay unchanged for `settleMs`.
+ * and then stay unchanged for `settleMs`. The first check, at once, is the
+ * baseline: what is loaded now.
  *
  * @example
  * const watch = watchFiles(["agentgate.yaml"], () => reload());
@@ -56,42 +59,36 @@ export function watchFiles(
 ): FileWatch {
   const intervalMs = opts.intervalMs ?? 500;
   const settleMs = opts.settleMs ?? 250;
-  const known = new Map<string, string>();
+  let known: string[] | null = null;
   const pending = new Set<string>();
   let closed = false;
+  let polls = 0;
   let poll: ReturnType<typeof setTimeout> | undefined;
   let settle: ReturnType<typeof setTimeout> | undefined;
 
   const check = async () => {
     const sigs = await Promise.all(files.map(signature));
     if (closed) return;
-    let changed = false;
-    files.forEach((f, i) => {
-      if (known.get(f) !== sigs[i]) {
-        known.set(f, sigs[i]);
-        pending.add(f);
-        changed = true;
-      }
-    });
-    if (changed) {
+    polls++;
+    const changed = known ? files.filter((_, i) => known![i] !== sigs[i]) : [];
+    known = sigs;
+    if (changed.length) {
+      for (const f of changed) pending.add(f);
       clearTimeout(settle);
       settle = setTimeout(() => {
         const paths = [...pending];
         pending.clear();
-        if (!closed) onChange(paths);
+        onChange(paths);
       }, settleMs);
     }
     poll = setTimeout(check, intervalMs);
   };
-
-  // The first reading is the baseline: what is loaded now.
-  (async () => {
-    const sigs = await Promise.all(files.map(signature));
-    files.forEach((f, i) => known.set(f, sigs[i]));
-    if (!closed) poll = setTimeout(check, intervalMs);
-  })();
+  void check();
 
   return {
+    get polls() {
+      return polls;
+    },
     close() {
       closed = true;
       clearTimeout(poll);

@@ -1,9 +1,17 @@
 import assert from "node:assert/strict";
-import { watchFiles } from "./watch.ts";
+import { type FileWatch, watchFiles } from "./watch.ts";
 
 const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Collect change notifications until `n` arrive (or fail after 3 s). */
+/** Resolve once `watch` has completed `n` more checks (fail after 3 s). */
+async function polls(watch: FileWatch, n: number) {
+  const target = watch.polls + n;
+  const end = Date.now() + 3000;
+  while (watch.polls < target && Date.now() < end) await tick(5);
+  assert.ok(watch.polls >= target, `the watch made ${n} check(s)`);
+}
+
+/** Collect change notifications; `next(n)` waits for the n-th (fail after 3 s). */
 function recorder() {
   const calls: string[][] = [];
   return {
@@ -25,9 +33,11 @@ Deno.test("watchFiles: in-place writes, rename saves, delete and recreate; quiet
   await Deno.writeTextFile(a, "one");
   await Deno.writeTextFile(b, "two");
   const rec = recorder();
-  const watch = watchFiles([a, b], rec.onChange, { intervalMs: 20, settleMs: 30 });
+  const settleMs = 30;
+  const watch = watchFiles([a, b], rec.onChange, { intervalMs: 20, settleMs });
   try {
-    await tick(100);
+    // Enough checks after the baseline that a (wrong) notification would have settled.
+    await polls(watch, 5);
     assert.equal(rec.calls.length, 0, "no change, no call");
 
     await Deno.writeTextFile(a, "one, longer");
@@ -51,7 +61,8 @@ Deno.test("watchFiles: in-place writes, rename saves, delete and recreate; quiet
 
     // Unrelated files in the same directory are not watched.
     await Deno.writeTextFile(`${dir}/audit.db`, "x");
-    await tick(150);
+    await polls(watch, 2);
+    await tick(settleMs * 2);
     assert.equal(rec.calls.length, 5);
   } finally {
     watch.close();
@@ -64,14 +75,17 @@ Deno.test("watchFiles: close() stops notifications, even one already settling", 
   const a = `${dir}/a.yaml`;
   await Deno.writeTextFile(a, "one");
   const rec = recorder();
-  const watch = watchFiles([a], rec.onChange, { intervalMs: 10, settleMs: 200 });
+  const settleMs = 200;
+  const watch = watchFiles([a], rec.onChange, { intervalMs: 10, settleMs });
   try {
-    await tick(50);
+    await polls(watch, 1); // the baseline
     await Deno.writeTextFile(a, "changed");
-    await tick(80); // seen by a poll, still settling
+    await polls(watch, 2); // a check that started after the write has seen it: settling
     watch.close();
-    await tick(300);
+    const seen = watch.polls;
+    await tick(settleMs + 100);
     assert.equal(rec.calls.length, 0);
+    assert.equal(watch.polls, seen, "no checks after close()");
   } finally {
     watch.close();
     await Deno.remove(dir, { recursive: true });
