@@ -10,7 +10,16 @@ function echoBody() {
   return startOrigin((req, res) => {
     const chunks: Uint8Array[] = [];
     req.on("data", (c) => chunks.push(c));
-    req.on("end", () => res.end(new TextDecoder().decode(Buffer.concat(chunks))));
+    req.on("end", () => {
+      // How the body was framed on the way in: the proxy re-frames a body it read whole.
+      res.setHeader(
+        "x-got-framing",
+        `content-length=${req.headers["content-length"]}; transfer-encoding=${
+          req.headers["transfer-encoding"]
+        }`,
+      );
+      res.end(new TextDecoder().decode(Buffer.concat(chunks)));
+    });
   });
 }
 
@@ -43,6 +52,42 @@ rules:
     });
     assert.equal(ok.status, 200);
     assert.equal(await ok.text(), body);
+    assert.equal(
+      ok.headers.get("x-got-framing"),
+      `content-length=${body.length}; transfer-encoding=undefined`,
+    );
+
+    // A chunked body, read whole for the condition, goes upstream with its
+    // length: the same bytes, counted once in the row.
+    const parts = [body.slice(0, 10), body.slice(10, 30), body.slice(30)];
+    const chunked = await fetch(`${origin.url}/v1/chat?chunked`, {
+      method: "POST",
+      body: new ReadableStream<Uint8Array>({
+        pull(c) {
+          const p = parts.shift();
+          if (p === undefined) c.close();
+          else c.enqueue(new TextEncoder().encode(p));
+        },
+      }),
+      headers: { "content-type": "application/json" },
+      client,
+    });
+    assert.equal(chunked.status, 200);
+    assert.equal(await chunked.text(), body);
+    assert.equal(
+      chunked.headers.get("x-got-framing"),
+      `content-length=${body.length}; transfer-encoding=undefined`,
+    );
+    const [chunkedRow] = await waitForRows(
+      proxy.auditPath,
+      1,
+      `id = '${chunked.headers.get("x-agentgate-decision")}'`,
+    );
+    assert.deepEqual([chunkedRow.decision, chunkedRow.rule, chunkedRow.bytes_in], [
+      "allow",
+      "mini-only",
+      body.length,
+    ]);
 
     const other = await fetch(`${origin.url}/v1/chat`, {
       method: "POST",

@@ -229,7 +229,7 @@ export function forwardHttp(
       head,
       framing,
       body: opts.bodyBytes !== undefined
-        ? (hasBody ? Readable.from([opts.bodyBytes]) : null)
+        ? (hasBody ? opts.bodyBytes : null)
         : hasBody
         ? opts.body ?? req
         : null,
@@ -256,11 +256,15 @@ export function forwardHttp(
         observer?.head(h.status, h.rawHeaders);
       },
       body: (chunk) => {
-        observer?.chunk(chunk);
         if (!transforming) {
           ex.bytesOut += chunk.length;
-          return res.write(chunk);
+          // The client's write is queued first, then the usage tap reads
+          // the same bytes: parsing never delays them.
+          const ok = res.write(chunk);
+          observer?.chunk(chunk);
+          return ok;
         }
+        observer?.chunk(chunk);
         const t = opts.transform!.chunk(chunk);
         ex.bytesOut += t.out.length;
         const ok = t.out.length ? res.write(t.out) : true;

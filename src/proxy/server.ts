@@ -623,6 +623,10 @@ export class ProxyServer {
         bodyBytes ?? concatChunks(buffered.chunks),
       ) ?? bodyBytes;
     }
+    if (bodyBytes === undefined && buffered?.complete) {
+      // Read whole already: sent with the head in one write (Content-Length).
+      bodyBytes = concatChunks(buffered.chunks);
+    }
     forwardHttp(req, res, target, ex, this.pool, {
       ...this.#upstreamOpts(ex.config),
       closeAfter: () => this.#draining,
