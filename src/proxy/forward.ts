@@ -18,6 +18,7 @@ import {
   upstreamReason,
 } from "./reject.ts";
 import type { Exchange } from "./exchange.ts";
+import { noteRead, reclaimEnabled } from "./reclaim.ts";
 import { type BodyFraming, ConnectionPool, type Endpoint, UpstreamCall } from "./h1client.ts";
 
 /** What the proxy uses of an inbound request: node:http's IncomingMessage or our H1Request. */
@@ -356,6 +357,10 @@ export function forwardUpgrade(
     if (head.length) up.write(head);
     socket.pipe(up);
     up.pipe(socket);
+    if (reclaimEnabled) {
+      up.on("data", noteRead);
+      socket.on("data", noteRead);
+    }
   });
   up.once("data", (chunk: Uint8Array) => {
     const m = /^HTTP\/1\.[01] (\d{3})/.exec(new TextDecoder().decode(chunk.subarray(0, 16)));

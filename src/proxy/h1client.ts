@@ -11,6 +11,7 @@ import type net from "node:net";
 import type { Readable } from "node:stream";
 import { ParseError, type ResponseHead, ResponseParser } from "./h1parse.ts";
 import { type FlowControl, flowControl } from "./h1server.ts";
+import { noteRead } from "./reclaim.ts";
 
 /** Something that can open a connection to one upstream (TCP or TLS). */
 export interface Endpoint {
@@ -74,6 +75,7 @@ export class Conn {
   constructor(readonly socket: net.Socket, readonly key: string, readonly pool: ConnectionPool) {
     this.flow = flowControl(socket);
     socket.on("data", (d: Uint8Array) => {
+      noteRead(d);
       if (this.owner) this.owner.onData(d);
       else this.pool.drop(this); // an idle connection that speaks is gone
     });

@@ -20,6 +20,7 @@ import { type IncomingHttpHeaders, STATUS_CODES } from "node:http";
 import type net from "node:net";
 import { type Duplex, Readable, Writable } from "node:stream";
 import { BodyDecoder, findHeadEnd, ParseError } from "./h1body.ts";
+import { noteRead } from "./reclaim.ts";
 
 /** Options of {@link serveHttp1}. */
 export interface H1ServerOptions {
@@ -833,6 +834,7 @@ class Connection {
   // --- socket events -------------------------------------------------------
 
   #onData = (chunk: Buffer) => {
+    noteRead(chunk);
     try {
       this.#feed(typeof chunk === "string" ? Buffer.from(chunk, "latin1") : chunk);
     } catch (e) {
