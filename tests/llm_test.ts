@@ -303,6 +303,75 @@ Deno.test("llm: a $0.01 spending limit blocks the call after the one that crosse
   }
 });
 
+Deno.test("llm: a CEL-keyed budget is charged, recorded on the row, and survives a restart", async () => {
+  const pki = await testPki(["api.anthropic.com"]);
+  const origin = await startOrigin(fakeProvider({ bodies: [] }), { cert: pki.cert, key: pki.key });
+  const shared = await Deno.makeTempDir({ prefix: "agentgate-cel-budget-" });
+  await Deno.writeTextFile(`${shared}/origin-ca.pem`, pki.caPem);
+  const config = `version: 1
+default: deny
+tls: { intercept: [api.anthropic.com], ca_dir: ${shared}/ca, upstream_ca: ${shared}/origin-ca.pem }
+upstream: { resolve: { api.anthropic.com: 127.0.0.1:${origin.port} } }
+audit: { path: ${shared}/audit.db }
+rules:
+  - name: team-budget
+    match: api.anthropic.com/v1/**
+    action: allow
+    policies:
+      - spending_limit: { usd: 0.01, per: 1d, key: 'request.headers["x-team"]' }
+`;
+  const ask = async (proxy: { url: string }, team: string) => {
+    const caPem = await Deno.readTextFile(`${shared}/ca/ca.pem`);
+    const client = Deno.createHttpClient({ proxy: { url: proxy.url }, caCerts: [caPem] });
+    try {
+      const res = await fetch("https://api.anthropic.com/v1/messages", {
+        method: "POST",
+        client,
+        headers: { "content-type": "application/json", "x-team": team },
+        body: JSON.stringify({ model: "claude-sonnet-4-20250514", max_tokens: 10, messages: [] }),
+      });
+      return {
+        status: res.status,
+        body: await res.text(),
+        id: res.headers.get("x-agentgate-decision"),
+      };
+    } finally {
+      client.close();
+    }
+  };
+  const key = 'cel:team-budget|request.headers["x-team"]=ml';
+  try {
+    const first = await startProxy({ config });
+    try {
+      const crossed = await ask(first, "ml"); // $0.013638: crosses the team's budget
+      assert.equal(crossed.status, 200);
+      const [row] = await waitForRows(first.auditPath, 1, `id = '${crossed.id}'`);
+      assert.deepEqual([row.cost_usd, row.spend_keys], [0.013638, JSON.stringify([key])]);
+      assert.equal((await ask(first, "ml")).status, 429);
+      assert.equal(await first.stop(), 0);
+    } finally {
+      await first.dispose();
+    }
+    // A new process reads the budget back from the audit: still spent for "ml" only.
+    const second = await startProxy({ config });
+    try {
+      const again = await ask(second, "ml");
+      assert.equal(again.status, 429);
+      assert.equal(
+        JSON.parse(again.body).reason,
+        'spending limit reached: $0.0136 of $0.01 per 1d for key "ml"',
+      );
+      assert.equal((await ask(second, "web")).status, 200);
+      assert.equal(await second.stop(), 0);
+    } finally {
+      await second.dispose();
+    }
+  } finally {
+    await origin.close();
+    await Deno.remove(shared, { recursive: true });
+  }
+});
+
 Deno.test("llm: a client that aborts mid-stream leaves a partial row", async () => {
   const { origin, proxy, client, seen } = await setup();
   try {

@@ -59,6 +59,12 @@ export interface AuditEventV1 {
   usage_partial?: boolean | null;
   /** True when the model has no known price. */
   price_unknown?: boolean | null;
+  /**
+   * Budgets the cost was charged to besides the built-in keys (global, host,
+   * session, client, rule): the ledger keys of CEL-keyed spending limits.
+   * Stored as a JSON array; read back when the ledger is rebuilt at start.
+   */
+  spend_keys?: string[] | null;
   /** DLP findings (masked samples only), stored in the `findings` table. */
   findings?: AuditFinding[];
 }

@@ -80,6 +80,9 @@ const MIGRATIONS: string[] = [
   // v4: the spend ledger is rebuilt from priced rows at every start; without
   // this partial index that read scanned the whole audit.
   `CREATE INDEX audit_cost_ts ON audit (ts) WHERE cost_usd IS NOT NULL;`,
+  // v5: the budgets a request's cost was charged to beyond the built-in keys
+  // (CEL-keyed spending limits), so they too are rebuilt at start.
+  `ALTER TABLE audit ADD COLUMN spend_keys TEXT;`,
 ];
 
 /** Rows written per transaction slice (~2-4 ms of event-loop time). */
@@ -121,6 +124,7 @@ const COLUMNS: (keyof AuditEventV1)[] = [
   "cost_usd",
   "usage_partial",
   "price_unknown",
+  "spend_keys",
 ];
 
 /** Thrown when the audit database cannot be opened or migrated. */
@@ -363,6 +367,7 @@ export class AuditStore {
       e.cost_usd ?? null,
       e.usage_partial === undefined || e.usage_partial === null ? null : Number(e.usage_partial),
       e.price_unknown === undefined || e.price_unknown === null ? null : Number(e.price_unknown),
+      e.spend_keys?.length ? JSON.stringify(e.spend_keys) : null,
     );
     for (const f of e.findings ?? []) {
       this.#insertFinding.run(

@@ -30,7 +30,7 @@ import {
 } from "./forward.ts";
 import type { ConnectionPool, Endpoint } from "./h1client.ts";
 import type { Decision } from "../policy/types.ts";
-import { PolicyState } from "../policy/limits/types.ts";
+import { parseSpendKeys, PolicyState, type SpendRow } from "../policy/limits/types.ts";
 import { bufferBody, type Buffered, concatChunks, parseJsonBody, replay } from "./body.ts";
 import {
   createSseContentScanner,
@@ -277,16 +277,9 @@ export class ProxyServer {
     try {
       const since = Date.now() - 31 * 86_400_000;
       const rows = this.opts.audit.db.prepare(
-        "SELECT ts, cost_usd AS usd, session, host, client, rule FROM audit WHERE cost_usd IS NOT NULL AND ts > ? AND cost_usd > 0",
-      ).all(since) as unknown as {
-        ts: number;
-        usd: number;
-        session: string | null;
-        host: string;
-        client: string;
-        rule: string | null;
-      }[];
-      this.state.ledger.rebuild(rows);
+        "SELECT ts, cost_usd AS usd, session, host, client, rule, spend_keys FROM audit WHERE cost_usd IS NOT NULL AND ts > ? AND cost_usd > 0",
+      ).all(since) as unknown as (SpendRow & { spend_keys: string | null })[];
+      this.state.ledger.rebuild(rows.map((r) => ({ ...r, keys: parseSpendKeys(r.spend_keys) })));
     } catch (e) {
       this.#log(`agentgate: could not rebuild spending from the audit: ${(e as Error).message}`);
     }
@@ -752,7 +745,7 @@ export class ProxyServer {
           usage_partial: usage.partial,
           price_unknown: price.priceUnknown,
         };
-        this.state.reportUsage(info.id, {
+        const charged = this.state.reportUsage(info.id, {
           ts: now,
           usd: price.costUsd ?? undefined,
           tokens: usage.inputTokens + usage.outputTokens,
@@ -761,6 +754,7 @@ export class ProxyServer {
           client: info.client,
           rule: ex.decision?.rule ?? null,
         });
+        if (charged.length) ex.usage.spend_keys = charged;
         const model = usage.model ?? "unknown";
         if (price.costUsd !== null) this.metrics.spend(usage.provider, model, price.costUsd);
         this.metrics.tokens(usage.provider, model, "input", usage.inputTokens);

@@ -162,7 +162,10 @@ export function createSpendingLimitChecker(
             // exists here, so this request's cost must be routed to it.
             if (key.kind === "cel") {
               state.onUsage(info.id, now, (usage) => {
-                if (usage.usd !== undefined) state.ledger.add([ledgerKey], usage.ts, usage.usd);
+                if (usage.usd === undefined || usage.usd <= 0) return;
+                state.ledger.add([ledgerKey], usage.ts, usage.usd);
+                // Named on the audit row, so the ledger is rebuilt with it at start.
+                return ledgerKey;
               });
             }
           },

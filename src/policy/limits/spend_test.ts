@@ -9,7 +9,7 @@ import {
   spendKeys,
   type SpendRow,
 } from "./spend.ts";
-import { type PolicyResult, PolicyState, type Usage } from "./types.ts";
+import { parseSpendKeys, type PolicyResult, PolicyState, type Usage } from "./types.ts";
 
 const DAY = 86_400_000;
 const HOUR = 3_600_000;
@@ -214,7 +214,10 @@ Deno.test("a CEL key counts only what this rule forwarded", () => {
   assert.equal(r.ok, true);
   if (r.ok) r.commit();
   assert.equal(state.pendingCount, 1);
-  state.reportUsage(ml.id, usage(T + 1, 1));
+  // The bucket it charged is returned, for the audit row's spend_keys.
+  assert.deepEqual(state.reportUsage(ml.id, usage(T + 1, 1)), [
+    'cel:openai|request.headers["x-team"]=ml',
+  ]);
   assert.equal(state.pendingCount, 0);
   assert.equal(
     denied(c.check(req({ headers: { "x-team": "ml" } }), T + 2, state)).reason,
@@ -225,6 +228,36 @@ Deno.test("a CEL key counts only what this rule forwarded", () => {
   state.reportUsage("elsewhere", usage(T + 3, 5));
   assert.equal(c.spent(req({ headers: { "x-team": "web" } }), T + 4, state), 0);
   assert.equal(c.ledgerKey(ml, T), 'cel:openai|request.headers["x-team"]=ml');
+});
+
+Deno.test("a CEL-keyed budget survives a restart through the rows' spend_keys", () => {
+  const c = createSpendingLimitChecker(
+    { usd: 1, per: DAY, key: 'request.headers["x-team"]' },
+    { rule: "openai" },
+  );
+  const key = 'cel:openai|request.headers["x-team"]=ml';
+  const row = {
+    ts: T - HOUR,
+    usd: 1,
+    session: "ci",
+    host: "api.openai.com",
+    client: "10.0.0.5",
+    rule: "openai",
+  };
+  const restarted = new PolicyState({ startedAt: T });
+  restarted.ledger.rebuild([{ ...row, keys: parseSpendKeys(JSON.stringify([key])) }]);
+  assert.equal(
+    denied(c.check(req({ headers: { "x-team": "ml" } }), T, restarted)).reason,
+    'spending limit reached: $1.00 of $1.00 per 1d for key "ml"',
+  );
+  assert.equal(restarted.ledger.spent("session:ci", T - DAY), 1);
+  // A row without spend_keys (or with a damaged value) charges only the built-in keys.
+  for (const json of [null, "not json", '{"a":1}', "[1,2]"]) {
+    const s = new PolicyState({ startedAt: T });
+    s.ledger.rebuild([{ ...row, keys: parseSpendKeys(json) }]);
+    assert.equal(c.check(req({ headers: { "x-team": "ml" } }), T, s).ok, true, String(json));
+    assert.equal(s.ledger.spent("global", T - DAY), 1);
+  }
 });
 
 Deno.test("usd: 0 refuses everything", () => {

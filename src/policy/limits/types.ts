@@ -152,7 +152,7 @@ export interface Usage {
 }
 
 /** A callback that a committed check leaves for the request's usage report. */
-export type UsageHook = (usage: Usage) => void;
+export type UsageHook = (usage: Usage) => string | void;
 
 /**
  * Spent USD per key over time. Keys are strings such as `global`,
@@ -179,6 +179,22 @@ export interface SpendRow {
   host: string;
   client: string;
   rule: string | null;
+  /** Further ledger keys the cost was charged to (CEL-keyed budgets; `spend_keys`). */
+  keys?: string[];
+}
+
+/**
+ * The audit's `spend_keys` column (a JSON array of strings) as keys; anything
+ * else (NULL, a row from another tool, a damaged value) as none.
+ */
+export function parseSpendKeys(json: string | null): string[] | undefined {
+  if (json === null) return undefined;
+  try {
+    const v: unknown = JSON.parse(json);
+    return Array.isArray(v) && v.every((k) => typeof k === "string") ? v : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The ledger keys a cost counts under, whatever limits exist: one per built-in key kind. */
@@ -314,7 +330,11 @@ export class MemorySpendLedger implements SpendLedger {
   rebuild(rows: Iterable<SpendRow>): void {
     this.#logs.clear();
     const sorted = [...rows].filter((r) => r.usd > 0).sort((a, b) => a.ts - b.ts);
-    for (const row of sorted) this.add(spendKeys(row), row.ts, row.usd);
+    for (const row of sorted) {
+      const keys = spendKeys(row);
+      if (row.keys) keys.push(...row.keys);
+      this.add(keys, row.ts, row.usd);
+    }
   }
 
   /** Forgets costs older than `retainMs` before `now`, and keys left with nothing to count. */
@@ -398,14 +418,19 @@ export class PolicyState {
    * goes to the ledger under the built-in keys, then the hooks left by the
    * request's committed checks run (token rate limits, CEL-keyed budgets).
    */
-  reportUsage(requestId: string, usage: Usage): void {
+  reportUsage(requestId: string, usage: Usage): string[] {
     if (usage.usd !== undefined && usage.usd > 0) {
       this.ledger.add(spendKeys(usage), usage.ts, usage.usd);
     }
     const entry = this.#pending.get(requestId);
-    if (entry === undefined) return;
+    if (entry === undefined) return [];
     this.#pending.delete(requestId);
-    for (const hook of entry.hooks) hook(usage);
+    const charged: string[] = [];
+    for (const hook of entry.hooks) {
+      const key = hook(usage);
+      if (typeof key === "string") charged.push(key);
+    }
+    return charged;
   }
 
   /** Forgets the hooks of a request that will never report (e.g. upstream failed). */
