@@ -561,6 +561,41 @@ Deno.test("WebSocket upgrades over plain HTTP pass through", async () => {
   }
 });
 
+Deno.test("an h2c upgrade is served as HTTP/1.1: Upgrade dropped, the request forwarded", async () => {
+  const origin = await startOrigin((req, res) => {
+    res.setHeader("content-type", "application/json");
+    res.end(JSON.stringify({
+      upgrade: req.headers.upgrade ?? null,
+      settings: req.headers["http2-settings"] ?? null,
+      connection: req.headers.connection ?? null,
+    }));
+  });
+  const proxy = await startProxy();
+  try {
+    // As `curl --http2 http://…` asks: the proxy may ignore Upgrade (RFC 9110 7.8).
+    const c = await curl([
+      "-sS",
+      "--http2",
+      "-x",
+      proxy.url,
+      "-H",
+      "Upgrade: h2c",
+      "-H",
+      "HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA",
+      "-H",
+      "Connection: Upgrade, HTTP2-Settings",
+      `${origin.url}/h2c`,
+    ]);
+    assert.deepEqual(JSON.parse(c.out), { upgrade: null, settings: null, connection: null });
+    const [row] = await waitForRows(proxy.auditPath, 1, "path = '/h2c'");
+    assert.deepEqual([row.method, row.status, row.decision], ["GET", 200, "log"]);
+    assert.equal(await proxy.stop(), 0);
+  } finally {
+    await proxy.dispose();
+    await origin.close();
+  }
+});
+
 Deno.test("SIGTERM lets in-flight requests finish and every one has its row", async () => {
   let arrived = 0;
   let allArrived: () => void;

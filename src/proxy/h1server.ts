@@ -20,6 +20,7 @@ import { type IncomingHttpHeaders, STATUS_CODES } from "node:http";
 import type net from "node:net";
 import { type Duplex, Readable, Writable } from "node:stream";
 import { BodyDecoder, findHeadEnd, ParseError } from "./h1body.ts";
+import { isWebSocketUpgrade } from "./headers.ts";
 import { noteRead } from "./reclaim.ts";
 
 /** Options of {@link serveHttp1}. */
@@ -36,9 +37,12 @@ export interface H1ServerOptions {
    */
   onError?: (err: unknown) => void;
   /**
-   * CONNECT requests and protocol upgrades (`Connection: upgrade` + `Upgrade`)
-   * are handed over with the raw socket and the bytes read after their head;
-   * this layer lets go of the socket. Without it they are served as requests.
+   * CONNECT requests and WebSocket upgrades (`Connection: upgrade` +
+   * `Upgrade: websocket`) are handed over with the raw socket and the bytes
+   * read after their head; this layer lets go of the socket. Without it they
+   * are served as requests. Any other upgrade (h2c, as `curl --http2` asks
+   * for) is served as an ordinary HTTP/1.1 request: a server may ignore
+   * Upgrade (RFC 9110 7.8), and the header is hop-by-hop, so it is dropped.
    */
   onTakeover?: (head: TakeoverHead, socket: Duplex, rest: Uint8Array) => void;
 }
@@ -53,12 +57,12 @@ export interface TakeoverHead {
   rawHeaders: string[];
 }
 
-/** Whether a request takes the connection over: CONNECT, or an Upgrade with `Connection: upgrade`. */
+/** Whether a request takes the connection over: CONNECT, or a WebSocket upgrade. */
 function isTakeover(head: RequestHead): boolean {
   if (head.method === "CONNECT") return true;
-  const up = head.headers.upgrade;
   const conn = head.headers.connection;
-  return up !== undefined && typeof conn === "string" && /(^|,)\s*upgrade\s*(,|$)/i.test(conn);
+  return isWebSocketUpgrade(head.headers) && typeof conn === "string" &&
+    /(^|,)\s*upgrade\s*(,|$)/i.test(conn);
 }
 
 /** What {@link serveHttp1} returns. */

@@ -953,8 +953,8 @@ export class ProxyServer {
     s.on("error", () => {});
     const target = parseAbsolute(req.url ?? "");
     if (target === null || target.scheme !== "http" || !isWebSocketUpgrade(req.headers)) {
-      // Only WebSocket upgrades over plain HTTP pass through; other protocols
-      // (h2c) would let a client switch to a protocol the policy cannot read.
+      // Only WebSocket upgrades reach here (h1server serves other upgrades as
+      // plain requests); they pass through over plain HTTP only.
       const a = errorAnswer(
         newDecisionId(),
         target === null ? 400 : 501,
