@@ -34,6 +34,15 @@ async function setup(policy: string) {
         setTimeout(() => streamRest?.(), 50);
         return;
       }
+      if (req.url === "/leaky") {
+        const leak = JSON.stringify({ note: `the key is ${AWS}` });
+        res.writeHead(200, {
+          "content-type": "application/json",
+          "content-length": String(leak.length),
+        });
+        res.end(leak);
+        return;
+      }
       res.writeHead(200, { "content-type": "application/json" });
       res.end(JSON.stringify({ ok: true }));
     });
@@ -154,6 +163,41 @@ Deno.test("dlp: redact keeps JSON valid and fixes Content-Length; responses reda
       .map((f) => `${f.direction}:${f.action}`);
     sql.close();
     assert.deepEqual(dirs, ["request:redact", "response:redact"]);
+  } finally {
+    client.close();
+    await proxy.dispose();
+    await origin.close();
+  }
+});
+
+Deno.test("dlp: warn passes responses through unchanged, framing included, and records findings", async () => {
+  const { origin, proxy, client } = await setup(`rules:
+  - name: watched
+    match: api.example.test
+    action: allow
+    policies:
+      - dlp: { action: warn, direction: response }
+`);
+  try {
+    const r = await fetch("https://api.example.test/leaky", { client });
+    const text = await r.text();
+    assert.equal(text, JSON.stringify({ note: `the key is ${AWS}` }));
+    // Scanned on the side: the response keeps its own Content-Length, not re-chunked.
+    assert.equal(r.headers.get("content-length"), String(text.length));
+    assert.equal(r.headers.get("transfer-encoding"), null);
+    const s = await fetch("https://api.example.test/stream", { client });
+    assert.equal(await s.text(), `data: {"text": "here: ${AWS} done"}\n\n`);
+    assert.equal(await proxy.stop(), 0);
+    const { DatabaseSync } = await import("node:sqlite");
+    const sql = new DatabaseSync(proxy.auditPath, { readOnly: true });
+    const found = sql.prepare(
+      "SELECT a.path, f.detector, f.direction, f.action, f.sample FROM findings f JOIN audit a ON a.id = f.decision_id ORDER BY f.id",
+    ).all().map((f) => `${f.path} ${f.detector} ${f.direction}:${f.action} ${f.sample}`);
+    sql.close();
+    assert.deepEqual(found, [
+      "/leaky aws_access_key response:warn AKIA…MPLE",
+      "/stream aws_access_key response:warn AKIA…MPLE",
+    ]);
   } finally {
     client.close();
     await proxy.dispose();

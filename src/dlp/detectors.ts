@@ -1053,6 +1053,9 @@ const CO_RULES: CoRule[] = [
 /** Distinct literals of the rules (one native search each) and the rules each one anchors. */
 const CO_LITS = [...new Set(CO_RULES.map((r) => r.lit))];
 const CO_BY_LIT = CO_LITS.map((lit) => CO_RULES.filter((r) => r.lit === lit));
+/** The literals as `eachAnchor` takes them, built once rather than per scan. */
+const CO_ANCHORS: readonly (readonly [string, number])[] = CO_LITS.map((l) => [l, 0] as const);
+const NETCAT_ANCHORS: readonly (readonly [string, number])[] = [["nc", 0], ["netcat", 0]];
 
 /** Sorted positions of `lit` in `text`, computed once per scan. */
 function positions(text: string, lit: string, memo: Map<string, number[]>): number[] {
@@ -1103,7 +1106,7 @@ const reverseShell: BuiltinDetector = {
     });
     // b. netcat with an exec option, within its own command segment
     let segEnd = 0;
-    eachAnchor(text, [["nc", 0], ["netcat", 0]], (s) => {
+    eachAnchor(text, NETCAT_ANCHORS, (s) => {
       if (s < segEnd) return segEnd; // segments do not overlap: linear
       if (isAt(text, s - 1, WORD)) return s + 1; // "sync", "func"
       NETCAT.lastIndex = s;
@@ -1131,7 +1134,7 @@ const reverseShell: BuiltinDetector = {
     });
     // d. one-liners: an anchor plus keywords nearby
     const memo = new Map<string, number[]>();
-    eachAnchor(text, CO_LITS.map((l) => [l, 0] as const), (at, k) => {
+    eachAnchor(text, CO_ANCHORS, (at, k) => {
       for (const rule of CO_BY_LIT[k]) {
         const a = at - rule.offset;
         if (a < 0 || !text.startsWith(rule.anchor, a)) continue;

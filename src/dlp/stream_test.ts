@@ -179,3 +179,34 @@ Deno.test("a 2 MB stream without whitespace (base64) is cut safely and stays fas
   assert.deepEqual(r.findings.map((f) => f.detector), ["stripe_key"]);
   assert.equal(r.output, b64 + " [REDACTED:stripe_key] ");
 });
+
+Deno.test("without redaction, text is scanned in batches: about once per character", () => {
+  let scans = 0;
+  let chars = 0;
+  const counting: Scanner = {
+    ...all,
+    scan(text: string) {
+      scans++;
+      chars += text.length;
+      return all.scan(text);
+    },
+  };
+  // One 1 KB response in one chunk: one scan, at the end.
+  const body = PAD_BEFORE + S.github_token + PAD_AFTER;
+  const one = run(counting, [body], { redact: false });
+  assert.deepEqual(one.findings.map((f) => f.detector), ["github_token"]);
+  assert.equal(one.output, body);
+  assert.deepEqual([scans, chars], [1, body.length]);
+  // 100 KB in 1 KB chunks with a secret split across two of them: every
+  // secret found, each character scanned about once (8 KB batches + context).
+  scans = chars = 0;
+  const text = PAD_AFTER.repeat(250).slice(0, 50_979) + " " + S.github_token + " " +
+    PAD_BEFORE.repeat(200);
+  const parts: string[] = [];
+  for (let i = 0; i < text.length; i += 1000) parts.push(text.slice(i, i + 1000));
+  const many = run(counting, parts, { redact: false });
+  assert.deepEqual(many.findings.map((f) => [f.detector, f.start]), [["github_token", 50_980]]);
+  assert.equal(many.output, text);
+  assert.ok(scans <= Math.ceil(text.length / 8192) + 1, `${scans} scans`);
+  assert.ok(chars < text.length * 1.1, `${chars} characters scanned for ${text.length}`);
+});

@@ -51,6 +51,13 @@ export interface ResponseObserver {
 
 /** Rewrites a response in flight (DLP redaction); changes its length. */
 export interface ResponseTransform {
+  /**
+   * True when the output is always the input unchanged (a scan that only
+   * records, such as DLP `warn`): the response keeps its own framing
+   * (Content-Length) and each chunk is forwarded as read, before `chunk`
+   * sees it. Otherwise the body may change length and is re-framed.
+   */
+  readonly preservesBody?: boolean;
   /** Called with the response head; false = leave this response alone. */
   head(status: number, rawHeaders: string[]): boolean;
   /** Output for one chunk; `cut` ends the response here (the rest is withheld). */
@@ -249,7 +256,7 @@ export function forwardHttp(
         out["x-agentgate-decision"] = ex.info.id;
         if (opts.closeAfter()) out["connection"] = "close";
         transforming = opts.transform?.head(h.status, h.rawHeaders) ?? false;
-        if (transforming) {
+        if (transforming && !opts.transform!.preservesBody) {
           // The body changes length: the server re-frames it (chunked).
           for (const k of Object.keys(out)) if (k.toLowerCase() === "content-length") delete out[k];
         }
@@ -257,12 +264,13 @@ export function forwardHttp(
         observer?.head(h.status, h.rawHeaders);
       },
       body: (chunk) => {
-        if (!transforming) {
+        if (!transforming || opts.transform!.preservesBody) {
           ex.bytesOut += chunk.length;
           // The client's write is queued first, then the usage tap reads
           // the same bytes: parsing never delays them.
           const ok = res.write(chunk);
           observer?.chunk(chunk);
+          if (transforming) opts.transform!.chunk(chunk); // scan only: its output is the input
           return ok;
         }
         observer?.chunk(chunk);
@@ -283,8 +291,10 @@ export function forwardHttp(
         observerEnd(true);
         if (transforming) {
           const rest = opts.transform!.end();
-          ex.bytesOut += rest.length;
-          if (rest.length) res.write(rest);
+          if (!opts.transform!.preservesBody && rest.length) {
+            ex.bytesOut += rest.length;
+            res.write(rest);
+          }
         }
         res.end();
       },

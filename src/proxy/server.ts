@@ -659,6 +659,7 @@ export class ProxyServer {
       return kept;
     };
     return {
+      preservesBody: action === "warn",
       head: (_status, raw) => {
         const ce = rawHeader(raw, "content-encoding");
         const ct = rawHeader(raw, "content-type") ?? "";
