@@ -165,7 +165,15 @@ const regexCache = new BoundedCache<RE2JS>(512);
 const globCache = new BoundedCache<(s: string) => boolean>(512);
 const cidrCache = new BoundedCache<Cidr>(512);
 
+let regexCompiles = 0;
+
+/** @internal How many times an RE2 pattern was compiled (tests prove the cache with it). */
+export function regexCompileCount(): number {
+  return regexCompiles;
+}
+
 function compileRegex(pattern: string): RE2JS {
+  regexCompiles++;
   try {
     return RE2JS.compile(pattern);
   } catch (e) {

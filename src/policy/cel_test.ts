@@ -7,6 +7,7 @@ import {
   compileCondition,
   compileKeyExpression,
   globMatch,
+  regexCompileCount,
 } from "./cel.ts";
 
 const NOW = new Date("2025-03-31T06:30:00Z"); // Mon 08:30 in Berlin (CEST)
@@ -333,34 +334,16 @@ Deno.test("key expressions evaluate to strings", () => {
   });
 });
 
-function medianMicros(f: () => void, rounds = 101, perRound = 200): number {
-  for (let i = 0; i < 2_000; i++) f();
-  const samples: number[] = [];
-  for (let r = 0; r < rounds; r++) {
-    const t = performance.now();
-    for (let i = 0; i < perRound; i++) f();
-    samples.push((performance.now() - t) * 1000 / perRound);
-  }
-  samples.sort((a, b) => a - b);
-  return samples[Math.floor(rounds / 2)];
-}
-
-Deno.test("a typical condition evaluates in well under 20 µs", () => {
-  const c = compileCondition(
-    'request.headers["x-team"] == "ml" && body.model.startsWith("gpt-4o")',
-  );
-  const input = req();
-  const us = medianMicros(() => c.evaluate(input));
-  assert.ok(us <= 20, `median ${us.toFixed(2)} µs`);
-});
-
-Deno.test("the regex cache pays for itself", () => {
+Deno.test("the regex cache: a pattern is compiled once, not at every evaluation", () => {
+  // How fast that makes a condition is measured by `deno task bench decide`.
   const expr = 'request.path.matches("^/v1/(chat/completions|responses|embeddings)$")';
   const input = req();
   const cached = compileCondition(expr);
   const uncached = compileCondition(expr, { cacheRegex: false });
-  const fast = medianMicros(() => cached.evaluate(input), 31, 100);
-  const slow = medianMicros(() => uncached.evaluate(input), 31, 20);
-  // Measured ~100×; assert a margin that survives a loaded CI machine.
-  assert.ok(slow / fast >= 5, `cached ${fast.toFixed(2)} µs, uncached ${slow.toFixed(2)} µs`);
+  const before = regexCompileCount();
+  for (let i = 0; i < 100; i++) assert.equal(cached.evaluate(input), true);
+  assert.ok(regexCompileCount() - before <= 1, `${regexCompileCount() - before} compilations`);
+  const mid = regexCompileCount();
+  for (let i = 0; i < 100; i++) assert.equal(uncached.evaluate(input), true);
+  assert.equal(regexCompileCount() - mid, 100);
 });
