@@ -216,27 +216,29 @@ export function createDlpChecker(config: DlpConfig, ctx: DlpContext): DlpChecker
       let urlFinding = false;
       if (scansRequest && info.path !== null) {
         const url = info.query ? `${info.path}?${info.query}` : info.path;
-        for (const f of scanner.scan(safeDecode(url))) {
-          if (allowed(f.detector, "url", info.host)) continue;
-          findings.push(toAudit(f, "url"));
-          urlFinding = true;
-        }
         const provider = ctx.isProviderHost(info.host);
-        // All header values in one scan (one pass of the prefilters instead of
-        // one per header), separated by a line break no detector spans.
-        const names: string[] = [];
-        const starts: number[] = [];
-        let joined = "";
+        // The URL and all header values in one scan (one pass of the
+        // prefilters, one scan's allocations instead of one per part),
+        // separated by line breaks no detector spans. Part 0 is the URL.
+        const names: (string | null)[] = [null];
+        const starts: number[] = [0];
+        let joined = safeDecode(url) + "\n";
         for (const name in info.headers) {
           if (provider && CREDENTIAL_HEADERS.has(name)) continue;
           names.push(name);
           starts.push(joined.length);
           joined += info.headers[name] + "\n";
         }
-        for (const f of joined ? scanner.scan(joined) : []) {
+        for (const f of scanner.scan(joined)) {
           let i = starts.length - 1;
           while (i > 0 && starts[i] > f.start) i--;
           const name = names[i];
+          if (name === null) {
+            if (allowed(f.detector, "url", info.host)) continue;
+            findings.push(toAudit(f, "url"));
+            urlFinding = true;
+            continue;
+          }
           if (allowed(f.detector, "header", info.host)) continue;
           findings.push(toAudit(f, `header:${name}`));
           if (!redactHeaders.includes(name)) redactHeaders.push(name);

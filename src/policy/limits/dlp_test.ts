@@ -1,0 +1,105 @@
+import assert from "node:assert/strict";
+import type { RequestInfo } from "../types.ts";
+import { createDlpChecker, type DlpPlan, parseDlpConfig } from "./dlp.ts";
+import { PolicyState } from "./types.ts";
+
+const AWS = "AKIA" + "IOSFODNN7EXAMPLE";
+const GH = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8";
+
+function req(over: Partial<RequestInfo> = {}): RequestInfo {
+  return {
+    id: "r1",
+    method: "POST",
+    scheme: "https",
+    host: "api.example.test",
+    port: 443,
+    path: "/v1/items",
+    query: null,
+    headers: { host: "api.example.test", "content-type": "application/json" },
+    client: "127.0.0.1",
+    session: null,
+    ...over,
+  } as RequestInfo;
+}
+
+function check(raw: Record<string, unknown>, info: RequestInfo, providers: string[] = []) {
+  const c = createDlpChecker(parseDlpConfig(raw), {
+    rule: "r",
+    isProviderHost: (h) => providers.includes(h),
+  });
+  return c.check(info, 0, new PolicyState({ startedAt: 0 }));
+}
+
+const where = (plan: DlpPlan) => plan.findings.map((f) => `${f.detector}@${f.location}`);
+
+Deno.test("dlp check: the URL, each header and the body are told apart in one scan", () => {
+  const r = check(
+    { action: "warn" },
+    req({
+      path: "/v1/items",
+      query: `token=${AWS}`,
+      headers: { host: "api.example.test", "x-leak": `bearer ${GH}`, accept: "*/*" },
+      bodyText: `{"note":"key ${AWS}"}`,
+    }),
+  );
+  assert.equal(r.ok, true);
+  const plan = (r as { dlp: DlpPlan }).dlp;
+  assert.deepEqual(where(plan), [
+    "aws_access_key@url",
+    "github_token@header:x-leak",
+    "aws_access_key@body",
+  ]);
+  assert.deepEqual(plan.redactHeaders, []); // warn: nothing is changed
+  assert.ok(plan.findings.every((f) => !f.sample.includes(AWS) && !f.sample.includes(GH)));
+});
+
+Deno.test("dlp check: redact names the headers to redact, and blocks a secret in the URL", () => {
+  const headerOnly = check(
+    { action: "redact" },
+    req({ headers: { host: "api.example.test", "x-leak": GH, "x-other": "fine" } }),
+  );
+  assert.equal(headerOnly.ok, true);
+  const plan = (headerOnly as { dlp: DlpPlan }).dlp;
+  assert.deepEqual(where(plan), ["github_token@header:x-leak"]);
+  assert.deepEqual(plan.redactHeaders, ["x-leak"]);
+
+  // A URL cannot be redacted safely: the request is refused.
+  const inUrl = check({ action: "redact" }, req({ path: `/v1/${AWS}` }));
+  assert.equal(inUrl.ok, false);
+  assert.equal(
+    (inUrl as { reason: string }).reason,
+    "request blocked by DLP: aws_access_key (url)",
+  );
+});
+
+Deno.test("dlp check: a provider's own credential header is expected, elsewhere it is a leak", () => {
+  const key = "sk-proj-" + "Ab3dEf6hIj9lMn2pQr5tUv8xYz1bCd4fGh7jKl0nOp3rSt6v";
+  const info = (host: string) => req({ host, headers: { host, authorization: `Bearer ${key}` } });
+  const own = check({ action: "block" }, info("api.openai.com"), ["api.openai.com"]);
+  assert.equal(own.ok, true);
+  assert.deepEqual(where((own as { dlp: DlpPlan }).dlp), []);
+  const elsewhere = check({ action: "block" }, info("api.example.test"), ["api.openai.com"]);
+  assert.equal(elsewhere.ok, false);
+  assert.equal(
+    (elsewhere as { reason: string }).reason,
+    "request blocked by DLP: openai_key (header:authorization)",
+  );
+});
+
+Deno.test("dlp check: allow exceptions by detector, place and host", () => {
+  const info = req({
+    query: `k=${AWS}`,
+    headers: { host: "api.example.test", "x-leak": AWS },
+  });
+  const r = check({
+    action: "block",
+    allow: [{ detector: "aws_access_key", host: "api.example.test", where: "header" }],
+  }, info);
+  assert.equal(r.ok, false);
+  assert.equal((r as { reason: string }).reason, "request blocked by DLP: aws_access_key (url)");
+  const both = check({
+    action: "block",
+    allow: [{ detector: "aws_access_key", host: "*.example.test" }],
+  }, info);
+  assert.equal(both.ok, true);
+});
