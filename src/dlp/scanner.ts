@@ -137,8 +137,11 @@ export function compileScanner(config: ScannerConfig): Scanner {
       // short, nothing after its last match is known, so everything from
       // there on becomes a single too_many_findings finding.
       let cutoff = text.length;
+      // One pairs array for all detectors: most scans find nothing, and a
+      // fresh array per detector was a good part of a scan's allocations.
+      const out: number[] = [];
       for (let d = 0; d < compiled.length; d++) {
-        const out: number[] = [];
+        out.length = 0;
         compiled[d].find(text, out, maxFindings, ctx);
         for (let i = 0; i < out.length; i += 2) all.push({ s: out[i], e: out[i + 1], d });
         if (out.length >= maxFindings * 2) cutoff = Math.min(cutoff, out[out.length - 1]);
