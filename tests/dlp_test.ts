@@ -8,7 +8,7 @@ import type http from "node:http";
 import { runMain } from "../main.ts";
 import { memoryIo } from "../src/cli/io.ts";
 import { fakeSecrets } from "../src/dlp/testing.ts";
-import { auditRows, startOrigin, startProxy, testPki, waitForRows } from "./helpers.ts";
+import { auditRows, queryAudit, startOrigin, startProxy, testPki, waitForRows } from "./helpers.ts";
 
 const AWS = "AKIA" + "IOSFODNN7EXAMPLE";
 
@@ -108,12 +108,10 @@ Deno.test("dlp: block a secret in the body, allow the provider's own credential 
     const db = auditRows(proxy.auditPath);
     assert.ok(!JSON.stringify(db).includes(AWS));
     assert.equal(await proxy.stop(), 0);
-    const { DatabaseSync } = await import("node:sqlite");
-    const sql = new DatabaseSync(proxy.auditPath, { readOnly: true });
-    const findings = sql.prepare(
+    const findings = queryAudit(
+      proxy.auditPath,
       "SELECT decision_id, detector, direction, location, sample, action FROM findings ORDER BY id",
-    ).all();
-    sql.close();
+    );
     assert.deepEqual({ ...findings[0] }, {
       decision_id: j.decision_id,
       detector: "aws_access_key",
@@ -157,11 +155,8 @@ Deno.test("dlp: redact keeps JSON valid and fixes Content-Length; responses reda
     assert.equal(text, 'data: {"text": "here: [REDACTED:aws_access_key] done"}\n\n');
     assert.ok(!text.includes(AWS.slice(4)));
     assert.equal(await proxy.stop(), 0);
-    const { DatabaseSync } = await import("node:sqlite");
-    const sql = new DatabaseSync(proxy.auditPath, { readOnly: true });
-    const dirs = sql.prepare("SELECT direction, action FROM findings ORDER BY id").all()
+    const dirs = queryAudit(proxy.auditPath, "SELECT direction, action FROM findings ORDER BY id")
       .map((f) => `${f.direction}:${f.action}`);
-    sql.close();
     assert.deepEqual(dirs, ["request:redact", "response:redact"]);
   } finally {
     client.close();
@@ -188,12 +183,10 @@ Deno.test("dlp: warn passes responses through unchanged, framing included, and r
     const s = await fetch("https://api.example.test/stream", { client });
     assert.equal(await s.text(), `data: {"text": "here: ${AWS} done"}\n\n`);
     assert.equal(await proxy.stop(), 0);
-    const { DatabaseSync } = await import("node:sqlite");
-    const sql = new DatabaseSync(proxy.auditPath, { readOnly: true });
-    const found = sql.prepare(
+    const found = queryAudit(
+      proxy.auditPath,
       "SELECT a.path, f.detector, f.direction, f.action, f.sample FROM findings f JOIN audit a ON a.id = f.decision_id ORDER BY f.id",
-    ).all().map((f) => `${f.path} ${f.detector} ${f.direction}:${f.action} ${f.sample}`);
-    sql.close();
+    ).map((f) => `${f.path} ${f.detector} ${f.direction}:${f.action} ${f.sample}`);
     assert.deepEqual(found, [
       "/leaky aws_access_key response:warn AKIA…MPLE",
       "/stream aws_access_key response:warn AKIA…MPLE",

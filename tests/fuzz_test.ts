@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import net from "node:net";
+import { concatChunks } from "../src/proxy/body.ts";
 import { startProxy, waitForRows } from "./helpers.ts";
 
 const SEED = 20261205;
@@ -86,15 +87,7 @@ function mutate(r: ReturnType<typeof prng>, text: string): Uint8Array {
   return b;
 }
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
+const concat = (...parts: Uint8Array[]) => concatChunks(parts);
 
 Deno.test(`fuzz (seed ${SEED}): ${CASES} malformed requests and responses, the proxy keeps serving`, async () => {
   const r = prng(SEED);
@@ -140,22 +133,30 @@ upstream: { connect_timeout: 2s, response_timeout: 2s }
 audit: { path: ./audit.db }
 `,
   });
+  // Connections the proxy kept open 5 s after the client left (must be none).
+  let stuck = 0;
   const one = (bytes: Uint8Array) =>
     new Promise<void>((done) => {
       const s = net.connect(proxy.port, "127.0.0.1");
-      const end = () => {
-        clearTimeout(timer);
-        s.destroy();
-        done();
+      // No half-close with the bytes (the proxy would take it as the client
+      // leaving before its request): leave once an answer starts, or when
+      // none came within a bound (a head left incomplete), then wait for the
+      // proxy to close its side.
+      const leave = () => {
+        clearTimeout(noAnswer);
+        s.end();
       };
-      // No half-close after the bytes (the proxy would take it as the client
-      // leaving): wait for the answer, or give up on a head left incomplete.
-      let timer = setTimeout(end, 500);
-      s.on("error", end);
-      s.on("close", end);
-      s.once("data", () => {
-        clearTimeout(timer);
-        timer = setTimeout(end, 50);
+      const noAnswer = setTimeout(leave, 500);
+      const cap = setTimeout(() => {
+        stuck++;
+        s.destroy();
+      }, 5000);
+      s.on("error", () => {});
+      s.once("data", leave);
+      s.once("close", () => {
+        clearTimeout(noAnswer);
+        clearTimeout(cap);
+        done();
       });
       s.once("connect", () => s.write(bytes));
     });
@@ -187,6 +188,7 @@ audit: { path: ./audit.db }
     } finally {
       client.close();
     }
+    assert.equal(stuck, 0, "connections the proxy never closed after the client left");
     assert.equal(exited, false);
     const log = proxy.stderr.join("\n");
     assert.doesNotMatch(log, /uncaught|panicked|unhandled/i, log.slice(0, 2000));

@@ -150,16 +150,41 @@ export async function startProxy(
   return proc;
 }
 
-/** Rows of the audit table (read-only; WAL lets us read while the proxy writes). */
-export function auditRows(path: string, where = "1=1"): Record<string, unknown>[] {
+/** Writes `size` bytes of `fill` in 64 KiB chunks, waiting for "drain" (backpressure), then ends. */
+export function writeFilled(
+  w: {
+    write(c: Uint8Array): boolean;
+    once(event: "drain", fn: () => void): unknown;
+    end(): unknown;
+  },
+  size: number,
+  fill: number,
+): void {
+  const chunk = new Uint8Array(65536).fill(fill);
+  let sent = 0;
+  const write = () => {
+    while (sent < size) {
+      sent += chunk.length;
+      if (!w.write(chunk)) return void w.once("drain", write);
+    }
+    w.end();
+  };
+  write();
+}
+
+/** Rows of a query on an audit database (read-only; WAL lets us read while the proxy writes). */
+export function queryAudit(path: string, sql: string): Record<string, unknown>[] {
   const db = new DatabaseSync(path, { readOnly: true });
   try {
-    return db.prepare(`SELECT * FROM audit WHERE ${where} ORDER BY ts, id`).all().map((r) => ({
-      ...r,
-    }));
+    return db.prepare(sql).all().map((r) => ({ ...r }));
   } finally {
     db.close();
   }
+}
+
+/** Rows of the audit table. */
+export function auditRows(path: string, where = "1=1"): Record<string, unknown>[] {
+  return queryAudit(path, `SELECT * FROM audit WHERE ${where} ORDER BY ts, id`);
 }
 
 /** Wait until `fn` returns a truthy value (polling a condition with a deadline). */

@@ -23,6 +23,14 @@ function echoBody() {
   });
 }
 
+/** The origin (echoBody) received the body with a Content-Length of `n`, not chunked. */
+function assertSentWithLength(res: Response, n: number) {
+  assert.equal(
+    res.headers.get("x-got-framing"),
+    `content-length=${n}; transfer-encoding=undefined`,
+  );
+}
+
 Deno.test("policy e2e: a condition on the JSON body (buffered, forwarded intact)", async () => {
   const origin = await echoBody();
   const proxy = await startProxy({
@@ -52,10 +60,7 @@ rules:
     });
     assert.equal(ok.status, 200);
     assert.equal(await ok.text(), body);
-    assert.equal(
-      ok.headers.get("x-got-framing"),
-      `content-length=${body.length}; transfer-encoding=undefined`,
-    );
+    assertSentWithLength(ok, body.length);
 
     // A chunked body, read whole for the condition, goes upstream with its
     // length: the same bytes, counted once in the row.
@@ -74,10 +79,7 @@ rules:
     });
     assert.equal(chunked.status, 200);
     assert.equal(await chunked.text(), body);
-    assert.equal(
-      chunked.headers.get("x-got-framing"),
-      `content-length=${body.length}; transfer-encoding=undefined`,
-    );
+    assertSentWithLength(chunked, body.length);
     const [chunkedRow] = await waitForRows(
       proxy.auditPath,
       1,

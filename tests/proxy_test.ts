@@ -16,6 +16,7 @@ import {
   startProxy,
   waitFor,
   waitForRows,
+  writeFilled,
 } from "./helpers.ts";
 
 /** An origin that echoes what it received as JSON. */
@@ -334,20 +335,8 @@ Deno.test("a 50 MB body streams both ways with bounded proxy memory", async () =
     }
     // Download: `size` bytes in 64 KiB chunks, respecting backpressure.
     const size = Number(new URL(req.url!, "http://x").searchParams.get("size"));
-    const chunk = new Uint8Array(65536).fill(97);
-    let sent = 0;
     res.writeHead(200, { "content-length": String(size) });
-    const write = () => {
-      while (sent < size) {
-        sent += chunk.length;
-        if (!res.write(chunk)) {
-          res.once("drain", write);
-          return;
-        }
-      }
-      res.end();
-    };
-    write();
+    writeFilled(res, size, 97);
   });
   const proxy = await startProxy();
   const client = Deno.createHttpClient({ proxy: { url: proxy.url } });
@@ -406,16 +395,7 @@ Deno.test("a 100 MB download through a CONNECT tunnel keeps proxy memory bounded
   const SIZE = 100 * 1024 * 1024;
   const origin = net.createServer((sock) => {
     sock.on("error", () => {});
-    const chunk = new Uint8Array(65536).fill(98);
-    let sent = 0;
-    const write = () => {
-      while (sent < SIZE) {
-        sent += chunk.length;
-        if (!sock.write(chunk)) return void sock.once("drain", write);
-      }
-      sock.end();
-    };
-    write();
+    writeFilled(sock, SIZE, 98);
   });
   await new Promise<void>((r) => origin.listen(0, "127.0.0.1", () => r()));
   const port = (origin.address() as net.AddressInfo).port;

@@ -10,6 +10,7 @@ import { PassThrough, type Readable } from "node:stream";
 
 /** What was read of a body. */
 export interface Buffered {
+  /** A complete body is one chunk (joined once here, so readers never join it again). */
   chunks: Uint8Array[];
   /** Bytes read. */
   size: number;
@@ -31,7 +32,7 @@ export function bufferBody(req: Readable, max: number): Promise<Buffered> {
       req.off("error", onError);
       req.off("close", onClose);
       if (!complete) req.pause();
-      resolve({ chunks, complete, size: n });
+      resolve({ chunks: complete ? [concatChunks(chunks)] : chunks, complete, size: n });
     };
     const onData = (c: Uint8Array) => {
       chunks.push(c);

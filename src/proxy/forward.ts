@@ -18,7 +18,7 @@ import {
   upstreamReason,
 } from "./reject.ts";
 import type { Exchange } from "./exchange.ts";
-import { noteRead, reclaimEnabled } from "./reclaim.ts";
+import { noteReadsOf } from "./reclaim.ts";
 import { type BodyFraming, ConnectionPool, type Endpoint, UpstreamCall } from "./h1client.ts";
 
 /** What the proxy uses of an inbound request: node:http's IncomingMessage or our H1Request. */
@@ -41,7 +41,11 @@ export interface OutboundResponse extends Writable {
   writeContinue(): void;
 }
 
-/** Sees a response as it streams to the client (LLM usage taps); never delays it. */
+/**
+ * Sees a response as it streams to the client (LLM usage taps, DLP `warn`
+ * scans); never delays or changes it: each chunk is written to the client
+ * first, and the response keeps its own framing.
+ */
 export interface ResponseObserver {
   head(status: number, rawHeaders: string[]): void;
   chunk(chunk: Uint8Array): void;
@@ -51,13 +55,6 @@ export interface ResponseObserver {
 
 /** Rewrites a response in flight (DLP redaction); changes its length. */
 export interface ResponseTransform {
-  /**
-   * True when the output is always the input unchanged (a scan that only
-   * records, such as DLP `warn`): the response keeps its own framing
-   * (Content-Length) and each chunk is forwarded as read, before `chunk`
-   * sees it. Otherwise the body may change length and is re-framed.
-   */
-  readonly preservesBody?: boolean;
   /** Called with the response head; false = leave this response alone. */
   head(status: number, rawHeaders: string[]): boolean;
   /** Output for one chunk; `cut` ends the response here (the rest is withheld). */
@@ -171,7 +168,7 @@ export function forwardHttp(
     body?: Readable;
     /** A replacement body (rewritten by the proxy): sent with its own Content-Length. */
     bodyBytes?: Uint8Array;
-    observer?: ResponseObserver;
+    observers?: ResponseObserver[];
     transform?: ResponseTransform;
     /** Header values to replace (lower-case name -> value; null removes it). */
     headerEdits?: Map<string, string | null>;
@@ -213,16 +210,18 @@ export function forwardHttp(
     headerLines(headers) + `Via: ${via ? `${via}, ` : ""}${opts.via}\r\n` + framingLine + "\r\n";
   const tgt = `${target.connectHost}:${target.port}`;
   const hasBody = framing !== "none";
-  const observer = opts.observer;
+  const observers = opts.observers ?? [];
   let transforming = false;
   let observed = false;
   const observerEnd = (complete: boolean) => {
-    if (observed || !observer) return;
+    if (observed) return;
     observed = true;
-    try {
-      observer.end(complete);
-    } catch {
-      // A usage tap must never take the response down with it.
+    for (const o of observers) {
+      try {
+        o.end(complete);
+      } catch {
+        // An observer must never take the response down with it.
+      }
     }
   };
 
@@ -256,24 +255,23 @@ export function forwardHttp(
         out["x-agentgate-decision"] = ex.info.id;
         if (opts.closeAfter()) out["connection"] = "close";
         transforming = opts.transform?.head(h.status, h.rawHeaders) ?? false;
-        if (transforming && !opts.transform!.preservesBody) {
+        if (transforming) {
           // The body changes length: the server re-frames it (chunked).
           for (const k of Object.keys(out)) if (k.toLowerCase() === "content-length") delete out[k];
         }
         res.writeHead(h.status, h.statusText, out);
-        observer?.head(h.status, h.rawHeaders);
+        for (const o of observers) o.head(h.status, h.rawHeaders);
       },
       body: (chunk) => {
-        if (!transforming || opts.transform!.preservesBody) {
+        if (!transforming) {
           ex.bytesOut += chunk.length;
-          // The client's write is queued first, then the usage tap reads
-          // the same bytes: parsing never delays them.
+          // The client's write is queued first, then the observers read the
+          // same bytes: parsing never delays them.
           const ok = res.write(chunk);
-          observer?.chunk(chunk);
-          if (transforming) opts.transform!.chunk(chunk); // scan only: its output is the input
+          for (const o of observers) o.chunk(chunk);
           return ok;
         }
-        observer?.chunk(chunk);
+        for (const o of observers) o.chunk(chunk);
         const t = opts.transform!.chunk(chunk);
         ex.bytesOut += t.out.length;
         const ok = t.out.length ? res.write(t.out) : true;
@@ -291,10 +289,8 @@ export function forwardHttp(
         observerEnd(true);
         if (transforming) {
           const rest = opts.transform!.end();
-          if (!opts.transform!.preservesBody && rest.length) {
-            ex.bytesOut += rest.length;
-            res.write(rest);
-          }
+          ex.bytesOut += rest.length;
+          if (rest.length) res.write(rest);
         }
         res.end();
       },
@@ -367,10 +363,7 @@ export function forwardUpgrade(
     if (head.length) up.write(head);
     socket.pipe(up);
     up.pipe(socket);
-    if (reclaimEnabled) {
-      up.on("data", noteRead);
-      socket.on("data", noteRead);
-    }
+    noteReadsOf(up, socket);
   });
   up.once("data", (chunk: Uint8Array) => {
     const m = /^HTTP\/1\.[01] (\d{3})/.exec(new TextDecoder().decode(chunk.subarray(0, 16)));

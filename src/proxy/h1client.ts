@@ -203,8 +203,8 @@ export interface CallOptions {
   framing: BodyFraming;
   /**
    * Request body: a stream (paused/resumed for backpressure), bytes already
-   * in memory (sent in the same write as the head, with framing "length"),
-   * or null when none.
+   * in memory (framing "length"; sent in the same write as the head), or
+   * null when none.
    */
   body: Readable | Uint8Array | null;
   /** Counts request body bytes as they are sent. */
@@ -342,7 +342,12 @@ export class UpstreamCall {
   #send(s: net.Socket) {
     const { framing, body } = this.opts;
     const head = encodeHead(this.opts.head);
-    if (body instanceof Uint8Array && framing === "length") {
+    if (framing === "none" || body === null) {
+      s.write(head);
+      this.#requestSent = true;
+      return;
+    }
+    if (body instanceof Uint8Array) {
       // One write, one TLS record for a small request: the upstream sees the
       // whole request at once instead of a head and a body a tick apart.
       const all = new Uint8Array(head.length + body.length);
@@ -354,10 +359,6 @@ export class UpstreamCall {
       return;
     }
     s.write(head);
-    if (framing === "none" || body === null || body instanceof Uint8Array) {
-      this.#requestSent = true;
-      return;
-    }
     const chunked = framing === "chunked";
     const onData = (c: Uint8Array) => {
       if (this.#finished && !this.#parser.done) return;

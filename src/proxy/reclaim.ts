@@ -28,17 +28,21 @@ export const RECLAIM_EVERY_BYTES = 4 * 1024 * 1024;
 
 let relayed = 0;
 
-/** Whether scavenges can be requested (the runtime exposes `gc`). */
-export const reclaimEnabled: boolean = typeof gc === "function";
-
 /**
  * Counts bytes read from a socket; every {@link RECLAIM_EVERY_BYTES} runs a
  * minor GC. Cheap enough to call on every read.
  */
 export function noteRead(chunk: { length: number }): void {
+  if (gc === undefined) return;
   relayed += chunk.length;
-  if (relayed >= RECLAIM_EVERY_BYTES && gc !== undefined) {
+  if (relayed >= RECLAIM_EVERY_BYTES) {
     relayed = 0;
     gc({ type: "minor" });
   }
+}
+
+/** Counts every read of these piped sockets (tunnels, WebSocket pass-through). */
+export function noteReadsOf(...sockets: { on(event: "data", fn: typeof noteRead): unknown }[]) {
+  if (gc === undefined) return;
+  for (const s of sockets) s.on("data", noteRead);
 }

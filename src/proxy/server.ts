@@ -556,6 +556,7 @@ export class ProxyServer {
     let bodyBytes: Uint8Array | undefined;
     let headerEdits: Map<string, string | null> | undefined;
     let transform: ResponseTransform | undefined;
+    const observers: ResponseObserver[] = [];
     const plan = d.verdict === "deny" ? undefined : d.dlp;
     if (plan) {
       this.#noteFindings(ex, plan.findings);
@@ -569,7 +570,7 @@ export class ProxyServer {
         if (plan.findings.some((f) => f.location === "body")) {
           const r = buffered?.complete
             ? redactBody(
-              concatChunks(buffered.chunks),
+              buffered.chunks[0],
               headerValue(req.headers["content-type"]),
               headerValue(req.headers["content-encoding"]),
               scanner,
@@ -593,7 +594,9 @@ export class ProxyServer {
         }
       }
       if (plan.response) {
-        transform = this.#responseDlp(plan, ex);
+        const dlp = this.#responseDlp(plan, ex);
+        if ("observer" in dlp) observers.push(dlp.observer);
+        else transform = dlp.transform;
         // Only an uncompressed response can be scanned and redacted in flight.
         (headerEdits ??= new Map()).set("accept-encoding", "identity");
       }
@@ -613,30 +616,34 @@ export class ProxyServer {
       bodyBytes = forceStreamUsage(
         provider,
         ex.info.path!,
-        bodyBytes ?? concatChunks(buffered.chunks),
+        bodyBytes ?? buffered.chunks[0],
       ) ?? bodyBytes;
     }
-    if (bodyBytes === undefined && buffered?.complete) {
-      // Read whole already: sent with the head in one write (Content-Length).
-      bodyBytes = concatChunks(buffered.chunks);
-    }
+    // Read whole already: sent with the head in one write (Content-Length).
+    if (bodyBytes === undefined && buffered?.complete) bodyBytes = buffered.chunks[0];
     forwardHttp(req, res, target, ex, this.pool, {
       ...this.#upstreamOpts(ex.config),
       closeAfter: () => this.#draining,
       endpoint,
       body: bodyBytes === undefined && buffered ? replay(req, buffered) : undefined,
       bodyBytes,
-      observer: provider !== null ? this.#usageObserver(provider, ex) : undefined,
+      observers: provider !== null ? [this.#usageObserver(provider, ex), ...observers] : observers,
       transform,
       headerEdits,
     });
   }
 
-  /** DLP on a response: scanned as it streams, redacted or cut when the plan says so. */
-  #responseDlp(plan: DlpPlan, ex: Exchange): ResponseTransform {
+  /**
+   * DLP on a response, scanned as it streams: `warn` only records, so it is an
+   * observer (the response passes unchanged, its framing included); `redact`
+   * and `block` rewrite or cut it, so they are a transform.
+   */
+  #responseDlp(
+    plan: DlpPlan,
+    ex: Exchange,
+  ): { observer: ResponseObserver } | { transform: ResponseTransform } {
     const { scanner, action } = plan.response!;
     const host = ex.info.host;
-    const enc = new TextEncoder();
     let dec: TextDecoder;
     let stream: StreamScanner;
     let sse: SseContentScanner | null = null;
@@ -658,35 +665,52 @@ export class ProxyServer {
       this.#noteFindings(ex, kept);
       return kept;
     };
+    /** Sets up the scanners; false when the response is not text it can read. */
+    const start = (raw: string[]): boolean => {
+      const ce = rawHeader(raw, "content-encoding");
+      const ct = rawHeader(raw, "content-type") ?? "";
+      if ((ce && ce.toLowerCase() !== "identity") || !isTextual(ct)) return false;
+      dec = new TextDecoder();
+      stream = createStreamScanner(scanner, { redact: action !== "warn" });
+      if (/event-stream/i.test(ct)) sse = createSseContentScanner(scanner);
+      return true;
+    };
+    const scan = (c: Uint8Array) => {
+      const text = dec.decode(c, { stream: true });
+      const r = stream.push(text);
+      return { output: r.output, found: take([...r.findings, ...(sse?.push(text) ?? [])]) };
+    };
+    const finish = (): string => {
+      const r = stream.end();
+      take([...r.findings, ...(sse?.end() ?? [])]);
+      return r.output;
+    };
+    if (action === "warn") {
+      let scanning = false;
+      return {
+        observer: {
+          head: (_status, raw) => void (scanning = start(raw)),
+          chunk: (c) => void (scanning && scan(c)),
+          end: () => void (scanning && finish()),
+        },
+      };
+    }
+    const enc = new TextEncoder();
     return {
-      preservesBody: action === "warn",
-      head: (_status, raw) => {
-        const ce = rawHeader(raw, "content-encoding");
-        const ct = rawHeader(raw, "content-type") ?? "";
-        if ((ce && ce.toLowerCase() !== "identity") || !isTextual(ct)) return false;
-        dec = new TextDecoder();
-        stream = createStreamScanner(scanner, { redact: action !== "warn" });
-        if (/event-stream/i.test(ct)) sse = createSseContentScanner(scanner);
-        return true;
-      },
-      chunk: (c) => {
-        const text = dec.decode(c, { stream: true });
-        const r = stream.push(text);
-        const found = take([...r.findings, ...(sse?.push(text) ?? [])]);
-        // warn: the bytes pass unchanged; redact/block: the scanner's output.
-        const out = action === "warn" ? c : enc.encode(r.output);
-        if (action === "block" && found.length) {
-          return {
-            out,
-            cut: `response cut by DLP: ${[...new Set(found.map((f) => f.detector))].join(", ")}`,
-          };
-        }
-        return { out };
-      },
-      end: () => {
-        const r = stream.end();
-        take([...r.findings, ...(sse?.end() ?? [])]);
-        return action === "warn" ? new Uint8Array() : enc.encode(r.output);
+      transform: {
+        head: (_status, raw) => start(raw),
+        chunk: (c) => {
+          const { output, found } = scan(c);
+          const out = enc.encode(output);
+          if (action === "block" && found.length) {
+            return {
+              out,
+              cut: `response cut by DLP: ${[...new Set(found.map((f) => f.detector))].join(", ")}`,
+            };
+          }
+          return { out };
+        },
+        end: () => enc.encode(finish()),
       },
     };
   }

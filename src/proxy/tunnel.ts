@@ -8,7 +8,7 @@ import net from "node:net";
 import type { Duplex } from "node:stream";
 import { classifyUpstreamError, rawAnswer, upstreamAnswer, upstreamReason } from "./reject.ts";
 import type { Exchange } from "./exchange.ts";
-import { noteRead, reclaimEnabled } from "./reclaim.ts";
+import { noteReadsOf } from "./reclaim.ts";
 
 /**
  * Open a tunnel to `host:port` for a client socket that sent CONNECT. The
@@ -49,10 +49,7 @@ export function openTunnel(
     if (head.length) up.write(head);
     client.pipe(up);
     up.pipe(client);
-    if (reclaimEnabled) {
-      up.on("data", noteRead);
-      client.on("data", noteRead);
-    }
+    noteReadsOf(up, client);
   });
   up.on("error", (e) => {
     clearTimeout(timer);
