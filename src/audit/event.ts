@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { RecordedFinding } from "../dlp/mod.ts";
 
 /** What finally happened to a request. */
 export type AuditDecision = "allow" | "deny" | "log" | "would_deny" | "error";
@@ -69,14 +70,5 @@ export interface AuditEventV1 {
   findings?: AuditFinding[];
 }
 
-/** One DLP finding; `sample` is always masked. */
-export interface AuditFinding {
-  detector: string;
-  direction: "request" | "response";
-  /** `url`, `header:<name>`, `body`. */
-  location: string;
-  /** Masked sample such as `AKIA…WXYZ`. */
-  sample: string;
-  /** `warn`, `redact`, `block`. */
-  action: string;
-}
+/** One DLP finding as stored in the `findings` table (declared by the DLP library). */
+export type AuditFinding = RecordedFinding;

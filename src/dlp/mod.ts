@@ -57,3 +57,4 @@ export {
 export { type JsonRedaction, redactJson } from "./json.ts";
 export { createSseContentScanner, type SseContentScanner } from "./sse.ts";
 export { redactBody, type RedactedBody, redactForm } from "./redact.ts";
+export type { RecordedFinding } from "./finding.ts";

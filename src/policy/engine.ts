@@ -5,12 +5,11 @@
  *
  * @module
  */
-import type { Action, Decision, RequestInfo } from "./types.ts";
+import type { Action, Decision, DlpPlan, RequestInfo } from "./types.ts";
 import { type Matcher, matchHost } from "./match.ts";
 import { CelEvalError, type CelRead, type CompiledCondition } from "./cel.ts";
 import type { Checker, PolicyResult, PolicyState } from "./limits/types.ts";
 import type { Provider, UsageRecord } from "../llm/types.ts";
-import type { DlpPlan } from "./limits/dlp.ts";
 
 /** Request fields a CONNECT tunnel does not reveal. */
 export const REQUEST_LEVEL_READS: ReadonlySet<CelRead> = new Set([

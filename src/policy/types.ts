@@ -5,8 +5,7 @@
  * @module
  */
 
-import type { DlpPlan } from "./limits/dlp.ts";
-import type { AuditFinding } from "../audit/event.ts";
+import type { RecordedFinding, Scanner } from "../dlp/mod.ts";
 
 /** What the proxy knows about one request when it asks for a decision. */
 export interface RequestInfo {
@@ -74,5 +73,22 @@ export interface Decision {
   /** DLP: what to redact and scan for a forwarded request (merged over the rule's dlp policies). */
   dlp?: DlpPlan;
   /** DLP findings (masked) of a blocked request. */
-  findings?: AuditFinding[];
+  findings?: RecordedFinding[];
+}
+
+/** What a DLP finding leads to. */
+export type DlpAction = "warn" | "redact" | "block";
+
+/** What the proxy must do for a request a `dlp` policy let through. */
+export interface DlpPlan {
+  /** Findings of the request (already masked). */
+  findings: RecordedFinding[];
+  /** Redact the request body (and header values) with this scanner. */
+  redactRequest: Scanner | null;
+  /** Header names (lower-case) whose values carried a finding to redact. */
+  redactHeaders: string[];
+  /** Scan the response with this scanner and action. */
+  response: { scanner: Scanner; action: DlpAction } | null;
+  /** Exceptions, for findings made later (response). */
+  allowed(detector: string, where: "header" | "body" | "url", host: string): boolean;
 }

@@ -18,21 +18,18 @@
  *
  * @module
  */
-import type { RequestInfo } from "../types.ts";
+import type { DlpAction, DlpPlan, RequestInfo } from "../types.ts";
 import type { Checker, PolicyResult, PolicyState } from "./types.ts";
 import { PolicyConfigError, rejectUnknownKeys } from "./types.ts";
 import {
   compileScanner,
   DETECTOR_NAMES,
   type Finding,
+  type RecordedFinding,
   type Scanner,
   unknownDetectorMessage,
 } from "../../dlp/mod.ts";
 import { compileMatch, type Matcher, matchHost } from "../match.ts";
-import type { AuditFinding } from "../../audit/event.ts";
-
-/** What a finding leads to. */
-export type DlpAction = "warn" | "redact" | "block";
 
 /** A compiled `dlp` policy's settings. */
 export interface DlpConfig {
@@ -45,20 +42,6 @@ export interface DlpConfig {
     host: Matcher | null;
     where: "header" | "body" | "url" | null;
   }[];
-}
-
-/** What the proxy must do for a request a `dlp` policy let through. */
-export interface DlpPlan {
-  /** Findings of the request (already masked). */
-  findings: AuditFinding[];
-  /** Redact the request body (and header values) with this scanner. */
-  redactRequest: Scanner | null;
-  /** Header names (lower-case) whose values carried a finding to redact. */
-  redactHeaders: string[];
-  /** Scan the response with this scanner and action. */
-  response: { scanner: Scanner; action: DlpAction } | null;
-  /** Exceptions, for findings made later (response). */
-  allowed(detector: string, where: "header" | "body" | "url", host: string): boolean;
 }
 
 /** A DLP checker; `ok` results carry a {@link DlpPlan}. */
@@ -163,7 +146,7 @@ export interface DlpContext {
   isProviderHost(host: string): boolean;
 }
 
-function describe(findings: AuditFinding[]): string {
+function describe(findings: RecordedFinding[]): string {
   const byDetector = new Map<string, Set<string>>();
   for (const f of findings) {
     let s = byDetector.get(f.detector);
@@ -197,7 +180,7 @@ export function createDlpChecker(config: DlpConfig, ctx: DlpContext): DlpChecker
   const toAudit = (
     f: Finding,
     location: string,
-  ): AuditFinding => ({
+  ): RecordedFinding => ({
     detector: f.detector,
     direction: "request",
     location,
@@ -211,7 +194,7 @@ export function createDlpChecker(config: DlpConfig, ctx: DlpContext): DlpChecker
     scanner,
     scansRequest,
     check(info: RequestInfo, _now: number, _state: PolicyState): PolicyResult {
-      const findings: AuditFinding[] = [];
+      const findings: RecordedFinding[] = [];
       const redactHeaders: string[] = [];
       let urlFinding = false;
       if (scansRequest && info.path !== null) {
@@ -289,3 +272,5 @@ function safeDecode(s: string): string {
     return s;
   }
 }
+
+export type { DlpAction, DlpPlan } from "../types.ts";

@@ -20,9 +20,8 @@
  * @module
  */
 
-import type { RequestInfo } from "../types.ts";
-import type { DlpPlan } from "./dlp.ts";
-import type { AuditFinding } from "../../audit/event.ts";
+import type { DlpPlan, RequestInfo } from "../types.ts";
+import type { RecordedFinding } from "../../dlp/mod.ts";
 
 /** The outcome of one policy for one request. */
 export type PolicyResult =
@@ -44,7 +43,7 @@ export type PolicyResult =
     /** JSON-serialisable detail for the deny body and the audit. */
     detail: Record<string, unknown>;
     /** DLP findings behind a block (masked). */
-    findings?: AuditFinding[];
+    findings?: RecordedFinding[];
   };
 
 /** A compiled policy: created once at load, `check` runs on the hot path. */
