@@ -16,7 +16,7 @@ import { join, resolve } from "node:path";
 import type { DatabaseSync } from "node:sqlite";
 import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
 import type { Io } from "./io.ts";
-import { serve } from "./serve.ts";
+import { type Running, serve } from "./serve.ts";
 import { loadForCommand } from "./config_arg.ts";
 import {
   BUNDLE_VARS,
@@ -29,7 +29,6 @@ import {
   proxyUrlWith,
 } from "./env.ts";
 import type { AgentgateConfig } from "../config/load.ts";
-import type { ProxyServer } from "../proxy/server.ts";
 import {
   CA_CERT_FILE,
   CaError,
@@ -252,21 +251,21 @@ async function startInProcess(
     cwd: io.cwd,
     signal: stop.signal,
   };
-  let listening!: (v: { port: number; proxy: ProxyServer }) => void;
-  const ready = new Promise<{ port: number; proxy: ProxyServer }>((r) => (listening = r));
+  let listening!: (v: { port: number } & Running) => void;
+  const ready = new Promise<{ port: number } & Running>((r) => (listening = r));
   const served = serve(
     ["--listen", "127.0.0.1:0", ...(configOpt === undefined ? [] : ["--config", configOpt])],
     serveIo,
-    { onListening: (address, proxy) => listening({ port: address.port, proxy }) },
+    { onListening: (address, running) => listening({ port: address.port, ...running }) },
   );
   const first = await Promise.race([ready, served.then((code) => ({ code }))]);
   if ("code" in first) return first.code === 0 ? 1 : first.code;
-  const { port, proxy } = first;
+  const { port, proxy, auth } = first;
   const token = randomHex(16);
   // The proxy now demands credentials (a run token makes them required), so
   // clients that send them only after a 407 challenge (git/libcurl anyauth,
   // .NET, Java) are attributed to the session too.
-  proxy.extraTokens.add(token);
+  auth.extraTokens.add(token);
   const config = proxy.config;
   let ca: CertificateAuthority | null = null;
   if (config.tls.intercept.length > 0) {

@@ -8,11 +8,16 @@ import type { Io } from "./io.ts";
 import { loadForCommand } from "./config_arg.ts";
 import { parseListen } from "../config/spec.ts";
 import { AuditOpenError, AuditStore } from "../audit/store.ts";
+import type http from "node:http";
 import { ProxyServer } from "../proxy/server.ts";
+import { ProxyAuth } from "../proxy/auth.ts";
+import { Metrics, standardAddons } from "../proxy/addons/mod.ts";
+import { PolicyState } from "../policy/limits/types.ts";
+import { parseSpendKeys, type SpendRow } from "../policy/limits/types.ts";
 import { VERSION } from "../version.ts";
-import { loadConfig, loadDefaultConfig } from "../config/load.ts";
+import { type AgentgateConfig, loadConfig, loadDefaultConfig } from "../config/load.ts";
 import { ConfigError, formatProblem } from "../config/errors.ts";
-import type { ReloadStatus } from "../dashboard/routes.ts";
+import { createInternalRoutes, type ReloadStatus } from "../dashboard/routes.ts";
 import { type FileWatch, watchFiles } from "../config/watch.ts";
 import { CaError, loadOrCreateCA } from "../tls/ca.ts";
 import { LeafStore } from "../tls/store.ts";
@@ -57,10 +62,17 @@ export function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
+/** What `serve` runs, for a caller that drives it in-process (`agentgate run`). */
+export interface Running {
+  proxy: ProxyServer;
+  /** Proxy authentication (`run` adds its session token). */
+  auth: ProxyAuth;
+}
+
 /** Options a caller (tests, `run`) can pass besides argv. */
 export interface ServeHooks {
   /** Called once the proxy listens. */
-  onListening?: (address: { host: string; port: number }, proxy: ProxyServer) => void;
+  onListening?: (address: { host: string; port: number }, running: Running) => void;
 }
 
 /** Run the proxy until `io.signal` aborts. */
@@ -199,20 +211,48 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
   };
   io.onHangup?.(() => void reload("SIGHUP"));
 
-  const proxy = new ProxyServer({
-    config,
-    audit,
+  const log = (l: string) => io.stderr(l + "\n");
+  const startedAt = Date.now();
+  const state = new PolicyState({ startedAt });
+  rebuildSpend(state, audit, startedAt, log);
+  const auth: ProxyAuth = new ProxyAuth((): AgentgateConfig => proxy.config);
+  const metrics: Metrics = new Metrics({
+    auditQueueDepth: () => audit.queueDepth,
+    auditWriteErrors: () => audit.writeErrors,
+    tunnelsOpen: (): number => proxy.tunnelsOpen,
+    leafCacheSize: () => leaves?.size ?? 0,
+  });
+  const routes = createInternalRoutes({
     version: VERSION,
-    log: (l) => io.stderr(l + "\n"),
-    leaves,
-    upstreamCa,
+    startedAt,
+    auditPath: config.audit.path,
+    audit,
+    config: () => proxy.config,
+    metrics,
+    dashboard: config.dashboard,
+    token: config.dashboardToken,
     reload: () => reload("api"),
     lastReload: () => lastReload,
+  });
+  const proxy: ProxyServer = new ProxyServer({
+    config,
+    audit,
+    state,
+    addons: standardAddons({ auth, state, metrics, log }),
+    internal: (req, res) => {
+      const path = (req.url ?? "/").replace(/^https?:\/\/[^/]+/, "").split("?")[0];
+      // The routes use the IncomingMessage / ServerResponse subset H1Request / H1Response implement.
+      routes(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse, path);
+    },
+    log,
+    leaves,
+    upstreamCa,
   });
   let address: { host: string; port: number };
   try {
     address = await proxy.listen(listen.host, listen.port);
   } catch (e) {
+    routes.close();
     audit.close();
     const code = (e as { code?: string }).code;
     const why = code === "EADDRINUSE"
@@ -242,7 +282,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
       "",
     ].join("\n"),
   );
-  hooks.onListening?.(address, proxy);
+  hooks.onListening?.(address, { proxy, auth });
   watchPolicy(config.files);
 
   await new Promise<void>((resolve) => {
@@ -252,6 +292,8 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
   (watcher as FileWatch | null)?.close();
   io.stderr("agentgate: shutting down (finishing in-flight requests, up to 5 s)\n");
   const { forced } = await proxy.shutdown(5000);
+  // The dashboard's read connection goes first, so the writer's close can checkpoint the WAL.
+  routes.close();
   audit.close();
   io.stderr(
     `agentgate: stopped; ${proxy.counters.requests} request(s) handled${
@@ -259,4 +301,22 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     }, audit flushed (${audit.written} row(s) written)\n`,
   );
   return 0;
+}
+
+/** Budgets survive restarts: the ledger is rebuilt from the audit's costs. */
+function rebuildSpend(
+  state: PolicyState,
+  audit: AuditStore,
+  now: number,
+  log: (line: string) => void,
+): void {
+  try {
+    const since = now - 31 * 86_400_000;
+    const rows = audit.db.prepare(
+      "SELECT ts, cost_usd AS usd, session, host, client, rule, spend_keys FROM audit WHERE cost_usd IS NOT NULL AND ts > ? AND cost_usd > 0",
+    ).all(since) as unknown as (SpendRow & { spend_keys: string | null })[];
+    state.ledger.rebuild(rows.map((r) => ({ ...r, keys: parseSpendKeys(r.spend_keys) })));
+  } catch (e) {
+    log(`agentgate: could not rebuild spending from the audit: ${(e as Error).message}`);
+  }
 }

@@ -13,7 +13,6 @@
 import type http from "node:http";
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { AgentgateConfig } from "../config/load.ts";
-import type { Metrics } from "./metrics.ts";
 import {
   AuditReader,
   ParamError,
@@ -37,7 +36,8 @@ export interface InternalDeps {
   };
   /** The policy in force (changes on reload). */
   config(): AgentgateConfig;
-  metrics: Metrics;
+  /** The Prometheus exposition of the proxy's metrics (`/_/metrics`). */
+  metrics: { render(): string };
   /** Serve /_/dashboard and /_/api (false: `--no-dashboard` / `proxy.dashboard: false`). */
   dashboard: boolean;
   /** Bearer token the page and API demand, or null (then loopback clients only). */

@@ -10,7 +10,7 @@ import type http from "node:http";
 import { AuditStore } from "../audit/store.ts";
 import type { AuditEventV1 } from "../audit/event.ts";
 import { parseConfig } from "../config/load.ts";
-import { Metrics } from "./metrics.ts";
+import { Metrics } from "../proxy/addons/metrics.ts";
 import {
   configJson,
   COOKIE_NAME,

@@ -21,7 +21,7 @@ import { AuditStore } from "../audit/store.ts";
 import type { AuditEventV1 } from "../audit/event.ts";
 import { parseConfig } from "../config/load.ts";
 import { newDecisionId } from "../proxy/exchange.ts";
-import { Metrics } from "./metrics.ts";
+import { Metrics } from "../proxy/addons/metrics.ts";
 import { createInternalRoutes } from "./routes.ts";
 
 const ENABLED = Deno.env.get("AGENTGATE_BENCH") === "1";

@@ -13,12 +13,12 @@
  * @module
  */
 import type { Decision, RequestInfo } from "../policy/types.ts";
-import { decide, type TraceEntry } from "../policy/engine.ts";
-import { normalizePath } from "../policy/match.ts";
+import type { TraceEntry } from "../policy/engine.ts";
+import { parseJsonBody, requestInfo } from "../policy/request.ts";
+import { decideBody, decideHead, decideTunnel } from "../policy/pipeline.ts";
 import type { PolicyState } from "../policy/limits/types.ts";
 import { type AgentgateConfig, isIntercepted } from "../config/load.ts";
 import { parseAbsolute } from "../proxy/target.ts";
-import { parseJsonBody } from "../proxy/body.ts";
 import { decodeForScan } from "../dlp/decode.ts";
 
 /** A request as written in a test file or on the `eval` command line. */
@@ -52,6 +52,11 @@ export interface BuiltRequest {
   info: RequestInfo;
   /** For an intercepted request: the CONNECT tunnel decided before it. */
   tunnel: RequestInfo | null;
+  /**
+   * The body as sent; null or absent when there is none or it is not known
+   * (`replay`: the audit never stores bodies).
+   */
+  bytes?: Uint8Array | null;
 }
 
 /** A request spec that cannot be built (bad URL). */
@@ -134,29 +139,34 @@ export function buildRequest(
   for (const [k, v] of Object.entries(spec.headers ?? {})) headers[k.toLowerCase()] = String(v);
   headers.host ??= target.authority;
   const bytes = encodeBody(spec.body, headers);
-  const q = target.rawPath.indexOf("?");
-  const info: RequestInfo = {
+  const info = requestInfo({
     ...base,
     id: intercepted ? `${id}-1` : id,
     method,
     scheme: target.scheme,
-    path: normalizePath(q === -1 ? target.rawPath : target.rawPath.slice(0, q)),
-    query: q === -1 ? "" : target.rawPath.slice(q + 1),
+    rawPath: target.rawPath,
     headers,
-  };
+  });
   if (bytes !== null) {
-    headers["content-length"] ??= String(bytes.length);
+    info.headers["content-length"] ??= String(bytes.length);
+    // What the request shows before the pipeline reads it, for `eval` and
+    // the tests' own assertions; deciding reads the body again as the proxy does.
     if (bytes.length <= config.limits.maxBodyBytes) {
-      info.body = parseJsonBody([bytes], headers);
+      info.body = parseJsonBody(bytes, info.headers["content-encoding"] ?? null);
     }
     info.bodyText = decodeForScan(
       bytes,
-      headers["content-type"] ?? null,
-      headers["content-encoding"] ?? null,
+      info.headers["content-type"] ?? null,
+      info.headers["content-encoding"] ?? null,
       config.limits.maxScanBytes,
     )?.text;
   }
-  return { kind: intercepted ? "intercepted" : "http", info, tunnel: intercepted ? tunnel : null };
+  return {
+    kind: intercepted ? "intercepted" : "http",
+    info,
+    tunnel: intercepted ? tunnel : null,
+    bytes,
+  };
 }
 
 /** The outcome of deciding a built request. */
@@ -172,39 +182,53 @@ export interface Decided {
 }
 
 /**
- * Decide a built request like the proxy: an intercepted request's tunnel
- * first, then the request with its body read (`bodyRead`, default true).
+ * Decide a built request like the proxy, through the same pipeline: an
+ * intercepted request's tunnel first, then the request from its head, and
+ * with its body when the pipeline asks for it.
+ *
+ * @param opts.bodyRead false when the request had a body that is not known
+ *   (`replay`): a decision that needs it comes back with `needsBody`.
  */
 export function decideRequest(
   config: AgentgateConfig,
   req: BuiltRequest,
   opts: { now: number; state: PolicyState; trace?: boolean; bodyRead?: boolean },
 ): Decided {
-  const policy = config.policy;
+  const ctx = { now: opts.now, state: opts.state };
   if (req.tunnel !== null) {
     const trace: TraceEntry[] | undefined = opts.trace ? [] : undefined;
-    const t = decide(policy, {
-      info: req.tunnel,
-      now: opts.now,
-      state: opts.state,
-      bodyRead: true,
-      intercept: true,
-      trace,
-    });
+    const t = decideTunnel(config, req.tunnel, { ...ctx, intercept: true, trace });
     if (t.verdict === "deny") return { decision: t, step: "tunnel", trace };
   }
   const trace: TraceEntry[] | undefined = opts.trace ? [] : undefined;
-  const intercept = req.kind === "tunnel" &&
-    isIntercepted(config, req.info.host, req.info.port);
-  const d = decide(policy, {
-    info: req.info,
-    now: opts.now,
-    state: opts.state,
-    bodyRead: opts.bodyRead ?? true,
-    intercept,
+  if (req.kind === "tunnel") {
+    const intercept = isIntercepted(config, req.info.host, req.info.port);
+    const d = decideTunnel(config, req.info, { ...ctx, intercept, trace });
+    return { decision: d, step: "tunnel", trace };
+  }
+  const bytes = req.bytes ?? null;
+  const step = decideHead(config, req.info, {
+    ...ctx,
     trace,
+    hasBody: bytes !== null || opts.bodyRead === false,
+    readAhead: bytes !== null,
   });
-  return { decision: d, step: req.kind === "tunnel" ? "tunnel" : "request", trace };
+  if (step.next === "verdict") return { decision: step.verdict.decision, step: "request", trace };
+  if (bytes === null) {
+    // The body is not known: say what asked for it (read-ahead needs bytes, so `asked` is set).
+    return { decision: step.asked!, step: "request", trace };
+  }
+  // A body the proxy would cut at the cap is seen cut here too.
+  const complete = bytes.length <= step.cap;
+  const chunk = complete ? bytes : bytes.subarray(0, step.cap + 1);
+  if (trace) trace.length = 0;
+  const verdict = decideBody(
+    config,
+    req.info,
+    { chunks: [chunk], size: chunk.length, complete },
+    { ...ctx, trace },
+  );
+  return { decision: verdict.decision, step: "request", trace };
 }
 
 /** `POST https://api.openai.com/v1/chat (intercepted)` — a request in one line. */

@@ -5,18 +5,13 @@
  *
  * @module
  */
-import type http from "node:http";
 import { PassThrough, type Readable } from "node:stream";
+import { type BodyRead, concatChunks } from "../policy/request.ts";
 
-/** What was read of a body. */
-export interface Buffered {
-  /** A complete body is one chunk (joined once here, so readers never join it again). */
-  chunks: Uint8Array[];
-  /** Bytes read. */
-  size: number;
-  /** True when the whole body fit under the cap. */
-  complete: boolean;
-}
+export { concatChunks };
+
+/** What was read of a body: a complete body is one chunk (joined once here, so readers never join it again). */
+export type Buffered = BodyRead;
 
 /**
  * Read a body until it ends or exceeds `max` bytes (then stop reading).
@@ -58,38 +53,5 @@ export function replay(req: Readable, b: Buffered): Readable {
   for (const c of b.chunks) out.write(c);
   if (b.complete) out.end();
   else req.pipe(out);
-  return out;
-}
-
-/**
- * The parsed JSON body, or undefined when it is not JSON (or is encoded):
- * a condition reading `body` then errors rather than guessing.
- */
-export function parseJsonBody(
-  chunks: Uint8Array[],
-  headers: http.IncomingHttpHeaders,
-): unknown {
-  const enc = headers["content-encoding"];
-  if (enc !== undefined && enc !== "identity") return undefined;
-  const bytes = concatChunks(chunks);
-  if (bytes.length === 0) return undefined;
-  const text = new TextDecoder().decode(bytes).trimStart();
-  if (text[0] !== "{" && text[0] !== "[") return undefined;
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-}
-
-/** One array of the given chunks. */
-export function concatChunks(chunks: Uint8Array[]): Uint8Array {
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(chunks.reduce((a, c) => a + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
   return out;
 }

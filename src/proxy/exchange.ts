@@ -69,6 +69,10 @@ export class Exchange {
   findings: AuditFinding[] = [];
   /** LLM usage and cost read from the response, merged into the row. */
   usage: Partial<AuditEventV1> | null = null;
+  /** Seconds spent deciding (all steps), or null when nothing was decided. */
+  decideSeconds: number | null = null;
+  /** Seconds from forwarding to the upstream's response head, or null. */
+  upstreamSeconds: number | null = null;
   /** Tears the exchange down (forced shutdown); set by whoever owns its sockets. */
   abort: (why: string) => void = () => {};
 

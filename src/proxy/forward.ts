@@ -69,8 +69,6 @@ export interface UpstreamOptions {
   responseTimeoutMs: number;
   /** Value of the `Via` header we add (`1.1 agentgate-xxxx`). */
   via: string;
-  /** Seconds from sending the request to the response head (metrics). */
-  onUpstreamHead?: (seconds: number) => void;
 }
 
 /** The keep-alive pool shared by all requests of one proxy. */
@@ -246,7 +244,7 @@ export function forwardHttp(
     },
     {
       head: (h) => {
-        opts.onUpstreamHead?.((performance.now() - sentAt) / 1000);
+        ex.upstreamSeconds = (performance.now() - sentAt) / 1000;
         const out = endToEnd(h.rawHeaders);
         if (h.rawHeaders.some((n, i) => i % 2 === 0 && n.toLowerCase() === "transfer-encoding")) {
           // De-chunked here, re-framed by the server: a Content-Length beside it is stale.

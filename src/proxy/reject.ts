@@ -13,6 +13,8 @@ export interface Answer {
   status: number;
   headers: Record<string, string>;
   body: string;
+  /** The reason the body states (for the audit row; never parsed back from the body). */
+  reason: string;
 }
 
 /** Header values must be ISO-8859-1 and single-line; reasons may not be. */
@@ -20,10 +22,15 @@ export function headerSafe(value: string): string {
   return /^[\x20-\x7e]*$/.test(value) ? value : encodeURIComponent(value);
 }
 
-function answer(status: number, id: string, payload: Record<string, unknown>): Answer {
+function answer(
+  status: number,
+  id: string,
+  payload: Record<string, unknown> & { reason: string },
+): Answer {
   const body = JSON.stringify({ ...payload, decision_id: id }) + "\n";
   return {
     status,
+    reason: payload.reason,
     headers: {
       "content-type": "application/json",
       "content-length": String(new TextEncoder().encode(body).length),

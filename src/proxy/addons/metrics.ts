@@ -1,10 +1,14 @@
 /**
  * In-process counters and histograms, rendered in the Prometheus text
- * exposition format at `/_/metrics`. Updating them is a map lookup and an
- * add: cheap enough for the request path.
+ * exposition format at `/_/metrics`, and the addon that feeds them from each
+ * finished exchange (its audit row and timings). Updating them is a map
+ * lookup and an add: cheap enough for the request path.
  *
  * @module
  */
+import type { AuditEventV1 } from "../../audit/event.ts";
+import type { Exchange } from "../exchange.ts";
+import type { Addon } from "./types.ts";
 
 /** Histogram bucket upper bounds in seconds (Prometheus' defaults, plus sub-ms for decisions). */
 const UPSTREAM_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
@@ -200,4 +204,37 @@ export class Metrics {
     );
     return out.join("\n") + "\n";
   }
+}
+
+/**
+ * The metrics addon: counts every finished exchange by decision and rule,
+ * observes its decision and upstream times, and adds its LLM spend and
+ * tokens and its DLP findings — all read from the final row, so what the
+ * metrics say and what the audit holds cannot drift apart.
+ *
+ * @example
+ * const metrics = new Metrics(gauges);
+ * const addons = [..., metricsAddon(metrics)];
+ */
+export function metricsAddon(metrics: Metrics): Addon {
+  return {
+    name: "metrics",
+    done(event: AuditEventV1, ex: Exchange) {
+      metrics.request(event.decision, event.rule);
+      if (ex.decideSeconds !== null) metrics.decision(ex.decideSeconds);
+      if (ex.upstreamSeconds !== null) metrics.upstream(ex.upstreamSeconds);
+      if (event.provider) {
+        const model = event.model ?? "unknown";
+        if (typeof event.cost_usd === "number") {
+          metrics.spend(event.provider, model, event.cost_usd);
+        }
+        metrics.tokens(event.provider, model, "input", event.input_tokens ?? 0);
+        metrics.tokens(event.provider, model, "output", event.output_tokens ?? 0);
+        metrics.tokens(event.provider, model, "cache_read", event.cache_read_tokens ?? 0);
+        metrics.tokens(event.provider, model, "cache_write", event.cache_write_tokens ?? 0);
+        metrics.tokens(event.provider, model, "reasoning", event.reasoning_tokens ?? 0);
+      }
+      for (const f of event.findings ?? []) metrics.dlpFinding(f.detector, f.action);
+    },
+  };
 }

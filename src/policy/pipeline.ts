@@ -1,0 +1,224 @@
+/**
+ * The decision flow of one connection, sans-IO: what the connection reveals
+ * (a tunnel; a request head, plain or inside an intercepted tunnel; its body
+ * once read) goes in, the next step or the final verdict comes out. The
+ * proxy drives it with sockets; `agentgate test`, `eval` and `replay` drive
+ * it with requests written in files or read from the audit. Nothing else
+ * decides, so the tools and the running proxy cannot disagree.
+ *
+ * ```
+ * CONNECT ──decideTunnel──▶ deny | tunnel | intercept ──▶ each request inside:
+ * request head ──decideHead──▶ verdict
+ *                          └──▶ read the body (up to `cap`) ──decideBody──▶ verdict
+ * ```
+ *
+ * A verdict is final: it carries the DLP outcome (findings to record, the
+ * redacted body and header values, the response scan to run), and a body
+ * that must be redacted but cannot be is denied here — never forwarded.
+ *
+ * @module
+ */
+import type { Decision, DlpAction, RequestInfo } from "./types.ts";
+import { type CompiledPolicy, decide, type TraceEntry } from "./engine.ts";
+import type { PolicyState } from "./limits/types.ts";
+import { type BodyLimits, type BodyRead, readBodyInto } from "./request.ts";
+import { type RecordedFinding, redactBody, type Scanner } from "../dlp/mod.ts";
+
+/** What the pipeline needs of a loaded configuration (`AgentgateConfig` has it). */
+export interface PipelineConfig {
+  policy: CompiledPolicy;
+  limits: BodyLimits;
+}
+
+/** Time, counters and an optional trace: what every step of one decision shares. */
+export interface StepContext {
+  /** The decision time (ms since the epoch). */
+  now: number;
+  state: PolicyState;
+  /** When given, the rules considered by the deciding step are explained here. */
+  trace?: TraceEntry[];
+}
+
+/** The response scan a forwarded request carries (a `dlp` policy with `direction: response|both`). */
+export interface ResponseScan {
+  scanner: Scanner;
+  action: DlpAction;
+  /** The policy's exceptions, for findings made in the response. */
+  allowed(detector: string, where: "header" | "body" | "url", host: string): boolean;
+}
+
+/** The final verdict on an HTTP request. */
+export interface RequestVerdict {
+  decision: Decision;
+  /** Findings of the request to record on its row (masked), blocked or not. */
+  findings: RecordedFinding[];
+  /** A replacement body (redacted), sent with its own length. */
+  body?: Uint8Array;
+  /** Header values to replace (lower-case name -> value; null removes the header). */
+  headerEdits?: Map<string, string | null>;
+  /** The response must be scanned as it streams. */
+  responseScan: ResponseScan | null;
+}
+
+/** The next step for a request head. */
+export type HeadStep =
+  | { next: "verdict"; verdict: RequestVerdict }
+  /**
+   * Read the body (at most `cap` bytes, then stop), and call {@link decideBody}.
+   * `asked` is the engine's answer that asked for it (`needsBody`: the rule
+   * and what it needs), or null when an LLM call's body is read ahead.
+   */
+  | { next: "body"; cap: number; asked: Decision | null };
+
+const scanning = new WeakMap<CompiledPolicy, boolean>();
+
+/** Whether any rule of the policy carries a `dlp` policy (then bodies are decoded for scanning). */
+export function policyScans(policy: CompiledPolicy): boolean {
+  let v = scanning.get(policy);
+  if (v === undefined) {
+    v = policy.rules.some((r) => r.checkers.some((c) => c.name === "dlp"));
+    scanning.set(policy, v);
+  }
+  return v;
+}
+
+/**
+ * Decide a CONNECT tunnel, which shows host and port only. With `intercept`
+ * the tunnel will be terminated and each request inside decided on its own:
+ * only a host-level deny (or a deny default no rule can override) refuses it.
+ *
+ * @example
+ * const d = decideTunnel(config, info, { now: Date.now(), state, intercept: false });
+ * if (d.verdict === "deny") refuse(d);
+ */
+export function decideTunnel(
+  config: PipelineConfig,
+  info: RequestInfo,
+  ctx: StepContext & { intercept: boolean },
+): Decision {
+  return decide(config.policy, {
+    info,
+    now: ctx.now,
+    state: ctx.state,
+    bodyRead: true,
+    intercept: ctx.intercept,
+    trace: ctx.trace,
+  });
+}
+
+/**
+ * Decide a request from its head. LLM calls (a POST to a provider host with
+ * a body) always read their small JSON body first: the model prices the call
+ * for spending limits and the usage tap reads it. Any other request reads
+ * its body only when a rule that could decide it needs the body.
+ *
+ * @param opts.hasBody whether the request carries a body
+ * @param opts.readAhead read an LLM call's body before deciding (default
+ *   true); `replay`, which has no bodies, turns it off and decides from the
+ *   head whenever the policy allows it (the decision is the same)
+ */
+export function decideHead(
+  config: PipelineConfig,
+  info: RequestInfo,
+  opts: StepContext & { hasBody: boolean; readAhead?: boolean },
+): HeadStep {
+  const policy = config.policy;
+  const cap = policyScans(policy)
+    ? Math.max(config.limits.maxBodyBytes, config.limits.maxScanBytes)
+    : config.limits.maxBodyBytes;
+  if (opts.hasBody && opts.readAhead !== false && info.method === "POST") {
+    const provider = info.path !== null ? policy.llm?.detect(info.host) ?? null : null;
+    if (provider !== null) return { next: "body", cap, asked: null };
+  }
+  const d = decide(policy, {
+    info,
+    now: opts.now,
+    state: opts.state,
+    bodyRead: !opts.hasBody,
+    trace: opts.trace,
+  });
+  if (d.needsBody) return { next: "body", cap, asked: d };
+  return { next: "verdict", verdict: verdictOf(config, info, d, null) };
+}
+
+/**
+ * Decide a request once its body was read (whole, or up to the cap of
+ * {@link decideHead}): `info.body` and `info.bodyText` are filled from it,
+ * then the request is decided with the body known.
+ */
+export function decideBody(
+  config: PipelineConfig,
+  info: RequestInfo,
+  body: BodyRead,
+  ctx: StepContext,
+): RequestVerdict {
+  readBodyInto(info, body, config.limits, policyScans(config.policy));
+  const d = decide(config.policy, {
+    info,
+    now: ctx.now,
+    state: ctx.state,
+    bodyRead: true,
+    trace: ctx.trace,
+  });
+  return verdictOf(config, info, d, body);
+}
+
+const CANNOT_REDACT =
+  "request body cannot be redacted (larger than limits.max_scan_bytes or not text): blocked";
+
+/**
+ * The engine's decision completed with what its `dlp` plan implies: the
+ * request's header values and body redacted, or — when a finding sits in a
+ * body that cannot be redacted (cut at the cap, or not text) — the request
+ * denied: better refused than forwarded with the secret in it.
+ */
+function verdictOf(
+  config: PipelineConfig,
+  info: RequestInfo,
+  decided: Decision,
+  body: BodyRead | null,
+): RequestVerdict {
+  let d = decided;
+  const findings: RecordedFinding[] = d.findings ? [...d.findings] : [];
+  const plan = d.verdict === "deny" ? undefined : d.dlp;
+  if (!plan) return { decision: d, findings, responseScan: null };
+  findings.push(...plan.findings);
+  const out: RequestVerdict = { decision: d, findings, responseScan: null };
+  const scanner = plan.redactRequest;
+  if (scanner) {
+    const edits = new Map<string, string | null>();
+    for (const name of plan.redactHeaders) {
+      const v = info.headers[name] ?? "";
+      edits.set(name, scanner.redact(v, scanner.scan(v)));
+    }
+    if (plan.findings.some((f) => f.location === "body")) {
+      const r = body?.complete
+        ? redactBody(
+          body.chunks[0],
+          info.headers["content-type"] ?? null,
+          info.headers["content-encoding"] ?? null,
+          scanner,
+          config.limits.maxScanBytes,
+        )
+        : null;
+      if (r === null) {
+        d = {
+          ...d,
+          verdict: config.policy.mode === "audit" ? "would_deny" : "deny",
+          status: 403,
+          policy: "dlp",
+          reason: CANNOT_REDACT,
+        };
+        out.decision = d;
+      } else if (r.changed) {
+        out.body = r.body;
+        edits.set("content-encoding", null);
+      }
+    }
+    out.headerEdits = edits;
+  }
+  if (plan.response && d.verdict !== "deny") {
+    out.responseScan = { ...plan.response, allowed: plan.allowed };
+  }
+  return out;
+}

@@ -1,0 +1,148 @@
+/**
+ * The DLP addon: records the findings of a request's verdict (the pipeline
+ * decided them, redacted what it could and denied what it could not), and
+ * scans responses as they stream when a `dlp` policy asks for it — `warn`
+ * only records (an observer: the response passes unchanged, framing
+ * included); `redact` and `block` rewrite or cut it (a transform).
+ *
+ * @module
+ */
+import {
+  createSseContentScanner,
+  createStreamScanner,
+  type Finding,
+  type RecordedFinding,
+  type SseContentScanner,
+  type StreamScanner,
+} from "../../dlp/mod.ts";
+import type { ResponseScan } from "../../policy/pipeline.ts";
+import type { Exchange } from "../exchange.ts";
+import type { ResponseObserver, ResponseTransform } from "../forward.ts";
+import type { Addon } from "./types.ts";
+import { rawHeader } from "./headers.ts";
+
+/** Content types worth scanning as text. */
+function isTextual(ct: string): boolean {
+  return /^(text\/|application\/(json|[\w.+-]*\+json|xml|[\w.+-]*\+xml|x-www-form-urlencoded|javascript|x-ndjson))/i
+    .test(ct.trim()) || /event-stream/i.test(ct);
+}
+
+/**
+ * The DLP addon.
+ *
+ * @example
+ * const addons = [..., dlpAddon({ log: (l) => console.error(l) })];
+ */
+export function dlpAddon(deps: { log: (line: string) => void }): Addon {
+  const logged = new Map<string, number>();
+  /** Record findings on the row, and log each (detector, host, direction) once a minute. */
+  const note = (ex: Exchange, findings: RecordedFinding[]) => {
+    const now = Date.now();
+    for (const f of findings) {
+      ex.findings.push(f);
+      const key = `${f.detector}|${ex.info.host}|${f.direction}`;
+      if ((logged.get(key) ?? 0) > now - 60_000) continue;
+      if (logged.size > 10_000) logged.clear();
+      logged.set(key, now);
+      deps.log(
+        `agentgate: dlp ${f.action} ${f.detector} in ${f.direction} ${f.location} ${ex.info.scheme}://${ex.info.host}${
+          ex.info.path ?? ""
+        } sample=${f.sample} id=${ex.info.id}`,
+      );
+    }
+  };
+  return {
+    name: "dlp",
+    decided(ex, verdict) {
+      if (verdict.findings.length) note(ex, verdict.findings);
+    },
+    request(ex, out) {
+      const scan = out.verdict.responseScan;
+      if (!scan) return;
+      const dlp = responseDlp(scan, ex, (found) => note(ex, found));
+      if ("observer" in dlp) out.observe(dlp.observer);
+      else out.transform(dlp.transform);
+      // Only an uncompressed response can be scanned and redacted in flight.
+      out.setHeader("accept-encoding", "identity");
+    },
+  };
+}
+
+/** The observer (`warn`) or transform (`redact`, `block`) that scans one response. */
+function responseDlp(
+  plan: ResponseScan,
+  ex: Exchange,
+  note: (found: RecordedFinding[]) => void,
+): { observer: ResponseObserver } | { transform: ResponseTransform } {
+  const { scanner, action } = plan;
+  const host = ex.info.host;
+  let dec: TextDecoder;
+  let stream: StreamScanner;
+  let sse: SseContentScanner | null = null;
+  // The raw scanner and the SSE delta scanner can see the same secret: count it once.
+  const seen = new Set<string>();
+  const take = (found: Finding[]): RecordedFinding[] => {
+    const kept = found.filter((f) => {
+      const k = `${f.detector}|${f.masked}`;
+      if (seen.has(k) || plan.allowed(f.detector, "body", host)) return false;
+      seen.add(k);
+      return true;
+    }).map((f) => ({
+      detector: f.detector,
+      direction: "response" as const,
+      location: "body",
+      sample: f.masked,
+      action,
+    }));
+    note(kept);
+    return kept;
+  };
+  /** Sets up the scanners; false when the response is not text it can read. */
+  const start = (raw: string[]): boolean => {
+    const ce = rawHeader(raw, "content-encoding");
+    const ct = rawHeader(raw, "content-type") ?? "";
+    if ((ce && ce.toLowerCase() !== "identity") || !isTextual(ct)) return false;
+    dec = new TextDecoder();
+    stream = createStreamScanner(scanner, { redact: action !== "warn" });
+    if (/event-stream/i.test(ct)) sse = createSseContentScanner(scanner);
+    return true;
+  };
+  const scan = (c: Uint8Array) => {
+    const text = dec.decode(c, { stream: true });
+    const r = stream.push(text);
+    return { output: r.output, found: take([...r.findings, ...(sse?.push(text) ?? [])]) };
+  };
+  const finish = (): string => {
+    const r = stream.end();
+    take([...r.findings, ...(sse?.end() ?? [])]);
+    return r.output;
+  };
+  if (action === "warn") {
+    let scanning = false;
+    return {
+      observer: {
+        head: (_status, raw) => void (scanning = start(raw)),
+        chunk: (c) => void (scanning && scan(c)),
+        end: () => void (scanning && finish()),
+      },
+    };
+  }
+  const enc = new TextEncoder();
+  return {
+    transform: {
+      head: (_status, raw) => start(raw),
+      chunk: (c) => {
+        const { output, found } = scan(c);
+        const out = enc.encode(output);
+        if (action === "block" && found.length) {
+          return {
+            out,
+            cut: `response cut by DLP: ${[...new Set(found.map((f) => f.detector))].join(", ")}`,
+          };
+        }
+        return { out };
+      },
+      end: () => enc.encode(finish()),
+    },
+  };
+}
