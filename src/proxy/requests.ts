@@ -87,13 +87,25 @@ export function plainRequests(core: ProxyCore): (req: H1Request, res: H1Response
       send(res, errorAnswer(info.id, 508, "loop_detected", reason), { connection: "close" });
       return ex.finish({ status: 508, decision: "error", reason });
     }
-    proxyRequest(core, req, res, ex, {
-      scheme: target.scheme,
-      connectHost: target.host,
-      port: target.port,
-      authority: target.authority,
-      rawPath: target.rawPath,
-    }, undefined);
+    // `upstream.resolve` applies here too: connect to the address it names,
+    // and for https:// still verify the certificate against the real name.
+    const to = ex.config.resolve.get(target.host);
+    proxyRequest(
+      core,
+      req,
+      res,
+      ex,
+      {
+        scheme: target.scheme,
+        connectHost: to?.host ?? target.host,
+        port: to?.port ?? target.port,
+        authority: target.authority,
+        rawPath: target.rawPath,
+      },
+      to && target.scheme === "https"
+        ? tlsEndpoint(to.host, to.port, target.host, core.upstreamTls)
+        : undefined,
+    );
   };
 }
 
