@@ -240,9 +240,13 @@ function decision(
  * Decide one request. `info.path` must already be normalized
  * ({@link normalizePath}); `info.path === null` marks a CONNECT tunnel.
  *
+ * Callers outside the policy layer go through `pipeline.ts`, which reads the
+ * body when a decision asks for it and applies the DLP verdicts.
+ *
  * @example
- * const d = decide(policy, { info, now: Date.now() });
- * if (d.verdict === "deny") reject(d);
+ * const d = decide(policy, { info, now: Date.now(), state: new PolicyState() });
+ * if (d.needsBody) readTheBodyAndDecideAgain();
+ * else if (d.verdict === "deny") refuse(d);
  */
 export function decide(policy: CompiledPolicy, input: DecideInput): Decision {
   try {
