@@ -6,7 +6,8 @@
  */
 import { isMap, isPair, isScalar, LineCounter, type Node, parseDocument, Scalar } from "yaml";
 import { dirname, isAbsolute, relative, resolve } from "node:path";
-import { ConfigError, didYouMean, type Problem } from "./errors.ts";
+import { ConfigError, type Problem } from "./errors.ts";
+import { didYouMean } from "../util/suggest.ts";
 import { type Path, type SchemaIssue, validate } from "./schema.ts";
 import {
   configSchema,

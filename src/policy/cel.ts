@@ -64,6 +64,7 @@ import { RE2JS } from "re2js";
 import picomatch from "picomatch";
 import type { RequestInfo } from "./types.ts";
 import { validateTimeZone, type WallClock, wallClock } from "./limits/time_window.ts";
+import { didYouMean } from "../util/suggest.ts";
 
 /** A variable (or request field) that an expression reads. */
 export type CelRead =
@@ -569,41 +570,8 @@ const OPERATOR_TEXT: Record<string, string> = {
   "_||_": "||",
 };
 
-/** Edit distance counting a swap of neighbours as one edit ("hots" → "host"), for hints. */
-function distance(a: string, b: string): number {
-  const d: number[][] = [];
-  for (let i = 0; i <= a.length; i++) {
-    d.push([i]);
-    for (let j = 1; j <= b.length; j++) {
-      if (i === 0) {
-        d[0].push(j);
-        continue;
-      }
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      let v = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
-        v = Math.min(v, d[i - 2][j - 2] + 1);
-      }
-      d[i].push(v);
-    }
-  }
-  return d[a.length][b.length];
-}
-
-function didYouMean(name: string, candidates: Iterable<string>): string {
-  let best: string | null = null;
-  let bestD = Infinity;
-  for (const c of candidates) {
-    const d = distance(name, c);
-    if (d < bestD) {
-      best = c;
-      bestD = d;
-    }
-  }
-  return best !== null && bestD <= Math.max(1, Math.floor(name.length / 3))
-    ? ` (did you mean "${best}"?)`
-    : "";
-}
+/** CEL's own limit: a third of the name with no cap, so a long field name still gets a hint. */
+const CEL_MAX_DISTANCE = (name: string) => Math.max(1, Math.floor(name.length / 3));
 
 /** Walks a parsed expression: infers types, collects reads, throws {@link CelError}. */
 class Checker {
@@ -774,7 +742,7 @@ class Checker {
       .filter((n) => !n.startsWith("@") && !n.startsWith("__"));
     return this.fail(
       `Unknown name "${name}"${
-        didYouMean(name, names)
+        didYouMean(name, names, CEL_MAX_DISTANCE)
       }: the variables are request, body, session, now and client`,
       this.offsetOf(id),
     );
@@ -786,7 +754,7 @@ class Checker {
       if (t === undefined) {
         return this.fail(
           `Unknown field "${field}" of "request"${
-            didYouMean(field, Object.keys(REQUEST_FIELDS))
+            didYouMean(field, Object.keys(REQUEST_FIELDS), CEL_MAX_DISTANCE)
           }: the fields are ${Object.keys(REQUEST_FIELDS).join(", ")}`,
           this.offsetOfName(id, field),
         );
@@ -807,7 +775,7 @@ class Checker {
         if (t === undefined) {
           return this.fail(
             `Unknown field "${field}" of "${base.name}"${
-              didYouMean(field, Object.keys(base.fields))
+              didYouMean(field, Object.keys(base.fields), CEL_MAX_DISTANCE)
             }: the fields are ${Object.keys(base.fields).join(", ")}`,
             offset,
           );
@@ -933,7 +901,9 @@ class Checker {
       const t = REQUEST_FIELDS[field];
       if (t === undefined) {
         return this.fail(
-          `Unknown field "${field}" of "request"${didYouMean(field, Object.keys(REQUEST_FIELDS))}`,
+          `Unknown field "${field}" of "request"${
+            didYouMean(field, Object.keys(REQUEST_FIELDS), CEL_MAX_DISTANCE)
+          }`,
           this.offsetOf(key.id),
         );
       }
@@ -968,7 +938,7 @@ class Checker {
     const shown = OPERATOR_TEXT[fn] ?? fn;
     if (overloads === undefined) {
       const names = [...OVERLOADS.keys()].filter((n) => /^[a-zA-Z]/.test(n));
-      return this.fail(`Unknown function "${fn}"${didYouMean(fn, names)}`, at);
+      return this.fail(`Unknown function "${fn}"${didYouMean(fn, names, CEL_MAX_DISTANCE)}`, at);
     }
     const fits = overloads.filter((o) =>
       (o.target === undefined) === (target === undefined) &&
