@@ -30,7 +30,12 @@ import {
   indexRules,
   REQUEST_LEVEL_READS,
 } from "../policy/engine.ts";
-import { CelError, type CelRead, compileCondition, type CompiledCondition } from "../policy/cel.ts";
+import {
+  CelError,
+  type CelRead,
+  compileCondition,
+  type CompiledCondition,
+} from "../policy/cel/mod.ts";
 import type { Checker } from "../policy/limits/types.ts";
 import { compilePolicy } from "./policies.ts";
 import type { Action } from "../policy/types.ts";

@@ -24,7 +24,7 @@ import {
   parseLegacySpendingLimit,
   parseSpendingLimitConfig,
 } from "../policy/limits/spend.ts";
-import type { CelRead } from "../policy/cel.ts";
+import type { CelRead } from "../policy/cel/mod.ts";
 import { createDlpChecker, parseDlpConfig } from "../policy/limits/dlp.ts";
 import { didYouMean } from "../util/suggest.ts";
 
