@@ -19,7 +19,7 @@ import { fmt } from "./src/cli/fmt.ts";
 import { run } from "./src/cli/run.ts";
 import { env } from "./src/cli/env.ts";
 import { report } from "./src/cli/report.ts";
-import { didYouMean } from "./src/config/errors.ts";
+import { didYouMean } from "./src/util/suggest.ts";
 import { VERSION } from "./src/version.ts";
 
 /** Subcommands, in the order `--help` lists them. */

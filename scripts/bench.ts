@@ -6,6 +6,8 @@
  *   deno task bench --intercept [s4 s5 …]     the same with TLS interception of the origin
  *   deno task bench --intercept --dlp [s4]    interception with a dlp policy on every request
  *   deno task bench sse                       intercepted LLM stream: first byte and total vs direct
+ *   deno task bench dlp                       DLP scan throughput (scripts/bench_dlp.ts)
+ *   deno task bench usage                     usage tap and gunzip CPU per MiB (scripts/bench_usage.ts)
  *
  * Plugs agentgate into the shared harness as the `PROXY_*` candidate with a
  * 20-rule policy and the audit on (the configuration the issues' targets
@@ -51,6 +53,15 @@ rules:
 if (import.meta.main && Deno.args[0] === "sse") {
   const { code } = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", new URL("./bench_sse.ts", import.meta.url).pathname],
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
+  Deno.exit(code);
+} else if (import.meta.main && (Deno.args[0] === "dlp" || Deno.args[0] === "usage")) {
+  // `usage` is written for `deno bench`; `dlp` prints its own table.
+  const file = new URL(`./bench_${Deno.args[0]}.ts`, import.meta.url).pathname;
+  const { code } = await new Deno.Command(Deno.execPath(), {
+    args: Deno.args[0] === "usage" ? ["bench", "-A", file] : ["run", file],
     stdout: "inherit",
     stderr: "inherit",
   }).output();

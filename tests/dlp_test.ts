@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import type http from "node:http";
 import { runMain } from "../main.ts";
 import { memoryIo } from "../src/cli/io.ts";
-import { fakeSecrets } from "../src/dlp/testing.ts";
+import { fakeSecrets } from "./support/dlp_samples.ts";
 import { auditRows, queryAudit, startOrigin, startProxy, testPki, waitForRows } from "./helpers.ts";
 
 const AWS = "AKIA" + "IOSFODNN7EXAMPLE";

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import type http from "node:http";
 import OpenAI from "openai";
 import Anthropic from "@anthropic-ai/sdk";
-import { fixtureUrl, LLM_FIXTURES } from "../src/llm/fixture_expectations.ts";
+import { fixtureUrl, LLM_FIXTURES } from "./support/llm_fixtures.ts";
 import { auditRows, startOrigin, startProxy, testPki, waitForRows } from "./helpers.ts";
 
 const fixture = (file: string) => Deno.readFileSync(fixtureUrl(file));

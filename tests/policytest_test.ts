@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { parse as parseYaml } from "yaml";
 import { runMain } from "../main.ts";
 import { memoryIo } from "../src/cli/io.ts";
-import { validateJsonSchema } from "../src/policytest/jsonschema.ts";
+import { validateJsonSchema } from "./support/jsonschema.ts";
 import { auditRows, curl, MAIN, startOrigin, startProxy, waitForRows } from "./helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");

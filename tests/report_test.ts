@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { AuditStore } from "../src/audit/store.ts";
-import { fixtureEvents, S1, T0 } from "../src/report/testing.ts";
+import { fixtureEvents, S1, T0 } from "./support/report_fixtures.ts";
 import { MAIN, RUN_FLAGS } from "./helpers.ts";
 
 async function agentgate(args: string[], cwd: string) {

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { didYouMean } from "../config/errors.ts";
+import { didYouMean, suggest } from "../util/suggest.ts";
 
 /** One option of a command. */
 export interface OptionSpec {
@@ -91,9 +91,10 @@ export function parseArgs(spec: CommandSpec, argv: string[]): Parsed {
       const name = arg.slice(2, eq === -1 ? undefined : eq);
       const o = byLong.get(name);
       if (!o) {
+        const near = suggest(name, all.map((x) => x.name));
         throw new UsageError(
           `unknown option "--${name}" for "${spec.name}"${
-            didYouMean(name, all.map((x) => x.name)).replace(/"([^"]+)"\?\)$/, '"--$1"?)')
+            near === null ? "" : ` (did you mean "--${near}"?)`
           }`,
         );
       }

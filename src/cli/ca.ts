@@ -5,6 +5,7 @@
  * @module
  */
 import { type CommandSpec, helpText, parseArgs } from "./args.ts";
+import { configOption } from "./options.ts";
 import type { Io } from "./io.ts";
 import { CaError, loadOrCreateCA } from "../tls/ca.ts";
 import { writeTrustBundle } from "../tls/bundle.ts";
@@ -17,13 +18,9 @@ export const caSpec: CommandSpec = {
   summary: "Show the interception CA (created on first use) or write a trust bundle.",
   usage: "agentgate ca [--config FILE | --dir DIR] [--bundle FILE] [--path]",
   options: [
-    {
-      name: "config",
-      short: "c",
-      type: "string",
-      value: "FILE",
-      help: "Policy whose tls.ca_dir to use (default: ./agentgate.yaml if present).",
-    },
+    configOption(
+      "Policy whose tls.ca_dir to use (default: ./agentgate.yaml if present).",
+    ),
     {
       name: "dir",
       type: "string",

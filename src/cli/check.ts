@@ -7,6 +7,7 @@
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { type CommandSpec, helpText, parseArgs } from "./args.ts";
+import { configOption, formatOption } from "./options.ts";
 import type { Io } from "./io.ts";
 import { loadConfig, loadDefaultConfig } from "../config/load.ts";
 import { ConfigError, formatProblem, type Problem } from "../config/errors.ts";
@@ -17,21 +18,11 @@ export const checkSpec: CommandSpec = {
   summary: "Validate a policy file: syntax, schema, patterns, and rules that cannot work.",
   usage: "agentgate check [--config FILE] [--format text|json|github] [--strict]",
   options: [
-    {
-      name: "config",
-      short: "c",
-      type: "string",
-      value: "FILE",
-      help: "Policy file (default: ./agentgate.yaml if present, else the embedded default).",
-    },
-    {
-      name: "format",
-      short: "f",
-      type: "string",
-      value: "FORMAT",
-      choices: ["text", "json", "github"],
-      help: "text (default), json, or github (workflow annotations).",
-    },
+    configOption(),
+    formatOption(
+      ["text", "json", "github"],
+      "text (default), json, or github (workflow annotations).",
+    ),
     { name: "strict", type: "boolean", help: "Exit 1 on warnings too." },
   ],
   epilog: "Exit status: 0 valid, 1 errors (or warnings with --strict), 2 usage error.",

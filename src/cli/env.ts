@@ -7,6 +7,7 @@
  */
 import { dirname, join } from "node:path";
 import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
+import { configOption, proxyOption } from "./options.ts";
 import type { Io } from "./io.ts";
 import { loadForCommand } from "./config_arg.ts";
 import type { AgentgateConfig } from "../config/load.ts";
@@ -285,22 +286,13 @@ export const envSpec: CommandSpec = {
   summary: "Print the shell lines that send programs through agentgate (or clear them).",
   usage: "agentgate env [--config FILE] [--proxy URL] [--shell bash|zsh|fish|powershell] [--unset]",
   options: [
-    {
-      name: "config",
-      short: "c",
-      type: "string",
-      value: "FILE",
-      help:
-        "Policy whose proxy.listen and tls settings to use (default: ./agentgate.yaml if present).",
-    },
-    {
-      name: "proxy",
-      short: "p",
-      type: "string",
-      value: "URL",
-      help: "Proxy to point at, credentials included: http://SESSION:TOKEN@HOST:PORT " +
+    configOption(
+      "Policy whose proxy.listen and tls settings to use (default: ./agentgate.yaml if present).",
+    ),
+    proxyOption(
+      "Proxy to point at, credentials included: http://SESSION:TOKEN@HOST:PORT " +
         "(default: the config's proxy.listen).",
-    },
+    ),
     {
       name: "shell",
       short: "s",

@@ -6,6 +6,7 @@
  */
 import { resolve } from "node:path";
 import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
+import { configOption, formatOption } from "./options.ts";
 import type { Io } from "./io.ts";
 import { loadForCommand } from "./config_arg.ts";
 import { PolicyState } from "../policy/limits/types.ts";
@@ -25,13 +26,7 @@ export const evalSpec: CommandSpec = {
   usage: "agentgate eval [--config FILE] --url URL [--method M] [--header K:V]...\n" +
     "                      [--body @FILE|TEXT] [--session S] [--now TIME] [--format text|json]",
   options: [
-    {
-      name: "config",
-      short: "c",
-      type: "string",
-      value: "FILE",
-      help: "Policy file (default: ./agentgate.yaml if present, else the embedded default).",
-    },
+    configOption(),
     { name: "url", short: "u", type: "string", value: "URL", help: "The request's absolute URL." },
     { name: "method", short: "X", type: "string", value: "M", help: "HTTP method (default GET)." },
     { name: "header", short: "H", type: "list", value: "K:V", help: "A request header." },
@@ -50,14 +45,7 @@ export const evalSpec: CommandSpec = {
       value: "TIME",
       help: "Decision time, ISO 8601 with a zone (default: now).",
     },
-    {
-      name: "format",
-      short: "f",
-      type: "string",
-      value: "FORMAT",
-      choices: ["text", "json"],
-      help: "text (default) or json.",
-    },
+    formatOption(["text", "json"], "text (default) or json."),
   ],
   epilog: [
     "An https:// URL is decided as an intercepted request when its host is in tls.intercept, else",

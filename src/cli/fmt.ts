@@ -7,6 +7,7 @@
 import { existsSync, statSync } from "node:fs";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
+import { configOption } from "./options.ts";
 import type { Io } from "./io.ts";
 import { loadConfig } from "../config/load.ts";
 import { ConfigError, formatProblem } from "../config/errors.ts";
@@ -24,13 +25,9 @@ export const fmtSpec: CommandSpec = {
       type: "boolean",
       help: "Change nothing; list the files that are not formatted and exit 1 if any.",
     },
-    {
-      name: "config",
-      short: "c",
-      type: "string",
-      value: "FILE",
-      help: "Format this policy and its includes (default: ./agentgate.yaml).",
-    },
+    configOption(
+      "Format this policy and its includes (default: ./agentgate.yaml).",
+    ),
   ],
   epilog: [
     "Without FILE, formats the policy and every file it includes. A DIR means every *.yaml and",

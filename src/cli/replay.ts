@@ -6,6 +6,7 @@
  */
 import { isAbsolute, resolve } from "node:path";
 import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
+import { auditOption, configOption, formatOption, sinceOption } from "./options.ts";
 import type { Io } from "./io.ts";
 import { loadForCommand } from "./config_arg.ts";
 import { parseDuration } from "../policy/duration.ts";
@@ -20,35 +21,15 @@ export const replaySpec: CommandSpec = {
   usage: "agentgate replay --config NEW [--audit FILE] [--since 7d] [--examples N]\n" +
     "                        [--format text|markdown|json] [--fail-on-change deny|any]",
   options: [
-    {
-      name: "config",
-      short: "c",
-      type: "string",
-      value: "FILE",
-      help:
-        "The proposed policy (default: ./agentgate.yaml if present, else the embedded default).",
-    },
-    {
-      name: "audit",
-      short: "a",
-      type: "string",
-      value: "FILE",
-      help: "Audit database (default: the policy's audit.path).",
-    },
-    {
-      name: "since",
-      type: "string",
-      value: "WHEN",
-      help: 'Replay requests since a duration ago ("7d", the default), an ISO time, or "all".',
-    },
-    {
-      name: "format",
-      short: "f",
-      type: "string",
-      value: "FORMAT",
-      choices: ["text", "markdown", "json"],
-      help: "text (default), markdown (a pull-request comment), or json.",
-    },
+    configOption(
+      "The proposed policy (default: ./agentgate.yaml if present, else the embedded default).",
+    ),
+    auditOption(),
+    sinceOption('Replay requests since a duration ago ("7d", the default), an ISO time, or "all".'),
+    formatOption(
+      ["text", "markdown", "json"],
+      "text (default), markdown (a pull-request comment), or json.",
+    ),
     {
       name: "examples",
       type: "string",

@@ -8,6 +8,7 @@
  */
 import { resolve } from "node:path";
 import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
+import { auditOption, configOption, formatOption, sinceOption } from "./options.ts";
 import type { Io } from "./io.ts";
 import { loadForCommand } from "./config_arg.ts";
 import { ParamError, parseTime } from "../dashboard/api.ts";
@@ -21,26 +22,13 @@ export const reportSpec: CommandSpec = {
   usage: "agentgate report [--config FILE | --audit FILE] [--since WHEN] [--until WHEN]\n" +
     "                        [--session ID] [--format text|markdown|json]",
   options: [
-    {
-      name: "config",
-      short: "c",
-      type: "string",
-      value: "FILE",
-      help: "Policy whose audit.path to read (default: ./agentgate.yaml if present).",
-    },
-    {
-      name: "audit",
-      short: "a",
-      type: "string",
-      value: "FILE",
-      help: "Audit database to read (default: the policy's audit.path).",
-    },
-    {
-      name: "since",
-      type: "string",
-      value: "WHEN",
-      help: 'Only requests since WHEN: a duration before now ("1h", "7d"), an ISO date, or ms.',
-    },
+    configOption(
+      "Policy whose audit.path to read (default: ./agentgate.yaml if present).",
+    ),
+    auditOption("Audit database to read (default: the policy's audit.path)."),
+    sinceOption(
+      'Only requests since WHEN: a duration before now ("1h", "7d"), an ISO date, or ms.',
+    ),
     { name: "until", type: "string", value: "WHEN", help: "Only requests until WHEN." },
     {
       name: "session",
@@ -48,14 +36,7 @@ export const reportSpec: CommandSpec = {
       value: "ID",
       help: "Only one session (the id `agentgate run` prints, e.g. nightly-0a1b2c3d4e5f6a7b).",
     },
-    {
-      name: "format",
-      short: "f",
-      type: "string",
-      value: "FORMAT",
-      choices: REPORT_FORMATS,
-      help: "text (default), markdown (GitHub-flavoured) or json.",
-    },
+    formatOption(REPORT_FORMATS, "text (default), markdown (GitHub-flavoured) or json."),
   ],
   epilog: [
     "The database is opened read-only; a proxy may keep writing to it.",

@@ -15,6 +15,7 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { DatabaseSync } from "node:sqlite";
 import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
+import { configOption, proxyOption } from "./options.ts";
 import type { Io } from "./io.ts";
 import { type Running, serve } from "./serve.ts";
 import { loadForCommand } from "./config_arg.ts";
@@ -70,13 +71,7 @@ export const runSpec: CommandSpec = {
     "                     [--report text|markdown|json|none] [--report-file FILE] [--override-env]\n" +
     "                     -- CMD [ARGS…]",
   options: [
-    {
-      name: "config",
-      short: "c",
-      type: "string",
-      value: "FILE",
-      help: "Policy file (default: ./agentgate.yaml if present, else the embedded default).",
-    },
+    configOption(),
     {
       name: "label",
       short: "l",
@@ -84,14 +79,10 @@ export const runSpec: CommandSpec = {
       value: "LABEL",
       help: "Name of this run in the audit and dashboard (session id: LABEL-<random hex>).",
     },
-    {
-      name: "proxy",
-      short: "p",
-      type: "string",
-      value: "URL",
-      help: "Use a running agentgate instead of starting one: http://[USER:]TOKEN@HOST:PORT " +
+    proxyOption(
+      "Use a running agentgate instead of starting one: http://[USER:]TOKEN@HOST:PORT " +
         "(token also from $AGENTGATE_TOKEN).",
-    },
+    ),
     {
       name: "fail-on-deny",
       type: "boolean",

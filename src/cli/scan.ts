@@ -6,6 +6,7 @@
  * @module
  */
 import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
+import { formatOption } from "./options.ts";
 import type { Io } from "./io.ts";
 import { compileScanner, decodeForScan, DETECTOR_NAMES, DETECTORS } from "../dlp/mod.ts";
 import { resolve } from "node:path";
@@ -37,14 +38,7 @@ export const scanSpec: CommandSpec = {
       value: "TYPE",
       help: "How to read the input (default: JSON when it parses, else text).",
     },
-    {
-      name: "format",
-      short: "f",
-      type: "string",
-      value: "FORMAT",
-      choices: ["text", "json"],
-      help: "text (default) or json.",
-    },
+    formatOption(["text", "json"], "text (default) or json."),
     { name: "list", type: "boolean", help: "List the detectors and exit." },
   ],
   epilog: [

@@ -4,6 +4,7 @@
  * @module
  */
 import { type CommandSpec, helpText, parseArgs } from "./args.ts";
+import { configOption } from "./options.ts";
 import type { Io } from "./io.ts";
 import { loadForCommand } from "./config_arg.ts";
 import { parseListen } from "../config/spec.ts";
@@ -29,13 +30,7 @@ export const serveSpec: CommandSpec = {
   summary: "Run the egress proxy (the default command).",
   usage: "agentgate [serve] [--config FILE] [--listen HOST:PORT] [--no-dashboard]",
   options: [
-    {
-      name: "config",
-      short: "c",
-      type: "string",
-      value: "FILE",
-      help: "Policy file (default: ./agentgate.yaml if present, else the embedded default).",
-    },
+    configOption(),
     {
       name: "listen",
       short: "l",

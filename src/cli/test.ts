@@ -5,6 +5,7 @@
  * @module
  */
 import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
+import { formatOption } from "./options.ts";
 import type { Io } from "./io.ts";
 import { runPolicyTests, type TestEvent } from "../policytest/runner.ts";
 import {
@@ -22,14 +23,10 @@ export const testSpec: CommandSpec = {
   usage: "agentgate test [PATH...] [--format text|json|junit] [--fail-on-empty] [--run REGEX]",
   positionals: true,
   options: [
-    {
-      name: "format",
-      short: "f",
-      type: "string",
-      value: "FORMAT",
-      choices: ["text", "json", "junit"],
-      help: "text (default: a diff for each failure), json, or junit (XML for CI).",
-    },
+    formatOption(
+      ["text", "json", "junit"],
+      "text (default: a diff for each failure), json, or junit (XML for CI).",
+    ),
     {
       name: "run",
       short: "r",

@@ -24,9 +24,9 @@ import {
   parseLegacySpendingLimit,
   parseSpendingLimitConfig,
 } from "../policy/limits/spend.ts";
-import type { CelRead } from "../policy/cel.ts";
+import type { CelRead } from "../policy/cel/mod.ts";
 import { createDlpChecker, parseDlpConfig } from "../policy/limits/dlp.ts";
-import { didYouMean } from "./errors.ts";
+import { didYouMean } from "../util/suggest.ts";
 
 /** The policies a rule can carry, by the key that introduces them. */
 export const POLICY_KINDS = ["rate_limit", "time_window", "spending_limit", "dlp"] as const;

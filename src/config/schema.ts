@@ -6,7 +6,7 @@
  * @module
  */
 import { isAlias, isMap, isPair, isScalar, isSeq, type Node, type Scalar } from "yaml";
-import { didYouMean } from "./errors.ts";
+import { didYouMean } from "../util/suggest.ts";
 
 interface Base {
   description?: string;

@@ -14,7 +14,7 @@
  */
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { parseDuration } from "../policy/duration.ts";
-import { didYouMean } from "../config/errors.ts";
+import { didYouMean } from "../util/suggest.ts";
 
 /** The decisions an audit row can carry, in display order. */
 export const DECISIONS = ["allow", "log", "deny", "would_deny", "error"] as const;

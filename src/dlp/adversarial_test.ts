@@ -14,7 +14,7 @@ import { DETECTOR_NAMES } from "./detectors.ts";
 import { redactJson } from "./json.ts";
 import { compileScanner } from "./scanner.ts";
 import { createStreamScanner } from "./stream.ts";
-import { rng } from "./testing.ts";
+import { rng } from "../../tests/support/dlp_samples.ts";
 
 const TEN_MB = 10 * 1024 * 1024;
 const LIMIT_MS = 8000;

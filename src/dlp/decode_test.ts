@@ -3,7 +3,7 @@ import * as zlib from "node:zlib";
 import { decodeForScan, formScanText, jsonScanText } from "./decode.ts";
 import { DETECTOR_NAMES } from "./detectors.ts";
 import { compileScanner } from "./scanner.ts";
-import { chatPayload, fakePem, fakeSecrets } from "./testing.ts";
+import { chatPayload, fakePem, fakeSecrets } from "../../tests/support/dlp_samples.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const all = compileScanner({ detectors: DETECTOR_NAMES });

@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import { DETECTOR_NAMES, DETECTORS } from "./detectors.ts";
 import { compileScanner } from "./scanner.ts";
-import { chatPayload, fakePem, fakeSecrets, realPkcs8Pem } from "./testing.ts";
+import {
+  chatPayload,
+  fakePem,
+  fakeSecrets,
+  realPkcs8Pem,
+} from "../../tests/support/dlp_samples.ts";
 
 const S = fakeSecrets(7);
 const all = compileScanner({ detectors: DETECTOR_NAMES });

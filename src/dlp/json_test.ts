@@ -3,7 +3,7 @@ import { jsonScanText } from "./decode.ts";
 import { DETECTOR_NAMES } from "./detectors.ts";
 import { redactJson } from "./json.ts";
 import { compileScanner } from "./scanner.ts";
-import { chatPayload, fakePem, fakeSecrets, rng } from "./testing.ts";
+import { chatPayload, fakePem, fakeSecrets, rng } from "../../tests/support/dlp_samples.ts";
 
 const all = compileScanner({ detectors: DETECTOR_NAMES });
 const S = fakeSecrets(31);

@@ -3,7 +3,7 @@ import * as zlib from "node:zlib";
 import { DETECTOR_NAMES } from "./detectors.ts";
 import { redactBody, redactForm } from "./redact.ts";
 import { compileScanner } from "./scanner.ts";
-import { fakeSecrets } from "./testing.ts";
+import { fakeSecrets } from "../../tests/support/dlp_samples.ts";
 
 const all = compileScanner({ detectors: DETECTOR_NAMES });
 const S = fakeSecrets(61);

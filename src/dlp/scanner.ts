@@ -7,6 +7,7 @@
 
 import { RE2JS } from "re2js";
 import { BUILTIN_DETECTORS, type BuiltinDetector, type ScanContext } from "./detectors.ts";
+import { suggest } from "../util/suggest.ts";
 
 /** One match of a detector. Never holds the matched text itself. */
 export interface Finding {
@@ -286,16 +287,8 @@ export function suggestDetector(name: string): string | null {
   const norm = String(name).toLowerCase().replace(/[\s-]+/g, "_");
   const names = BUILTIN_DETECTORS.map((d) => d.name);
   if (names.includes(norm)) return norm;
-  let best: string | null = null;
-  let bestScore = Infinity;
-  for (const n of names) {
-    const d = editDistance(norm, n);
-    if (d < bestScore) {
-      bestScore = d;
-      best = n;
-    }
-  }
-  if (best !== null && bestScore <= Math.max(2, Math.floor(norm.length / 3))) return best;
+  const near = suggest(norm, names, (w) => Math.max(2, Math.floor(w.length / 3)));
+  if (near !== null) return near;
   // Word overlap: every word of the input occurs in the candidate.
   const words = norm.split("_").filter((w) => w.length >= 2);
   if (words.length === 0) return null;
@@ -303,19 +296,4 @@ export function suggestDetector(name: string): string | null {
   if (hits.length >= 1) return hits[0];
   const partial = names.filter((n) => n.includes(norm) || norm.includes(n.split("_")[0]));
   return partial.length === 1 ? partial[0] : null;
-}
-
-function editDistance(a: string, b: string): number {
-  if (a.length > 64 || b.length > 64) return Infinity;
-  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = row[0];
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = row[j];
-      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = tmp;
-    }
-  }
-  return row[b.length];
 }

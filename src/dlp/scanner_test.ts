@@ -7,7 +7,7 @@ import {
   TOO_MANY_FINDINGS,
   unknownDetectorMessage,
 } from "./scanner.ts";
-import { fakeSecrets, samples } from "./testing.ts";
+import { fakeSecrets, samples } from "../../tests/support/dlp_samples.ts";
 
 const S = fakeSecrets(11);
 const all = compileScanner({ detectors: DETECTOR_NAMES });

@@ -3,7 +3,7 @@ import { DETECTOR_NAMES } from "./detectors.ts";
 import { compileScanner, type Finding } from "./scanner.ts";
 import { createSseContentScanner } from "./sse.ts";
 import { createStreamScanner } from "./stream.ts";
-import { fakeSecrets, rng } from "./testing.ts";
+import { fakeSecrets, rng } from "../../tests/support/dlp_samples.ts";
 
 const all = compileScanner({ detectors: DETECTOR_NAMES });
 const S = fakeSecrets(51);

@@ -2,7 +2,13 @@ import assert from "node:assert/strict";
 import { DETECTOR_NAMES } from "./detectors.ts";
 import { compileScanner, type Finding, type Scanner } from "./scanner.ts";
 import { createStreamScanner, type StreamScanOptions } from "./stream.ts";
-import { chatPayload, fakePem, fakeSecrets, rng, samples } from "./testing.ts";
+import {
+  chatPayload,
+  fakePem,
+  fakeSecrets,
+  rng,
+  samples,
+} from "../../tests/support/dlp_samples.ts";
 
 const all = compileScanner({ detectors: DETECTOR_NAMES });
 const S = fakeSecrets(41);

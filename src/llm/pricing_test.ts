@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { calcPrice, extractUsage, findProvider } from "@pydantic/genai-prices";
-import { fixtureUrl, LLM_FIXTURES } from "./fixture_expectations.ts";
+import { fixtureUrl, LLM_FIXTURES } from "../../tests/support/llm_fixtures.ts";
 import { createPricer } from "./pricing.ts";
 import type { UsageRecord } from "./types.ts";
 

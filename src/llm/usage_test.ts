@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import zlib from "node:zlib";
 import { extractUsage, findProvider } from "@pydantic/genai-prices";
-import { fixtureUrl, LLM_FIXTURES, type LlmFixture } from "./fixture_expectations.ts";
+import { fixtureUrl, LLM_FIXTURES, type LlmFixture } from "../../tests/support/llm_fixtures.ts";
 import { createUsageTap, type UsageTapLimits } from "./usage.ts";
 import type { Provider, UsageRecord, UsageTapContext } from "./types.ts";
 

@@ -7,7 +7,7 @@ import {
   REPORT_FORMAT,
   ReportSourceError,
 } from "./build.ts";
-import { fixtureAudit, S1, S2, T0 } from "./testing.ts";
+import { fixtureAudit, S1, S2, T0 } from "../../tests/support/report_fixtures.ts";
 
 const ALL = { session: null, since: null, until: null };
 

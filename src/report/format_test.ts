@@ -12,7 +12,7 @@ import {
   SHOWN,
   usd,
 } from "./format.ts";
-import { event, fixtureAudit, S1, T0 } from "./testing.ts";
+import { event, fixtureAudit, S1, T0 } from "../../tests/support/report_fixtures.ts";
 
 function s1Report(): Report {
   const store = fixtureAudit();

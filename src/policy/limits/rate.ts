@@ -47,13 +47,13 @@ import { formatDuration, parseDuration } from "../duration.ts";
 import {
   type Checker,
   type CheckerContext,
-  editDistance,
   PolicyConfigError,
   type PolicyResult,
   type PolicyState,
   rejectUnknownKeys,
   under,
 } from "./types.ts";
+import { suggest } from "../../util/suggest.ts";
 
 /** The built-in key kinds of rate and spending limits; anything else is a CEL expression. */
 export const BUILTIN_KEYS = ["global", "rule", "host", "session", "client"] as const;
@@ -122,10 +122,8 @@ export function parseLimitKey(text: string | undefined, fallback = "rule"): Limi
   } catch (e) {
     if (e instanceof CelError) {
       // A bare word is a misspelt built-in key far more often than a CEL variable.
-      const near = /^[a-z_]+$/.test(trimmed)
-        ? BUILTIN_KEYS.find((k) => editDistance(trimmed, k) <= 2)
-        : undefined;
-      if (near !== undefined) {
+      const near = /^[a-z_]+$/.test(trimmed) ? suggest(trimmed, BUILTIN_KEYS, 2) : null;
+      if (near !== null) {
         throw new PolicyConfigError(
           `Invalid key "${key}" (did you mean "${near}"?): use global, rule, host, session, client or a CEL expression`,
           ["key"],

@@ -22,6 +22,7 @@
 
 import type { DlpPlan, RequestInfo } from "../types.ts";
 import type { RecordedFinding } from "../../dlp/mod.ts";
+import { didYouMean } from "../../util/suggest.ts";
 
 /** The outcome of one policy for one request. */
 export type PolicyResult =
@@ -109,29 +110,12 @@ export function rejectUnknownKeys(
   }
   for (const key of Object.keys(raw)) {
     if (allowed.includes(key)) continue;
-    const near = allowed.find((k) => editDistance(key, k) <= Math.max(1, Math.floor(k.length / 4)));
+    const hint = didYouMean(key, allowed, (_, k) => Math.max(1, Math.floor(k.length / 4)));
     throw new PolicyConfigError(
-      `Unknown key "${key}" in ${policy}${
-        near ? ` (did you mean "${near}"?)` : ""
-      }: the keys are ${shown}`,
+      `Unknown key "${key}" in ${policy}${hint}: the keys are ${shown}`,
       [key],
     );
   }
-}
-
-/** Levenshtein distance, for "did you mean" hints. */
-export function editDistance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = row[0];
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const cur = row[j];
-      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = cur;
-    }
-  }
-  return row[b.length];
 }
 
 /** One usage report for a forwarded request (from the LLM layer, after the response). */

@@ -1,6 +1,7 @@
 /**
- * Test and benchmark support: fake secrets built at run time and realistic
- * LLM chat payloads from a seeded generator.
+ * Test and benchmark support for DLP: fake secrets built at run time and
+ * realistic LLM chat payloads from a seeded generator (the unit tests in
+ * src/dlp/, tests/dlp_test.ts and scripts/bench_dlp.ts share them).
  *
  * Fake secrets are assembled from parts so that no complete token is ever
  * written in the repository: secret scanners (GitHub push protection) would

@@ -1,6 +1,7 @@
 /**
  * CPU cost of the usage tap per MiB of response, and of the ways to gunzip a
- * body under Deno. Run: `deno bench -A src/llm/usage_bench.ts`.
+ * body under Deno. Run: `deno task bench usage` (which is
+ * `deno bench -A scripts/bench_usage.ts`).
  *
  * Every input is about 1 MiB fed in 16 KiB reads (a TLS record's worth), so
  * "time per iteration" reads as "time per MiB".
@@ -9,9 +10,9 @@
  */
 
 import zlib from "node:zlib";
-import { createDecoder } from "./decompress.ts";
-import { createUsageTap } from "./usage.ts";
-import type { Provider, UsageTapContext } from "./types.ts";
+import { createDecoder } from "../src/llm/decompress.ts";
+import { createUsageTap } from "../src/llm/usage.ts";
+import type { Provider, UsageTapContext } from "../src/llm/types.ts";
 
 const enc = new TextEncoder();
 const MiB = 1024 * 1024;

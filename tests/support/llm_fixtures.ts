@@ -1,12 +1,12 @@
 /**
  * The recorded-format responses in `tests/fixtures/llm/` and the usage each
- * must yield — one table for the unit tests here and the proxy's end-to-end
+ * must yield — one table for the unit tests in src/llm/ and the proxy's end-to-end
  * tests (`tests/fixtures/llm/README.md` lists the same numbers).
  *
  * @module
  */
 
-import type { Provider, UsageRecord } from "./types.ts";
+import type { Provider, UsageRecord } from "../../src/llm/types.ts";
 
 /** One fixture: how a fake provider serves it, and the usage it must yield. */
 export interface LlmFixture {
@@ -32,7 +32,7 @@ export interface LlmFixture {
 
 /** Absolute URL of a fixture file. */
 export function fixtureUrl(file: string): URL {
-  return new URL(`../../tests/fixtures/llm/${file}`, import.meta.url);
+  return new URL(`../fixtures/llm/${file}`, import.meta.url);
 }
 
 const OPENAI = "api.openai.com";

@@ -1,5 +1,6 @@
 /**
- * DLP scan throughput: `deno run src/dlp/bench.ts` (no permissions needed).
+ * DLP scan throughput: `deno task bench dlp` (or `deno run scripts/bench_dlp.ts`,
+ * which needs no permissions).
  *
  * Prints MB/s for realistic 1 KB, 100 KB and 1 MB JSON chat bodies with all
  * built-in detectors on: `scan` of the decoded text, the full path from
@@ -11,11 +12,11 @@
  */
 
 import * as zlib from "node:zlib";
-import { DETECTOR_NAMES } from "./detectors.ts";
-import { compileScanner } from "./scanner.ts";
-import { decodeForScan } from "./decode.ts";
-import { createStreamScanner } from "./stream.ts";
-import { chatPayload } from "./testing.ts";
+import { DETECTOR_NAMES } from "../src/dlp/detectors.ts";
+import { compileScanner } from "../src/dlp/scanner.ts";
+import { decodeForScan } from "../src/dlp/decode.ts";
+import { createStreamScanner } from "../src/dlp/stream.ts";
+import { chatPayload } from "../tests/support/dlp_samples.ts";
 
 const all = compileScanner({ detectors: DETECTOR_NAMES });
 // A custom regex with a literal prefix (re2js skips to "TCK-") and one

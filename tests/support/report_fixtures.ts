@@ -4,8 +4,8 @@
  *
  * @module
  */
-import type { AuditEventV1 } from "../audit/event.ts";
-import { AuditStore } from "../audit/store.ts";
+import type { AuditEventV1 } from "../../src/audit/event.ts";
+import { AuditStore } from "../../src/audit/store.ts";
 
 /** 2025-06-01 12:00:00Z. */
 export const T0 = Date.UTC(2025, 5, 1, 12, 0, 0);

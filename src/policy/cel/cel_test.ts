@@ -8,7 +8,7 @@ import {
   compileKeyExpression,
   globMatch,
   regexCompileCount,
-} from "./cel.ts";
+} from "./mod.ts";
 
 const NOW = new Date("2025-03-31T06:30:00Z"); // Mon 08:30 in Berlin (CEST)
 

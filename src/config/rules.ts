@@ -1,0 +1,448 @@
+/**
+ * The `rules:` section of every file, compiled in load order: match patterns,
+ * methods, the `when:` condition and the policies, plus the lints that need
+ * the rules compiled so far (shadowing, what a CONNECT tunnel cannot show,
+ * unbudgeted LLM hosts).
+ *
+ * Errors and warnings are appended to the caller's lists in the order the
+ * loader has always reported them.
+ *
+ * @example
+ * ```ts
+ * const errors: Problem[] = [];
+ * const problems: Loaded["problems"] = [];
+ * const rules = compileRules(parts, { intercept, detectProvider, errors, problems });
+ * if (errors.length) throw new ConfigError(errors);
+ * ```
+ *
+ * @module
+ */
+import type { Node } from "yaml";
+import type { Problem } from "./errors.ts";
+import type { Part, SourceFile } from "./source.ts";
+import { KNOWN_METHODS } from "./spec.ts";
+import { compilePolicy } from "./policies.ts";
+import { didYouMean } from "../util/suggest.ts";
+import { compileMatch, type Matcher, matchHost, PatternError } from "../policy/match.ts";
+import { type CompiledRule, REQUEST_LEVEL_READS } from "../policy/engine.ts";
+import {
+  CelError,
+  type CelRead,
+  compileCondition,
+  type CompiledCondition,
+} from "../policy/cel/mod.ts";
+import type { Checker } from "../policy/limits/types.ts";
+import type { Action } from "../policy/types.ts";
+import type { Provider } from "../llm/mod.ts";
+
+/** A problem that may be a lint: `check` fails on it, `serve` only prints it. */
+export type LintProblem = Problem & { lint?: boolean };
+
+/** What compiling the rules needs from the rest of the config, and where it reports. */
+export interface RulesContext {
+  /** Compiled `tls.intercept`: a rule that needs more than host and port must be covered. */
+  intercept: Matcher[];
+  /** `llm.providers` plus the built-in hosts: a `spending_limit` checks its hosts against it. */
+  detectProvider: (host: string) => Provider | null;
+  errors: Problem[];
+  problems: LintProblem[];
+}
+
+/** A `rules:` entry as the schema let it through. */
+type RawRule = Record<string, unknown>;
+
+/** What one rule's compilation shares with the next. */
+interface RulesState {
+  rules: CompiledRule[];
+  /** How often each base name was used, for `name#2`. */
+  names: Map<string, number>;
+  /** The first rule that matches every request, if any: it shadows all later ones. */
+  catchAll: CompiledRule | null;
+}
+
+/**
+ * The rules of every part, in load order (main file first, then includes
+ * depth first), indexed across files.
+ *
+ * @example
+ * ```ts
+ * const rules = compileRules(parts, { intercept: [], detectProvider, errors, problems });
+ * rules.map((r) => r.name); // ["openai-chat", "**"]
+ * ```
+ */
+export function compileRules(parts: Part[], ctx: RulesContext): CompiledRule[] {
+  const state: RulesState = { rules: [], names: new Map(), catchAll: null };
+  let ruleIndex = 0;
+  for (const part of parts) {
+    const rawRules: RawRule[] = part.raw.rules ?? [];
+    rawRules.forEach((r, fileIndex) => {
+      const rule = compileRule(part, r, fileIndex, ruleIndex++, state, ctx);
+      if (rule !== null) state.rules.push(rule);
+    });
+  }
+  return state.rules;
+}
+
+/** One rule, or null when its patterns or condition do not compile (the error is recorded). */
+function compileRule(
+  part: Part,
+  r: RawRule,
+  fileIndex: number,
+  index: number,
+  state: RulesState,
+  ctx: RulesContext,
+): CompiledRule | null {
+  const { src, legacy } = part;
+  const { errors, problems } = ctx;
+  const path = ["rules", fileIndex];
+  const ruleNode = src.nodeAt(path);
+  const patterns = (Array.isArray(r.match) ? r.match : [r.match]) as string[];
+  const matchers = compileMatchers(src, r, path, patterns, index, legacy, errors);
+  if (matchers === null) return null;
+  const methods = compileMethods(src, r, path, problems);
+  const ruleName = uniqueName(src, r, path, patterns, index, state.names, problems);
+  const pos = src.pos(ruleNode);
+
+  // `when:` compiled and type-checked now; its errors point into the YAML scalar.
+  const when = compileWhen(src, r, path, ruleName, errors);
+  if (when === undefined) return null;
+  const { checkers, reads: policyReads, needsBody: policyNeedsBody } = compilePolicies(
+    src,
+    r,
+    path,
+    ruleName,
+    ctx,
+  );
+  if (r.action === "deny" && checkers.length > 0) {
+    problems.push(
+      src.problem(
+        "warning",
+        src.nodeAt([...path, "policies"]),
+        `policies of deny rule "${ruleName}" are never evaluated (a deny rule denies)`,
+      ),
+    );
+  }
+  const whenRequestReads = when ? [...when.reads].filter((x) => REQUEST_LEVEL_READS.has(x)) : [];
+  const keyRequestReads = [...policyReads].filter((x) => REQUEST_LEVEL_READS.has(x));
+  const needsWhat = [
+    ...(methods !== null ? [`the method (${[...methods].join(", ")})`] : []),
+    ...(whenRequestReads.length ? [`${whenRequestReads.join(", ")} in its condition`] : []),
+    ...(keyRequestReads.length ? [`${keyRequestReads.join(", ")} in a policy key`] : []),
+  ];
+  const rule: CompiledRule = {
+    name: ruleName,
+    index,
+    source: `${src.file}:${pos.line}`,
+    pos: { file: src.file, ...pos },
+    match: matchers,
+    methods,
+    action: r.action as Action,
+    reason: (r.reason as string | undefined) ?? null,
+    when,
+    onError: (r.on_error as "deny" | "skip" | undefined) ?? "deny",
+    checkers,
+    needsRequest: needsWhat.length > 0,
+    needsBody: (when?.needsBody ?? false) || policyNeedsBody,
+    needsWhat,
+  };
+  lintShadowed(src, ruleNode, rule, state, problems);
+  const isCatchAll = (m: Matcher) =>
+    m.host === null && m.port === null && m.scheme === null && m.path === null;
+  if (!state.catchAll && methods === null && when === null && matchers.some(isCatchAll)) {
+    state.catchAll = rule;
+  }
+  lintTunnel(src, r, path, patterns, rule, whenRequestReads.length > 0, ctx);
+  return rule;
+}
+
+/** `match:` (one pattern or a list); null when any pattern is invalid. */
+function compileMatchers(
+  src: SourceFile,
+  r: RawRule,
+  path: (string | number)[],
+  patterns: string[],
+  index: number,
+  legacy: boolean,
+  errors: Problem[],
+): Matcher[] | null {
+  const matchers: Matcher[] = [];
+  patterns.forEach((pattern, i) => {
+    const node = src.nodeAt(
+      Array.isArray(r.match) ? [...path, "match", i] : [...path, "match"],
+    );
+    try {
+      matchers.push(compileMatch(pattern, legacy));
+    } catch (e) {
+      if (!(e instanceof PatternError)) throw e;
+      errors.push(
+        src.problem(
+          "error",
+          node,
+          `invalid match pattern "${pattern}" in rule ${index + 1}: ${e.message}`,
+          e.offset,
+        ),
+      );
+    }
+  });
+  return matchers.length < patterns.length ? null : matchers;
+}
+
+/** `methods:` upper-cased, or null for all; an unknown method is a warning, not an error. */
+function compileMethods(
+  src: SourceFile,
+  r: RawRule,
+  path: (string | number)[],
+  problems: LintProblem[],
+): Set<string> | null {
+  if (r.methods === undefined) return null;
+  const list = (Array.isArray(r.methods) ? r.methods : [r.methods]) as string[];
+  const methods = new Set(list.map((m) => m.toUpperCase()));
+  list.forEach((m, i) => {
+    if (!KNOWN_METHODS.includes(m.toUpperCase())) {
+      const node = Array.isArray(r.methods)
+        ? src.nodeAt([...path, "methods", i])
+        : src.nodeAt([...path, "methods"]);
+      problems.push(
+        src.problem(
+          "warning",
+          node,
+          `unknown HTTP method "${m}"${didYouMean(m.toUpperCase(), KNOWN_METHODS)}`,
+        ),
+      );
+    }
+  });
+  return methods;
+}
+
+/** The rule's name (its patterns when unnamed), `#n` from the second use on. */
+function uniqueName(
+  src: SourceFile,
+  r: RawRule,
+  path: (string | number)[],
+  patterns: string[],
+  index: number,
+  names: Map<string, number>,
+  problems: LintProblem[],
+): string {
+  const baseName = (r.name as string | undefined) ?? patterns.join(", ");
+  const seen = names.get(baseName) ?? 0;
+  names.set(baseName, seen + 1);
+  if (seen > 0 && r.name !== undefined) {
+    problems.push(
+      src.problem(
+        "warning",
+        src.nodeAt([...path, "name"]),
+        `duplicate rule name "${baseName}" (rule ${index + 1}); it is recorded as "${baseName}#${
+          seen + 1
+        }"`,
+      ),
+    );
+  }
+  return seen > 0 ? `${baseName}#${seen + 1}` : baseName;
+}
+
+/** `when:` compiled, null when absent, undefined when it does not compile (error recorded). */
+function compileWhen(
+  src: SourceFile,
+  r: RawRule,
+  path: (string | number)[],
+  ruleName: string,
+  errors: Problem[],
+): CompiledCondition | null | undefined {
+  if (typeof r.when !== "string") return null;
+  try {
+    return compileCondition(r.when);
+  } catch (e) {
+    if (!(e instanceof CelError)) throw e;
+    errors.push(
+      src.problem(
+        "error",
+        src.nodeAt([...path, "when"]),
+        `invalid condition in rule "${ruleName}": ${e.message}`,
+        e.offset,
+      ),
+    );
+    return undefined;
+  }
+}
+
+/** `policies:` compiled; what their keys read and whether any needs the body. */
+function compilePolicies(
+  src: SourceFile,
+  r: RawRule,
+  path: (string | number)[],
+  ruleName: string,
+  ctx: RulesContext,
+): { checkers: Checker[]; reads: Set<CelRead>; needsBody: boolean } {
+  const checkers: Checker[] = [];
+  const reads = new Set<CelRead>();
+  let needsBody = false;
+  ((r.policies as unknown[] | undefined) ?? []).forEach((raw, i) => {
+    const compiled = compilePolicy(raw, ruleName, (h) => ctx.detectProvider(h) !== null);
+    if ("message" in compiled) {
+      const at = [...path, "policies", i, ...compiled.path];
+      const node = src.nodeAt(at, compiled.atKey) ?? src.nodeAt([...path, "policies", i]);
+      ctx.errors.push(src.problem("error", node, compiled.message, compiled.offset ?? 0));
+      return;
+    }
+    checkers.push(compiled.checker);
+    for (const x of compiled.reads) reads.add(x);
+    needsBody ||= compiled.needsBody;
+  });
+  return { checkers, reads, needsBody };
+}
+
+/**
+ * Warns when an earlier rule without methods or condition matches everything
+ * this one can match: that rule always decides first.
+ */
+function lintShadowed(
+  src: SourceFile,
+  ruleNode: Node | null,
+  rule: CompiledRule,
+  state: RulesState,
+  problems: LintProblem[],
+): void {
+  const { catchAll } = state;
+  const shadow = catchAll ?? state.rules.find((e) =>
+    e.methods === null && e.when === null &&
+    rule.match.every((m) => e.match.some((em) => covers(em, m)))
+  );
+  if (shadow) {
+    problems.push({
+      ...src.problem(
+        "warning",
+        ruleNode,
+        `rule "${rule.name}" can never match: rule "${shadow.name}" (${shadow.source}) matches ${
+          shadow === catchAll ? "every request" : "all its requests"
+        } first`,
+      ),
+    });
+  }
+}
+
+/**
+ * Tunnels (https) show host and port only: a rule that needs more of a host
+ * that is not intercepted cannot decide its HTTPS requests. A lint error.
+ */
+function lintTunnel(
+  src: SourceFile,
+  r: RawRule,
+  path: (string | number)[],
+  patterns: string[],
+  rule: CompiledRule,
+  whenReadsRequest: boolean,
+  ctx: RulesContext,
+): void {
+  const tunnelProblem = (node: Node | null, what: string, host: string) =>
+    ctx.problems.push({
+      ...src.problem(
+        "error",
+        node,
+        `rule "${rule.name}" uses ${what}, which a CONNECT tunnel does not reveal: ` +
+          `HTTPS requests to "${host}" are denied with a reason (plain-HTTP requests are matched in full); ` +
+          `add "${host}" to tls.intercept`,
+      ),
+      lint: true,
+    });
+  const hostOf = (m: Matcher, i: number) =>
+    m.host === null ? "*" : typeof m.host === "string" ? m.host : patterns[i].split("/")[0];
+  const tunnelable = rule.match.map((m, i) => ({ m, i })).filter(({ m }) =>
+    m.scheme !== "http" && !intercepted(ctx.intercept, m, null)
+  );
+  if (rule.needsRequest && tunnelable.length > 0) {
+    const hosts = tunnelable.map(({ m, i }) => hostOf(m, i)).join('", "');
+    const node = rule.methods !== null
+      ? src.nodeAt([...path, "methods"])
+      : whenReadsRequest
+      ? src.nodeAt([...path, "when"])
+      : src.nodeAt([...path, "policies"]);
+    const globs = tunnelable.flatMap(({ m }) =>
+      m.pathGlob !== null ? [`the path glob "${m.pathGlob}"`] : []
+    );
+    tunnelProblem(node, [...globs, ...rule.needsWhat].join(" and "), hosts);
+  } else {
+    for (const { m, i } of tunnelable) {
+      if (m.path === null) continue;
+      const node = src.nodeAt(
+        Array.isArray(r.match) ? [...path, "match", i] : [...path, "match"],
+      );
+      tunnelProblem(node, `the path glob "${m.pathGlob}"`, hostOf(m, i));
+    }
+  }
+}
+
+/** Whether every host a rule pattern can match is intercepted (a representative host for globs). */
+function intercepted(intercept: Matcher[], m: Matcher, port: number | null): boolean {
+  if (m.hostGlob === null) return intercept.some((i) => i.host === null);
+  const sample = m.hostGlob.replace(/\*+/g, "x").replace(/\?/g, "x");
+  return intercept.some((i) => matchHost(i, sample, port ?? m.port ?? 443));
+}
+
+/**
+ * Whether pattern `a` matches every request pattern `b` can (identical, or
+ * strictly broader: any host/port/scheme/path, a glob over an exact name, a
+ * shorter `*.suffix`, a `/prefix/**` over a longer path glob).
+ */
+function covers(a: Matcher, b: Matcher): boolean {
+  if (a.scheme !== null && a.scheme !== b.scheme) return false;
+  if (a.port !== null && a.port !== b.port) return false;
+  let host = a.host === null;
+  if (!host && b.hostGlob !== null) {
+    if (a.hostGlob === b.hostGlob) host = true;
+    else if (typeof b.host === "string") host = matchHost(a, b.host, b.port ?? a.port ?? 443);
+    else {
+      const sa = /^\*+(\.[^*?]+)$/.exec(a.hostGlob ?? "")?.[1];
+      const sb = /^\*+(\.[^*?]+)$/.exec(b.hostGlob)?.[1];
+      host = sa !== undefined && sb !== undefined && sb.endsWith(sa);
+    }
+  }
+  if (!host) return false;
+  if (a.path === null) return true;
+  if (b.pathGlob === null) return false;
+  if (a.pathGlob === b.pathGlob) return true;
+  const prefix = a.pathGlob!.endsWith("/**") ? a.pathGlob!.slice(0, -2) : null;
+  return prefix !== null && !/[*?[\]{}]/.test(prefix) && b.pathGlob.startsWith(prefix);
+}
+
+/**
+ * Lints that look at the whole policy once its rules compiled: `default:
+ * allow` in enforce mode, and LLM hosts allowed without policies while a
+ * spending limit exists elsewhere.
+ *
+ * @example
+ * ```ts
+ * lintPolicy(main, rules, detectProvider, problems);
+ * problems.at(-1)?.message; // 'rule "openai" allows the LLM host "api.openai.com" with no policies …'
+ * ```
+ */
+export function lintPolicy(
+  main: Part,
+  rules: CompiledRule[],
+  detectProvider: (host: string) => Provider | null,
+  problems: LintProblem[],
+): void {
+  const { raw, legacy } = main;
+  if (!legacy && (raw.default ?? "deny") === "allow" && (raw.mode ?? "enforce") === "enforce") {
+    problems.push(
+      main.src.problem(
+        "warning",
+        main.src.nodeAt(["default"]),
+        'default: allow in enforce mode lets every request no rule names through; prefer "deny" (or "log" while you learn the traffic)',
+      ),
+    );
+  }
+  const budgeted = rules.some((r) => r.checkers.some((c) => c.name === "spending_limit"));
+  if (!budgeted) return;
+  for (const r of rules) {
+    if (r.action !== "allow" || r.checkers.length > 0) continue;
+    const llmHost = r.match.find((m) => typeof m.host === "string" && detectProvider(m.host));
+    if (!llmHost) continue;
+    problems.push({
+      severity: "warning",
+      ...(r.pos ?? { file: r.source, line: 0, col: 0 }),
+      message:
+        `rule "${r.name}" allows the LLM host "${llmHost.host}" with no policies while a spending limit exists elsewhere: its calls are not budgeted`,
+    });
+  }
+}

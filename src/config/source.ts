@@ -1,0 +1,108 @@
+/**
+ * A policy file as parsed YAML that can point at itself: every problem found
+ * while compiling a section names the file, line and column of its node.
+ *
+ * @module
+ */
+import { isMap, isPair, isScalar, LineCounter, type Node, parseDocument, Scalar } from "yaml";
+import type { Problem } from "./errors.ts";
+import type { Path } from "./schema.ts";
+
+/**
+ * One parsed YAML file, able to locate any path in it.
+ *
+ * @example
+ * ```ts
+ * const src = new SourceFile("a.yaml", "version: 1\ndefault: alow\n");
+ * src.problem("error", src.nodeAt(["default"]), "bad"); // { file: "a.yaml", line: 2, col: 10, … }
+ * ```
+ */
+export class SourceFile {
+  readonly lines = new LineCounter();
+  readonly doc;
+  constructor(readonly file: string, readonly text: string) {
+    this.doc = parseDocument(text, {
+      lineCounter: this.lines,
+      uniqueKeys: true,
+      prettyErrors: false,
+    });
+  }
+
+  /** Position of a node (its key when `atKey`), plus a character offset into a scalar. */
+  pos(node: Node | null | undefined, offset = 0): { line: number; col: number } {
+    if (!node?.range) return { line: 0, col: 0 };
+    let start = node.range[0];
+    if (offset > 0 && isScalar(node)) start = scalarOffset(this.text, node, offset);
+    const p = this.lines.linePos(start);
+    return { line: p.line, col: p.col };
+  }
+
+  /** The node at a path (a pair's key when `atKey`). */
+  nodeAt(path: Path, atKey = false): Node | null {
+    if (!atKey) return (this.doc.getIn(path, true) as Node | undefined) ?? null;
+    const parent = this.doc.getIn(path.slice(0, -1), true);
+    if (isMap(parent)) {
+      for (const pair of parent.items) {
+        if (isPair(pair) && isScalar(pair.key) && pair.key.value === path[path.length - 1]) {
+          return pair.key as Node;
+        }
+      }
+    }
+    return null;
+  }
+
+  problem(
+    severity: Problem["severity"],
+    node: Node | null | undefined,
+    message: string,
+    offset = 0,
+  ): Problem {
+    return { severity, file: this.file, ...this.pos(node, offset), message };
+  }
+}
+
+/**
+ * Map an offset in a scalar's value to an offset in the source text, so an
+ * error inside a `match` pattern or a CEL condition points at the character.
+ *
+ * @example
+ * ```ts
+ * // In `when: "body.x == 1"` the value starts one character after the quote.
+ * scalarOffset(text, node, 5); // node.range[0] + 1 + 5
+ * ```
+ */
+export function scalarOffset(text: string, node: Scalar, offset: number): number {
+  const [start, end] = node.range!;
+  const src = text.slice(start, end);
+  switch (node.type) {
+    case Scalar.QUOTE_DOUBLE:
+    case Scalar.QUOTE_SINGLE:
+      return start + 1 + offset;
+    case Scalar.BLOCK_LITERAL:
+    case Scalar.BLOCK_FOLDED: {
+      // Value line k is source line k+1 (after the `|` header) minus its indentation.
+      const value = String(node.value);
+      const before = value.slice(0, offset);
+      const lineNo = before.split("\n").length - 1;
+      const col = offset - (before.lastIndexOf("\n") + 1);
+      const srcLines = src.split("\n");
+      const first = srcLines.slice(1).find((l) => l.trim() !== "") ?? "";
+      const indent = first.length - first.trimStart().length;
+      let pos = start + srcLines[0].length + 1;
+      for (let i = 1; i <= lineNo && i < srcLines.length; i++) pos += srcLines[i].length + 1;
+      return pos + indent + col;
+    }
+    default:
+      return start + offset;
+  }
+}
+
+/** One parsed and validated policy file. */
+export interface Part {
+  src: SourceFile;
+  // deno-lint-ignore no-explicit-any
+  raw: Record<string, any>;
+  legacy: boolean;
+  /** Absolute path ("" for the embedded default). */
+  abs: string;
+}
