@@ -7,7 +7,7 @@
  */
 import type { Action, Decision, DlpPlan, RequestInfo } from "./types.ts";
 import { type Matcher, matchHost } from "./match.ts";
-import { CelEvalError, type CelRead, type CompiledCondition } from "./cel.ts";
+import { CelEvalError, type CelRead, type CompiledCondition } from "./cel/mod.ts";
 import type { Checker, PolicyResult, PolicyState } from "./limits/types.ts";
 import type { Provider, UsageRecord } from "../llm/types.ts";
 

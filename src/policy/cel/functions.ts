@@ -32,7 +32,7 @@ import {
 import { strings } from "@bufbuild/cel/ext";
 import { RE2JS } from "re2js";
 import picomatch from "picomatch";
-import { validateTimeZone, type WallClock, wallClock } from "../limits/time_window.ts";
+import { canonicalTimeZone, type WallClock, wallClock } from "../../util/tz.ts";
 import { type CompileOptions, errorText } from "./types.ts";
 
 /** Bounded memo: patterns in policies are few; agent-chosen ones must not grow memory. */
@@ -235,13 +235,13 @@ function timestampWall(
     const wall = wallClock(ms + offset, "UTC");
     return wall;
   }
-  try {
-    return wallClock(ms, validateTimeZone(tz));
-  } catch {
+  const zone = canonicalTimeZone(tz);
+  if (zone === null) {
     throw new Error(
       `Unknown time zone "${tz}": use an IANA name such as "Europe/Berlin", "UTC" or "+01:00"`,
     );
   }
+  return wallClock(ms, zone);
 }
 
 const DAY_MS = 86_400_000;

@@ -42,7 +42,7 @@ import {
   type CelRead,
   type CompiledKeyExpression,
   compileKeyExpression,
-} from "../cel.ts";
+} from "../cel/mod.ts";
 import { formatDuration, parseDuration } from "../duration.ts";
 import {
   type Checker,

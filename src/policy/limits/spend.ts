@@ -33,7 +33,7 @@
  */
 
 import type { RequestInfo } from "../types.ts";
-import { CelEvalError } from "../cel.ts";
+import { CelEvalError } from "../cel/mod.ts";
 import { formatDuration } from "../duration.ts";
 import {
   type KeyBucket,

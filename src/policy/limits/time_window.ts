@@ -29,6 +29,14 @@
  * @module
  */
 
+import {
+  canonicalTimeZone,
+  defaultTimeZone,
+  type WallClock,
+  wallClock,
+  wallToInstant,
+  zoneOffset,
+} from "../../util/tz.ts";
 import type { RequestInfo } from "../types.ts";
 import {
   type Checker,
@@ -202,11 +210,6 @@ export function parseHours(input: string | ReadonlyArray<string>): Array<[number
   return out;
 }
 
-/** The machine's IANA zone (what `tz` defaults to); `UTC` when the runtime has none. */
-export function defaultTimeZone(): string {
-  return new Intl.DateTimeFormat().resolvedOptions().timeZone ?? "UTC";
-}
-
 /**
  * Validates an IANA time zone and returns its canonical spelling
  * (`europe/berlin` → `Europe/Berlin`).
@@ -223,138 +226,18 @@ export function validateTimeZone(tz: string): string {
       `Invalid time zone ${JSON.stringify(tz)}: use an IANA name such as "Europe/Berlin" or "UTC"`,
     );
   }
-  try {
-    return formatterFor(tz.trim()).resolvedOptions().timeZone;
-  } catch {
+  const canonical = canonicalTimeZone(tz);
+  if (canonical === null) {
     throw new PolicyConfigError(
       `Unknown time zone "${tz}": use an IANA name such as "Europe/Berlin" or "UTC"`,
     );
   }
-}
-
-// ---------------------------------------------------------------------------
-// Wall-clock arithmetic
-
-const formatters = new Map<string, Intl.DateTimeFormat>();
-
-function formatterFor(tz: string): Intl.DateTimeFormat {
-  let f = formatters.get(tz);
-  if (f === undefined) {
-    f = new Intl.DateTimeFormat("en-US", {
-      timeZone: tz,
-      hourCycle: "h23",
-      year: "numeric",
-      month: "numeric",
-      day: "numeric",
-      hour: "numeric",
-      minute: "numeric",
-      second: "numeric",
-    });
-    formatters.set(tz, f);
-  }
-  return f;
-}
-
-/** Last offset computed per zone, valid for one UTC minute (zones change offset on whole minutes). */
-const offsetMemo = new Map<string, { minute: number; offset: number }>();
-
-/** Milliseconds to add to a UTC instant to get the wall clock of `tz` (as if it were UTC). */
-export function zoneOffset(ms: number, tz: string): number {
-  const minute = Math.floor(ms / 60_000);
-  const memo = offsetMemo.get(tz);
-  if (memo !== undefined && memo.minute === minute) return memo.offset;
-  const at = minute * 60_000;
-  let y = 0, mo = 0, d = 0, h = 0, mi = 0, s = 0;
-  for (const p of formatterFor(tz).formatToParts(at)) {
-    switch (p.type) {
-      case "year":
-        y = Number(p.value);
-        break;
-      case "month":
-        mo = Number(p.value);
-        break;
-      case "day":
-        d = Number(p.value);
-        break;
-      case "hour":
-        h = Number(p.value) % 24;
-        break;
-      case "minute":
-        mi = Number(p.value);
-        break;
-      case "second":
-        s = Number(p.value);
-        break;
-    }
-  }
-  const offset = Date.UTC(y, mo - 1, d, h, mi, s) - at;
-  offsetMemo.set(tz, { minute, offset });
-  return offset;
-}
-
-/** Wall-clock fields of an instant in a zone. */
-export interface WallClock {
-  year: number;
-  /** 1-12 */
-  month: number;
-  /** 1-31 */
-  day: number;
-  /** 0 = Sunday */
-  weekday: number;
-  hour: number;
-  minute: number;
-  second: number;
-  millisecond: number;
-  /** The wall clock as a UTC epoch value (for date arithmetic in local terms). */
-  wallMs: number;
-}
-
-/**
- * The wall clock of instant `ms` in `tz` (the formatter is cached per zone).
- *
- * @example
- * ```ts
- * wallClock(Date.parse("2025-03-30T01:30:00Z"), "Europe/Berlin").hour; // 3 (CEST)
- * ```
- */
-export function wallClock(ms: number, tz: string): WallClock {
-  const wallMs = ms + zoneOffset(ms, tz);
-  const w = new Date(wallMs);
-  return {
-    year: w.getUTCFullYear(),
-    month: w.getUTCMonth() + 1,
-    day: w.getUTCDate(),
-    weekday: w.getUTCDay(),
-    hour: w.getUTCHours(),
-    minute: w.getUTCMinutes(),
-    second: w.getUTCSeconds(),
-    millisecond: w.getUTCMilliseconds(),
-    wallMs,
-  };
+  return canonical;
 }
 
 const DAY_MS = 86_400_000;
 
-/**
- * The instant at which the wall clock of `tz` shows `wallMs` (a local time
- * written as a UTC epoch value). Ambiguous (fall-back) times give the earlier
- * instant; times inside a spring-forward gap give the first instant after it.
- */
-export function wallToInstant(wallMs: number, tz: string): number {
-  const before = wallMs - zoneOffset(wallMs - DAY_MS, tz);
-  const after = wallMs - zoneOffset(wallMs + DAY_MS, tz);
-  const fits = [before, after].filter((t) => t + zoneOffset(t, tz) === wallMs);
-  if (fits.length > 0) return Math.min(...fits);
-  // In a gap: the wall clock jumps over wallMs somewhere between the two guesses.
-  let lo = Math.min(before, after);
-  let hi = Math.max(before, after);
-  while (hi - lo > 60_000) {
-    const mid = lo + Math.floor((hi - lo) / 120_000) * 60_000;
-    if (mid + zoneOffset(mid, tz) >= wallMs) hi = mid;
-    else lo = mid;
-  }
-  return hi;
-}
+export { defaultTimeZone, type WallClock, wallClock, wallToInstant, zoneOffset };
 
 // ---------------------------------------------------------------------------
 // Rendering
