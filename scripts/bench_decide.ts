@@ -8,7 +8,7 @@
  */
 import { parseConfig } from "../src/config/load.ts";
 import { decide } from "../src/policy/engine.ts";
-import { PolicyState } from "../src/policy/limits/types.ts";
+import { PolicyState } from "../src/state/mod.ts";
 import type { RequestInfo } from "../src/policy/types.ts";
 
 /** 200 rules: 4 per host for 50 hosts; every 10th host's condition rule is CEL. */

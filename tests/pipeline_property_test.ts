@@ -14,7 +14,7 @@ import net from "node:net";
 import tls from "node:tls";
 import { stringify } from "yaml";
 import { loadConfig } from "../src/config/load.ts";
-import { PolicyState } from "../src/policy/limits/types.ts";
+import { PolicyState } from "../src/state/mod.ts";
 import { decideTunnel } from "../src/policy/pipeline.ts";
 import { buildRequest, decideRequest, type RequestSpec } from "../src/policytest/request.ts";
 import type { Decision } from "../src/policy/types.ts";

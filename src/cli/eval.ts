@@ -9,7 +9,7 @@ import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
 import { configOption, formatOption } from "./options.ts";
 import type { Io } from "./io.ts";
 import { loadForCommand } from "./config_arg.ts";
-import { PolicyState } from "../policy/limits/types.ts";
+import { PolicyState } from "../state/mod.ts";
 import {
   buildRequest,
   decideRequest,

@@ -30,44 +30,12 @@ import {
   tlsSection,
   upstreamSection,
 } from "./sections.ts";
-import { type Matcher, matchHost } from "../policy/match.ts";
-import type { CompiledPolicy, LlmSettings } from "../policy/engine.ts";
+import { matchHost } from "../policy/match.ts";
 import { DEFAULT_POLICY_NAME, DEFAULT_POLICY_YAML } from "./default.ts";
 import picomatch from "picomatch";
+import type { AgentgateConfig } from "./types.ts";
 
-/** A loaded, compiled configuration. */
-export interface AgentgateConfig {
-  /** The file it came from (or `<embedded default>`). */
-  file: string;
-  /** Absolute paths of every file it was loaded from (the file and its includes). */
-  files: string[];
-  format: "v1" | "agentreserve";
-  embedded: boolean;
-  listen: { host: string; port: number };
-  dashboard: boolean;
-  /** Accepted proxy tokens (`proxy.auth`); empty = no proxy authentication. */
-  proxyAuth: string[];
-  /** Dashboard/API bearer token (from `dashboard.token` or `dashboard.token_env`), or null. */
-  dashboardToken: string | null;
-  policy: CompiledPolicy;
-  audit: { path: string; retentionMs: number };
-  upstream: { connectTimeoutMs: number; responseTimeoutMs: number };
-  limits: { maxBodyBytes: number; maxScanBytes: number };
-  tls: {
-    /** Compiled `tls.intercept` host globs (empty: nothing is intercepted). */
-    intercept: Matcher[];
-    /** CA directory, or null for the default ($AGENTGATE_HOME or ~/.agentgate). */
-    caDir: string | null;
-    /** Absolute paths of extra upstream roots. */
-    upstreamCa: string[];
-    leafKey: "ecdsa-p256" | "rsa-2048";
-  };
-  /** `agentgate run` / `env` settings. */
-  run: { noProxy: string[] | null };
-  /** `upstream.resolve`: host -> address to connect to instead. */
-  resolve: Map<string, { host: string; port: number }>;
-  llm: LlmSettings;
-}
+export type { AgentgateConfig } from "./types.ts";
 
 /** Whether `tls.intercept` covers host:port. */
 export function isIntercepted(config: AgentgateConfig, host: string, port: number): boolean {

@@ -13,7 +13,7 @@
  */
 import { dirname, isAbsolute, resolve } from "node:path";
 import type { Problem } from "./errors.ts";
-import type { AgentgateConfig } from "./load.ts";
+import type { AgentgateConfig } from "./types.ts";
 import type { Part } from "./source.ts";
 import { parseListen } from "./spec.ts";
 import { compileMatch, type Matcher, normalizeHost, PatternError } from "../policy/match.ts";

@@ -8,7 +8,8 @@
 import type { Action, Decision, DlpPlan, RequestInfo } from "./types.ts";
 import { type Matcher, matchHost } from "./match.ts";
 import { CelEvalError, type CelRead, type CompiledCondition } from "./cel/mod.ts";
-import type { Checker, PolicyResult, PolicyState } from "./limits/types.ts";
+import type { Checker, PolicyResult } from "./limits/types.ts";
+import type { PolicyState } from "../state/mod.ts";
 import type { Provider, UsageRecord } from "../llm/types.ts";
 
 /** Request fields a CONNECT tunnel does not reveal. */

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { decide } from "./engine.ts";
 import { parseConfig } from "../config/load.ts";
-import { PolicyState } from "./limits/types.ts";
+import { PolicyState } from "../state/mod.ts";
 import type { RequestInfo } from "./types.ts";
 
 const POLICY = `version: 1

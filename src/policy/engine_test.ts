@@ -3,7 +3,7 @@ import { decide } from "./engine.ts";
 import { parseConfig } from "../config/load.ts";
 import type { Decision, RequestInfo } from "./types.ts";
 import { normalizeHost, normalizePath } from "./match.ts";
-import { PolicyState } from "./limits/types.ts";
+import { PolicyState } from "../state/mod.ts";
 
 const POLICY = `version: 1
 default: deny

@@ -20,7 +20,7 @@
  */
 import type { Decision, DlpAction, RequestInfo } from "./types.ts";
 import { type CompiledPolicy, decide, type TraceEntry } from "./engine.ts";
-import type { PolicyState } from "./limits/types.ts";
+import type { PolicyState } from "../state/mod.ts";
 import { type BodyLimits, type BodyRead, readBodyInto } from "./request.ts";
 import { type RecordedFinding, redactBody, type Scanner } from "../dlp/mod.ts";
 

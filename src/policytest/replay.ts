@@ -14,7 +14,7 @@
  */
 import { DatabaseSync } from "node:sqlite";
 import type { Decision, RequestInfo, Verdict } from "../policy/types.ts";
-import { PolicyState } from "../policy/limits/types.ts";
+import { PolicyState } from "../state/mod.ts";
 import { type AgentgateConfig, isIntercepted } from "../config/load.ts";
 import { type BuiltRequest, decideRequest } from "./request.ts";
 

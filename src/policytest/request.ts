@@ -16,7 +16,7 @@ import type { Decision, RequestInfo } from "../policy/types.ts";
 import type { TraceEntry } from "../policy/engine.ts";
 import { parseJsonBody, requestInfo } from "../policy/request.ts";
 import { decideBody, decideHead, decideTunnel } from "../policy/pipeline.ts";
-import type { PolicyState } from "../policy/limits/types.ts";
+import type { PolicyState } from "../state/mod.ts";
 import { type AgentgateConfig, isIntercepted } from "../config/load.ts";
 import { parseAbsolute } from "../proxy/target.ts";
 import { decodeForScan } from "../dlp/decode.ts";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parseConfig } from "../config/load.ts";
-import { PolicyState } from "../policy/limits/types.ts";
+import { PolicyState } from "../state/mod.ts";
 import { buildRequest, decideRequest, describeRequest, labelOf, RequestError } from "./request.ts";
 
 const { config } = parseConfig(

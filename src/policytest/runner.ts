@@ -12,7 +12,7 @@ import { loadConfig, type Loaded } from "../config/load.ts";
 import { ConfigError, type Problem } from "../config/errors.ts";
 import type { Decision } from "../policy/types.ts";
 import type { TraceEntry } from "../policy/engine.ts";
-import { PolicyState, spendKeys } from "../policy/limits/types.ts";
+import { PolicyState, spendKeys } from "../state/mod.ts";
 import type { SpendingLimitChecker } from "../policy/limits/spend.ts";
 import {
   buildRequest,

@@ -9,7 +9,7 @@
 import type { IncomingHttpHeaders } from "node:http";
 import type tls from "node:tls";
 import type { AgentgateConfig } from "../config/load.ts";
-import type { PolicyState } from "../policy/limits/types.ts";
+import type { PolicyState } from "../state/mod.ts";
 import type { RequestInfo } from "../policy/types.ts";
 import type { Addon } from "./addons/types.ts";
 import type { Exchange } from "./exchange.ts";

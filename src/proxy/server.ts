@@ -16,7 +16,7 @@ import type { IncomingHttpHeaders } from "node:http";
 import type { AgentgateConfig } from "../config/load.ts";
 import type { AuditEventV1 } from "../audit/event.ts";
 import type { RequestInfo } from "../policy/types.ts";
-import type { PolicyState } from "../policy/limits/types.ts";
+import type { PolicyState } from "../state/mod.ts";
 import { Exchange } from "./exchange.ts";
 import { createPool } from "./forward.ts";
 import type { ConnectionPool } from "./h1client.ts";

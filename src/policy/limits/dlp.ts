@@ -19,7 +19,8 @@
  * @module
  */
 import type { DlpAction, DlpPlan, RequestInfo } from "../types.ts";
-import type { Checker, PolicyResult, PolicyState } from "./types.ts";
+import type { Checker, PolicyResult } from "./types.ts";
+import type { PolicyState } from "../../state/mod.ts";
 import { PolicyConfigError, rejectUnknownKeys } from "./types.ts";
 import {
   compileScanner,

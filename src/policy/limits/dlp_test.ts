@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import type { RequestInfo } from "../types.ts";
 import { createDlpChecker, type DlpPlan, parseDlpConfig } from "./dlp.ts";
-import { PolicyState } from "./types.ts";
+import { PolicyState } from "../../state/mod.ts";
 
 const AWS = "AKIA" + "IOSFODNN7EXAMPLE";
 const GH = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8";

@@ -49,10 +49,10 @@ import {
   type CheckerContext,
   PolicyConfigError,
   type PolicyResult,
-  type PolicyState,
   rejectUnknownKeys,
   under,
 } from "./types.ts";
+import { type PolicyState } from "../../state/mod.ts";
 import { suggest } from "../../util/suggest.ts";
 
 /** The built-in key kinds of rate and spending limits; anything else is a CEL expression. */

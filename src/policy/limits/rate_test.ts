@@ -7,7 +7,8 @@ import {
   parseRateLimitConfig,
   type RateLimitChecker,
 } from "./rate.ts";
-import { type PolicyResult, PolicyState } from "./types.ts";
+import { type PolicyResult } from "./types.ts";
+import { PolicyState } from "../../state/mod.ts";
 
 const T = Date.parse("2025-06-02T10:00:00Z");
 

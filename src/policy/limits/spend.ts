@@ -47,13 +47,13 @@ import {
   type CheckerContext,
   PolicyConfigError,
   type PolicyResult,
-  type PolicyState,
   rejectUnknownKeys,
   under,
 } from "./types.ts";
+import { type PolicyState } from "../../state/mod.ts";
 
-export type { SpendLedger, SpendRow } from "./types.ts";
-export { MemorySpendLedger, spendKeys } from "./types.ts";
+export type { SpendLedger, SpendRow } from "../../state/mod.ts";
+export { MemorySpendLedger, spendKeys } from "../../state/mod.ts";
 
 /** A compiled spending limit. */
 export interface SpendingLimitConfig {

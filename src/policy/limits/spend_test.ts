@@ -9,7 +9,8 @@ import {
   spendKeys,
   type SpendRow,
 } from "./spend.ts";
-import { parseSpendKeys, type PolicyResult, PolicyState, type Usage } from "./types.ts";
+import { type PolicyResult } from "./types.ts";
+import { parseSpendKeys, PolicyState, type Usage } from "../../state/mod.ts";
 
 const DAY = 86_400_000;
 const HOUR = 3_600_000;

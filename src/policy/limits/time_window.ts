@@ -43,10 +43,10 @@ import {
   type CheckerContext,
   PolicyConfigError,
   type PolicyResult,
-  type PolicyState,
   rejectUnknownKeys,
   under,
 } from "./types.ts";
+import { type PolicyState } from "../../state/mod.ts";
 
 /** A compiled time window. */
 export interface TimeWindowConfig {

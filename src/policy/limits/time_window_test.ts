@@ -12,7 +12,8 @@ import {
   wallClock,
   wallToInstant,
 } from "./time_window.ts";
-import { PolicyConfigError, PolicyState } from "./types.ts";
+import { PolicyConfigError } from "./types.ts";
+import { PolicyState } from "../../state/mod.ts";
 
 const info: RequestInfo = {
   id: "d1",

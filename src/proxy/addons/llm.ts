@@ -8,7 +8,7 @@
  * @module
  */
 import { createUsageTap, forceStreamUsage, type UsageTap } from "../../llm/mod.ts";
-import type { PolicyState } from "../../policy/limits/types.ts";
+import type { PolicyState } from "../../state/mod.ts";
 import type { Exchange } from "../exchange.ts";
 import type { ResponseObserver } from "../forward.ts";
 import type { Addon } from "./types.ts";

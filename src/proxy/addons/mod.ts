@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { PolicyState } from "../../policy/limits/types.ts";
+import type { PolicyState } from "../../state/mod.ts";
 import type { ProxyAuth } from "../auth.ts";
 import type { Addon } from "./types.ts";
 import { dlpAddon } from "./dlp.ts";

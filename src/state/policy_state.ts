@@ -1,0 +1,127 @@
+/**
+ * What the policy checkers remember across requests and reloads: one slot
+ * per checker (rate-limit windows, …), the spend ledger, and the usage hooks
+ * a forwarded request left for its response. In-process; the engine reads
+ * and changes it synchronously inside a decision.
+ *
+ * @module
+ */
+import { MemorySpendLedger, spendKeys } from "./ledger.ts";
+
+/** One usage report for a forwarded request (from the LLM layer, after the response). */
+export interface Usage {
+  /** When the cost or tokens were incurred (ms since the epoch). */
+  ts: number;
+  /** Cost in USD (0 when unknown). */
+  usd?: number;
+  /** Tokens consumed (input + output). */
+  tokens?: number;
+  /** Session id of the request, or null. */
+  session: string | null;
+  host: string;
+  client: string;
+  /** Name of the rule that allowed the request, or null when the default did. */
+  rule: string | null;
+}
+
+/** A callback that a committed check leaves for the request's usage report. */
+export type UsageHook = (usage: Usage) => string | void;
+
+/** Pending usage hooks older than this are dropped: the response never reported. */
+const PENDING_TTL_MS = 60 * 60_000;
+const PENDING_MAX = 100_000;
+
+/**
+ * Everything the policy checkers remember: one slot per `stateKey`, the spend
+ * ledger, and usage hooks waiting for a request's usage report. The engine
+ * keeps one instance for the life of the process, across config reloads.
+ *
+ * @example
+ * ```ts
+ * const state = new PolicyState({ startedAt: Date.now() });
+ * state.ledger.rebuild(auditCostRows);
+ * // …after an LLM response:
+ * state.reportUsage(info.id, { ts: Date.now(), usd: 0.0123, tokens: 812, session: "ci", host, client, rule: "openai" });
+ * ```
+ */
+export class PolicyState {
+  /** When this process started: the start of `per: run` windows. */
+  readonly startedAt: number;
+  readonly ledger: MemorySpendLedger;
+  #slots = new Map<string, unknown>();
+  #pending = new Map<string, { at: number; hooks: UsageHook[] }>();
+
+  constructor(options: { startedAt?: number; ledger?: MemorySpendLedger } = {}) {
+    this.startedAt = options.startedAt ?? options.ledger?.startedAt ?? Date.now();
+    this.ledger = options.ledger ?? new MemorySpendLedger({ startedAt: this.startedAt });
+  }
+
+  /** The state of one checker, created on first use. */
+  slot<T>(key: string, init: () => T): T {
+    let v = this.#slots.get(key) as T | undefined;
+    if (v === undefined) {
+      v = init();
+      this.#slots.set(key, v);
+    }
+    return v;
+  }
+
+  /** Drops slots whose checker is gone after a reload. */
+  retainSlots(keys: Iterable<string>): void {
+    const keep = new Set(keys);
+    for (const k of this.#slots.keys()) if (!keep.has(k)) this.#slots.delete(k);
+  }
+
+  /** Slot keys currently held. */
+  slotKeys(): string[] {
+    return [...this.#slots.keys()];
+  }
+
+  /** Registers a hook to run when the request's usage is reported (by `commit`). */
+  onUsage(requestId: string, now: number, hook: UsageHook): void {
+    let entry = this.#pending.get(requestId);
+    if (entry === undefined) {
+      this.#expirePending(now);
+      this.#pending.set(requestId, entry = { at: now, hooks: [] });
+    }
+    entry.hooks.push(hook);
+  }
+
+  /**
+   * Reports a forwarded request's usage once its response is known: the cost
+   * goes to the ledger under the built-in keys, then the hooks left by the
+   * request's committed checks run (token rate limits, CEL-keyed budgets).
+   */
+  reportUsage(requestId: string, usage: Usage): string[] {
+    if (usage.usd !== undefined && usage.usd > 0) {
+      this.ledger.add(spendKeys(usage), usage.ts, usage.usd);
+    }
+    const entry = this.#pending.get(requestId);
+    if (entry === undefined) return [];
+    this.#pending.delete(requestId);
+    const charged: string[] = [];
+    for (const hook of entry.hooks) {
+      const key = hook(usage);
+      if (typeof key === "string") charged.push(key);
+    }
+    return charged;
+  }
+
+  /** Forgets the hooks of a request that will never report (e.g. upstream failed). */
+  dropUsage(requestId: string): void {
+    this.#pending.delete(requestId);
+  }
+
+  /** Number of requests waiting for a usage report (for tests and metrics). */
+  get pendingCount(): number {
+    return this.#pending.size;
+  }
+
+  #expirePending(now: number): void {
+    // Insertion order is time order, so expired entries are at the front.
+    for (const [id, entry] of this.#pending) {
+      if (entry.at > now - PENDING_TTL_MS && this.#pending.size < PENDING_MAX) break;
+      this.#pending.delete(id);
+    }
+  }
+}
