@@ -8,8 +8,7 @@ import { isAbsolute, resolve } from "node:path";
 import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
 import type { Io } from "./io.ts";
 import { loadForCommand } from "./config_arg.ts";
-import { parseDuration } from "../policy/duration.ts";
-import { parseTime } from "../policytest/testfile.ts";
+import { parseTime } from "../util/time.ts";
 import { AuditReadError, readAuditRows, replay as replayRows } from "../policytest/replay.ts";
 import { replayJson, replayMarkdown, replayText } from "../policytest/replay_report.ts";
 
@@ -79,15 +78,11 @@ export const replaySpec: CommandSpec = {
 function parseSince(v: string | undefined, now: number): number | null {
   if (v === undefined) return now - 7 * 86_400_000;
   if (v === "all") return null;
-  try {
-    return now - parseDuration(v);
-  } catch {
-    const t = parseTime(v);
-    if (typeof t === "number") return t;
-    throw new UsageError(
-      `invalid --since "${v}": use a duration such as "7d", an ISO time such as "2026-03-01T00:00:00Z", or "all"`,
-    );
-  }
+  const t = parseTime(v, { forms: ["ago", "iso"], now, zone: "required" });
+  if (t.ok) return t.ms;
+  throw new UsageError(
+    `invalid --since "${v}": use a duration such as "7d", an ISO time such as "2026-03-01T00:00:00Z", or "all"`,
+  );
 }
 
 /** Run `replay`. */

@@ -10,7 +10,7 @@ import { resolve } from "node:path";
 import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
 import type { Io } from "./io.ts";
 import { loadForCommand } from "./config_arg.ts";
-import { ParamError, parseTime } from "../dashboard/api.ts";
+import * as time from "../util/time.ts";
 import { buildReport, openAuditForReport, ReportSourceError } from "../report/build.ts";
 import { formatReport, REPORT_FORMATS, type ReportFormat } from "../report/format.ts";
 
@@ -75,18 +75,19 @@ export async function report(args: string[], io: Io): Promise<number> {
     return 0;
   }
   const now = Date.now();
-  const time = (name: "since" | "until"): number | null => {
+  const when = (name: "since" | "until"): number | null => {
     const v = parsed.opts[name];
     if (typeof v !== "string") return null;
-    try {
-      return parseTime(v, name, now);
-    } catch (e) {
-      if (e instanceof ParamError) throw new UsageError(`--${e.message.replace(/^"(\w+)"/, "$1")}`);
-      throw e;
-    }
+    const t = time.parseTime(v, { now });
+    if (t.ok) return t.ms;
+    throw new UsageError(
+      t.problem === "duration"
+        ? `--${name}: ${t.detail}`
+        : `--${name} must be ${time.describeTimeForms()}, not "${v}"`,
+    );
   };
-  const since = time("since");
-  const until = time("until");
+  const since = when("since");
+  const until = when("until");
   const format = (parsed.opts.format as ReportFormat | undefined) ?? "text";
   let path: string;
   if (typeof parsed.opts.audit === "string") {

@@ -13,7 +13,7 @@
  * @module
  */
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
-import { parseDuration } from "../policy/duration.ts";
+import * as time from "../util/time.ts";
 import { didYouMean } from "../config/errors.ts";
 
 /** The decisions an audit row can carry, in display order. */
@@ -68,26 +68,19 @@ function text(params: URLSearchParams, name: string, maxLen = 500): string | nul
 
 /**
  * A point in time: ms since the epoch (`1718000000000`), a duration before
- * `now` (`15m`, `1h`, `7d`), or an ISO 8601 date (`2025-06-01T12:00:00Z`).
+ * `now` (`15m`, `1h`, `7d`), or an ISO 8601 date (`2025-06-01T12:00:00Z`);
+ * see src/util/time.ts for the grammar.
  *
  * @example
  * parseTime("1h", "since", 7_200_000) // 3_600_000
  */
 export function parseTime(v: string, name: string, now: number): number {
-  if (/^\d+$/.test(v)) return Number(v);
-  if (/^\d/.test(v) && /[wdhms]$/.test(v)) {
-    try {
-      return now - parseDuration(v);
-    } catch (e) {
-      throw new ParamError(`"${name}": ${(e as Error).message}`);
-    }
-  }
-  if (/^\d{4}-\d{2}-\d{2}/.test(v)) {
-    const t = Date.parse(v);
-    if (!Number.isNaN(t)) return t;
-  }
+  const t = time.parseTime(v, { now });
+  if (t.ok) return t.ms;
   throw new ParamError(
-    `"${name}" must be ms since the epoch, a duration before now ("15m", "1h", "7d") or an ISO date, not "${v}"`,
+    t.problem === "duration"
+      ? `"${name}": ${t.detail}`
+      : `"${name}" must be ${time.describeTimeForms()}, not "${v}"`,
   );
 }
 
