@@ -8,6 +8,7 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname } from "node:path";
 import type { AuditEventV1 } from "./event.ts";
+import { type SqliteAuditReader, sqliteReaderOver } from "./sqlite_read.ts";
 
 /** Forward migrations; entry i brings the schema from version i to i+1. */
 const MIGRATIONS: string[] = [
@@ -221,7 +222,14 @@ export class AuditStore {
   /** Rows written since open. */
   written = 0;
 
-  private constructor(readonly db: DatabaseSync, private readonly opts: AuditStoreOptions) {
+  readonly #path: string;
+
+  private constructor(
+    readonly db: DatabaseSync,
+    path: string,
+    private readonly opts: AuditStoreOptions,
+  ) {
+    this.#path = path;
     this.#insert = db.prepare(
       `INSERT OR IGNORE INTO audit (${COLUMNS.join(", ")}) VALUES (${
         COLUMNS.map(() => "?").join(", ")
@@ -242,7 +250,25 @@ export class AuditStore {
 
   /** Open the database at `path` and start the writer. */
   static open(path: string, opts: AuditStoreOptions = {}): AuditStore {
-    return new AuditStore(openAuditDb(path), opts);
+    return new AuditStore(openAuditDb(path), path, opts);
+  }
+
+  /**
+   * Read what this store has written, through its own connection (so an
+   * in-memory audit can be read at all). Rows are seen once flushed. A
+   * process that reads while the writer runs (the dashboard) opens its own
+   * read-only connection instead (`openAuditReader`): between the slices of
+   * a write this connection is inside a transaction. Closing the reader
+   * leaves the store open.
+   *
+   * @example
+   * ```ts
+   * store.flush();
+   * const report = await buildReport(store.reader(), { session: null, since: null, until: null });
+   * ```
+   */
+  reader(): SqliteAuditReader {
+    return sqliteReaderOver(this.db, this.#path, { owned: false });
   }
 
   /** Rows waiting to be written. */
