@@ -13,6 +13,7 @@ import type { Duplex } from "node:stream";
 import type { AgentgateConfig } from "../config/load.ts";
 import type { AuditStore } from "../audit/store.ts";
 import type { AuditEventV1 } from "../audit/event.ts";
+import { openAuditReader } from "../audit/sqlite_read.ts";
 import { decide } from "../policy/engine.ts";
 import { normalizePath } from "../policy/match.ts";
 import type { RequestInfo } from "../policy/types.ts";
@@ -182,7 +183,7 @@ export class ProxyServer {
     this.#routes = createInternalRoutes({
       version: opts.version,
       startedAt: this.startedAt,
-      auditPath: opts.config.audit.path,
+      reader: openAuditReader(opts.config.audit.path),
       audit,
       config: () => this.#config,
       metrics: this.metrics,
