@@ -12,6 +12,7 @@ import type { Io } from "./io.ts";
 import { loadForCommand } from "./config_arg.ts";
 import * as time from "../util/time.ts";
 import { buildReport, openAuditForReport, ReportSourceError } from "../report/build.ts";
+import { AuditReadError } from "../audit/read.ts";
 import { formatReport, REPORT_FORMATS, type ReportFormat } from "../report/format.ts";
 
 /** The interface of `report`. */
@@ -103,23 +104,27 @@ export async function report(args: string[], io: Io): Promise<number> {
     if (got === null) return 1;
     path = got.loaded.config.audit.path;
   }
-  let db;
+  let reader;
   try {
-    db = openAuditForReport(path);
+    reader = openAuditForReport(path);
   } catch (e) {
     if (!(e instanceof ReportSourceError)) throw e;
     io.stderr(`agentgate report: ${e.message}\n`);
     return 1;
   }
   try {
-    const r = buildReport(
-      db,
+    const r = await buildReport(
+      reader,
       { session: (parsed.opts.session as string | undefined) ?? null, since, until },
       { source: path },
     );
     io.stdout(formatReport(r, format));
+  } catch (e) {
+    if (!(e instanceof AuditReadError)) throw e;
+    io.stderr(`agentgate report: ${e.message}\n`);
+    return 1;
   } finally {
-    db.close();
+    await reader.close();
   }
   return 0;
 }
