@@ -9,7 +9,9 @@ import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
 import type { Io } from "./io.ts";
 import { loadForCommand } from "./config_arg.ts";
 import { parseTime } from "../util/time.ts";
-import { AuditReadError, readAuditRows, replay as replayRows } from "../policytest/replay.ts";
+import { replay as replayRows } from "../policytest/replay.ts";
+import { AuditReadError } from "../audit/read.ts";
+import { openAuditFile } from "../audit/sqlite_read.ts";
 import { replayJson, replayMarkdown, replayText } from "../policytest/replay_report.ts";
 
 /** The interface of `replay`. */
@@ -114,7 +116,12 @@ export async function replay(args: string[], io: Io): Promise<number> {
     : resolve(io.cwd, auditOpt);
   let rows;
   try {
-    rows = readAuditRows(auditPath, since ?? Number.MIN_SAFE_INTEGER);
+    const reader = openAuditFile(auditPath);
+    try {
+      rows = await reader.rowsSince(since ?? Number.MIN_SAFE_INTEGER);
+    } finally {
+      await reader.close();
+    }
   } catch (e) {
     if (!(e instanceof AuditReadError)) throw e;
     io.stderr(`agentgate replay: ${e.message}\n`);
