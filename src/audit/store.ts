@@ -222,13 +222,11 @@ export class AuditStore {
   /** Rows written since open. */
   written = 0;
 
+  readonly #db: DatabaseSync;
   readonly #path: string;
 
-  private constructor(
-    readonly db: DatabaseSync,
-    path: string,
-    private readonly opts: AuditStoreOptions,
-  ) {
+  private constructor(db: DatabaseSync, path: string, private readonly opts: AuditStoreOptions) {
+    this.#db = db;
     this.#path = path;
     this.#insert = db.prepare(
       `INSERT OR IGNORE INTO audit (${COLUMNS.join(", ")}) VALUES (${
@@ -268,7 +266,7 @@ export class AuditStore {
    * ```
    */
   reader(): SqliteAuditReader {
-    return sqliteReaderOver(this.db, this.#path, { owned: false });
+    return sqliteReaderOver(this.#db, this.#path, { owned: false });
   }
 
   /** Rows waiting to be written. */
@@ -320,14 +318,14 @@ export class AuditStore {
   #step() {
     try {
       if (this.#tx.length === 0 && this.#queue.length === 0) return;
-      if (this.#tx.length === 0) this.db.exec("BEGIN");
+      if (this.#tx.length === 0) this.#db.exec("BEGIN");
       const batch = this.#queue.length <= SLICE ? this.#queue : this.#queue.slice(0, SLICE);
       this.#queue = batch === this.#queue ? [] : this.#queue.slice(batch.length);
       // Rows of the open transaction, to requeue them if it fails.
       for (const e of batch) this.#tx.push(e);
       for (const e of batch) this.#insertRow(e);
       if (this.#queue.length === 0) {
-        this.db.exec("COMMIT");
+        this.#db.exec("COMMIT");
         this.written += this.#tx.length;
         this.#tx = [];
         this.lastError = null;
@@ -345,7 +343,7 @@ export class AuditStore {
 
   #failed(e: unknown) {
     try {
-      this.db.exec("ROLLBACK");
+      this.#db.exec("ROLLBACK");
     } catch {
       // Already rolled back by SQLite (e.g. SQLITE_FULL).
     }
@@ -417,12 +415,12 @@ export class AuditStore {
     }
     if (this.#tx.length === 0 && this.#queue.length === 0) return 0;
     try {
-      if (this.#tx.length === 0) this.db.exec("BEGIN");
+      if (this.#tx.length === 0) this.#db.exec("BEGIN");
       const batch = this.#queue;
       this.#queue = [];
       for (const e of batch) this.#tx.push(e);
       for (const e of batch) this.#insertRow(e);
-      this.db.exec("COMMIT");
+      this.#db.exec("COMMIT");
       const n = this.#tx.length;
       this.written += n;
       this.#tx = [];
@@ -441,10 +439,10 @@ export class AuditStore {
     const cutoff = (this.opts.now ?? Date.now)() - keep;
     let total = 0;
     try {
-      const del = this.db.prepare(
+      const del = this.#db.prepare(
         "DELETE FROM audit WHERE rowid IN (SELECT rowid FROM audit WHERE ts < ? LIMIT 5000)",
       );
-      this.db.prepare("DELETE FROM findings WHERE ts < ?").run(cutoff);
+      this.#db.prepare("DELETE FROM findings WHERE ts < ?").run(cutoff);
       for (;;) {
         const r = del.run(cutoff);
         total += Number(r.changes);
@@ -467,7 +465,7 @@ export class AuditStore {
     if (this.#queue.length > 0) {
       this.#log(`audit: ${this.#queue.length} row(s) could not be written at shutdown`);
     }
-    this.db.close();
+    this.#db.close();
   }
 
   #log(message: string) {

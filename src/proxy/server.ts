@@ -13,6 +13,7 @@ import type { Duplex } from "node:stream";
 import type { AgentgateConfig } from "../config/load.ts";
 import type { AuditStore } from "../audit/store.ts";
 import type { AuditEventV1 } from "../audit/event.ts";
+import type { AuditReadModel } from "../audit/read.ts";
 import { openAuditReader } from "../audit/sqlite_read.ts";
 import { decide } from "../policy/engine.ts";
 import { normalizePath } from "../policy/match.ts";
@@ -31,7 +32,7 @@ import {
 } from "./forward.ts";
 import type { ConnectionPool, Endpoint } from "./h1client.ts";
 import type { Decision } from "../policy/types.ts";
-import { parseSpendKeys, PolicyState, type SpendRow } from "../policy/limits/types.ts";
+import { PolicyState } from "../policy/limits/types.ts";
 import { bufferBody, type Buffered, concatChunks, parseJsonBody, replay } from "./body.ts";
 import {
   createSseContentScanner,
@@ -172,8 +173,9 @@ export class ProxyServer {
     this.#config = opts.config;
     this.#log = opts.log ?? ((l) => console.error(l));
     const audit = opts.audit;
+    const reader = openAuditReader(opts.config.audit.path);
     this.state = new PolicyState({ startedAt: this.startedAt });
-    this.#rebuildSpend();
+    void this.#rebuildSpend(reader);
     this.metrics = new Metrics({
       auditQueueDepth: () => audit.queueDepth,
       auditWriteErrors: () => audit.writeErrors,
@@ -183,7 +185,7 @@ export class ProxyServer {
     this.#routes = createInternalRoutes({
       version: opts.version,
       startedAt: this.startedAt,
-      reader: openAuditReader(opts.config.audit.path),
+      reader,
       audit,
       config: () => this.#config,
       metrics: this.metrics,
@@ -273,14 +275,16 @@ export class ProxyServer {
     return { warnings };
   }
 
-  /** Budgets survive restarts: the ledger is rebuilt from the audit's costs. */
-  #rebuildSpend() {
+  /**
+   * Budgets survive restarts: the ledger is rebuilt from the audit's costs.
+   * The SQLite reader answers within the call, so the rebuild lands (on the
+   * microtask queue) before the first connection is accepted; a network
+   * backend needs `listen()` to wait for it.
+   */
+  async #rebuildSpend(reader: AuditReadModel) {
     try {
-      const since = Date.now() - 31 * 86_400_000;
-      const rows = this.opts.audit.db.prepare(
-        "SELECT ts, cost_usd AS usd, session, host, client, rule, spend_keys FROM audit WHERE cost_usd IS NOT NULL AND ts > ? AND cost_usd > 0",
-      ).all(since) as unknown as (SpendRow & { spend_keys: string | null })[];
-      this.state.ledger.rebuild(rows.map((r) => ({ ...r, keys: parseSpendKeys(r.spend_keys) })));
+      const rows = await reader.spendRows(Date.now() - 31 * 86_400_000);
+      this.state.ledger.rebuild(rows.map(({ spend_keys, ...r }) => ({ ...r, keys: spend_keys })));
     } catch (e) {
       this.#log(`agentgate: could not rebuild spending from the audit: ${(e as Error).message}`);
     }
