@@ -14,8 +14,8 @@
  * broken again, at every caller, by the second backend. Every caller can
  * await: the dashboard's routes and the report and replay commands are
  * async, and the spend rebuild at start awaits its rows before the ledger
- * is replaced (with SQLite before the proxy accepts a connection; a
- * network backend makes the server wait for it — see ProxyServer).
+ * is replaced (with SQLite before the proxy can accept a connection; with a
+ * network backend the server will have to wait for it before listening).
  *
  * The signatures carry no storage types: filters and answers are plain
  * values, times are ms since the epoch.

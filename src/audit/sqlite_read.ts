@@ -2,8 +2,8 @@
  * The SQLite implementation of the audit's read model ({@link AuditReadModel}),
  * over `node:sqlite`. Reads go through their own read-only connection (WAL
  * lets it read while the proxy's writer commits) with prepared statements
- * cached, except for an in-memory audit, read through the connection that
- * holds it.
+ * cached, except `AuditStore.reader()` and an in-memory audit, which read
+ * through the connection that holds the rows.
  *
  * Aggregates over a time range read covering indexes only (see migration v3
  * in src/audit/store.ts) and group by walking an index's distinct keys (a

@@ -65,7 +65,7 @@ const MIGRATIONS: string[] = [
    );
    CREATE INDEX findings_ts ON findings (ts);
    CREATE INDEX findings_decision ON findings (decision_id);`,
-  // v3: covering indexes for the dashboard (src/dashboard/api.ts), so its
+  // v3: covering indexes for the dashboard (src/audit/sqlite_read.ts), so its
   // aggregates over a time range read index entries, never table rows. Each
   // dropped index is a prefix of its replacement.
   `DROP INDEX audit_host_ts;
