@@ -72,3 +72,21 @@ export interface AuditEventV1 {
 
 /** One DLP finding as stored in the `findings` table (declared by the DLP library). */
 export type AuditFinding = RecordedFinding;
+
+/**
+ * The stored `spend_keys` column (a JSON array of strings, as the writer
+ * stores it) as keys; anything else (NULL, a row from another tool, a
+ * damaged value) as none.
+ *
+ * @example
+ * parseSpendKeys('["rule:openai:team:a"]') // ["rule:openai:team:a"]
+ */
+export function parseSpendKeys(json: unknown): string[] {
+  if (typeof json !== "string") return [];
+  try {
+    const v: unknown = JSON.parse(json);
+    return Array.isArray(v) && v.every((k) => typeof k === "string") ? v : [];
+  } catch {
+    return [];
+  }
+}

@@ -8,6 +8,7 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname } from "node:path";
 import type { AuditEventV1 } from "./event.ts";
+import { type SqliteAuditReader, sqliteReaderOver } from "./sqlite_read.ts";
 
 /** Forward migrations; entry i brings the schema from version i to i+1. */
 const MIGRATIONS: string[] = [
@@ -64,7 +65,7 @@ const MIGRATIONS: string[] = [
    );
    CREATE INDEX findings_ts ON findings (ts);
    CREATE INDEX findings_decision ON findings (decision_id);`,
-  // v3: covering indexes for the dashboard (src/dashboard/api.ts), so its
+  // v3: covering indexes for the dashboard (src/audit/sqlite_read.ts), so its
   // aggregates over a time range read index entries, never table rows. Each
   // dropped index is a prefix of its replacement.
   `DROP INDEX audit_host_ts;
@@ -221,7 +222,12 @@ export class AuditStore {
   /** Rows written since open. */
   written = 0;
 
-  private constructor(readonly db: DatabaseSync, private readonly opts: AuditStoreOptions) {
+  readonly #db: DatabaseSync;
+  readonly #path: string;
+
+  private constructor(db: DatabaseSync, path: string, private readonly opts: AuditStoreOptions) {
+    this.#db = db;
+    this.#path = path;
     this.#insert = db.prepare(
       `INSERT OR IGNORE INTO audit (${COLUMNS.join(", ")}) VALUES (${
         COLUMNS.map(() => "?").join(", ")
@@ -242,7 +248,25 @@ export class AuditStore {
 
   /** Open the database at `path` and start the writer. */
   static open(path: string, opts: AuditStoreOptions = {}): AuditStore {
-    return new AuditStore(openAuditDb(path), opts);
+    return new AuditStore(openAuditDb(path), path, opts);
+  }
+
+  /**
+   * Read what this store has written, through its own connection (so an
+   * in-memory audit can be read at all). Rows are seen once flushed. A
+   * process that reads while the writer runs (the dashboard) opens its own
+   * read-only connection instead (`openAuditReader`): between the slices of
+   * a write this connection is inside a transaction. Closing the reader
+   * leaves the store open.
+   *
+   * @example
+   * ```ts
+   * store.flush();
+   * const report = await buildReport(store.reader(), { session: null, since: null, until: null });
+   * ```
+   */
+  reader(): SqliteAuditReader {
+    return sqliteReaderOver(this.#db, this.#path, { owned: false });
   }
 
   /** Rows waiting to be written. */
@@ -294,14 +318,14 @@ export class AuditStore {
   #step() {
     try {
       if (this.#tx.length === 0 && this.#queue.length === 0) return;
-      if (this.#tx.length === 0) this.db.exec("BEGIN");
+      if (this.#tx.length === 0) this.#db.exec("BEGIN");
       const batch = this.#queue.length <= SLICE ? this.#queue : this.#queue.slice(0, SLICE);
       this.#queue = batch === this.#queue ? [] : this.#queue.slice(batch.length);
       // Rows of the open transaction, to requeue them if it fails.
       for (const e of batch) this.#tx.push(e);
       for (const e of batch) this.#insertRow(e);
       if (this.#queue.length === 0) {
-        this.db.exec("COMMIT");
+        this.#db.exec("COMMIT");
         this.written += this.#tx.length;
         this.#tx = [];
         this.lastError = null;
@@ -319,7 +343,7 @@ export class AuditStore {
 
   #failed(e: unknown) {
     try {
-      this.db.exec("ROLLBACK");
+      this.#db.exec("ROLLBACK");
     } catch {
       // Already rolled back by SQLite (e.g. SQLITE_FULL).
     }
@@ -391,12 +415,12 @@ export class AuditStore {
     }
     if (this.#tx.length === 0 && this.#queue.length === 0) return 0;
     try {
-      if (this.#tx.length === 0) this.db.exec("BEGIN");
+      if (this.#tx.length === 0) this.#db.exec("BEGIN");
       const batch = this.#queue;
       this.#queue = [];
       for (const e of batch) this.#tx.push(e);
       for (const e of batch) this.#insertRow(e);
-      this.db.exec("COMMIT");
+      this.#db.exec("COMMIT");
       const n = this.#tx.length;
       this.written += n;
       this.#tx = [];
@@ -415,10 +439,10 @@ export class AuditStore {
     const cutoff = (this.opts.now ?? Date.now)() - keep;
     let total = 0;
     try {
-      const del = this.db.prepare(
+      const del = this.#db.prepare(
         "DELETE FROM audit WHERE rowid IN (SELECT rowid FROM audit WHERE ts < ? LIMIT 5000)",
       );
-      this.db.prepare("DELETE FROM findings WHERE ts < ?").run(cutoff);
+      this.#db.prepare("DELETE FROM findings WHERE ts < ?").run(cutoff);
       for (;;) {
         const r = del.run(cutoff);
         total += Number(r.changes);
@@ -441,7 +465,7 @@ export class AuditStore {
     if (this.#queue.length > 0) {
       this.#log(`audit: ${this.#queue.length} row(s) could not be written at shutdown`);
     }
-    this.db.close();
+    this.#db.close();
   }
 
   #log(message: string) {

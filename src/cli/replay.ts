@@ -9,9 +9,10 @@ import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
 import { auditOption, configOption, formatOption, sinceOption } from "./options.ts";
 import type { Io } from "./io.ts";
 import { loadForCommand } from "./config_arg.ts";
-import { parseDuration } from "../policy/duration.ts";
-import { parseTime } from "../policytest/testfile.ts";
-import { AuditReadError, readAuditRows, replay as replayRows } from "../policytest/replay.ts";
+import { parseTime } from "../util/time.ts";
+import { replay as replayRows } from "../policytest/replay.ts";
+import { AuditReadError } from "../audit/read.ts";
+import { openAuditFile } from "../audit/sqlite_read.ts";
 import { replayJson, replayMarkdown, replayText } from "../policytest/replay_report.ts";
 
 /** The interface of `replay`. */
@@ -60,15 +61,11 @@ export const replaySpec: CommandSpec = {
 function parseSince(v: string | undefined, now: number): number | null {
   if (v === undefined) return now - 7 * 86_400_000;
   if (v === "all") return null;
-  try {
-    return now - parseDuration(v);
-  } catch {
-    const t = parseTime(v);
-    if (typeof t === "number") return t;
-    throw new UsageError(
-      `invalid --since "${v}": use a duration such as "7d", an ISO time such as "2026-03-01T00:00:00Z", or "all"`,
-    );
-  }
+  const t = parseTime(v, { forms: ["ago", "iso"], now, zone: "required" });
+  if (t.ok) return t.ms;
+  throw new UsageError(
+    `invalid --since "${v}": use a duration such as "7d", an ISO time such as "2026-03-01T00:00:00Z", or "all"`,
+  );
 }
 
 /** Run `replay`. */
@@ -100,7 +97,12 @@ export async function replay(args: string[], io: Io): Promise<number> {
     : resolve(io.cwd, auditOpt);
   let rows;
   try {
-    rows = readAuditRows(auditPath, since ?? Number.MIN_SAFE_INTEGER);
+    const reader = openAuditFile(auditPath);
+    try {
+      rows = await reader.rowsSince(since ?? Number.MIN_SAFE_INTEGER);
+    } finally {
+      await reader.close();
+    }
   } catch (e) {
     if (!(e instanceof AuditReadError)) throw e;
     io.stderr(`agentgate replay: ${e.message}\n`);

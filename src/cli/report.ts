@@ -11,8 +11,9 @@ import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
 import { auditOption, configOption, formatOption, sinceOption } from "./options.ts";
 import type { Io } from "./io.ts";
 import { loadForCommand } from "./config_arg.ts";
-import { ParamError, parseTime } from "../dashboard/api.ts";
+import * as time from "../util/time.ts";
 import { buildReport, openAuditForReport, ReportSourceError } from "../report/build.ts";
+import { AuditReadError } from "../audit/read.ts";
 import { formatReport, REPORT_FORMATS, type ReportFormat } from "../report/format.ts";
 
 /** The interface of `report`. */
@@ -56,18 +57,19 @@ export async function report(args: string[], io: Io): Promise<number> {
     return 0;
   }
   const now = Date.now();
-  const time = (name: "since" | "until"): number | null => {
+  const when = (name: "since" | "until"): number | null => {
     const v = parsed.opts[name];
     if (typeof v !== "string") return null;
-    try {
-      return parseTime(v, name, now);
-    } catch (e) {
-      if (e instanceof ParamError) throw new UsageError(`--${e.message.replace(/^"(\w+)"/, "$1")}`);
-      throw e;
-    }
+    const t = time.parseTime(v, { now });
+    if (t.ok) return t.ms;
+    throw new UsageError(
+      t.problem === "duration"
+        ? `--${name}: ${t.detail}`
+        : `--${name} must be ${time.describeTimeForms()}, not "${v}"`,
+    );
   };
-  const since = time("since");
-  const until = time("until");
+  const since = when("since");
+  const until = when("until");
   const format = (parsed.opts.format as ReportFormat | undefined) ?? "text";
   let path: string;
   if (typeof parsed.opts.audit === "string") {
@@ -83,23 +85,27 @@ export async function report(args: string[], io: Io): Promise<number> {
     if (got === null) return 1;
     path = got.loaded.config.audit.path;
   }
-  let db;
+  let reader;
   try {
-    db = openAuditForReport(path);
+    reader = openAuditForReport(path);
   } catch (e) {
     if (!(e instanceof ReportSourceError)) throw e;
     io.stderr(`agentgate report: ${e.message}\n`);
     return 1;
   }
   try {
-    const r = buildReport(
-      db,
+    const r = await buildReport(
+      reader,
       { session: (parsed.opts.session as string | undefined) ?? null, since, until },
       { source: path },
     );
     io.stdout(formatReport(r, format));
+  } catch (e) {
+    if (!(e instanceof AuditReadError)) throw e;
+    io.stderr(`agentgate report: ${e.message}\n`);
+    return 1;
   } finally {
-    db.close();
+    await reader.close();
   }
   return 0;
 }

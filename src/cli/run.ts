@@ -13,7 +13,6 @@
 import http from "node:http";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import type { DatabaseSync } from "node:sqlite";
 import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
 import { configOption, proxyOption } from "./options.ts";
 import type { Io } from "./io.ts";
@@ -40,12 +39,13 @@ import {
 } from "../tls/ca.ts";
 import { writeTrustBundle } from "../tls/bundle.ts";
 import {
-  auditFromRows,
   buildReport,
   openAuditForReport,
   type Report,
   ReportSourceError,
 } from "../report/build.ts";
+import { AuditReadError, type AuditReadModel, type AuditRow } from "../audit/read.ts";
+import { auditFromRows } from "../audit/memory.ts";
 import {
   formatMarkdown,
   formatReport,
@@ -223,7 +223,7 @@ interface Backend {
   /** Stop what was started; called once, after the child exited. */
   finish(): Promise<void>;
   /** An audit holding this session's rows (after `finish`), and its name for the report. */
-  audit(session: string): Promise<{ db: DatabaseSync; source: string }>;
+  audit(session: string): Promise<{ reader: AuditReadModel; source: string }>;
 }
 
 async function startInProcess(
@@ -284,7 +284,7 @@ async function startInProcess(
     },
     audit: () =>
       Promise.resolve({
-        db: openAuditForReport(config.audit.path),
+        reader: openAuditForReport(config.audit.path),
         source: config.audit.path,
       }),
   };
@@ -351,7 +351,7 @@ async function useRunning(
         if (typeof q !== "number" || q === 0) break;
         await new Promise((r) => setTimeout(r, 50));
       }
-      const rows: Record<string, unknown>[] = [];
+      const rows: AuditRow[] = [];
       let apiError: string | null = null;
       for (let offset = 0;; offset += 1000) {
         const url = `${target.base}/_/api/audit?session=${
@@ -366,16 +366,17 @@ async function useRunning(
           apiError = `${target.base}/_/api/audit answered ${r.status || "nothing"}: ${why}`;
           break;
         }
-        const items = (r.body as { items: Record<string, unknown>[] }).items;
+        const items = (r.body as { items: AuditRow[] }).items;
         rows.push(...items);
         if (items.length < 1000) break;
       }
       if (apiError === null) {
-        return { db: auditFromRows(rows), source: `${target.base}/_/api/audit` };
+        const source = `${target.base}/_/api/audit`;
+        return { reader: auditFromRows(rows, source), source };
       }
       // The API is off or out of reach: the policy's audit file, when it is here.
       if (got.source !== "embedded" && existsSync(config.audit.path)) {
-        return { db: openAuditForReport(config.audit.path), source: config.audit.path };
+        return { reader: openAuditForReport(config.audit.path), source: config.audit.path };
       }
       throw new ReportSourceError(apiError);
     },
@@ -511,14 +512,14 @@ export async function run(args: string[], io: Io): Promise<number> {
   let report: Report | null = null;
   let reportError: string | null = null;
   try {
-    const { db, source } = await backend.audit(session);
+    const { reader, source } = await backend.audit(session);
     try {
-      report = buildReport(db, { session, since: null, until: null }, { source });
+      report = await buildReport(reader, { session, since: null, until: null }, { source });
     } finally {
-      db.close();
+      await reader.close();
     }
   } catch (e) {
-    if (!(e instanceof ReportSourceError)) throw e;
+    if (!(e instanceof ReportSourceError || e instanceof AuditReadError)) throw e;
     reportError = e.message;
     io.stderr(`agentgate run: no report: ${e.message}\n`);
   }

@@ -14,7 +14,8 @@ import { ProxyServer } from "../proxy/server.ts";
 import { ProxyAuth } from "../proxy/auth.ts";
 import { Metrics, standardAddons } from "../proxy/addons/mod.ts";
 import { PolicyState } from "../state/mod.ts";
-import { parseSpendKeys, type SpendRow } from "../state/mod.ts";
+import { openAuditReader } from "../audit/sqlite_read.ts";
+import type { AuditReadModel } from "../audit/read.ts";
 import { VERSION } from "../version.ts";
 import { type AgentgateConfig, loadConfig, loadDefaultConfig } from "../config/load.ts";
 import { ConfigError, formatProblem } from "../config/errors.ts";
@@ -209,7 +210,11 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
   const log = (l: string) => io.stderr(l + "\n");
   const startedAt = Date.now();
   const state = new PolicyState({ startedAt });
-  rebuildSpend(state, audit, startedAt, log);
+  // The dashboard and the spend rebuild read the audit through its read model.
+  const reader = openAuditReader(config.audit.path);
+  // Budgets survive restarts: the ledger is rebuilt from the audit's costs
+  // before the first request can be decided.
+  await rebuildSpend(state, reader, startedAt, log);
   const auth: ProxyAuth = new ProxyAuth((): AgentgateConfig => proxy.config);
   const metrics: Metrics = new Metrics({
     auditQueueDepth: () => audit.queueDepth,
@@ -220,7 +225,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
   const routes = createInternalRoutes({
     version: VERSION,
     startedAt,
-    auditPath: config.audit.path,
+    reader,
     audit,
     config: () => proxy.config,
     metrics,
@@ -298,19 +303,16 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
   return 0;
 }
 
-/** Budgets survive restarts: the ledger is rebuilt from the audit's costs. */
-function rebuildSpend(
+/** The spend ledger rebuilt from the audit's priced rows of the last 31 days. */
+async function rebuildSpend(
   state: PolicyState,
-  audit: AuditStore,
+  reader: AuditReadModel,
   now: number,
   log: (line: string) => void,
-): void {
+): Promise<void> {
   try {
-    const since = now - 31 * 86_400_000;
-    const rows = audit.db.prepare(
-      "SELECT ts, cost_usd AS usd, session, host, client, rule, spend_keys FROM audit WHERE cost_usd IS NOT NULL AND ts > ? AND cost_usd > 0",
-    ).all(since) as unknown as (SpendRow & { spend_keys: string | null })[];
-    state.ledger.rebuild(rows.map((r) => ({ ...r, keys: parseSpendKeys(r.spend_keys) })));
+    const rows = await reader.spendRows(now - 31 * 86_400_000);
+    state.ledger.rebuild(rows.map(({ spend_keys, ...r }) => ({ ...r, keys: spend_keys })));
   } catch (e) {
     log(`agentgate: could not rebuild spending from the audit: ${(e as Error).message}`);
   }

@@ -24,7 +24,7 @@ import {
   type LlmSettings,
 } from "../policy/engine.ts";
 import type { Action } from "../policy/types.ts";
-import { parseDuration } from "../policy/duration.ts";
+import { parseDuration } from "../util/duration.ts";
 import {
   createPricer,
   createProviderDetector,

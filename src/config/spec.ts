@@ -5,7 +5,7 @@
  * @module
  */
 import type { ObjectSchema, Schema } from "./schema.ts";
-import { parseDuration } from "../policy/duration.ts";
+import { parseDuration } from "../util/duration.ts";
 
 const duration = (description: string): Schema => ({
   type: "string",

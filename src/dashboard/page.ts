@@ -10,7 +10,7 @@
  *
  * @module
  */
-import type { Stats } from "./api.ts";
+import type { Stats } from "../audit/read.ts";
 
 /** Escape text for HTML element content and quoted attribute values. */
 export function escapeHtml(s: unknown): string {

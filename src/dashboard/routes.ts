@@ -13,22 +13,19 @@
 import type http from "node:http";
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { AgentgateConfig } from "../config/load.ts";
-import {
-  AuditReader,
-  ParamError,
-  parseAuditQuery,
-  parseParams,
-  parseStatsQuery,
-  type RuleHits,
-} from "./api.ts";
+import { AuditReadError, type AuditReadModel, type RuleHits } from "../audit/read.ts";
+import { ParamError, parseAuditQuery, parseParams, parseStatsQuery } from "./api.ts";
 import { renderPage } from "./page.ts";
 
 /** What the internal routes can see of the running proxy. */
 export interface InternalDeps {
   version: string;
   startedAt: number;
-  /** The audit database file (open your own read-only connection). */
-  auditPath: string;
+  /**
+   * The audit's read model; the routes own it from here on (their `close()`
+   * closes it).
+   */
+  reader: AuditReadModel;
   audit: {
     readonly queueDepth: number;
     readonly lastError: string | null;
@@ -204,7 +201,7 @@ export function configJson(c: AgentgateConfig): Record<string, unknown> {
   };
 }
 
-/** The handler of internal routes; `close()` releases its read-only audit connection. */
+/** The handler of internal routes; `close()` closes the audit read model it was given. */
 export type InternalRoutes =
   & ((req: http.IncomingMessage, res: http.ServerResponse, path: string) => void)
   & { close(): void };
@@ -221,7 +218,7 @@ export function createInternalRoutes(
   deps: InternalDeps,
   opts: { cache?: boolean } = {},
 ): InternalRoutes {
-  const reader = new AuditReader(deps.auditPath);
+  const reader = deps.reader;
   const cookie = deps.token === null ? null : cookieFor(deps.token);
 
   // Reads run on the proxy's event loop. An answer that took a while (a text
@@ -229,12 +226,12 @@ export function createInternalRoutes(
   // took, so dashboards polling it keep their share of the loop to about a
   // tenth, whatever the audit's size. Cheap answers are never reused.
   const cache = new Map<string, { until: number; body: unknown }>();
-  function cached<T>(key: string, compute: () => T): T {
+  async function cached<T>(key: string, compute: () => Promise<T>): Promise<T> {
     if (opts.cache === false) return compute();
     const start = performance.now();
     const hit = cache.get(key);
     if (hit && hit.until > start) return hit.body as T;
-    const body = compute();
+    const body = await compute();
     const took = performance.now() - start;
     if (took >= 5) {
       if (cache.size >= 64) cache.delete(cache.keys().next().value!);
@@ -296,9 +293,9 @@ export function createInternalRoutes(
     return true;
   }
 
-  function page(res: http.ServerResponse) {
+  async function page(res: http.ServerResponse) {
     const nonce = randomBytes(18).toString("base64");
-    const stats = cached(
+    const stats = await cached(
       "/_/api/stats?hours=24",
       () => reader.stats({ hours: 24, session: null }, Date.now()),
     );
@@ -307,7 +304,7 @@ export function createInternalRoutes(
       nonce,
       version: deps.version,
       stats,
-      auditPath: deps.auditPath,
+      auditPath: reader.source,
       policyFile: config.file,
     });
     const body = new TextEncoder().encode(html);
@@ -330,10 +327,13 @@ export function createInternalRoutes(
     res.end(body);
   }
 
-  function rules(hours: number | null) {
+  async function rules(hours: number | null) {
     const policy = deps.config().policy;
     const names = [...policy.rules.map((r) => r.name), null];
-    const hits = reader.ruleHits(names, hours === null ? null : Date.now() - hours * 3_600_000);
+    const hits = await reader.ruleHits(
+      names,
+      hours === null ? null : Date.now() - hours * 3_600_000,
+    );
     const h = (n: string | null): RuleHits => hits.get(n) ?? { hits: 0, last_ts: null };
     return {
       mode: policy.mode,
@@ -346,13 +346,13 @@ export function createInternalRoutes(
     };
   }
 
-  function api(res: http.ServerResponse, path: string, params: URLSearchParams) {
+  async function api(res: http.ServerResponse, path: string, params: URLSearchParams) {
     const now = Date.now();
     params.sort();
     const key = `${path}?${params}`;
     if (path === "/_/api/audit") {
       const q = parseAuditQuery(params, now);
-      return sendJson(res, 200, cached(key, () => reader.audit(q)));
+      return sendJson(res, 200, await cached(key, () => reader.audit(q)));
     }
     if (path.startsWith("/_/api/audit/")) {
       let id: string;
@@ -365,23 +365,27 @@ export function createInternalRoutes(
         throw new ParamError("the audit id must be 1 to 200 characters");
       }
       parseParams(params, {});
-      const row = reader.row(id);
+      const row = await reader.row(id);
       return row === null
         ? sendJson(res, 404, { error: "not_found", reason: `no audit row with id "${id}"` })
         : sendJson(res, 200, row);
     }
     if (path === "/_/api/stats") {
       const q = parseStatsQuery(params);
-      return sendJson(res, 200, cached(key, () => reader.stats(q, now)));
+      return sendJson(res, 200, await cached(key, () => reader.stats(q, now)));
     }
     if (path === "/_/api/sessions") {
       const { limit, hours } = parseParams(params, { limit: [100, 1000], hours: true });
       const since = hours === null ? null : now - hours * 3_600_000;
-      return sendJson(res, 200, cached(key, () => ({ sessions: reader.sessions(limit, since) })));
+      return sendJson(
+        res,
+        200,
+        await cached(key, async () => ({ sessions: await reader.sessions(limit, since) })),
+      );
     }
     if (path === "/_/api/rules") {
       const { hours } = parseParams(params, { hours: true });
-      return sendJson(res, 200, cached(key, () => rules(hours)));
+      return sendJson(res, 200, await cached(key, () => rules(hours)));
     }
     if (path === "/_/api/config") {
       parseParams(params, {});
@@ -390,7 +394,7 @@ export function createInternalRoutes(
     if (path === "/_/api/dlp/recent") {
       const { limit, hours } = parseParams(params, { limit: [50, 1000], hours: true });
       return sendJson(res, 200, {
-        findings: reader.findings(limit, hours === null ? null : now - hours * 3_600_000),
+        findings: await reader.findings(limit, hours === null ? null : now - hours * 3_600_000),
       });
     }
     return sendJson(res, 404, {
@@ -400,7 +404,7 @@ export function createInternalRoutes(
     });
   }
 
-  function dashboard(req: http.IncomingMessage, res: http.ServerResponse, path: string) {
+  async function dashboard(req: http.IncomingMessage, res: http.ServerResponse, path: string) {
     const url = new URL(req.url ?? "/", "http://agentgate.invalid");
     if (req.method !== "GET" && req.method !== "HEAD") {
       return sendJson(res, 405, {
@@ -410,15 +414,17 @@ export function createInternalRoutes(
     }
     if (denyAccess(req, res, url)) return;
     try {
-      if (path === "/_/dashboard" || path === "/_/dashboard/") return page(res);
-      return api(res, path, url.searchParams);
+      if (path === "/_/dashboard" || path === "/_/dashboard/") return await page(res);
+      return await api(res, path, url.searchParams);
     } catch (e) {
       if (e instanceof ParamError) {
         return sendJson(res, 400, { error: "bad_request", reason: e.message });
       }
       return sendJson(res, 500, {
         error: "audit_unreadable",
-        reason: `cannot read the audit database: ${(e as Error).message}`,
+        reason: e instanceof AuditReadError
+          ? e.message
+          : `cannot read the audit database: ${(e as Error).message}`,
       });
     }
   }
@@ -474,7 +480,9 @@ export function createInternalRoutes(
       deps.dashboard &&
       (path === "/_/dashboard" || path === "/_/dashboard/" || path.startsWith("/_/api/"))
     ) {
-      return dashboard(req, res, path);
+      // Query errors are answered inside; if answering itself fails (the client
+      // is gone), the exchange is ended rather than left waiting.
+      return void dashboard(req, res, path).catch(() => res.destroy());
     }
     if (path.startsWith("/_/")) {
       return sendJson(res, 404, {
@@ -491,7 +499,8 @@ export function createInternalRoutes(
     });
   };
   return Object.assign(handler, {
-    // The proxy's writer checkpoints and removes the WAL when the last connection closes.
-    close: () => reader.close(),
+    // The proxy's writer checkpoints and removes the WAL when the last connection
+    // closes: a SQLite reader closes within this call, before the writer's close.
+    close: () => void reader.close().catch(() => {}),
   });
 }

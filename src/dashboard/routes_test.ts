@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import type http from "node:http";
 import { AuditStore } from "../audit/store.ts";
+import { openAuditReader } from "../audit/sqlite_read.ts";
 import type { AuditEventV1 } from "../audit/event.ts";
 import { parseConfig } from "../config/load.ts";
 import { Metrics } from "../proxy/addons/metrics.ts";
@@ -32,7 +33,7 @@ function call(
   handler: ReturnType<typeof createInternalRoutes>,
   url: string,
   opts: { method?: string; headers?: Record<string, string>; remote?: string } = {},
-): Answer {
+): Promise<Answer> {
   const headers = { host: "127.0.0.1:4100", ...opts.headers };
   const req = {
     method: opts.method ?? "GET",
@@ -46,6 +47,7 @@ function call(
     body: "",
     json: () => JSON.parse(out.body),
   };
+  const { promise, resolve, reject } = Promise.withResolvers<Answer>();
   const res = {
     writeHead(status: number, h: Record<string, string> = {}) {
       out.status = status;
@@ -56,10 +58,13 @@ function call(
       if (body !== undefined) {
         out.body = typeof body === "string" ? body : new TextDecoder().decode(body);
       }
+      resolve(out);
     },
+    destroy: () => reject(new Error(`${url}: the response was destroyed`)),
   } as unknown as http.ServerResponse;
+  // Answers that read the audit come after an await; the rest within the call.
   handler(req, res, new URL(url, "http://x").pathname);
-  return out;
+  return promise;
 }
 
 const POLICY = `version: 1
@@ -75,7 +80,7 @@ rules:
 async function withRoutes(
   over: Partial<InternalDeps>,
   rows: AuditEventV1[],
-  fn: (h: ReturnType<typeof createInternalRoutes>, deps: InternalDeps) => void,
+  fn: (h: ReturnType<typeof createInternalRoutes>, deps: InternalDeps) => Promise<void>,
 ) {
   const dir = await Deno.makeTempDir({ prefix: "agentgate-routes-" });
   try {
@@ -86,7 +91,7 @@ async function withRoutes(
     const deps: InternalDeps = {
       version: "9.9.9",
       startedAt: Date.now() - 5000,
-      auditPath: `${dir}/audit.db`,
+      reader: openAuditReader(`${dir}/audit.db`),
       audit: { queueDepth: 3, lastError: null, writeErrors: 0 },
       config: () => config,
       metrics: new Metrics({
@@ -99,7 +104,12 @@ async function withRoutes(
       token: null,
       ...over,
     };
-    fn(createInternalRoutes(deps), deps);
+    const routes = createInternalRoutes(deps);
+    try {
+      await fn(routes, deps);
+    } finally {
+      routes.close();
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -131,55 +141,55 @@ const EVIL: AuditEventV1 = {
 };
 
 Deno.test("loopback only without a token, and only under a loopback Host (DNS rebinding)", () =>
-  withRoutes({}, [], (h) => {
-    assert.equal(call(h, "/_/api/stats").status, 200);
+  withRoutes({}, [], async (h) => {
+    assert.equal((await call(h, "/_/api/stats")).status, 200);
     for (const remote of ["127.0.0.9", "::1", "::ffff:127.0.0.1"]) {
-      assert.equal(call(h, "/_/api/stats", { remote }).status, 200, remote);
+      assert.equal((await call(h, "/_/api/stats", { remote })).status, 200, remote);
     }
     for (const host of ["localhost:4100", "[::1]:4100", "127.0.0.1", "LOCALHOST.", "a.localhost"]) {
-      assert.equal(call(h, "/_/api/stats", { headers: { host } }).status, 200, host);
+      assert.equal((await call(h, "/_/api/stats", { headers: { host } })).status, 200, host);
     }
-    const remote = call(h, "/_/api/stats", { remote: "10.1.2.3" });
+    const remote = await call(h, "/_/api/stats", { remote: "10.1.2.3" });
     assert.equal(remote.status, 403);
     assert.deepEqual(remote.json(), {
       error: "forbidden",
       reason: "the dashboard answers loopback clients only; set dashboard.token to allow others",
     });
-    assert.equal(call(h, "/_/dashboard", { remote: "::ffff:192.168.1.5" }).status, 403);
-    const rebound = call(h, "/_/dashboard", { headers: { host: "attacker.example:4100" } });
+    assert.equal((await call(h, "/_/dashboard", { remote: "::ffff:192.168.1.5" })).status, 403);
+    const rebound = await call(h, "/_/dashboard", { headers: { host: "attacker.example:4100" } });
     assert.equal(rebound.status, 403);
     assert.match(String(rebound.json().reason), /loopback host name.*"attacker\.example:4100"/);
     // Health and metrics are not the dashboard: open to every client that reaches the port.
-    assert.equal(call(h, "/_/health", { remote: "10.1.2.3" }).status, 200);
-    assert.equal(call(h, "/_/metrics", { remote: "10.1.2.3" }).status, 200);
+    assert.equal((await call(h, "/_/health", { remote: "10.1.2.3" })).status, 200);
+    assert.equal((await call(h, "/_/metrics", { remote: "10.1.2.3" })).status, 200);
   }));
 
 Deno.test("with a token: Bearer, or a one-time ?token= that becomes an HttpOnly cookie", () =>
-  withRoutes({ token: "tok-en-123" }, [], (h) => {
-    const none = call(h, "/_/api/stats");
+  withRoutes({ token: "tok-en-123" }, [], async (h) => {
+    const none = await call(h, "/_/api/stats");
     assert.equal(none.status, 401);
     assert.equal(none.headers["www-authenticate"], 'Bearer realm="agentgate"');
     assert.equal(none.json().error, "unauthorized");
-    assert.equal(call(h, "/_/dashboard").status, 401);
+    assert.equal((await call(h, "/_/dashboard")).status, 401);
     assert.equal(
-      call(h, "/_/api/stats", { headers: { authorization: "Bearer nope" } }).status,
+      (await call(h, "/_/api/stats", { headers: { authorization: "Bearer nope" } })).status,
       401,
     );
     assert.equal(
-      call(h, "/_/api/stats", { headers: { authorization: "Basic tok-en-123" } }).status,
+      (await call(h, "/_/api/stats", { headers: { authorization: "Basic tok-en-123" } })).status,
       401,
     );
     // A remote client with the token is let in: that is what the token is for.
     for (const authorization of ["Bearer tok-en-123", "bearer  tok-en-123"]) {
       assert.equal(
-        call(h, "/_/api/stats", { headers: { authorization }, remote: "10.1.2.3" }).status,
+        (await call(h, "/_/api/stats", { headers: { authorization }, remote: "10.1.2.3" })).status,
         200,
       );
     }
     // ?token= works on the page only, and answers with a cookie and a redirect.
-    assert.equal(call(h, "/_/api/stats?token=tok-en-123").status, 401);
-    assert.equal(call(h, "/_/dashboard?token=wrong").status, 401);
-    const login = call(h, "/_/dashboard?token=tok-en-123");
+    assert.equal((await call(h, "/_/api/stats?token=tok-en-123")).status, 401);
+    assert.equal((await call(h, "/_/dashboard?token=wrong")).status, 401);
+    const login = await call(h, "/_/dashboard?token=tok-en-123");
     assert.equal(login.status, 303);
     assert.equal(login.headers.location, "/_/dashboard");
     const cookie = login.headers["set-cookie"];
@@ -188,69 +198,75 @@ Deno.test("with a token: Bearer, or a one-time ?token= that becomes an HttpOnly 
       new RegExp(`^${COOKIE_NAME}=[A-Za-z0-9_-]{43}; Path=/_/; HttpOnly; SameSite=Strict$`),
     );
     assert.ok(!cookie.includes("tok-en-123"), "the cookie is not the token itself");
-    assert.equal(call(h, "/_/dashboard?x=1&token=tok-en-123").headers.location, "/_/dashboard?x=1");
-    const pair = cookie.split(";")[0];
-    assert.equal(call(h, "/_/dashboard", { headers: { cookie: `a=b; ${pair}` } }).status, 200);
-    assert.equal(call(h, "/_/api/stats", { headers: { cookie: pair } }).status, 200);
     assert.equal(
-      call(h, "/_/api/stats", { headers: { cookie: `${COOKIE_NAME}=tok-en-123` } }).status,
+      (await call(h, "/_/dashboard?x=1&token=tok-en-123")).headers.location,
+      "/_/dashboard?x=1",
+    );
+    const pair = cookie.split(";")[0];
+    assert.equal(
+      (await call(h, "/_/dashboard", { headers: { cookie: `a=b; ${pair}` } })).status,
+      200,
+    );
+    assert.equal((await call(h, "/_/api/stats", { headers: { cookie: pair } })).status, 200);
+    assert.equal(
+      (await call(h, "/_/api/stats", { headers: { cookie: `${COOKIE_NAME}=tok-en-123` } })).status,
       401,
     );
     // No Host check with a token (the cookie is SameSite=Strict, the header cannot be forged).
     assert.equal(
-      call(h, "/_/api/stats", {
+      (await call(h, "/_/api/stats", {
         headers: { authorization: "Bearer tok-en-123", host: "gate.example.com:4100" },
-      }).status,
+      })).status,
       200,
     );
   }));
 
 Deno.test("--no-dashboard: page and API are 404, health and metrics stay", () =>
-  withRoutes({ dashboard: false }, [], (h) => {
+  withRoutes({ dashboard: false }, [], async (h) => {
     for (const p of ["/_/dashboard", "/_/api/stats", "/_/api/audit", "/_/api/config"]) {
-      const a = call(h, p);
+      const a = await call(h, p);
       assert.equal(a.status, 404, p);
       assert.equal(
         a.json().reason,
         `the dashboard is off (--no-dashboard or proxy.dashboard: false): no "${p}"`,
       );
     }
-    assert.equal(call(h, "/_/health").status, 200);
-    assert.equal(call(h, "/_/metrics").status, 200);
-    assert.equal(call(h, "/_/nope").json().reason, 'no such agentgate endpoint "/_/nope"');
+    assert.equal((await call(h, "/_/health")).status, 200);
+    assert.equal((await call(h, "/_/metrics")).status, 200);
+    assert.equal((await call(h, "/_/nope")).json().reason, 'no such agentgate endpoint "/_/nope"');
   }));
 
 Deno.test("API answers: headers, 400 with a reason, 404, 405", () =>
-  withRoutes({}, [EVIL], (h) => {
-    const ok = call(h, "/_/api/audit");
+  withRoutes({}, [EVIL], async (h) => {
+    const ok = await call(h, "/_/api/audit");
     assert.equal(ok.status, 200);
     assert.equal(ok.headers["content-type"], "application/json");
     assert.equal(ok.headers["x-content-type-options"], "nosniff");
     assert.equal(ok.headers["cache-control"], "no-store");
     assert.equal(ok.headers["access-control-allow-origin"], undefined);
     assert.equal(Number(ok.headers["content-length"]), new TextEncoder().encode(ok.body).length);
-    assert.deepEqual(call(h, "/_/api/audit?limit=x").json(), {
+    assert.deepEqual((await call(h, "/_/api/audit?limit=x")).json(), {
       error: "bad_request",
       reason: `"limit" must be a whole number from 1 to 1000, not "x"`,
     });
-    assert.equal(call(h, "/_/api/audit?limit=x").status, 400);
-    assert.deepEqual(call(h, "/_/api/config?x=1").json(), {
+    assert.equal((await call(h, "/_/api/audit?limit=x")).status, 400);
+    assert.deepEqual((await call(h, "/_/api/config?x=1")).json(), {
       error: "bad_request",
       reason: `unknown parameter "x": this endpoint takes none`,
     });
-    assert.equal(call(h, "/_/api/audit/evil-1").json().id, "evil-1");
-    assert.equal(call(h, "/_/api/audit/evil%2D1").json().id, "evil-1");
-    assert.deepEqual(call(h, "/_/api/audit/nope").json(), {
+    assert.equal((await call(h, "/_/api/audit/evil-1")).json().id, "evil-1");
+    assert.equal((await call(h, "/_/api/audit/evil%2D1")).json().id, "evil-1");
+    assert.deepEqual((await call(h, "/_/api/audit/nope")).json(), {
       error: "not_found",
       reason: 'no audit row with id "nope"',
     });
-    assert.equal(call(h, "/_/api/audit/%E0%A4%A").status, 400);
-    assert.equal(call(h, "/_/api/nope").status, 404);
-    const post = call(h, "/_/api/audit", { method: "POST" });
+    assert.equal((await call(h, "/_/api/audit/%E0%A4%A")).status, 400);
+    assert.equal((await call(h, "/_/api/nope")).status, 404);
+    const post = await call(h, "/_/api/audit", { method: "POST" });
     assert.equal(post.status, 405);
     assert.equal(post.headers.allow, "GET, HEAD");
-    assert.equal(call(h, "/_/api/stats", { method: "HEAD" }).status, 200);
-    const health = call(h, "/_/health").json();
+    assert.equal((await call(h, "/_/api/stats", { method: "HEAD" })).status, 200);
+    const health = (await call(h, "/_/health")).json();
     assert.deepEqual({ ...health, uptime_s: 0 }, {
       status: "ok",
       version: "9.9.9",
@@ -260,9 +276,9 @@ Deno.test("API answers: headers, 400 with a reason, 404, 405", () =>
   }));
 
 Deno.test("the page: fresh nonce in a strict CSP, overview rendered as escaped text", () =>
-  withRoutes({}, [EVIL], (h) => {
-    const a = call(h, "/_/dashboard");
-    const b = call(h, "/_/dashboard/");
+  withRoutes({}, [EVIL], async (h) => {
+    const a = await call(h, "/_/dashboard");
+    const b = await call(h, "/_/dashboard/");
     assert.equal(a.status, 200);
     assert.equal(a.headers["content-type"], "text/html; charset=utf-8");
     const csp = a.headers["content-security-policy"];
@@ -295,8 +311,8 @@ Deno.test("the page: fresh nonce in a strict CSP, overview rendered as escaped t
   }));
 
 Deno.test("config: the loaded policy without secrets", () =>
-  withRoutes({ token: "tok-en-123" }, [], (h, deps) => {
-    const a = call(h, "/_/api/config", { headers: { authorization: "Bearer tok-en-123" } });
+  withRoutes({ token: "tok-en-123" }, [], async (h, deps) => {
+    const a = await call(h, "/_/api/config", { headers: { authorization: "Bearer tok-en-123" } });
     assert.equal(a.status, 200);
     assert.ok(!a.body.includes("tok-en-123"), a.body);
     const c = a.json();
@@ -319,7 +335,7 @@ Deno.test("config: the loaded policy without secrets", () =>
     });
     assert.equal(
       (c.audit as Record<string, unknown>).path,
-      deps.auditPath.replace("audit.db", "agentgate.db"),
+      deps.reader.source.replace("audit.db", "agentgate.db"),
     );
     assert.equal((c.audit as Record<string, unknown>).retention_ms, 30 * 86_400_000);
     // Whatever the config grows, keys that look secret are masked.

@@ -23,6 +23,7 @@ import { parseConfig } from "../config/load.ts";
 import { newDecisionId } from "../proxy/exchange.ts";
 import { Metrics } from "../proxy/addons/metrics.ts";
 import { createInternalRoutes } from "./routes.ts";
+import { openAuditReader } from "../audit/sqlite_read.ts";
 
 const ENABLED = Deno.env.get("AGENTGATE_BENCH") === "1";
 const ROWS = Number(Deno.env.get("AGENTGATE_BENCH_ROWS") ?? 1_000_000);
@@ -123,7 +124,7 @@ async function serve(auditPath: string) {
   const handler = createInternalRoutes({
     version: "bench",
     startedAt: Date.now(),
-    auditPath,
+    reader: openAuditReader(auditPath),
     audit: { queueDepth: 0, lastError: null, writeErrors: 0 },
     config: () => config,
     metrics: new Metrics({
@@ -140,7 +141,10 @@ async function serve(auditPath: string) {
   const port = (server.address() as net.AddressInfo).port;
   return {
     url: `http://127.0.0.1:${port}`,
-    close: () => new Promise<void>((r) => server.close(() => r())),
+    close: () => {
+      handler.close();
+      return new Promise<void>((r) => server.close(() => r()));
+    },
   };
 }
 

@@ -44,7 +44,7 @@ type Ctx = any;
  * refold a folded block scalar (`>`) at the width it was written with, since
  * the canonical form folds nothing else.
  */
-function prepare(doc: ReturnType<typeof parseDocument>, text: string): void {
+function prepareDocument(doc: ReturnType<typeof parseDocument>, text: string): void {
   visit(doc, {
     Pair(_, pair) {
       const v = pair.value;
@@ -89,7 +89,7 @@ function formatOnce(text: string): string {
   const doc = parseDocument(text);
   // A comment-only file has no document to print (the library would add "null").
   if (doc.contents === null) return text.replace(/[ \t]+$/gm, "").replace(/\n*$/, "\n");
-  prepare(doc, text);
+  prepareDocument(doc, text);
   // The library always puts a blank line before a comment at the end of the
   // file; keep the comment where it was when no blank line separated it.
   const contents = doc.contents;

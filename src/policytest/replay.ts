@@ -12,112 +12,11 @@
  *
  * @module
  */
-import { DatabaseSync } from "node:sqlite";
+import type { AuditRowWithHeaders } from "../audit/read.ts";
 import type { Decision, RequestInfo, Verdict } from "../policy/types.ts";
 import { PolicyState } from "../state/mod.ts";
 import { type AgentgateConfig, isIntercepted } from "../config/load.ts";
 import { type BuiltRequest, decideRequest } from "./request.ts";
-
-/** The audit columns replay reads (columns an older audit lacks read as null). */
-export interface AuditRow {
-  id: string;
-  ts: number;
-  session: string | null;
-  label: string | null;
-  client: string;
-  method: string;
-  scheme: string;
-  host: string;
-  port: number;
-  path: string | null;
-  query: string | null;
-  headers: string | null;
-  status: number | null;
-  decision: string;
-  rule: string | null;
-  rule_source: string | null;
-  reason: string;
-  policy: string | null;
-  error: string | null;
-  bytes_in: number;
-  duration_ms: number;
-  model: string | null;
-  cost_usd: number | null;
-  input_tokens: number | null;
-  output_tokens: number | null;
-}
-
-const WANTED: (keyof AuditRow)[] = [
-  "id",
-  "ts",
-  "session",
-  "label",
-  "client",
-  "method",
-  "scheme",
-  "host",
-  "port",
-  "path",
-  "query",
-  "headers",
-  "status",
-  "decision",
-  "rule",
-  "rule_source",
-  "reason",
-  "policy",
-  "error",
-  "bytes_in",
-  "duration_ms",
-  "model",
-  "cost_usd",
-  "input_tokens",
-  "output_tokens",
-];
-
-/** Cannot read the audit (missing file, not an agentgate audit). */
-export class AuditReadError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "AuditReadError";
-  }
-}
-
-/**
- * The audit rows at or after `sinceMs`, oldest first, read-only (a running
- * proxy may keep writing).
- *
- * @throws {AuditReadError}
- */
-export function readAuditRows(path: string, sinceMs: number): AuditRow[] {
-  try {
-    Deno.statSync(path);
-  } catch {
-    throw new AuditReadError(`cannot open audit "${path}": file not found`);
-  }
-  let db: DatabaseSync;
-  try {
-    db = new DatabaseSync(path, { readOnly: true });
-  } catch (e) {
-    throw new AuditReadError(`cannot open audit "${path}": ${(e as Error).message}`);
-  }
-  try {
-    const cols = new Set(
-      (db.prepare("PRAGMA table_info(audit)").all() as { name: string }[]).map((c) => c.name),
-    );
-    if (!cols.has("decision") || !cols.has("host")) {
-      throw new AuditReadError(`"${path}" is not an agentgate audit (no audit table)`);
-    }
-    const select = WANTED.map((c) => (cols.has(c) ? c : `NULL AS ${c}`)).join(", ");
-    return db.prepare(`SELECT ${select} FROM audit WHERE ts >= ? ORDER BY ts, id`)
-      .all(sinceMs).map((r) => ({ ...r }) as unknown as AuditRow);
-  } catch (e) {
-    if (e instanceof AuditReadError) throw e;
-    throw new AuditReadError(`cannot read audit "${path}": ${(e as Error).message}`);
-  } finally {
-    db.close();
-  }
-}
 
 /** allow / log are "allowed"; deny / would_deny "denied" (the policy's intent). */
 export type Outcome = "allowed" | "denied";
@@ -172,7 +71,7 @@ export interface ReplayReport {
 const denied = (v: string) => v === "deny" || v === "would_deny";
 
 /** What the recorded row says the policy decided, or why it holds no decision. */
-export function recordedDecision(row: AuditRow): ReplayDecision | { skip: string } {
+export function recordedDecision(row: AuditRowWithHeaders): ReplayDecision | { skip: string } {
   const base = {
     rule: row.rule,
     rule_source: row.rule_source,
@@ -205,7 +104,7 @@ export function recordedDecision(row: AuditRow): ReplayDecision | { skip: string
   }
 }
 
-function headersOf(row: AuditRow): Record<string, string> {
+function headersOf(row: AuditRowWithHeaders): Record<string, string> {
   if (!row.headers) return {};
   try {
     const h = JSON.parse(row.headers);
@@ -216,7 +115,7 @@ function headersOf(row: AuditRow): Record<string, string> {
 }
 
 /** The request of a row as the proposed policy's proxy would see it. */
-export function requestOfRow(config: AgentgateConfig, row: AuditRow): BuiltRequest {
+export function requestOfRow(config: AgentgateConfig, row: AuditRowWithHeaders): BuiltRequest {
   const base = {
     id: row.id,
     session: row.session,
@@ -255,7 +154,7 @@ export function requestOfRow(config: AgentgateConfig, row: AuditRow): BuiltReque
   };
 }
 
-function hadBody(row: AuditRow, headers: Record<string, string>): boolean {
+function hadBody(row: AuditRowWithHeaders, headers: Record<string, string>): boolean {
   if (row.bytes_in > 0) return true;
   const cl = headers["content-length"];
   return (cl !== undefined && cl !== "0") || headers["transfer-encoding"] !== undefined;
@@ -272,7 +171,7 @@ function asReplay(d: Decision): ReplayDecision {
   };
 }
 
-function urlOf(row: AuditRow): string {
+function urlOf(row: AuditRowWithHeaders): string {
   const host = row.host.includes(":") ? `[${row.host}]` : row.host;
   if (row.path === null) return `${host}:${row.port}`;
   const dflt = row.scheme === "https" ? 443 : 80;
@@ -285,12 +184,12 @@ function urlOf(row: AuditRow): string {
  * Re-decide `rows` (oldest first) under `config` and group the changes.
  *
  * @example
- * const report = replay(config, readAuditRows("agentgate.db", Date.now() - 7 * 86_400_000));
+ * const report = replay(config, await reader.rowsSince(Date.now() - 7 * 86_400_000));
  * report.counts.allow_to_deny
  */
 export function replay(
   config: AgentgateConfig,
-  rows: AuditRow[],
+  rows: AuditRowWithHeaders[],
   opts: { examples?: number } = {},
 ): ReplayReport {
   const max = opts.examples ?? 5;

@@ -26,7 +26,8 @@
 import { isSeq, type Node } from "yaml";
 import type { Problem } from "../config/errors.ts";
 import { type ObjectSchema, type Schema, type SchemaIssue, validate } from "../config/schema.ts";
-import { parseDuration } from "../policy/duration.ts";
+import { parseDuration } from "../util/duration.ts";
+import * as when from "../util/time.ts";
 import { parseAbsolute } from "../proxy/target.ts";
 import type { RequestSpec } from "./request.ts";
 import { YamlFile } from "./yamlfile.ts";
@@ -99,14 +100,19 @@ export interface TestFile {
 
 const str = (description?: string): Schema => ({ type: "string", description });
 
-/** ISO 8601 with a zone (a time without one would depend on the machine): ms, or an error message. */
+/**
+ * ISO 8601 with a zone (a time without one would depend on the machine): ms,
+ * or an error message. The grammar is src/util/time.ts's `iso` form.
+ *
+ * @example
+ * parseTime("2026-03-02T10:00:00+01:00") // 1772442000000
+ */
 export function parseTime(v: string): number | string {
-  const t = Date.parse(v);
-  if (Number.isNaN(t)) return `invalid time "${v}": use ISO 8601, e.g. "2026-03-02T10:00:00Z"`;
-  if (/T/.test(v) && !/(Z|[+-]\d\d:?\d\d)$/i.test(v)) {
-    return `time "${v}" has no zone: add "Z" or an offset such as "+01:00"`;
-  }
-  return t;
+  const t = when.parseTime(v, { forms: ["iso"], zone: "required" });
+  if (t.ok) return t.ms;
+  return t.problem === "zone"
+    ? `time "${v}" has no zone: add "Z" or an offset such as "+01:00"`
+    : `invalid time "${v}": use ISO 8601, e.g. "2026-03-02T10:00:00Z"`;
 }
 
 const time: Schema = {

@@ -1,20 +1,17 @@
 import assert from "node:assert/strict";
-import { DatabaseSync } from "node:sqlite";
-import {
-  auditFromRows,
-  buildReport,
-  openAuditForReport,
-  REPORT_FORMAT,
-  ReportSourceError,
-} from "./build.ts";
+import { writeForeignDatabase, writeLegacyAudit } from "../audit/testing.ts";
+import { auditFromRows } from "../audit/memory.ts";
+import { buildReport, openAuditForReport, REPORT_FORMAT, ReportSourceError } from "./build.ts";
 import { fixtureAudit, S1, S2, T0 } from "../../tests/support/report_fixtures.ts";
 
 const ALL = { session: null, since: null, until: null };
 
-Deno.test("report: one session's hosts, denials, errors, rules and models", () => {
+Deno.test("report: one session's hosts, denials, errors, rules and models", async () => {
   const store = fixtureAudit();
   try {
-    const r = buildReport(store.db, { session: S1, since: null, until: null }, { source: "x.db" });
+    const r = await buildReport(store.reader(), { session: S1, since: null, until: null }, {
+      source: "x.db",
+    });
     assert.equal(r.format, REPORT_FORMAT);
     assert.equal(r.source, "x.db");
     assert.equal(r.label, "ci");
@@ -106,10 +103,10 @@ Deno.test("report: one session's hosts, denials, errors, rules and models", () =
   }
 });
 
-Deno.test("report: all sessions, an unknown price, time range, caps", () => {
+Deno.test("report: all sessions, an unknown price, time range, caps", async () => {
   const store = fixtureAudit();
   try {
-    const r = buildReport(store.db, ALL);
+    const r = await buildReport(store.reader(), ALL);
     assert.equal(r.totals.requests, 11);
     assert.equal(r.label, null);
     assert.deepEqual(r.sessions.map((s) => [s.session, s.label, s.requests, s.deny]), [
@@ -124,11 +121,15 @@ Deno.test("report: all sessions, an unknown price, time range, caps", () => {
     const auth = r.denials.find((d) => d.status === 407)!;
     assert.deepEqual([auth.method, auth.path, auth.rule], ["CONNECT", null, null]);
 
-    const recent = buildReport(store.db, { session: null, since: T0, until: T0 + 4500 });
+    const recent = await buildReport(store.reader(), {
+      session: null,
+      since: T0,
+      until: T0 + 4500,
+    });
     assert.equal(recent.totals.requests, 6);
     assert.ok(!recent.hosts.some((h) => h.host === "old.example"));
 
-    const capped = buildReport(store.db, ALL, { maxItems: 2 });
+    const capped = await buildReport(store.reader(), ALL, { maxItems: 2 });
     assert.equal(capped.hosts.length, 2);
     assert.equal(capped.truncated.hosts, r.hosts.length - 2);
     assert.equal(capped.totals.hosts, r.hosts.length, "totals count what was cut");
@@ -138,22 +139,28 @@ Deno.test("report: all sessions, an unknown price, time range, caps", () => {
   }
 });
 
-Deno.test("report: rows fetched from the API give the same report", () => {
+Deno.test("report: rows fetched from the API give the same report", async () => {
   const store = fixtureAudit();
   try {
-    const rows = store.db.prepare("SELECT * FROM audit").all().map((r) => ({
-      ...r,
-      headers: undefined,
-      findings_count: 0,
-      usage_partial: r.usage_partial === null ? null : Boolean(r.usage_partial),
-    }));
+    // What `/_/api/audit` answers: the read model's audit page.
+    const { items: rows } = await store.reader().audit({
+      limit: 1000,
+      offset: 0,
+      host: null,
+      decisions: null,
+      session: null,
+      rule: null,
+      search: null,
+      since: null,
+      until: null,
+    });
     const copy = auditFromRows(rows);
     try {
-      const a = buildReport(store.db, { session: S2, since: null, until: null });
-      const b = buildReport(copy, { session: S2, since: null, until: null });
+      const a = await buildReport(store.reader(), { session: S2, since: null, until: null });
+      const b = await buildReport(copy, { session: S2, since: null, until: null });
       assert.deepEqual(b, a);
     } finally {
-      copy.close();
+      await copy.close();
     }
   } finally {
     store.close();
@@ -166,31 +173,44 @@ Deno.test("report: the audit is opened read-only and never created", async () =>
     assert.throws(() => openAuditForReport(`${dir}/missing.db`), ReportSourceError);
     assert.throws(() => Deno.statSync(`${dir}/missing.db`), Deno.errors.NotFound);
 
-    const other = new DatabaseSync(`${dir}/other.db`);
-    other.exec("CREATE TABLE t (x)");
-    other.close();
+    writeForeignDatabase(`${dir}/other.db`);
     assert.throws(
       () => openAuditForReport(`${dir}/other.db`),
       /"[^"]*other\.db" is not an agentgate audit database/,
     );
 
     // An audit from before the LLM columns (schema v1) still reports, without models.
-    const v1 = new DatabaseSync(`${dir}/v1.db`);
-    v1.exec(`CREATE TABLE audit (id TEXT PRIMARY KEY, ts INTEGER, session TEXT, label TEXT,
-      method TEXT, scheme TEXT, host TEXT, port INTEGER, path TEXT, status INTEGER,
-      decision TEXT, rule TEXT, rule_source TEXT, reason TEXT, policy TEXT, error TEXT)`);
-    v1.exec(`INSERT INTO audit VALUES ('a', 1, 's', NULL, 'GET', 'http', 'h', 80, '/', 403,
-      'deny', 'r', 'f:1', 'no', NULL, NULL)`);
-    v1.close();
-    const db = openAuditForReport(`${dir}/v1.db`);
+    writeLegacyAudit(`${dir}/v1.db`, [{
+      id: "a",
+      ts: 1,
+      session: "s",
+      label: null,
+      method: "GET",
+      scheme: "http",
+      host: "h",
+      port: 80,
+      path: "/",
+      status: 403,
+      decision: "deny",
+      rule: "r",
+      rule_source: "f:1",
+      reason: "no",
+      policy: null,
+      error: null,
+    }]);
+    const before = await Deno.readFile(`${dir}/v1.db`);
+    const reader = openAuditForReport(`${dir}/v1.db`);
     try {
-      const r = buildReport(db, ALL);
+      const r = await buildReport(reader, ALL);
       assert.equal(r.totals.deny, 1);
       assert.deepEqual(r.models, []);
-      assert.throws(() => db.exec("DELETE FROM audit"), /readonly/);
     } finally {
-      db.close();
+      await reader.close();
     }
+    // Read-only: the read model has no way to write, and the file is as it was
+    // (not migrated to the current schema, no journal left behind).
+    assert.deepEqual(await Deno.readFile(`${dir}/v1.db`), before, "the audit is not changed");
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["other.db", "v1.db"]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -10,7 +10,8 @@
  *
  * @module
  */
-import type { DecisionCounts, DenialLine, Report } from "./build.ts";
+import type { DecisionCounts, DenialLine } from "../audit/read.ts";
+import type { Report } from "./build.ts";
 
 /** The output formats. */
 export const REPORT_FORMATS = ["text", "markdown", "json"] as const;

@@ -14,29 +14,33 @@ import {
 } from "./format.ts";
 import { event, fixtureAudit, S1, T0 } from "../../tests/support/report_fixtures.ts";
 
-function s1Report(): Report {
+async function s1Report(): Promise<Report> {
   const store = fixtureAudit();
   try {
-    return buildReport(store.db, { session: S1, since: null, until: null }, { source: "audit.db" });
+    return await buildReport(store.reader(), { session: S1, since: null, until: null }, {
+      source: "audit.db",
+    });
   } finally {
     store.close();
   }
 }
 
-function reportOf(events: ReturnType<typeof event>[]): Report {
+async function reportOf(events: ReturnType<typeof event>[]): Promise<Report> {
   const store = AuditStore.open(":memory:", { log: () => {} });
   try {
     for (const e of events) store.add(e);
     store.flush();
-    return buildReport(store.db, { session: null, since: null, until: null }, { source: "a.db" });
+    return await buildReport(store.reader(), { session: null, since: null, until: null }, {
+      source: "a.db",
+    });
   } finally {
     store.close();
   }
 }
 
-Deno.test("format: text", () => {
+Deno.test("format: text", async () => {
   assert.equal(
-    formatText(s1Report()),
+    formatText(await s1Report()),
     `agentgate report: session ci-0a1b2c3d4e5f6a7b (label ci)
   2025-06-01 10:00:00Z to 2025-06-01 12:00:04Z, from audit.db
   7 requests to 4 hosts: 2 allowed, 1 logged, 2 denied, 1 would be denied, 1 error
@@ -73,9 +77,9 @@ LLM tokens and spend
   );
 });
 
-Deno.test("format: markdown", () => {
+Deno.test("format: markdown", async () => {
   assert.equal(
-    formatMarkdown(s1Report()),
+    formatMarkdown(await s1Report()),
     `### ❌ agentgate: 2 requests denied
 
 session **ci-0a1b2c3d4e5f6a7b** (label ci) · 7 requests to 4 hosts: 2 allowed, 1 logged, 2 denied, 1 would be denied, 1 error · LLM: 2 call(s), 1,500 input + 300 output tokens, $0.01 · 2025-06-01 10:00:00Z to 2025-06-01 12:00:04Z
@@ -120,8 +124,8 @@ session **ci-0a1b2c3d4e5f6a7b** (label ci) · 7 requests to 4 hosts: 2 allowed, 
   );
 });
 
-Deno.test("format: no requests, no denials, would-be denials", () => {
-  const empty = reportOf([]);
+Deno.test("format: no requests, no denials, would-be denials", async () => {
+  const empty = await reportOf([]);
   assert.equal(
     formatText(empty),
     "agentgate report: all sessions\n  from a.db\n  no requests went through the proxy\n",
@@ -130,15 +134,15 @@ Deno.test("format: no requests, no denials, would-be denials", () => {
     formatMarkdown(empty),
     "### ✅ agentgate: no request denied\n\nall sessions · no requests went through the proxy\n",
   );
-  const clean = reportOf([event({ session: S1 })]);
+  const clean = await reportOf([event({ session: S1 })]);
   assert.match(formatMarkdown(clean), /^### ✅ agentgate: no request denied\n/);
   assert.doesNotMatch(formatText(clean), /Denials/);
-  const audit = reportOf([event({ decision: "would_deny", reason: "r" })]);
+  const audit = await reportOf([event({ decision: "would_deny", reason: "r" })]);
   assert.match(formatMarkdown(audit), /^### ⚠️ agentgate: 1 request would be denied\n/);
 });
 
-Deno.test("format: request text cannot inject terminal escapes or markdown/HTML", () => {
-  const r = reportOf([
+Deno.test("format: request text cannot inject terminal escapes or markdown/HTML", async () => {
+  const r = await reportOf([
     event({
       host: "evil.test",
       path: "/a\x1b[2J\u202e|`x`",
@@ -164,9 +168,9 @@ Deno.test("format: request text cannot inject terminal escapes or markdown/HTML"
   assert.ok(md.includes("| s\\|\\*\\_ | &lt;b&gt; |"), md);
 });
 
-Deno.test("format: long lists are cut in text and markdown, complete in JSON", () => {
+Deno.test("format: long lists are cut in text and markdown, complete in JSON", async () => {
   const n = SHOWN.denials + 10;
-  const r = reportOf(
+  const r = await reportOf(
     Array.from(
       { length: n },
       (_, i) => event({ ts: T0 + i, path: `/p${i}`, decision: "deny", reason: "no" }),

@@ -36,20 +36,6 @@ export interface SpendRow {
   keys?: string[];
 }
 
-/**
- * The audit's `spend_keys` column (a JSON array of strings) as keys; anything
- * else (NULL, a row from another tool, a damaged value) as none.
- */
-export function parseSpendKeys(json: string | null): string[] | undefined {
-  if (json === null) return undefined;
-  try {
-    const v: unknown = JSON.parse(json);
-    return Array.isArray(v) && v.every((k) => typeof k === "string") ? v : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** The ledger keys a cost counts under, whatever limits exist: one per built-in key kind. */
 export function spendKeys(row: Omit<SpendRow, "ts" | "usd">): string[] {
   const keys = [

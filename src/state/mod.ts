@@ -6,10 +6,4 @@
  * @module
  */
 export { PolicyState, type Usage, type UsageHook } from "./policy_state.ts";
-export {
-  MemorySpendLedger,
-  parseSpendKeys,
-  spendKeys,
-  type SpendLedger,
-  type SpendRow,
-} from "./ledger.ts";
+export { MemorySpendLedger, spendKeys, type SpendLedger, type SpendRow } from "./ledger.ts";

@@ -43,7 +43,7 @@ import {
   type CompiledKeyExpression,
   compileKeyExpression,
 } from "../cel/mod.ts";
-import { formatDuration, parseDuration } from "../duration.ts";
+import { formatDuration, parseDuration } from "../../util/duration.ts";
 import {
   type Checker,
   type CheckerContext,

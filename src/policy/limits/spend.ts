@@ -34,7 +34,7 @@
 
 import type { RequestInfo } from "../types.ts";
 import { CelEvalError } from "../cel/mod.ts";
-import { formatDuration } from "../duration.ts";
+import { formatDuration } from "../../util/duration.ts";
 import {
   type KeyBucket,
   keyBucket,

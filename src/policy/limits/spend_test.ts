@@ -10,7 +10,8 @@ import {
   type SpendRow,
 } from "./spend.ts";
 import { type PolicyResult } from "./types.ts";
-import { parseSpendKeys, PolicyState, type Usage } from "../../state/mod.ts";
+import { PolicyState, type Usage } from "../../state/mod.ts";
+import { parseSpendKeys } from "../../audit/event.ts";
 
 const DAY = 86_400_000;
 const HOUR = 3_600_000;
