@@ -90,3 +90,43 @@ export function parseSpendKeys(json: unknown): string[] {
     return [];
   }
 }
+
+/**
+ * The `audit` table's columns in insert order (the findings live in their
+ * own table). Readers take theirs from this list.
+ */
+export const AUDIT_COLUMNS = [
+  "id",
+  "ts",
+  "session",
+  "label",
+  "client",
+  "method",
+  "scheme",
+  "host",
+  "port",
+  "path",
+  "query",
+  "status",
+  "decision",
+  "rule",
+  "rule_source",
+  "reason",
+  "policy",
+  "bytes_in",
+  "bytes_out",
+  "duration_ms",
+  "error",
+  "headers",
+  "provider",
+  "model",
+  "input_tokens",
+  "output_tokens",
+  "cache_read_tokens",
+  "cache_write_tokens",
+  "reasoning_tokens",
+  "cost_usd",
+  "usage_partial",
+  "price_unknown",
+  "spend_keys",
+] as const satisfies readonly (keyof AuditEventV1)[];

@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { parseSpendKeys } from "./event.ts";
+import { AUDIT_COLUMNS, parseSpendKeys } from "./event.ts";
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import {
   type AuditDetail,
@@ -54,39 +54,10 @@ function usd(x: number): number {
 }
 
 /** The columns of an {@link AuditRow}, in the order the API has always answered them. */
-const ROW_COLUMNS = [
-  "id",
-  "ts",
-  "session",
-  "label",
-  "client",
-  "method",
-  "scheme",
-  "host",
-  "port",
-  "path",
-  "query",
-  "status",
-  "decision",
-  "rule",
-  "rule_source",
-  "reason",
-  "policy",
-  "bytes_in",
-  "bytes_out",
-  "duration_ms",
-  "error",
-  "provider",
-  "model",
-  "input_tokens",
-  "output_tokens",
-  "cache_read_tokens",
-  "cache_write_tokens",
-  "reasoning_tokens",
-  "cost_usd",
-  "usage_partial",
-  "price_unknown",
-] as const satisfies readonly (keyof AuditRow)[];
+const ROW_COLUMNS = AUDIT_COLUMNS.filter(
+  (c): c is Exclude<typeof AUDIT_COLUMNS[number], "headers" | "spend_keys"> =>
+    c !== "headers" && c !== "spend_keys",
+);
 
 // A column added to the event must be read here too (this fails to compile until it is).
 const _everyColumn: Exclude<keyof AuditRow, typeof ROW_COLUMNS[number] | "findings_count"> extends

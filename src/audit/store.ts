@@ -7,7 +7,7 @@
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname } from "node:path";
-import type { AuditEventV1 } from "./event.ts";
+import { AUDIT_COLUMNS, type AuditEventV1 } from "./event.ts";
 import { type SqliteAuditReader, sqliteReaderOver } from "./sqlite_read.ts";
 
 /** Forward migrations; entry i brings the schema from version i to i+1. */
@@ -91,42 +91,6 @@ const SLICE = 300;
 
 /** Schema version this build writes. */
 export const AUDIT_SCHEMA_VERSION = MIGRATIONS.length;
-
-const COLUMNS: (keyof AuditEventV1)[] = [
-  "id",
-  "ts",
-  "session",
-  "label",
-  "client",
-  "method",
-  "scheme",
-  "host",
-  "port",
-  "path",
-  "query",
-  "status",
-  "decision",
-  "rule",
-  "rule_source",
-  "reason",
-  "policy",
-  "bytes_in",
-  "bytes_out",
-  "duration_ms",
-  "error",
-  "headers",
-  "provider",
-  "model",
-  "input_tokens",
-  "output_tokens",
-  "cache_read_tokens",
-  "cache_write_tokens",
-  "reasoning_tokens",
-  "cost_usd",
-  "usage_partial",
-  "price_unknown",
-  "spend_keys",
-];
 
 /** Thrown when the audit database cannot be opened or migrated. */
 export class AuditOpenError extends Error {
@@ -229,8 +193,8 @@ export class AuditStore {
     this.#db = db;
     this.#path = path;
     this.#insert = db.prepare(
-      `INSERT OR IGNORE INTO audit (${COLUMNS.join(", ")}) VALUES (${
-        COLUMNS.map(() => "?").join(", ")
+      `INSERT OR IGNORE INTO audit (${AUDIT_COLUMNS.join(", ")}) VALUES (${
+        AUDIT_COLUMNS.map(() => "?").join(", ")
       })`,
     );
     this.#insertFinding = db.prepare(

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { concatChunks } from "../policy/request.ts";
 import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
 import { formatOption } from "./options.ts";
 import type { Io } from "./io.ts";
@@ -54,13 +55,7 @@ export const scanSpec: CommandSpec = {
 async function readAll(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   for await (const c of stream) chunks.push(c);
-  const out = new Uint8Array(chunks.reduce((a, c) => a + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
+  return chunks.length ? concatChunks(chunks) : new Uint8Array(0);
 }
 
 /** Run `scan`. */

@@ -312,7 +312,7 @@ async function rebuildSpend(
 ): Promise<void> {
   try {
     const rows = await reader.spendRows(now - 31 * 86_400_000);
-    state.ledger.rebuild(rows.map(({ spend_keys, ...r }) => ({ ...r, keys: spend_keys })));
+    state.ledger.rebuild(rows);
   } catch (e) {
     log(`agentgate: could not rebuild spending from the audit: ${(e as Error).message}`);
   }

@@ -324,11 +324,42 @@ function unknownPriceDenial(
   return `no price is known for model "${model}", so the spending limit of rule "${rule.name}" cannot be enforced (llm.unknown_price: deny; add it to llm.prices)`;
 }
 
+type Note = (rule: CompiledRule, outcome: TraceEntry["outcome"], detail: string) => void;
+
+/**
+ * A rule's `when:` condition: "holds" (or no condition), "skip" (false, or
+ * an error under `on_error: skip`), or the deny an error decides.
+ */
+function condition(
+  policy: CompiledPolicy,
+  rule: CompiledRule,
+  info: RequestInfo,
+  now: number,
+  note: Note | undefined,
+): "holds" | "skip" | Decision {
+  if (rule.when === null) return "holds";
+  try {
+    if (rule.when.evaluate({ ...info, now: new Date(now) })) return "holds";
+    note?.(rule, "condition-false", `condition ${rule.when.expr} is false`);
+    return "skip";
+  } catch (e) {
+    if (!(e instanceof CelEvalError)) throw e;
+    const skip = rule.onError === "skip";
+    note?.(
+      rule,
+      skip ? "skipped" : "condition-error",
+      `condition error: ${e.message}${skip ? " (on_error: skip)" : ""}`,
+    );
+    if (skip) return "skip";
+    return decision(policy, rule, "deny", `condition error in rule "${rule.name}": ${e.message}`);
+  }
+}
+
 function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
   const { info, now, state, trace } = input;
   // A trace walks every rule (to explain the misses); decisions do not change.
   const rules = policy.index && !trace ? policy.index.candidates(info.host) : policy.rules;
-  const note = (rule: CompiledRule, outcome: TraceEntry["outcome"], detail: string) =>
+  const note: Note = (rule, outcome, detail) =>
     trace?.push({ rule: rule.name, source: rule.source, outcome, detail });
   for (const rule of rules) {
     const m = ruleMatches(rule, info);
@@ -341,30 +372,9 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
         if (trace) note(rule, "needs-request", "decided per request inside the intercepted tunnel");
         return decision(policy, null, "log", INTERCEPT_REASON);
       }
-      if (rule.when !== null) {
-        try {
-          if (!rule.when.evaluate({ ...info, now: new Date(now) })) {
-            if (trace) note(rule, "condition-false", `condition ${rule.when.expr} is false`);
-            continue;
-          }
-        } catch (e) {
-          if (!(e instanceof CelEvalError)) throw e;
-          if (trace) {
-            note(
-              rule,
-              rule.onError === "skip" ? "skipped" : "condition-error",
-              `condition error: ${e.message}`,
-            );
-          }
-          if (rule.onError === "skip") continue;
-          return decision(
-            policy,
-            rule,
-            "deny",
-            `condition error in rule "${rule.name}": ${e.message}`,
-          );
-        }
-      }
+      const c = condition(policy, rule, info, now, trace && note);
+      if (c === "skip") continue;
+      if (c !== "holds") return c;
       if (rule.action === "deny") {
         if (trace) note(rule, "decided", "action deny (the tunnel is refused)");
         return decision(policy, rule, "deny", rule.reason ?? `denied by rule "${rule.name}"`);
@@ -395,32 +405,9 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
         needs: "body",
       };
     }
-    if (rule.when !== null) {
-      let holds: boolean;
-      try {
-        holds = rule.when.evaluate({ ...info, now: new Date(now) });
-      } catch (e) {
-        if (!(e instanceof CelEvalError)) throw e;
-        if (trace) {
-          note(
-            rule,
-            rule.onError === "skip" ? "skipped" : "condition-error",
-            `condition error: ${e.message}${rule.onError === "skip" ? " (on_error: skip)" : ""}`,
-          );
-        }
-        if (rule.onError === "skip") continue;
-        return decision(
-          policy,
-          rule,
-          "deny",
-          `condition error in rule "${rule.name}": ${e.message}`,
-        );
-      }
-      if (!holds) {
-        if (trace) note(rule, "condition-false", `condition ${rule.when.expr} is false`);
-        continue;
-      }
-    }
+    const c = condition(policy, rule, info, now, trace && note);
+    if (c === "skip") continue;
+    if (c !== "holds") return c;
     if (rule.action === "deny") {
       if (trace) note(rule, "decided", `action deny`);
       return decision(policy, rule, "deny", rule.reason ?? `denied by rule "${rule.name}"`);

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import type { SpendRow as AuditSpendRow } from "../audit/read.ts";
 
 /**
  * Spent USD per key over time. Keys are strings such as `global`,
@@ -24,20 +25,14 @@ export interface SpendLedger {
   rebuild(rows: Iterable<SpendRow>): void;
 }
 
-/** A cost row as the audit stores it. */
-export interface SpendRow {
-  ts: number;
-  usd: number;
-  session: string | null;
-  host: string;
-  client: string;
-  rule: string | null;
-  /** Further ledger keys the cost was charged to (CEL-keyed budgets; `spend_keys`). */
-  keys?: string[];
-}
+/**
+ * A cost as the audit holds it (its read model's `spendRows`); the extra
+ * keys of CEL-keyed budgets may be absent.
+ */
+export type SpendRow = Omit<AuditSpendRow, "spend_keys"> & { spend_keys?: string[] };
 
 /** The ledger keys a cost counts under, whatever limits exist: one per built-in key kind. */
-export function spendKeys(row: Omit<SpendRow, "ts" | "usd">): string[] {
+export function spendKeys(row: Omit<SpendRow, "ts" | "usd" | "spend_keys">): string[] {
   const keys = [
     "global",
     `host:${row.host}`,
@@ -171,7 +166,7 @@ export class MemorySpendLedger implements SpendLedger {
     const sorted = [...rows].filter((r) => r.usd > 0).sort((a, b) => a.ts - b.ts);
     for (const row of sorted) {
       const keys = spendKeys(row);
-      if (row.keys) keys.push(...row.keys);
+      if (row.spend_keys) keys.push(...row.spend_keys);
       this.add(keys, row.ts, row.usd);
     }
   }

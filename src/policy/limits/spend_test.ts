@@ -247,7 +247,7 @@ Deno.test("a CEL-keyed budget survives a restart through the rows' spend_keys", 
     rule: "openai",
   };
   const restarted = new PolicyState({ startedAt: T });
-  restarted.ledger.rebuild([{ ...row, keys: parseSpendKeys(JSON.stringify([key])) }]);
+  restarted.ledger.rebuild([{ ...row, spend_keys: parseSpendKeys(JSON.stringify([key])) }]);
   assert.equal(
     denied(c.check(req({ headers: { "x-team": "ml" } }), T, restarted)).reason,
     'spending limit reached: $1.00 of $1.00 per 1d for key "ml"',
@@ -256,7 +256,7 @@ Deno.test("a CEL-keyed budget survives a restart through the rows' spend_keys", 
   // A row without spend_keys (or with a damaged value) charges only the built-in keys.
   for (const json of [null, "not json", '{"a":1}', "[1,2]"]) {
     const s = new PolicyState({ startedAt: T });
-    s.ledger.rebuild([{ ...row, keys: parseSpendKeys(json) }]);
+    s.ledger.rebuild([{ ...row, spend_keys: parseSpendKeys(json) }]);
     assert.equal(c.check(req({ headers: { "x-team": "ml" } }), T, s).ok, true, String(json));
     assert.equal(s.ledger.spent("global", T - DAY), 1);
   }
