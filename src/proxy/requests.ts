@@ -6,6 +6,7 @@
  *
  * @module
  */
+import type { IncomingHttpHeaders } from "node:http";
 import type { Readable } from "node:stream";
 import { requestInfo } from "../policy/request.ts";
 import { decideBody, decideHead, type RequestVerdict } from "../policy/pipeline.ts";
@@ -223,36 +224,55 @@ function settle(core: ProxyCore, flow: Flow, verdict: RequestVerdict) {
     return ex.finish({ status: d.status });
   }
   if (flow.expect) res.writeContinue();
-  const observers: ResponseObserver[] = [];
-  let transform: ResponseTransform | undefined;
-  const headerEdits = verdict.headerEdits ?? new Map<string, string | null>();
   // Read whole already: sent with its head in one write (Content-Length).
-  let bodyBytes = verdict.body ?? (body?.complete ? body.chunks[0] : undefined);
-  const out: OutgoingRequest = {
+  const out = new Outgoing(
     verdict,
-    headers: req.headers,
-    get body() {
-      return bodyBytes;
-    },
-    setBody: (bytes) => void (bodyBytes = bytes),
-    setHeader: (name, value) => void headerEdits.set(name.toLowerCase(), value),
-    observe: (o) => void observers.push(o),
-    transform: (t) => {
-      if (transform) throw new Error("a response has one transform");
-      transform = t;
-    },
-  };
+    req.headers,
+    verdict.body ?? (body?.complete ? body.chunks[0] : undefined),
+  );
   for (const a of core.addons) a.request?.(ex, out);
   let rest: Readable | undefined;
-  if (bodyBytes === undefined && body) rest = replay(req, body);
+  if (out.body === undefined && body) rest = replay(req, body);
   forwardHttp(req, res, flow.target, ex, core.pool, {
     ...upstreamOptions(core, ex.config),
     closeAfter: () => core.draining(),
     endpoint: flow.endpoint,
     body: rest,
-    bodyBytes,
-    observers,
-    transform,
-    headerEdits: headerEdits.size ? headerEdits : undefined,
+    bodyBytes: out.body,
+    observers: out.observers,
+    transform: out.response,
+    headerEdits: out.edits?.size ? out.edits : undefined,
   });
+}
+
+/** The addons' view of an allowed request (a class: no closures per request on the hot path). */
+class Outgoing implements OutgoingRequest {
+  observers: ResponseObserver[] = [];
+  response: ResponseTransform | undefined;
+  edits: Map<string, string | null> | undefined;
+
+  constructor(
+    readonly verdict: RequestVerdict,
+    readonly headers: IncomingHttpHeaders,
+    public body: Uint8Array | undefined,
+  ) {
+    this.edits = verdict.headerEdits;
+  }
+
+  setBody(bytes: Uint8Array): void {
+    this.body = bytes;
+  }
+
+  setHeader(name: string, value: string | null): void {
+    (this.edits ??= new Map()).set(name.toLowerCase(), value);
+  }
+
+  observe(observer: ResponseObserver): void {
+    this.observers.push(observer);
+  }
+
+  transform(transform: ResponseTransform): void {
+    if (this.response) throw new Error("a response has one transform");
+    this.response = transform;
+  }
 }
