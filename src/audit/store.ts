@@ -164,7 +164,7 @@ export function openAuditDb(path: string): DatabaseSync {
  * @example
  * const store = AuditStore.open("./agentgate.db", { retentionMs: 30 * 86_400_000 });
  * store.add(event);
- * await store.close(); // flushes
+ * store.close(); // flushes what is queued, then closes (synchronous)
  */
 export class AuditStore {
   #queue: AuditEventV1[] = [];
