@@ -315,6 +315,7 @@ rules:
     'l.yaml:6:5: warning: rule "api-example" can never match: rule "all-example" (l.yaml:5) matches all its requests first',
     'l.yaml:7:5: warning: rule "v1" allows the LLM host "api.openai.com" with no policies while a spending limit exists elsewhere: its calls are not budgeted',
     'l.yaml:8:5: warning: rule "v1-chat" can never match: rule "v1" (l.yaml:7) matches all its requests first',
+    'l.yaml:9:5: warning: rule "budget" has a spending_limit, but "api.anthropic.com" is not in tls.intercept: its HTTPS calls pass through a tunnel whose usage is never read, so they pass unpriced (add "api.anthropic.com" to tls.intercept)',
     'l.yaml:15:5: warning: rule "openai-free" allows the LLM host "api.openai.com" with no policies while a spending limit exists elsewhere: its calls are not budgeted',
   ]);
 });

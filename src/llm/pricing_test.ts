@@ -158,7 +158,13 @@ Deno.test("pricing: tiered and dated prices follow genai-prices", () => {
 
 Deno.test("pricing: unknown model or provider is null and priceUnknown, never 0", () => {
   const pricer = createPricer();
-  const unknown = { costUsd: null, priceUnknown: true, priceSource: null };
+  const unknown = {
+    costUsd: null,
+    priceUnknown: true,
+    priceIncomplete: false,
+    missing: [],
+    priceSource: null,
+  };
   assert.deepEqual(
     pricer.price(record({ model: "my-local-llama", inputTokens: 10, outputTokens: 5 }), WHEN),
     unknown,
@@ -173,6 +179,8 @@ Deno.test("pricing: unknown model or provider is null and priceUnknown, never 0"
   assert.deepEqual(pricer.price(record({ model: "gpt-4o" }), WHEN), {
     costUsd: 0,
     priceUnknown: false,
+    priceIncomplete: false,
+    missing: [],
     priceSource: "genai-prices",
   });
   assert.deepEqual(pricer.price(record({ model: "my-local-llama" }), WHEN), unknown);
@@ -183,11 +191,15 @@ Deno.test("pricing: no usage is unknown cost; a failed call without tokens costs
   assert.deepEqual(pricer.price(fixture("openai-chat-stream-no-usage.sse"), WHEN), {
     costUsd: null,
     priceUnknown: false,
+    priceIncomplete: false,
+    missing: [],
     priceSource: null,
   });
   assert.deepEqual(pricer.price(fixture("anthropic-error-529.json"), WHEN), {
     costUsd: 0,
     priceUnknown: false,
+    priceIncomplete: false,
+    missing: [],
     priceSource: null,
   });
   // A partial record with tokens is priced: a lower bound.
@@ -207,19 +219,21 @@ Deno.test("pricing: overrides win, match dated and prefixed names, default cache
   // (1117 - 1024) × 1 + 1024 × 0.5 + 46 × 2 = 697
   const a = pricer.price(fixture("openai-chat.json"), WHEN); // model gpt-4o-2024-08-06
   close(a.costUsd, 0.000697);
-  assert.equal(a.priceSource, "override");
-  // Cache write priced at input when cache_write is absent: 1000 × 0.1 + 10 × 0.2 = 102
+  assert.equal(a.priceSource, "config");
+  // Cache write priced at input when cache_write is absent: 1000 × 0.1 + 10 × 0.2 = 102;
+  // a provider bills writes above input, so that is a lower bound, and says so.
   const b = pricer.price(
     record({ model: "my-local-llama", inputTokens: 1000, cacheWriteTokens: 600, outputTokens: 10 }),
     WHEN,
   );
   close(b.costUsd, 0.000102);
+  assert.deepEqual([b.priceIncomplete, b.missing], [true, ["cache writes"]]);
   const c = pricer.price(
     record({ provider: "gemini", model: "models/gemini-2.5-flash", inputTokens: 1000 }),
     WHEN,
   );
   close(c.costUsd, 0.0003);
-  assert.equal(c.priceSource, "override");
+  assert.equal(c.priceSource, "config");
   // Not an override: genai-prices still answers.
   assert.equal(pricer.price(fixture("anthropic-messages.json"), WHEN).priceSource, "genai-prices");
 });
@@ -283,6 +297,8 @@ Deno.test("pricing: works in a process without net permission", async () => {
     assert.deepEqual(JSON.parse(new TextDecoder().decode(out.stdout)), {
       costUsd: 2.5,
       priceUnknown: false,
+      priceIncomplete: false,
+      missing: [],
       priceSource: "genai-prices",
     });
   } finally {

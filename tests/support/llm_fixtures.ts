@@ -47,15 +47,26 @@ function usage(
   return {
     provider,
     model,
-    inputTokens: t.inputTokens ?? 0,
-    outputTokens: t.outputTokens ?? 0,
-    cacheReadTokens: t.cacheReadTokens ?? 0,
-    cacheWriteTokens: t.cacheWriteTokens ?? 0,
-    reasoningTokens: t.reasoningTokens ?? 0,
-    partial: t.partial ?? false,
-    error: t.error ?? null,
+    inputTokens: 0,
+    outputTokens: 0,
+    cacheReadTokens: 0,
+    cacheWriteTokens: 0,
+    reasoningTokens: 0,
+    partial: false,
+    error: null,
+    providerError: false,
+    ...t,
   };
 }
+
+/** The five counts of a response that carried no usage at all: unknown. */
+const UNKNOWN = {
+  inputTokens: null,
+  outputTokens: null,
+  cacheReadTokens: null,
+  cacheWriteTokens: null,
+  reasoningTokens: null,
+};
 
 /** Every fixture with its expected usage. */
 export const LLM_FIXTURES: readonly LlmFixture[] = [
@@ -69,6 +80,7 @@ export const LLM_FIXTURES: readonly LlmFixture[] = [
     contentType: "application/json",
     stream: false,
     expected: usage("openai", "gpt-4o-2024-08-06", {
+      serviceTier: "default",
       inputTokens: 1117,
       outputTokens: 46,
       cacheReadTokens: 1024,
@@ -84,6 +96,7 @@ export const LLM_FIXTURES: readonly LlmFixture[] = [
     contentType: "application/json",
     stream: false,
     expected: usage("openai", "o3-mini-2025-01-31", {
+      serviceTier: "default",
       inputTokens: 75,
       outputTokens: 1186,
       reasoningTokens: 1024,
@@ -98,7 +111,11 @@ export const LLM_FIXTURES: readonly LlmFixture[] = [
     status: 200,
     contentType: "text/event-stream; charset=utf-8",
     stream: true,
-    expected: usage("openai", "gpt-4o-mini-2024-07-18", { inputTokens: 24, outputTokens: 17 }),
+    expected: usage("openai", "gpt-4o-mini-2024-07-18", {
+      serviceTier: "default",
+      inputTokens: 24,
+      outputTokens: 17,
+    }),
   },
   {
     file: "openai-chat-stream-no-usage.sse",
@@ -110,7 +127,11 @@ export const LLM_FIXTURES: readonly LlmFixture[] = [
     contentType: "text/event-stream; charset=utf-8",
     stream: true,
     // No stream_options.include_usage: usage unknown (partial, cost null), not 0.
-    expected: usage("openai", "gpt-4o-mini-2024-07-18", { partial: true }),
+    expected: usage("openai", "gpt-4o-mini-2024-07-18", {
+      ...UNKNOWN,
+      partial: true,
+      serviceTier: "default",
+    }),
   },
   {
     file: "openai-responses.json",
@@ -122,6 +143,7 @@ export const LLM_FIXTURES: readonly LlmFixture[] = [
     contentType: "application/json",
     stream: false,
     expected: usage("openai", "o4-mini-2025-04-16", {
+      serviceTier: "default",
       inputTokens: 2006,
       outputTokens: 764,
       cacheReadTokens: 1920,
@@ -137,7 +159,11 @@ export const LLM_FIXTURES: readonly LlmFixture[] = [
     status: 200,
     contentType: "text/event-stream; charset=utf-8",
     stream: true,
-    expected: usage("openai", "gpt-4.1-2025-04-14", { inputTokens: 37, outputTokens: 12 }),
+    expected: usage("openai", "gpt-4.1-2025-04-14", {
+      serviceTier: "auto",
+      inputTokens: 37,
+      outputTokens: 12,
+    }),
   },
   {
     file: "openai-embeddings.json",
@@ -160,6 +186,7 @@ export const LLM_FIXTURES: readonly LlmFixture[] = [
     contentType: "application/json",
     stream: false,
     expected: usage("openai", null, {
+      providerError: true,
       error: "rate_limit_exceeded: Rate limit reached for gpt-4o in organization org-Xk2v9Lq on " +
         "tokens per min (TPM): Limit 30000, Used 29804, Requested 1163. Please try again in " +
         "1.934s. Visit https://platform.openai.com/account/rate-limits to learn more.",
@@ -176,6 +203,7 @@ export const LLM_FIXTURES: readonly LlmFixture[] = [
     stream: false,
     // input_tokens 21 + cache_creation_input_tokens 2048.
     expected: usage("anthropic", "claude-sonnet-4-20250514", {
+      serviceTier: "standard",
       inputTokens: 2069,
       outputTokens: 393,
       cacheWriteTokens: 2048,
@@ -192,6 +220,7 @@ export const LLM_FIXTURES: readonly LlmFixture[] = [
     stream: true,
     // message_start: input 12 + cache read 2048; message_delta: output 187.
     expected: usage("anthropic", "claude-sonnet-4-20250514", {
+      serviceTier: "standard",
       inputTokens: 2060,
       outputTokens: 187,
       cacheReadTokens: 2048,
@@ -211,6 +240,7 @@ export const LLM_FIXTURES: readonly LlmFixture[] = [
       outputTokens: 1,
       partial: true,
       error: "overloaded_error: Overloaded",
+      providerError: true,
     }),
   },
   {
@@ -238,7 +268,10 @@ export const LLM_FIXTURES: readonly LlmFixture[] = [
     status: 529,
     contentType: "application/json",
     stream: false,
-    expected: usage("anthropic", null, { error: "overloaded_error: Overloaded" }),
+    expected: usage("anthropic", null, {
+      error: "overloaded_error: Overloaded",
+      providerError: true,
+    }),
   },
   {
     file: "gemini-generate.json",
