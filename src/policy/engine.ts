@@ -334,7 +334,7 @@ function unknownPriceDenial(
   const enforce = `so the spending limit of rule "${rule.name}" cannot be enforced ` +
     `(llm.unknown_price: deny; add it to llm.prices)`;
   if (price.priceUnknown) return `no price is known for model "${model}", ${enforce}`;
-  return `the price of model "${model}" has no ${price.missing.join(", ")}, ${enforce}`;
+  return `no price is known for ${price.missing.join(" and ")} of model "${model}", ${enforce}`;
 }
 
 type Note = (rule: CompiledRule, outcome: TraceEntry["outcome"], detail: string) => void;
