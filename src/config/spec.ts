@@ -331,7 +331,7 @@ export const configSchema: ObjectSchema = {
           type: "string",
           enum: ["deny", "allow"],
           description:
-            "Requests for a model without a known price under a spending limit: deny (default) or allow.",
+            "Requests under a spending limit for a model without a known price, or whose price lacks what the request uses (a service tier, a server-side tool, audio, a long-context tier): deny (default) or allow.",
         },
       },
     },
