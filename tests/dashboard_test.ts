@@ -253,6 +253,10 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
         cost_usd: null,
         usage_partial: null,
         price_unknown: null,
+        price_source: null,
+        price_incomplete: null,
+        price_missing: null,
+        service_tier: null,
         findings_count: 1,
       });
       const live = r.body.items.find((x: { id: string }) => x.id === s.liveDenied.id);
@@ -377,6 +381,10 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
         cost_usd: null,
         usage_partial: null,
         price_unknown: null,
+        price_source: null,
+        price_incomplete: null,
+        price_missing: null,
+        service_tier: null,
         findings: [{
           id: finding.id,
           ts: seedC.ts,

@@ -32,6 +32,11 @@ function fakeProvider(seen: { bodies: unknown[]; hold?: () => void }) {
         if (body.model === "no-such-model") {
           return send("openai-chat.json", "application/json"); // priced by the model it names
         }
+        if (body.model === "gpt-5") return send("openai-chat-priority.json", "application/json");
+        // A gateway that ignores stream_options: its streams never carry usage.
+        if (req.headers["x-ignore-stream-options"]) {
+          return send("openai-chat-stream-no-usage.sse", "text/event-stream");
+        }
         if (!body.stream) return send("openai-chat.json", "application/json");
         return send(
           body.stream_options?.include_usage
@@ -48,6 +53,12 @@ function fakeProvider(seen: { bodies: unknown[]; hold?: () => void }) {
           res.write(all.slice(0, all.indexOf("event: content_block_delta")));
           seen.hold?.();
           return;
+        }
+        if (body.tools?.some((t: { name?: string }) => t.name === "web_search")) {
+          return send("anthropic-messages-web-search.json", "application/json");
+        }
+        if (body.model === "claude-3-5-haiku-20241022") {
+          return send("anthropic-messages-stream-error.sse", "text/event-stream");
         }
         if (!body.stream) return send("anthropic-messages.json", "application/json");
         return send("anthropic-messages-stream.sse", "text/event-stream");
@@ -213,7 +224,11 @@ Deno.test("llm: official SDKs, JSON and streams, exact tokens and cost in the au
         await res.arrayBuffer();
         const rows = await waitForRows(proxy.auditPath, 1, "usage_partial = 1");
         assert.equal(rows[0].cost_usd, null);
-        assert.equal(rows[0].input_tokens, 0);
+        // Unknown usage is NULL, never 0 tokens.
+        assert.deepEqual(
+          [rows[0].input_tokens, rows[0].output_tokens, rows[0].price_source],
+          [null, null, null],
+        );
       },
     );
     assert.equal(await proxy.stop(), 0);
@@ -395,6 +410,229 @@ Deno.test("llm: a client that aborts mid-stream leaves a partial row", async () 
     assert.equal(row.error, "client aborted");
     assert.equal(row.input_tokens, 2060); // from message_start, before the cut
     assert.equal(auditRows(proxy.auditPath, "provider = 'anthropic'").length, 1);
+    assert.equal(await proxy.stop(), 0);
+  } finally {
+    client.close();
+    await proxy.dispose();
+    await origin.close();
+  }
+});
+
+Deno.test("llm: the openai client streaming without include_usage under a spending limit is charged", async () => {
+  // gpt-4o-mini at $1,000 per million tokens in and out, so the budget reads in cents:
+  // the stream's 24 + 17 tokens cost $0.041.
+  const rules = `  - name: budget
+    match: api.openai.com/v1/**
+    action: allow
+    policies:
+      - spending_limit: { usd: 0.05, per: 1d, key: session }
+`;
+  const llm = "llm: { prices: { gpt-4o-mini: { input: 1000, output: 1000 } } }";
+  const { origin, proxy, client, proxiedFetch, seen } = await setup(rules, llm);
+  const openai = new OpenAI({ apiKey: "sk-test-not-real", fetch: proxiedFetch, maxRetries: 0 });
+  try {
+    const ask = async () => {
+      const stream = await openai.chat.completions.create({
+        model: "gpt-4o-mini",
+        messages: [{ role: "user", content: "hi" }],
+        stream: true,
+      });
+      let text = "";
+      for await (const c of stream) text += c.choices[0]?.delta?.content ?? "";
+      return text;
+    };
+    assert.ok((await ask()).length > 0);
+    // force_stream_usage is off: the limit made agentgate ask for the usage itself.
+    assert.deepEqual((seen.bodies[0] as { stream_options: unknown }).stream_options, {
+      include_usage: true,
+    });
+    const [row] = await waitForRows(proxy.auditPath, 1, "provider = 'openai'");
+    assertUsage(row, "openai-chat-stream.sse");
+    assert.deepEqual(
+      [row.cost_usd, row.price_source, row.price_incomplete, row.service_tier],
+      [0.041, "config", 0, "default"],
+    );
+    await ask(); // $0.041 spent of $0.05: allowed, and charged ($0.082)
+    await assert.rejects(ask(), (e: unknown) => {
+      assert.equal((e as { status?: number }).status, 429);
+      return true;
+    });
+    const [denied] = await waitForRows(proxy.auditPath, 1, "policy = 'spending_limit'");
+    assert.equal(
+      denied.reason,
+      "spending limit reached: $0.082 of $0.05 per 1d for requests without a session",
+    );
+    assert.equal(seen.bodies.length, 2);
+    assert.equal(await proxy.stop(), 0);
+  } finally {
+    client.close();
+    await proxy.dispose();
+    await origin.close();
+  }
+});
+
+Deno.test("llm: rows say where the price came from, what it lacked, and the in-band error", async () => {
+  const rules = `  - name: anthropic-budget
+    match: api.anthropic.com/v1/**
+    action: allow
+    policies:
+      - spending_limit: { usd: 100, per: 1d, key: session }
+`;
+  const { origin, proxy, client } = await setup(rules, "llm: { unknown_price: allow }");
+  const post = async (url: string, body: unknown) => {
+    const res = await fetch(url, {
+      method: "POST",
+      client,
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    await res.arrayBuffer();
+    return res.headers.get("x-agentgate-decision");
+  };
+  try {
+    // Anthropic web search: 3 searches at $10 per 1,000 on top of claude-sonnet-4's
+    // tokens (6039 × $3 + 931 × $15 per million = $0.032082).
+    const ws = await post("https://api.anthropic.com/v1/messages", {
+      model: "claude-sonnet-4-20250514",
+      max_tokens: 1024,
+      tools: [{ type: "web_search_20250305", name: "web_search", max_uses: 5 }],
+      messages: [{ role: "user", content: "What is the ECB deposit rate?" }],
+    });
+    const [a] = await waitForRows(proxy.auditPath, 1, `id = '${ws}'`);
+    assert.ok(Math.abs((a.cost_usd as number) - 0.062082) < 1e-12, String(a.cost_usd));
+    assert.deepEqual(
+      [a.price_source, a.price_incomplete, a.price_missing, a.service_tier, a.error],
+      ["genai-prices", 0, null, "standard", null],
+    );
+
+    // gpt-5 served on the priority tier: no priority price in the bundled data, so the
+    // standard price is recorded as a lower bound and the row says what is missing.
+    const pr = await post("https://api.openai.com/v1/chat/completions", {
+      model: "gpt-5",
+      messages: [],
+    });
+    const [b] = await waitForRows(proxy.auditPath, 1, `id = '${pr}'`);
+    assert.ok(Math.abs((b.cost_usd as number) - 0.009973) < 1e-12, String(b.cost_usd));
+    assert.deepEqual(
+      [b.price_source, b.price_incomplete, b.price_missing, b.service_tier],
+      ["genai-prices", 1, 'service tier "priority"', "priority"],
+    );
+
+    // An in-band error event in a 200 stream fills the row's error column.
+    const err = await post("https://api.anthropic.com/v1/messages", {
+      model: "claude-3-5-haiku-20241022",
+      stream: true,
+      messages: [],
+    });
+    const [c] = await waitForRows(proxy.auditPath, 1, `id = '${err}'`);
+    assert.deepEqual(
+      [c.status, c.error, c.usage_partial, c.input_tokens, c.output_tokens],
+      [200, "overloaded_error: Overloaded", 1, 25, 1],
+    );
+    assert.equal(await proxy.stop(), 0);
+  } finally {
+    client.close();
+    await proxy.dispose();
+    await origin.close();
+  }
+});
+
+Deno.test("llm: a token limit counts a stream whose usage stays unknown, never as 0 tokens", async () => {
+  const rules = `  - name: tokens
+    match: api.openai.com/v1/**
+    action: allow
+    policies:
+      - rate_limit: { tokens: 20, per: 1m, key: session }
+`;
+  const { origin, proxy, client } = await setup(rules);
+  try {
+    // The request body is 100 bytes: about 25 tokens at 4 bytes per token.
+    const body = JSON.stringify({ model: "gpt-4o-mini", stream: true, messages: [], n: 1 })
+      .padEnd(99, " ") + "\n";
+    assert.equal(body.length, 100);
+    const ask = async () => {
+      const res = await fetch("https://api.openai.com/v1/chat/completions", {
+        method: "POST",
+        client,
+        headers: { "content-type": "application/json", "x-ignore-stream-options": "1" },
+        body,
+      });
+      await res.arrayBuffer();
+      return res.status;
+    };
+    assert.equal(await ask(), 200);
+    const [row] = await waitForRows(proxy.auditPath, 1, "provider = 'openai'");
+    assert.deepEqual([row.input_tokens, row.output_tokens, row.cost_usd], [null, null, null]);
+    // 25 estimated tokens of a 20-token limit: the next call waits.
+    assert.equal(await ask(), 429);
+    assert.equal(await proxy.stop(), 0);
+  } finally {
+    client.close();
+    await proxy.dispose();
+    await origin.close();
+  }
+});
+
+Deno.test("llm: a gateway keyed by host:port, over plain HTTP, priced by its own cost or by vendor", async () => {
+  let withCost = true;
+  const origin = await startOrigin((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      const body = JSON.parse(new TextDecoder().decode(fixture("openrouter-chat.json")));
+      if (!withCost) delete body.usage.cost;
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify(body));
+    });
+  });
+  const proxy = await startProxy({
+    config: `version: 1
+default: deny
+llm:
+  providers: { "llm.internal:8080": openai }
+upstream:
+  resolve: { "llm.internal:8080": "127.0.0.1:${origin.port}", llm.internal: "127.0.0.1:${origin.port}" }
+audit: { path: ./audit.db }
+rules:
+  - name: gateway
+    match: http://llm.internal
+    action: allow
+    policies:
+      - spending_limit: { usd: 5, per: 1d }
+`,
+  });
+  const client = Deno.createHttpClient({ proxy: { url: proxy.url } });
+  const post = async (port: number) => {
+    const res = await fetch(`http://llm.internal:${port}/api/v1/chat/completions`, {
+      method: "POST",
+      client,
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "openai/gpt-4o-mini", messages: [] }),
+    });
+    await res.arrayBuffer();
+    return { status: res.status, id: res.headers.get("x-agentgate-decision") };
+  };
+  try {
+    // The key with the port matches: read as OpenAI's wire format, priced by usage.cost.
+    const a = await post(8080);
+    assert.equal(a.status, 200);
+    const [ra] = await waitForRows(proxy.auditPath, 1, `id = '${a.id}'`);
+    assert.deepEqual(
+      [ra.provider, ra.model, ra.input_tokens, ra.cost_usd, ra.price_source],
+      ["openai", "openai/gpt-4o-mini", 14, 0.0000081, "provider"],
+    );
+    // Without a reported cost: OpenAI's gpt-4o-mini, $0.15 in / $0.60 out per million:
+    // 14 × 0.15 + 10 × 0.6 = 8.1 → $0.0000081, from the bundled data.
+    withCost = false;
+    const b = await post(8080);
+    const [rb] = await waitForRows(proxy.auditPath, 1, `id = '${b.id}'`);
+    assert.ok(Math.abs((rb.cost_usd as number) - 0.0000081) < 1e-15, String(rb.cost_usd));
+    assert.equal(rb.price_source, "genai-prices");
+    // Another port of the same host: resolved by the bare host key, but no provider is
+    // mapped there, so nothing is read (and a spending limit has no model to price).
+    const c = await post(8081);
+    assert.equal(c.status, 200);
+    const [rc] = await waitForRows(proxy.auditPath, 1, `id = '${c.id}'`);
+    assert.deepEqual([rc.provider, rc.cost_usd], [null, null]);
     assert.equal(await proxy.stop(), 0);
   } finally {
     client.close();

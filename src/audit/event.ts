@@ -61,6 +61,22 @@ export interface AuditEventV1 {
   /** True when the model has no known price. */
   price_unknown?: boolean | null;
   /**
+   * Where the cost came from: `provider` (the provider's own report, e.g.
+   * OpenRouter's `usage.cost`), `config` (`llm.prices`) or `genai-prices`
+   * (the bundled price data); null when nothing was priced.
+   */
+  price_source?: "provider" | "config" | "genai-prices" | null;
+  /**
+   * True when the price lacked something the usage shows (a service tier,
+   * audio, a server-side tool, a long-context tier): `cost_usd` prices the
+   * rest and is a lower bound.
+   */
+  price_incomplete?: boolean | null;
+  /** What the price lacked, e.g. `service tier "priority", web searches`; null when complete. */
+  price_missing?: string | null;
+  /** The service tier the provider reports (`default`, `priority`, `flex`, `standard`, `batch`, …). */
+  service_tier?: string | null;
+  /**
    * Budgets the cost was charged to besides the built-in keys (global, host,
    * session, client, rule): the ledger keys of CEL-keyed spending limits.
    * Stored as a JSON array; read back when the ledger is rebuilt at start.
@@ -129,4 +145,8 @@ export const AUDIT_COLUMNS = [
   "usage_partial",
   "price_unknown",
   "spend_keys",
+  "price_source",
+  "price_incomplete",
+  "price_missing",
+  "service_tier",
 ] as const satisfies readonly (keyof AuditEventV1)[];

@@ -74,6 +74,7 @@ function toRow(r: Row): Omit<AuditRow, "findings_count"> {
     ...(r as unknown as AuditRow),
     usage_partial: bool(r.usage_partial),
     price_unknown: bool(r.price_unknown),
+    price_incomplete: bool(r.price_incomplete),
   };
 }
 

@@ -382,6 +382,10 @@ Deno.test("audit listing: filters, order, pagination and totals match a naive fi
         "cost_usd",
         "usage_partial",
         "price_unknown",
+        "price_source",
+        "price_incomplete",
+        "price_missing",
+        "service_tier",
         "findings_count",
       ]);
       const flagged = rows.find((r) => (r.findings?.length ?? 0) > 0)!;

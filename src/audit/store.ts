@@ -84,6 +84,12 @@ const MIGRATIONS: string[] = [
   // v5: the budgets a request's cost was charged to beyond the built-in keys
   // (CEL-keyed spending limits), so they too are rebuilt at start.
   `ALTER TABLE audit ADD COLUMN spend_keys TEXT;`,
+  // v6: which source priced a call, whether that price lacked something the
+  // usage shows (a lower bound), what it lacked, and the provider's service tier.
+  `ALTER TABLE audit ADD COLUMN price_source TEXT;
+   ALTER TABLE audit ADD COLUMN price_incomplete INTEGER;
+   ALTER TABLE audit ADD COLUMN price_missing TEXT;
+   ALTER TABLE audit ADD COLUMN service_tier TEXT;`,
 ];
 
 /** Rows written per transaction slice (~2-4 ms of event-loop time). */
@@ -356,6 +362,12 @@ export class AuditStore {
       e.usage_partial === undefined || e.usage_partial === null ? null : Number(e.usage_partial),
       e.price_unknown === undefined || e.price_unknown === null ? null : Number(e.price_unknown),
       e.spend_keys?.length ? JSON.stringify(e.spend_keys) : null,
+      e.price_source ?? null,
+      e.price_incomplete === undefined || e.price_incomplete === null
+        ? null
+        : Number(e.price_incomplete),
+      e.price_missing ?? null,
+      e.service_tier ?? null,
     );
     for (const f of e.findings ?? []) {
       this.#insertFinding.run(

@@ -225,7 +225,7 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
   const intercept = compileIntercept(parts, errors);
   const rules = compileRules(parts, { intercept, detectProvider, errors, problems });
   if (errors.length) throw new ConfigError(errors);
-  lintPolicy(main, rules, detectProvider, problems);
+  lintPolicy(main, rules, detectProvider, intercept, problems);
 
   const llm = llmSection(llmSections, raw.llm?.unknown_price, detectProvider);
   const proxy = proxySection(raw.proxy, legacy);

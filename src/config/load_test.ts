@@ -315,6 +315,89 @@ rules:
     'l.yaml:6:5: warning: rule "api-example" can never match: rule "all-example" (l.yaml:5) matches all its requests first',
     'l.yaml:7:5: warning: rule "v1" allows the LLM host "api.openai.com" with no policies while a spending limit exists elsewhere: its calls are not budgeted',
     'l.yaml:8:5: warning: rule "v1-chat" can never match: rule "v1" (l.yaml:7) matches all its requests first',
+    'l.yaml:9:5: warning: rule "budget" has a spending_limit, but "api.anthropic.com" is not in tls.intercept: its HTTPS calls pass through a tunnel whose usage is never read, so they pass unpriced (add "api.anthropic.com" to tls.intercept)',
     'l.yaml:15:5: warning: rule "openai-free" allows the LLM host "api.openai.com" with no policies while a spending limit exists elsewhere: its calls are not budgeted',
+  ]);
+});
+
+Deno.test("load: llm.providers and upstream.resolve keys, and llm.prices, are checked", () => {
+  const text = `version: 1
+llm:
+  providers: { "llm.internal:8080": openai, "llm.internal:0": openai, "a:b:c": openai }
+  prices:
+    my-model:
+      input: 1
+      output: 2
+      web_serch: 10
+      tiers: [{ input: 2 }]
+      service_tiers: { priority: -1 }
+upstream:
+  resolve: { "*.internal": "127.0.0.1:1", "llm.internal:8080": "127.0.0.1:2" }
+rules: []
+`;
+  assert.deepEqual(errorsOf(text, "p.yaml"), [
+    'p.yaml:3:45: llm.providers key "llm.internal:0" must be a host glob or HOST:PORT with a port 1-65535 (IPv6 in brackets, e.g. "[::1]:8080")',
+    'p.yaml:3:71: llm.providers key "a:b:c" must be a host glob or HOST:PORT with a port 1-65535 (IPv6 in brackets, e.g. "[::1]:8080")',
+    'p.yaml:8:7: unknown key "web_serch" in "llm.prices.my-model" (did you mean "web_search"?)',
+    'p.yaml:9:15: missing key "above" in "llm.prices.my-model.tiers.0"',
+    'p.yaml:10:34: "llm.prices.my-model.service_tiers.priority" must be at least 0, not -1',
+    'p.yaml:12:14: upstream.resolve key "*.internal" must name one host, not a glob',
+  ]);
+  // The README's own example loads, and its keys with a port match.
+  const { config } = parseConfig(
+    `version: 1
+llm:
+  providers: { "*.openai.azure.com": openai, openrouter.ai: openai, "llm.internal:8080": openai }
+  prices:
+    my-finetune: { input: 3.0, output: 12.0, cache_read: 0.3 }
+    claude-sonnet-4-20250514:
+      input: 3
+      output: 15
+      tiers: [{ above: 200000, input: 6, output: 22.5 }]
+    gpt-4o-audio-preview: { input: 2.5, output: 10, input_audio: 40, output_audio: 80 }
+    gpt-5: { input: 1.25, output: 10, cache_read: 0.125, service_tiers: { priority: 2 } }
+rules: []
+`,
+    "r.yaml",
+    "/",
+  );
+  assert.equal(config.llm.detect("llm.internal", 8080), "openai");
+  assert.equal(config.llm.detect("llm.internal", 80), null);
+});
+
+Deno.test("load: check warns where a spending or token limit could see unpriced traffic", () => {
+  const text = `version: 1
+tls: { intercept: [api.openai.com] }
+llm:
+  providers: { "llm.internal:8080": openai }
+  unknown_price: allow
+rules:
+  - name: openai
+    match: api.openai.com
+    action: allow
+    policies: [{ spending_limit: { usd: 5, per: 1d } }]
+  - name: anthropic
+    match: [api.anthropic.com, example.com]
+    action: allow
+    policies: [{ rate_limit: { tokens: 1000, per: 1m } }]
+  - name: gateway
+    match: http://llm.internal:8080
+    action: allow
+    policies: [{ spending_limit: { usd: 5, per: 1d } }]
+  - name: everything
+    match: "*.example.org"
+    action: log
+    policies: [{ spending_limit: { usd: 5, per: 1d } }]
+  - name: requests-only
+    match: example.net
+    action: allow
+    policies: [{ rate_limit: { requests: 10, per: 1m } }]
+`;
+  const { problems } = parseConfig(text, "u.yaml", "/");
+  assert.deepEqual(problems.map(formatProblem), [
+    'u.yaml:5:18: warning: llm.unknown_price: allow forwards calls to models without a price (or whose price lacks what the call uses) under the spending limit of rule "openai": they are counted at $0 or below their cost (add the model to llm.prices instead)',
+    'u.yaml:11:5: warning: rule "anthropic" has a rate_limit (tokens), but "api.anthropic.com" is not in tls.intercept: its HTTPS calls pass through a tunnel whose usage is never read, so they pass unpriced (add "api.anthropic.com" to tls.intercept)',
+    'u.yaml:11:5: warning: rule "anthropic" has a rate_limit (tokens), but "example.com" is not an LLM provider: agentgate reads no usage there, so those requests pass unpriced (map a provider\'s host in llm.providers, or narrow the match)',
+    'u.yaml:19:5: warning: rule "everything" has a spending_limit, but "*.example.org" covers hosts that are not LLM providers: agentgate reads no usage there, so those requests pass unpriced (map a provider\'s host in llm.providers, or narrow the match)',
   ]);
 });

@@ -407,21 +407,24 @@ function covers(a: Matcher, b: Matcher): boolean {
 
 /**
  * Lints that look at the whole policy once its rules compiled: `default:
- * allow` in enforce mode, and LLM hosts allowed without policies while a
- * spending limit exists elsewhere.
+ * allow` in enforce mode, LLM hosts allowed without policies while a
+ * spending limit exists elsewhere, and limited rules that could see traffic
+ * agentgate cannot price (see {@link lintUnpriced}).
  *
  * @example
  * ```ts
- * lintPolicy(main, rules, detectProvider, problems);
+ * lintPolicy(main, rules, detectProvider, intercept, problems);
  * problems.at(-1)?.message; // 'rule "openai" allows the LLM host "api.openai.com" with no policies …'
  * ```
  */
 export function lintPolicy(
   main: Part,
   rules: CompiledRule[],
-  detectProvider: (host: string) => Provider | null,
+  detectProvider: (host: string, port?: number) => Provider | null,
+  intercept: Matcher[],
   problems: LintProblem[],
 ): void {
+  lintUnpriced(main, rules, detectProvider, intercept, problems);
   const { raw, legacy } = main;
   if (!legacy && (raw.default ?? "deny") === "allow" && (raw.mode ?? "enforce") === "enforce") {
     problems.push(
@@ -436,7 +439,9 @@ export function lintPolicy(
   if (!budgeted) return;
   for (const r of rules) {
     if (r.action !== "allow" || r.checkers.length > 0) continue;
-    const llmHost = r.match.find((m) => typeof m.host === "string" && detectProvider(m.host));
+    const llmHost = r.match.find((m) =>
+      typeof m.host === "string" && detectProvider(m.host, m.port ?? undefined)
+    );
     if (!llmHost) continue;
     problems.push({
       severity: "warning",
@@ -444,5 +449,89 @@ export function lintPolicy(
       message:
         `rule "${r.name}" allows the LLM host "${llmHost.host}" with no policies while a spending limit exists elsewhere: its calls are not budgeted`,
     });
+  }
+}
+
+/** The limits of a rule that count LLM usage: spending limits and token rate limits. */
+function meters(rule: CompiledRule): string[] {
+  const out = new Set<string>();
+  for (const c of rule.checkers) {
+    if (c.name === "spending_limit") out.add("spending_limit");
+    if (c.name === "rate_limit" && (c as { unit?: string }).unit === "tokens") {
+      out.add("rate_limit (tokens)");
+    }
+  }
+  return [...out];
+}
+
+/**
+ * Warns where a rule with a spending or token limit could let traffic
+ * through that agentgate cannot price, so the limit would not count it:
+ *
+ * - a host that is not an LLM provider (no usage to read) — a glob or a
+ *   catch-all pattern covers such hosts too;
+ * - an LLM host outside `tls.intercept`: HTTPS calls pass through a tunnel
+ *   whose usage is never read;
+ * - `llm.unknown_price: allow`: calls to models without a price, or whose
+ *   price lacks what the call uses, are forwarded and counted below their cost.
+ */
+function lintUnpriced(
+  main: Part,
+  rules: CompiledRule[],
+  detectProvider: (host: string, port?: number) => Provider | null,
+  intercept: Matcher[],
+  problems: LintProblem[],
+): void {
+  const warn = (r: CompiledRule, message: string) =>
+    problems.push({
+      severity: "warning",
+      ...(r.pos ?? { file: r.source, line: 0, col: 0 }),
+      message,
+    });
+  let spendLimited: CompiledRule | null = null;
+  for (const r of rules) {
+    if (r.action === "deny") continue;
+    const limits = meters(r);
+    if (limits.length === 0) continue;
+    if (limits.includes("spending_limit")) spendLimited ??= r;
+    const what = `rule "${r.name}" has a ${limits.join(" and a ")}`;
+    for (const m of r.match) {
+      const host = m.hostGlob === null
+        ? null
+        : typeof m.host === "string"
+        ? m.host
+        : m.hostGlob.replace(/\*+/g, "x").replace(/\?/g, "x");
+      const shown = m.hostGlob ?? "*";
+      const provider = host === null ? null : detectProvider(host, m.port ?? undefined);
+      if (provider === null) {
+        warn(
+          r,
+          `${what}, but "${shown}" ${
+            typeof m.host === "string"
+              ? "is not an LLM provider"
+              : "covers hosts that are not LLM providers"
+          }: agentgate reads no usage there, so those requests pass unpriced ` +
+            `(map a provider's host in llm.providers, or narrow the match)`,
+        );
+      } else if (m.scheme !== "http" && !intercepted(intercept, m, null)) {
+        warn(
+          r,
+          `${what}, but "${shown}" is not in tls.intercept: its HTTPS calls pass through a tunnel ` +
+            `whose usage is never read, so they pass unpriced (add "${shown}" to tls.intercept)`,
+        );
+      }
+    }
+  }
+  const unknownPrice = (main.raw.llm as { unknown_price?: string } | undefined)?.unknown_price;
+  if (spendLimited && unknownPrice === "allow") {
+    problems.push(
+      main.src.problem(
+        "warning",
+        main.src.nodeAt(["llm", "unknown_price"]),
+        `llm.unknown_price: allow forwards calls to models without a price (or whose price lacks ` +
+          `what the call uses) under the spending limit of rule "${spendLimited.name}": they are ` +
+          `counted at $0 or below their cost (add the model to llm.prices instead)`,
+      ),
+    );
   }
 }

@@ -28,8 +28,11 @@ import { parseDuration } from "../util/duration.ts";
 import {
   createPricer,
   createProviderDetector,
+  foreseeUsage,
   type ModelPriceOverride,
   type Provider,
+  type ProviderDetector,
+  splitHostPort,
 } from "../llm/mod.ts";
 
 /** `proxy:` (v1: `listen`, `auth`; @agentreserve/proxy: `host`, `port`). */
@@ -260,7 +263,7 @@ export function tlsSection(
  */
 export function llmProviderDetector(
   sections: (RawLlm | undefined)[],
-): (host: string) => Provider | null {
+): ProviderDetector {
   const providers: Record<string, Provider> = {};
   for (const s of [...sections].reverse()) Object.assign(providers, s?.providers ?? {});
   return createProviderDetector(
@@ -282,7 +285,7 @@ export function llmProviderDetector(
 export function llmSection(
   sections: (RawLlm | undefined)[],
   unknownPrice: LlmSettings["unknownPrice"] | undefined,
-  detect: (host: string) => Provider | null,
+  detect: ProviderDetector,
 ): LlmSettings {
   const prices: Record<string, ModelPriceOverride> = {};
   for (const s of [...sections].reverse()) Object.assign(prices, s?.prices ?? {});
@@ -291,6 +294,7 @@ export function llmSection(
   return {
     detect,
     pricer: createPricer({ overrides: prices }),
+    foresee: foreseeUsage,
     forceStreamUsage: forceStream ?? false,
     unknownPrice: unknownPrice ?? "deny",
   };
@@ -308,9 +312,15 @@ export function runSection(run: RawRun | undefined): AgentgateConfig["run"] {
   return { noProxy: run?.no_proxy ?? null };
 }
 
+/** The key of `upstream.resolve` entries in {@link AgentgateConfig}: `host` or `host port`. */
+function resolveKey(host: string, port: number | null): string {
+  return port === null ? host : `${host} ${port}`;
+}
+
 /**
  * `upstream:`: connect and response timeouts, and the `resolve` overrides
- * keyed by normalised host.
+ * keyed by normalised host (`host port` for a key with a port); look them up
+ * with {@link resolveUpstream}.
  *
  * @example
  * ```ts
@@ -323,16 +333,40 @@ export function upstreamSection(
 ): Pick<AgentgateConfig, "resolve" | "upstream"> {
   return {
     resolve: new Map(
-      Object.entries(upstream?.resolve ?? {}).map(([h, v]) => [
-        normalizeHost(h),
-        parseListen(v) as { host: string; port: number },
-      ]),
+      Object.entries(upstream?.resolve ?? {}).map(([k, v]) => {
+        const { host, port } = splitHostPort(k);
+        return [
+          resolveKey(normalizeHost(host), port),
+          parseListen(v) as { host: string; port: number },
+        ];
+      }),
     ),
     upstream: {
       connectTimeoutMs: parseDuration(upstream?.connect_timeout ?? "10s"),
       responseTimeoutMs: parseDuration(upstream?.response_timeout ?? "5m"),
     },
   };
+}
+
+/**
+ * Where `upstream.resolve` sends a request for `host` (normalised) and
+ * `port`: the entry for `host:port` first, then the one for `host`;
+ * undefined when neither exists (connect to the host itself).
+ *
+ * @example
+ * ```ts
+ * const { resolve } = upstreamSection({ resolve: { "llm.internal:8080": "127.0.0.1:9000" } });
+ * resolveUpstream(resolve, "llm.internal", 8080); // { host: "127.0.0.1", port: 9000 }
+ * resolveUpstream(resolve, "llm.internal", 80); // undefined
+ * ```
+ */
+export function resolveUpstream(
+  resolve: AgentgateConfig["resolve"],
+  host: string,
+  port: number,
+): { host: string; port: number } | undefined {
+  if (resolve.size === 0) return undefined;
+  return resolve.get(resolveKey(host, port)) ?? resolve.get(host);
 }
 
 /**

@@ -10,6 +10,7 @@ import {
   proxySection,
   type RawLlm,
   resolveFrom,
+  resolveUpstream,
   runSection,
   tlsSection,
   upstreamSection,
@@ -145,4 +146,22 @@ Deno.test("sections: tls.intercept takes host globs from every file, errors at t
   assert.deepEqual(errors.map(formatProblem), [
     'a.yaml:2:31: tls.intercept takes host globs, not paths: "a.com/x"',
   ]);
+});
+
+Deno.test("sections: upstream.resolve keys with a port match host:port first, then the host", () => {
+  const { resolve } = upstreamSection({
+    resolve: {
+      "llm.internal": "127.0.0.1:9000",
+      "LLM.internal:8080": "127.0.0.1:9080",
+      "[::1]:8443": "127.0.0.1:9443",
+    },
+  });
+  assert.deepEqual(resolveUpstream(resolve, "llm.internal", 8080), {
+    host: "127.0.0.1",
+    port: 9080,
+  });
+  assert.deepEqual(resolveUpstream(resolve, "llm.internal", 80), { host: "127.0.0.1", port: 9000 });
+  assert.deepEqual(resolveUpstream(resolve, "::1", 8443), { host: "127.0.0.1", port: 9443 });
+  assert.equal(resolveUpstream(resolve, "::1", 443), undefined);
+  assert.equal(resolveUpstream(resolve, "example.com", 80), undefined);
 });

@@ -21,6 +21,64 @@ const duration = (description: string): Schema => ({
   },
 });
 
+/**
+ * A key of `llm.providers` or `upstream.resolve`: a host (glob for
+ * providers), optionally with `:port` (IPv6 in brackets); null when fine.
+ */
+function hostPortKey(what: string, glob: boolean) {
+  return (k: string): string | null => {
+    const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+)(?::(\d{1,5}))?$/.exec(k.trim());
+    const port = m?.[2] === undefined ? null : Number(m[2]);
+    if (!m || (port !== null && (port < 1 || port > 65535))) {
+      return `${what} key "${k}" must be a host${
+        glob ? " glob" : ""
+      } or HOST:PORT with a port 1-65535 (IPv6 in brackets, e.g. "[::1]:8080")`;
+    }
+    if (!glob && m[1].includes("*")) return `${what} key "${k}" must name one host, not a glob`;
+    return null;
+  };
+}
+
+/** Token prices of `llm.prices` (an entry and its tiers share them). */
+const TOKEN_PRICES: Record<string, Schema> = {
+  input: {
+    type: "number",
+    minimum: 0,
+    description: "Uncached text input, USD per million tokens.",
+  },
+  output: {
+    type: "number",
+    minimum: 0,
+    description: "Output (reasoning included), USD per million tokens.",
+  },
+  cache_read: { type: "number", minimum: 0, description: "Cache reads (default: input)." },
+  cache_write: {
+    type: "number",
+    minimum: 0,
+    description: "Cache writes, 5-minute TTL (default: input, marked incomplete).",
+  },
+  cache_write_1h: {
+    type: "number",
+    minimum: 0,
+    description: "Anthropic 1-hour cache writes (default: cache_write, marked incomplete).",
+  },
+  input_audio: {
+    type: "number",
+    minimum: 0,
+    description: "Audio input (default: input, marked incomplete).",
+  },
+  output_audio: {
+    type: "number",
+    minimum: 0,
+    description: "Audio output (default: output, marked incomplete).",
+  },
+  cache_audio_read: {
+    type: "number",
+    minimum: 0,
+    description: "Audio read from the cache (default: cache_read, marked incomplete).",
+  },
+};
+
 /** `host:port`, IPv6 in brackets; port 0 = ephemeral. */
 export function parseListen(v: string): { host: string; port: number } | string {
   const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d+)$/.exec(v);
@@ -207,20 +265,59 @@ export const configSchema: ObjectSchema = {
         providers: {
           type: "map",
           description:
-            'More LLM hosts by wire format: { "*.openai.azure.com": openai, "openrouter.ai": openai }.',
+            'More LLM hosts by wire format: { "*.openai.azure.com": openai, "openrouter.ai": openai, "llm.internal:8080": openai }; a key with a port matches that port only, and is tried before keys without one.',
+          keyCheck: hostPortKey("llm.providers", true),
           values: { type: "string", enum: ["openai", "anthropic", "gemini"] },
         },
         prices: {
           type: "map",
           description:
-            "Add or override model prices in USD per million tokens: { my-model: { input: 1, output: 2 } }.",
+            "Add or override model prices: { my-model: { input: 1, output: 2 } } (USD per million tokens; tools USD per 1,000 calls). An entry replaces the bundled price of the model.",
           values: {
             type: "object",
             properties: {
-              input: { type: "number", minimum: 0 },
-              output: { type: "number", minimum: 0 },
-              cache_read: { type: "number", minimum: 0 },
-              cache_write: { type: "number", minimum: 0 },
+              ...TOKEN_PRICES,
+              web_search: {
+                type: "number",
+                minimum: 0,
+                description:
+                  "Web searches, USD per 1,000 (unpriced, marked incomplete, when absent).",
+              },
+              web_fetch: {
+                type: "number",
+                minimum: 0,
+                description: "Web fetches, USD per 1,000 (default 0: Anthropic charges none).",
+              },
+              file_search: {
+                type: "number",
+                minimum: 0,
+                description:
+                  "File searches, USD per 1,000 (unpriced, marked incomplete, when absent).",
+              },
+              tiers: {
+                type: "array",
+                description:
+                  "Long-context prices: [{ above: 200000, input: 6, output: 22.5 }]; the highest tier whose `above` the call's input tokens exceed replaces the prices it names.",
+                items: {
+                  type: "object",
+                  properties: {
+                    above: {
+                      type: "number",
+                      integer: true,
+                      minimum: 0,
+                      description: "Input tokens (cache included) the call must exceed.",
+                    },
+                    ...TOKEN_PRICES,
+                  },
+                  required: ["above"],
+                },
+              },
+              service_tiers: {
+                type: "map",
+                description:
+                  "Multiplier of every token price per service tier the response reports: { priority: 2 } (flex and batch default to 0.5).",
+                values: { type: "number", minimum: 0 },
+              },
             },
             required: ["input", "output"],
           },
@@ -228,13 +325,13 @@ export const configSchema: ObjectSchema = {
         force_stream_usage: {
           type: "boolean",
           description:
-            "Set stream_options.include_usage on OpenAI streaming requests so their cost is known (default false).",
+            "Set stream_options.include_usage on every OpenAI-format streaming chat request so its cost is known (default false; always done under a spending or token limit).",
         },
         unknown_price: {
           type: "string",
           enum: ["deny", "allow"],
           description:
-            "Requests for a model without a known price under a spending limit: deny (default) or allow.",
+            "Requests under a spending limit for a model without a known price, or whose price lacks what the request uses (a service tier, a server-side tool, audio, a long-context tier): deny (default) or allow.",
         },
       },
     },
@@ -281,7 +378,8 @@ export const configSchema: ObjectSchema = {
         resolve: {
           type: "map",
           description:
-            'Send a host\'s traffic to another address, like curl --resolve: { "api.openai.com": "127.0.0.1:8443" }; TLS is still verified against the original name.',
+            'Send a host\'s traffic to another address, like curl --resolve: { "api.openai.com": "127.0.0.1:8443" }; TLS is still verified against the original name. A key with a port ("llm.internal:8080") matches that port only, and is tried before the bare host.',
+          keyCheck: hostPortKey("upstream.resolve", false),
           values: {
             type: "string",
             check: (v) => {

@@ -36,7 +36,10 @@ export interface AgentgateConfig {
   };
   /** `agentgate run` / `env` settings. */
   run: { noProxy: string[] | null };
-  /** `upstream.resolve`: host -> address to connect to instead. */
+  /**
+   * `upstream.resolve`: `host` or `host port` -> address to connect to
+   * instead; look it up with `resolveUpstream` (config/sections.ts).
+   */
   resolve: Map<string, { host: string; port: number }>;
   llm: LlmSettings;
 }

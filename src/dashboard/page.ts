@@ -405,7 +405,9 @@ async function openDetail(id) {
       ["Output tokens", r.output_tokens === null ? null : fmtN(r.output_tokens)],
       ["Cache read / write", r.cache_read_tokens === null ? null : fmtN(r.cache_read_tokens) + " / " + fmtN(r.cache_write_tokens || 0)],
       ["Reasoning tokens", r.reasoning_tokens === null ? null : fmtN(r.reasoning_tokens)],
-      ["Cost", r.cost_usd === null ? (r.price_unknown ? "unknown price" : null) : fmtUsd(r.cost_usd)],
+      ["Cost", r.cost_usd === null ? (r.price_unknown ? "unknown price" : r.input_tokens === null && r.model !== null ? "unknown usage" : null)
+        : fmtUsd(r.cost_usd) + (r.price_incomplete ? " or more (no price for " + (r.price_missing || "part of the usage") + ")" : "")],
+      ["Priced by", r.price_source], ["Service tier", r.service_tier],
       ["Partial", r.usage_partial ? "yes (stream cut: counts are a lower bound)" : null]]));
   }
   parts.push(el("h2", { text: "Headers (secrets redacted)" }));

@@ -44,3 +44,35 @@ Deno.test("detect: a bad override is refused at compile time", () => {
     /^Error: Empty host glob in LLM provider override 1$/,
   );
 });
+
+Deno.test("detect: a key with a port matches that port, before keys without one", () => {
+  const detect = createProviderDetector([
+    { host: "llm.internal", provider: "anthropic" },
+    { host: "llm.internal:8080", provider: "openai" },
+    { host: "[::1]:9000", provider: "gemini" },
+    { host: "*.gw.example:8443", provider: "openai" },
+  ]);
+  // host:port first, though listed after the bare host.
+  assert.equal(detect("llm.internal", 8080), "openai");
+  assert.equal(detect("LLM.internal.", 8080), "openai");
+  assert.equal(detect("llm.internal", 80), "anthropic");
+  assert.equal(detect("::1", 9000), "gemini");
+  assert.equal(detect("[::1]", 9000), "gemini");
+  assert.equal(detect("::1", 9001), null);
+  assert.equal(detect("eu.gw.example", 8443), "openai");
+  assert.equal(detect("eu.gw.example", 443), null);
+  // Without a port (a lint asking about a pattern), a port-specific key may apply.
+  assert.equal(detect("eu.gw.example"), "openai");
+  // A built-in host with a port key of its own.
+  assert.equal(
+    createProviderDetector([{ host: "api.openai.com:8443", provider: "anthropic" }])(
+      "api.openai.com",
+      443,
+    ),
+    "openai",
+  );
+  assert.throws(
+    () => createProviderDetector([{ host: "llm.internal:99999", provider: "openai" }]),
+    /^Error: Invalid port "99999" in "llm.internal:99999": expected 1-65535$/,
+  );
+});

@@ -145,7 +145,18 @@ interface Counters {
   gPrompt?: number;
   gTool?: number;
   gCandidates?: number;
+  // Modalities (parts of the counts above)
+  inAudio?: number;
+  cacheAudio?: number;
+  outAudio?: number;
+  // Server-side tools billed per call
+  webSearches?: number;
+  webFetches?: number;
 }
+
+/** Responses API output items with a fee per call: the ones agentgate prices, and the rest. */
+const PRICED_ITEMS = new Set(["web_search_call", "file_search_call"]);
+const FEE_ITEMS = new Set(["code_interpreter_call", "image_generation_call"]);
 
 /**
  * Collects usage from the parts of one response, fed whole JSON texts (a
@@ -179,6 +190,14 @@ export class UsageExtractor implements SseSink {
    */
   quiet = false;
   #c: Counters = {};
+  /** Service tier the response names. */
+  #tier: string | undefined;
+  /** USD the provider says the call cost (OpenRouter `usage.cost`). */
+  #providerCost: number | undefined;
+  /** Other server-tool counters with a fee (Anthropic `server_tool_use`). */
+  #otherTools: Record<string, number> = {};
+  /** Responses API tool-call items by id (`output_item.done`, then the completed response). */
+  #items = new Map<string, string>();
   // Gemini repeats cumulative usage in every chunk: only the first and the
   // latest are parsed, the latest lazily at the end.
   #geminiFirst = true;
@@ -200,8 +219,14 @@ export class UsageExtractor implements SseSink {
     if (this.format === "anthropic" && name === "message_stop") this.final = true;
     if (data === null) return;
     if (this.format === "openai-chat" && data.length < 16 && data.trim() === "[DONE]") return;
-    // The Responses API's `error` event has no "error" key ({type, code, message}).
-    this.json(data, true, name === "error");
+    // The Responses API's `error` event has no "error" key ({type, code, message});
+    // a finished output item may be a tool call billed per call.
+    this.json(
+      data,
+      true,
+      name === "error" ||
+        (this.format === "openai-responses" && name === "response.output_item.done"),
+    );
   }
 
   /** One JSON text: a whole body, an array element or an event's data. */
@@ -209,13 +234,18 @@ export class UsageExtractor implements SseSink {
     if (force) {
       // parse below
     } else if (this.format === "gemini" && streamed) {
-      if (!hasObjectKey(text, '"error"') && !this.#geminiFirst) {
+      if (
+        !hasObjectKey(text, '"error"') && !this.#geminiFirst &&
+        !text.includes('"groundingMetadata"')
+      ) {
         if (text.includes('"usageMetadata"')) {
           this.#geminiLast = text;
           if (text.includes('"finishReason"')) this.final = true;
         }
         return;
       }
+      // Parsed now, so it is newer than any deferred chunk.
+      if (text.includes('"usageMetadata"')) this.#geminiLast = null;
     } else if (
       streamed &&
       !(this.model === null && text.includes('"model')) &&
@@ -258,6 +288,7 @@ export class UsageExtractor implements SseSink {
       case "openai-chat":
       case "openai-embeddings":
         this.#setModel(v.model);
+        this.#setTier(v.service_tier);
         if (isObj(v.usage)) {
           this.#openaiChat(v.usage);
           this.final = true;
@@ -270,6 +301,11 @@ export class UsageExtractor implements SseSink {
         // Streamed events wrap the response object ({type, response}); a body is the object.
         const r = isObj(v.response) ? v.response : v;
         this.#setModel(r.model);
+        this.#setTier(r.service_tier);
+        if (v.type === "response.output_item.done" && isObj(v.item)) {
+          this.#item(v.item, typeof v.output_index === "number" ? v.output_index : -1);
+        }
+        if (Array.isArray(r.output)) r.output.forEach((it, i) => isObj(it) && this.#item(it, i));
         if (isObj(r.usage)) {
           this.#openaiResponses(r.usage);
           const type = typeof v.type === "string" ? v.type : "";
@@ -319,12 +355,22 @@ export class UsageExtractor implements SseSink {
       this.#set("cached", u.cachedContentTokenCount);
       this.#set("gCandidates", u.candidatesTokenCount);
       this.#set("reasoning", u.thoughtsTokenCount);
+      // Per-modality breakdowns: audio is billed at its own rate on some models.
+      this.#set("inAudio", audioOf(u.promptTokensDetails));
+      this.#set("cacheAudio", audioOf(u.cacheTokensDetails));
+      this.#set("outAudio", audioOf(u.candidatesTokensDetails));
       this.sawUsage = true;
       if (!streamed) this.final = true;
     }
-    if (streamed && Array.isArray(v.candidates)) {
+    if (Array.isArray(v.candidates)) {
       for (const c of v.candidates) {
-        if (isObj(c) && typeof c.finishReason === "string") this.final = true;
+        if (!isObj(c)) continue;
+        if (streamed && typeof c.finishReason === "string") this.final = true;
+        // Grounding with Google Search is billed per grounded call / query.
+        const g = c.groundingMetadata;
+        if (isObj(g) && Array.isArray(g.webSearchQueries) && g.webSearchQueries.length > 0) {
+          this.#c.webSearches = Math.max(this.#c.webSearches ?? 0, g.webSearchQueries.length);
+        }
       }
     }
     // A blocked prompt has no candidates, only promptFeedback: the stream ends there.
@@ -335,6 +381,29 @@ export class UsageExtractor implements SseSink {
 
   #setModel(m: unknown): void {
     if (this.model === null && typeof m === "string" && m !== "") this.model = m;
+  }
+
+  #setTier(t: unknown): void {
+    if (typeof t === "string" && t !== "") this.#tier = t.slice(0, 40);
+  }
+
+  /** One Responses API output item: tool calls with a fee are counted once per id. */
+  #item(it: Obj, index: number): void {
+    const type = typeof it.type === "string" ? it.type : "";
+    if (!PRICED_ITEMS.has(type) && !FEE_ITEMS.has(type)) return;
+    const id = typeof it.id === "string" && it.id !== "" ? it.id : `#${index}`;
+    this.#items.set(id, type);
+  }
+
+  /** OpenRouter (and gateways copying it) report what the call cost in `usage.cost`. */
+  #cost(u: Obj): void {
+    const cost = count(u.cost);
+    if (cost === undefined) return;
+    // Bring-your-own-key: `cost` is the gateway's fee, the provider bills the key apart.
+    const upstream = u.is_byok === true && isObj(u.cost_details)
+      ? count(u.cost_details.upstream_inference_cost) ?? 0
+      : 0;
+    this.#providerCost = cost + upstream;
   }
 
   #set(k: keyof Counters, v: unknown): void {
@@ -349,10 +418,13 @@ export class UsageExtractor implements SseSink {
     if (isObj(u.prompt_tokens_details)) {
       this.#set("cached", u.prompt_tokens_details.cached_tokens);
       this.#set("cacheWrite", u.prompt_tokens_details.cache_write_tokens);
+      this.#set("inAudio", u.prompt_tokens_details.audio_tokens);
     }
     if (isObj(u.completion_tokens_details)) {
       this.#set("reasoning", u.completion_tokens_details.reasoning_tokens);
+      this.#set("outAudio", u.completion_tokens_details.audio_tokens);
     }
+    this.#cost(u);
   }
 
   #openaiResponses(u: Obj): void {
@@ -362,10 +434,13 @@ export class UsageExtractor implements SseSink {
     if (isObj(u.input_tokens_details)) {
       this.#set("cached", u.input_tokens_details.cached_tokens);
       this.#set("cacheWrite", u.input_tokens_details.cache_write_tokens);
+      this.#set("inAudio", u.input_tokens_details.audio_tokens);
     }
     if (isObj(u.output_tokens_details)) {
       this.#set("reasoning", u.output_tokens_details.reasoning_tokens);
+      this.#set("outAudio", u.output_tokens_details.audio_tokens);
     }
+    this.#cost(u);
   }
 
   #anthropic(u: Obj): void {
@@ -377,6 +452,57 @@ export class UsageExtractor implements SseSink {
     if (isObj(u.cache_creation)) {
       this.#set("aCacheCreate1h", u.cache_creation.ephemeral_1h_input_tokens);
     }
+    this.#setTier(u.service_tier);
+    if (isObj(u.server_tool_use)) {
+      for (const [k, n] of Object.entries(u.server_tool_use)) {
+        const v = count(n);
+        if (v === undefined) continue;
+        if (k === "web_search_requests") this.#c.webSearches = v;
+        else if (k === "web_fetch_requests") this.#c.webFetches = v;
+        else if (v > 0) this.#otherTools[k.slice(0, 60)] = v;
+        else delete this.#otherTools[k.slice(0, 60)];
+      }
+    }
+    this.#cost(u);
+  }
+
+  /**
+   * What else the response says about its price: audio parts, server-side
+   * tool calls, the service tier and a provider-reported cost (only the
+   * fields that are present and not 0).
+   */
+  extras(): Pick<
+    UsageRecord,
+    | "inputAudioTokens"
+    | "cacheAudioReadTokens"
+    | "outputAudioTokens"
+    | "webSearches"
+    | "webFetches"
+    | "fileSearches"
+    | "otherToolCalls"
+    | "serviceTier"
+    | "providerCostUsd"
+  > {
+    const c = this.#c;
+    const out: ReturnType<UsageExtractor["extras"]> = {};
+    if (c.inAudio) out.inputAudioTokens = c.inAudio;
+    if (c.cacheAudio) out.cacheAudioReadTokens = c.cacheAudio;
+    if (c.outAudio) out.outputAudioTokens = c.outAudio;
+    let web = c.webSearches ?? 0;
+    let file = 0;
+    const other: Record<string, number> = { ...this.#otherTools };
+    for (const type of this.#items.values()) {
+      if (type === "web_search_call") web++;
+      else if (type === "file_search_call") file++;
+      else other[type] = (other[type] ?? 0) + 1;
+    }
+    if (web) out.webSearches = web;
+    if (c.webFetches) out.webFetches = c.webFetches;
+    if (file) out.fileSearches = file;
+    if (Object.keys(other).length) out.otherToolCalls = other;
+    if (this.#tier !== undefined) out.serviceTier = this.#tier;
+    if (this.#providerCost !== undefined) out.providerCostUsd = this.#providerCost;
+    return out;
   }
 
   /** Counters in {@link UsageRecord} semantics (see its JSDoc). */
@@ -424,6 +550,16 @@ export class UsageExtractor implements SseSink {
   }
 }
 
+/** Sum of the `AUDIO` entries of a Gemini `*TokensDetails` list; undefined when there is no list. */
+function audioOf(details: unknown): number | undefined {
+  if (!Array.isArray(details)) return undefined;
+  let n = 0;
+  for (const d of details) {
+    if (isObj(d) && d.modality === "AUDIO") n += count(d.tokenCount) ?? 0;
+  }
+  return n;
+}
+
 /** Model named by a request body (`{"model": "…"}`), if any. */
 export function requestModel(body: unknown): string | null {
   return isObj(body) && typeof body.model === "string" && body.model !== "" ? body.model : null;
@@ -431,7 +567,8 @@ export function requestModel(body: unknown): string | null {
 
 /**
  * Usage from the tail of a body too large to keep: the last `"usage"` (or
- * `"usageMetadata"`) object and the last `"model"` string in it.
+ * `"usageMetadata"`) object and the last `"model"` and `"service_tier"`
+ * strings in it.
  */
 export function usageFromTail(ex: UsageExtractor, tail: string): boolean {
   const key = ex.format === "gemini" ? '"usageMetadata"' : '"usage"';
@@ -459,9 +596,12 @@ export function usageFromTail(ex: UsageExtractor, tail: string): boolean {
     for (const m of tail.matchAll(new RegExp(`"${mKey}"\\s*:\\s*"([^"\\\\]*)"`, "g"))) {
       model = m[1];
     }
+    // The service tier prices the call too (OpenAI puts it beside the usage).
+    let tier: string | undefined;
+    for (const m of tail.matchAll(/"service_tier"\s*:\s*"([^"\\]*)"/g)) tier = m[1];
     const wrapper = ex.format === "gemini"
       ? { usageMetadata: usage, modelVersion: model }
-      : { usage, model };
+      : { usage, model, service_tier: tier };
     ex.json(JSON.stringify(wrapper), false);
     return true;
   }

@@ -1,10 +1,12 @@
 /**
- * `llm.force_stream_usage`: make an OpenAI streaming chat request report its
- * usage, so its cost is known.
+ * Make an OpenAI streaming chat request report its usage, so its cost is
+ * known: `llm.force_stream_usage`, and every request a spending or token
+ * limit applies to.
  *
  * @module
  */
 
+import { classifyEndpoint } from "./formats.ts";
 import type { Provider } from "./types.ts";
 
 type Obj = Record<string, unknown>;
@@ -12,7 +14,9 @@ type Obj = Record<string, unknown>;
 const enc = new TextEncoder();
 
 /**
- * For an OpenAI Chat Completions request with `stream: true` and without
+ * For a Chat Completions request (OpenAI's wire format: OpenAI, Azure, the
+ * gateways mapped to `openai`, Gemini's `/openai/` endpoint; the legacy
+ * `/completions` too) with `stream: true` and without
  * `stream_options.include_usage: true`, returns the body with
  * `stream_options.include_usage` set to true; null when nothing needs to
  * change or the body is not such a request. The caller fixes Content-Length.
@@ -24,7 +28,9 @@ const enc = new TextEncoder();
  * (e.g. a large `seed`) do not survive a JavaScript round trip.
  *
  * The extra final chunk has `choices: []`; a client that reads `choices[0]`
- * of every chunk without checking breaks, which is why this is opt-in.
+ * of every chunk without checking breaks, which is why it is not done for
+ * every request: only with `llm.force_stream_usage`, or when a limit needs
+ * the usage (the alternative, an unpriced call under a budget, is worse).
  *
  * @example
  * ```ts
@@ -38,11 +44,7 @@ export function forceStreamUsage(
   path: string,
   body: Uint8Array,
 ): Uint8Array | null {
-  if (provider !== "openai") return null;
-  const q = path.indexOf("?");
-  let p = q >= 0 ? path.slice(0, q) : path;
-  if (p.length > 1 && p.endsWith("/")) p = p.slice(0, -1);
-  if (!p.endsWith("/chat/completions")) return null;
+  if (classifyEndpoint(provider, "POST", path)?.format !== "openai-chat") return null;
   let text: string;
   let v: unknown;
   try {

@@ -65,3 +65,21 @@ Deno.test("rewrite: null when nothing to do or not such a request", () => {
     null,
   );
 });
+
+Deno.test("rewrite: every Chat Completions endpoint of the OpenAI wire format", () => {
+  // Gemini's OpenAI-compatible endpoint and the legacy completions endpoint stream the same way.
+  assert.notEqual(
+    rw('{"stream":true}', "/v1beta/openai/chat/completions", "gemini" as "openai"),
+    null,
+  );
+  assert.notEqual(rw('{"stream":true}', "/v1/completions"), null);
+  assert.notEqual(rw('{"stream":true}', "/api/v1/chat/completions"), null);
+  assert.equal(
+    rw(
+      '{"stream":true}',
+      "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+      "gemini" as "openai",
+    ),
+    null,
+  );
+});

@@ -35,6 +35,12 @@ export const PROVIDERS: readonly Provider[] = ["openai", "anthropic", "gemini"];
  * - `reasoningTokens`: part of `outputTokens`, for information only — never
  *   add it to `outputTokens` when pricing. 0 when the provider does not say
  *   (Anthropic does not report thinking tokens apart).
+ * - The five counts are `null` together when the response carried no usage
+ *   at all (an OpenAI stream without `stream_options.include_usage`, a stream
+ *   cut before its usage): unknown, which is not 0.
+ * - Audio tokens are parts of the input / output counts (OpenAI
+ *   `prompt_tokens_details.audio_tokens`, `completion_tokens_details.audio_tokens`;
+ *   Gemini's `AUDIO` modality details), priced at audio rates.
  *
  * @example
  * ```ts
@@ -42,6 +48,7 @@ export const PROVIDERS: readonly Provider[] = ["openai", "anthropic", "gemini"];
  *   provider: "anthropic", model: "claude-sonnet-4-20250514",
  *   inputTokens: 1200, outputTokens: 80, cacheReadTokens: 1000,
  *   cacheWriteTokens: 0, reasoningTokens: 0, partial: false, error: null,
+ *   webSearches: 2, serviceTier: "standard",
  * };
  * ```
  */
@@ -50,14 +57,14 @@ export interface UsageRecord {
   provider: Provider;
   /** Model as the response names it, else the request body, else the URL (Gemini). */
   model: string | null;
-  /** Every prompt-side token, cache reads and writes included. */
-  inputTokens: number;
-  /** Every generated token, reasoning included. */
-  outputTokens: number;
+  /** Every prompt-side token, cache reads and writes included; null when unknown. */
+  inputTokens: number | null;
+  /** Every generated token, reasoning included; null when unknown. */
+  outputTokens: number | null;
   /** Part of `inputTokens` read from the provider's prompt cache. */
-  cacheReadTokens: number;
+  cacheReadTokens: number | null;
   /** Part of `inputTokens` written to the prompt cache (Anthropic; some OpenAI-compatible gateways). */
-  cacheWriteTokens: number;
+  cacheWriteTokens: number | null;
   /**
    * Part of `cacheWriteTokens` written with Anthropic's 1-hour TTL (priced
    * higher than 5-minute writes). Present only when the response reports it
@@ -65,7 +72,41 @@ export interface UsageRecord {
    */
   cacheWrite1hTokens?: number;
   /** Part of `outputTokens` spent reasoning (OpenAI, Gemini); 0 when not reported. */
-  reasoningTokens: number;
+  reasoningTokens: number | null;
+  /** Part of `inputTokens` that is audio (cached audio included); present when not 0. */
+  inputAudioTokens?: number;
+  /** Part of `cacheReadTokens` that is audio (Gemini); present when not 0. */
+  cacheAudioReadTokens?: number;
+  /** Part of `outputTokens` that is audio; present when not 0. */
+  outputAudioTokens?: number;
+  /**
+   * Server-side web searches billed per call: Anthropic
+   * `usage.server_tool_use.web_search_requests`, OpenAI Responses
+   * `web_search_call` output items, Gemini grounding queries. Present when not 0.
+   */
+  webSearches?: number;
+  /** Anthropic `usage.server_tool_use.web_fetch_requests` (no fee beyond tokens); present when not 0. */
+  webFetches?: number;
+  /** OpenAI Responses `file_search_call` output items; present when not 0. */
+  fileSearches?: number;
+  /**
+   * Other server-side tool use with a fee of its own, by kind
+   * (`code_interpreter_call`, `image_generation_call`, an unknown
+   * `server_tool_use` counter): agentgate has no price for them.
+   */
+  otherToolCalls?: Record<string, number>;
+  /**
+   * The service tier the provider says it served the call in: OpenAI's
+   * `service_tier` (`default`, `flex`, `priority`, `scale`), Anthropic's
+   * `usage.service_tier` (`standard`, `priority`, `batch`).
+   */
+  serviceTier?: string;
+  /**
+   * USD the provider (or gateway) says the call cost: OpenRouter's
+   * `usage.cost` (plus `cost_details.upstream_inference_cost` for a
+   * bring-your-own-key call). Preferred over any price table.
+   */
+  providerCostUsd?: number;
   /**
    * True when the counts are a lower bound: the stream ended before its final
    * usage (client abort, upstream cut, in-band error), the response carried no
@@ -79,6 +120,12 @@ export interface UsageRecord {
    * (`Response body is not valid JSON`).
    */
   error: string | null;
+  /**
+   * True when `error` is the provider's own (an error body, or an in-band
+   * `error` / `response.failed` event in a 200 stream); false when it is ours
+   * or there is none.
+   */
+  providerError?: boolean;
 }
 
 /** What the proxy knows about a response when it starts a usage tap. */

@@ -37,6 +37,14 @@ export interface UsageTapLimits {
 
 const MiB = 1024 * 1024;
 
+const UNKNOWN_TOKENS = {
+  inputTokens: null,
+  outputTokens: null,
+  cacheReadTokens: null,
+  cacheWriteTokens: null,
+  reasoningTokens: null,
+} as const;
+
 type Mode = "sse" | "body" | "array" | "sniff";
 
 // Whitespace and a UTF-8 byte order mark may precede the first significant byte.
@@ -167,12 +175,14 @@ class Tap implements UsageTap {
     const model = ex.model ?? requestModel(this.#ctx.requestBody) ?? this.#endpoint.urlModel;
     const base = { provider: this.#provider, model };
     if (this.#isError) {
-      const zero = this.#ex.tokens();
+      // A failed call is not billed: its counts are known (0 unless the body says more).
       return {
         ...base,
-        ...zero,
+        ...ex.tokens(),
+        ...ex.extras(),
         partial: !opts.complete,
         error: ex.providerError ?? `HTTP ${this.#ctx.status}`,
+        providerError: true,
       };
     }
     const final = ex.final && ex.sawUsage;
@@ -183,11 +193,15 @@ class Tap implements UsageTap {
       (this.#array && this.#array.oversizeElements > 0
         ? "Stream element over the size cap skipped"
         : null);
+    // No usage seen at all: the counts are unknown, not 0.
+    const tokens = ex.sawUsage ? ex.tokens() : UNKNOWN_TOKENS;
     return {
       ...base,
-      ...ex.tokens(),
+      ...tokens,
+      ...ex.extras(),
       partial: !opts.complete || !final,
       error: ex.providerError ?? (final ? null : ourError),
+      providerError: ex.providerError !== null,
     };
   }
 

@@ -11,6 +11,7 @@ import { CelEvalError, type CelRead, type CompiledCondition } from "./cel/mod.ts
 import type { Checker, PolicyResult } from "./limits/types.ts";
 import type { PolicyState } from "../state/mod.ts";
 import type { Provider, UsageRecord } from "../llm/types.ts";
+import type { Pricer } from "../llm/pricing.ts";
 
 /** Request fields a CONNECT tunnel does not reveal. */
 export const REQUEST_LEVEL_READS: ReadonlySet<CelRead> = new Set([
@@ -54,11 +55,11 @@ export interface CompiledRule {
 
 /** LLM settings the engine needs (spending limits on models without a price). */
 export interface LlmSettings {
-  /** The wire format of a host, or null when it is not an LLM provider. */
-  detect(host: string): Provider | null;
-  pricer: {
-    price(usage: UsageRecord, when: Date): { costUsd: number | null; priceUnknown: boolean };
-  };
+  /** The wire format of a host (and port), or null when it is not an LLM provider. */
+  detect(host: string, port?: number): Provider | null;
+  pricer: Pricer;
+  /** A usage sketch of what a request shows before it is sent (`llm/foresee.ts`). */
+  foresee(provider: Provider, model: string, body: unknown, bodyBytes: number | null): UsageRecord;
   forceStreamUsage: boolean;
   unknownPrice: "deny" | "allow";
 }
@@ -288,10 +289,21 @@ export function requestModel(provider: Provider, info: RequestInfo): string | nu
   return typeof body?.model === "string" ? body.model : null;
 }
 
+/** Whether a rule's policies need the usage of what it forwards (a spending or token limit). */
+function isMetered(rule: CompiledRule): boolean {
+  return rule.checkers.some((c) =>
+    c.name === "spending_limit" ||
+    (c.name === "rate_limit" && (c as { unit?: string }).unit === "tokens")
+  );
+}
+
 /**
- * A spending limit cannot hold a call whose cost will be unknown: with
- * `llm.unknown_price: deny` (the default) such a call is denied, naming the
- * model, rather than recorded at $0.
+ * A spending limit cannot hold a call whose cost will be unknown or only
+ * partly known: with `llm.unknown_price: deny` (the default) such a call is
+ * denied, naming the model and what has no price (a service tier the request
+ * asks for, a server-side tool it offers, audio, a prompt long enough for a
+ * long-context price — as far as the request shows them), rather than
+ * recorded at $0 or below its cost.
  */
 function unknownPriceDenial(
   policy: CompiledPolicy,
@@ -301,27 +313,28 @@ function unknownPriceDenial(
   const llm = policy.llm;
   if (!llm || llm.unknownPrice === "allow" || input.info.path === null) return null;
   if (!rule.checkers.some((c) => c.name === "spending_limit")) return null;
-  const provider = llm.detect(input.info.host);
-  if (provider === null || input.info.method !== "POST") return null;
-  let model = requestModel(provider, input.info);
+  const info = input.info;
+  const provider = llm.detect(info.host, info.port);
+  if (provider === null || info.method !== "POST") return null;
+  let model = requestModel(provider, info);
   if (model === null && input.bodyRead === false && provider !== "gemini") return "needs-body";
   if (model === null) {
     return `spending limit of rule "${rule.name}" cannot be enforced: the request names no model (llm.unknown_price: deny)`;
   }
-  const probe: UsageRecord = {
+  const length = Number(info.headers["content-length"]);
+  const probe = llm.foresee(
     provider,
     model,
-    inputTokens: 1,
-    outputTokens: 1,
-    cacheReadTokens: 0,
-    cacheWriteTokens: 0,
-    reasoningTokens: 0,
-    partial: false,
-    error: null,
-  };
-  if (!llm.pricer.price(probe, new Date(input.now)).priceUnknown) return null;
+    info.body,
+    Number.isSafeInteger(length) && length > 0 ? length : null,
+  );
+  const price = llm.pricer.price(probe, new Date(input.now), info.host);
+  if (!price.priceUnknown && !price.priceIncomplete) return null;
   model = model.slice(0, 100);
-  return `no price is known for model "${model}", so the spending limit of rule "${rule.name}" cannot be enforced (llm.unknown_price: deny; add it to llm.prices)`;
+  const enforce = `so the spending limit of rule "${rule.name}" cannot be enforced ` +
+    `(llm.unknown_price: deny; add it to llm.prices)`;
+  if (price.priceUnknown) return `no price is known for model "${model}", ${enforce}`;
+  return `no price is known for ${price.missing.join(" and ")} of model "${model}", ${enforce}`;
 }
 
 type Note = (rule: CompiledRule, outcome: TraceEntry["outcome"], detail: string) => void;
@@ -418,6 +431,7 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
       if (!r.ok) {
         if (trace) note(rule, "policy-failed", `${checker.name}: ${r.reason}`);
         return {
+          ...(policy.mode === "audit" && isMetered(rule) ? { metered: true as const } : {}),
           verdict: policy.mode === "audit" ? "would_deny" : "deny",
           rule: rule.name,
           ruleSource: rule.source,
@@ -431,6 +445,7 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
       }
       passed.push(r);
     }
+    const metered = isMetered(rule);
     const unpriced = unknownPriceDenial(policy, rule, input);
     if (unpriced === "needs-body") {
       return {
@@ -440,11 +455,13 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
       };
     }
     if (unpriced !== null) {
-      return {
+      const d: Decision = {
         ...decision(policy, rule, "deny", unpriced),
         policy: "spending_limit",
         verdict: policy.mode === "audit" ? "would_deny" : "deny",
       };
+      // In audit mode it is forwarded: its usage is still wanted.
+      return d.verdict === "would_deny" && metered ? { ...d, metered: true } : d;
     }
     // Only a forwarded request consumes rate-limit slots.
     let dlp: Decision["dlp"];
@@ -462,7 +479,13 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
         }`,
       );
     }
-    const d = decision(policy, rule, rule.action, rule.reason ?? `matched rule "${rule.name}"`);
+    const d: Decision = decision(
+      policy,
+      rule,
+      rule.action,
+      rule.reason ?? `matched rule "${rule.name}"`,
+    );
+    if (metered) d.metered = true;
     return dlp ? { ...d, dlp } : d;
   }
   const reason = policy.defaultAction === "deny"

@@ -127,7 +127,7 @@ export function decideHead(
     ? Math.max(config.limits.maxBodyBytes, config.limits.maxScanBytes)
     : config.limits.maxBodyBytes;
   if (opts.hasBody && opts.readAhead !== false && info.method === "POST") {
-    const provider = info.path !== null ? policy.llm?.detect(info.host) ?? null : null;
+    const provider = info.path !== null ? policy.llm?.detect(info.host, info.port) ?? null : null;
     if (provider !== null) return { next: "body", cap, asked: null };
   }
   const d = decide(policy, {

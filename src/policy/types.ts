@@ -74,6 +74,12 @@ export interface Decision {
   dlp?: DlpPlan;
   /** DLP findings (masked) of a blocked request. */
   findings?: RecordedFinding[];
+  /**
+   * The request is forwarded under a rule with a spending or token limit:
+   * its usage must be known, so the LLM layer asks for it in streams
+   * (`stream_options.include_usage`) whatever `llm.force_stream_usage` says.
+   */
+  metered?: true;
 }
 
 /** What a DLP finding leads to. */

@@ -39,6 +39,10 @@ function row(over: Partial<AuditRowWithHeaders> & { id: string }): AuditRowWithH
     reasoning_tokens: null,
     usage_partial: null,
     price_unknown: null,
+    price_source: null,
+    price_incomplete: null,
+    price_missing: null,
+    service_tier: null,
     findings_count: 0,
     ...over,
   };

@@ -67,7 +67,11 @@ export class Exchange {
   done = false;
   /** DLP findings (masked), stored in the findings table with the row. */
   findings: AuditFinding[] = [];
-  /** LLM usage and cost read from the response, merged into the row. */
+  /**
+   * LLM usage and cost read from the response, merged into the row; its
+   * `error` (the provider's in-band error) fills the row's when the proxy
+   * has none of its own.
+   */
   usage: Partial<AuditEventV1> | null = null;
   /** Seconds spent deciding (all steps), or null when nothing was decided. */
   decideSeconds: number | null = null;
@@ -90,6 +94,7 @@ export class Exchange {
     const d = this.decision;
     const info = this.info;
     const isTunnel = info.path === null;
+    const { error: providerError, ...usage } = this.usage ?? {};
     this.sink.record({
       id: info.id,
       ts: this.ts,
@@ -111,9 +116,9 @@ export class Exchange {
       bytes_in: this.bytesIn,
       bytes_out: this.bytesOut,
       duration_ms: Math.round((performance.now() - this.t0) * 1000) / 1000,
-      error: outcome.error ?? null,
+      error: outcome.error ?? providerError ?? null,
       headers: isTunnel ? null : JSON.stringify(redactHeaders(info.headers)),
-      ...this.usage,
+      ...usage,
       ...(this.findings.length ? { findings: this.findings } : {}),
     }, this);
   }

@@ -9,6 +9,7 @@
 import type { IncomingHttpHeaders } from "node:http";
 import type { Readable } from "node:stream";
 import { requestInfo } from "../policy/request.ts";
+import { resolveUpstream } from "../config/sections.ts";
 import { decideBody, decideHead, type RequestVerdict } from "../policy/pipeline.ts";
 import type { BodyRead } from "../policy/request.ts";
 import { type Exchange, newDecisionId } from "./exchange.ts";
@@ -90,7 +91,7 @@ export function plainRequests(core: ProxyCore): (req: H1Request, res: H1Response
     }
     // `upstream.resolve` applies here too: connect to the address it names,
     // and for https:// still verify the certificate against the real name.
-    const to = ex.config.resolve.get(target.host);
+    const to = resolveUpstream(ex.config.resolve, target.host, target.port);
     proxyRequest(
       core,
       req,
@@ -146,7 +147,7 @@ export function interceptedRequest(
     send(res, errorAnswer(info.id, 421, "misdirected_request", reason), { connection: "close" });
     return ex.finish({ status: 421, decision: "deny", reason });
   }
-  const to = ex.config.resolve.get(ctx.host) ?? ctx;
+  const to = resolveUpstream(ex.config.resolve, ctx.host, ctx.port) ?? ctx;
   proxyRequest(
     core,
     req,

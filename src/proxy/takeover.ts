@@ -13,6 +13,7 @@ import type { Duplex } from "node:stream";
 import { requestInfo } from "../policy/request.ts";
 import { decideHead, decideTunnel } from "../policy/pipeline.ts";
 import { isIntercepted } from "../config/load.ts";
+import { resolveUpstream } from "../config/sections.ts";
 import { type Exchange, newDecisionId } from "./exchange.ts";
 import { parseAbsolute, parseAuthority } from "./target.ts";
 import { forwardUpgrade } from "./forward.ts";
@@ -94,7 +95,7 @@ function connect(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
   }
   core.tunnelOpened(ex);
   if (intercept) return interceptTunnel(core, s, rest, hp.host, hp.port, ex);
-  const to = ex.config.resolve.get(hp.host) ?? hp;
+  const to = resolveUpstream(ex.config.resolve, hp.host, hp.port) ?? hp;
   openTunnel(s, rest, to.host, to.port, ex, ex.config.upstream.connectTimeoutMs);
 }
 
@@ -162,14 +163,16 @@ function upgrade(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
     s.end(rawAnswer(denyAnswer(info.id, d)));
     return ex.finish({ status: d.status });
   }
+  // `upstream.resolve` applies to upgrades as to every plain-HTTP request.
+  const to = resolveUpstream(ex.config.resolve, target.host, target.port);
   forwardUpgrade(
     head,
     s,
     rest,
     {
       scheme: "http",
-      connectHost: target.host,
-      port: target.port,
+      connectHost: to?.host ?? target.host,
+      port: to?.port ?? target.port,
       authority: target.authority,
       rawPath: target.rawPath,
     },
