@@ -105,6 +105,49 @@ export function isLoopbackHost(host: string | undefined): boolean {
     /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 
+/** `host[:port]` lower-cased, without a default port 80 (how an http Origin spells it). */
+function authorityKey(authority: string): string {
+  return authority.toLowerCase().replace(/\.$/, "").replace(/:80$/, "");
+}
+
+/**
+ * Why a browser request that changes state (reload, sessions) is refused as
+ * cross-origin, or null. A page on any other origin — another port on
+ * localhost included — can make a browser send a POST here (CSRF), and the
+ * browser says so in `Origin` (always sent with a POST) and
+ * `Sec-Fetch-Site`. The proxy's own origin is `http://` plus the `Host` the
+ * request was sent to; clients that are not browsers send neither header.
+ *
+ * @example
+ * crossOriginReason({ host: "127.0.0.1:4100", origin: "http://localhost:3000" });
+ * // 'origin "http://localhost:3000" is not this proxy\'s own ("http://127.0.0.1:4100")'
+ */
+export function crossOriginReason(headers: http.IncomingHttpHeaders): string | null {
+  const site = headers["sec-fetch-site"];
+  if (typeof site === "string" && site !== "same-origin" && site !== "none") {
+    return `a ${site.slice(0, 20)} browser request may not change agentgate's state`;
+  }
+  const origin = headers.origin;
+  if (origin === undefined) return null;
+  const own = `http://${authorityKey(String(headers.host ?? ""))}`;
+  let url: URL | null = null;
+  try {
+    url = new URL(String(origin));
+  } catch {
+    // "null" (sandboxed frames, file: pages) and other non-URLs: not ours.
+  }
+  if (url !== null && url.protocol === "http:" && url.origin === own && headers.host) return null;
+  return `origin "${String(origin).slice(0, 100)}" is not this proxy's own ("${own}")`;
+}
+
+/** Answer 403 for a cross-origin state change; true when refused. */
+function refuseCrossOrigin(req: http.IncomingMessage, res: http.ServerResponse): boolean {
+  const why = crossOriginReason(req.headers);
+  if (why === null) return false;
+  sendJson(res, 403, { error: "forbidden", reason: why });
+  return true;
+}
+
 /** Constant-time string comparison (hashing first makes the lengths equal). */
 function sameSecret(a: string, b: string): boolean {
   const ha = createHmac("sha256", "agentgate-compare").update(a).digest();
@@ -449,16 +492,7 @@ export function createInternalRoutes(
           reason: "reload with POST",
         }, { allow: "POST" });
       }
-      // A cross-site form cannot set Origin to ours: refuse any other origin (CSRF).
-      const origin = req.headers.origin;
-      if (
-        origin !== undefined && !/^https?:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?$/.test(origin)
-      ) {
-        return sendJson(res, 403, {
-          error: "forbidden",
-          reason: `origin "${origin}" may not reload`,
-        });
-      }
+      if (refuseCrossOrigin(req, res)) return;
       const url = new URL(req.url ?? "/", "http://agentgate.invalid");
       if (denyAccess(req, res, url)) return;
       deps.reload().then(
