@@ -311,6 +311,32 @@ Deno.test("the page: fresh nonce in a strict CSP, overview rendered as escaped t
     assert.ok(!html.includes("<b>bold"));
   }));
 
+Deno.test("the page: sub-cent spend prints its digits, on the server and in the script", () =>
+  withRoutes({}, [{
+    ...EVIL,
+    id: "cheap-1",
+    decision: "allow",
+    status: 200,
+    provider: "openai",
+    model: "gpt-4o-mini",
+    cost_usd: 0.00001,
+  }], async (h) => {
+    const html = (await call(h, "/_/dashboard")).body;
+    assert.match(html, /data-k="spend">\$0\.000010</);
+    // The script formats polled amounts with the same function.
+    const line = /const fmtUsd = ([\s\S]*?);\nconst /.exec(html)?.[1];
+    assert.ok(line, "the script defines fmtUsd");
+    const fmt = new Function(`return ${line}`)() as (n: number | null) => string;
+    assert.deepEqual([0.004, 0.005, 0.00001, 0, null, 12.5].map(fmt), [
+      "$0.004",
+      "$0.005",
+      "$0.000010",
+      "$0.00",
+      "$0.00",
+      "$12.50",
+    ]);
+  }));
+
 Deno.test("config: the loaded policy without secrets", () =>
   withRoutes({ token: "tok-en-123" }, [], async (h, deps) => {
     const a = await call(h, "/_/api/config", { headers: { authorization: "Bearer tok-en-123" } });

@@ -12,6 +12,7 @@
  */
 import type { DecisionCounts, DenialLine } from "../audit/read.ts";
 import type { Report } from "./build.ts";
+import { formatUsd } from "../util/usd.ts";
 
 /** The output formats. */
 export const REPORT_FORMATS = ["text", "markdown", "json"] as const;
@@ -85,16 +86,12 @@ export function num(n: number): string {
 }
 
 /**
- * US dollars: two decimals, up to four for small amounts.
+ * US dollars: two decimals, up to four for small amounts (`util/usd.ts`).
  *
  * @example
  * usd(1.5) // "$1.50"; usd(0.01234) // "$0.0123"
  */
-export function usd(x: number): string {
-  let s = x.toFixed(4).replace(/0{1,2}$/, "");
-  if (x !== 0 && Number(s) === 0) s = x.toPrecision(2);
-  return "$" + s;
-}
+export const usd: (x: number) => string = formatUsd;
 
 /** `2025-06-01 12:00:00Z` (UTC, to the second). */
 export function when(ts: number): string {
