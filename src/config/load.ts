@@ -308,6 +308,10 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
     listen: proxy.listen,
     dashboard: proxy.dashboard,
     proxyAuth: proxy.auth,
+    secretEnv: [
+      ...proxy.authEnv,
+      ...(raw.dashboard?.token_env ? [raw.dashboard.token_env as string] : []),
+    ],
     dashboardToken: dashboardSection(raw.dashboard).token,
     policy: policySection(raw, legacy, rules, llm),
     audit: auditSection(raw.audit, legacy, file, cwd),

@@ -430,6 +430,73 @@ Deno.test("load: errors about a file that is not a policy name keys and position
   }
 });
 
+Deno.test("load: empty tokens, clashing labels and repeated tokens are config errors", () => {
+  Deno.env.set("AGENTGATE_LOAD_TEST_EMPTY", "");
+  Deno.env.set("AGENTGATE_LOAD_TEST_TOKEN", "from-env");
+  try {
+    const cases: [string, string][] = [
+      [
+        'proxy: { auth: [""] }',
+        "p.yaml:2:17: a proxy.auth token must not be empty: use a long random value",
+      ],
+      [
+        'proxy: { auth: ["  "] }',
+        "p.yaml:2:17: a proxy.auth token must not be empty: use a long random value",
+      ],
+      [
+        'proxy: { auth: [{ token: "", label: x }] }',
+        "p.yaml:2:26: a proxy.auth token must not be empty: use a long random value",
+      ],
+      [
+        "proxy: { auth: [{ env: AGENTGATE_LOAD_TEST_EMPTY }] }",
+        'p.yaml:2:24: environment variable "AGENTGATE_LOAD_TEST_EMPTY" (proxy.auth) is empty',
+      ],
+      [
+        'dashboard: { token: "" }',
+        "p.yaml:2:21: dashboard.token must not be empty: use a long random value",
+      ],
+      [
+        "dashboard: { token_env: AGENTGATE_LOAD_TEST_EMPTY }",
+        'p.yaml:2:25: environment variable "AGENTGATE_LOAD_TEST_EMPTY" (dashboard.token_env) is empty',
+      ],
+      [
+        "proxy: { auth: [{ token: a, label: ci }, { token: b, label: ci }] }",
+        'p.yaml:2:8: proxy.auth: label "ci" is used twice',
+      ],
+      [
+        "proxy: { auth: [a, a] }",
+        "p.yaml:2:8: proxy.auth: entry 2 repeats a token (each token has one label)",
+      ],
+      [
+        'proxy: { auth: [{ token: a, label: "ci-0123456789abcdef" }] }',
+        'p.yaml:2:36: label "ci-0123456789abcdef" looks like a minted session id (ends in 16 hex ' +
+        "digits): choose another",
+      ],
+      [
+        "proxy: { auth: [{ label: x }] }",
+        'p.yaml:2:17: set one of "token", "token_env" (or "env")',
+      ],
+    ];
+    for (const [text, error] of cases) {
+      assert.deepEqual(errorsOf(`version: 1\n${text}\n`, "p.yaml"), [error], text);
+    }
+    const { config } = parseConfig(
+      "version: 1\nproxy: { auth: [{ token_env: AGENTGATE_LOAD_TEST_TOKEN, label: ci }, s3cret] }\n" +
+        "dashboard: { token_env: AGENTGATE_LOAD_TEST_TOKEN }\n",
+      "p.yaml",
+      "/repo",
+    );
+    assert.deepEqual(config.proxyAuth, [
+      { token: "from-env", label: "ci" },
+      { token: "s3cret", label: "auth-2" },
+    ]);
+    assert.deepEqual(config.secretEnv, ["AGENTGATE_LOAD_TEST_TOKEN", "AGENTGATE_LOAD_TEST_TOKEN"]);
+  } finally {
+    Deno.env.delete("AGENTGATE_LOAD_TEST_EMPTY");
+    Deno.env.delete("AGENTGATE_LOAD_TEST_TOKEN");
+  }
+});
+
 Deno.test("load: lints for shadowed rules, default allow, and unbudgeted LLM hosts", () => {
   const text = `version: 1
 default: allow

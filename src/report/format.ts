@@ -143,6 +143,64 @@ function more(left: number, what: string): string | null {
   return left > 0 ? `… ${num(left)} more ${what} (see --format json)` : null;
 }
 
+/** The lines of a run's own facts (text): refused credentials, policy reloads. */
+function runText(r: Report): string[] {
+  const run = r.run;
+  if (!run) return [];
+  const out: string[] = [];
+  if (run.invalid_credentials) {
+    out.push(
+      `  ${
+        num(run.invalid_credentials)
+      } request(s) refused (407): credentials that were not the run's`,
+    );
+  }
+  if (run.policy_reloads.length > 0) {
+    out.push("", `Policy reloads during the run (${num(run.policy_reloads.length)}, --watch)`);
+    for (const x of run.policy_reloads) {
+      out.push(
+        `  ${when(x.at)}  ${safeText(x.trigger)}  ${
+          x.ok ? `applied: ${num(x.rules ?? 0)} rule(s)` : "rejected, the previous policy stayed"
+        }`,
+      );
+      for (const e of x.errors) out.push(`      ${safeText(e)}`);
+    }
+  }
+  return out;
+}
+
+/** The same as markdown. */
+function runMarkdown(r: Report): string[] {
+  const run = r.run;
+  if (!run) return [];
+  const out: string[] = [];
+  if (run.invalid_credentials) {
+    out.push(
+      "",
+      `**${
+        num(run.invalid_credentials)
+      } request(s) refused (407)**: credentials that were not the run's`,
+    );
+  }
+  if (run.policy_reloads.length > 0) {
+    out.push("", `#### Policy reloads during the run (--watch)`, "");
+    out.push(
+      ...mdTable(
+        ["Time", "Trigger", "Outcome"],
+        run.policy_reloads.map((x) => [
+          when(x.at),
+          mdText(x.trigger),
+          x.ok
+            ? `applied: ${num(x.rules ?? 0)} rule(s)`
+            : `rejected: ${x.errors.map(mdText).join("<br>")}`,
+        ]),
+        [false, false, false],
+      ),
+    );
+  }
+  return out;
+}
+
 // --- text --------------------------------------------------------------------
 
 function table(heads: string[], rows: string[][], right: boolean[]): string[] {
@@ -171,8 +229,9 @@ export function formatText(r: Report): string {
   out.push(`agentgate report: ${title(r)}`);
   const range = rangeText(r);
   out.push(`  ${range ? `${range}, ` : ""}from ${safeText(r.source)}`);
+  const runLines = runText(r);
   if (t.requests === 0) {
-    out.push("  no requests went through the proxy");
+    out.push("  no requests went through the proxy", ...runLines);
     return out.join("\n") + "\n";
   }
   out.push(`  ${summaryLine(r)}`);
@@ -183,6 +242,7 @@ export function formatText(r: Report): string {
       } output tokens, ${spendText(t.cost_usd, t.cost_unknown)}`,
     );
   }
+  out.push(...runLines);
 
   const shownDenials = r.denials.slice(0, SHOWN.denials);
   if (shownDenials.length > 0) {
@@ -335,6 +395,7 @@ export function formatMarkdown(r: Report): string {
     ...(range ? [range] : []),
   ];
   out.push(facts.join(" · "));
+  out.push(...runMarkdown(r));
   if (t.requests === 0) return out.join("\n") + "\n";
 
   const denials = r.denials.slice(0, SHOWN.denials);
