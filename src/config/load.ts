@@ -197,6 +197,25 @@ function collectIncludes(part: Part, cwd: string, root: string, stack: string[])
   list.forEach((pattern, i) => {
     const node = part.src.nodeAt(["include", i]);
     const glob = GLOB_CHARS.test(pattern);
+    if (glob) {
+      // A glob rooted outside the tree is refused before it is walked
+      // (`/**/*.yaml` would otherwise walk the whole file system first).
+      const abs = isAbsolute(pattern) ? pattern : resolve(baseDir, pattern);
+      const segs = abs.split("/");
+      const start = segs.slice(0, segs.findIndex((x) => GLOB_CHARS.test(x))).join("/") || "/";
+      const real = realOr(start);
+      if (!isInside(root, real)) {
+        errors.push(
+          part.src.problem(
+            "error",
+            node,
+            `cannot include "${pattern}": it searches "${real}", outside "${root}" (includes must ` +
+              "stay under the main policy file's directory)",
+          ),
+        );
+        return;
+      }
+    }
     // A glob picks the YAML files it matches; a plain name must be one.
     const files = expandInclude(pattern, baseDir).filter((f) => !glob || INCLUDE_EXT.test(f));
     if (files.length === 0) {

@@ -334,6 +334,13 @@ Deno.test("load: includes stay under the policy's directory, YAML files only, sy
         'main.yaml:8:5: cannot include "policies/notes.txt": only .yaml and .yml files can be included',
       ],
     );
+    // A glob rooted outside the tree is refused before anything is walked.
+    assert.deepEqual(await errs("version: 1\ninclude: ['/**/*.yaml', '../*.yaml']\n"), [
+      `main.yaml:2:11: cannot include "/**/*.yaml": it searches "/", outside "${real}/repo" ` +
+      "(includes must stay under the main policy file's directory)",
+      `main.yaml:2:25: cannot include "../*.yaml": it searches "${real}", outside "${real}/repo" ` +
+      "(includes must stay under the main policy file's directory)",
+    ]);
     // A glob takes the YAML files it matches (never the link, nor notes.txt).
     const { config } = await loadConfig(
       (await Deno.writeTextFile(`${dir}/main.yaml`, "version: 1\ninclude: ['policies/*']\n"),
