@@ -8,13 +8,13 @@
  *
  * @module
  */
-import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
 import type { AgentgateConfig } from "../config/load.ts";
 import type { RequestInfo } from "../policy/types.ts";
 import { type Answer, errorAnswer } from "./reject.ts";
 import type { Addon } from "./addons/types.ts";
 import { SessionRegistry } from "./sessions.ts";
+import { sameSecret } from "../util/session_id.ts";
 
 /**
  * `Proxy-Authorization: Basic …` as user and password, or null.
@@ -26,6 +26,19 @@ export function parseProxyAuthorization(
   value: string | string[] | undefined,
 ): { user: string; pass: string } | null {
   if (typeof value !== "string") return null;
+  // A client sends the same header on every request: decode it once.
+  const hit = parsed.get(value);
+  if (hit !== undefined) return hit;
+  const creds = decodeBasic(value);
+  if (parsed.size >= 1024) parsed.clear();
+  parsed.set(value, creds);
+  return creds;
+}
+
+/** Recently decoded headers (bounded; a full cache starts over). */
+const parsed = new Map<string, { user: string; pass: string } | null>();
+
+function decodeBasic(value: string): { user: string; pass: string } | null {
   const m = /^basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(value);
   if (!m) return null;
   let text: string;
@@ -45,20 +58,6 @@ function decodeURIComponentSafe(s: string): string {
   } catch {
     return s;
   }
-}
-
-const sha256 = (s: string): Uint8Array => createHash("sha256").update(s).digest();
-
-/** Digests of a configuration's static tokens, computed once per loaded policy. */
-const staticTokens = new WeakMap<AgentgateConfig, { digest: Uint8Array; label: string }[]>();
-
-function tokensOf(config: AgentgateConfig): { digest: Uint8Array; label: string }[] {
-  let t = staticTokens.get(config);
-  if (!t) {
-    t = config.proxyAuth.map((a) => ({ digest: sha256(a.token), label: a.label }));
-    staticTokens.set(config, t);
-  }
-  return t;
 }
 
 /**
@@ -106,13 +105,10 @@ export class ProxyAuth implements Addon {
     // A static token: in the password, or alone in the user name (`http://TOKEN@host`).
     const presented = creds.pass !== "" ? creds.pass : creds.user;
     if (presented === "") return null;
-    const tokens = tokensOf(this.config());
-    if (tokens.length === 0) return null;
-    // Digests compare in constant time, and every token is compared (no early
-    // exit): the time says nothing about the token or which one matched.
-    const d = sha256(presented);
+    // Every token is compared, each in constant time (no early exit): the
+    // time says nothing about a token or which one matched.
     let hit: string | null = null;
-    for (const t of tokens) if (timingSafeEqual(t.digest, d)) hit ??= t.label;
+    for (const t of this.config().proxyAuth) if (sameSecret(t.token, presented)) hit ??= t.label;
     return hit === null ? null : { session: hit, label: hit };
   }
 

@@ -3,12 +3,11 @@
  * `agentgate run` (its in-process proxy) or `POST /_/api/sessions` (the admin
  * token). A client proves it holds a session by presenting both
  * (`Proxy-Authorization: Basic id:secret`); a client-chosen id is never a
- * session. Only a SHA-256 of each secret is kept.
+ * session.
  *
  * @module
  */
-import { createHash, timingSafeEqual } from "node:crypto";
-import { newSessionId, randomHex } from "../util/session_id.ts";
+import { newSessionId, randomHex, sameSecret } from "../util/session_id.ts";
 
 /** A session as its holder receives it (the secret is shown once). */
 export interface SessionGrant {
@@ -25,13 +24,9 @@ export class SessionLimitError extends Error {
 }
 
 interface Entry {
-  digest: Uint8Array;
+  secret: string;
   label: string | null;
   expiresAt: number | null;
-}
-
-function digestOf(secret: string): Uint8Array {
-  return createHash("sha256").update(secret).digest();
 }
 
 /**
@@ -70,7 +65,7 @@ export class SessionRegistry {
     while (this.#entries.has(session)) session = newSessionId(opts.label);
     const secret = randomHex(16);
     const expiresAt = opts.ttlMs ? now + opts.ttlMs : null;
-    this.#entries.set(session, { digest: digestOf(secret), label: opts.label ?? null, expiresAt });
+    this.#entries.set(session, { secret, label: opts.label ?? null, expiresAt });
     return { session, secret, label: opts.label ?? null, expiresAt };
   }
 
@@ -86,7 +81,7 @@ export class SessionRegistry {
       this.#entries.delete(session);
       return null;
     }
-    return timingSafeEqual(e.digest, digestOf(secret)) ? { session, label: e.label } : null;
+    return sameSecret(e.secret, secret) ? { session, label: e.label } : null;
   }
 
   /** Forget a session; false when there was none. */
