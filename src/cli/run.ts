@@ -129,7 +129,7 @@ export const runSpec: CommandSpec = {
   passthrough: true,
   epilog: [
     "The command gets HTTP_PROXY, HTTPS_PROXY, ALL_PROXY (and lower-case twins) pointing at",
-    "agentgate with this run's session and token as credentials, NO_PROXY/no_proxy",
+    "agentgate with this run's session and its secret as credentials, NO_PROXY/no_proxy",
     "(localhost,127.0.0.1,::1), NODE_USE_ENV_PROXY=1 and, when the policy intercepts TLS, a",
     "trust bundle (system roots + the agentgate CA) in SSL_CERT_FILE, REQUESTS_CA_BUNDLE,",
     "CURL_CA_BUNDLE, GIT_SSL_CAINFO, PIP_CERT, AWS_CA_BUNDLE, and the CA alone in",
