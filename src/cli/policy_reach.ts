@@ -5,6 +5,11 @@
  * writable directory above it. Root can write anything that is not on a
  * read-only mount (CI containers often run everything as root).
  *
+ * Why not `access(W_OK)` through `node:fs` `accessSync`: Deno 2.9.6 answers it
+ * from the mode bits, not the kernel — as root, a 0444 file is EACCES and
+ * `/proc/version` too, where Node 20 (a real access(2)) says writable (both
+ * checked). So this reads `stat` and `/proc/self/mountinfo` itself.
+ *
  * @module
  */
 import { dirname, isAbsolute, relative, resolve } from "node:path";
