@@ -44,6 +44,7 @@ const GH = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8";
 function policy(httpsPort: number, plainPort: number): string {
   return `version: 1
 default: deny
+dashboard: { token: adm1n }
 tls:
   intercept: [api.llm.test, secure.test]
   ca_dir: ./ca
@@ -215,8 +216,12 @@ function bodyBytes(body: unknown): Uint8Array | null {
   return new TextEncoder().encode(JSON.stringify(body));
 }
 
+/** Secrets of the sessions minted for the run (id -> secret). */
+const secrets = new Map<string, string>();
+
 function proxyAuth(session: string | null | undefined): string {
-  return session ? `Proxy-Authorization: Basic ${btoa(`${session}:x`)}\r\n` : "";
+  if (!session) return "";
+  return `Proxy-Authorization: Basic ${btoa(`${session}:${secrets.get(session)}`)}\r\n`;
 }
 
 function requestText(spec: RequestSpec, target: string, host: string, extra = ""): Uint8Array {
@@ -349,6 +354,25 @@ Deno.test("pipeline property: 2,000 requests decided alike by the proxy and by e
   });
   const gens = generate(SEED, N);
   try {
+    // Sessions are minted by the proxy (issue 20): each generated name becomes
+    // a minted session with the same label, in the proxy and in the tools.
+    const minted = new Map<string, string>();
+    for (const g of gens) {
+      const name = g.spec.session;
+      if (!name) continue;
+      if (!minted.has(name)) {
+        const r = await fetch(`${proxy.url}/_/api/sessions`, {
+          method: "POST",
+          headers: { authorization: "Bearer adm1n" },
+          body: JSON.stringify({ label: name.split("-")[0] }),
+        });
+        const grant = await r.json();
+        assert.equal(r.status, 201, JSON.stringify(grant));
+        minted.set(name, grant.session);
+        secrets.set(grant.session, grant.secret);
+      }
+      g.spec.session = minted.get(name);
+    }
     const caPem = await Deno.readTextFile(`${proxy.dir}/ca/ca.pem`);
     for (const g of gens) await send(proxy.port, caPem, g);
     assert.equal(await proxy.stop(), 0);

@@ -694,7 +694,7 @@ Deno.test("policytest e2e: replay an audit written by a real proxy under a chang
   const proxy = await startProxy({
     config: `version: 1
 default: deny
-proxy: { auth: [t0k] }
+proxy: { auth: [{ token: t0k, label: ci-0123abcd }] } # the token's session (issue 20)
 audit: { path: ./audit.db }
 rules:
   - name: api

@@ -426,14 +426,16 @@ Deno.test("run: two runs sharing one --proxy are two sessions", async () => {
   const env = await setup();
   const proxy = await startProxy({
     files: { "origin-ca.pem": env.pki.caPem },
-    config: env.policy("proxy: { auth: [shared-t0ken] }\n"),
+    config: env.policy("proxy: { auth: [shared-t0ken] }\ndashboard: { token: adm1n-t0ken }\n"),
   });
   try {
     const cfg = `${proxy.dir}/agentgate.yaml`;
-    const one = (label: string, token: string) =>
+    // Issue 20: the run mints its session through the API with the admin token
+    // (it used to present the shared token with a session name of its choosing).
+    const one = (label: string, url: string, admin: string | null) =>
       runAgentgate([
         "--proxy",
-        `http://${token}@127.0.0.1:${proxy.port}`,
+        url,
         "--config",
         cfg,
         "--label",
@@ -443,16 +445,32 @@ Deno.test("run: two runs sharing one --proxy are two sessions", async () => {
         "--report-file",
         `${label}.json`,
         "--",
-        "curl",
-        "-sS",
-        "-f",
-        `https://api.example.test/v1/${label}`,
-      ], { cwd: env.dir });
-    const [a, b] = await Promise.all([one("alpha", "shared-t0ken"), one("beta", "x:shared-t0ken")]);
+        "sh",
+        "-c",
+        `curl -sS -f https://api.example.test/v1/${label} && ` +
+        // The command gets neither the admin token nor the shared proxy token.
+        'echo "[${AGENTGATE_DASHBOARD_TOKEN-unset}${AGENTGATE_TOKEN-unset}]"',
+      ], {
+        cwd: env.dir,
+        env: {
+          AGENTGATE_TOKEN: "shared-t0ken",
+          ...(admin === null ? {} : { AGENTGATE_DASHBOARD_TOKEN: admin }),
+        },
+      });
+    const [a, b] = await Promise.all([
+      one("alpha", `http://127.0.0.1:${proxy.port}`, "adm1n-t0ken"),
+      one("beta", `http://x:shared-t0ken@127.0.0.1:${proxy.port}`, "adm1n-t0ken"),
+    ]);
     assert.equal(a.code, 0, a.stderr);
     assert.equal(b.code, 0, b.stderr);
+    assert.match(
+      b.stderr,
+      /agentgate run: warning: the credentials in --proxy are not used: the run mints its own session/,
+    );
     assert.notEqual(a.session, b.session);
     for (const [r, label] of [[a, "alpha"], [b, "beta"]] as const) {
+      assert.match(r.session, new RegExp(`^${label}-[0-9a-f]{16}$`));
+      assert.ok(r.stdout.trim().endsWith("[unsetunset]"), r.stdout);
       const rows = rowsOf(proxy.auditPath, r.session);
       assert.deepEqual(rows.map((x) => x.method).sort(), ["CONNECT", "GET"]);
       assert.equal(rows.find((x) => x.method === "GET")!.path, `/v1/${label}`);
@@ -463,31 +481,25 @@ Deno.test("run: two runs sharing one --proxy are two sessions", async () => {
       assert.equal(report.filter.session, r.session);
       assert.equal(report.totals.requests, 2);
       assert.match(report.source, /\/_\/api\/audit$/);
+      // The session was revoked when the run ended.
+      const del = await fetch(`${proxy.url}/_/api/sessions/${r.session}`, {
+        method: "DELETE",
+        headers: { authorization: "Bearer adm1n-t0ken" },
+      });
+      assert.equal(del.status, 404);
+      await del.body?.cancel();
     }
     const all = JSON.stringify(auditRows(proxy.auditPath));
     assert.ok(!all.includes("shared-t0ken"), "the token never reaches the audit");
 
-    // Without the token the proxy answers 407, and the failure is the session's.
-    const no = await runAgentgate(
-      [
-        "--proxy",
-        `http://127.0.0.1:${proxy.port}`,
-        "--config",
-        cfg,
-        "--label",
-        "nope",
-        "--",
-        "curl",
-        "-sS",
-        "-f",
-        "https://api.example.test/v1/nope",
-      ],
-      { cwd: env.dir },
+    // Without the admin token no session can be minted: the run does not start the command.
+    const no = await one("nope", `http://127.0.0.1:${proxy.port}`, null);
+    assert.equal(no.code, 1);
+    assert.match(
+      no.stderr,
+      /agentgate run: cannot mint a session on http:\/\/127\.0\.0\.1:\d+: 401: managing sessions needs the admin token.*\(set AGENTGATE_DASHBOARD_TOKEN to the proxy's dashboard\.token\)/,
     );
-    assert.notEqual(no.code, 0);
-    const denied = rowsOf(proxy.auditPath, no.session);
-    assert.equal(denied.length, 1);
-    assert.deepEqual([denied[0].status, denied[0].reason], [407, "invalid proxy credentials"]);
+    assert.equal(auditRows(proxy.auditPath, "path = '/v1/nope'").length, 0);
     assert.equal(await proxy.stop(), 0);
   } finally {
     await proxy.dispose();
@@ -499,12 +511,13 @@ Deno.test("env: eval in bash sends curl through a running proxy, --unset clears 
   const env = await setup();
   const proxy = await startProxy({
     files: { "origin-ca.pem": env.pki.caPem },
-    config: env.policy(),
+    config: env.policy("dashboard: { token: adm1n-t0ken }\n"),
   });
   try {
     const agentgate = `'${Deno.execPath()}' run -A ${MAIN}`;
+    // Issue 20: the shell's session is minted (--mint), not named in --proxy.
     const script = [
-      `eval "$(${agentgate} env --shell bash --config ${proxy.dir}/agentgate.yaml --proxy http://me-0a1b2c3d:x@127.0.0.1:${proxy.port})"`,
+      `eval "$(${agentgate} env --shell bash --config ${proxy.dir}/agentgate.yaml --proxy http://127.0.0.1:${proxy.port} --mint --label me)"`,
       "curl -sS -f https://api.example.test/v1/env; echo",
       `eval "$(${agentgate} env --shell bash --unset)"`,
       'echo "[${HTTPS_PROXY-unset}${SSL_CERT_FILE-unset}]"',
@@ -514,14 +527,18 @@ Deno.test("env: eval in bash sends curl through a running proxy, --unset clears 
       cwd: env.dir,
       stdout: "piped",
       stderr: "piped",
+      env: { AGENTGATE_DASHBOARD_TOKEN: "adm1n-t0ken" },
     }).output();
     const stdout = dec.decode(out.stdout);
-    assert.equal(out.code, 0, dec.decode(out.stderr));
+    const stderr = dec.decode(out.stderr);
+    assert.equal(out.code, 0, stderr);
     const [json, after] = stdout.trim().split("\n");
     assert.equal(JSON.parse(json).path, "/v1/env");
     assert.equal(after, "[unsetunset]");
+    const session = /agentgate env: session (me-[0-9a-f]{16}) until /.exec(stderr)?.[1];
+    assert.ok(session, stderr);
     const rows = await waitFor(() => {
-      const r = rowsOf(proxy.auditPath, "me-0a1b2c3d");
+      const r = rowsOf(proxy.auditPath, session);
       return r.some((x) => x.path === "/v1/env") ? r : null;
     }, "the env request in the audit");
     assert.ok(rows.every((r) => r.label === "me"));

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import http from "node:http";
 import { dirname, join } from "node:path";
 import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
 import { configOption, proxyOption } from "./options.ts";
@@ -13,6 +14,7 @@ import { loadForCommand } from "./config_arg.ts";
 import type { AgentgateConfig } from "../config/load.ts";
 import { CaError, loadOrCreateCA } from "../tls/ca.ts";
 import { writeTrustBundle } from "../tls/bundle.ts";
+import { LABEL_PATTERN } from "../util/session_id.ts";
 
 /** Proxy variables, upper case first; most tools read one spelling or the other. */
 export const PROXY_VARS = [
@@ -199,6 +201,40 @@ export function clientUrlFor(listen: { host: string; port: number }): string {
   return `http://${host.includes(":") ? `[${host}]` : host}:${listen.port}`;
 }
 
+/**
+ * POST a JSON body with node:http (Deno's fetch would follow our own
+ * HTTP_PROXY, which may point at the very proxy being asked).
+ */
+function postJson(
+  url: string,
+  headers: Record<string, string>,
+  body: string,
+): Promise<{ status: number; body: Record<string, unknown> | null }> {
+  return new Promise((resolvePromise, reject) => {
+    const req = http.request(url, {
+      method: "POST",
+      headers: { ...headers, "content-length": String(new TextEncoder().encode(body).length) },
+      timeout: 10_000,
+    }, (res) => {
+      const chunks: Uint8Array[] = [];
+      res.on("data", (c: Uint8Array) => chunks.push(c));
+      res.on("end", () => {
+        let parsed: Record<string, unknown> | null = null;
+        try {
+          parsed = JSON.parse(new TextDecoder().decode(Buffer.concat(chunks)));
+        } catch {
+          // Not JSON: no body to read.
+        }
+        resolvePromise({ status: res.statusCode ?? 0, body: parsed });
+      });
+      res.on("error", reject);
+    });
+    req.on("timeout", () => req.destroy(new Error("no answer within 10 s")));
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
 // --- shells --------------------------------------------------------------------
 
 /** Shells `env` writes for. */
@@ -284,15 +320,35 @@ export function detectShell(env: (name: string) => string | undefined): Shell {
 export const envSpec: CommandSpec = {
   name: "env",
   summary: "Print the shell lines that send programs through agentgate (or clear them).",
-  usage: "agentgate env [--config FILE] [--proxy URL] [--shell bash|zsh|fish|powershell] [--unset]",
+  usage: "agentgate env [--config FILE] [--proxy URL] [--mint [--label LABEL] [--ttl DURATION]]\n" +
+    "                     [--shell bash|zsh|fish|powershell] [--unset]",
   options: [
     configOption(
       "Policy whose proxy.listen and tls settings to use (default: ./agentgate.yaml if present).",
     ),
     proxyOption(
-      "Proxy to point at, credentials included: http://SESSION:TOKEN@HOST:PORT " +
+      "Proxy to point at, a proxy.auth token included if it needs one: http://TOKEN@HOST:PORT " +
         "(default: the config's proxy.listen).",
     ),
+    {
+      name: "mint",
+      type: "boolean",
+      help: "Mint a session on the running proxy (POST /_/api/sessions, needs " +
+        "$AGENTGATE_DASHBOARD_TOKEN) and put its id and secret in the proxy URL.",
+    },
+    {
+      name: "label",
+      short: "l",
+      type: "string",
+      value: "LABEL",
+      help: "Label of the minted session (id LABEL-<random hex>); with --mint.",
+    },
+    {
+      name: "ttl",
+      type: "string",
+      value: "DURATION",
+      help: "Lifetime of the minted session (default 24h, at most 30d); with --mint.",
+    },
     {
       name: "shell",
       short: "s",
@@ -310,11 +366,16 @@ export const envSpec: CommandSpec = {
     "REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, GIT_SSL_CAINFO, PIP_CERT and AWS_CA_BUNDLE at it, and",
     "NODE_EXTRA_CA_CERTS and DENO_CERT at the CA alone. Values are single-quoted literals.",
     "",
+    "Credentials: a proxy without proxy.auth takes anonymous clients. Otherwise pass a",
+    "proxy.auth token in --proxy (its session is the token's label), or --mint a session of",
+    "your own: its id and secret go into the URL, and only the admin token can mint one.",
+    "",
     "Examples:",
     '  eval "$(agentgate env)"                         # bash, zsh',
     "  agentgate env --shell fish | source",
     "  agentgate env --shell powershell | Invoke-Expression",
-    '  eval "$(agentgate env --proxy http://me-0a1b2c3d:TOKEN@proxy.internal:4100)"',
+    '  eval "$(agentgate env --proxy http://$AGENTGATE_TOKEN@proxy.internal:4100)"',
+    '  eval "$(AGENTGATE_DASHBOARD_TOKEN=… agentgate env --mint --label me)"',
     '  eval "$(agentgate env --unset)"                 # back to direct connections',
   ].join("\n"),
 };
@@ -339,11 +400,52 @@ export async function env(args: string[], io: Io): Promise<number> {
   });
   if (got === null) return 1;
   const { config } = got.loaded;
-  const proxyUrl = target ? target.url : clientUrlFor(config.listen);
-  if ((target === null || target.token === null) && config.proxyAuth.length > 0) {
+  const base = target ? target.base : clientUrlFor(config.listen);
+  let proxyUrl = target ? target.url : base;
+  const mint = Boolean(parsed.opts.mint);
+  const label = parsed.opts.label as string | undefined;
+  const ttl = parsed.opts.ttl as string | undefined;
+  if (!mint && (label !== undefined || ttl !== undefined)) {
+    throw new UsageError("--label and --ttl name the session --mint creates: add --mint");
+  }
+  if (label !== undefined && !LABEL_PATTERN.test(label)) {
+    throw new UsageError(
+      `invalid --label "${label}": use up to 64 letters, digits, ".", "_", "~" or "-", ` +
+        "starting with a letter or digit",
+    );
+  }
+  if (mint) {
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    const admin = io.env("AGENTGATE_DASHBOARD_TOKEN");
+    if (admin) headers.authorization = `Bearer ${admin}`;
+    const body = JSON.stringify({ ...(label ? { label } : {}), ...(ttl ? { ttl } : {}) });
+    let r: { status: number; body: Record<string, unknown> | null };
+    try {
+      r = await postJson(`${base}/_/api/sessions`, headers, body);
+    } catch (e) {
+      io.stderr(`agentgate env: cannot mint a session on ${base}: ${(e as Error).message}\n`);
+      return 1;
+    }
+    if (r.status !== 201 || typeof r.body?.session !== "string") {
+      io.stderr(
+        `agentgate env: cannot mint a session on ${base}: ${r.status}${
+          typeof r.body?.reason === "string" ? `: ${r.body.reason}` : ""
+        }\n`,
+      );
+      return 1;
+    }
+    const session = r.body.session as string;
+    proxyUrl = proxyUrlWith(base, { user: session, pass: r.body.secret as string });
+    const until = typeof r.body.expires_at === "number"
+      ? ` until ${new Date(r.body.expires_at).toISOString()}`
+      : "";
+    io.stderr(
+      `agentgate env: session ${session}${until}; revoke it with DELETE ${base}/_/api/sessions/${session}\n`,
+    );
+  } else if ((target === null || target.token === null) && config.proxyAuth.length > 0) {
     io.stderr(
       "agentgate env: warning: the policy sets proxy.auth, so the proxy answers 407 without " +
-        "credentials: pass them with --proxy http://SESSION:TOKEN@HOST:PORT\n",
+        "credentials: pass a token with --proxy http://TOKEN@HOST:PORT, or mint a session with --mint\n",
     );
   }
   let bundle: string | null = null;

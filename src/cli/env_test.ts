@@ -220,7 +220,11 @@ Deno.test("env command: listen address, --proxy, --unset, interception bundle", 
     assert.ok(out.includes(`export DENO_CERT='${dir}/ca/ca.pem'\n`), out);
     const bundle = await Deno.readTextFile(`${dir}/ca/bundle.pem`);
     assert.ok(bundle.includes(await Deno.readTextFile(`${dir}/ca/ca.pem`)));
-    assert.match(io.err.join(""), /proxy\.auth.*--proxy http:\/\/SESSION:TOKEN@HOST:PORT/);
+    // Issue 20: a client no longer names its session; the hint is a token, or --mint.
+    assert.match(
+      io.err.join(""),
+      /proxy\.auth.*--proxy http:\/\/TOKEN@HOST:PORT, or mint a session with --mint/,
+    );
 
     await assert.rejects(() => env(["--shell", "tcsh"], memoryIo()), /expected one of bash/);
   } finally {

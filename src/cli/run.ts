@@ -4,15 +4,18 @@
  * session; then report what happened and exit with the command's code.
  *
  * The proxy runs in this process on an ephemeral loopback port (or a running
- * one is used, `--proxy`). The child finds it through the environment (see
- * `env.ts`), with the session id and a token as proxy credentials, so the
- * proxy attributes every request through `Proxy-Authorization`.
+ * one is used, `--proxy`, where the run mints its session through the API).
+ * The child finds it through the environment (see `env.ts`), with the
+ * session id and its secret as proxy credentials, so the proxy attributes
+ * every request through `Proxy-Authorization` — and only to that session:
+ * the child cannot name another. The policy is read once (`--watch`
+ * reloads it, and the report lists every reload).
  *
  * @module
  */
 import http from "node:http";
 import { existsSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join, relative, resolve } from "node:path";
 import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
 import { configOption, proxyOption } from "./options.ts";
 import type { Io } from "./io.ts";
@@ -41,9 +44,13 @@ import { writeTrustBundle } from "../tls/bundle.ts";
 import {
   buildReport,
   openAuditForReport,
+  type PolicyReload,
   type Report,
   ReportSourceError,
+  type RunFacts,
 } from "../report/build.ts";
+import { LABEL_PATTERN, newSessionId } from "../util/session_id.ts";
+import { currentIdentity, policyReach } from "./policy_reach.ts";
 import { AuditReadError, type AuditReadModel, type AuditRow } from "../audit/read.ts";
 import { auditFromRows } from "../audit/memory.ts";
 import {
@@ -60,14 +67,17 @@ export const EXIT_NOT_FOUND = 127;
 /** Exit code when the command exists but cannot be executed (as in POSIX shells). */
 export const EXIT_NOT_EXECUTABLE = 126;
 
-/** What a label may contain: it travels unencoded in the proxy URL's user name. */
-export const LABEL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._~-]{0,63}$/;
+export { LABEL_PATTERN, newSessionId };
+
+/** Variables of agentgate's own secrets, never handed to the command (on top of the policy's `token_env`s). */
+export const SECRET_VARS = ["AGENTGATE_TOKEN", "AGENTGATE_DASHBOARD_TOKEN"] as const;
 
 /** The interface of `run`. */
 export const runSpec: CommandSpec = {
   name: "run",
   summary: "Run a command with all its traffic going through agentgate, then print a report.",
-  usage: "agentgate run [--config FILE] [--label LABEL] [--proxy URL] [--fail-on-deny]\n" +
+  usage:
+    "agentgate run [--config FILE] [--label LABEL] [--proxy URL] [--fail-on-deny] [--watch]\n" +
     "                     [--report text|markdown|json|none] [--report-file FILE] [--override-env]\n" +
     "                     -- CMD [ARGS…]",
   options: [
@@ -80,9 +90,15 @@ export const runSpec: CommandSpec = {
       help: "Name of this run in the audit and dashboard (session id: LABEL-<random hex>).",
     },
     proxyOption(
-      "Use a running agentgate instead of starting one: http://[USER:]TOKEN@HOST:PORT " +
-        "(token also from $AGENTGATE_TOKEN).",
+      "Use a running agentgate instead of starting one: http://HOST:PORT. The run mints its " +
+        "session there (POST /_/api/sessions with $AGENTGATE_DASHBOARD_TOKEN) and revokes it at the end.",
     ),
+    {
+      name: "watch",
+      type: "boolean",
+      help:
+        "Reload the policy when its files change (default: read once); every reload is in the report.",
+    },
     {
       name: "fail-on-deny",
       type: "boolean",
@@ -113,13 +129,18 @@ export const runSpec: CommandSpec = {
   passthrough: true,
   epilog: [
     "The command gets HTTP_PROXY, HTTPS_PROXY, ALL_PROXY (and lower-case twins) pointing at",
-    "agentgate with this run's session and token as credentials, NO_PROXY/no_proxy",
+    "agentgate with this run's session and its secret as credentials, NO_PROXY/no_proxy",
     "(localhost,127.0.0.1,::1), NODE_USE_ENV_PROXY=1 and, when the policy intercepts TLS, a",
     "trust bundle (system roots + the agentgate CA) in SSL_CERT_FILE, REQUESTS_CA_BUNDLE,",
     "CURL_CA_BUNDLE, GIT_SSL_CAINFO, PIP_CERT, AWS_CA_BUNDLE, and the CA alone in",
     "NODE_EXTRA_CA_CERTS and DENO_CERT. Proxy variables already set are kept (with a warning)",
     "and certificate variables already set are extended (their file plus the agentgate CA),",
-    "unless --override-env. SIGINT and SIGTERM are passed on to the command.",
+    "unless --override-env. SIGINT and SIGTERM are passed on to the command. The command never",
+    "gets AGENTGATE_TOKEN, AGENTGATE_DASHBOARD_TOKEN or the policy's token_env variables.",
+    "",
+    "The policy is read once, before the command starts; with --watch it is reloaded when its",
+    "files change. A warning says so when the command could change the policy (a file in its",
+    "working directory, or writable by its user: root can write anything not mounted read-only).",
     "With $GITHUB_STEP_SUMMARY set, the markdown report is appended to that file.",
     "",
     "Exit status: the command's; 3 with --fail-on-deny when it succeeded but a request was",
@@ -128,20 +149,9 @@ export const runSpec: CommandSpec = {
     "Examples:",
     "  agentgate run -- claude",
     "  agentgate run --label nightly --fail-on-deny --report markdown -- npm test",
-    "  agentgate run --proxy http://ci:$TOKEN@proxy.internal:4100 -- python agent.py",
+    "  AGENTGATE_DASHBOARD_TOKEN=… agentgate run --proxy http://proxy.internal:4100 -- python agent.py",
   ].join("\n"),
 };
-
-/** A fresh session id: `<label>-<16 hex>`, or the hex alone. */
-export function newSessionId(label?: string): string {
-  const hex = randomHex(8);
-  return label ? `${label}-${hex}` : hex;
-}
-
-function randomHex(bytes: number): string {
-  const b = crypto.getRandomValues(new Uint8Array(bytes));
-  return [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
-}
 
 /**
  * Whether a SIGINT we got also reached the child: true when this process is in
@@ -187,9 +197,20 @@ function getJson(
   url: string,
   headers: Record<string, string>,
   timeoutMs: number,
+  opts: { method?: string; body?: unknown } = {},
 ): Promise<{ status: number; body: unknown }> {
   return new Promise((resolvePromise, reject) => {
-    const req = http.get(url, { headers, timeout: timeoutMs }, (res) => {
+    const payload = opts.body === undefined ? undefined : JSON.stringify(opts.body);
+    const all = payload === undefined ? headers : {
+      ...headers,
+      "content-type": "application/json",
+      "content-length": String(payload.length),
+    };
+    const req = http.request(url, {
+      method: opts.method ?? "GET",
+      headers: all,
+      timeout: timeoutMs,
+    }, (res) => {
       const chunks: Uint8Array[] = [];
       res.on("data", (c: Uint8Array) => chunks.push(c));
       res.on("end", () => {
@@ -206,6 +227,7 @@ function getJson(
     });
     req.on("timeout", () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
     req.on("error", reject);
+    req.end(payload);
   });
 }
 
@@ -215,9 +237,14 @@ function getJson(
 interface Backend {
   /** `http://host:port`, no credentials. */
   base: string;
-  /** Token the child presents. */
-  token: string;
+  /** The run's session and its secret (the child's proxy credentials). */
+  session: string;
+  secret: string;
   config: AgentgateConfig;
+  /** Policy files the proxy loaded (in-process only: a running proxy's are its own). */
+  files: string[];
+  /** The run's own facts for the report. */
+  facts(): RunFacts;
   /** The interception CA, when the policy intercepts and the CA is at hand. */
   ca: CertificateAuthority | null;
   /** Stop what was started; called once, after the child exited. */
@@ -229,6 +256,8 @@ interface Backend {
 async function startInProcess(
   configOpt: string | undefined,
   io: Io,
+  label: string | undefined,
+  watch: boolean,
 ): Promise<Backend | number> {
   const stop = new AbortController();
   // The child owns stdout; serve's banner is not for it, and its stop lines are
@@ -241,22 +270,36 @@ async function startInProcess(
     env: io.env,
     cwd: io.cwd,
     signal: stop.signal,
+    onHangup: watch ? io.onHangup : undefined,
   };
+  const reloads: PolicyReload[] = [];
   let listening!: (v: { port: number } & Running) => void;
   const ready = new Promise<{ port: number } & Running>((r) => (listening = r));
   const served = serve(
     ["--listen", "127.0.0.1:0", ...(configOpt === undefined ? [] : ["--config", configOpt])],
     serveIo,
-    { onListening: (address, running) => listening({ port: address.port, ...running }) },
+    {
+      onListening: (address, running) => listening({ port: address.port, ...running }),
+      run: {
+        watch,
+        onReload: (st) =>
+          reloads.push({
+            at: st.at,
+            trigger: st.trigger,
+            ok: st.ok,
+            rules: st.rules ?? null,
+            errors: st.errors,
+          }),
+      },
+    },
   );
   const first = await Promise.race([ready, served.then((code) => ({ code }))]);
   if ("code" in first) return first.code === 0 ? 1 : first.code;
   const { port, proxy, auth } = first;
-  const token = randomHex(16);
-  // The proxy now demands credentials (a run token makes them required), so
+  // The run's session: the proxy demands credentials (serve's `run` hook), so
   // clients that send them only after a 407 challenge (git/libcurl anyauth,
-  // .NET, Java) are attributed to the session too.
-  auth.extraTokens.add(token);
+  // .NET, Java) are attributed to it too, and no other can be minted.
+  const grant = auth.sessions.mint({ label: label ?? null });
   const config = proxy.config;
   let ca: CertificateAuthority | null = null;
   if (config.tls.intercept.length > 0) {
@@ -274,8 +317,15 @@ async function startInProcess(
   let finished: Promise<number> | null = null;
   return {
     base: `http://127.0.0.1:${port}`,
-    token,
+    session: grant.session,
+    secret: grant.secret,
     config,
+    files: config.files,
+    facts: () => ({
+      watch,
+      policy_reloads: [...reloads],
+      invalid_credentials: auth.invalidCredentials,
+    }),
     ca,
     finish: async () => {
       stop.abort();
@@ -294,6 +344,7 @@ async function useRunning(
   target: ProxyTarget,
   configOpt: string | undefined,
   io: Io,
+  label: string | undefined,
 ): Promise<Backend | number> {
   const got = await loadForCommand(configOpt, io, { lintAsWarnings: true, quiet: true });
   if (got === null) return 1;
@@ -330,16 +381,48 @@ async function useRunning(
       );
     }
   }
-  const token = target.token ?? io.env("AGENTGATE_TOKEN") ?? "-";
   const apiHeaders: Record<string, string> = {};
   const dashToken = io.env("AGENTGATE_DASHBOARD_TOKEN");
   if (dashToken) apiHeaders.authorization = `Bearer ${dashToken}`;
+  if (target.token !== null) {
+    io.stderr(
+      "agentgate run: warning: the credentials in --proxy are not used: the run mints its own session\n",
+    );
+  }
+  // The session is minted by the proxy, with the admin token: the command only
+  // ever holds its id and secret, never a credential that mints another.
+  const minted = await mintSession(target.base, apiHeaders, label ?? null).catch((e) => ({
+    error: (e as Error).message,
+  }));
+  if ("error" in minted) {
+    io.stderr(`agentgate run: cannot mint a session on ${target.base}: ${minted.error}\n`);
+    return 1;
+  }
+  let revoked = false;
   return {
     base: target.base,
-    token,
+    session: minted.session,
+    secret: minted.secret,
     config,
+    files: [],
+    facts: () => ({ watch: false, policy_reloads: [], invalid_credentials: null }),
     ca,
-    finish: () => Promise.resolve(),
+    finish: async () => {
+      if (revoked) return;
+      revoked = true;
+      const url = `${target.base}/_/api/sessions/${encodeURIComponent(minted.session)}`;
+      const r = await getJson(url, apiHeaders, 5000, { method: "DELETE" }).catch((e) => ({
+        status: 0,
+        body: { reason: (e as Error).message },
+      }));
+      if (r.status !== 200) {
+        io.stderr(
+          `agentgate run: warning: could not revoke session ${minted.session}: ${
+            (r.body as { reason?: string })?.reason ?? r.status
+          }\n`,
+        );
+      }
+    },
     audit: async (session) => {
       // The proxy writes rows in batches (every 200 ms), and a tunnel's row when
       // it closes: give it a moment, then wait for its queue to drain.
@@ -381,6 +464,59 @@ async function useRunning(
       throw new ReportSourceError(apiError);
     },
   };
+}
+
+/** `POST /_/api/sessions` on a running proxy: the run's session and secret. */
+async function mintSession(
+  base: string,
+  headers: Record<string, string>,
+  label: string | null,
+): Promise<{ session: string; secret: string }> {
+  const r = await getJson(`${base}/_/api/sessions`, headers, 10_000, {
+    method: "POST",
+    body: label === null ? {} : { label },
+  });
+  const body = r.body as { session?: string; secret?: string; reason?: string } | null;
+  if (r.status !== 201 || typeof body?.session !== "string" || typeof body.secret !== "string") {
+    const why = body?.reason ?? (typeof r.body === "string" ? r.body.slice(0, 200) : "");
+    throw new Error(
+      `${r.status || "no answer"}${why ? `: ${why}` : ""}${
+        r.status === 401 || r.status === 403
+          ? " (set AGENTGATE_DASHBOARD_TOKEN to the proxy's dashboard.token)"
+          : ""
+      }`,
+    );
+  }
+  return { session: body.session, secret: body.secret };
+}
+
+/**
+ * Warnings when the command could change the policy a run uses: a policy
+ * file inside its working directory, or writable by its user.
+ */
+function reachWarnings(files: string[], cwd: string, watch: boolean): string[] {
+  const who = currentIdentity();
+  if (who === null || files.length === 0) return [];
+  const effect = watch
+    ? "the command could change the policy of this run (--watch reloads it) and of the next"
+    : "the command could change the policy the next run uses";
+  return policyReach(files, cwd, who).flatMap((r) => {
+    const why = [
+      r.inTree ? "is inside the command's working directory" : null,
+      r.writableVia === null
+        ? null
+        : `is writable by its user (uid ${who.uid}${
+          r.writableVia === resolve(cwd, r.file) ? "" : `, through "${r.writableVia}"`
+        })`,
+    ].filter((x) => x !== null);
+    if (why.length === 0) return [];
+    const name = relative(cwd, r.file) || r.file;
+    return [
+      `agentgate run: warning: the policy file "${name.startsWith("..") ? r.file : name}" ` +
+      `${why.join(" and ")}: ${effect} (keep policies outside the working tree, read-only to ` +
+      "the command's user)\n",
+    ];
+  });
 }
 
 /**
@@ -453,6 +589,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     throw new UsageError("missing the command to run: agentgate run [OPTIONS] -- CMD [ARGS…]");
   }
   const label = parsed.opts.label as string | undefined;
+  const watch = Boolean(parsed.opts.watch);
   if (label !== undefined && !LABEL_PATTERN.test(label)) {
     throw new UsageError(
       `invalid --label "${label}": use up to 64 letters, digits, ".", "_", "~" or "-", ` +
@@ -463,19 +600,24 @@ export async function run(args: string[], io: Io): Promise<number> {
   const reportFile = parsed.opts["report-file"] as string | undefined;
   const configOpt = parsed.opts.config as string | undefined;
   const target = typeof parsed.opts.proxy === "string" ? parseProxyUrl(parsed.opts.proxy) : null;
-  const session = newSessionId(label);
+  if (target && watch) {
+    throw new UsageError(
+      "--watch applies to the proxy run starts; a running proxy (--proxy) reloads by its own rules",
+    );
+  }
 
-  const backend = target ? await useRunning(target, configOpt, io) : await startInProcess(
-    configOpt,
-    io,
-  );
+  const backend = target
+    ? await useRunning(target, configOpt, io, label)
+    : await startInProcess(configOpt, io, label, watch);
   if (typeof backend === "number") return backend;
+  const session = backend.session;
+  for (const w of reachWarnings(backend.files, io.cwd, watch)) io.stderr(w);
 
   const override = Boolean(parsed.opts["override-env"]);
   let tmpDir: string | null = null;
   let childCode: number;
   try {
-    const proxyUrl = proxyUrlWith(backend.base, { user: session, pass: backend.token });
+    const proxyUrl = proxyUrlWith(backend.base, { user: session, pass: backend.secret });
     const ours = proxyEnvironment({ proxyUrl, noProxy: noProxyOf(backend.config) });
     let trust: Record<string, string> = {};
     if (backend.ca) {
@@ -500,7 +642,10 @@ export async function run(args: string[], io: Io): Promise<number> {
         !target && backend.config.dashboard ? ` (dashboard: ${backend.base}/_/dashboard)` : ""
       }\n`,
     );
-    childCode = await runChild(cmd, env, io);
+    // The command gets its session's credentials and nothing that would let it
+    // act as another session or mint one.
+    const withheld = [...SECRET_VARS, ...backend.config.secretEnv];
+    childCode = await runChild(cmd, env, io, withheld);
   } catch (e) {
     await backend.finish().catch(() => {});
     throw e;
@@ -515,6 +660,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     const { reader, source } = await backend.audit(session);
     try {
       report = await buildReport(reader, { session, since: null, until: null }, { source });
+      report.run = backend.facts();
     } finally {
       await reader.close();
     }
@@ -557,9 +703,11 @@ export async function run(args: string[], io: Io): Promise<number> {
       );
       return 1;
     }
-    if (report.totals.deny > 0) {
+    // Refused credentials count too: a command that tried another session was denied.
+    const denied = report.totals.deny + (report.run?.invalid_credentials ?? 0);
+    if (denied > 0) {
       io.stderr(
-        `agentgate run: ${report.totals.deny} request(s) denied (--fail-on-deny): exit ${EXIT_DENIED}\n`,
+        `agentgate run: ${denied} request(s) denied (--fail-on-deny): exit ${EXIT_DENIED}\n`,
       );
       return EXIT_DENIED;
     }
@@ -567,14 +715,25 @@ export async function run(args: string[], io: Io): Promise<number> {
   return 0;
 }
 
-/** Spawn the command, pass SIGINT/SIGTERM on, and return its exit code. */
-async function runChild(cmd: string[], env: Record<string, string>, io: Io): Promise<number> {
+/**
+ * Spawn the command, pass SIGINT/SIGTERM on, and return its exit code. It
+ * gets this process's environment with `env` on top and `withheld` removed.
+ */
+async function runChild(
+  cmd: string[],
+  env: Record<string, string>,
+  io: Io,
+  withheld: readonly string[],
+): Promise<number> {
   if (io.signal?.aborted) return SIGNAL_CODES[signalOf(io.signal.reason)] ?? 143;
+  const full: Record<string, string> = { ...Deno.env.toObject(), ...env };
+  for (const name of withheld) delete full[name];
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command(cmd[0], {
       args: cmd.slice(1),
-      env,
+      env: full,
+      clearEnv: true,
       cwd: io.cwd,
       stdin: "inherit",
       stdout: "inherit",

@@ -12,6 +12,7 @@ import { AuditOpenError, AuditStore } from "../audit/store.ts";
 import type http from "node:http";
 import { ProxyServer } from "../proxy/server.ts";
 import { ProxyAuth } from "../proxy/auth.ts";
+import { SessionRegistry } from "../proxy/sessions.ts";
 import { Metrics, standardAddons } from "../proxy/addons/mod.ts";
 import { PolicyState } from "../state/mod.ts";
 import { openAuditReader } from "../audit/sqlite_read.ts";
@@ -61,7 +62,7 @@ export function isLoopback(host: string): boolean {
 /** What `serve` runs, for a caller that drives it in-process (`agentgate run`). */
 export interface Running {
   proxy: ProxyServer;
-  /** Proxy authentication (`run` adds its session token). */
+  /** Proxy authentication (`run` mints its session in `auth.sessions`). */
   auth: ProxyAuth;
 }
 
@@ -69,6 +70,13 @@ export interface Running {
 export interface ServeHooks {
   /** Called once the proxy listens. */
   onListening?: (address: { host: string; port: number }, running: Running) => void;
+  /**
+   * The proxy of `agentgate run`: credentials are required (the run's
+   * session), no session can be minted through the API, and the policy is
+   * read once — reloaded on changes, SIGHUP and the API only with `watch`,
+   * each reload (applied or rejected) reported to `onReload`.
+   */
+  run?: { watch: boolean; onReload?: (status: ReloadStatus) => void };
 }
 
 /** Run the proxy until `io.signal` aborts. */
@@ -191,6 +199,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
         io.stderr(`agentgate: reload (${trigger}) rejected, the previous policy stays in force:\n`);
         for (const line of errors) io.stderr(line + "\n");
       }
+      hooks.run?.onReload?.(lastReload);
       return lastReload;
     })().finally(() => (reloading = null));
     return reloading;
@@ -205,7 +214,10 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     // Polls stat, never opens the files (see src/config/watch.ts for why).
     watcher = watchFiles(files, () => void reload("file change"));
   };
-  io.onHangup?.(() => void reload("SIGHUP"));
+  // `agentgate run` reads its policy once unless told to watch it: the command
+  // it runs could otherwise rewrite the policy and have it reloaded.
+  const live = hooks.run === undefined || hooks.run.watch;
+  if (live) io.onHangup?.(() => void reload("SIGHUP"));
 
   const log = (l: string) => io.stderr(l + "\n");
   const startedAt = Date.now();
@@ -215,7 +227,9 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
   // Budgets survive restarts: the ledger is rebuilt from the audit's costs
   // before the first request can be decided.
   await rebuildSpend(state, reader, startedAt, log);
-  const auth: ProxyAuth = new ProxyAuth((): AgentgateConfig => proxy.config);
+  const sessions = new SessionRegistry();
+  const auth: ProxyAuth = new ProxyAuth((): AgentgateConfig => proxy.config, sessions);
+  if (hooks.run) auth.requireCredentials = true;
   const metrics: Metrics = new Metrics({
     auditQueueDepth: () => audit.queueDepth,
     auditWriteErrors: () => audit.writeErrors,
@@ -231,8 +245,15 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     metrics,
     dashboard: config.dashboard,
     token: config.dashboardToken,
-    reload: () => reload("api"),
+    reload: live ? () => reload("api") : undefined,
+    reloadRefusal: live
+      ? undefined
+      : "agentgate run reads its policy once (start it with --watch to reload)",
     lastReload: () => lastReload,
+    sessions: hooks.run ? undefined : {
+      mint: (o) => sessions.mint(o),
+      revoke: (id) => sessions.revoke(id),
+    },
   });
   const proxy: ProxyServer = new ProxyServer({
     config,
@@ -283,7 +304,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     ].join("\n"),
   );
   hooks.onListening?.(address, { proxy, auth });
-  watchPolicy(config.files);
+  if (live) watchPolicy(config.files);
 
   await new Promise<void>((resolve) => {
     if (!io.signal || io.signal.aborted) return resolve();

@@ -11,7 +11,7 @@
  */
 import { isMap, isScalar, type Node } from "yaml";
 import { dirname, isAbsolute, relative, resolve } from "node:path";
-import { ConfigError, type Problem } from "./errors.ts";
+import { ConfigError, type Problem, yamlMessage } from "./errors.ts";
 import { type SchemaIssue, validate } from "./schema.ts";
 import { configSchema, includeSchema, legacySchema, V1_ONLY_KEYS } from "./spec.ts";
 import { type Part, SourceFile } from "./source.ts";
@@ -64,22 +64,16 @@ function parsePart(
 ): Part {
   const src = new SourceFile(file, text);
   const errors: Problem[] = [];
+  // The parser's own texts may quote the file: only fixed ones are kept (errors.ts).
   for (const e of src.doc.errors) {
     const p = src.lines.linePos(e.pos[0]);
-    errors.push({
-      severity: "error",
-      file,
-      line: p.line,
-      col: p.col,
-      message: `invalid YAML: ${
-        e.message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "")
-      }`,
-    });
+    errors.push({ severity: "error", file, line: p.line, col: p.col, message: yamlMessage(e) });
   }
   if (errors.length) throw new ConfigError(errors);
   for (const w of src.doc.warnings) {
     const p = src.lines.linePos(w.pos[0]);
-    problems.push({ severity: "warning", file, line: p.line, col: p.col, message: w.message });
+    const message = yamlMessage(w).replace(/^invalid YAML: /, "YAML: ");
+    problems.push({ severity: "warning", file, line: p.line, col: p.col, message });
   }
   const root = src.doc.contents as Node | null;
   if (root === null || (isScalar(root) && root.value === null)) {
@@ -115,9 +109,21 @@ function parsePart(
   const issues: SchemaIssue[] = [];
   const schema = role === "include" ? includeSchema : legacy ? legacySchema : configSchema;
   const raw = validate(root, schema, [], issues) as Part["raw"];
+  // A file with top-level keys no policy has is not a policy (an include
+  // pointed at some other YAML file: a compose file, a Kubernetes secret): its
+  // errors name keys and positions only, never its values, since error text
+  // reaches the log and `/_/health`.
+  const foreign = issues.some((i) =>
+    i.atKey && i.path.length === 1 && i.message.startsWith("unknown key ")
+  );
   for (const i of issues) {
     const node = i.atKey ? src.nodeAt(i.path, true) ?? i.node : i.node;
     let message = i.message;
+    if (foreign && !i.atKey && !i.message.startsWith("missing key ")) {
+      const where = i.path.length ? `"${i.path.join(".")}"` : "the document";
+      message = `${where} is not valid (details not shown: this file has top-level keys no ` +
+        "policy has, so it may not be a policy)";
+    }
     if (
       role === "include" && i.atKey && i.path.length === 1 && i.path[0] in configSchema.properties
     ) {
@@ -160,11 +166,29 @@ function expandInclude(pattern: string, baseDir: string): string[] {
   return out.sort();
 }
 
+/** What an include may name: YAML files only (never a key file, a `.env`, a device). */
+const INCLUDE_EXT = /\.ya?ml$/i;
+
+/**
+ * Whether `path` is `root` or lies below it (both real paths).
+ *
+ * @example
+ * isInside("/repo", "/repo/policies/a.yaml") // true
+ * isInside("/repo", "/repository/a.yaml") // false
+ */
+export function isInside(root: string, path: string): boolean {
+  const rel = relative(root, path);
+  return rel === "" || (!rel.startsWith("..") && !isAbsolute(rel));
+}
+
 /**
  * The included files of a part, depth first, each once; a cycle or a missing
- * file is an error at the including file's line.
+ * file is an error at the including file's line. Every include must be a
+ * `.yaml`/`.yml` regular file whose real path (symlinks resolved) lies under
+ * `root`, the main policy's directory: a policy cannot pull in `~/.ssh/…` or
+ * `/etc/…`, whose text parse errors would otherwise show.
  */
-function collectIncludes(part: Part, cwd: string, stack: string[]): Part[] {
+function collectIncludes(part: Part, cwd: string, root: string, stack: string[]): Part[] {
   const list = (part.raw.include ?? []) as string[];
   if (list.length === 0) return [];
   const errors: Problem[] = [];
@@ -172,19 +196,60 @@ function collectIncludes(part: Part, cwd: string, stack: string[]): Part[] {
   const baseDir = part.abs ? dirname(part.abs) : cwd;
   list.forEach((pattern, i) => {
     const node = part.src.nodeAt(["include", i]);
-    const files = expandInclude(pattern, baseDir);
+    const glob = GLOB_CHARS.test(pattern);
+    if (glob) {
+      // A glob rooted outside the tree is refused before it is walked
+      // (`/**/*.yaml` would otherwise walk the whole file system first).
+      const abs = isAbsolute(pattern) ? pattern : resolve(baseDir, pattern);
+      const segs = abs.split("/");
+      const start = segs.slice(0, segs.findIndex((x) => GLOB_CHARS.test(x))).join("/") || "/";
+      const real = realOr(start);
+      if (!isInside(root, real)) {
+        errors.push(
+          part.src.problem(
+            "error",
+            node,
+            `cannot include "${pattern}": it searches "${real}", outside "${root}" (includes must ` +
+              "stay under the main policy file's directory)",
+          ),
+        );
+        return;
+      }
+    }
+    // A glob picks the YAML files it matches; a plain name must be one.
+    const files = expandInclude(pattern, baseDir).filter((f) => !glob || INCLUDE_EXT.test(f));
     if (files.length === 0) {
       errors.push(part.src.problem("error", node, `include pattern "${pattern}" matches no file`));
       return;
     }
+    const refuse = (why: string) =>
+      errors.push(part.src.problem("error", node, `cannot include "${pattern}": ${why}`));
     for (const abs of files) {
-      if (stack.includes(abs)) {
+      let real: string;
+      try {
+        real = Deno.realPathSync(abs);
+      } catch (e) {
+        refuse(e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message);
+        continue;
+      }
+      if (!isInside(root, real)) {
+        refuse(
+          `it resolves to "${real}", outside "${root}" (includes must stay under the main ` +
+            "policy file's directory)",
+        );
+        continue;
+      }
+      if (!INCLUDE_EXT.test(abs) || !INCLUDE_EXT.test(real)) {
+        refuse("only .yaml and .yml files can be included");
+        continue;
+      }
+      if (stack.includes(real)) {
         errors.push(
           part.src.problem(
             "error",
             node,
             `include cycle: ${
-              [...stack.slice(stack.indexOf(abs)), abs].map((f) => relative(cwd, f)).join(" -> ")
+              [...stack.slice(stack.indexOf(real)), real].map((f) => relative(cwd, f)).join(" -> ")
             }`,
           ),
         );
@@ -192,18 +257,39 @@ function collectIncludes(part: Part, cwd: string, stack: string[]): Part[] {
       }
       let text: string;
       try {
-        text = Deno.readTextFileSync(abs);
+        if (!Deno.statSync(real).isFile) {
+          refuse("not a regular file");
+          continue;
+        }
+        text = Deno.readTextFileSync(real);
       } catch (e) {
-        const why = e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message;
-        errors.push(part.src.problem("error", node, `cannot include "${pattern}": ${why}`));
+        refuse(e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message);
         continue;
       }
       const child = parsePart(text, relative(cwd, abs) || abs, "include", [], abs);
-      out.push(child, ...collectIncludes(child, cwd, [...stack, abs]));
+      out.push(child, ...collectIncludes(child, cwd, root, [...stack, real]));
     }
   });
   if (errors.length) throw new ConfigError(errors);
   return out;
+}
+
+function realOr(path: string): string {
+  try {
+    return Deno.realPathSync(path);
+  } catch {
+    return path;
+  }
+}
+
+/** The directory includes are confined to: the main file's, symlinks resolved. */
+function includeRoot(mainAbs: string, cwd: string): string {
+  const dir = mainAbs ? dirname(mainAbs) : cwd;
+  try {
+    return Deno.realPathSync(dir);
+  } catch {
+    return resolve(dir);
+  }
 }
 
 /**
@@ -217,7 +303,11 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
   const problems: Loaded["problems"] = [];
   const mainAbs = file.startsWith("<") ? "" : resolve(cwd, file);
   const main = parsePart(text, file, "main", problems, mainAbs);
-  const parts = [main, ...collectIncludes(main, cwd, mainAbs ? [mainAbs] : [])];
+  const mainReal = mainAbs ? realOr(mainAbs) : "";
+  const parts = [
+    main,
+    ...collectIncludes(main, cwd, includeRoot(mainAbs, cwd), mainReal ? [mainReal] : []),
+  ];
   const { raw, legacy } = main;
   // Sections included files may add to (tls.intercept, llm) are merged in load order.
   const llmSections = parts.map((p) => p.raw.llm as RawLlm | undefined);
@@ -237,6 +327,10 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
     listen: proxy.listen,
     dashboard: proxy.dashboard,
     proxyAuth: proxy.auth,
+    secretEnv: [
+      ...proxy.authEnv,
+      ...(raw.dashboard?.token_env ? [raw.dashboard.token_env as string] : []),
+    ],
     dashboardToken: dashboardSection(raw.dashboard).token,
     policy: policySection(raw, legacy, rules, llm),
     audit: auditSection(raw.audit, legacy, file, cwd),

@@ -292,6 +292,218 @@ Deno.test("load: include cycles, missing files and main-only keys are errors at 
   }
 });
 
+Deno.test("load: includes stay under the policy's directory, YAML files only, symlinks resolved", async () => {
+  const top = await Deno.makeTempDir();
+  const dir = `${top}/repo`;
+  const errs = async (main: string) => {
+    await Deno.writeTextFile(`${dir}/main.yaml`, main);
+    try {
+      await loadConfig("main.yaml", dir);
+    } catch (e) {
+      if (e instanceof ConfigError) return e.problems.map(formatProblem);
+      throw e;
+    }
+    assert.fail("expected an error");
+  };
+  try {
+    await Deno.mkdir(`${dir}/policies`, { recursive: true });
+    const RULE = "rules: [{ name: ok, match: ok.test, action: allow }]\n";
+    const SECRET = "aws_secret_access_key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n";
+    await Deno.writeTextFile(`${top}/outside.yaml`, RULE);
+    await Deno.writeTextFile(`${top}/credentials.yaml`, SECRET);
+    await Deno.writeTextFile(`${dir}/policies/a.yaml`, RULE);
+    await Deno.writeTextFile(`${dir}/policies/notes.txt`, "version: 1\n");
+    await Deno.writeTextFile(`${dir}/.env`, "TOKEN=s3cret-value\n");
+    await Deno.symlink(`${top}/credentials.yaml`, `${dir}/policies/link.yaml`);
+    await Deno.symlink(`${dir}/.env`, `${dir}/env.yaml`);
+    const real = Deno.realPathSync(top);
+    assert.deepEqual(
+      await errs(
+        "version: 1\ninclude:\n  - ../outside.yaml\n  - policies/link.yaml\n  - .env\n" +
+          "  - env.yaml\n  - /etc/passwd\n  - policies/notes.txt\n",
+      ),
+      [
+        `main.yaml:3:5: cannot include "../outside.yaml": it resolves to "${real}/outside.yaml", ` +
+        `outside "${real}/repo" (includes must stay under the main policy file's directory)`,
+        `main.yaml:4:5: cannot include "policies/link.yaml": it resolves to "${real}/credentials.yaml", ` +
+        `outside "${real}/repo" (includes must stay under the main policy file's directory)`,
+        'main.yaml:5:5: cannot include ".env": only .yaml and .yml files can be included',
+        'main.yaml:6:5: cannot include "env.yaml": only .yaml and .yml files can be included',
+        'main.yaml:7:5: cannot include "/etc/passwd": it resolves to "/etc/passwd", ' +
+        `outside "${real}/repo" (includes must stay under the main policy file's directory)`,
+        'main.yaml:8:5: cannot include "policies/notes.txt": only .yaml and .yml files can be included',
+      ],
+    );
+    // A glob rooted outside the tree is refused before anything is walked.
+    assert.deepEqual(await errs("version: 1\ninclude: ['/**/*.yaml', '../*.yaml']\n"), [
+      `main.yaml:2:11: cannot include "/**/*.yaml": it searches "/", outside "${real}/repo" ` +
+      "(includes must stay under the main policy file's directory)",
+      `main.yaml:2:25: cannot include "../*.yaml": it searches "${real}", outside "${real}/repo" ` +
+      "(includes must stay under the main policy file's directory)",
+    ]);
+    // A glob takes the YAML files it matches (never the link, nor notes.txt).
+    const { config } = await loadConfig(
+      (await Deno.writeTextFile(`${dir}/main.yaml`, "version: 1\ninclude: ['policies/*']\n"),
+        "main.yaml"),
+      dir,
+    );
+    assert.deepEqual(config.policy.rules.map((r) => r.name), ["ok"]);
+    // A FIFO would block the load: only regular files.
+    if (Deno.build.os === "linux") {
+      await new Deno.Command("mkfifo", { args: [`${dir}/policies/fifo.yaml`] }).output();
+      assert.deepEqual(await errs("version: 1\ninclude: [policies/fifo.yaml]\n"), [
+        'main.yaml:2:11: cannot include "policies/fifo.yaml": not a regular file',
+      ]);
+    }
+  } finally {
+    await Deno.remove(top, { recursive: true });
+  }
+});
+
+Deno.test("load: errors about a file that is not a policy name keys and positions, never values", async () => {
+  const dir = await Deno.makeTempDir();
+  const SECRETS = ["hunter2", "AKIAIOSFODNN7EXAMPLE", "s3cr3t-tag", "zzESCAPEzz", "dbpass-9"];
+  const errs = async (name: string, text: string) => {
+    await Deno.writeTextFile(`${dir}/${name}`, text);
+    await Deno.writeTextFile(`${dir}/main.yaml`, `version: 1\ninclude: [${name}]\n`);
+    try {
+      await loadConfig("main.yaml", dir);
+    } catch (e) {
+      if (e instanceof ConfigError) return e.problems.map(formatProblem);
+      throw e;
+    }
+    assert.fail("expected an error");
+  };
+  try {
+    const cases: [string, string, string[]][] = [
+      // A Kubernetes secret: keys only.
+      [
+        "secret.yaml",
+        "apiVersion: v1\nkind: Secret\nrules: hunter2\ndata: { password: AKIAIOSFODNN7EXAMPLE }\n",
+        [
+          'secret.yaml:1:1: unknown key "apiVersion" (did you mean "version"?)',
+          'secret.yaml:2:1: unknown key "kind"',
+          'secret.yaml:3:8: "rules" is not valid (details not shown: this file has top-level keys ' +
+          "no policy has, so it may not be a policy)",
+          'secret.yaml:4:1: unknown key "data"',
+        ],
+      ],
+      // YAML errors whose parser messages would quote the file.
+      // (the parser says "Not a YAML token: s3cr3t-tag")
+      ["block.yaml", "rules: |x s3cr3t-tag\n  a\n", [
+        "block.yaml:1:9: invalid YAML: unexpected token",
+        "block.yaml:1:11: invalid YAML: unexpected token",
+      ]],
+      [
+        "esc.yaml",
+        'rules: "\\zzESCAPEzz"\n',
+        ["esc.yaml:1:9: invalid YAML: invalid escape sequence in a double-quoted string"],
+      ],
+      // A policy-shaped file with a bad value is a policy with a typo: the value is shown.
+      [
+        "typo.yaml",
+        "rules: [{ match: a.test, action: alow }]\n",
+        [
+          'typo.yaml:1:34: "rules.0.action" must be one of "allow", "deny", "log", not "alow" ' +
+          '(did you mean "allow"?)',
+        ],
+      ],
+    ];
+    for (const [name, text, expected] of cases) {
+      const got = await errs(name, text);
+      assert.deepEqual(got, expected, name);
+      for (const s of SECRETS) {
+        if (name !== "typo.yaml") assert.ok(!got.join("\n").includes(s), `${name}: ${s}`);
+      }
+    }
+    // Parser warnings of the main file (an unknown tag) do not quote it either.
+    const { problems } = parseConfig("version: 1\ndefault: !s3cr3t-tag log\n", "w.yaml", dir);
+    assert.deepEqual(problems.map(formatProblem), ["w.yaml:2:10: warning: YAML: unresolved tag"]);
+    // The main file too: `--config` pointed at a compose file.
+    await Deno.writeTextFile(
+      `${dir}/compose.yaml`,
+      "services:\n  db:\n    environment: { PASSWORD: dbpass-9 }\nversion: dbpass-9\n",
+    );
+    let main: string[] = [];
+    try {
+      await loadConfig("compose.yaml", dir);
+    } catch (e) {
+      main = (e as ConfigError).problems.map(formatProblem);
+    }
+    assert.ok(main.length > 0);
+    assert.ok(!main.join("\n").includes("dbpass-9"), main.join("\n"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("load: empty tokens, clashing labels and repeated tokens are config errors", () => {
+  Deno.env.set("AGENTGATE_LOAD_TEST_EMPTY", "");
+  Deno.env.set("AGENTGATE_LOAD_TEST_TOKEN", "from-env");
+  try {
+    const cases: [string, string][] = [
+      [
+        'proxy: { auth: [""] }',
+        "p.yaml:2:17: a proxy.auth token must not be empty: use a long random value",
+      ],
+      [
+        'proxy: { auth: ["  "] }',
+        "p.yaml:2:17: a proxy.auth token must not be empty: use a long random value",
+      ],
+      [
+        'proxy: { auth: [{ token: "", label: x }] }',
+        "p.yaml:2:26: a proxy.auth token must not be empty: use a long random value",
+      ],
+      [
+        "proxy: { auth: [{ env: AGENTGATE_LOAD_TEST_EMPTY }] }",
+        'p.yaml:2:24: environment variable "AGENTGATE_LOAD_TEST_EMPTY" (proxy.auth) is empty',
+      ],
+      [
+        'dashboard: { token: "" }',
+        "p.yaml:2:21: dashboard.token must not be empty: use a long random value",
+      ],
+      [
+        "dashboard: { token_env: AGENTGATE_LOAD_TEST_EMPTY }",
+        'p.yaml:2:25: environment variable "AGENTGATE_LOAD_TEST_EMPTY" (dashboard.token_env) is empty',
+      ],
+      [
+        "proxy: { auth: [{ token: a, label: ci }, { token: b, label: ci }] }",
+        'p.yaml:2:8: proxy.auth: label "ci" is used twice',
+      ],
+      [
+        "proxy: { auth: [a, a] }",
+        "p.yaml:2:8: proxy.auth: entry 2 repeats a token (each token has one label)",
+      ],
+      [
+        'proxy: { auth: [{ token: a, label: "ci-0123456789abcdef" }] }',
+        'p.yaml:2:36: label "ci-0123456789abcdef" looks like a minted session id (ends in 16 hex ' +
+        "digits): choose another",
+      ],
+      [
+        "proxy: { auth: [{ label: x }] }",
+        'p.yaml:2:17: set one of "token", "token_env" (or "env")',
+      ],
+    ];
+    for (const [text, error] of cases) {
+      assert.deepEqual(errorsOf(`version: 1\n${text}\n`, "p.yaml"), [error], text);
+    }
+    const { config } = parseConfig(
+      "version: 1\nproxy: { auth: [{ token_env: AGENTGATE_LOAD_TEST_TOKEN, label: ci }, s3cret] }\n" +
+        "dashboard: { token_env: AGENTGATE_LOAD_TEST_TOKEN }\n",
+      "p.yaml",
+      "/repo",
+    );
+    assert.deepEqual(config.proxyAuth, [
+      { token: "from-env", label: "ci" },
+      { token: "s3cret", label: "auth-2" },
+    ]);
+    assert.deepEqual(config.secretEnv, ["AGENTGATE_LOAD_TEST_TOKEN", "AGENTGATE_LOAD_TEST_TOKEN"]);
+  } finally {
+    Deno.env.delete("AGENTGATE_LOAD_TEST_EMPTY");
+    Deno.env.delete("AGENTGATE_LOAD_TEST_TOKEN");
+  }
+});
+
 Deno.test("load: lints for shadowed rules, default allow, and unbudgeted LLM hosts", () => {
   const text = `version: 1
 default: allow

@@ -15,7 +15,7 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import type { Problem } from "./errors.ts";
 import type { AgentgateConfig } from "./types.ts";
 import type { Part } from "./source.ts";
-import { parseListen } from "./spec.ts";
+import { authEntry, parseListen, type RawAuthEntry } from "./spec.ts";
 import { compileMatch, type Matcher, normalizeHost, PatternError } from "../policy/match.ts";
 import {
   type CompiledPolicy,
@@ -41,7 +41,7 @@ export interface RawProxy {
   host?: string;
   port?: number;
   dashboard?: boolean;
-  auth?: (string | { env: string })[];
+  auth?: RawAuthEntry[];
 }
 
 /** `dashboard:` */
@@ -106,25 +106,34 @@ export function resolveFrom(file: string, p: string, cwd: string): string {
 
 /**
  * `proxy:`: where to listen, whether to serve the dashboard, and the accepted
- * proxy tokens (`{ env: NAME }` read now).
+ * proxy tokens with their sessions (`token_env` read now; a token's label is
+ * its session: `auth-N` unless given).
  *
  * @example
  * ```ts
  * proxySection({ listen: "0.0.0.0:8080", auth: ["s3cret"] }, false);
- * // { listen: { host: "0.0.0.0", port: 8080 }, dashboard: true, auth: ["s3cret"] }
+ * // { listen: { host: "0.0.0.0", port: 8080 }, dashboard: true,
+ * //   auth: [{ token: "s3cret", label: "auth-1" }], authEnv: [] }
  * ```
  */
 export function proxySection(
   proxy: RawProxy | undefined,
   legacy: boolean,
-): { listen: AgentgateConfig["listen"]; dashboard: boolean; auth: string[] } {
+): {
+  listen: AgentgateConfig["listen"];
+  dashboard: boolean;
+  auth: AgentgateConfig["proxyAuth"];
+  authEnv: string[];
+} {
   let listen = { host: "127.0.0.1", port: 4100 };
   if (legacy) listen = { host: proxy?.host ?? "127.0.0.1", port: proxy?.port ?? 4100 };
   else if (proxy?.listen) listen = parseListen(proxy.listen) as typeof listen;
+  const entries = (proxy?.auth ?? []).map(authEntry);
   return {
     listen,
     dashboard: proxy?.dashboard ?? true,
-    auth: (proxy?.auth ?? []).map((a) => typeof a === "string" ? a : Deno.env.get(a.env)!),
+    auth: entries.map((e) => ({ token: e.token!, label: e.label })),
+    authEnv: entries.flatMap((e) => e.env === null ? [] : [e.env]),
   };
 }
 

@@ -23,6 +23,7 @@ Deno.test("sections: proxy listens on 127.0.0.1:4100 unless told otherwise, in b
     listen: { host: "127.0.0.1", port: 4100 },
     dashboard: true,
     auth: [],
+    authEnv: [],
   });
   assert.deepEqual(proxySection({ listen: "[::1]:0", dashboard: false }, false).listen, {
     host: "::1",
@@ -34,10 +35,22 @@ Deno.test("sections: proxy listens on 127.0.0.1:4100 unless told otherwise, in b
   });
   Deno.env.set("AGENTGATE_SECTIONS_TEST_TOKEN", "from-env");
   try {
-    assert.deepEqual(
-      proxySection({ auth: ["plain", { env: "AGENTGATE_SECTIONS_TEST_TOKEN" }] }, false).auth,
-      ["plain", "from-env"],
-    );
+    // Each token comes with its session label (issue 20): auth-N unless given.
+    const p = proxySection({
+      auth: [
+        "plain",
+        { env: "AGENTGATE_SECTIONS_TEST_TOKEN" },
+        { token: "lit", label: "ci" },
+        { token_env: "AGENTGATE_SECTIONS_TEST_TOKEN", label: "twice" },
+      ],
+    }, false);
+    assert.deepEqual(p.auth, [
+      { token: "plain", label: "auth-1" },
+      { token: "from-env", label: "auth-2" },
+      { token: "lit", label: "ci" },
+      { token: "from-env", label: "twice" },
+    ]);
+    assert.deepEqual(p.authEnv, ["AGENTGATE_SECTIONS_TEST_TOKEN", "AGENTGATE_SECTIONS_TEST_TOKEN"]);
     assert.deepEqual(dashboardSection({ token_env: "AGENTGATE_SECTIONS_TEST_TOKEN" }), {
       token: "from-env",
     });

@@ -6,6 +6,7 @@
  */
 import type { ObjectSchema, Schema } from "./schema.ts";
 import { parseDuration } from "../util/duration.ts";
+import { LABEL_PATTERN, looksMinted } from "../util/session_id.ts";
 
 const duration = (description: string): Schema => ({
   type: "string",
@@ -87,6 +88,60 @@ export function parseListen(v: string): { host: string; port: number } | string 
   if (port > 65535) return `port ${port} in listen address "${v}" is out of range 0-65535`;
   const host = m[1].startsWith("[") ? m[1].slice(1, -1) : m[1];
   return { host, port };
+}
+
+/** A literal token that is empty (or only spaces) would let anyone in. */
+function emptyToken(v: string, what: string): string | null {
+  return v.trim() === "" ? `${what} must not be empty: use a long random value` : null;
+}
+
+/** An environment variable that must hold a token. */
+function tokenEnv(name: string, what: string): string | null {
+  const v = Deno.env.get(name);
+  if (v === undefined) return `environment variable "${name}" (${what}) is not set`;
+  if (v.trim() === "") return `environment variable "${name}" (${what}) is empty`;
+  return null;
+}
+
+/** Why a `proxy.auth` label is not usable, or null. */
+function labelProblem(v: string): string | null {
+  if (!LABEL_PATTERN.test(v)) {
+    return `label "${v}" must be 1 to 64 letters, digits, ".", "_", "~" or "-", starting with a letter or digit`;
+  }
+  if (looksMinted(v)) {
+    return `label "${v}" looks like a minted session id (ends in 16 hex digits): choose another`;
+  }
+  return null;
+}
+
+/** One `proxy.auth` entry as written. */
+export type RawAuthEntry = string | {
+  token?: string;
+  token_env?: string;
+  env?: string;
+  label?: string;
+};
+
+/**
+ * A `proxy.auth` entry's token (read from the environment when named there)
+ * and label: its own, else `auth-N` with N its 1-based position, so the
+ * older list of plain tokens keeps working with a stable session per token.
+ *
+ * @example
+ * authEntry("s3cret", 0) // { token: "s3cret", label: "auth-1", env: null }
+ * authEntry({ token_env: "CI_TOKEN", label: "ci" }, 1) // { token: "…", label: "ci", env: "CI_TOKEN" }
+ */
+export function authEntry(
+  a: RawAuthEntry,
+  index: number,
+): { token: string | undefined; label: string; env: string | null } {
+  if (typeof a === "string") return { token: a, label: `auth-${index + 1}`, env: null };
+  const env = a.token_env ?? a.env ?? null;
+  return {
+    token: a.token ?? (env === null ? undefined : Deno.env.get(env)),
+    label: a.label ?? `auth-${index + 1}`,
+    env,
+  };
 }
 
 const listen: Schema = {
@@ -189,27 +244,67 @@ export const configSchema: ObjectSchema = {
         auth: {
           type: "array",
           description:
-            "Proxy credentials: tokens (or { env: NAME }) accepted as the password of Proxy-Authorization: Basic; required when listen is not loopback.",
+            "Proxy credentials, required when listen is not loopback: each a token (or { env: NAME }, " +
+            "{ token_env: NAME, label: L }, { token: T, label: L }) accepted as the password of " +
+            "Proxy-Authorization: Basic. Its session is the label (default auth-N, N its position); " +
+            "the user name a client sends is ignored.",
           items: {
             type: "union",
             anyOf: [
-              { type: "string" },
+              { type: "string", check: (v) => emptyToken(v, "a proxy.auth token") },
               {
                 type: "object",
                 properties: {
+                  token: {
+                    type: "string",
+                    description: "The token itself.",
+                    check: (v) => emptyToken(v, "a proxy.auth token"),
+                  },
+                  token_env: {
+                    type: "string",
+                    description: "Name of an environment variable holding the token.",
+                    check: (v) => tokenEnv(v, "proxy.auth"),
+                  },
                   env: {
                     type: "string",
-                    check: (v) =>
-                      Deno.env.get(v)
-                        ? null
-                        : `environment variable "${v}" (proxy.auth) is not set`,
+                    description: "Same as token_env (the older spelling).",
+                    check: (v) => tokenEnv(v, "proxy.auth"),
+                  },
+                  label: {
+                    type: "string",
+                    description:
+                      "The session of this token in the audit, rules and budgets (default auth-N).",
+                    pattern: LABEL_PATTERN.source,
+                    check: (v) => labelProblem(v),
                   },
                 },
-                required: ["env"],
+                check: (v) => {
+                  const n = ["token", "token_env", "env"].filter((k) => v[k] !== undefined);
+                  if (n.length === 0) return 'set one of "token", "token_env" (or "env")';
+                  if (n.length > 1) {
+                    return `set one of "token", "token_env", "env", not ${n.length}`;
+                  }
+                  return null;
+                },
               },
             ],
           },
         },
+      },
+      check: (v) => {
+        const auth = (v.auth ?? []) as RawAuthEntry[];
+        const labels = new Set<string>();
+        const tokens = new Set<string>();
+        for (const [i, a] of auth.entries()) {
+          const { token, label } = authEntry(a, i);
+          if (labels.has(label)) return `proxy.auth: label "${label}" is used twice`;
+          if (token !== undefined && tokens.has(token)) {
+            return `proxy.auth: entry ${i + 1} repeats a token (each token has one label)`;
+          }
+          labels.add(label);
+          if (token !== undefined) tokens.add(token);
+        }
+        return null;
       },
     },
     mode: {
@@ -354,13 +449,14 @@ export const configSchema: ObjectSchema = {
         token: {
           type: "string",
           description:
-            "Bearer token for the dashboard and API; required when proxy.listen is not loopback.",
+            "Bearer token for the dashboard and API (the admin token: it also mints sessions); " +
+            "required when proxy.listen is not loopback.",
+          check: (v) => emptyToken(v, "dashboard.token"),
         },
         token_env: {
           type: "string",
           description: "Name of an environment variable holding the token (instead of token).",
-          check: (v) =>
-            Deno.env.get(v) ? null : `environment variable "${v}" (dashboard.token_env) is not set`,
+          check: (v) => tokenEnv(v, "dashboard.token_env"),
         },
       },
       check: (v) =>

@@ -17,8 +17,17 @@ export interface AgentgateConfig {
   embedded: boolean;
   listen: { host: string; port: number };
   dashboard: boolean;
-  /** Accepted proxy tokens (`proxy.auth`); empty = no proxy authentication. */
-  proxyAuth: string[];
+  /**
+   * Accepted proxy tokens (`proxy.auth`), each with its session label (the
+   * session id of every request made with it); empty = no static tokens.
+   */
+  proxyAuth: { token: string; label: string }[];
+  /**
+   * Environment variables the policy reads tokens from (`proxy.auth`
+   * `token_env`, `dashboard.token_env`): `agentgate run` keeps them from its
+   * command.
+   */
+  secretEnv: string[];
   /** Dashboard/API bearer token (from `dashboard.token` or `dashboard.token_env`), or null. */
   dashboardToken: string | null;
   policy: CompiledPolicy;

@@ -11,6 +11,7 @@
  * @module
  */
 import type { Stats } from "../audit/read.ts";
+import { formatUsd } from "../util/usd.ts";
 
 /** Escape text for HTML element content and quoted attribute values. */
 export function escapeHtml(s: unknown): string {
@@ -21,10 +22,7 @@ function fmtN(n: number): string {
   return n.toLocaleString("en-US");
 }
 
-function fmtUsd(n: number): string {
-  if (n === 0) return "$0";
-  return n < 0.01 ? `$${n.toFixed(4)}` : `$${n.toFixed(2)}`;
-}
+const fmtUsd = formatUsd;
 
 function fmtTs(ts: number): string {
   return new Date(ts).toISOString().replace("T", " ").slice(0, 19) + "Z";
@@ -174,7 +172,8 @@ function svg(tag, attrs, text) {
 }
 const nf = new Intl.NumberFormat("en-US");
 const fmtN = (n) => nf.format(n || 0);
-const fmtUsd = (n) => !n ? "$0" : n < 0.01 ? "$" + n.toFixed(4) : "$" + n.toFixed(2);
+// The server's formatter, so both print the same amounts (src/util/usd.ts).
+const fmtUsd = (n) => (${formatUsd.toString()})(n || 0);
 const pad = (n) => String(n).padStart(2, "0");
 function fmtTime(ts) {
   if (!ts) return "";

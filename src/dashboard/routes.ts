@@ -16,6 +16,8 @@ import type { AgentgateConfig } from "../config/load.ts";
 import { AuditReadError, type AuditReadModel, type RuleHits } from "../audit/read.ts";
 import { ParamError, parseAuditQuery, parseParams, parseStatsQuery } from "./api.ts";
 import { renderPage } from "./page.ts";
+import { parseDuration } from "../util/duration.ts";
+import { LABEL_PATTERN } from "../util/session_id.ts";
 
 /** What the internal routes can see of the running proxy. */
 export interface InternalDeps {
@@ -43,7 +45,31 @@ export interface InternalDeps {
   reload?: () => Promise<ReloadStatus>;
   /** Outcome of the last reload, for `/_/health`. */
   lastReload?: () => ReloadStatus | null;
+  /**
+   * Minting and revoking sessions (`POST /_/api/sessions`, `DELETE
+   * /_/api/sessions/:id`, with the dashboard token). Absent: refused, as on
+   * the proxy of `agentgate run`, whose only session is the run's.
+   */
+  sessions?: SessionAdmin;
+  /** Why `POST /_/api/reload` is refused when `reload` is absent (default: 404). */
+  reloadRefusal?: string;
 }
+
+/** What the routes need to hand out sessions (the proxy's session registry). */
+export interface SessionAdmin {
+  /** A new session and its secret; throws (with a message for the caller) when it cannot. */
+  mint(opts: { label: string | null; ttlMs: number }): {
+    session: string;
+    secret: string;
+    label: string | null;
+    expiresAt: number | null;
+  };
+  /** False when there was no such session. */
+  revoke(session: string): boolean;
+}
+
+/** Default and longest lifetime of a session minted through the API. */
+export const SESSION_TTL = { default: 24 * 3_600_000, max: 30 * 86_400_000 };
 
 /** The outcome of a reload. */
 export interface ReloadStatus {
@@ -103,6 +129,76 @@ export function isLoopbackHost(host: string | undefined): boolean {
   const h = host.toLowerCase().replace(/:\d+$/, "").replace(/\.$/, "");
   return h === "localhost" || h.endsWith(".localhost") || h === "[::1]" ||
     /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/** `host[:port]` lower-cased, without a default port 80 (how an http Origin spells it). */
+function authorityKey(authority: string): string {
+  return authority.toLowerCase().replace(/\.$/, "").replace(/:80$/, "");
+}
+
+/**
+ * Why a browser request that changes state (reload, sessions) is refused as
+ * cross-origin, or null. A page on any other origin — another port on
+ * localhost included — can make a browser send a POST here (CSRF), and the
+ * browser says so in `Origin` (always sent with a POST) and
+ * `Sec-Fetch-Site`. The proxy's own origin is `http://` plus the `Host` the
+ * request was sent to; clients that are not browsers send neither header.
+ *
+ * @example
+ * crossOriginReason({ host: "127.0.0.1:4100", origin: "http://localhost:3000" });
+ * // 'origin "http://localhost:3000" is not this proxy\'s own ("http://127.0.0.1:4100")'
+ */
+export function crossOriginReason(headers: http.IncomingHttpHeaders): string | null {
+  const site = headers["sec-fetch-site"];
+  if (typeof site === "string" && site !== "same-origin" && site !== "none") {
+    return `a ${site.slice(0, 20)} browser request may not change agentgate's state`;
+  }
+  const origin = headers.origin;
+  if (origin === undefined) return null;
+  const own = `http://${authorityKey(String(headers.host ?? ""))}`;
+  let url: URL | null = null;
+  try {
+    url = new URL(String(origin));
+  } catch {
+    // "null" (sandboxed frames, file: pages) and other non-URLs: not ours.
+  }
+  if (url !== null && url.protocol === "http:" && url.origin === own && headers.host) return null;
+  return `origin "${String(origin).slice(0, 100)}" is not this proxy's own ("${own}")`;
+}
+
+/** Answer 403 for a cross-origin state change; true when refused. */
+function refuseCrossOrigin(req: http.IncomingMessage, res: http.ServerResponse): boolean {
+  const why = crossOriginReason(req.headers);
+  if (why === null) return false;
+  sendJson(res, 403, { error: "forbidden", reason: why });
+  return true;
+}
+
+/** A JSON object from a request body of at most `max` bytes (an empty body is `{}`). */
+function readJsonObject(req: http.IncomingMessage, max: number): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const chunks: Uint8Array[] = [];
+    let n = 0;
+    req.on("data", (c: Uint8Array) => {
+      n += c.length;
+      if (n > max) {
+        req.destroy();
+        reject(new Error(`the body is larger than ${max} bytes`));
+      } else chunks.push(c);
+    });
+    req.on("error", () => reject(new Error("the body could not be read")));
+    req.on("end", () => {
+      const text = new TextDecoder().decode(Buffer.concat(chunks)).trim();
+      if (text === "") return resolve({});
+      try {
+        const v = JSON.parse(text);
+        if (v === null || typeof v !== "object" || Array.isArray(v)) throw new Error();
+        resolve(v as Record<string, unknown>);
+      } catch {
+        reject(new Error('the body must be a JSON object, e.g. { "label": "ci" }'));
+      }
+    });
+  });
 }
 
 /** Constant-time string comparison (hashing first makes the lengths equal). */
@@ -293,6 +389,121 @@ export function createInternalRoutes(
     return true;
   }
 
+  /**
+   * True when `req` may not change sessions (and was answered): a browser on
+   * another origin, no dashboard token configured (then any local process
+   * could mint fresh sessions and escape per-session limits), or the wrong one.
+   */
+  function refuseAdmin(req: http.IncomingMessage, res: http.ServerResponse): boolean {
+    if (refuseCrossOrigin(req, res)) return true;
+    if (!deps.sessions) {
+      sendJson(res, 403, {
+        error: "forbidden",
+        reason:
+          "this proxy belongs to agentgate run: its only session is the run's, and no other can be minted",
+      });
+      return true;
+    }
+    if (deps.token === null) {
+      sendJson(res, 403, {
+        error: "forbidden",
+        reason:
+          "minting sessions needs the admin token: set dashboard.token (or dashboard.token_env) " +
+          'and send "Authorization: Bearer <token>"',
+      });
+      return true;
+    }
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(String(req.headers.authorization ?? ""));
+    if (m && sameSecret(m[1], deps.token)) return false;
+    sendJson(res, 401, {
+      error: "unauthorized",
+      reason: 'managing sessions needs the admin token: send "Authorization: Bearer <token>"',
+    }, { "www-authenticate": 'Bearer realm="agentgate"' });
+    return true;
+  }
+
+  /** `POST /_/api/sessions {label?, ttl?}`: a new session and its secret (shown once). */
+  async function mintSession(req: http.IncomingMessage, res: http.ServerResponse) {
+    if (refuseAdmin(req, res)) return;
+    let body: Record<string, unknown>;
+    try {
+      body = await readJsonObject(req, 4096);
+    } catch (e) {
+      return sendJson(res, 400, { error: "bad_request", reason: (e as Error).message });
+    }
+    const unknown = Object.keys(body).filter((k) => k !== "label" && k !== "ttl");
+    if (unknown.length) {
+      return sendJson(res, 400, {
+        error: "bad_request",
+        reason: `unknown field "${unknown[0].slice(0, 40)}": send { "label": "…", "ttl": "8h" }`,
+      });
+    }
+    const label = body.label ?? null;
+    if (label !== null && (typeof label !== "string" || !LABEL_PATTERN.test(label))) {
+      return sendJson(res, 400, {
+        error: "bad_request",
+        reason:
+          '"label" must be 1 to 64 letters, digits, ".", "_", "~" or "-", starting with a letter or digit',
+      });
+    }
+    let ttlMs = SESSION_TTL.default;
+    if (body.ttl !== undefined) {
+      try {
+        if (typeof body.ttl !== "string") throw new Error("not a string");
+        ttlMs = parseDuration(body.ttl);
+      } catch {
+        ttlMs = NaN;
+      }
+      if (!(ttlMs > 0 && ttlMs <= SESSION_TTL.max)) {
+        return sendJson(res, 400, {
+          error: "bad_request",
+          reason: '"ttl" must be a duration from 1s to 30d, e.g. "8h"',
+        });
+      }
+    }
+    let grant: ReturnType<SessionAdmin["mint"]>;
+    try {
+      grant = deps.sessions!.mint({ label: label as string | null, ttlMs });
+    } catch (e) {
+      return sendJson(res, 503, { error: "unavailable", reason: (e as Error).message });
+    }
+    const host = String(req.headers.host ?? "");
+    const enc = encodeURIComponent;
+    sendJson(res, 201, {
+      session: grant.session,
+      secret: grant.secret,
+      label: grant.label,
+      expires_at: grant.expiresAt,
+      proxy_url: /^[A-Za-z0-9.\-]+(:\d+)?$|^\[[0-9A-Fa-f:.]+\](:\d+)?$/.test(host)
+        ? `http://${enc(grant.session)}:${enc(grant.secret)}@${host}`
+        : null,
+    });
+  }
+
+  /** `DELETE /_/api/sessions/:id`: the session's credentials stop working at once. */
+  function revokeSession(req: http.IncomingMessage, res: http.ServerResponse, path: string) {
+    if (req.method !== "DELETE") {
+      return sendJson(res, 405, {
+        error: "method_not_allowed",
+        reason: `revoke a session with DELETE, not ${String(req.method).slice(0, 20)}`,
+      }, { allow: "DELETE" });
+    }
+    if (refuseAdmin(req, res)) return;
+    let id: string;
+    try {
+      id = decodeURIComponent(path.slice("/_/api/sessions/".length));
+    } catch {
+      return sendJson(res, 400, { error: "bad_request", reason: "the session id is not valid" });
+    }
+    if (!deps.sessions!.revoke(id)) {
+      return sendJson(res, 404, {
+        error: "not_found",
+        reason: `no live minted session "${id.slice(0, 100)}"`,
+      });
+    }
+    sendJson(res, 200, { session: id, revoked: true });
+  }
+
   async function page(res: http.ServerResponse) {
     const nonce = randomBytes(18).toString("base64");
     const stats = await cached(
@@ -442,6 +653,13 @@ export function createInternalRoutes(
         ...(last ? { last_reload: last } : {}),
       });
     }
+    if (path === "/_/api/sessions" && req.method === "POST") {
+      return void mintSession(req, res).catch(() => res.destroy());
+    }
+    if (path.startsWith("/_/api/sessions/")) return revokeSession(req, res, path);
+    if (path === "/_/api/reload" && !deps.reload && deps.reloadRefusal) {
+      return sendJson(res, 403, { error: "forbidden", reason: deps.reloadRefusal });
+    }
     if (path === "/_/api/reload" && deps.reload) {
       if (req.method !== "POST") {
         return sendJson(res, 405, {
@@ -449,16 +667,7 @@ export function createInternalRoutes(
           reason: "reload with POST",
         }, { allow: "POST" });
       }
-      // A cross-site form cannot set Origin to ours: refuse any other origin (CSRF).
-      const origin = req.headers.origin;
-      if (
-        origin !== undefined && !/^https?:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?$/.test(origin)
-      ) {
-        return sendJson(res, 403, {
-          error: "forbidden",
-          reason: `origin "${origin}" may not reload`,
-        });
-      }
+      if (refuseCrossOrigin(req, res)) return;
       const url = new URL(req.url ?? "/", "http://agentgate.invalid");
       if (denyAccess(req, res, url)) return;
       deps.reload().then(

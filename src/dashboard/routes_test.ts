@@ -16,6 +16,7 @@ import {
   configJson,
   COOKIE_NAME,
   createInternalRoutes,
+  crossOriginReason,
   type InternalDeps,
   isLoopbackAddress,
   isLoopbackHost,
@@ -310,6 +311,32 @@ Deno.test("the page: fresh nonce in a strict CSP, overview rendered as escaped t
     assert.ok(!html.includes("<b>bold"));
   }));
 
+Deno.test("the page: sub-cent spend prints its digits, on the server and in the script", () =>
+  withRoutes({}, [{
+    ...EVIL,
+    id: "cheap-1",
+    decision: "allow",
+    status: 200,
+    provider: "openai",
+    model: "gpt-4o-mini",
+    cost_usd: 0.00001,
+  }], async (h) => {
+    const html = (await call(h, "/_/dashboard")).body;
+    assert.match(html, /data-k="spend">\$0\.000010</);
+    // The script formats polled amounts with the same function.
+    const line = /const fmtUsd = ([\s\S]*?);\nconst /.exec(html)?.[1];
+    assert.ok(line, "the script defines fmtUsd");
+    const fmt = new Function(`return ${line}`)() as (n: number | null) => string;
+    assert.deepEqual([0.004, 0.005, 0.00001, 0, null, 12.5].map(fmt), [
+      "$0.004",
+      "$0.005",
+      "$0.000010",
+      "$0.00",
+      "$0.00",
+      "$12.50",
+    ]);
+  }));
+
 Deno.test("config: the loaded policy without secrets", () =>
   withRoutes({ token: "tok-en-123" }, [], async (h, deps) => {
     const a = await call(h, "/_/api/config", { headers: { authorization: "Bearer tok-en-123" } });
@@ -349,6 +376,60 @@ Deno.test("config: the loaded policy without secrets", () =>
       timeout_ms: 5,
     });
   }));
+
+Deno.test("state changes refuse every origin but the proxy's own (CSRF from local pages)", () => {
+  let reloads = 0;
+  const reload = () => {
+    reloads++;
+    return Promise.resolve({ ok: true, at: 0, trigger: "api", errors: [], warnings: [] });
+  };
+  return withRoutes({ reload }, [], async (h) => {
+    const post = (headers: Record<string, string>) =>
+      call(h, "/_/api/reload", { method: "POST", headers });
+    const refused: [Record<string, string>, string][] = [
+      [
+        { origin: "http://localhost:3000" },
+        'origin "http://localhost:3000" is not this proxy\'s own ("http://127.0.0.1:4100")',
+      ],
+      [
+        { origin: "http://127.0.0.1:4101" },
+        'origin "http://127.0.0.1:4101" is not this proxy\'s own ("http://127.0.0.1:4100")',
+      ],
+      [
+        { origin: "https://127.0.0.1:4100" },
+        'origin "https://127.0.0.1:4100" is not this proxy\'s own ("http://127.0.0.1:4100")',
+      ],
+      [{ origin: "null" }, 'origin "null" is not this proxy\'s own ("http://127.0.0.1:4100")'],
+      [
+        { origin: "http://127.0.0.1:4100", "sec-fetch-site": "same-site" },
+        "a same-site browser request may not change agentgate's state",
+      ],
+      [
+        { "sec-fetch-site": "cross-site" },
+        "a cross-site browser request may not change agentgate's state",
+      ],
+    ];
+    for (const [headers, reason] of refused) {
+      const r = await post(headers);
+      assert.deepEqual([r.status, r.json()], [403, { error: "forbidden", reason }], reason);
+    }
+    assert.equal(reloads, 0);
+    for (
+      const headers of [
+        {} as Record<string, string>,
+        { origin: "http://127.0.0.1:4100" },
+        { origin: "http://127.0.0.1:4100", "sec-fetch-site": "same-origin" },
+        { host: "localhost", origin: "http://localhost" },
+        { host: "localhost:80", origin: "http://LOCALHOST" },
+      ]
+    ) {
+      const r = await post(headers);
+      assert.equal(r.status, 200, JSON.stringify(headers));
+    }
+    assert.equal(reloads, 5);
+    assert.equal(crossOriginReason({ host: "[::1]:4100", origin: "http://[::1]:4100" }), null);
+  });
+});
 
 Deno.test("loopback address and Host predicates", () => {
   for (const a of ["127.0.0.1", "127.255.0.3", "::1", "::ffff:127.0.0.1"]) {

@@ -5,7 +5,7 @@
  * @module
  */
 import { isMap, isPair, isScalar, LineCounter, type Node, parseDocument } from "yaml";
-import type { Problem } from "../config/errors.ts";
+import { type Problem, yamlMessage } from "../config/errors.ts";
 import { type ObjectSchema, type Path, type SchemaIssue, validate } from "../config/schema.ts";
 
 /** One parsed YAML document with positions. */
@@ -55,9 +55,7 @@ export class YamlFile {
         file: this.file,
         line: p.line,
         col: p.col,
-        message: `invalid YAML: ${
-          e.message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "")
-        }`,
+        message: yamlMessage(e),
       };
     });
   }

@@ -17,7 +17,7 @@ import {
   type UpstreamFailure,
   upstreamReason,
 } from "./reject.ts";
-import type { Exchange } from "./exchange.ts";
+import type { Exchange, Outcome } from "./exchange.ts";
 import { noteReadsOf } from "./reclaim.ts";
 import { type BodyFraming, ConnectionPool, type Endpoint, UpstreamCall } from "./h1client.ts";
 
@@ -39,6 +39,22 @@ export interface OutboundResponse extends Writable {
   readonly headersSent: boolean;
   statusCode: number;
   writeContinue(): void;
+  /** Set when the server answered for the handler (a malformed request body: 400). */
+  readonly refused?: { status: number; reason: string } | null;
+}
+
+/**
+ * How an exchange ends when its response closed before it was complete: the
+ * server refused the request itself (a malformed chunked body, answered 400),
+ * or the client went away.
+ *
+ * @example
+ * res.on("close", () => { if (!res.writableFinished) ex.finish(closedEarly(res)); });
+ */
+export function closedEarly(res: OutboundResponse): Outcome {
+  const r = res.refused;
+  if (r) return { status: r.status, decision: "error", reason: r.reason, error: r.reason };
+  return { status: res.headersSent ? res.statusCode : null, error: "client aborted" };
 }
 
 /**
@@ -294,6 +310,7 @@ export function forwardHttp(
       },
       error: (e, responded) => {
         if (ex.done) return;
+        if (res.refused) return ex.finish(closedEarly(res));
         const kind: UpstreamFailure = classifyUpstreamError(e);
         const reason = upstreamReason(kind, tgt, e);
         if (!responded && !res.headersSent) {
@@ -324,7 +341,7 @@ export function forwardHttp(
     } else {
       call.abort();
       observerEnd(false);
-      ex.finish({ status: res.headersSent ? res.statusCode : null, error: "client aborted" });
+      ex.finish(closedEarly(res));
     }
   });
   const sentAt = performance.now();

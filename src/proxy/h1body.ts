@@ -55,6 +55,39 @@ export function latin1(bytes: Uint8Array): string {
   return s;
 }
 
+/**
+ * Raw headers (name, value, …) with every Content-Length field replaced by one
+ * line holding the agreed value: `Content-Length: 3, 3` and two
+ * `Content-Length: 3` lines become `Content-Length: 3` (RFC 9110 §8.6 lets a
+ * recipient collapse identical values; forwarding the list would hand the
+ * next hop a value it may read differently). Disagreeing values never get
+ * here: both parsers reject them. Returns `raw` itself when there is nothing
+ * to collapse.
+ *
+ * @example
+ * collapseContentLength(["Content-Length", "3, 3", "X", "y"], 3) // ["Content-Length", "3", "X", "y"]
+ */
+export function collapseContentLength(raw: string[], length: number): string[] {
+  let seen = 0;
+  let plain = true;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i].length === 14 && raw[i].toLowerCase() === "content-length") {
+      seen++;
+      if (raw[i + 1] !== String(length)) plain = false;
+    }
+  }
+  if (seen <= 1 && plain) return raw;
+  const out: string[] = [];
+  let first = true;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i].length === 14 && raw[i].toLowerCase() === "content-length") {
+      if (first) out.push(raw[i], String(length));
+      first = false;
+    } else out.push(raw[i], raw[i + 1]);
+  }
+  return out;
+}
+
 const u8indexOf = Uint8Array.prototype.indexOf;
 
 /**

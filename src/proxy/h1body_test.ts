@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { BodyDecoder, findHeadEnd, ParseError } from "./h1body.ts";
+import { BodyDecoder, collapseContentLength, findHeadEnd, ParseError } from "./h1body.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -96,4 +96,13 @@ Deno.test("h1body: findHeadEnd", () => {
   assert.equal(findHeadEnd(enc.encode("\r\n\r\n"), 0), 0);
   assert.equal(findHeadEnd(enc.encode("a\n\r\n\r"), 0), -1);
   assert.equal(findHeadEnd(enc.encode("a\r\n\n"), 0), -1);
+});
+
+Deno.test("collapseContentLength: one line with the agreed value, order kept", () => {
+  assert.deepEqual(
+    collapseContentLength(["X", "1", "Content-Length", "3, 3", "content-length", "3", "Y", "2"], 3),
+    ["X", "1", "Content-Length", "3", "Y", "2"],
+  );
+  const plain = ["Content-Length", "3", "X", "1"];
+  assert.equal(collapseContentLength(plain, 3), plain, "nothing to collapse: the same array");
 });

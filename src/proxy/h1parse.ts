@@ -9,7 +9,7 @@
  * @module
  */
 
-import { BodyDecoder, findHeadEnd, latin1, ParseError } from "./h1body.ts";
+import { BodyDecoder, collapseContentLength, findHeadEnd, latin1, ParseError } from "./h1body.ts";
 
 /** A malformed response; the connection cannot be reused. */
 export { ParseError };
@@ -186,7 +186,9 @@ export class ResponseParser {
     if (status >= 100 && status < 200 && status !== 101) return true;
     const noBody = this.method === "HEAD" || status === 204 || status === 304 || status === 101;
     if (hasTE && !chunked && !noBody) close = true; // a non-chunked coding: body until close
-    this.#head = { status, statusText: m[3] ?? "", minor, rawHeaders: raw, keepAlive: !close };
+    // One Content-Length line with one value goes on to the client (RFC 9110 §8.6).
+    const rawHeaders = contentLength === null ? raw : collapseContentLength(raw, contentLength);
+    this.#head = { status, statusText: m[3] ?? "", minor, rawHeaders, keepAlive: !close };
     this.sink.head(this.#head);
     if (noBody) {
       this.#finish();

@@ -22,7 +22,7 @@ import process from "node:process";
 import { type IncomingHttpHeaders, STATUS_CODES } from "node:http";
 import type net from "node:net";
 import { type Duplex, Readable, Writable } from "node:stream";
-import { BodyDecoder, findHeadEnd, ParseError } from "./h1body.ts";
+import { BodyDecoder, collapseContentLength, findHeadEnd, ParseError } from "./h1body.ts";
 import { isWebSocketUpgrade } from "./headers.ts";
 import { noteRead } from "./reclaim.ts";
 
@@ -169,7 +169,7 @@ function parseRequestHead(text: string): RequestHead {
     throw new RequestError(505, `HTTP version "${m[3]}.${m[4]}" is not supported`);
   }
   const minor = m[4] === "1" ? 1 : 0;
-  const rawHeaders: string[] = [];
+  let rawHeaders: string[] = [];
   const headers: IncomingHttpHeaders = {};
   let contentLength = -1;
   let te: string | null = null;
@@ -242,6 +242,11 @@ function parseRequestHead(text: string): RequestHead {
   }
   if (minor === 0 && keepAlive && !/(^|,)\s*close\s*(,|$)/i.test(String(headers.connection))) {
     close = false;
+  }
+  if (contentLength !== -1) {
+    // Forward one agreed value, never the list (RFC 9110 §8.6): `3, 3` becomes `3`.
+    headers["content-length"] = String(contentLength);
+    rawHeaders = collapseContentLength(rawHeaders, contentLength);
   }
   if (hosts > 1) throw new RequestError(400, "more than one Host header");
   if (hosts === 0 && minor === 1) throw new RequestError(400, "missing Host header");
@@ -389,6 +394,12 @@ function invalidHeader(code: string, message: string): TypeError {
 export class H1Response extends Writable {
   statusCode = 200;
   statusMessage = "";
+  /**
+   * Set when the server answered the request itself before the handler did
+   * (a malformed chunked body: 400) and closed the connection; the response
+   * is then destroyed and its output dropped.
+   */
+  refused: { status: number; reason: string } | null = null;
   readonly #conn: Connection;
   readonly #req: H1Request;
   #committed = false;
@@ -921,6 +932,20 @@ class Connection {
       if (!(e instanceof ParseError)) throw e;
       // A broken body mid-exchange: nothing sane can follow on this connection.
       const req = this.#req;
+      const res = this.#res;
+      const reason = `malformed request body: ${e.message}`;
+      if (res && !res.headersSent && !res.destroyed && !this.#discard) {
+        // Nothing of the answer went out yet: say why (400), as for a bad head,
+        // and tell the handler (`res.refused`) how its exchange ended. The
+        // response is detached first, so its own output and its close can no
+        // longer touch the connection.
+        res.refused = { status: 400, reason };
+        this.#res = null;
+        if (req && !req.destroyed) req.destroy(Object.assign(e, { code: "HPE_INVALID_CHUNK" }));
+        this.#refuse(400, "bad_request", reason);
+        res.destroy();
+        return null;
+      }
       if (req && !req.destroyed) req.destroy(Object.assign(e, { code: "HPE_INVALID_CHUNK" }));
       this.socket.destroy();
       return null;

@@ -455,20 +455,60 @@ Deno.test("h1server: bad requests get 400/431/501/505 with Connection: close", a
   assert.equal(called, 0);
 });
 
-Deno.test("h1server: a broken chunk mid-body cuts the connection", async () => {
+Deno.test("h1server: a broken chunk before the answer gets 400; after the head, a cut", async () => {
+  // Before the handler answered: 400 with the reason, the response marked
+  // `refused` and destroyed, the request body errored (issue 20: not a cut).
   let err: Error | null = null;
   let closed: boolean | null = null;
+  let refused: unknown = null;
   await withServer((req, res) => {
     req.on("error", (e) => (err = e));
     req.resume();
-    res.on("close", () => (closed = res.writableFinished));
+    res.on("close", () => {
+      closed = res.writableFinished;
+      refused = res.refused;
+    });
   }, async (port) => {
     const c = await Raw.connect(port);
     try {
       c.socket.write(
         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n",
       );
-      assert.equal(await c.untilEnd(), "");
+      const text = await c.untilEnd();
+      assert.match(text, /^HTTP\/1\.1 400 Bad Request\r\n/);
+      assert.match(text, /\r\nConnection: close\r\n/);
+      assert.deepEqual(JSON.parse(text.slice(text.indexOf("\r\n\r\n") + 4)), {
+        error: "bad_request",
+        reason: 'malformed request body: invalid chunk size line "zz"',
+      });
+      await new Promise((r) => setTimeout(r, 20));
+      assert.match(String((err as Error | null)?.message), /invalid chunk size line "zz"/);
+      assert.equal(closed, false);
+      assert.deepEqual(refused, {
+        status: 400,
+        reason: 'malformed request body: invalid chunk size line "zz"',
+      });
+    } finally {
+      c.close();
+    }
+  });
+  // The head already went out: nothing honest is left but cutting the connection.
+  err = null;
+  closed = null;
+  await withServer((req, res) => {
+    req.on("error", (e) => (err = e));
+    res.writeHead(200, { "content-type": "text/plain" });
+    res.write("streaming");
+    req.resume();
+    res.on("close", () => (closed = res.writableFinished));
+  }, async (port) => {
+    const c = await Raw.connect(port);
+    try {
+      await c.write("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n");
+      await c.until((t) => t.includes("streaming"));
+      c.socket.write("zz\r\n");
+      const text = await c.untilEnd();
+      assert.ok(!text.includes("400"), text);
       await new Promise((r) => setTimeout(r, 20));
       assert.match(String((err as Error | null)?.message), /invalid chunk size line "zz"/);
       assert.equal(closed, false);

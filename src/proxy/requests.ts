@@ -15,6 +15,7 @@ import type { BodyRead } from "../policy/request.ts";
 import { type Exchange, newDecisionId } from "./exchange.ts";
 import { parseAbsolute, parseAuthority } from "./target.ts";
 import {
+  closedEarly,
   forwardHttp,
   type ForwardTarget,
   type InboundRequest,
@@ -183,7 +184,7 @@ function proxyRequest(
     return settle(core, { req, res, ex, target, endpoint, expect, body: null }, step.verdict);
   }
   if (expect) res.writeContinue();
-  const onClose = () => ex.finish({ status: null, error: "client aborted" });
+  const onClose = () => ex.finish(closedEarly(res));
   res.once("close", onClose);
   bufferBody(req, step.cap).then((b) => {
     res.off("close", onClose);
@@ -194,7 +195,7 @@ function proxyRequest(
     settle(core, { req, res, ex, target, endpoint, expect: false, body: b }, verdict);
   }, () => {
     res.off("close", onClose);
-    ex.finish({ status: null, error: "client aborted" });
+    ex.finish(closedEarly(res));
   });
 }
 

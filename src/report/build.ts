@@ -60,6 +60,36 @@ export interface Report {
   sessions: SessionLine[];
   /** Entries left out of each list by the size cap ({@link BuildOptions.maxItems}). */
   truncated: { hosts: number; denials: number; errors: number; rules: number; sessions: number };
+  /** What only `agentgate run` knows about its own proxy (absent in `agentgate report`). */
+  run?: RunFacts;
+}
+
+/** A reload of the policy while a run's proxy served (`run --watch`). */
+export interface PolicyReload {
+  /** ms since the epoch. */
+  at: number;
+  /** `file change`, `SIGHUP` or `api`. */
+  trigger: string;
+  /** Applied (true) or rejected, the previous policy staying in force (false). */
+  ok: boolean;
+  /** Rules in force after an applied reload. */
+  rules: number | null;
+  /** `file:line:col: message` of a rejected one. */
+  errors: string[];
+}
+
+/** Facts of an `agentgate run` beyond its audit rows. */
+export interface RunFacts {
+  /** Whether the policy was watched (`--watch`); without it, it was read once. */
+  watch: boolean;
+  /** Every reload during the run, oldest first. */
+  policy_reloads: PolicyReload[];
+  /**
+   * Requests the run's proxy refused (407) because their credentials were not
+   * the run's: a forged or guessed session. Null with `--proxy` (a shared
+   * proxy cannot tell whose they were).
+   */
+  invalid_credentials: number | null;
 }
 
 /** Options of {@link buildReport}. */

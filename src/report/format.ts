@@ -12,6 +12,7 @@
  */
 import type { DecisionCounts, DenialLine } from "../audit/read.ts";
 import type { Report } from "./build.ts";
+import { formatUsd } from "../util/usd.ts";
 
 /** The output formats. */
 export const REPORT_FORMATS = ["text", "markdown", "json"] as const;
@@ -85,16 +86,12 @@ export function num(n: number): string {
 }
 
 /**
- * US dollars: two decimals, up to four for small amounts.
+ * US dollars: two decimals, up to four for small amounts (`util/usd.ts`).
  *
  * @example
  * usd(1.5) // "$1.50"; usd(0.01234) // "$0.0123"
  */
-export function usd(x: number): string {
-  let s = x.toFixed(4).replace(/0{1,2}$/, "");
-  if (x !== 0 && Number(s) === 0) s = x.toPrecision(2);
-  return "$" + s;
-}
+export const usd: (x: number) => string = formatUsd;
 
 /** `2025-06-01 12:00:00Z` (UTC, to the second). */
 export function when(ts: number): string {
@@ -146,6 +143,64 @@ function more(left: number, what: string): string | null {
   return left > 0 ? `… ${num(left)} more ${what} (see --format json)` : null;
 }
 
+/** The lines of a run's own facts (text): refused credentials, policy reloads. */
+function runText(r: Report): string[] {
+  const run = r.run;
+  if (!run) return [];
+  const out: string[] = [];
+  if (run.invalid_credentials) {
+    out.push(
+      `  ${
+        num(run.invalid_credentials)
+      } request(s) refused (407): credentials that were not the run's`,
+    );
+  }
+  if (run.policy_reloads.length > 0) {
+    out.push("", `Policy reloads during the run (${num(run.policy_reloads.length)}, --watch)`);
+    for (const x of run.policy_reloads) {
+      out.push(
+        `  ${when(x.at)}  ${safeText(x.trigger)}  ${
+          x.ok ? `applied: ${num(x.rules ?? 0)} rule(s)` : "rejected, the previous policy stayed"
+        }`,
+      );
+      for (const e of x.errors) out.push(`      ${safeText(e)}`);
+    }
+  }
+  return out;
+}
+
+/** The same as markdown. */
+function runMarkdown(r: Report): string[] {
+  const run = r.run;
+  if (!run) return [];
+  const out: string[] = [];
+  if (run.invalid_credentials) {
+    out.push(
+      "",
+      `**${
+        num(run.invalid_credentials)
+      } request(s) refused (407)**: credentials that were not the run's`,
+    );
+  }
+  if (run.policy_reloads.length > 0) {
+    out.push("", `#### Policy reloads during the run (--watch)`, "");
+    out.push(
+      ...mdTable(
+        ["Time", "Trigger", "Outcome"],
+        run.policy_reloads.map((x) => [
+          when(x.at),
+          mdText(x.trigger),
+          x.ok
+            ? `applied: ${num(x.rules ?? 0)} rule(s)`
+            : `rejected: ${x.errors.map(mdText).join("<br>")}`,
+        ]),
+        [false, false, false],
+      ),
+    );
+  }
+  return out;
+}
+
 // --- text --------------------------------------------------------------------
 
 function table(heads: string[], rows: string[][], right: boolean[]): string[] {
@@ -174,8 +229,9 @@ export function formatText(r: Report): string {
   out.push(`agentgate report: ${title(r)}`);
   const range = rangeText(r);
   out.push(`  ${range ? `${range}, ` : ""}from ${safeText(r.source)}`);
+  const runLines = runText(r);
   if (t.requests === 0) {
-    out.push("  no requests went through the proxy");
+    out.push("  no requests went through the proxy", ...runLines);
     return out.join("\n") + "\n";
   }
   out.push(`  ${summaryLine(r)}`);
@@ -186,6 +242,7 @@ export function formatText(r: Report): string {
       } output tokens, ${spendText(t.cost_usd, t.cost_unknown)}`,
     );
   }
+  out.push(...runLines);
 
   const shownDenials = r.denials.slice(0, SHOWN.denials);
   if (shownDenials.length > 0) {
@@ -338,6 +395,7 @@ export function formatMarkdown(r: Report): string {
     ...(range ? [range] : []),
   ];
   out.push(facts.join(" · "));
+  out.push(...runMarkdown(r));
   if (t.requests === 0) return out.join("\n") + "\n";
 
   const denials = r.denials.slice(0, SHOWN.denials);

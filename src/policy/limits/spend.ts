@@ -35,6 +35,7 @@
 import type { RequestInfo } from "../types.ts";
 import { CelEvalError } from "../cel/mod.ts";
 import { formatDuration } from "../../util/duration.ts";
+import { formatUsd } from "../../util/usd.ts";
 import {
   type KeyBucket,
   keyBucket,
@@ -68,11 +69,7 @@ export interface SpendingLimitConfig {
 const NANO = 1e9;
 
 /** `$5.00`, `$0.0042`: cents unless the amount needs more digits to be told apart. */
-export function formatUsd(usd: number): string {
-  const cents = usd.toFixed(2);
-  if (Math.abs(Number(cents) - usd) < 1e-9) return `$${cents}`;
-  return `$${usd.toFixed(4).replace(/0+$/, "")}`;
-}
+export { formatUsd };
 
 /** A spending-limit checker. */
 export interface SpendingLimitChecker extends Checker {

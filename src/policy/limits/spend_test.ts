@@ -368,3 +368,18 @@ Deno.test("legacy spending_limit: per host, this run, USD only", () => {
     { message: 'Invalid max_amount "ten": expected an amount of at least 0' },
   );
 });
+
+Deno.test("sub-cent budgets print their digits in the reason, never `$0. of $0.`", () => {
+  for (
+    const [budget, spent, reason] of [
+      [0.005, 0.005, "spending limit reached: $0.005 of $0.005 per 1d"],
+      [0.00005, 0.00004 + 0.00002, "spending limit reached: $0.000060 of $0.000050 per 1d"],
+      [0.00002, 0.00003, "spending limit reached: $0.000030 of $0.000020 per 1d"],
+    ] as const
+  ) {
+    const state = new PolicyState({ startedAt: T });
+    state.ledger.add(["global"], T - HOUR, spent);
+    const c = createSpendingLimitChecker({ usd: budget, per: DAY, key: "global" }, { rule: "x" });
+    assert.equal(denied(c.check(req(), T, state)).reason, reason);
+  }
+});
