@@ -8,6 +8,7 @@
  *   deno task bench sse                       intercepted LLM stream: first byte and total vs direct
  *   deno task bench dlp                       DLP scan throughput (scripts/bench_dlp.ts)
  *   deno task bench usage                     usage tap and gunzip CPU per MiB (scripts/bench_usage.ts)
+ *   deno task bench mask                      canonical paths and secret masking per request (scripts/bench_mask.ts)
  *
  * Plugs agentgate into the shared harness as the `PROXY_*` candidate with a
  * 20-rule policy and the audit on (the configuration the issues' targets
@@ -57,8 +58,11 @@ if (import.meta.main && Deno.args[0] === "sse") {
     stderr: "inherit",
   }).output();
   Deno.exit(code);
-} else if (import.meta.main && (Deno.args[0] === "dlp" || Deno.args[0] === "usage")) {
-  // `usage` is written for `deno bench`; `dlp` prints its own table.
+} else if (
+  import.meta.main &&
+  (Deno.args[0] === "dlp" || Deno.args[0] === "usage" || Deno.args[0] === "mask")
+) {
+  // `usage` is written for `deno bench`; `dlp` and `mask` print their own tables.
   const file = new URL(`./bench_${Deno.args[0]}.ts`, import.meta.url).pathname;
   const { code } = await new Deno.Command(Deno.execPath(), {
     args: Deno.args[0] === "usage" ? ["bench", "-A", file] : ["run", file],

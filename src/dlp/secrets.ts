@@ -169,7 +169,12 @@ export function isSecretName(name: string): boolean {
 
 const secretNames = memo((name: string) => classifyName(name) ? "1" : "0");
 
+/** Every part and word above, for a quick no (most names hold none of them). */
+const ANY_PART =
+  /token|secret|pass|credential|signature|cookie|jwt|bearer|assertion|sess|csrf|xsrf|auth|key|pw|sig|otp|pin|sid|hmac|mfa|cred|psk|code/i;
+
 function classifyName(name: string): boolean {
+  if (!ANY_PART.test(name)) return false;
   const words = nameWords(name);
   if (words.length === 0) return false;
   const joined = words.join("");
@@ -431,8 +436,8 @@ function maskPathUncached(path: string, host?: string): string {
       continue;
     }
     if (
-      i > 1 && prev !== "" && !prev.startsWith("[REDACTED") &&
-        (isSecretName(prev) || HOOK_SEGMENT.test(prev)) && looksLikeToken(plain, 8) ||
+      looksLikeToken(plain, 8) && i > 1 && prev !== "" && !prev.startsWith("[REDACTED") &&
+        (HOOK_SEGMENT.test(prev) || isSecretName(prev)) ||
       plain.length >= 32 && looksLikeToken(plain, 32) && /[A-Z]/.test(plain) &&
         /[a-z]/.test(plain) && /[0-9]/.test(plain) && entropy(plain) >= 4
     ) {
