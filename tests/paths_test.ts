@@ -180,6 +180,22 @@ Deno.test("paths: every spelling of /admin/x is denied by the rule or as ambiguo
         amb("/%u0061dmin/x", "%u escape", "/%25u0061dmin/x"),
       ],
       [
+        "/admin./x",
+        "a",
+        403,
+        null,
+        "ambiguous_path",
+        amb("/admin./x", "trailing dot or space", "/admin./x"),
+      ],
+      [
+        "/admin%20/x",
+        "a",
+        403,
+        null,
+        "ambiguous_path",
+        amb("/admin%20/x", "trailing dot or space", "/admin%20/x"),
+      ],
+      [
         "/ADMIN;x/x",
         "b",
         403,
@@ -206,7 +222,7 @@ Deno.test("paths: every spelling of /admin/x is denied by the rule or as ambiguo
         'malformed path "/admin%00/x": encoded control character %00',
       ],
       ["/ok%ff", "a", 400, null, "ambiguous_path", 'malformed path "/ok%ff": invalid UTF-8 %FF'],
-    ]; // deno-fmt-ignore
+    ];
     const { config } = parseConfig(yaml, `${proxy.dir}/agentgate.yaml`, proxy.dir);
     for (const [raw, which, status, rule, pol, reason] of table) {
       const port = which === "a" ? a.port : b.port;
@@ -244,11 +260,11 @@ Deno.test("paths: every spelling of /admin/x is denied by the rule or as ambiguo
       const r = await rawGet(proxy.port, `http://127.0.0.1:${port}${raw}`, `127.0.0.1:${port}`);
       assert.equal(r.status, 200, raw);
       assert.equal(r.body, raw, "forwarded as sent");
-    } // deno-fmt-ignore
+    }
     const rows = await waitForRows(proxy.auditPath, table.length + 4);
     const byPath = (p: string) => rows.filter((x) => x.path === p && x.decision === "deny");
     // The audit records the canonical path the policy decided on.
-    assert.equal(byPath("/admin/x").length, 16);
+    assert.equal(byPath("/admin/x").length, 18);
     assert.deepEqual(
       auditRows(proxy.auditPath, "path = '/@types/node'").map((x) => [x.decision, x.rule]),
       [["allow", "rest"]],
@@ -483,7 +499,7 @@ const PIECES = [
   "adm%69n",
   "%c0%af",
   "%u002f",
-]; // deno-fmt-ignore
+];
 
 function rng(seed: number) {
   let s = seed >>> 0;
@@ -517,11 +533,27 @@ const PREFIX = [
   "ok/..%2f",
   "ok/%252e%252e",
   "ok/..%c0%af",
-]; // deno-fmt-ignore
+];
 const SEP = [
-  "/", "/", "/", "/", "/", "//", "%2f", "%2F", "\\", "%5c", "/./", "/;/", ";/", "/%2e/", "%252f", "%c0%af",
-  "%u002f", "/.;/",
-]; // deno-fmt-ignore
+  "/",
+  "/",
+  "/",
+  "/",
+  "/",
+  "//",
+  "%2f",
+  "%2F",
+  "\\",
+  "%5c",
+  "/./",
+  "/;/",
+  ";/",
+  "/%2e/",
+  "%252f",
+  "%c0%af",
+  "%u002f",
+  "/.;/",
+];
 const NAME = ["admin", "admin", "%61dmin", "adm%69n", "Admin", "admin;x", "admin;", "admin%3bx"];
 const TAIL = ["x", "x", "x", "x", "", ".", "..", "x/..", "x;y", "%2e"];
 
@@ -605,7 +637,7 @@ rules:
               JSON.stringify(seen)
             }) but the proxy let it through`,
           );
-        } // deno-fmt-ignore
+        }
       }
       // The generator must exercise the property, not pass it vacuously.
       console.log(

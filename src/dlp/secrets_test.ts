@@ -209,7 +209,7 @@ Deno.test("maskPath: capability URLs of known services, token segments, path par
       "/repos/o/r/commits/4b825dc642cb6eb9a060e54bf8d69288fbee4904",
     ],
     ["x.test", "/@types/node", "/@types/node"],
-  ]; // deno-fmt-ignore
+  ];
   for (const [host, p, want] of table) assert.equal(maskPath(p, host), want, p);
   assert.equal(maskPath(`/bot${TG}/getMe`).includes(TG_SECRET), false, "without a host too");
 });

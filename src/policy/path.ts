@@ -11,7 +11,8 @@
  * {@link canonicalPath} gives the path the policy decides on — the reading of
  * the strictest common upstream: fragment cut, `;parameters` dropped,
  * percent-escapes decoded until nothing changes (overlong UTF-8 and `%uXXXX`
- * included), `\` as `/`, `//` merged, dot segments (also `%2e`) resolved, then
+ * included), `\` as `/` and trailing dots and spaces of a segment dropped (as
+ * Windows does), `//` merged, dot segments (also `%2e`) resolved, then
  * re-encoded so it has exactly one spelling. When the raw path has any of
  * those features it also lists every distinct reading of a fixed set of
  * server behaviours ({@link pathReadings}); the pipeline denies the
@@ -67,7 +68,7 @@ export const MAX_AMBIGUOUS_PATH = 2048;
  */
 export function canonicalPath(raw: string): CanonicalPath {
   const start = raw.startsWith("/") ? raw : "/" + raw;
-  if (PLAIN.test(start) && !start.includes("//") && !/\/\.\.?(\/|$)/.test(start)) {
+  if (PLAIN.test(start) && !start.includes("//") && !/\.(\/|$)/.test(start)) {
     return { path: start, spelling: null };
   }
   const features = featuresOf(start);
@@ -117,6 +118,9 @@ export function featuresOf(raw: string): string[] {
   if (raw.includes(";")) out.push('";" parameter');
   if (/(^|\/)(\.|%2e){1,2}(\/|;|$)/i.test(raw)) out.push("dot segment");
   if (raw.includes("\\")) out.push("backslash");
+  if (/([^/.][. ]+|\/[. ]{3,})(\/|;|$)/.test(raw.replace(/%2e/gi, ".").replace(/%20/g, " "))) {
+    out.push("trailing dot or space");
+  }
   for (const m of new Set(raw.match(/%(2e|2f|5c|3b|25|23|3f|c0|c1|e0)/gi) ?? [])) {
     const up = m.toUpperCase();
     if (!out.includes(up)) out.push(up);
@@ -134,7 +138,10 @@ interface Reading {
   paramsRaw: boolean;
   /** 0 none, 1 unreserved only (RFC 3986), 2 all but %2F/%5C, 3 all once, 4 until nothing changes. */
   decode: 0 | 1 | 2 | 3 | 4;
-  /** "\" is a separator (WHATWG URL, IIS). */
+  /**
+   * Windows: "\" is a separator (also WHATWG URL) and a segment's trailing
+   * dots and spaces are dropped (IIS, a Windows file system).
+   */
   backslash: boolean;
   /** Drop `;params` after decoding (so `%3B` counts). */
   paramsDecoded: boolean;
@@ -160,8 +167,10 @@ function readAs(raw: string, r: Reading, problem: { malformed: string | null }):
   if (r.fragment) p = cutFragment(p);
   if (r.paramsRaw) p = dropParams(p);
   p = decodeLevel(p, r.decode, problem);
-  if (r.backslash) p = p.replaceAll("\\", "/");
+  if (r.backslash) p = windows(p);
   if (r.paramsDecoded) p = dropParams(p);
+  // Dropping parameters can leave a trailing dot ("a.;x" is "a."): Windows again.
+  if (r.backslash) p = windows(p);
   if (r.merge) p = p.replace(/\/{2,}/g, "/");
   p = r.dots ? removeDots(p) : markDots(p);
   return p.startsWith("/") ? p : "/" + p;
@@ -190,8 +199,11 @@ function readings(raw: string, canonical: string, problem: { malformed: string |
     }
   }
   s = decoded;
-  s = on(s, (x) => x.replaceAll("\\", "/"), [...s].some((x) => x.includes("\\")));
+  const win = (set: Set<string>) =>
+    on(set, windows, [...set].some((x) => x.includes("\\") || /[. ](\/|$)/.test(x)));
+  s = win(s);
   s = on(s, dropParams, [...s].some((x) => x.includes(";")));
+  s = win(s);
   s = on(s, (x) => x.replace(/\/{2,}/g, "/"), [...s].some((x) => x.includes("//")));
   const out = new Set([canonical]);
   for (const x of s) {
@@ -200,6 +212,13 @@ function readings(raw: string, canonical: string, problem: { malformed: string |
     }
   }
   return [...out];
+}
+
+/** "\" as "/", and trailing dots and spaces of a segment dropped (not of "." and ".."). */
+function windows(p: string): string {
+  const q = p.replaceAll("\\", "/");
+  if (!/[. ](\/|$)/.test(q)) return q;
+  return q.split("/").map((seg) => dotKind(seg) === 0 ? seg.replace(/[. ]+$/, "") : seg).join("/");
 }
 
 function cutFragment(p: string): string {

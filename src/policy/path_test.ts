@@ -27,13 +27,26 @@ Deno.test("canonicalPath: every spelling the issue names reads as /admin/x", () 
     ["/admin;jsessionid=ABC/x", "/admin/x"],
     ["/admin%3bx/x", "/admin/x"],
     ["/%61dmin/x", "/admin/x"],
+    ["/admin./x", "/admin/x"], // Windows drops trailing dots and spaces
+    ["/admin%20/x", "/admin/x"],
+    ["/admin.%20./x", "/admin/x"],
+    ["/admin.;x/x", "/admin/x"],
     ["admin/x", "/admin/x"],
   ];
   for (const [raw, want] of table) assert.equal(canonicalPath(raw).path, want, raw);
 });
 
 Deno.test("canonicalPath: ordinary paths keep their spelling and have no readings to check", () => {
-  for (const p of ["/v1/chat/completions", "/", "/.well-known/x", "/a.b/c..d", "/~u/x=1:2@3"]) {
+  for (
+    const p of [
+      "/v1/chat/completions",
+      "/",
+      "/.well-known/x",
+      "/a.b/c..d",
+      "/~u/x=1:2@3",
+      "/a.json",
+    ]
+  ) {
     assert.deepEqual(canonicalPath(p), { path: p, spelling: null }, p);
   }
   // Characters that need encoding have one reading too.
@@ -60,6 +73,8 @@ Deno.test("canonicalPath: malformed paths name what is wrong", () => {
 Deno.test("featuresOf and pathReadings: what servers disagree on, and how they read it", () => {
   assert.deepEqual(featuresOf("/a//b;x/%2e%2e"), ['"//"', '";" parameter', "dot segment", "%2E"]);
   assert.deepEqual(featuresOf("/a\\b%2F%5c#x"), ["backslash", "%2F", "%5C", '"#"']);
+  assert.deepEqual(featuresOf("/a./b%20/c%2e"), ["trailing dot or space", "%2E"]);
+  assert.deepEqual(featuresOf("/a/../b/..."), ["dot segment", "trailing dot or space"]);
   const table: [string, string[]][] = [
     ["//admin/x", ["/admin/x", "//admin/x"]],
     ["/admin%2fx", ["/admin/x", "/admin%2Fx"]],
@@ -127,7 +142,7 @@ const PIECES = [
   "~",
   "@",
   ":",
-]; // deno-fmt-ignore
+];
 
 Deno.test("canonicalPath: the canonical path is a fixed point with one reading (3,000 paths)", () => {
   const next = rng(20);
