@@ -2,7 +2,7 @@
  * Paths and masks micro-benchmark (`deno task bench mask`): what issue 20's
  * canonical path and secret masking add to one request — `canonicalPath` (in
  * `requestInfo`, every request), the readings of an ambiguous path (only when
- * it has spelling features; worst case at the 4 KiB cap), and masking one
+ * it has spelling features; worst case at the 1024-character cap), and masking one
  * audit row (headers, query, path, reason) beside the name-list masking it
  * replaced. Prints the median µs per operation.
  *
@@ -77,7 +77,7 @@ function bench(name: string, n: number, fn: () => unknown, rounds = 15): number 
   return m;
 }
 
-const worst = "/" + "ok/..;/%2e%2e/%2f\\/".repeat(Math.floor(2040 / 19));
+const worst = "/" + "ok/..;/%2e%2e/%2f\\/".repeat(Math.floor(1020 / 19));
 
 console.log("paths");
 bench("canonicalPath /v1/chat/completions", 200_000, () => canonicalPath("/v1/chat/completions"));

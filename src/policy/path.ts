@@ -55,7 +55,7 @@ const HEX = "0123456789ABCDEF";
 /** Decoding rounds before a path counts as nested-encoded beyond reason. */
 const MAX_DECODE_ROUNDS = 4;
 /** Longest raw path whose readings are enumerated; a longer ambiguous one is malformed. */
-export const MAX_AMBIGUOUS_PATH = 2048;
+export const MAX_AMBIGUOUS_PATH = 1024;
 
 /**
  * The canonical path of a raw request path (the part before `?`), and how

@@ -66,7 +66,7 @@ Deno.test("canonicalPath: malformed paths name what is wrong", () => {
   for (const [raw, want] of table) assert.equal(canonicalPath(raw).spelling?.malformed, want, raw);
   assert.match(
     pathReadings("/" + "a/".repeat(MAX_AMBIGUOUS_PATH) + "%2f").malformed!,
-    /^longer than 2048 characters$/,
+    /^longer than 1024 characters$/,
   );
 });
 
