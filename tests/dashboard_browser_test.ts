@@ -194,8 +194,11 @@ rules:
           tab,
         );
       }
+      // The raw request line's path is recorded canonical: its markup arrives percent-encoded.
       await page.waitForFunction(() =>
-        document.querySelector("#recent-denials")!.textContent!.includes("<svg/onload=alert(7)>")
+        document.querySelector("#recent-denials")!.textContent!.includes(
+          "/%3Csvg/onload=alert(7)%3E",
+        )
       );
       const overview = await page.textContent("#tab-overview");
       assert.ok(overview!.includes(XSS_REASON));

@@ -613,3 +613,37 @@ rules:
     'u.yaml:19:5: warning: rule "everything" has a spending_limit, but "*.example.org" covers hosts that are not LLM providers: agentgate reads no usage there, so those requests pass unpriced (map a provider\'s host in llm.providers, or narrow the match)',
   ]);
 });
+
+Deno.test("load: match_case and limits.ambiguous_paths are validated and compiled", () => {
+  const { config, problems } = parseConfig(
+    `version: 1
+limits: { ambiguous_paths: normalize }
+rules:
+  - name: admin
+    match: http://app.test/admin/**
+    match_case: false
+    action: deny
+  - name: hosts
+    match: app.test
+    match_case: false
+    action: allow
+`,
+    "m.yaml",
+    "/",
+  );
+  assert.equal(config.limits.ambiguousPaths, "normalize");
+  const [admin, hosts] = config.policy.rules;
+  assert.equal(admin.match[0].path!("/ADMIN/X"), true);
+  assert.equal(admin.match[0].nocase, true);
+  assert.equal(hosts.match[0].nocase, undefined);
+  assert.deepEqual(problems.map((p) => formatProblem(p)), [
+    "m.yaml:10:17: warning: match_case: false has no effect in rule 2: its patterns have no path glob (hosts always compare case-insensitively)",
+  ]);
+  assert.throws(
+    () => parseConfig("version: 1\nlimits: { ambiguous_paths: allow }\n", "b.yaml", "/"),
+    (e: Error) =>
+      e.message.includes(
+        'b.yaml:2:28: "limits.ambiguous_paths" must be one of "deny", "normalize", not "allow"',
+      ),
+  );
+});

@@ -100,19 +100,31 @@ function compileRule(
   const matchers = compileMatchers(src, r, path, patterns, index, legacy, errors);
   if (matchers === null) return null;
   const methods = compileMethods(src, r, path, problems);
+  if (r.match_case === false && matchers.every((m) => m.path === null)) {
+    problems.push(
+      src.problem(
+        "warning",
+        src.nodeAt([...path, "match_case"]),
+        `match_case: false has no effect in rule ${
+          index + 1
+        }: its patterns have no path glob (hosts always compare case-insensitively)`,
+      ),
+    );
+  }
   const ruleName = uniqueName(src, r, path, patterns, index, state.names, problems);
   const pos = src.pos(ruleNode);
 
   // `when:` compiled and type-checked now; its errors point into the YAML scalar.
   const when = compileWhen(src, r, path, ruleName, errors);
   if (when === undefined) return null;
-  const { checkers, reads: policyReads, needsBody: policyNeedsBody } = compilePolicies(
-    src,
-    r,
-    path,
-    ruleName,
-    ctx,
-  );
+  const { checkers, reads: policyReads, needsBody: policyNeedsBody, keyReadsPath } =
+    compilePolicies(
+      src,
+      r,
+      path,
+      ruleName,
+      ctx,
+    );
   if (r.action === "deny" && checkers.length > 0) {
     problems.push(
       src.problem(
@@ -144,6 +156,7 @@ function compileRule(
     needsRequest: needsWhat.length > 0,
     needsBody: (when?.needsBody ?? false) || policyNeedsBody,
     needsWhat,
+    readsPath: (when?.reads.has("request.path") ?? false) || keyReadsPath,
   };
   lintShadowed(src, ruleNode, rule, state, problems);
   const isCatchAll = (m: Matcher) =>
@@ -171,7 +184,7 @@ function compileMatchers(
       Array.isArray(r.match) ? [...path, "match", i] : [...path, "match"],
     );
     try {
-      matchers.push(compileMatch(pattern, legacy));
+      matchers.push(compileMatch(pattern, legacy, { nocase: r.match_case === false }));
     } catch (e) {
       if (!(e instanceof PatternError)) throw e;
       errors.push(
@@ -273,10 +286,12 @@ function compilePolicies(
   path: (string | number)[],
   ruleName: string,
   ctx: RulesContext,
-): { checkers: Checker[]; reads: Set<CelRead>; needsBody: boolean } {
+): { checkers: Checker[]; reads: Set<CelRead>; needsBody: boolean; keyReadsPath: boolean } {
   const checkers: Checker[] = [];
   const reads = new Set<CelRead>();
   let needsBody = false;
+  // A dlp policy scans the canonical URL: not a key that could tell readings apart.
+  let keyReadsPath = false;
   ((r.policies as unknown[] | undefined) ?? []).forEach((raw, i) => {
     const compiled = compilePolicy(raw, ruleName, (h) => ctx.detectProvider(h) !== null);
     if ("message" in compiled) {
@@ -288,8 +303,9 @@ function compilePolicies(
     checkers.push(compiled.checker);
     for (const x of compiled.reads) reads.add(x);
     needsBody ||= compiled.needsBody;
+    keyReadsPath ||= compiled.checker.name !== "dlp" && compiled.reads.has("request.path");
   });
-  return { checkers, reads, needsBody };
+  return { checkers, reads, needsBody, keyReadsPath };
 }
 
 /**
@@ -400,6 +416,8 @@ function covers(a: Matcher, b: Matcher): boolean {
   if (!host) return false;
   if (a.path === null) return true;
   if (b.pathGlob === null) return false;
+  // A case-insensitive glob matches spellings a case-sensitive one does not.
+  if (b.nocase && !a.nocase) return false;
   if (a.pathGlob === b.pathGlob) return true;
   const prefix = a.pathGlob!.endsWith("/**") ? a.pathGlob!.slice(0, -2) : null;
   return prefix !== null && !/[*?[\]{}]/.test(prefix) && b.pathGlob.startsWith(prefix);

@@ -60,6 +60,7 @@ export interface RawAudit {
 export interface RawLimits {
   max_body_bytes?: number;
   max_scan_bytes?: number;
+  ambiguous_paths?: "deny" | "normalize";
 }
 
 /** `tls:` (`intercept` is compiled by {@link compileIntercept}, with positions). */
@@ -176,17 +177,21 @@ export function auditSection(
 }
 
 /**
- * `limits:`: body sizes buffered for conditions and scanned by DLP (1 MiB each by default).
+ * `limits:`: body sizes buffered for conditions and scanned by DLP (1 MiB each
+ * by default), and what happens to a path servers read differently
+ * (`ambiguous_paths`, default `deny`).
  *
  * @example
  * ```ts
- * limitsSection({ max_body_bytes: 4096 }); // { maxBodyBytes: 4096, maxScanBytes: 1048576 }
+ * limitsSection({ max_body_bytes: 4096 });
+ * // { maxBodyBytes: 4096, maxScanBytes: 1048576, ambiguousPaths: "deny" }
  * ```
  */
 export function limitsSection(limits: RawLimits | undefined): AgentgateConfig["limits"] {
   return {
     maxBodyBytes: limits?.max_body_bytes ?? 1024 * 1024,
     maxScanBytes: limits?.max_scan_bytes ?? 1024 * 1024,
+    ambiguousPaths: limits?.ambiguous_paths ?? "deny",
   };
 }
 

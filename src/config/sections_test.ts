@@ -96,10 +96,15 @@ Deno.test("sections: paths are relative to the policy file, or to cwd when embed
 });
 
 Deno.test("sections: limits, run and upstream defaults", () => {
-  assert.deepEqual(limitsSection(undefined), { maxBodyBytes: 1 << 20, maxScanBytes: 1 << 20 });
-  assert.deepEqual(limitsSection({ max_scan_bytes: 10 }), {
+  assert.deepEqual(limitsSection(undefined), {
+    maxBodyBytes: 1 << 20,
+    maxScanBytes: 1 << 20,
+    ambiguousPaths: "deny",
+  });
+  assert.deepEqual(limitsSection({ max_scan_bytes: 10, ambiguous_paths: "normalize" }), {
     maxBodyBytes: 1 << 20,
     maxScanBytes: 10,
+    ambiguousPaths: "normalize",
   });
   assert.deepEqual(runSection(undefined), { noProxy: null });
   assert.deepEqual(runSection({ no_proxy: ["x"] }), { noProxy: ["x"] });

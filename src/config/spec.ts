@@ -212,6 +212,11 @@ const rule: ObjectSchema = {
       description:
         "CEL condition over request, body, session, now and client; the rule matches only when it is true.",
     },
+    match_case: {
+      type: "boolean",
+      description:
+        "Path globs compare case-sensitively (default true); false: /ADMIN/x meets /admin/** (for case-insensitive upstreams).",
+    },
     on_error: {
       type: "string",
       enum: ["deny", "skip"],
@@ -503,6 +508,12 @@ export const configSchema: ObjectSchema = {
           integer: true,
           minimum: 1,
           description: "Largest body a dlp policy scans (default 1 MiB).",
+        },
+        ambiguous_paths: {
+          type: "string",
+          enum: ["deny", "normalize"],
+          description:
+            "A path servers read differently (//a, /a/..;/b, /a%2fb, /a\\b): deny it when the policy would decide the readings differently (default), or forward the canonical path.",
         },
       },
     },

@@ -33,7 +33,12 @@ export interface AgentgateConfig {
   policy: CompiledPolicy;
   audit: { path: string; retentionMs: number };
   upstream: { connectTimeoutMs: number; responseTimeoutMs: number };
-  limits: { maxBodyBytes: number; maxScanBytes: number };
+  limits: {
+    maxBodyBytes: number;
+    maxScanBytes: number;
+    /** `limits.ambiguous_paths`: deny a path servers read differently, or forward it canonical. */
+    ambiguousPaths: "deny" | "normalize";
+  };
   tls: {
     /** Compiled `tls.intercept` host globs (empty: nothing is intercepted). */
     intercept: Matcher[];

@@ -14,6 +14,7 @@ import type http from "node:http";
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { AgentgateConfig } from "../config/load.ts";
 import { AuditReadError, type AuditReadModel, type RuleHits } from "../audit/read.ts";
+import { isSecretName, MASK, maskRows, maskText } from "../audit/redact.ts";
 import { ParamError, parseAuditQuery, parseParams, parseStatsQuery } from "./api.ts";
 import { renderPage } from "./page.ts";
 import { parseDuration } from "../util/duration.ts";
@@ -222,9 +223,8 @@ function readCookie(header: string | undefined, name: string): string | null {
   return null;
 }
 
-/** Keys whose values are never shown by `/_/api/config`. */
-const SECRET_KEY = /token|secret|password|passwd|credential|api_?key|auth/i;
-const MASK = "[REDACTED]";
+/** Configuration keys named like secrets that hold none (shown as they are). */
+const PUBLIC_CONFIG_KEYS = new Set(["leafKey"]);
 
 /** A JSON-safe copy: Sets become arrays, functions and RegExps drop out, secret-named keys are masked. */
 function jsonSafe(v: unknown, depth = 0, seen = new WeakSet<object>()): unknown {
@@ -242,8 +242,10 @@ function jsonSafe(v: unknown, depth = 0, seen = new WeakSet<object>()): unknown 
   for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
     // snake_case like the rest of the API (`retentionMs` -> `retention_ms`).
     const key = k.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase());
-    const j = SECRET_KEY.test(k) && x !== null && x !== undefined
+    const j = isSecretName(k) && !PUBLIC_CONFIG_KEYS.has(k) && x !== null && x !== undefined
       ? MASK
+      : typeof x === "string"
+      ? maskText(x)
       : jsonSafe(x, depth + 1, seen);
     if (j !== undefined) out[key] = j;
   }
@@ -273,11 +275,12 @@ function ruleJson(r: Rule) {
     index: r.index,
     name: r.name,
     source: r.source,
-    match: r.match.map((m) => m.source),
+    // A policy may spell a credential into a pattern, condition or reason.
+    match: r.match.map((m) => maskText(m.source)),
     methods: r.methods ? [...r.methods] : null,
-    when: x.when?.expr ?? null,
+    when: x.when?.expr === undefined ? null : maskText(x.when.expr),
     action: r.action,
-    reason: r.reason,
+    reason: r.reason === null ? null : maskText(r.reason),
     policies,
   };
 }
@@ -514,7 +517,7 @@ export function createInternalRoutes(
     const html = renderPage({
       nonce,
       version: deps.version,
-      stats,
+      stats: maskRows(stats),
       auditPath: reader.source,
       policyFile: config.file,
     });
@@ -563,7 +566,7 @@ export function createInternalRoutes(
     const key = `${path}?${params}`;
     if (path === "/_/api/audit") {
       const q = parseAuditQuery(params, now);
-      return sendJson(res, 200, await cached(key, () => reader.audit(q)));
+      return sendJson(res, 200, maskRows(await cached(key, () => reader.audit(q))));
     }
     if (path.startsWith("/_/api/audit/")) {
       let id: string;
@@ -579,11 +582,11 @@ export function createInternalRoutes(
       const row = await reader.row(id);
       return row === null
         ? sendJson(res, 404, { error: "not_found", reason: `no audit row with id "${id}"` })
-        : sendJson(res, 200, row);
+        : sendJson(res, 200, maskRows(row));
     }
     if (path === "/_/api/stats") {
       const q = parseStatsQuery(params);
-      return sendJson(res, 200, await cached(key, () => reader.stats(q, now)));
+      return sendJson(res, 200, maskRows(await cached(key, () => reader.stats(q, now))));
     }
     if (path === "/_/api/sessions") {
       const { limit, hours } = parseParams(params, { limit: [100, 1000], hours: true });

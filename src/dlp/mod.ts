@@ -15,6 +15,9 @@
  *   an LLM streams token by token across events.
  * - {@link DETECTORS}: names and one-line descriptions, for docs and
  *   did-you-mean ({@link suggestDetector}).
+ * - {@link maskHeaders}, {@link maskQuery}, {@link maskPath}, {@link maskText}:
+ *   credentials masked by name, shape and known service URL before anything
+ *   is stored or logged (`secrets.ts`).
  *
  * @example
  * ```ts
@@ -58,3 +61,14 @@ export { type JsonRedaction, redactJson } from "./json.ts";
 export { createSseContentScanner, type SseContentScanner } from "./sse.ts";
 export { redactBody, type RedactedBody, redactForm } from "./redact.ts";
 export type { RecordedFinding } from "./finding.ts";
+export {
+  isSecretName,
+  looksLikeToken,
+  MASK,
+  maskHeaders,
+  maskHeaderValue,
+  maskPath,
+  maskQuery,
+  maskText,
+  nameWords,
+} from "./secrets.ts";

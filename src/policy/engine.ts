@@ -49,6 +49,12 @@ export interface CompiledRule {
   needsRequest: boolean;
   /** True when the condition or a policy key reads the JSON body. */
   needsBody: boolean;
+  /**
+   * True when the condition or a rate/spending key reads `request.path`: then
+   * every reading of an ambiguous path must be the same string
+   * (`policy/ambiguity.ts`).
+   */
+  readsPath?: boolean;
   /** Besides a path glob, what the rule needs that a tunnel does not show (for reasons). */
   needsWhat: string[];
 }
@@ -239,8 +245,8 @@ function decision(
 }
 
 /**
- * Decide one request. `info.path` must already be normalized
- * ({@link normalizePath}); `info.path === null` marks a CONNECT tunnel.
+ * Decide one request. `info.path` must already be canonical
+ * (`request.ts` `requestInfo`); `info.path === null` marks a CONNECT tunnel.
  *
  * Callers outside the policy layer go through `pipeline.ts`, which reads the
  * body when a decision asks for it and applies the DLP verdicts.

@@ -22,6 +22,8 @@ export interface Matcher {
   path: ((path: string) => boolean) | null;
   /** The path glob as written (for messages), or null. */
   pathGlob: string | null;
+  /** True when the path glob ignores case (`match_case: false`). */
+  nocase?: boolean;
 }
 
 /** Thrown for a pattern that cannot be compiled; `offset` is into the pattern. */
@@ -41,12 +43,19 @@ const HOST_GLOB = /^[a-z0-9*?._\-:\[\]]+$/;
  * (`*.example.com` matches every subdomain, not the apex); the path part uses
  * picomatch semantics (`*` one segment, `**` any depth). `legacy` reads the
  * @agentreserve/proxy form, where a trailing `/*` means any path below.
+ * `opts.nocase` makes the path glob case-insensitive (a rule's
+ * `match_case: false`: `/ADMIN/x` meets `/admin/**`, as on IIS or a
+ * case-insensitive file system).
  *
  * @example
  * const m = compileMatch("*.example.com/v1/**");
  * matchHost(m, "api.example.com", 443) // true
  */
-export function compileMatch(pattern: string, legacy = false): Matcher {
+export function compileMatch(
+  pattern: string,
+  legacy = false,
+  opts: { nocase?: boolean } = {},
+): Matcher {
   let rest = pattern.trim();
   if (rest === "") throw new PatternError("pattern is empty");
   let scheme: Matcher["scheme"] = null;
@@ -120,7 +129,7 @@ export function compileMatch(pattern: string, legacy = false): Matcher {
   if (pathGlob !== null) {
     try {
       // dot: a path like /.env must not escape a `/**` deny rule.
-      pathM = picomatch(pathGlob, { dot: true, strictSlashes: false });
+      pathM = picomatch(pathGlob, { dot: true, strictSlashes: false, nocase: opts.nocase });
     } catch (e) {
       throw new PatternError(
         `invalid path glob "${pathGlob}": ${(e as Error).message}`,
@@ -136,6 +145,7 @@ export function compileMatch(pattern: string, legacy = false): Matcher {
     port,
     path: pathM,
     pathGlob,
+    ...(opts.nocase && pathM !== null ? { nocase: true } : {}),
   };
 }
 

@@ -8,9 +8,14 @@
  *
  * ```
  * CONNECT ──decideTunnel──▶ deny | tunnel | intercept ──▶ each request inside:
- * request head ──decideHead──▶ verdict
+ * request head ──decideHead──▶ (path readings: deny) | verdict
  *                          └──▶ read the body (up to `cap`) ──decideBody──▶ verdict
  * ```
+ *
+ * A request head's first step is its path (`ambiguity.ts`): a raw path that
+ * servers read differently is denied when the policy would decide the
+ * readings differently, or forwarded in canonical form
+ * (`limits.ambiguous_paths`).
  *
  * A verdict is final: it carries the DLP outcome (findings to record, the
  * redacted body and header values, the response scan to run), and a body
@@ -23,11 +28,13 @@ import { type CompiledPolicy, decide, type TraceEntry } from "./engine.ts";
 import type { PolicyState } from "../state/mod.ts";
 import { type BodyLimits, type BodyRead, readBodyInto } from "./request.ts";
 import { type RecordedFinding, redactBody, type Scanner } from "../dlp/mod.ts";
+import { type AmbiguousPaths, pathStep } from "./ambiguity.ts";
 
 /** What the pipeline needs of a loaded configuration (`AgentgateConfig` has it). */
 export interface PipelineConfig {
   policy: CompiledPolicy;
-  limits: BodyLimits;
+  /** `ambiguousPaths` defaults to `deny`. */
+  limits: BodyLimits & { ambiguousPaths?: AmbiguousPaths };
 }
 
 /** Time, counters and an optional trace: what every step of one decision shares. */
@@ -58,6 +65,12 @@ export interface RequestVerdict {
   headerEdits?: Map<string, string | null>;
   /** The response must be scanned as it streams. */
   responseScan: ResponseScan | null;
+  /**
+   * The path to forward instead of the one sent (`limits.ambiguous_paths:
+   * normalize` and a raw path servers read differently): the canonical path
+   * the policy decided on, without the query.
+   */
+  forwardPath?: string;
 }
 
 /** The next step for a request head. */
@@ -123,6 +136,13 @@ export function decideHead(
   opts: StepContext & { hasBody: boolean; readAhead?: boolean },
 ): HeadStep {
   const policy = config.policy;
+  const path = pathStep(policy, info, config.limits.ambiguousPaths ?? "deny");
+  if (path?.kind === "deny") {
+    return {
+      next: "verdict",
+      verdict: { decision: path.decision, findings: [], responseScan: null },
+    };
+  }
   const cap = policyScans(policy)
     ? Math.max(config.limits.maxBodyBytes, config.limits.maxScanBytes)
     : config.limits.maxBodyBytes;
@@ -181,9 +201,12 @@ function verdictOf(
   let d = decided;
   const findings: RecordedFinding[] = d.findings ? [...d.findings] : [];
   const plan = d.verdict === "deny" ? undefined : d.dlp;
-  if (!plan) return { decision: d, findings, responseScan: null };
+  const forward = config.limits.ambiguousPaths === "normalize" && info.spelling && info.path
+    ? { forwardPath: info.path }
+    : {};
+  if (!plan) return { decision: d, findings, responseScan: null, ...forward };
   findings.push(...plan.findings);
-  const out: RequestVerdict = { decision: d, findings, responseScan: null };
+  const out: RequestVerdict = { decision: d, findings, responseScan: null, ...forward };
   const scanner = plan.redactRequest;
   if (scanner) {
     const edits = new Map<string, string | null>();

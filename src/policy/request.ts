@@ -8,7 +8,7 @@
  * @module
  */
 import type { RequestInfo } from "./types.ts";
-import { normalizePath } from "./match.ts";
+import { canonicalPath } from "./path.ts";
 import { decodeForScan } from "../dlp/mod.ts";
 
 /** What a request's head shows (a CONNECT has no path). */
@@ -31,8 +31,10 @@ export interface RequestHead {
 const HOP_TO_PROXY = new Set(["proxy-authorization", "proxy-connection"]);
 
 /**
- * The {@link RequestInfo} of a request head: path normalized and split from
- * the query, header names lower-case, proxy credentials left out.
+ * The {@link RequestInfo} of a request head: the canonical path
+ * (`path.ts`; with its spelling when servers could read the raw path
+ * differently) split from the query, header names lower-case, proxy
+ * credentials left out.
  *
  * @example
  * requestInfo({ id: "1", method: "GET", scheme: "http", host: "example.com", port: 80,
@@ -40,11 +42,12 @@ const HOP_TO_PROXY = new Set(["proxy-authorization", "proxy-connection"]);
  */
 export function requestInfo(head: RequestHead): RequestInfo {
   let path: string | null = null;
+  let spelling: RequestInfo["spelling"] = null;
   let query = "";
   const h: Record<string, string> = {};
   if (head.rawPath !== null) {
     const q = head.rawPath.indexOf("?");
-    path = normalizePath(q === -1 ? head.rawPath : head.rawPath.slice(0, q));
+    ({ path, spelling } = canonicalPath(q === -1 ? head.rawPath : head.rawPath.slice(0, q)));
     query = q === -1 ? "" : head.rawPath.slice(q + 1);
     for (const k in head.headers) {
       const name = k.toLowerCase();
@@ -63,6 +66,7 @@ export function requestInfo(head: RequestHead): RequestInfo {
     host: head.host,
     port: head.port,
     path,
+    ...(spelling ? { spelling } : {}),
     query,
     headers: h,
   };

@@ -6,6 +6,7 @@
  */
 
 import type { RecordedFinding, Scanner } from "../dlp/mod.ts";
+import type { PathSpelling } from "./path.ts";
 
 /** What the proxy knows about one request when it asks for a decision. */
 export interface RequestInfo {
@@ -24,8 +25,17 @@ export interface RequestInfo {
   /** Normalized host: lower-case, no trailing dot, IPv6 without brackets. */
   host: string;
   port: number;
-  /** Path without the query; null for a CONNECT tunnel (the path is unknown). */
+  /**
+   * Canonical path without the query (`policy/path.ts`: how the strictest
+   * common upstream reads it); null for a CONNECT tunnel (the path is unknown).
+   */
   path: string | null;
+  /**
+   * Set when the raw path has features servers read differently (`//`, dot
+   * segments, `;` parameters, `\`, encoded slashes …): the pipeline checks
+   * its readings (`limits.ambiguous_paths`). Absent or null otherwise.
+   */
+  spelling?: PathSpelling | null;
   /** Raw query string without the leading `?` ("" when none). */
   query: string;
   /** Request headers with lower-case names (empty for a tunnel). */

@@ -6,7 +6,7 @@
  * @module
  */
 import type { AuditDecision, AuditEventV1, AuditFinding } from "../audit/event.ts";
-import { redactHeaders, redactQuery } from "../audit/redact.ts";
+import { maskText, redactHeaders, redactPath, redactQuery } from "../audit/redact.ts";
 import type { Decision, RequestInfo } from "../policy/types.ts";
 import type { AgentgateConfig } from "../config/load.ts";
 
@@ -79,6 +79,7 @@ export class Exchange {
   upstreamSeconds: number | null = null;
   /** Tears the exchange down (forced shutdown); set by whoever owns its sockets. */
   abort: (why: string) => void = () => {};
+  #shownPath: string | null | undefined;
 
   constructor(
     readonly info: RequestInfo,
@@ -86,6 +87,17 @@ export class Exchange {
     /** The configuration in force when the request arrived. */
     readonly config: AgentgateConfig,
   ) {}
+
+  /**
+   * The path as the audit and log lines show it: capability tokens masked
+   * (decisions still see `info.path`). Computed once.
+   */
+  get shownPath(): string | null {
+    if (this.#shownPath === undefined) {
+      this.#shownPath = this.info.path === null ? null : redactPath(this.info.path, this.info.host);
+    }
+    return this.#shownPath;
+  }
 
   /** Write the audit row (once; later calls are ignored). */
   finish(outcome: Outcome): void {
@@ -105,21 +117,26 @@ export class Exchange {
       scheme: info.scheme,
       host: info.host,
       port: info.port,
-      path: info.path,
+      path: this.shownPath,
       query: info.query === "" ? null : redactQuery(info.query),
       status: outcome.status,
       decision: outcome.decision ?? d?.verdict ?? "error",
       rule: d?.rule ?? null,
       rule_source: d?.ruleSource ?? null,
-      reason: outcome.reason ?? d?.reason ?? "",
+      // Reasons and errors may quote what the client sent (a target, a key).
+      reason: maskText(outcome.reason ?? d?.reason ?? ""),
       policy: outcome.policy ?? d?.policy ?? null,
       bytes_in: this.bytesIn,
       bytes_out: this.bytesOut,
       duration_ms: Math.round((performance.now() - this.t0) * 1000) / 1000,
-      error: outcome.error ?? providerError ?? null,
+      error: maskNullable(outcome.error ?? providerError ?? null),
       headers: isTunnel ? null : JSON.stringify(redactHeaders(info.headers)),
       ...usage,
       ...(this.findings.length ? { findings: this.findings } : {}),
     }, this);
   }
+}
+
+function maskNullable(text: string | null): string | null {
+  return text === null ? null : maskText(text);
 }

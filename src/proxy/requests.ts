@@ -235,7 +235,12 @@ function settle(core: ProxyCore, flow: Flow, verdict: RequestVerdict) {
   for (const a of core.addons) a.request?.(ex, out);
   let rest: Readable | undefined;
   if (out.body === undefined && body) rest = replay(req, body);
-  forwardHttp(req, res, flow.target, ex, core.pool, {
+  // `limits.ambiguous_paths: normalize`: the upstream sees the path that was decided.
+  const target = verdict.forwardPath === undefined ? flow.target : {
+    ...flow.target,
+    rawPath: verdict.forwardPath + (ex.info.query === "" ? "" : "?" + ex.info.query),
+  };
+  forwardHttp(req, res, target, ex, core.pool, {
     ...upstreamOptions(core, ex.config),
     closeAfter: () => core.draining(),
     endpoint: flow.endpoint,

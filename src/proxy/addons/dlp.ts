@@ -46,7 +46,7 @@ export function dlpAddon(deps: { log: (line: string) => void }): Addon {
       logged.set(key, now);
       deps.log(
         `agentgate: dlp ${f.action} ${f.detector} in ${f.direction} ${f.location} ${ex.info.scheme}://${ex.info.host}${
-          ex.info.path ?? ""
+          ex.shownPath ?? ""
         } sample=${f.sample} id=${ex.info.id}`,
       );
     }
