@@ -96,17 +96,19 @@ export async function startProxy(
     cwd: dir,
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1", ...opts.env },
+    // The agentgate home (CA, default audit) is the test's own directory.
+    env: { NO_COLOR: "1", AGENTGATE_HOME: dir, ...opts.env },
   }).spawn();
   const stdout: string[] = [];
   const stderr: string[] = [];
   let resolvePort: (p: number) => void;
   const portP = new Promise<number>((r) => (resolvePort = r));
-  const outDone = pump(child.stdout, stdout, (l) => {
+  // The banner is on stderr; stdout holds only the export lines.
+  const outDone = pump(child.stdout, stdout);
+  const errDone = pump(child.stderr, stderr, (l) => {
     const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(l);
     if (m) resolvePort(Number(m[1]));
   });
-  const errDone = pump(child.stderr, stderr);
   const exited = child.status.then(async (s) => {
     await Promise.all([outDone, errDone]);
     return s;
@@ -120,7 +122,7 @@ export async function startProxy(
       setTimeout(() => rej(new Error(`agentgate did not start:\n${stderr.join("\n")}`)), 20_000)
     ),
   ]);
-  const auditLine = stdout.find((l) => l.startsWith("audit:")) ?? "";
+  const auditLine = stderr.find((l) => l.startsWith("audit:")) ?? "";
   let stopped: Promise<number> | null = null;
   const proc: ProxyProcess = {
     port,

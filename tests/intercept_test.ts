@@ -72,7 +72,7 @@ Deno.test("intercept: decisions per request inside one tunnel, keep-alive, SSE, 
   const client = Deno.createHttpClient({ proxy: { url: proxy.url }, caCerts: [caPem] });
   let closed = false;
   try {
-    assert.match(proxy.stdout.join("\n"), /CA: {5}.*\/ca\/ca\.pem \(created now;/);
+    assert.match(proxy.stderr.join("\n"), /CA: {5}.*\/ca\/ca\.pem \(created now;/);
 
     await t.step("allowed and denied paths in the same tunnel", async () => {
       const ok = await fetch("https://api.example.test/v1/models?x=1", { client });

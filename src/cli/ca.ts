@@ -51,10 +51,7 @@ export async function ca(args: string[], io: Io): Promise<number> {
   }
   let dir = parsed.opts.dir as string | undefined;
   if (dir === undefined) {
-    const got = await loadForCommand(parsed.opts.config as string | undefined, io, {
-      lintAsWarnings: true,
-      quiet: true,
-    });
+    const got = await loadForCommand(parsed.opts.config as string | undefined, io, { quiet: true });
     if (got === null) return 1;
     dir = got.loaded.config.tls.caDir ?? undefined;
   } else dir = resolve(io.cwd, dir);

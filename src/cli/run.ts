@@ -295,7 +295,7 @@ async function useRunning(
   configOpt: string | undefined,
   io: Io,
 ): Promise<Backend | number> {
-  const got = await loadForCommand(configOpt, io, { lintAsWarnings: true, quiet: true });
+  const got = await loadForCommand(configOpt, io, { quiet: true });
   if (got === null) return 1;
   const { config } = got.loaded;
   try {
