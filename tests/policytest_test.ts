@@ -647,10 +647,9 @@ rules:
   try {
     const check = await run(["fmt", "--check"], dir);
     assert.equal(check.code, 1);
-    assert.equal(
-      check.out,
-      "agentgate.yaml\nrules.yaml\n2 of 2 file(s) not formatted: run agentgate fmt\n",
-    );
+    // Changed deliberately (issue 16): stdout lists the files, the summary is on stderr.
+    assert.equal(check.out, "agentgate.yaml\nrules.yaml\n");
+    assert.equal(check.err, "2 of 2 file(s) not formatted: run agentgate fmt\n");
     assert.equal(
       await Deno.readTextFile(`${dir}/agentgate.yaml`),
       messy,
@@ -660,17 +659,19 @@ rules:
     const before = await run(["check"], dir);
     const r = await run(["fmt"], dir);
     assert.equal(r.code, 0);
-    assert.equal(r.out, "formatted agentgate.yaml\nformatted rules.yaml\n2 of 2 file(s) changed\n");
+    assert.equal(r.out, "agentgate.yaml\nrules.yaml\n");
+    assert.equal(r.err, "2 of 2 file(s) changed\n");
     assert.equal(await Deno.readTextFile(`${dir}/agentgate.yaml`), canonical);
     assert.equal(
       await Deno.readTextFile(`${dir}/rules.yaml`),
       "version: 1\nrules:\n  - { match: c.example.com, action: log }\n",
     );
     // Same policy after formatting (check's summary), and a second run changes nothing.
-    assert.equal((await run(["check"], dir)).out, before.out);
+    assert.equal((await run(["check"], dir)).err, before.err);
     const again = await run(["fmt", "--check"], dir);
     assert.equal(again.code, 0);
-    assert.equal(again.out, "all 2 file(s) are formatted\n");
+    assert.equal(again.out, "");
+    assert.equal(again.err, "all 2 file(s) are formatted\n");
 
     await Deno.writeTextFile(`${dir}/broken.yaml`, "rules: [\n");
     const broken = await run(["fmt", "broken.yaml"], dir);
