@@ -247,7 +247,10 @@ async function startInProcess(
   const served = serve(
     ["--listen", "127.0.0.1:0", ...(configOpt === undefined ? [] : ["--config", configOpt])],
     serveIo,
-    { onListening: (address, running) => listening({ port: address.port, ...running }) },
+    {
+      onListening: (address, running) => listening({ port: address.port, ...running }),
+      banner: false,
+    },
   );
   const first = await Promise.race([ready, served.then((code) => ({ code }))]);
   if ("code" in first) return first.code === 0 ? 1 : first.code;

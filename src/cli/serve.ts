@@ -49,7 +49,11 @@ export const serveSpec: CommandSpec = {
   epilog: [
     "The embedded default policy records every request and denies cloud-metadata",
     "and link-local addresses. Stop with Ctrl-C (SIGINT) or SIGTERM: in-flight requests",
-    "get up to 5 s to finish and the audit is flushed.",
+    "get up to 5 s to finish and the audit is flushed. Without audit.path the audit is",
+    "agentgate.db in $AGENTGATE_HOME (default ~/.agentgate).",
+    "",
+    "stdout: the lines that point a shell at the proxy (export HTTP_PROXY=…); stderr: the",
+    "banner, warnings and the log.",
     "",
     "Examples:",
     "  agentgate                                  # embedded default on 127.0.0.1:4100",
@@ -69,6 +73,8 @@ export interface Running {
 export interface ServeHooks {
   /** Called once the proxy listens. */
   onListening?: (address: { host: string; port: number }, running: Running) => void;
+  /** false: print no start banner (`run` prints its own line). */
+  banner?: boolean;
 }
 
 /** Run the proxy until `io.signal` aborts. */
@@ -263,25 +269,27 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     })`;
   // Prose on stderr; on stdout only the lines a shell can source
   // (`agentgate --listen 127.0.0.1:0 > proxy.env &` then `. ./proxy.env`).
-  io.stderr(
-    [
-      `agentgate ${VERSION} listening on ${url}`,
-      `policy: ${policyLine}`,
-      `audit:  ${config.audit.path}`,
-      ...(caLine ? [caLine] : []),
-      ...(config.dashboard ? [`dashboard: ${url}/_/dashboard`] : []),
-      "",
-      "Point clients at it:",
-      "",
-    ].join("\n"),
-  );
-  io.stdout(
-    [
-      `  export HTTP_PROXY=${url} HTTPS_PROXY=${url}`,
-      `  export http_proxy=${url} https_proxy=${url}`,
-      "",
-    ].join("\n"),
-  );
+  if (hooks.banner !== false) {
+    io.stderr(
+      [
+        `agentgate ${VERSION} listening on ${url}`,
+        `policy: ${policyLine}`,
+        `audit:  ${config.audit.path}`,
+        ...(caLine ? [caLine] : []),
+        ...(config.dashboard ? [`dashboard: ${url}/_/dashboard`] : []),
+        "",
+        "Point clients at it:",
+        "",
+      ].join("\n"),
+    );
+    io.stdout(
+      [
+        `  export HTTP_PROXY=${url} HTTPS_PROXY=${url}`,
+        `  export http_proxy=${url} https_proxy=${url}`,
+        "",
+      ].join("\n"),
+    );
+  }
   hooks.onListening?.(address, { proxy, auth });
   watchPolicy(config.files);
 
