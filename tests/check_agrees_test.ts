@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { MAIN, RUN_FLAGS, runCli } from "./helpers.ts";
+import { MAIN, readUntil, RUN_FLAGS, runCli } from "./helpers.ts";
 
 const README = new URL("../README.md", import.meta.url);
 const AGENTRESERVE_EXAMPLE = new URL(
@@ -39,16 +39,14 @@ async function serveStart(
     stdout: "null",
     stderr: "piped",
   }).spawn();
-  let err = "";
   const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    err += value;
-    if (/listening on http/.test(err)) break;
-  }
+  const err = await readUntil(reader, /listening on http/);
   const started = /listening on http/.test(err);
-  if (started) child.kill("SIGTERM");
+  try {
+    child.kill("SIGTERM");
+  } catch {
+    // It gave up by itself.
+  }
   for (;;) if ((await reader.read()).done) break;
   const { code } = await child.status;
   return { started, code: started ? null : code, err };
@@ -199,14 +197,10 @@ Deno.test("check, serve, run, test and eval agree on what is an error", async (t
         stderr: "piped",
       }).spawn();
       const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-      let err = "";
-      while (!/listening on http:\/\/127\.0\.0\.1:\d+/.test(err)) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error(err);
-        err += value;
-      }
-      const port = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(err)![1];
       try {
+        const err = await readUntil(reader, /listening on http:\/\/127\.0\.0\.1:\d+/);
+        const port = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(err)?.[1];
+        assert.ok(port, err);
         await Deno.writeTextFile(
           join(dir, "live.yaml"),
           await Deno.readTextFile(join(dir, "deny-policies.yaml")),

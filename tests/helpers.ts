@@ -456,3 +456,28 @@ export async function runCli(
   const dec = new TextDecoder();
   return { code: r.code, out: dec.decode(r.stdout), err: dec.decode(r.stderr) };
 }
+
+/**
+ * Read a text stream until `pattern` matches what was read, the stream ends,
+ * or `ms` pass (then the text so far is returned too: the caller asserts, and
+ * a regression fails instead of hanging).
+ */
+export async function readUntil(
+  reader: ReadableStreamDefaultReader<string>,
+  pattern: RegExp,
+  ms = 20_000,
+): Promise<string> {
+  let text = "";
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<null>((r) => (timer = setTimeout(() => r(null), ms)));
+  try {
+    while (!pattern.test(text)) {
+      const next = await Promise.race([reader.read(), late]);
+      if (next === null || next.done) break;
+      text += next.value;
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+  return text;
+}

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { policyJsonSchema } from "../src/cli/schema.ts";
-import { runCli } from "./helpers.ts";
+import { readUntil, runCli } from "./helpers.ts";
 
 const POLICY = `version: 1
 tls: { intercept: [api.example.test] }
@@ -181,12 +181,7 @@ Deno.test("stdout is exactly the machine part, for every command", async (t) => 
         stderr: "piped",
       }).spawn();
       const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-      let err = "";
-      while (!/listening on http:\/\/127\.0\.0\.1:\d+/.test(err)) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        err += value;
-      }
+      const err = await readUntil(reader, /listening on http:\/\/127\.0\.0\.1:\d+/);
       const port = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(err)?.[1];
       child.kill("SIGTERM");
       const [out] = await Promise.all([
