@@ -7,6 +7,7 @@
  */
 import { type Command, type Io, processIo } from "./src/cli/io.ts";
 import { UsageError } from "./src/cli/args.ts";
+import { permissionProblem } from "./src/cli/permissions.ts";
 import { serve } from "./src/cli/serve.ts";
 import { check } from "./src/cli/check.ts";
 import { ca } from "./src/cli/ca.ts";
@@ -96,11 +97,30 @@ export async function runMain(args: string[], io: Io): Promise<number> {
       io.stderr(`agentgate ${name}: ${e.message}\nRun \`agentgate ${name} --help\` for usage.\n`);
       return 2;
     }
+    const missing = permissionProblem(e);
+    if (missing !== null) {
+      io.stderr(`agentgate ${name}: ${missing}\n`);
+      return 1;
+    }
     throw e;
   }
 }
 
 if (import.meta.main) {
+  // A permission missing in a callback (a timer, a socket handler) escapes
+  // runMain's try: it still ends in one line, not a stack trace.
+  const onEscaped = (reason: unknown, prevent: () => void) => {
+    const missing = permissionProblem(reason);
+    if (missing === null) return;
+    prevent();
+    Deno.stderr.writeSync(new TextEncoder().encode(`agentgate: ${missing}\n`));
+    Deno.exit(1);
+  };
+  globalThis.addEventListener(
+    "unhandledrejection",
+    (e) => onEscaped(e.reason, () => e.preventDefault()),
+  );
+  globalThis.addEventListener("error", (e) => onEscaped(e.error, () => e.preventDefault()));
   const stop = new AbortController();
   const force = new AbortController();
   let signals = 0;

@@ -1,7 +1,7 @@
 /**
- * The V8 flags agentgate runs with, read from `deno task start` in deno.json
- * (the one place they are written); `deno task compile`, the benchmarks and
- * the end-to-end tests use the same ones.
+ * The V8 flags and permissions agentgate runs with, read from `deno task
+ * start` in deno.json (the one place they are written); `deno task compile`,
+ * the benchmarks and the end-to-end tests use the same ones.
  *
  * - `--max-semi-space-size=1`: a small young generation frees streamed body
  *   buffers sooner (Deno's socket reads hand V8 buffers it does not count as
@@ -24,3 +24,12 @@ if (!flag) throw new Error("deno.json: the start task has no --v8-flags=…");
 
 /** `--v8-flags=…` exactly as `deno task start` passes it. */
 export const V8_FLAGS: string = flag;
+
+/**
+ * The permissions agentgate runs with (`--allow-net`, `--allow-run`, …), as
+ * `deno task start` grants them: the release binaries get the same ones, so
+ * a command that works through the task works in the binary.
+ */
+export const PERMISSION_FLAGS: string[] = meta.tasks.start.split(/\s+/).filter((f) =>
+  f.startsWith("--allow-")
+);

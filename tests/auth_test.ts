@@ -205,10 +205,12 @@ Deno.test("proxy auth: a non-loopback listen without credentials refuses to star
       stderr: "piped",
     }).output();
     assert.equal(out.code, 1);
+    // The loader decides it (so `check` agrees); the message names the flag (issue 16).
     assert.equal(
       new TextDecoder().decode(out.stderr),
-      "agentgate: not started: 0.0.0.0:0 is not a loopback address, so the proxy needs " +
-        "credentials: set proxy.auth (tokens or { env: NAME })\n",
+      'agentgate.yaml: --listen "0.0.0.0:0" is not a loopback address, so the proxy needs ' +
+        "credentials: set proxy.auth (tokens or { env: NAME })\n" +
+        "agentgate: not started: the policy has errors\n",
     );
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -59,29 +59,32 @@ Deno.test("cli: check reports file:line:col and exits 1; a valid file exits 0", 
       `${dir}/good.yaml`,
       "version: 1\nrules:\n  - match: example.com\n    action: allow\n",
     );
+    // Changed deliberately (issue 16): stdout holds the problems alone, the verdict
+    // line is prose on stderr; a rule is named, not numbered.
     const bad = await run(["check", "--config", "bad.yaml"], dir);
     assert.equal(bad.code, 1);
     assert.equal(
       bad.out,
-      'bad.yaml:4:13: "rules.0.action" must be one of "allow", "deny", "log", not "alow" (did you mean "allow"?)\n' +
-        "1 error(s), 0 warning(s)\n",
+      'bad.yaml:4:13: "action" of rule "example.com" must be one of "allow", "deny", "log", not "alow" (did you mean "allow"?)\n',
     );
+    assert.equal(bad.err, "1 error(s), 0 warning(s)\n");
     const gh = await run(["check", "--config", "bad.yaml", "--format", "github"], dir);
     assert.equal(
       gh.out,
-      '::error file=bad.yaml,line=4,col=13::"rules.0.action" must be one of "allow", "deny", "log", not "alow" (did you mean "allow"?)\n',
+      '::error file=bad.yaml,line=4,col=13::"action" of rule "example.com" must be one of "allow", "deny", "log", not "alow" (did you mean "allow"?)\n',
     );
     const json = await run(["check", "--config", "bad.yaml", "--format", "json"], dir);
     assert.equal(JSON.parse(json.out).errors, 1);
 
     const good = await run(["check", "--config", "good.yaml"], dir);
     assert.equal(good.code, 0);
-    assert.equal(good.out, "ok: good.yaml: 1 rule(s), default deny, mode enforce\n");
+    assert.equal(good.out, "");
+    assert.equal(good.err, "ok: good.yaml: 1 rule(s), default deny, mode enforce\n");
 
     // Without --config, ./agentgate.yaml is used when present, else the embedded default.
     const embedded = await run(["check"], dir);
     assert.equal(embedded.code, 0);
-    assert.match(embedded.out, /^ok: <embedded default>: 2 rule\(s\), default log/);
+    assert.match(embedded.err, /^ok: <embedded default>: 2 rule\(s\), default log/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -112,9 +115,11 @@ Deno.test("cli: a broken policy at start prints the errors and exits 1", async (
 Deno.test("cli: the embedded default starts, says so, and prints the export lines", async () => {
   const proxy = await startProxy({ config: null });
   try {
+    // The banner is prose, on stderr; stdout is the export lines alone (issue 16).
+    const err = proxy.stderr.join("\n");
+    assert.match(err, new RegExp(`listening on http://127\\.0\\.0\\.1:${proxy.port}`));
+    assert.match(err, /policy: embedded default \(records everything; denies cloud metadata/);
     const out = proxy.stdout.join("\n");
-    assert.match(out, new RegExp(`listening on http://127\\.0\\.0\\.1:${proxy.port}`));
-    assert.match(out, /policy: embedded default \(records everything; denies cloud metadata/);
     assert.match(
       out,
       new RegExp(

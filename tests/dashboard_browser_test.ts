@@ -11,19 +11,13 @@ import type http from "node:http";
 import { chromium } from "playwright-core";
 import { AuditStore } from "../src/audit/store.ts";
 import { startOrigin, startProxy, waitForRows } from "./helpers.ts";
+import { prerequisite } from "./support/prerequisites.ts";
 
 // The callbacks given to page.evaluate / waitForFunction run in the page, which has a DOM.
 // deno-lint-ignore no-explicit-any
 declare const document: any, location: any;
 
-const CHROMIUM = "/usr/bin/chromium";
-const haveChromium = (() => {
-  try {
-    return Deno.statSync(CHROMIUM).isFile;
-  } catch {
-    return false;
-  }
-})();
+const CHROMIUM = prerequisite("chromium");
 
 const XSS_REASON = `<script>alert("reason")</script><img src=x onerror=alert(2)>`;
 
@@ -42,10 +36,8 @@ function rawRequest(port: number, target: string): Promise<string> {
 }
 
 Deno.test({
-  name: haveChromium
-    ? "dashboard in Chromium: live denials, filters, detail view, no XSS"
-    : `dashboard in Chromium: SKIPPED, ${CHROMIUM} not found (install it: apt-get install -y chromium)`,
-  ignore: !haveChromium,
+  name: CHROMIUM.testName("dashboard in Chromium: live denials, filters, detail view, no XSS"),
+  ignore: !CHROMIUM.found,
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "agentgate-browser-" });
     const auditPath = `${dir}/audit.db`;
@@ -98,7 +90,7 @@ rules:
     });
     const client = Deno.createHttpClient({ proxy: { url: proxy.url } });
     const browser = await chromium.launch({
-      executablePath: CHROMIUM,
+      executablePath: CHROMIUM.tool,
       args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
       timeout: 30_000,
     });

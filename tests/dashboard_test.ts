@@ -793,10 +793,13 @@ Deno.test("dashboard access: a non-loopback listen without a token refuses to st
     }).output();
     const stderr = new TextDecoder().decode(out.stderr);
     assert.equal(out.code, 1, stderr);
+    // The loader decides it (so `check` agrees); the message names the flag (issue 16).
     assert.equal(
       stderr,
-      "agentgate: not started: 0.0.0.0:0 is not a loopback address, so the dashboard needs a " +
-        "token: set dashboard.token (or dashboard.token_env), or use --no-dashboard\n",
+      `${dir}/agentgate.yaml: --listen "0.0.0.0:0" is not a loopback address, so the dashboard ` +
+        "needs a token: set dashboard.token (or dashboard.token_env), or turn the dashboard off " +
+        "(proxy.dashboard: false, or serve --no-dashboard)\n" +
+        "agentgate: not started: the policy has errors\n",
     );
     assert.equal(new TextDecoder().decode(out.stdout), "");
   } finally {

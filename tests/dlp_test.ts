@@ -235,14 +235,17 @@ Deno.test("scan: findings with line:col, exit 1; custom RE2 detectors; clean inp
       await runMain(["scan", "p.txt", "--custom", "ticket_id=TCK-[0-9]{6}"], io),
       1,
     );
+    // Changed deliberately (issue 16): the findings on stdout, the count on stderr.
     assert.equal(
       io.out.join(""),
-      "p.txt:2:5: aws_access_key AKIA…MPLE\np.txt:3:8: ticket_id **********\n2 finding(s)\n",
+      "p.txt:2:5: aws_access_key AKIA…MPLE\np.txt:3:8: ticket_id **********\n",
     );
+    assert.equal(io.err.join(""), "2 finding(s)\n");
     await Deno.writeTextFile(`${dir}/clean.txt`, "nothing to see, commit 3f2a9c1b7d0e\n");
     const clean = memoryIo({ cwd: dir });
     assert.equal(await runMain(["scan", "clean.txt"], clean), 0);
-    assert.match(clean.out.join(""), /^no findings \(16 detector\(s\)\)\n$/);
+    assert.equal(clean.out.join(""), "");
+    assert.match(clean.err.join(""), /^no findings \(16 detector\(s\)\)\n$/);
     const bad = memoryIo({ cwd: dir });
     assert.equal(await runMain(["scan", "p.txt", "--detectors", "aws_key"], bad), 2);
     assert.match(

@@ -96,17 +96,28 @@ export async function startProxy(
     cwd: dir,
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1", ...opts.env },
+    // The agentgate home (CA, default audit) is the test's own directory.
+    env: { NO_COLOR: "1", AGENTGATE_HOME: dir, ...opts.env },
   }).spawn();
   const stdout: string[] = [];
   const stderr: string[] = [];
   let resolvePort: (p: number) => void;
   const portP = new Promise<number>((r) => (resolvePort = r));
+  // The banner is on stderr, then the export lines on stdout: started when both are read.
+  let listening: number | null = null;
+  let exported = false;
+  const started = () => {
+    if (listening !== null && exported) resolvePort(listening);
+  };
   const outDone = pump(child.stdout, stdout, (l) => {
-    const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(l);
-    if (m) resolvePort(Number(m[1]));
+    if (/^ {2}export HTTP_PROXY=/.test(l)) exported = true;
+    started();
   });
-  const errDone = pump(child.stderr, stderr);
+  const errDone = pump(child.stderr, stderr, (l) => {
+    const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(l);
+    if (m) listening = Number(m[1]);
+    started();
+  });
   const exited = child.status.then(async (s) => {
     await Promise.all([outDone, errDone]);
     return s;
@@ -120,7 +131,7 @@ export async function startProxy(
       setTimeout(() => rej(new Error(`agentgate did not start:\n${stderr.join("\n")}`)), 20_000)
     ),
   ]);
-  const auditLine = stdout.find((l) => l.startsWith("audit:")) ?? "";
+  const auditLine = stderr.find((l) => l.startsWith("audit:")) ?? "";
   let stopped: Promise<number> | null = null;
   const proc: ProxyProcess = {
     port,
@@ -396,4 +407,77 @@ export async function testPki(
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+/** The repository root (deno.json, main.ts). */
+export const ROOT_DIR = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
+
+/** What a finished CLI process printed. */
+export interface CliResult {
+  code: number;
+  out: string;
+  err: string;
+}
+
+/**
+ * Run agentgate as a real process to completion: `deno run -A main.ts ARGS`,
+ * or with `via: "task"` the way the README says, `deno task start ARGS` (its
+ * permissions, run in the repository's directory). The agentgate home is
+ * `env.AGENTGATE_HOME` (give one: nothing may land in the real ~/.agentgate).
+ */
+export async function runCli(
+  args: string[],
+  opts: {
+    cwd?: string;
+    env?: Record<string, string>;
+    stdin?: string;
+    via?: "run" | "task";
+    /** Permission flags instead of -A (`via: "run"` only). */
+    permissions?: string[];
+  } = {},
+): Promise<CliResult> {
+  const argv = opts.via === "task"
+    ? ["task", "--quiet", "--config", `${ROOT_DIR}/deno.json`, "start", ...args]
+    : ["run", ...(opts.permissions ?? ["-A"]), ...RUN_FLAGS, MAIN, ...args];
+  const child = new Deno.Command(Deno.execPath(), {
+    args: argv,
+    cwd: opts.cwd,
+    env: { NO_COLOR: "1", ...opts.env },
+    stdin: opts.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (opts.stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(opts.stdin));
+    await w.close();
+  }
+  const r = await child.output();
+  const dec = new TextDecoder();
+  return { code: r.code, out: dec.decode(r.stdout), err: dec.decode(r.stderr) };
+}
+
+/**
+ * Read a text stream until `pattern` matches what was read, the stream ends,
+ * or `ms` pass (then the text so far is returned too: the caller asserts, and
+ * a regression fails instead of hanging).
+ */
+export async function readUntil(
+  reader: ReadableStreamDefaultReader<string>,
+  pattern: RegExp,
+  ms = 20_000,
+): Promise<string> {
+  let text = "";
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<null>((r) => (timer = setTimeout(() => r(null), ms)));
+  try {
+    while (!pattern.test(text)) {
+      const next = await Promise.race([reader.read(), late]);
+      if (next === null || next.done) break;
+      text += next.value;
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+  return text;
 }

@@ -78,7 +78,7 @@ Deno.test("reload: swaps at once under load, rejects a broken file, keeps counte
     const h2 = await health();
     assert.match(
       h2.last_reload.errors[0],
-      /agentgate\.yaml:5:\d+: "rules\.0\.action" must be one of/,
+      /agentgate\.yaml:5:\d+: "action" of rule "a" must be one of/,
     );
     const before = seen.length;
     await waitFor(() => seen.length > before + 5, "more traffic");

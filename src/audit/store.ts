@@ -129,7 +129,8 @@ export interface AuditStoreOptions {
 export function openAuditDb(path: string): DatabaseSync {
   let db: DatabaseSync;
   try {
-    if (path !== ":memory:") Deno.mkdirSync(dirname(path), { recursive: true });
+    // A directory made for the audit is private (0700): the rows name hosts, paths, sessions.
+    if (path !== ":memory:") Deno.mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     db = new DatabaseSync(path);
   } catch (e) {
     throw new AuditOpenError(`cannot open audit database "${path}": ${(e as Error).message}`);

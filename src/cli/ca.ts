@@ -31,14 +31,19 @@ export const caSpec: CommandSpec = {
       name: "bundle",
       type: "string",
       value: "FILE",
-      help: "Write the system roots plus the agentgate CA to FILE (for SSL_CERT_FILE).",
+      help:
+        "Write the system roots plus the agentgate CA to FILE (for SSL_CERT_FILE); print its path.",
     },
     { name: "path", type: "boolean", help: "Print only the path of ca.pem." },
   ],
   epilog: [
+    "stdout: the CA certificate (PEM), or with --path its file, or with --bundle the bundle's",
+    "path, and nothing else; stderr: what was created or written.",
+    "",
     "Examples:",
     '  curl --cacert "$(agentgate ca --path)" -x http://127.0.0.1:4100 https://api.openai.com/v1/models',
-    "  agentgate ca --bundle /tmp/agentgate-bundle.pem && export SSL_CERT_FILE=/tmp/agentgate-bundle.pem",
+    "  export CURL_CA_BUNDLE=$(agentgate ca --bundle /tmp/agentgate-bundle.pem)",
+    "  agentgate ca > agentgate-ca.pem",
   ].join("\n"),
 };
 
@@ -51,10 +56,7 @@ export async function ca(args: string[], io: Io): Promise<number> {
   }
   let dir = parsed.opts.dir as string | undefined;
   if (dir === undefined) {
-    const got = await loadForCommand(parsed.opts.config as string | undefined, io, {
-      lintAsWarnings: true,
-      quiet: true,
-    });
+    const got = await loadForCommand(parsed.opts.config as string | undefined, io, { quiet: true });
     if (got === null) return 1;
     dir = got.loaded.config.tls.caDir ?? undefined;
   } else dir = resolve(io.cwd, dir);
@@ -70,21 +72,24 @@ export async function ca(args: string[], io: Io): Promise<number> {
   if (parsed.opts.bundle) {
     const file = resolve(io.cwd, parsed.opts.bundle as string);
     const b = await writeTrustBundle(authority, file);
-    io.stdout(
-      `wrote ${b.file}: ${b.roots} system root(s) from ${b.source} + the agentgate CA\n` +
-        `use it with: export SSL_CERT_FILE=${b.file} REQUESTS_CA_BUNDLE=${b.file}\n`,
+    // Only the path on stdout: CURL_CA_BUNDLE=$(agentgate ca --bundle b.pem) works.
+    io.stderr(
+      `agentgate ca: wrote ${b.file}: ${b.roots} system root(s) from ${b.source} + the agentgate CA\n` +
+        `agentgate ca: use it with: export SSL_CERT_FILE=${b.file} REQUESTS_CA_BUNDLE=${b.file}\n`,
     );
+    io.stdout(b.file + "\n");
     return 0;
   }
   if (parsed.opts.path) {
     io.stdout(authority.certPath + "\n");
     return 0;
   }
-  io.stdout(
-    `# ${authority.certPath} (${authority.created ? "created now" : "existing"})\n` +
-      `# ${authority.subject}, SHA-256 ${authority.fingerprint256}\n` +
-      `# valid until ${authority.notAfter.toISOString()}\n` + authority.certPem +
-      (authority.certPem.endsWith("\n") ? "" : "\n"),
+  // The PEM alone on stdout (agentgate ca > ca.pem); what it is, on stderr.
+  io.stderr(
+    `agentgate ca: ${authority.certPath} (${authority.created ? "created now" : "existing"})\n` +
+      `agentgate ca: ${authority.subject}, SHA-256 ${authority.fingerprint256}\n` +
+      `agentgate ca: valid until ${authority.notAfter.toISOString()}\n`,
   );
+  io.stdout(authority.certPem + (authority.certPem.endsWith("\n") ? "" : "\n"));
   return 0;
 }

@@ -4,11 +4,10 @@
  *
  * @module
  */
-import { existsSync } from "node:fs";
-import { resolve } from "node:path";
 import { type CommandSpec, helpText, parseArgs } from "./args.ts";
 import { configOption, formatOption } from "./options.ts";
 import type { Io } from "./io.ts";
+import { configPathFor } from "./config_arg.ts";
 import { loadConfig, loadDefaultConfig } from "../config/load.ts";
 import { ConfigError, formatProblem, type Problem } from "../config/errors.ts";
 
@@ -25,7 +24,16 @@ export const checkSpec: CommandSpec = {
     ),
     { name: "strict", type: "boolean", help: "Exit 1 on warnings too." },
   ],
-  epilog: "Exit status: 0 valid, 1 errors (or warnings with --strict), 2 usage error.",
+  epilog: [
+    "Every problem of the policy and the files it includes, in one pass: YAML, schema,",
+    "patterns, conditions, policies, and rules that cannot work. A policy check passes is",
+    "one serve, run and test accept; one it fails, they refuse.",
+    "",
+    "stdout: the problems (text: file:line:col: message; json; github annotations);",
+    'stderr: the verdict ("ok: …" or "N error(s), M warning(s)", text format only).',
+    "",
+    "Exit status: 0 valid, 1 errors (or warnings with --strict), 2 usage error.",
+  ].join("\n"),
 };
 
 function github(p: Problem): string {
@@ -45,13 +53,14 @@ export async function check(args: string[], io: Io): Promise<number> {
     return 0;
   }
   const format = (parsed.opts.format as string | undefined) ?? "text";
-  let path = parsed.opts.config as string | undefined;
-  if (path === undefined && existsSync(resolve(io.cwd, "agentgate.yaml"))) path = "agentgate.yaml";
+  const { path } = configPathFor(parsed.opts.config as string | undefined, io);
   let problems: Problem[];
   let summary = "";
   try {
+    // The same loader every command uses: what fails here fails `serve`, and
+    // what passes here starts.
     const loaded = path === undefined ? loadDefaultConfig(io.cwd) : await loadConfig(path, io.cwd);
-    problems = loaded.problems.map(({ lint: _lint, ...p }) => p);
+    problems = loaded.problems;
     const c = loaded.config;
     summary =
       `${c.file}: ${c.policy.rules.length} rule(s), default ${c.policy.defaultAction}, mode ${c.policy.mode}${
@@ -63,13 +72,14 @@ export async function check(args: string[], io: Io): Promise<number> {
   }
   const errors = problems.filter((p) => p.severity === "error").length;
   const warnings = problems.length - errors;
+  // stdout: the problems in the format asked for; stderr: the one-line verdict.
   if (format === "json") {
     io.stdout(JSON.stringify({ ok: errors === 0, errors, warnings, problems }, null, 2) + "\n");
   } else if (format === "github") {
     for (const p of problems) io.stdout(github(p) + "\n");
   } else {
     for (const p of problems) io.stdout(formatProblem(p) + "\n");
-    io.stdout(
+    io.stderr(
       errors === 0
         ? `ok: ${summary}${warnings ? ` (${warnings} warning(s))` : ""}\n`
         : `${errors} error(s), ${warnings} warning(s)\n`,

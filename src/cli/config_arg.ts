@@ -6,29 +6,43 @@
  */
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
-import { loadConfig, loadDefaultConfig, type Loaded } from "../config/load.ts";
+import { loadConfig, loadDefaultConfig, type Loaded, type LoadOptions } from "../config/load.ts";
 import { ConfigError, formatProblem } from "../config/errors.ts";
 import type { Io } from "./io.ts";
 
-/** Load the config a command should use; prints problems. Returns null on error. */
+/** The policy file a command reads: `--config`, else `./agentgate.yaml`, else none (embedded). */
+export function configPathFor(
+  configOpt: string | undefined,
+  io: Pick<Io, "cwd">,
+): { path: string | undefined; source: "flag" | "cwd" | "embedded" } {
+  if (configOpt !== undefined) return { path: configOpt, source: "flag" };
+  if (existsSync(resolve(io.cwd, "agentgate.yaml"))) {
+    return { path: "agentgate.yaml", source: "cwd" };
+  }
+  return { path: undefined, source: "embedded" };
+}
+
+/**
+ * Load the config a command should use and print its problems on stderr
+ * (warnings unless `quiet`; errors always). Returns null on error. Whether a
+ * problem is an error is the loader's decision alone, the same for every
+ * command (see `parseConfig`).
+ *
+ * @example
+ * const got = await loadForCommand(undefined, io, { quiet: true });
+ * if (got === null) return 1;
+ */
 export async function loadForCommand(
   configOpt: string | undefined,
   io: Io,
-  opts: { lintAsWarnings: boolean; quiet?: boolean },
+  opts: { quiet?: boolean; load?: LoadOptions } = {},
 ): Promise<{ loaded: Loaded; source: "flag" | "cwd" | "embedded" } | null> {
-  let source: "flag" | "cwd" | "embedded" = "embedded";
-  let path = configOpt;
-  if (path !== undefined) source = "flag";
-  else if (existsSync(resolve(io.cwd, "agentgate.yaml"))) {
-    path = "agentgate.yaml";
-    source = "cwd";
-  }
+  const { path, source } = configPathFor(configOpt, io);
   try {
-    const loaded = path === undefined ? loadDefaultConfig(io.cwd) : await loadConfig(path, io.cwd);
-    for (const p of opts.quiet ? [] : loaded.problems) {
-      const shown = opts.lintAsWarnings && p.lint ? { ...p, severity: "warning" as const } : p;
-      io.stderr(formatProblem(shown) + "\n");
-    }
+    const loaded = path === undefined
+      ? loadDefaultConfig(io.cwd, opts.load)
+      : await loadConfig(path, io.cwd, opts.load);
+    for (const p of opts.quiet ? [] : loaded.problems) io.stderr(formatProblem(p) + "\n");
     return { loaded, source };
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;

@@ -394,10 +394,7 @@ export async function env(args: string[], io: Io): Promise<number> {
   }
   const proxyOpt = parsed.opts.proxy as string | undefined;
   const target = proxyOpt === undefined ? null : parseProxyUrl(proxyOpt);
-  const got = await loadForCommand(parsed.opts.config as string | undefined, io, {
-    lintAsWarnings: true,
-    quiet: true,
-  });
+  const got = await loadForCommand(parsed.opts.config as string | undefined, io, { quiet: true });
   if (got === null) return 1;
   const { config } = got.loaded;
   const base = target ? target.base : clientUrlFor(config.listen);

@@ -15,6 +15,7 @@ import {
   shellQuote,
   unsetLines,
 } from "./env.ts";
+import { prerequisite, type Tool } from "../../tests/support/prerequisites.ts";
 
 const P = "http://ci-0a1b2c3d:t0k@127.0.0.1:4100";
 
@@ -96,20 +97,6 @@ Deno.test("env: exact lines per shell, quoting odd characters", () => {
   assert.equal(shellQuote("bash", ""), "''");
 });
 
-async function hasShell(name: string): Promise<boolean> {
-  try {
-    const r = await new Deno.Command(name, {
-      args: ["-c", "exit 0"],
-      stdout: "null",
-      stderr: "null",
-    })
-      .output();
-    return r.success;
-  } catch {
-    return false;
-  }
-}
-
 for (
   const [shell, exe, print] of [
     ["bash", "bash", 'printf %s "$ODD"'],
@@ -118,9 +105,12 @@ for (
     ["powershell", "pwsh", "[Console]::Out.Write($env:ODD)"],
   ] as [Shell, string, string][]
 ) {
+  // bash is required (.ci/run); the others are skipped with a line saying how to get them.
+  const tool = exe === "bash" ? null : prerequisite(exe as Tool);
+  const name = `env: ${shell} reads back exactly what was set, then unsets it`;
   Deno.test({
-    name: `env: ${shell} reads back exactly what was set, then unsets it`,
-    ignore: !(await hasShell(exe)),
+    name: tool ? tool.testName(name) : name,
+    ignore: tool !== null && !tool.found,
     fn: async () => {
       const script = setLines(shell, [["ODD", ODD]]) + print + "\n" + unsetLines(shell, ["ODD"]) +
         (shell === "powershell"

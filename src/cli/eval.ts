@@ -93,10 +93,7 @@ export async function evalCommand(args: string[], io: Io): Promise<number> {
       if (t.startsWith("{") || t.startsWith("[")) headers["content-type"] = "application/json";
     }
   }
-  const got = await loadForCommand(parsed.opts.config as string | undefined, io, {
-    lintAsWarnings: true,
-    quiet: true,
-  });
+  const got = await loadForCommand(parsed.opts.config as string | undefined, io, { quiet: true });
   if (got === null) return 1;
   const config = got.loaded.config;
   let req;

@@ -34,6 +34,9 @@ export const fmtSpec: CommandSpec = {
     "*.yml file below it (policy tests too). Comments, blank lines, quoting and flow style",
     "({ a: 1 }, [a, b]) are kept; long lines are never wrapped (a folded > string keeps its width).",
     "",
+    "stdout: the files that changed (with --check: that would change), one per line; stderr: a",
+    "summary.",
+    "",
     "Exit status: 0 done (or all formatted with --check), 1 a file is not formatted (--check) or",
     "cannot be read or parsed, 2 usage error.",
   ].join("\n"),
@@ -121,19 +124,17 @@ export async function fmt(args: string[], io: Io): Promise<number> {
     }
     if (r.text === text) continue;
     changed++;
-    if (check) io.stdout(`${shown}\n`);
-    else {
-      await Deno.writeTextFile(abs, r.text);
-      io.stdout(`formatted ${shown}\n`);
-    }
+    // stdout: the files (would) change, one per line; stderr: what was done.
+    if (!check) await Deno.writeTextFile(abs, r.text);
+    io.stdout(`${shown}\n`);
   }
   const n = unique.length;
   if (check) {
-    io.stdout(
+    io.stderr(
       changed
         ? `${changed} of ${n} file(s) not formatted: run agentgate fmt\n`
         : `all ${n} file(s) are formatted\n`,
     );
-  } else io.stdout(`${changed} of ${n} file(s) changed\n`);
+  } else io.stderr(`${changed} of ${n} file(s) changed\n`);
   return failed > 0 || (check && changed > 0) ? 1 : 0;
 }

@@ -38,13 +38,24 @@ export function processIo(signal?: AbortSignal, forceSignal?: AbortSignal): Io {
   };
   const enc = new TextEncoder();
   // writeSync may write fewer bytes than asked (pipes): loop until all are out.
-  const writeAll = (w: { writeSync(p: Uint8Array): number }, text: string) => {
-    let bytes = enc.encode(text);
-    while (bytes.length > 0) bytes = bytes.subarray(w.writeSync(bytes));
+  // A reader that went away (`agentgate check | head -1`) is not an error of
+  // the command: the rest of that stream's output is dropped, as a shell tool
+  // killed by SIGPIPE would drop it.
+  const writer = (w: { writeSync(p: Uint8Array): number }) => {
+    let gone = false;
+    return (text: string) => {
+      let bytes = enc.encode(text);
+      try {
+        while (!gone && bytes.length > 0) bytes = bytes.subarray(w.writeSync(bytes));
+      } catch (e) {
+        if (!(e instanceof Deno.errors.BrokenPipe)) throw e;
+        gone = true;
+      }
+    };
   };
   return {
-    stdout: (t) => writeAll(Deno.stdout, t),
-    stderr: (t) => writeAll(Deno.stderr, t),
+    stdout: writer(Deno.stdout),
+    stderr: writer(Deno.stderr),
     env: (n) => Deno.env.get(n),
     cwd: Deno.cwd(),
     stdin: Deno.stdin.readable,

@@ -83,10 +83,7 @@ export async function replay(args: string[], io: Io): Promise<number> {
       throw new UsageError(`invalid --examples "${parsed.opts.examples}": expected a whole number`);
     }
   }
-  const got = await loadForCommand(parsed.opts.config as string | undefined, io, {
-    lintAsWarnings: true,
-    quiet: true,
-  });
+  const got = await loadForCommand(parsed.opts.config as string | undefined, io, { quiet: true });
   if (got === null) return 1;
   const config = got.loaded.config;
   const auditOpt = parsed.opts.audit as string | undefined;

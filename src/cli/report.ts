@@ -78,10 +78,7 @@ export async function report(args: string[], io: Io): Promise<number> {
     }
     path = resolve(io.cwd, parsed.opts.audit);
   } else {
-    const got = await loadForCommand(parsed.opts.config as string | undefined, io, {
-      lintAsWarnings: true,
-      quiet: true,
-    });
+    const got = await loadForCommand(parsed.opts.config as string | undefined, io, { quiet: true });
     if (got === null) return 1;
     path = got.loaded.config.audit.path;
   }

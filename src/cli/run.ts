@@ -291,6 +291,7 @@ async function startInProcess(
             errors: st.errors,
           }),
       },
+      banner: false,
     },
   );
   const first = await Promise.race([ready, served.then((code) => ({ code }))]);
@@ -346,7 +347,7 @@ async function useRunning(
   io: Io,
   label: string | undefined,
 ): Promise<Backend | number> {
-  const got = await loadForCommand(configOpt, io, { lintAsWarnings: true, quiet: true });
+  const got = await loadForCommand(configOpt, io, { quiet: true });
   if (got === null) return 1;
   const { config } = got.loaded;
   try {

@@ -43,7 +43,10 @@ export const scanSpec: CommandSpec = {
     { name: "list", type: "boolean", help: "List the detectors and exit." },
   ],
   epilog: [
-    "Exit status: 0 nothing found, 1 findings, 2 usage error. Findings are masked (first 4 + last 4).",
+    "stdout: the findings (text: FILE:LINE:COL: DETECTOR SAMPLE; or json), masked (first 4 +",
+    "last 4); stderr: the count.",
+    "",
+    "Exit status: 0 nothing found, 1 findings or the input cannot be read, 2 usage error.",
     "",
     "Examples:",
     "  agentgate scan prompt.txt",
@@ -92,8 +95,11 @@ export async function scan(args: string[], io: Io): Promise<number> {
       ? await readAll(io.stdin ?? new ReadableStream({ start: (c) => c.close() }))
       : await Deno.readFile(resolve(io.cwd, file));
   } catch (e) {
-    io.stderr(`agentgate scan: cannot read "${file}": ${(e as Error).message}\n`);
-    return 2;
+    // A file that cannot be read is a runtime error (1), like every other command's; 2 is
+    // for a command line that is wrong.
+    const why = e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message;
+    io.stderr(`agentgate scan: cannot read "${file}": ${why}\n`);
+    return 1;
   }
   let type = parsed.opts["content-type"] as string | undefined;
   if (type === undefined) {
@@ -125,7 +131,8 @@ export async function scan(args: string[], io: Io): Promise<number> {
       const { line, col } = lineCol(f.start);
       io.stdout(`${file}:${line}:${col}: ${f.detector} ${f.masked}\n`);
     }
-    io.stdout(
+    // The findings are the output; the count is a summary, on stderr.
+    io.stderr(
       findings.length
         ? `${findings.length} finding(s)\n`
         : `no findings (${detectors.length + custom.length} detector(s))\n`,

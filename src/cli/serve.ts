@@ -18,7 +18,12 @@ import { PolicyState } from "../state/mod.ts";
 import { openAuditReader } from "../audit/sqlite_read.ts";
 import type { AuditReadModel } from "../audit/read.ts";
 import { VERSION } from "../version.ts";
-import { type AgentgateConfig, loadConfig, loadDefaultConfig } from "../config/load.ts";
+import {
+  type AgentgateConfig,
+  loadConfig,
+  loadDefaultConfig,
+  type LoadOptions,
+} from "../config/load.ts";
 import { ConfigError, formatProblem } from "../config/errors.ts";
 import { createInternalRoutes, type ReloadStatus } from "../dashboard/routes.ts";
 import { type FileWatch, watchFiles } from "../config/watch.ts";
@@ -45,7 +50,11 @@ export const serveSpec: CommandSpec = {
   epilog: [
     "The embedded default policy records every request and denies cloud-metadata",
     "and link-local addresses. Stop with Ctrl-C (SIGINT) or SIGTERM: in-flight requests",
-    "get up to 5 s to finish and the audit is flushed.",
+    "get up to 5 s to finish and the audit is flushed. Without audit.path the audit is",
+    "agentgate.db in $AGENTGATE_HOME (default ~/.agentgate).",
+    "",
+    "stdout: the lines that point a shell at the proxy (export HTTP_PROXY=…); stderr: the",
+    "banner, warnings and the log.",
     "",
     "Examples:",
     "  agentgate                                  # embedded default on 127.0.0.1:4100",
@@ -53,11 +62,6 @@ export const serveSpec: CommandSpec = {
     "  agentgate serve --listen 127.0.0.1:0        # ephemeral port, printed on start",
   ].join("\n"),
 };
-
-/** Whether a listen host only accepts local connections. */
-export function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
-}
 
 /** What `serve` runs, for a caller that drives it in-process (`agentgate run`). */
 export interface Running {
@@ -77,6 +81,8 @@ export interface ServeHooks {
    * each reload (applied or rejected) reported to `onReload`.
    */
   run?: { watch: boolean; onReload?: (status: ReloadStatus) => void };
+  /** false: print no start banner (`run` prints its own line). */
+  banner?: boolean;
 }
 
 /** Run the proxy until `io.signal` aborts. */
@@ -86,38 +92,31 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     io.stdout(helpText(serveSpec));
     return 0;
   }
-  const got = await loadForCommand(parsed.opts.config as string | undefined, io, {
-    lintAsWarnings: true,
-  });
-  if (got === null) {
-    io.stderr("agentgate: not started: the policy has errors\n");
-    return 1;
-  }
-  const { config } = got.loaded;
-  let listen = config.listen;
+  let listenFlag: { host: string; port: number } | undefined;
   if (typeof parsed.opts.listen === "string") {
     const l = parseListen(parsed.opts.listen);
     if (typeof l === "string") {
       io.stderr(`agentgate: --listen: ${l}\n`);
       return 2;
     }
-    listen = l;
+    listenFlag = l;
   }
-  if (parsed.opts["no-dashboard"]) config.dashboard = false;
-  if (!isLoopback(listen.host) && config.proxyAuth.length === 0) {
-    io.stderr(
-      `agentgate: not started: ${listen.host}:${listen.port} is not a loopback address, so the ` +
-        "proxy needs credentials: set proxy.auth (tokens or { env: NAME })\n",
-    );
+  // The flags that decide whether the policy may be served go to the loader,
+  // which alone decides what is an error (a public address without proxy.auth
+  // is one for check as for serve).
+  const loadOpts: LoadOptions = {
+    listen: listenFlag,
+    dashboard: parsed.opts["no-dashboard"] ? false : undefined,
+  };
+  const got = await loadForCommand(parsed.opts.config as string | undefined, io, {
+    load: loadOpts,
+  });
+  if (got === null) {
+    io.stderr("agentgate: not started: the policy has errors\n");
     return 1;
   }
-  if (!isLoopback(listen.host) && config.dashboard && config.dashboardToken === null) {
-    io.stderr(
-      `agentgate: not started: ${listen.host}:${listen.port} is not a loopback address, so the ` +
-        "dashboard needs a token: set dashboard.token (or dashboard.token_env), or use --no-dashboard\n",
-    );
-    return 1;
-  }
+  const { config } = got.loaded;
+  const listen = listenFlag ?? config.listen;
 
   let audit: AuditStore;
   try {
@@ -174,9 +173,8 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
       const at = Date.now();
       try {
         const next = configPath === null
-          ? loadDefaultConfig(io.cwd)
-          : await loadConfig(configPath, io.cwd);
-        if (parsed.opts["no-dashboard"]) next.config.dashboard = false;
+          ? loadDefaultConfig(io.cwd, loadOpts)
+          : await loadConfig(configPath, io.cwd, loadOpts);
         const { warnings } = proxy.reload(next.config);
         const lint = next.problems.map(formatProblem);
         lastReload = {
@@ -194,8 +192,9 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
         watchPolicy(next.config.files);
       } catch (e) {
         if (!(e instanceof ConfigError)) throw e;
-        const errors = e.problems.map(formatProblem);
-        lastReload = { ok: false, at, trigger, errors, warnings: [] };
+        const errors = e.problems.filter((p) => p.severity === "error").map(formatProblem);
+        const warnings = e.problems.filter((p) => p.severity !== "error").map(formatProblem);
+        lastReload = { ok: false, at, trigger, errors, warnings };
         io.stderr(`agentgate: reload (${trigger}) rejected, the previous policy stays in force:\n`);
         for (const line of errors) io.stderr(line + "\n");
       }
@@ -289,20 +288,29 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     : `${config.file} (${config.policy.rules.length} rule(s), default ${config.policy.defaultAction}, mode ${config.policy.mode}${
       config.format === "agentreserve" ? ", @agentreserve/proxy format" : ""
     })`;
-  io.stdout(
-    [
-      `agentgate ${VERSION} listening on ${url}`,
-      `policy: ${policyLine}`,
-      `audit:  ${config.audit.path}`,
-      ...(caLine ? [caLine] : []),
-      ...(config.dashboard ? [`dashboard: ${url}/_/dashboard`] : []),
-      "",
-      "Point clients at it:",
-      `  export HTTP_PROXY=${url} HTTPS_PROXY=${url}`,
-      `  export http_proxy=${url} https_proxy=${url}`,
-      "",
-    ].join("\n"),
-  );
+  // Prose on stderr; on stdout only the lines a shell can source
+  // (`agentgate --listen 127.0.0.1:0 > proxy.env &` then `. ./proxy.env`).
+  if (hooks.banner !== false) {
+    io.stderr(
+      [
+        `agentgate ${VERSION} listening on ${url}`,
+        `policy: ${policyLine}`,
+        `audit:  ${config.audit.path}`,
+        ...(caLine ? [caLine] : []),
+        ...(config.dashboard ? [`dashboard: ${url}/_/dashboard`] : []),
+        "",
+        "Point clients at it:",
+        "",
+      ].join("\n"),
+    );
+    io.stdout(
+      [
+        `  export HTTP_PROXY=${url} HTTPS_PROXY=${url}`,
+        `  export http_proxy=${url} https_proxy=${url}`,
+        "",
+      ].join("\n"),
+    );
+  }
   hooks.onListening?.(address, { proxy, auth });
   if (live) watchPolicy(config.files);
 

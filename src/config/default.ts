@@ -35,6 +35,5 @@ rules:
     action: deny
     reason: Link-local addresses are not accessible to agents
 audit:
-  path: ./agentgate.db
-  retention: 30d
+  retention: 30d # the database is agentgate.db in $AGENTGATE_HOME (default ~/.agentgate)
 `;

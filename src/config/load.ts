@@ -12,14 +12,15 @@
 import { isMap, isScalar, type Node } from "yaml";
 import { dirname, isAbsolute, relative, resolve } from "node:path";
 import { ConfigError, type Problem, yamlMessage } from "./errors.ts";
-import { type SchemaIssue, validate } from "./schema.ts";
+import { type PathName, type Schema, type SchemaIssue, validate } from "./schema.ts";
 import { configSchema, includeSchema, legacySchema, V1_ONLY_KEYS } from "./spec.ts";
-import { type Part, SourceFile } from "./source.ts";
+import { type Part, SourceFile, validAt, yamlSyntaxProblems } from "./source.ts";
 import { compileRules, lintPolicy } from "./rules.ts";
 import {
   auditSection,
   compileIntercept,
   dashboardSection,
+  exposureProblems,
   limitsSection,
   llmProviderDetector,
   llmSection,
@@ -43,33 +44,40 @@ export function isIntercepted(config: AgentgateConfig, host: string, port: numbe
   return false;
 }
 
-/** A config plus the non-fatal problems found while loading it. */
+/** A config plus the warnings found while loading it (an error throws {@link ConfigError}). */
 export interface Loaded {
   config: AgentgateConfig;
-  /**
-   * Warnings, and lint errors (`lint: true`): problems `check` fails on but
-   * that do not stop `serve`, so a file in the @agentreserve/proxy format
-   * always loads.
-   */
-  problems: (Problem & { lint?: boolean })[];
+  /** Warnings only: every error stops the load, for every command alike. */
+  problems: Problem[];
 }
 
-/** Parse and validate one file; throws ConfigError. */
+/**
+ * What the command line overrides of the policy's settings that decide
+ * whether it may be served: `serve --listen` and `--no-dashboard`.
+ */
+export interface LoadOptions {
+  /** The address the proxy will listen on instead of `proxy.listen`. */
+  listen?: { host: string; port: number };
+  /** false: the dashboard is off whatever the policy says. */
+  dashboard?: boolean;
+}
+
+/**
+ * Parse and validate one file. A file that cannot be read as a policy at all
+ * (YAML syntax, not a mapping, the format unclear) throws ConfigError; schema
+ * errors go to `errors`, and the paths they are about to `part.invalid`.
+ */
 function parsePart(
   text: string,
   file: string,
   role: "main" | "include",
-  problems: Loaded["problems"],
+  problems: Problem[],
+  errors: Problem[],
   abs = "",
 ): Part {
   const src = new SourceFile(file, text);
-  const errors: Problem[] = [];
-  // The parser's own texts may quote the file: only fixed ones are kept (errors.ts).
-  for (const e of src.doc.errors) {
-    const p = src.lines.linePos(e.pos[0]);
-    errors.push({ severity: "error", file, line: p.line, col: p.col, message: yamlMessage(e) });
-  }
-  if (errors.length) throw new ConfigError(errors);
+  const syntax = yamlSyntaxProblems(src.doc, src.lines, file);
+  if (syntax.length) throw new ConfigError(syntax);
   for (const w of src.doc.warnings) {
     const p = src.lines.linePos(w.pos[0]);
     const message = yamlMessage(w).replace(/^invalid YAML: /, "YAML: ");
@@ -108,7 +116,7 @@ function parsePart(
   const legacy = !hasVersion && role === "main";
   const issues: SchemaIssue[] = [];
   const schema = role === "include" ? includeSchema : legacy ? legacySchema : configSchema;
-  const raw = validate(root, schema, [], issues) as Part["raw"];
+  const raw = validate(root, schema, [], issues, ruleWording(src)) as Part["raw"];
   // A file with top-level keys no policy has is not a policy (an include
   // pointed at some other YAML file: a compose file, a Kubernetes secret): its
   // errors name keys and positions only, never its values, since error text
@@ -130,11 +138,56 @@ function parsePart(
       message = `key "${
         i.path[0]
       }" can only be set in the main policy file, not in an included one`;
+    } else if (legacy && i.atKey && agentgateKey(i.path)) {
+      message += `: "${
+        i.path.filter((k) => typeof k === "string").join(".")
+      }" is an agentgate key, and this file has no "version", so it is read as ` +
+        '@agentreserve/proxy configuration; add "version: 1" at the top to use agentgate keys ' +
+        '(then write proxy.host and proxy.port as proxy.listen: "HOST:PORT", and add ' +
+        '"default: log" to keep this format\'s default)';
     }
     errors.push(src.problem("error", node, message));
   }
-  if (errors.length) throw new ConfigError(errors);
-  return { src, raw, legacy, abs };
+  return { src, raw, legacy, abs, invalid: issues.map((i) => i.path) };
+}
+
+/**
+ * Messages about a rule name it as every other message does (`rule "npm"`;
+ * an unnamed rule by its patterns) rather than by a 0-based path.
+ */
+function ruleWording(src: SourceFile): PathName {
+  return (path) => {
+    if (path[0] === "rules" && typeof path[1] === "number") {
+      const rule = src.doc.getIn(["rules", path[1]]);
+      const name = isMap(rule) ? rule.toJSON()?.name ?? rule.toJSON()?.match : undefined;
+      const shown = typeof name === "string"
+        ? name
+        : Array.isArray(name) && name.every((m) => typeof m === "string")
+        ? name.join(", ")
+        : null;
+      if (shown !== null) {
+        const rest = path.slice(2);
+        return rest.length ? `"${rest.join(".")}" of rule "${shown}"` : `rule "${shown}"`;
+      }
+    }
+    return path.length ? `"${path.join(".")}"` : "the document";
+  };
+}
+
+/** Whether a key path (list indexes included) names a key of agentgate's own format. */
+function agentgateKey(path: readonly (string | number)[]): boolean {
+  let schema: Schema | undefined = configSchema;
+  for (const k of path) {
+    while (schema?.type === "array") schema = schema.items;
+    if (typeof k === "number") continue;
+    if (schema?.type === "union") {
+      schema = schema.anyOf.find((o) => o.type === "object" || o.type === "array");
+      while (schema?.type === "array") schema = schema.items;
+    }
+    if (schema?.type !== "object") return false;
+    schema = schema.properties[k];
+  }
+  return schema !== undefined;
 }
 
 /** Glob characters in an include pattern. */
@@ -188,10 +241,17 @@ export function isInside(root: string, path: string): boolean {
  * `root`, the main policy's directory: a policy cannot pull in `~/.ssh/…` or
  * `/etc/…`, whose text parse errors would otherwise show.
  */
-function collectIncludes(part: Part, cwd: string, root: string, stack: string[]): Part[] {
+function collectIncludes(
+  part: Part,
+  cwd: string,
+  root: string,
+  stack: string[],
+  problems: Problem[],
+  errors: Problem[],
+): Part[] {
+  if (!validAt(part, ["include"])) return [];
   const list = (part.raw.include ?? []) as string[];
   if (list.length === 0) return [];
-  const errors: Problem[] = [];
   const out: Part[] = [];
   const baseDir = part.abs ? dirname(part.abs) : cwd;
   list.forEach((pattern, i) => {
@@ -266,11 +326,17 @@ function collectIncludes(part: Part, cwd: string, root: string, stack: string[])
         refuse(e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message);
         continue;
       }
-      const child = parsePart(text, relative(cwd, abs) || abs, "include", [], abs);
-      out.push(child, ...collectIncludes(child, cwd, root, [...stack, real]));
+      let child: Part;
+      try {
+        child = parsePart(text, relative(cwd, abs) || abs, "include", problems, errors, abs);
+      } catch (e) {
+        if (!(e instanceof ConfigError)) throw e;
+        errors.push(...e.problems);
+        continue;
+      }
+      out.push(child, ...collectIncludes(child, cwd, root, [...stack, real], problems, errors));
     }
   });
-  if (errors.length) throw new ConfigError(errors);
   return out;
 }
 
@@ -293,32 +359,76 @@ function includeRoot(mainAbs: string, cwd: string): string {
 }
 
 /**
- * Parse, validate and compile a policy text.
+ * Parse, validate and compile a policy text. This is the one place that
+ * decides what is an error: `check`, `serve` (start and reload), `run`,
+ * `test`, `eval`, `replay` and the rest all load through it, so a policy one
+ * of them accepts, every other accepts too. Every error of every file is
+ * reported in one pass (schema errors with compile errors; a value the schema
+ * refused is not compiled, so it is reported once), with the warnings.
  *
  * @example
  * const { config } = parseConfig("version: 1\nrules: []\n", "inline.yaml", Deno.cwd());
  */
-export function parseConfig(text: string, file: string, cwd: string): Loaded {
+export function parseConfig(
+  text: string,
+  file: string,
+  cwd: string,
+  opts: LoadOptions = {},
+): Loaded {
   const errors: Problem[] = [];
-  const problems: Loaded["problems"] = [];
+  const problems: Problem[] = [];
   const mainAbs = file.startsWith("<") ? "" : resolve(cwd, file);
-  const main = parsePart(text, file, "main", problems, mainAbs);
+  const main = parsePart(text, file, "main", problems, errors, mainAbs);
   const mainReal = mainAbs ? realOr(mainAbs) : "";
   const parts = [
     main,
-    ...collectIncludes(main, cwd, includeRoot(mainAbs, cwd), mainReal ? [mainReal] : []),
+    ...collectIncludes(
+      main,
+      cwd,
+      includeRoot(mainAbs, cwd),
+      mainReal ? [mainReal] : [],
+      problems,
+      errors,
+    ),
   ];
   const { raw, legacy } = main;
   // Sections included files may add to (tls.intercept, llm) are merged in load order.
-  const llmSections = parts.map((p) => p.raw.llm as RawLlm | undefined);
+  const llmSections = parts.map((p) =>
+    validAt(p, ["llm", "providers"]) ? p.raw.llm as RawLlm | undefined : undefined
+  );
   const detectProvider = llmProviderDetector(llmSections);
+  const before = errors.length;
   const intercept = compileIntercept(parts, errors);
-  const rules = compileRules(parts, { intercept, detectProvider, errors, problems });
-  if (errors.length) throw new ConfigError(errors);
+  // With a broken tls.intercept, "add the host to tls.intercept" would be a guess.
+  const interceptKnown = errors.length === before &&
+    parts.every((p) => validAt(p, ["tls", "intercept"]));
+  const rules = compileRules(parts, {
+    intercept,
+    detectProvider,
+    errors,
+    problems,
+    checkTunnels: interceptKnown,
+  });
   lintPolicy(main, rules, detectProvider, intercept, problems);
+  const proxyOk = validAt(main, ["proxy"]) && validAt(main, ["dashboard"]);
+  const proxy = proxyOk ? proxySection(raw.proxy, legacy) : null;
+  const dashboardToken = proxyOk ? dashboardSection(raw.dashboard).token : null;
+  if (proxy) {
+    if (opts.dashboard === false) proxy.dashboard = false;
+    errors.push(
+      ...exposureProblems(main, {
+        listen: opts.listen ?? proxy.listen,
+        fromFlag: opts.listen !== undefined,
+        auth: proxy.auth.length > 0,
+        dashboard: proxy.dashboard,
+        dashboardToken: dashboardToken !== null,
+      }),
+    );
+  }
+  const order = parts.map((p) => p.src.file);
+  if (errors.length || !proxy) throw new ConfigError(sortProblems([...errors, ...problems], order));
 
   const llm = llmSection(llmSections, raw.llm?.unknown_price, detectProvider);
-  const proxy = proxySection(raw.proxy, legacy);
   const config: AgentgateConfig = {
     file,
     files: parts.map((p) => p.abs).filter((f) => f !== ""),
@@ -331,7 +441,7 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
       ...proxy.authEnv,
       ...(raw.dashboard?.token_env ? [raw.dashboard.token_env as string] : []),
     ],
-    dashboardToken: dashboardSection(raw.dashboard).token,
+    dashboardToken,
     policy: policySection(raw, legacy, rules, llm),
     audit: auditSection(raw.audit, legacy, file, cwd),
     limits: limitsSection(raw.limits),
@@ -340,8 +450,23 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
     run: runSection(raw.run),
     ...upstreamSection(raw.upstream),
   };
-  problems.sort((a, b) => a.line - b.line || a.col - b.col);
-  return { config, problems };
+  return { config, problems: sortProblems(problems, order) };
+}
+
+/**
+ * Problems in reading order: by file (the main file first, then includes as
+ * loaded), line and column; problems without a position (a command-line
+ * flag) last.
+ */
+function sortProblems(problems: Problem[], files: string[]): Problem[] {
+  const rank = (p: Problem) => {
+    const i = files.indexOf(p.file);
+    return i === -1 ? files.length : i;
+  };
+  return [...problems].sort((a, b) =>
+    (a.line === 0 ? 1 : 0) - (b.line === 0 ? 1 : 0) || rank(a) - rank(b) || a.line - b.line ||
+    a.col - b.col
+  );
 }
 
 /**
@@ -350,7 +475,11 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
  * @example
  * const { config, problems } = await loadConfig("agentgate.yaml", Deno.cwd());
  */
-export async function loadConfig(path: string, cwd: string): Promise<Loaded> {
+export async function loadConfig(
+  path: string,
+  cwd: string,
+  opts: LoadOptions = {},
+): Promise<Loaded> {
   const file = isAbsolute(path) ? path : resolve(cwd, path);
   let text: string;
   try {
@@ -359,10 +488,10 @@ export async function loadConfig(path: string, cwd: string): Promise<Loaded> {
     const why = e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message;
     throw new ConfigError([{ severity: "error", file: path, line: 0, col: 0, message: why }]);
   }
-  return parseConfig(text, path, cwd);
+  return parseConfig(text, path, cwd, opts);
 }
 
 /** The embedded default policy (audit everything, deny metadata and link-local). */
-export function loadDefaultConfig(cwd: string): Loaded {
-  return parseConfig(DEFAULT_POLICY_YAML, DEFAULT_POLICY_NAME, cwd);
+export function loadDefaultConfig(cwd: string, opts: LoadOptions = {}): Loaded {
+  return parseConfig(DEFAULT_POLICY_YAML, DEFAULT_POLICY_NAME, cwd, opts);
 }

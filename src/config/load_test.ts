@@ -27,7 +27,7 @@ proxy:
 `;
   assert.deepEqual(errorsOf(text), [
     'policies/ci.yaml:2:10: "default" must be one of "deny", "allow", "log", not "alow" (did you mean "allow"?)',
-    'policies/ci.yaml:7:5: unknown key "methdos" in "rules.0" (did you mean "methods"?)',
+    'policies/ci.yaml:7:5: unknown key "methdos" in rule "npm" (did you mean "methods"?)',
     'policies/ci.yaml:8:12: "rules.1.match" must be a string or a list, not number 42',
     'policies/ci.yaml:11:11: listen address "localhost" must be HOST:PORT (e.g. "127.0.0.1:4100")',
   ]);
@@ -36,7 +36,7 @@ proxy:
 Deno.test("load: a bad glob points at the character inside the pattern", () => {
   const text = 'version: 1\nrules:\n  - match: "api.example.com:99999/v1"\n    action: allow\n';
   assert.deepEqual(errorsOf(text, "a.yaml"), [
-    'a.yaml:3:29: invalid match pattern "api.example.com:99999/v1" in rule 1: port 99999 is out of range 1-65535',
+    'a.yaml:3:29: invalid match pattern "api.example.com:99999/v1" in rule "api.example.com:99999/v1": port 99999 is out of range 1-65535',
   ]);
 });
 
@@ -76,22 +76,50 @@ rules:
 `;
   const { config, problems } = parseConfig(text, "w.yaml", "/");
   assert.equal(config.policy.rules.length, 3);
-  assert.deepEqual(problems.map((p) => `${formatProblem(p)}${p.lint ? " [lint]" : ""}`), [
+  // Changed deliberately (issue 16): the tunnel problem was a "lint" error that
+  // `check` failed on while `serve` printed it as a warning; one loader now
+  // decides for every command, and it is a warning for both (check --strict
+  // fails on it), saying how HTTPS requests are handled.
+  assert.deepEqual(problems.map(formatProblem), [
     'w.yaml:5:5: warning: rule "never" can never match: rule "*" (w.yaml:3) matches every request first',
     'w.yaml:8:5: warning: rule "paths" can never match: rule "*" (w.yaml:3) matches every request first',
-    'w.yaml:10:14: rule "paths" uses the path glob "/v1/**" and the method (PSOT), which a CONNECT tunnel does not reveal: HTTPS requests to "api.example.com" are denied with a reason (plain-HTTP requests are matched in full); add "api.example.com" to tls.intercept [lint]',
+    'w.yaml:10:14: warning: rule "paths" uses the path glob "/v1/**" and the method (PSOT), which a CONNECT tunnel does not reveal: agentgate denies HTTPS requests to "api.example.com" with a reason naming this rule and matches plain-HTTP requests in full; to decide HTTPS requests too, add "api.example.com" to tls.intercept (or write the pattern with "http://" if the rule is meant for plain HTTP only)',
     'w.yaml:10:15: warning: unknown HTTP method "PSOT" (did you mean "POST"?)',
+  ]);
+  const legacy = `rules:
+  - match: "api.example.com/v1/*"
+    action: deny
+`;
+  const loaded = parseConfig(legacy, "l.yaml", "/");
+  assert.equal(loaded.config.format, "agentreserve");
+  assert.deepEqual(loaded.problems.map(formatProblem), [
+    'l.yaml:2:12: warning: rule "api.example.com/v1/*" uses the path glob "/v1/**", which a CONNECT tunnel does not reveal: agentgate denies HTTPS requests to "api.example.com" with a reason naming this rule and matches plain-HTTP requests in full; to decide HTTPS requests too, add "version: 1" to make this an agentgate policy and add "api.example.com" to tls.intercept',
   ]);
 });
 
-Deno.test("load: defaults and paths relative to the policy file", () => {
-  const { config } = parseConfig("version: 1\n", "conf/agentgate.yaml", "/repo");
+Deno.test("load: defaults, and paths relative to the policy file", () => {
+  // Changed deliberately (issue 16): without audit.path the database is in the
+  // agentgate home, not beside the policy (nor in the working directory).
+  const before = Deno.env.get("AGENTGATE_HOME");
+  Deno.env.set("AGENTGATE_HOME", "/home/me/.ag");
+  let config;
+  try {
+    config = parseConfig("version: 1\n", "conf/agentgate.yaml", "/repo").config;
+  } finally {
+    if (before === undefined) Deno.env.delete("AGENTGATE_HOME");
+    else Deno.env.set("AGENTGATE_HOME", before);
+  }
+  assert.equal(
+    parseConfig("version: 1\naudit: { path: ./agentgate.db }\n", "conf/agentgate.yaml", "/repo")
+      .config.audit.path,
+    "/repo/conf/agentgate.db",
+  );
   assert.equal(config.listen.host, "127.0.0.1");
   assert.equal(config.listen.port, 4100);
   assert.equal(config.dashboard, true);
   assert.equal(config.policy.defaultAction, "deny");
   assert.equal(config.policy.mode, "enforce");
-  assert.equal(config.audit.path, "/repo/conf/agentgate.db");
+  assert.equal(config.audit.path, "/home/me/.ag/agentgate.db");
   assert.equal(config.audit.retentionMs, 30 * 86_400_000);
   assert.equal(config.upstream.connectTimeoutMs, 10_000);
   assert.equal(config.upstream.responseTimeoutMs, 300_000);
@@ -139,8 +167,15 @@ audit:
   path: ./agentreserve-audit.db
 `;
     await Deno.writeTextFile(`${dir}/agentreserve.yaml`, text);
-    const { config } = await loadConfig("agentreserve.yaml", dir);
+    const { config, problems } = await loadConfig("agentreserve.yaml", dir);
     assert.equal(config.format, "agentreserve");
+    // It passes `check` too: the one rule a tunnel cannot decide is a warning saying how
+    // its HTTPS requests are handled.
+    assert.deepEqual(problems.map((p) => `${p.severity} ${p.line}:${p.col}`), ["warning 27:12"]);
+    assert.match(
+      problems[0].message,
+      /agentgate denies HTTPS requests to "\*\.amazonaws\.com"/,
+    );
     assert.deepEqual(config.listen, { host: "127.0.0.1", port: 4100 });
     assert.equal(config.audit.path, `${dir}/agentreserve-audit.db`);
     assert.deepEqual(config.policy.rules.map((r) => [r.name, r.action]), [
@@ -226,8 +261,8 @@ rules:
     action: allow
 `;
   const { problems } = parseConfig(text, "t.yaml", "/");
-  assert.deepEqual(problems.map((p) => `${formatProblem(p)}${p.lint ? " [lint]" : ""}`), [
-    't.yaml:5:11: rule "body-check" uses body in its condition, which a CONNECT tunnel does not reveal: HTTPS requests to "api.example.test" are denied with a reason (plain-HTTP requests are matched in full); add "api.example.test" to tls.intercept [lint]',
+  assert.deepEqual(problems.map(formatProblem), [
+    't.yaml:5:11: warning: rule "body-check" uses body in its condition, which a CONNECT tunnel does not reveal: agentgate denies HTTPS requests to "api.example.test" with a reason naming this rule and matches plain-HTTP requests in full; to decide HTTPS requests too, add "api.example.test" to tls.intercept (or write the pattern with "http://" if the rule is meant for plain HTTP only)',
   ]);
 });
 
@@ -637,7 +672,7 @@ rules:
   assert.equal(admin.match[0].nocase, true);
   assert.equal(hosts.match[0].nocase, undefined);
   assert.deepEqual(problems.map((p) => formatProblem(p)), [
-    "m.yaml:10:17: warning: match_case: false has no effect in rule 2: its patterns have no path glob (hosts always compare case-insensitively)",
+    'm.yaml:10:17: warning: match_case: false has no effect in rule "hosts": its patterns have no path glob (hosts always compare case-insensitively)',
   ]);
   assert.throws(
     () => parseConfig("version: 1\nlimits: { ambiguous_paths: allow }\n", "b.yaml", "/"),

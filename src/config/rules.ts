@@ -4,8 +4,10 @@
  * the rules compiled so far (shadowing, what a CONNECT tunnel cannot show,
  * unbudgeted LLM hosts).
  *
- * Errors and warnings are appended to the caller's lists in the order the
- * loader has always reported them.
+ * Errors and warnings are appended to the caller's lists; a rule the schema
+ * refused is not compiled (its errors are already reported). What is an error
+ * and what a warning is decided here once, for every command (`check`,
+ * `serve`, reload, `run`, `test` load alike).
  *
  * @example
  * ```ts
@@ -19,7 +21,7 @@
  */
 import type { Node } from "yaml";
 import type { Problem } from "./errors.ts";
-import type { Part, SourceFile } from "./source.ts";
+import { type Part, type SourceFile, validAt } from "./source.ts";
 import { KNOWN_METHODS } from "./spec.ts";
 import { compilePolicy } from "./policies.ts";
 import { didYouMean } from "../util/suggest.ts";
@@ -35,9 +37,6 @@ import type { Checker } from "../policy/limits/types.ts";
 import type { Action } from "../policy/types.ts";
 import type { Provider } from "../llm/mod.ts";
 
-/** A problem that may be a lint: `check` fails on it, `serve` only prints it. */
-export type LintProblem = Problem & { lint?: boolean };
-
 /** What compiling the rules needs from the rest of the config, and where it reports. */
 export interface RulesContext {
   /** Compiled `tls.intercept`: a rule that needs more than host and port must be covered. */
@@ -45,7 +44,13 @@ export interface RulesContext {
   /** `llm.providers` plus the built-in hosts: a `spending_limit` checks its hosts against it. */
   detectProvider: (host: string) => Provider | null;
   errors: Problem[];
-  problems: LintProblem[];
+  /** Warnings. */
+  problems: Problem[];
+  /**
+   * Whether to report rules that need more than a tunnel shows (false when
+   * `tls.intercept` itself has errors: its fix would be a guess).
+   */
+  checkTunnels: boolean;
 }
 
 /** A `rules:` entry as the schema let it through. */
@@ -76,7 +81,9 @@ export function compileRules(parts: Part[], ctx: RulesContext): CompiledRule[] {
   for (const part of parts) {
     const rawRules: RawRule[] = part.raw.rules ?? [];
     rawRules.forEach((r, fileIndex) => {
-      const rule = compileRule(part, r, fileIndex, ruleIndex++, state, ctx);
+      const index = ruleIndex++;
+      if (!validAt(part, ["rules", fileIndex])) return;
+      const rule = compileRule(part, r, fileIndex, index, state, ctx);
       if (rule !== null) state.rules.push(rule);
     });
   }
@@ -97,43 +104,36 @@ function compileRule(
   const path = ["rules", fileIndex];
   const ruleNode = src.nodeAt(path);
   const patterns = (Array.isArray(r.match) ? r.match : [r.match]) as string[];
-  const matchers = compileMatchers(src, r, path, patterns, index, legacy, errors);
-  if (matchers === null) return null;
+  const shownName = (r.name as string | undefined) ?? patterns.join(", ");
+  const matchers = compileMatchers(src, r, path, patterns, shownName, legacy, errors);
   const methods = compileMethods(src, r, path, problems);
-  if (r.match_case === false && matchers.every((m) => m.path === null)) {
+  const ruleName = uniqueName(src, r, path, patterns, index, state.names, problems);
+  if (r.match_case === false && matchers !== null && matchers.every((m) => m.path === null)) {
     problems.push(
       src.problem(
         "warning",
         src.nodeAt([...path, "match_case"]),
-        `match_case: false has no effect in rule ${
-          index + 1
-        }: its patterns have no path glob (hosts always compare case-insensitively)`,
+        `match_case: false has no effect in rule "${ruleName}": its patterns have no path glob ` +
+          "(hosts always compare case-insensitively)",
       ),
     );
   }
-  const ruleName = uniqueName(src, r, path, patterns, index, state.names, problems);
   const pos = src.pos(ruleNode);
 
   // `when:` compiled and type-checked now; its errors point into the YAML scalar.
+  // Patterns, condition and policies are each compiled, so all their errors show at once.
   const when = compileWhen(src, r, path, ruleName, errors);
-  if (when === undefined) return null;
   const { checkers, reads: policyReads, needsBody: policyNeedsBody, keyReadsPath } =
-    compilePolicies(
-      src,
-      r,
-      path,
-      ruleName,
-      ctx,
-    );
-  if (r.action === "deny" && checkers.length > 0) {
-    problems.push(
-      src.problem(
-        "warning",
-        src.nodeAt([...path, "policies"]),
-        `policies of deny rule "${ruleName}" are never evaluated (a deny rule denies)`,
-      ),
-    );
+    compilePolicies(src, r, path, ruleName, ctx);
+  const policiesNode = src.nodeAt([...path, "policies"]);
+  if (r.action === "deny" && ((r.policies as unknown[] | undefined)?.length ?? 0) > 0) {
+    const message =
+      `policies of deny rule "${ruleName}" are never evaluated (a deny rule denies): ` +
+      'remove "policies", or make the rule "allow" or "log" to apply them';
+    if (legacy) problems.push(src.problem("warning", policiesNode, message));
+    else errors.push(src.problem("error", policiesNode, message));
   }
+  if (matchers === null || when === undefined) return null;
   const whenRequestReads = when ? [...when.reads].filter((x) => REQUEST_LEVEL_READS.has(x)) : [];
   const keyRequestReads = [...policyReads].filter((x) => REQUEST_LEVEL_READS.has(x));
   const needsWhat = [
@@ -164,7 +164,7 @@ function compileRule(
   if (!state.catchAll && methods === null && when === null && matchers.some(isCatchAll)) {
     state.catchAll = rule;
   }
-  lintTunnel(src, r, path, patterns, rule, whenRequestReads.length > 0, ctx);
+  lintTunnel(part, r, path, patterns, rule, whenRequestReads.length > 0, ctx);
   return rule;
 }
 
@@ -174,7 +174,7 @@ function compileMatchers(
   r: RawRule,
   path: (string | number)[],
   patterns: string[],
-  index: number,
+  ruleName: string,
   legacy: boolean,
   errors: Problem[],
 ): Matcher[] | null {
@@ -191,7 +191,7 @@ function compileMatchers(
         src.problem(
           "error",
           node,
-          `invalid match pattern "${pattern}" in rule ${index + 1}: ${e.message}`,
+          `invalid match pattern "${pattern}" in rule "${ruleName}": ${e.message}`,
           e.offset,
         ),
       );
@@ -205,7 +205,7 @@ function compileMethods(
   src: SourceFile,
   r: RawRule,
   path: (string | number)[],
-  problems: LintProblem[],
+  problems: Problem[],
 ): Set<string> | null {
   if (r.methods === undefined) return null;
   const list = (Array.isArray(r.methods) ? r.methods : [r.methods]) as string[];
@@ -235,7 +235,7 @@ function uniqueName(
   patterns: string[],
   index: number,
   names: Map<string, number>,
-  problems: LintProblem[],
+  problems: Problem[],
 ): string {
   const baseName = (r.name as string | undefined) ?? patterns.join(", ");
   const seen = names.get(baseName) ?? 0;
@@ -317,7 +317,7 @@ function lintShadowed(
   ruleNode: Node | null,
   rule: CompiledRule,
   state: RulesState,
-  problems: LintProblem[],
+  problems: Problem[],
 ): void {
   const { catchAll } = state;
   const shadow = catchAll ?? state.rules.find((e) =>
@@ -339,10 +339,14 @@ function lintShadowed(
 
 /**
  * Tunnels (https) show host and port only: a rule that needs more of a host
- * that is not intercepted cannot decide its HTTPS requests. A lint error.
+ * that is not intercepted cannot decide its HTTPS requests, which are denied
+ * with a reason naming the rule (fail closed). A warning, for every command
+ * alike (`check --strict` fails on it): the rule still decides plain-HTTP
+ * requests, and an internal plain-HTTP service is a fair thing to write rules
+ * for. It says how HTTPS requests are handled and the fix.
  */
 function lintTunnel(
-  src: SourceFile,
+  part: Part,
   r: RawRule,
   path: (string | number)[],
   patterns: string[],
@@ -350,17 +354,21 @@ function lintTunnel(
   whenReadsRequest: boolean,
   ctx: RulesContext,
 ): void {
+  if (!ctx.checkTunnels) return;
+  const { src } = part;
   const tunnelProblem = (node: Node | null, what: string, host: string) =>
-    ctx.problems.push({
-      ...src.problem(
-        "error",
-        node,
-        `rule "${rule.name}" uses ${what}, which a CONNECT tunnel does not reveal: ` +
-          `HTTPS requests to "${host}" are denied with a reason (plain-HTTP requests are matched in full); ` +
-          `add "${host}" to tls.intercept`,
-      ),
-      lint: true,
-    });
+    ctx.problems.push(src.problem(
+      "warning",
+      node,
+      `rule "${rule.name}" uses ${what}, which a CONNECT tunnel does not reveal: ` +
+        `agentgate denies HTTPS requests to "${host}" with a reason naming this rule and ` +
+        "matches plain-HTTP requests in full; " +
+        (part.legacy
+          ? `to decide HTTPS requests too, add "version: 1" to make this an agentgate policy ` +
+            `and add "${host}" to tls.intercept`
+          : `to decide HTTPS requests too, add "${host}" to tls.intercept (or write the ` +
+            'pattern with "http://" if the rule is meant for plain HTTP only)'),
+    ));
   const hostOf = (m: Matcher, i: number) =>
     m.host === null ? "*" : typeof m.host === "string" ? m.host : patterns[i].split("/")[0];
   const tunnelable = rule.match.map((m, i) => ({ m, i })).filter(({ m }) =>
@@ -440,7 +448,7 @@ export function lintPolicy(
   rules: CompiledRule[],
   detectProvider: (host: string, port?: number) => Provider | null,
   intercept: Matcher[],
-  problems: LintProblem[],
+  problems: Problem[],
 ): void {
   lintUnpriced(main, rules, detectProvider, intercept, problems);
   const { raw, legacy } = main;
@@ -498,7 +506,7 @@ function lintUnpriced(
   rules: CompiledRule[],
   detectProvider: (host: string, port?: number) => Provider | null,
   intercept: Matcher[],
-  problems: LintProblem[],
+  problems: Problem[],
 ): void {
   const warn = (r: CompiledRule, message: string) =>
     problems.push({

@@ -134,16 +134,23 @@ function shapeFits(schema: Schema, node: Node | null): boolean {
 
 const keyName = (k: unknown): string => String(isScalar(k) ? (k as Scalar).value : k);
 
+/** How a message names the place of a path (`"proxy.listen"`, `"action" of rule "npm"`). */
+export type PathName = (path: Path) => string;
+
+const dotted: PathName = (path) => path.length ? `"${path.join(".")}"` : "the document";
+
 /**
  * Validate a YAML node against a schema and return the plain value.
  * Errors are appended to `issues`; the returned value is only trustworthy when
- * none were added.
+ * none were added. `name` words the place in messages (default: the dotted
+ * path).
  */
 export function validate(
   node: Node | null,
   schema: Schema,
   path: Path = [],
   issues: SchemaIssue[] = [],
+  name: PathName = dotted,
 ): unknown {
   if (node !== null && isAlias(node)) {
     issues.push({ path, node, message: "YAML aliases are not supported in policy files" });
@@ -153,7 +160,7 @@ export function validate(
     issues.push({ path, node, message });
     return undefined;
   };
-  const where = path.length ? `"${path.join(".")}"` : "the document";
+  const where = name(path);
   switch (schema.type) {
     case "any":
       return node === null ? null : node.toJSON();
@@ -201,7 +208,7 @@ export function validate(
         return bad(`${where} must have at least ${schema.minItems} item(s)`);
       }
       return node.items.map((item, i) =>
-        validate(item as Node | null, schema.items, [...path, i], issues)
+        validate(item as Node | null, schema.items, [...path, i], issues, name)
       );
     }
     case "map": {
@@ -215,7 +222,7 @@ export function validate(
           issues.push({ path: [...path, k], node: pair.key as Node, message: msg, atKey: true });
           continue;
         }
-        out[k] = validate(pair.value as Node | null, schema.values, [...path, k], issues);
+        out[k] = validate(pair.value as Node | null, schema.values, [...path, k], issues, name);
       }
       return out;
     }
@@ -238,7 +245,7 @@ export function validate(
           });
           continue;
         }
-        out[k] = validate(pair.value as Node | null, sub, [...path, k], issues);
+        out[k] = validate(pair.value as Node | null, sub, [...path, k], issues, name);
       }
       for (const r of schema.required ?? []) {
         if (!(r in out)) issues.push({ path, node, message: `missing key "${r}" in ${where}` });
@@ -253,7 +260,7 @@ export function validate(
       let best: { issues: SchemaIssue[]; value: unknown } | null = null;
       for (const option of schema.anyOf) {
         const local: SchemaIssue[] = [];
-        const value = validate(node, option, path, local);
+        const value = validate(node, option, path, local, name);
         if (local.length === 0) return value;
         // Prefer the option whose shape fits the node (errors deeper inside it).
         const depth = Math.max(...local.map((i) => i.path.length));
@@ -266,7 +273,7 @@ export function validate(
         // shape (a mapping for an object, …), its own message says more
         // (e.g. a missing key) than "must be a mapping or a list".
         const fits = schema.anyOf.filter((o) => shapeFits(o, node));
-        if (fits.length === 1) return validate(node, fits[0], path, issues);
+        if (fits.length === 1) return validate(node, fits[0], path, issues, name);
         return bad(`${where} must be ${describe(schema)}, not ${kindOf(node)}`);
       }
       issues.push(...deepest);

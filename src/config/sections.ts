@@ -11,10 +11,10 @@
  *
  * @module
  */
-import { dirname, isAbsolute, resolve } from "node:path";
+import { dirname, isAbsolute, join, resolve } from "node:path";
 import type { Problem } from "./errors.ts";
 import type { AgentgateConfig } from "./types.ts";
-import type { Part } from "./source.ts";
+import { type Part, validAt } from "./source.ts";
 import { authEntry, parseListen, type RawAuthEntry } from "./spec.ts";
 import { compileMatch, type Matcher, normalizeHost, PatternError } from "../policy/match.ts";
 import {
@@ -25,6 +25,7 @@ import {
 } from "../policy/engine.ts";
 import type { Action } from "../policy/types.ts";
 import { parseDuration } from "../util/duration.ts";
+import { agentgateHome } from "../util/home.ts";
 import {
   createPricer,
   createProviderDetector,
@@ -138,6 +139,76 @@ export function proxySection(
   };
 }
 
+/** Whether a listen host only accepts local connections. */
+export function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/** What {@link exposureProblems} weighs. */
+export interface Exposure {
+  /** Where the proxy will listen. */
+  listen: { host: string; port: number };
+  /** The address comes from `--listen`, not from the file. */
+  fromFlag: boolean;
+  /** `proxy.auth` holds at least one token. */
+  auth: boolean;
+  /** The dashboard will be served. */
+  dashboard: boolean;
+  dashboardToken: boolean;
+}
+
+/**
+ * A proxy reachable from other machines must demand credentials, and so must
+ * its dashboard: errors at `proxy.listen` (or the legacy `proxy.host`), or
+ * about `--listen` when the address comes from the command line.
+ *
+ * @example
+ * ```ts
+ * exposureProblems(main, { listen: { host: "0.0.0.0", port: 4100 }, fromFlag: false,
+ *   auth: false, dashboard: false, dashboardToken: false });
+ * // [{ …, message: 'proxy.listen "0.0.0.0:4100" is not a loopback address, so the proxy needs credentials: …' }]
+ * ```
+ */
+export function exposureProblems(main: Part, e: Exposure): Problem[] {
+  if (isLoopback(e.listen.host)) return [];
+  const { src, legacy } = main;
+  const address = `${
+    e.listen.host.includes(":") ? `[${e.listen.host}]` : e.listen.host
+  }:${e.listen.port}`;
+  const what = e.fromFlag
+    ? `--listen "${address}"`
+    : legacy
+    ? `proxy.host "${e.listen.host}"`
+    : `proxy.listen "${address}"`;
+  const at = (message: string): Problem =>
+    e.fromFlag
+      ? { severity: "error", file: src.file, line: 0, col: 0, message }
+      : src.problem("error", src.nodeAt(legacy ? ["proxy", "host"] : ["proxy", "listen"]), message);
+  const out: Problem[] = [];
+  if (!e.auth) {
+    out.push(at(
+      legacy
+        ? `${what} is not a loopback address, so the proxy needs credentials, which the ` +
+          '@agentreserve/proxy format cannot hold: listen on 127.0.0.1, or add "version: 1" ' +
+          `and write proxy.listen: "${address}" with proxy.auth (tokens or { env: NAME })`
+        : `${what} is not a loopback address, so the proxy needs credentials: set proxy.auth ` +
+          "(tokens or { env: NAME })",
+    ));
+  }
+  if (e.dashboard && !e.dashboardToken) {
+    out.push(at(
+      legacy
+        ? `${what} is not a loopback address, so the dashboard needs a token, which the ` +
+          "@agentreserve/proxy format cannot hold: set proxy.dashboard: false (or serve " +
+          '--no-dashboard), or add "version: 1" and set dashboard.token'
+        : `${what} is not a loopback address, so the dashboard needs a token: set ` +
+          "dashboard.token (or dashboard.token_env), or turn the dashboard off " +
+          "(proxy.dashboard: false, or serve --no-dashboard)",
+    ));
+  }
+  return out;
+}
+
 /**
  * `dashboard:`: the bearer token, given or read from the environment, or null.
  *
@@ -154,24 +225,28 @@ export function dashboardSection(dashboard: RawDashboard | undefined): { token: 
 }
 
 /**
- * `audit:`: the database beside the policy file (the legacy format's own
- * default name) and how long rows are kept.
+ * `audit:`: the database (a relative `path` is relative to the policy file;
+ * without one, `agentgate.db` in the agentgate home, `$AGENTGATE_HOME` or
+ * `~/.agentgate`, like the CA: never the directory agentgate happens to start
+ * in) and how long rows are kept. Files in the @agentreserve/proxy format get
+ * the same default (that tool's own was `./agentreserve-audit.db` in the
+ * working directory: the very habit this replaces).
  *
  * @example
  * ```ts
  * auditSection(undefined, false, "conf/agentgate.yaml", "/repo");
- * // { path: "/repo/conf/agentgate.db", retentionMs: 2592000000 }
+ * // { path: "/home/me/.agentgate/agentgate.db", retentionMs: 2592000000 }
+ * auditSection({ path: "./a.db" }, false, "conf/agentgate.yaml", "/repo").path; // "/repo/conf/a.db"
  * ```
  */
 export function auditSection(
   audit: RawAudit | undefined,
-  legacy: boolean,
+  _legacy: boolean,
   file: string,
   cwd: string,
 ): AgentgateConfig["audit"] {
-  const fallback = legacy ? "./agentreserve-audit.db" : "./agentgate.db";
   return {
-    path: resolveFrom(file, audit?.path ? audit.path : fallback, cwd),
+    path: audit?.path ? resolveFrom(file, audit.path, cwd) : join(agentgateHome(), "agentgate.db"),
     retentionMs: parseDuration(audit?.retention ?? "30d"),
   };
 }
@@ -209,6 +284,7 @@ export function compileIntercept(parts: Part[], errors: Problem[]): Matcher[] {
   for (const part of parts) {
     const src = part.src;
     ((part.raw.tls?.intercept ?? []) as string[]).forEach((pattern, i) => {
+      if (!validAt(part, ["tls", "intercept", i])) return;
       const node = src.nodeAt(["tls", "intercept", i]);
       if (pattern.includes("/")) {
         errors.push(

@@ -65,11 +65,20 @@ Deno.test("sections: paths are relative to the policy file, or to cwd when embed
   assert.equal(resolveFrom("conf/a.yaml", "./x.db", "/repo"), "/repo/conf/x.db");
   assert.equal(resolveFrom("<embedded default>", "./x.db", "/repo"), "/repo/x.db");
   assert.equal(resolveFrom("conf/a.yaml", "/abs/x.db", "/repo"), "/abs/x.db");
-  assert.deepEqual(auditSection(undefined, false, "conf/a.yaml", "/repo"), {
-    path: "/repo/conf/agentgate.db",
-    retentionMs: 30 * 86_400_000,
-  });
-  assert.equal(auditSection({}, true, "a.yaml", "/repo").path, "/repo/agentreserve-audit.db");
+  // Changed deliberately (issue 16): without a path the audit is in the agentgate home
+  // (for the @agentreserve/proxy format too), never beside the file or in the cwd.
+  const before = Deno.env.get("AGENTGATE_HOME");
+  Deno.env.set("AGENTGATE_HOME", "/home/me/.ag");
+  try {
+    assert.deepEqual(auditSection(undefined, false, "conf/a.yaml", "/repo"), {
+      path: "/home/me/.ag/agentgate.db",
+      retentionMs: 30 * 86_400_000,
+    });
+    assert.equal(auditSection({}, true, "a.yaml", "/repo").path, "/home/me/.ag/agentgate.db");
+  } finally {
+    if (before === undefined) Deno.env.delete("AGENTGATE_HOME");
+    else Deno.env.set("AGENTGATE_HOME", before);
+  }
   assert.deepEqual(auditSection({ path: "db/x.db", retention: "1h" }, false, "a.yaml", "/r"), {
     path: "/r/db/x.db",
     retentionMs: 3_600_000,
@@ -153,7 +162,7 @@ Deno.test("sections: mode and default, with the legacy format's log", () => {
 Deno.test("sections: tls.intercept takes host globs from every file, errors at the item", () => {
   const part = (file: string, text: string) => {
     const src = new SourceFile(file, text);
-    return { src, raw: src.doc.toJS(), legacy: false, abs: "" };
+    return { src, raw: src.doc.toJS(), legacy: false, abs: "", invalid: [] };
   };
   const errors: Problem[] = [];
   const intercept = compileIntercept([

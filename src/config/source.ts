@@ -5,8 +5,40 @@
  * @module
  */
 import { isMap, isPair, isScalar, LineCounter, type Node, parseDocument, Scalar } from "yaml";
-import type { Problem } from "./errors.ts";
+import { type Problem, yamlMessage } from "./errors.ts";
 import type { Path } from "./schema.ts";
+
+/**
+ * The YAML syntax errors of a document, as problems: only the first one. After
+ * a syntax error the parser resynchronises as best it can, and one slip (a
+ * line indented one space too far) makes it report dozens of errors that are
+ * all that one; the message says how many were left out.
+ *
+ * @example
+ * ```ts
+ * const lines = new LineCounter();
+ * const doc = parseDocument(" version: 1\nrules: []\n", { lineCounter: lines });
+ * yamlSyntaxProblems(doc, lines, "a.yaml");
+ * // [{ severity: "error", file: "a.yaml", line: 2, col: 1, message: "invalid YAML: … (2 more …)" }]
+ * ```
+ */
+export function yamlSyntaxProblems(
+  doc: { errors: { pos: [number, number]; code: string; message: string }[] },
+  lines: LineCounter,
+  file: string,
+): Problem[] {
+  if (doc.errors.length === 0) return [];
+  const first = [...doc.errors].sort((a, b) => a.pos[0] - b.pos[0])[0];
+  const p = lines.linePos(first.pos[0]);
+  const more = doc.errors.length - 1;
+  // Never the parser's own text when it could quote the file (yamlMessage).
+  const message = `${yamlMessage(first)}${
+    more > 0
+      ? ` (${more} more YAML error(s) after it, most likely caused by this one: fix it and check again)`
+      : ""
+  }`;
+  return [{ severity: "error", file, line: p.line, col: p.col, message }];
+}
 
 /**
  * One parsed YAML file, able to locate any path in it.
@@ -105,4 +137,26 @@ export interface Part {
   legacy: boolean;
   /** Absolute path ("" for the embedded default). */
   abs: string;
+  /**
+   * Where the schema found errors: nothing at or below these paths is
+   * compiled, so one slip is reported once instead of again by every check
+   * that reads the broken value.
+   */
+  invalid: Path[];
+}
+
+/**
+ * Whether the schema found nothing wrong at, above or below `path` of a part.
+ *
+ * @example
+ * ```ts
+ * validAt(part, ["rules", 2]); // false when rule 3 has a schema error
+ * ```
+ */
+export function validAt(part: Part, path: Path): boolean {
+  return !part.invalid.some((bad) => {
+    const n = Math.min(bad.length, path.length);
+    for (let i = 0; i < n; i++) if (bad[i] !== path[i]) return false;
+    return true;
+  });
 }

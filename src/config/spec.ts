@@ -522,7 +522,8 @@ export const configSchema: ObjectSchema = {
       properties: {
         path: {
           type: "string",
-          description: "SQLite file (relative to this file; default ./agentgate.db).",
+          description:
+            "SQLite file (relative to this file; default: agentgate.db in $AGENTGATE_HOME or ~/.agentgate).",
         },
         retention: duration("Rows older than this are deleted (default 30d)."),
       },

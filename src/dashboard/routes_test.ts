@@ -11,6 +11,8 @@ import { AuditStore } from "../audit/store.ts";
 import { openAuditReader } from "../audit/sqlite_read.ts";
 import type { AuditEventV1 } from "../audit/event.ts";
 import { parseConfig } from "../config/load.ts";
+import { agentgateHome } from "../util/home.ts";
+import { join } from "node:path";
 import { Metrics } from "../proxy/addons/metrics.ts";
 import {
   configJson,
@@ -360,9 +362,10 @@ Deno.test("config: the loaded policy without secrets", () =>
         policies: [],
       }],
     });
+    // Without audit.path the database is in the agentgate home (issue 16).
     assert.equal(
       (c.audit as Record<string, unknown>).path,
-      deps.reader.source.replace("audit.db", "agentgate.db"),
+      join(agentgateHome(), "agentgate.db"),
     );
     assert.equal((c.audit as Record<string, unknown>).retention_ms, 30 * 86_400_000);
     // Whatever the config grows, keys that look secret are masked.

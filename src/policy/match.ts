@@ -34,7 +34,8 @@ export class PatternError extends Error {
   }
 }
 
-const HOST_GLOB = /^[a-z0-9*?._\-:\[\]]+$/;
+/** What a host glob may hold (brackets only around an IPv6 address, removed before). */
+const HOST_GLOB = /^[a-z0-9*?._\-:]+$/;
 
 /**
  * Compile a match pattern.
@@ -104,15 +105,33 @@ export function compileMatch(
     }
   }
   let host = hostPort.toLowerCase();
-  if (host.startsWith("[") && host.endsWith("]")) host = host.slice(1, -1);
+  const bracketed = host.startsWith("[") && host.endsWith("]");
+  if (bracketed) host = host.slice(1, -1);
   if (host.endsWith(".")) host = host.slice(0, -1);
   if (host === "") throw new PatternError("host part is empty", offset);
+  const hostStart = offset + (bracketed ? 1 : 0);
   if (!HOST_GLOB.test(host)) {
-    const bad = [...host].findIndex((c) => !/[a-z0-9*?._\-:\[\]]/.test(c));
+    const bad = [...host].findIndex((c) => !/[a-z0-9*?._\-:]/.test(c));
     throw new PatternError(
       `invalid character "${host[bad]}" in host "${host}"`,
-      offset + Math.max(bad, 0),
+      hostStart + Math.max(bad, 0),
     );
+  }
+  // A host no request can have would make a rule that silently never matches.
+  if (host.includes(":") && !bracketed && host.split(":").length < 3) {
+    throw new PatternError(
+      `invalid port "${host.slice(host.indexOf(":") + 1)}" in "${hostPort}": a port is digits or *`,
+      hostStart + host.indexOf(":") + 1,
+    );
+  }
+  if (!host.includes(":")) {
+    const empty = host.split(".").findIndex((label) => label === "");
+    if (empty !== -1) {
+      throw new PatternError(
+        `empty label in host "${host}" (a leading dot or "..")`,
+        hostStart + host.split(".").slice(0, empty).join(".").length,
+      );
+    }
   }
   let hostM: Matcher["host"];
   if (host === "*" || host === "**") hostM = null;

@@ -5,7 +5,8 @@
  * @module
  */
 import { isMap, isPair, isScalar, LineCounter, type Node, parseDocument } from "yaml";
-import { type Problem, yamlMessage } from "../config/errors.ts";
+import type { Problem } from "../config/errors.ts";
+import { yamlSyntaxProblems } from "../config/source.ts";
 import { type ObjectSchema, type Path, type SchemaIssue, validate } from "../config/schema.ts";
 
 /** One parsed YAML document with positions. */
@@ -46,18 +47,9 @@ export class YamlFile {
     return { severity, file: this.file, ...this.pos(node), message };
   }
 
-  /** YAML syntax errors, as problems. */
+  /** YAML syntax errors, as problems (the first one: the rest usually follow from it). */
   syntaxErrors(): Problem[] {
-    return this.doc.errors.map((e) => {
-      const p = this.lines.linePos(e.pos[0]);
-      return {
-        severity: "error" as const,
-        file: this.file,
-        line: p.line,
-        col: p.col,
-        message: yamlMessage(e),
-      };
-    });
+    return yamlSyntaxProblems(this.doc, this.lines, this.file);
   }
 
   /**

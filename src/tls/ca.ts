@@ -19,8 +19,8 @@
 
 import forge from "node-forge";
 import { generateKeyPair } from "node:crypto";
-import { homedir } from "node:os";
 import { join, resolve } from "node:path";
+import { agentgateHome, expandHome } from "../util/home.ts";
 
 /** File name of the CA certificate inside the CA directory. */
 export const CA_CERT_FILE = "ca.pem";
@@ -96,8 +96,8 @@ export interface CaOptions {
 }
 
 /**
- * The default CA directory: `$AGENTGATE_HOME` when set, otherwise
- * `~/.agentgate`.
+ * The default CA directory: the agentgate home, `$AGENTGATE_HOME` when set,
+ * otherwise `~/.agentgate`.
  *
  * @example
  * ```ts
@@ -105,23 +105,10 @@ export interface CaOptions {
  * ```
  */
 export function defaultCaDir(): string {
-  const fromEnv = Deno.env.get("AGENTGATE_HOME");
-  return resolve(expandHome(fromEnv ? fromEnv : "~/.agentgate"));
+  return agentgateHome();
 }
 
-/**
- * Expands a leading `~` or `~/` to the home directory (`~user` is left as is).
- *
- * @example
- * ```ts
- * expandHome("~/.agentgate"); // "/home/me/.agentgate"
- * ```
- */
-export function expandHome(path: string): string {
-  if (path !== "~" && !path.startsWith("~/") && !path.startsWith("~\\")) return path;
-  const home = Deno.env.get("HOME") || Deno.env.get("USERPROFILE") || homedir();
-  return join(home, path.slice(1));
-}
+export { expandHome };
 
 /**
  * Loads the CA from `dir`, or creates it there when neither file exists.
