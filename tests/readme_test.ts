@@ -15,7 +15,8 @@
  * - a command that serves in the foreground (`deno task start`) runs in the
  *   background with `--listen` on the free port, and is stopped with SIGTERM
  *   once it answers (exit 0 expected): the README's Ctrl-C;
- * - a trailing `# comment` is dropped when the harness appends to a line.
+ * - a trailing `# comment` is dropped when the harness appends to a line;
+ * - `…`, a value the reader fills in (a token), becomes one where a line runs with it.
  */
 import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
@@ -125,6 +126,7 @@ rules:
   "Use it in GitHub Actions #2": { policy: asIs },
   "Point a Docker container at it #1": { policy: asIs, env: { AGENTGATE_TOKEN: "t0ken" } },
   "The dashboard #1": { policy: v1, env: { AGENTGATE_DASHBOARD_TOKEN: "t0ken" } },
+  "Sessions #1": { policy: v1, env: { CI_TOKEN: "ci-t0ken", OTHER_TOKEN: "other-t0ken" } },
 };
 
 /** Blocks in other languages, or output shown as text: not executed. */
@@ -148,6 +150,8 @@ type ShRun = {
 const serveOnce = (cmd: string, port: number) => `${cmd} &\nwait_port ${port}\nstop_last\n`;
 
 const README_POLICY = "readme-policy.yaml";
+/** What `…` (a value the reader fills in) becomes where a line runs. */
+const FILLED = "filled-t0ken";
 const DOCKER_POLICY = "docker-policy.yaml";
 
 const SH: Record<string, ShRun> = {
@@ -180,19 +184,22 @@ const SH: Record<string, ShRun> = {
       `mkdir -p "$WORK/ci" && cd "$WORK/ci"\n` +
       `printf '{"name":"ci","private":true,"scripts":{"test":"node -e 0"}}' > package.json\n${L}\n`,
   },
-  "agentgate --config shared.yaml &                   # proxy.auth: [{ env: AGENTGATE_TOKEN }]": {
+  "agentgate --config shared.yaml &     # dashboard: { token_env: AGENTGATE_DASHBOARD_TOKEN }": {
     run: ({ L, port }) =>
-      `mkdir -p "$WORK/shared" && cd "$WORK/shared"\nexport AGENTGATE_TOKEN=shared-t0ken\n` +
-      `printf 'version: 1\\nproxy: { listen: 127.0.0.1:${port}, auth: [{ env: AGENTGATE_TOKEN }] }\\n` +
-      `default: log\\n' > shared.yaml\n` +
+      `mkdir -p "$WORK/shared" && cd "$WORK/shared"\nexport AGENTGATE_DASHBOARD_TOKEN=dash-t0ken\n` +
+      `printf 'version: 1\\nproxy: { listen: 127.0.0.1:${port} }\\n` +
+      `dashboard: { token_env: AGENTGATE_DASHBOARD_TOKEN }\\ndefault: log\\n' > shared.yaml\n` +
       `printf '#!/bin/sh\\ncurl -s -o /dev/null http://127.0.0.2:9/ || true\\n' > agent-a\n` +
       "cp agent-a agent-b && chmod +x agent-a agent-b\n" +
       `${L}\nwait_port ${port}\n`,
   },
-  'agentgate run --proxy "http://$AGENTGATE_TOKEN@127.0.0.1:4100" --label a -- ./agent-a &': {
+  "export AGENTGATE_DASHBOARD_TOKEN=…   # the same value": {
+    skip: "the reader's own token: the line above exported the same value",
+  },
+  "agentgate run --proxy http://127.0.0.1:4100 --label a -- ./agent-a &": {
     run: ({ L }) => `${L}\nAGENT_A=$!\n`,
   },
-  'agentgate run --proxy "http://$AGENTGATE_TOKEN@127.0.0.1:4100" --label b -- ./agent-b': {
+  "agentgate run --proxy http://127.0.0.1:4100 --label b -- ./agent-b": {
     run: ({ L }) => `${L}\nwait "$AGENT_A"\n`,
   },
   'eval "$(agentgate env)"                                  # bash, zsh: this shell now goes through agentgate':
@@ -208,11 +215,24 @@ const SH: Record<string, ShRun> = {
   "agentgate env --shell powershell | Invoke-Expression": {
     skip: "PowerShell is not in Debian",
   },
-  'eval "$(agentgate env --proxy http://me-0a1b2c3d:$TOKEN@proxy.internal:4100)"': {
-    run: ({ L, port }) =>
-      `export TOKEN=env-t0ken\n${L}\n` +
-      `test "$HTTPS_PROXY" = "http://me-0a1b2c3d:env-t0ken@proxy.internal:${port}"\n`,
-  },
+  'eval "$(agentgate env --proxy http://$AGENTGATE_TOKEN@proxy.internal:4100)"   # a proxy.auth token':
+    {
+      run: ({ L, port }) =>
+        `export AGENTGATE_TOKEN=env-t0ken\n${L}\n` +
+        `test "$HTTPS_PROXY" = "http://env-t0ken@proxy.internal:${port}"\n`,
+    },
+  'eval "$(AGENTGATE_DASHBOARD_TOKEN=… agentgate env --mint --label me)"          # a session of your own':
+    {
+      // A running proxy with that admin token, at the policy's proxy.listen.
+      run: ({ L, port }) =>
+        `mkdir -p "$WORK/mint" && cd "$WORK/mint"\n` +
+        `printf 'version: 1\\nproxy: { listen: 127.0.0.1:${port} }\\n` +
+        `dashboard: { token_env: AGENTGATE_DASHBOARD_TOKEN }\\ndefault: log\\n' > agentgate.yaml\n` +
+        `AGENTGATE_DASHBOARD_TOKEN=${FILLED} agentgate >/dev/null 2>&1 &\nwait_port ${port}\n` +
+        `${L}\n` +
+        `[[ "$HTTPS_PROXY" =~ ^http://me-[0-9a-f]{16}:[0-9a-f]+@127\\.0\\.0\\.1:${port}$ ]]\n` +
+        'eval "$(agentgate env --unset)"\nstop_last\ncd "$WORK/env"\n',
+    },
   'eval "$(agentgate env --unset)"                          # back to direct connections': {
     run: ({ L }) => `${L}\ntest -z "\${HTTPS_PROXY:-}" && test -z "\${NO_PROXY:-}"\n`,
   },
@@ -239,7 +259,7 @@ const SH: Record<string, ShRun> = {
         `${L}\ngrep -q "BEGIN CERTIFICATE" pub/bundle.pem && cmp -s ca/ca.pem pub/ca.pem\n` +
         "test ! -e pub/ca-key.pem\n",
     },
-  'P="http://agent-$(openssl rand -hex 8):$AGENTGATE_TOKEN@host.docker.internal:4100"': {
+  'P="http://$AGENTGATE_TOKEN@host.docker.internal:4100"': {
     run: ({ L }) => `${L}\ntest -n "$P"\n`,
   },
   'docker run --rm \\\n  --add-host=host.docker.internal:host-gateway \\\n  -e HTTP_PROXY="$P" -e HTTPS_PROXY="$P" -e http_proxy="$P" -e https_proxy="$P" \\\n  -e NO_PROXY=localhost,127.0.0.1 -e no_proxy=localhost,127.0.0.1 \\\n  -v "$PWD/pub:/agentgate:ro" \\\n  -e SSL_CERT_FILE=/agentgate/bundle.pem -e REQUESTS_CA_BUNDLE=/agentgate/bundle.pem \\\n  -e CURL_CA_BUNDLE=/agentgate/bundle.pem -e NODE_EXTRA_CA_CERTS=/agentgate/ca.pem \\\n  my-agent-image':
@@ -417,7 +437,7 @@ Deno.test("README: the sh lines run, top to bottom, as a new user would run them
           parts.push(`# skipped (${how.skip}): ${line.split("\n")[0]}`);
           continue;
         }
-        const L = line.replaceAll("4100", `${port}`);
+        const L = line.replaceAll("4100", `${port}`).replaceAll("…", FILLED);
         const C = L.replace(/\s+#[^"'\n]*$/, "");
         const snippet = how.run({ L, C, port });
         assert.ok(snippet.includes(L) || snippet.includes(C), `the snippet runs the line: ${line}`);

@@ -425,9 +425,10 @@ Deno.test("load: errors about a file that is not a policy name keys and position
       ],
       // YAML errors whose parser messages would quote the file.
       // (the parser says "Not a YAML token: s3cr3t-tag")
+      // Only the first YAML error is shown, with a count of those after it (issue 16).
       ["block.yaml", "rules: |x s3cr3t-tag\n  a\n", [
-        "block.yaml:1:9: invalid YAML: unexpected token",
-        "block.yaml:1:11: invalid YAML: unexpected token",
+        "block.yaml:1:9: invalid YAML: unexpected token (1 more YAML error(s) after it, most " +
+        "likely caused by this one: fix it and check again)",
       ]],
       [
         "esc.yaml",
@@ -439,7 +440,7 @@ Deno.test("load: errors about a file that is not a policy name keys and position
         "typo.yaml",
         "rules: [{ match: a.test, action: alow }]\n",
         [
-          'typo.yaml:1:34: "rules.0.action" must be one of "allow", "deny", "log", not "alow" ' +
+          'typo.yaml:1:34: "action" of rule "a.test" must be one of "allow", "deny", "log", not "alow" ' +
           '(did you mean "allow"?)',
         ],
       ],

@@ -33,7 +33,8 @@ Deno.test("watchFiles: in-place writes, rename saves, delete and recreate; quiet
   await Deno.writeTextFile(a, "one");
   await Deno.writeTextFile(b, "two");
   const rec = recorder();
-  const settleMs = 30;
+  // Wide enough that two back-to-back writes land in one window on a loaded machine.
+  const settleMs = 250;
   const watch = watchFiles([a, b], rec.onChange, { intervalMs: 20, settleMs });
   try {
     // Enough checks after the baseline that a (wrong) notification would have settled.
