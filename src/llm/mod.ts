@@ -26,6 +26,14 @@ export { createProviderDetector, type ProviderOverride } from "./detect.ts";
 export { createUsageTap, type UsageTapLimits } from "./usage.ts";
 export { forceStreamUsage } from "./rewrite.ts";
 export {
+  BYTES_PER_TOKEN,
+  type CallEstimate,
+  type CallRequest,
+  createEstimator,
+  DEFAULT_RESERVE_OUTPUT_TOKENS,
+  INPUT_OVERHEAD_TOKENS,
+} from "./estimate.ts";
+export {
   createPricer,
   type ModelPriceOverride,
   type PriceResult,

@@ -1,0 +1,155 @@
+import assert from "node:assert/strict";
+import { createEstimator, roundUp } from "./estimate.ts";
+import { createPricer } from "./pricing.ts";
+import type { UsageRecord } from "./types.ts";
+
+const WHEN = new Date("2025-06-02T10:00:00Z");
+
+/** A pricer at $1 / $2 / cache write $1.25 per million, that records what it was asked. */
+function recording() {
+  const seen: UsageRecord[] = [];
+  const pricer = {
+    price(u: UsageRecord) {
+      seen.push(u);
+      const write = u.cacheWriteTokens;
+      const cost = ((u.inputTokens - write) * 1 + write * (u.cacheWrite1hTokens ? 2 : 1.25) +
+        u.outputTokens * 2) / 1e6;
+      return { costUsd: u.model === "unknown" ? null : cost, priceUnknown: u.model === "unknown" };
+    },
+  };
+  return { pricer, seen };
+}
+
+Deno.test("roundUp: a grid of 16 steps per power of two, never below", () => {
+  assert.deepEqual(
+    [1, 64, 65, 100, 1000, 4096, 4097, 200_000].map(roundUp),
+    [64, 64, 68, 100, 1024, 4096, 4352, 204_800],
+  );
+  for (let n = 1; n < 100_000; n += 37) {
+    const r = roundUp(n);
+    assert.ok(r >= n && (n <= 64 || r <= n * 1.0625), `${n} -> ${r}`);
+  }
+});
+
+Deno.test("estimate: input from body bytes, output from each provider's cap", () => {
+  const { pricer, seen } = recording();
+  const e = createEstimator({ pricer, reserveOutputTokens: 1000 });
+  const chat = (body: unknown, bodySize = 300) =>
+    e.estimate("openai", { method: "POST", path: "/v1/chat/completions", body, bodySize }, WHEN);
+  // 300 bytes / 3 + 64 = 164 input tokens (168 on the price grid).
+  assert.deepEqual(chat({ model: "m", max_tokens: 500 }), {
+    model: "m",
+    inputTokens: 164,
+    outputTokens: 500,
+    usd: (168 + 2 * 512) / 1e6,
+  });
+  // max_completion_tokens wins over max_tokens; n completions each get the cap.
+  assert.equal(
+    chat({ model: "m", max_tokens: 10, max_completion_tokens: 300, n: 3 })!.outputTokens,
+    900,
+  );
+  // No cap: the configured default.
+  assert.equal(chat({ model: "m" })!.outputTokens, 1000);
+  assert.equal(chat({ model: "m", max_tokens: "lots" })!.outputTokens, 1000);
+  const responses = e.estimate("openai", {
+    method: "POST",
+    path: "/v1/responses",
+    body: { model: "m", max_output_tokens: 77 },
+    bodySize: 30,
+  }, WHEN);
+  assert.equal(responses!.outputTokens, 77);
+  const embeddings = e.estimate("openai", {
+    method: "POST",
+    path: "/v1/embeddings",
+    body: { model: "m", input: "x" },
+    bodySize: 30,
+  }, WHEN);
+  assert.deepEqual([embeddings!.inputTokens, embeddings!.outputTokens], [74, 0]);
+  // Anthropic: 2.5 bytes per token.
+  const claude = e.estimate("anthropic", {
+    method: "POST",
+    path: "/v1/messages",
+    body: { model: "c", max_tokens: 64 },
+    bodySize: 1000,
+  }, WHEN);
+  assert.deepEqual([claude!.inputTokens, claude!.outputTokens], [464, 64]);
+  // Gemini: the model is in the URL, the cap in generationConfig, times candidateCount.
+  const gemini = e.estimate("gemini", {
+    method: "POST",
+    path: "/v1beta/models/gemini-2.5-pro:streamGenerateContent",
+    body: { generationConfig: { maxOutputTokens: 200, candidateCount: 2 } },
+    bodySize: 90,
+  }, WHEN);
+  assert.deepEqual(
+    [gemini!.model, gemini!.inputTokens, gemini!.outputTokens],
+    ["gemini-2.5-pro", 94, 400],
+  );
+  // Not a call that reports usage: nothing to reserve.
+  assert.equal(
+    e.estimate("openai", { method: "POST", path: "/v1/files", body: {}, bodySize: 10 }, WHEN),
+    null,
+  );
+  assert.equal(
+    e.estimate("anthropic", { method: "GET", path: "/v1/messages", body: {}, bodySize: 0 }, WHEN),
+    null,
+  );
+  // An unknown price is null, not $0.
+  assert.equal(chat({ model: "unknown", max_tokens: 5 })!.usd, null);
+  assert.deepEqual(chat({ max_tokens: 5 }), {
+    model: null,
+    inputTokens: 164,
+    outputTokens: 5,
+    usd: null,
+  });
+  // Lookups are cached per grid cell: 300 and 301 bytes are one price lookup.
+  const before = seen.length;
+  chat({ model: "m", max_tokens: 500 }, 301);
+  assert.equal(seen.length, before);
+});
+
+Deno.test("estimate: Anthropic prompt caching prices the input as cache writes", () => {
+  const { pricer } = recording();
+  const e = createEstimator({ pricer });
+  const est = (body: unknown) =>
+    e.estimate("anthropic", { method: "POST", path: "/v1/messages", body, bodySize: 250 }, WHEN)!
+      .usd;
+  // 250 / 2.5 + 64 = 164 input tokens (168 on the grid), max_tokens 64.
+  assert.equal(est({ model: "c", max_tokens: 64 }), (168 + 2 * 64) / 1e6);
+  const cached = {
+    model: "c",
+    max_tokens: 64,
+    system: [{ type: "text", text: "x", cache_control: { type: "ephemeral" } }],
+  };
+  assert.equal(est(cached), (168 * 1.25 + 2 * 64) / 1e6);
+  const hour = {
+    model: "c",
+    max_tokens: 64,
+    messages: [{
+      role: "user",
+      content: [{ type: "text", text: "x", cache_control: { type: "ephemeral", ttl: "1h" } }],
+    }],
+  };
+  assert.equal(est(hour), (168 * 2 + 2 * 64) / 1e6);
+});
+
+Deno.test("estimate: priced with genai-prices like the charge, erring high", () => {
+  const e = createEstimator({ pricer: createPricer() });
+  // gpt-4o-mini: $0.15 / $0.60 per million. 900 bytes -> 364 input tokens (368 on
+  // the grid), max_tokens 500 (512 on the grid): 368 × 0.15 + 512 × 0.6 = 362.4 µ$.
+  const r = e.estimate("openai", {
+    method: "POST",
+    path: "/v1/chat/completions",
+    body: { model: "gpt-4o-mini", max_tokens: 500 },
+    bodySize: 900,
+  }, WHEN)!;
+  assert.equal(Math.round(r.usd! * 1e10) / 1e10, 0.0003624);
+  // Claude Sonnet 4: $3 / $15 per million, cache writes $3.75.
+  const claude = e.estimate("anthropic", {
+    method: "POST",
+    path: "/v1/messages",
+    body: { model: "claude-sonnet-4-20250514", max_tokens: 1024 },
+    bodySize: 2500,
+  }, WHEN)!;
+  // 2500 / 2.5 + 64 = 1064 input tokens (1088 on the grid): 1088 × 3 + 1024 × 15 = 18,624 µ$.
+  assert.equal(Math.round(claude.usd! * 1e10) / 1e10, 0.018624);
+});
