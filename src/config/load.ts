@@ -227,7 +227,12 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
   if (errors.length) throw new ConfigError(errors);
   lintPolicy(main, rules, detectProvider, problems);
 
-  const llm = llmSection(llmSections, raw.llm?.unknown_price, detectProvider);
+  const llm = llmSection(
+    llmSections,
+    raw.llm?.unknown_price,
+    detectProvider,
+    raw.llm?.reserve_output_tokens,
+  );
   const proxy = proxySection(raw.proxy, legacy);
   const config: AgentgateConfig = {
     file,

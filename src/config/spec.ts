@@ -236,6 +236,13 @@ export const configSchema: ObjectSchema = {
           description:
             "Requests for a model without a known price under a spending limit: deny (default) or allow.",
         },
+        reserve_output_tokens: {
+          type: "number",
+          integer: true,
+          minimum: 1,
+          description:
+            "Output tokens a budget reserves for an LLM call that sets no max_tokens (default 4096).",
+        },
       },
     },
     run: {

@@ -8,9 +8,10 @@
 import type { Action, Decision, DlpPlan, RequestInfo } from "./types.ts";
 import { type Matcher, matchHost } from "./match.ts";
 import { CelEvalError, type CelRead, type CompiledCondition } from "./cel/mod.ts";
-import type { Checker, PolicyResult } from "./limits/types.ts";
-import type { PolicyState } from "../state/mod.ts";
+import type { Checker, LlmCall, PolicyResult } from "./limits/types.ts";
+import { NANO, type PolicyState, spendKeys } from "../state/mod.ts";
 import type { Provider, UsageRecord } from "../llm/types.ts";
+import type { CallEstimate, CallRequest } from "../llm/estimate.ts";
 
 /** Request fields a CONNECT tunnel does not reveal. */
 export const REQUEST_LEVEL_READS: ReadonlySet<CelRead> = new Set([
@@ -61,6 +62,12 @@ export interface LlmSettings {
   };
   forceStreamUsage: boolean;
   unknownPrice: "deny" | "allow";
+  /**
+   * The worst case of a call (input estimated from the body, output from its
+   * cap), priced like its charge; null when the request is not one that
+   * reports usage. Absent: budgets reserve nothing.
+   */
+  estimate?(provider: Provider, req: CallRequest, when: Date): CallEstimate | null;
 }
 
 /** A compiled policy: rules plus the two top-level switches. */
@@ -288,6 +295,96 @@ export function requestModel(provider: Provider, info: RequestInfo): string | nu
   return typeof body?.model === "string" ? body.model : null;
 }
 
+/** What budgets a rule carries. */
+interface BudgetShape {
+  spends: boolean;
+  tokens: boolean;
+}
+
+const ruleShapes = new WeakMap<CompiledRule, BudgetShape>();
+const policyShapes = new WeakMap<CompiledPolicy, { spendAll: boolean }>();
+
+function shapeOf(rule: CompiledRule): BudgetShape {
+  let s = ruleShapes.get(rule);
+  if (s === undefined) {
+    s = {
+      spends: rule.checkers.some((c) => c.name === "spending_limit"),
+      tokens: rule.checkers.some((c) =>
+        c.name === "rate_limit" && (c as { unit?: string }).unit === "tokens"
+      ),
+    };
+    ruleShapes.set(rule, s);
+  }
+  return s;
+}
+
+/**
+ * Whether a `scope: all` spending limit exists: then every priced call is
+ * reserved, whichever rule allows it, since its cost counts for that budget.
+ */
+function spendsAcrossRules(policy: CompiledPolicy): boolean {
+  let s = policyShapes.get(policy);
+  if (s === undefined) {
+    s = {
+      spendAll: policy.rules.some((r) =>
+        r.checkers.some((c) =>
+          c.name === "spending_limit" && (c as { scope?: string }).scope === "all"
+        )
+      ),
+    };
+    policyShapes.set(policy, s);
+  }
+  return s.spendAll;
+}
+
+/** The provider of a request that may be a priced LLM call, or null. */
+function llmProvider(policy: CompiledPolicy, info: RequestInfo): Provider | null {
+  if (info.path === null || info.method !== "POST" || !policy.llm) return null;
+  return policy.llm.detect(info.host);
+}
+
+/** The worst case of a priced call, or null (not a call that reports usage, or no estimator). */
+function llmCall(
+  policy: CompiledPolicy,
+  provider: Provider,
+  info: RequestInfo,
+  now: number,
+): LlmCall | null {
+  const e = policy.llm?.estimate?.(provider, {
+    method: info.method,
+    path: info.path!,
+    body: info.body,
+    bodySize: info.bodySize ?? 0,
+  }, new Date(now));
+  if (!e) return null;
+  return {
+    // Rounded up, but not for the float noise of the multiplication.
+    nano: e.usd === null ? null : Math.ceil(e.usd * NANO - 1e-3),
+    tokens: e.inputTokens + e.outputTokens,
+  };
+}
+
+/**
+ * Holds a forwarded call's worst case on every built-in ledger key its cost
+ * will be charged to (the rule's own and the `scope: all` ones), beside the
+ * keys its rule's budgets reserved in their `commit`.
+ */
+function reserveSpend(
+  state: PolicyState,
+  info: RequestInfo,
+  rule: string | null,
+  now: number,
+  call: LlmCall | null,
+): void {
+  if (call === null || call.nano === null) return;
+  state.ledger.reserve(
+    info.id,
+    now,
+    spendKeys({ session: info.session, host: info.host, client: info.client, rule }),
+    call.nano,
+  );
+}
+
 /**
  * A spending limit cannot hold a call whose cost will be unknown: with
  * `llm.unknown_price: deny` (the default) such a call is denied, naming the
@@ -297,6 +394,7 @@ function unknownPriceDenial(
   policy: CompiledPolicy,
   rule: CompiledRule,
   input: DecideInput,
+  call: LlmCall | null,
 ): string | "needs-body" | null {
   const llm = policy.llm;
   if (!llm || llm.unknownPrice === "allow" || input.info.path === null) return null;
@@ -308,18 +406,23 @@ function unknownPriceDenial(
   if (model === null) {
     return `spending limit of rule "${rule.name}" cannot be enforced: the request names no model (llm.unknown_price: deny)`;
   }
-  const probe: UsageRecord = {
-    provider,
-    model,
-    inputTokens: 1,
-    outputTokens: 1,
-    cacheReadTokens: 0,
-    cacheWriteTokens: 0,
-    reasoningTokens: 0,
-    partial: false,
-    error: null,
-  };
-  if (!llm.pricer.price(probe, new Date(input.now)).priceUnknown) return null;
+  if (call !== null) {
+    // The estimate was priced with the same pricer.
+    if (call.nano !== null) return null;
+  } else {
+    const probe: UsageRecord = {
+      provider,
+      model,
+      inputTokens: 1,
+      outputTokens: 1,
+      cacheReadTokens: 0,
+      cacheWriteTokens: 0,
+      reasoningTokens: 0,
+      partial: false,
+      error: null,
+    };
+    if (!llm.pricer.price(probe, new Date(input.now)).priceUnknown) return null;
+  }
   model = model.slice(0, 100);
   return `no price is known for model "${model}", so the spending limit of rule "${rule.name}" cannot be enforced (llm.unknown_price: deny; add it to llm.prices)`;
 }
@@ -412,9 +515,26 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
       if (trace) note(rule, "decided", `action deny`);
       return decision(policy, rule, "deny", rule.reason ?? `denied by rule "${rule.name}"`);
     }
+    // A priced call under a budget: its worst case is checked and reserved.
+    const shape = shapeOf(rule);
+    const spendAll = spendsAcrossRules(policy);
+    let call: LlmCall | null = null;
+    if (shape.spends || shape.tokens || spendAll) {
+      const provider = llmProvider(policy, info);
+      if (provider !== null) {
+        if (input.bodyRead === false) {
+          return {
+            ...decision(policy, rule, "deny", "the request body is needed"),
+            needsBody: true,
+            needs: "model",
+          };
+        }
+        call = llmCall(policy, provider, info, now);
+      }
+    }
     const passed: PolicyResult[] = [];
     for (const checker of rule.checkers) {
-      const r = checker.check(info, now, state);
+      const r = checker.check(info, now, state, call);
       if (!r.ok) {
         if (trace) note(rule, "policy-failed", `${checker.name}: ${r.reason}`);
         return {
@@ -431,7 +551,7 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
       }
       passed.push(r);
     }
-    const unpriced = unknownPriceDenial(policy, rule, input);
+    const unpriced = unknownPriceDenial(policy, rule, input, call);
     if (unpriced === "needs-body") {
       return {
         ...decision(policy, rule, "deny", "the request body is needed"),
@@ -446,13 +566,14 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
         verdict: policy.mode === "audit" ? "would_deny" : "deny",
       };
     }
-    // Only a forwarded request consumes rate-limit slots.
+    // Only a forwarded request consumes rate-limit slots and reserves budgets.
     let dlp: Decision["dlp"];
     for (const r of passed) {
       if (!r.ok) continue;
       r.commit();
       if (r.dlp) dlp = dlp ? mergeDlp(dlp, r.dlp) : r.dlp;
     }
+    if (shape.spends || spendAll) reserveSpend(state, info, rule.name, now, call);
     if (trace) {
       note(
         rule,
@@ -468,5 +589,12 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
   const reason = policy.defaultAction === "deny"
     ? `no rule matched (${policy.defaultSource}: deny)`
     : `no rule matched (${policy.defaultSource}: ${policy.defaultAction})`;
+  if (policy.defaultAction !== "deny" && spendsAcrossRules(policy) && info.path !== null) {
+    // Its cost counts for `scope: all` budgets too.
+    const provider = llmProvider(policy, info);
+    if (provider !== null && input.bodyRead !== false) {
+      reserveSpend(state, info, null, now, llmCall(policy, provider, info, now));
+    }
+  }
   return decision(policy, null, policy.defaultAction, reason);
 }

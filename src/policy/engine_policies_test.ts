@@ -157,7 +157,8 @@ Deno.test("rate_limit: a true sliding window with exact Retry-After, counting fo
 
 Deno.test("policies: the first failing policy decides; passing ones are not committed", () => {
   const state = new PolicyState({ startedAt: 0 });
-  state.ledger.add(["session:ci"], T0 - 1000, 1);
+  // A budget counts its own rule's requests, per session (scope: rule).
+  state.ledger.add(["rule:two-policies|session:ci"], T0 - 1000, 1);
   // rate_limit passes (would be the 1st), spending_limit fails -> deny, no slot taken.
   const d = decide(config.policy, { info: info("two.test"), now: T0, state });
   assert.deepEqual([d.verdict, d.policy, d.status], ["deny", "spending_limit", 429]);
@@ -171,15 +172,22 @@ Deno.test("policies: the first failing policy decides; passing ones are not comm
 
 Deno.test("spending_limit: budget exactly reached is denied, just under is allowed", () => {
   const state = new PolicyState({ startedAt: 0 });
-  state.ledger.add(["session:ci"], T0 - 3_600_000, 4.99);
+  state.ledger.add(["rule:budget|session:ci"], T0 - 3_600_000, 4.99);
+  // Another rule's spend, or spend across rules, is not this budget's.
+  state.ledger.add(["session:ci", "rule:two-policies|session:ci"], T0 - 1000, 10);
   assert.equal(
     decide(config.policy, { info: info("budget.test"), now: T0, state }).verdict,
     "allow",
   );
-  state.ledger.add(["session:ci"], T0 - 1000, 0.01);
+  state.ledger.add(["rule:budget|session:ci"], T0 - 1000, 0.01);
   const d = decide(config.policy, { info: info("budget.test"), now: T0, state });
   assert.deepEqual([d.verdict, d.status, d.policy], ["deny", 429, "spending_limit"]);
-  assert.equal(d.reason, 'spending limit reached: $5.00 of $5.00 per 1d for session "ci"');
+  // It fits again once the $4.99 leaves the window, 23 h from now.
+  assert.equal(
+    d.reason,
+    'spending limit reached: $5.00 spent of $5.00 per 1d for session "ci"; resets at 2026-03-05T09:00:00Z',
+  );
+  assert.equal(d.retryAfter, 23 * 3600);
   // 24 h after the first cost, $0.01 remains in the window: allowed again.
   const later = decide(config.policy, {
     info: info("budget.test"),

@@ -39,6 +39,8 @@ function row(over: Partial<AuditRowWithHeaders> & { id: string }): AuditRowWithH
     reasoning_tokens: null,
     usage_partial: null,
     price_unknown: null,
+    reserved_usd: null,
+    charged_usd: null,
     findings_count: 0,
     ...over,
   };

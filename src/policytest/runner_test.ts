@@ -110,7 +110,7 @@ tests:
   - name: spend on the rule's own key (the default key is the rule)
     given: { spent_usd: 1 }
     request: { url: https://api.anthropic.com/ }
-    expect: { action: deny, policy: spending_limit, reason: 'spending limit reached: $1.00 of $1.00 per 1h for rule "budget"' }
+    expect: { action: deny, policy: spending_limit, reason: 'spending limit reached: $1.00 spent of $1.00 per 1h for rule "budget"; resets at 2026-01-05T13:00:00Z' }
   - name: spend charged to another rule does not count
     given: { spent_usd: 1, rule: chat }
     request: { url: https://api.anthropic.com/ }
@@ -130,7 +130,7 @@ tests:
   - name: a budget keyed by a CEL expression is charged for its key
     given: { spent_usd: 1 }
     request: { url: "http://team.example/", headers: { x-team: ml } }
-    expect: { action: deny, reason: 'spending limit reached: $1.00 of $1.00 per 1d for key "ml"' }
+    expect: { action: deny, reason: 'spending limit reached: $1.00 spent of $1.00 per 1d for key "ml"; resets at 2026-01-06T12:00:00Z' }
   - name: the file's now is a Monday noon
     request: { url: https://office.example/ }
     expect: { action: allow }
