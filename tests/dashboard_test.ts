@@ -253,6 +253,8 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
         cost_usd: null,
         usage_partial: null,
         price_unknown: null,
+        reserved_usd: null,
+        charged_usd: null,
         findings_count: 1,
       });
       const live = r.body.items.find((x: { id: string }) => x.id === s.liveDenied.id);
@@ -377,6 +379,8 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
         cost_usd: null,
         usage_partial: null,
         price_unknown: null,
+        reserved_usd: null,
+        charged_usd: null,
         findings: [{
           id: finding.id,
           ts: seedC.ts,

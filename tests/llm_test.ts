@@ -279,9 +279,11 @@ Deno.test("llm: a $0.01 spending limit blocks the call after the one that crosse
       return true;
     });
     const denied = await waitForRows(proxy.auditPath, 1, "policy = 'spending_limit'");
-    assert.equal(
-      denied[0].reason,
-      "spending limit reached: $0.0136 of $0.01 per 1d for requests without a session",
+    // Spent, in flight, this call's worst case ($0.0013: ~104 input tokens at $3/M
+    // and its max_tokens rounded up to 64 at $15/M), and when it fits again.
+    assert.match(
+      denied[0].reason as string,
+      /^spending limit reached: \$0\.0136 spent \+ \$0\.00 reserved in flight \+ \$0\.0013 for this call > \$0\.01 per 1d for requests without a session; resets at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/,
     );
 
     // A model without a known price cannot be held to a budget: denied, naming the model.
@@ -357,9 +359,20 @@ rules:
     try {
       const again = await ask(second, "ml");
       assert.equal(again.status, 429);
+      // The charge counts from the row's time: it leaves the window a day later.
+      const [row] = auditRows(second.auditPath, "cost_usd > 0");
+      const resets = new Date(Math.ceil(((row.ts as number) + 86_400_000) / 1000) * 1000)
+        .toISOString().slice(0, 19) + "Z";
+      // This call's worst case: a 67-byte body is 27 + 64 input tokens (92 on the
+      // price grid) at $3/M, and max_tokens 10 (64 on the grid) at $15/M: $0.001236.
+      const body = JSON.parse(again.body);
       assert.equal(
-        JSON.parse(again.body).reason,
-        'spending limit reached: $0.0136 of $0.01 per 1d for key "ml"',
+        body.reason,
+        `spending limit reached: $0.0136 spent + $0.00 reserved in flight + $0.0012 for this call > $0.01 per 1d for key "ml"; resets at ${resets}`,
+      );
+      assert.deepEqual(
+        [body.spent_usd, body.reserved_usd, body.needed_usd, body.limit_usd, body.resets_at],
+        [0.013638, 0, 0.001236, 0.01, resets],
       );
       assert.equal((await ask(second, "web")).status, 200);
       assert.equal(await second.stop(), 0);

@@ -382,6 +382,8 @@ Deno.test("audit listing: filters, order, pagination and totals match a naive fi
         "cost_usd",
         "usage_partial",
         "price_unknown",
+        "reserved_usd",
+        "charged_usd",
         "findings_count",
       ]);
       const flagged = rows.find((r) => (r.findings?.length ?? 0) > 0)!;
@@ -580,6 +582,17 @@ Deno.test("spend rows: priced rows after a time, with their extra ledger keys", 
     event({ id: "plain", ts: NOW - 3000, cost_usd: 0.5, model: "m", host: "h.test" }),
     event({ id: "free", ts: NOW - 2000, cost_usd: 0, model: "m" }),
     event({ id: "unpriced", ts: NOW - 1000, cost_usd: null, model: "m" }),
+    // No usable usage: its budgets were charged what it reserved.
+    event({
+      id: "reserved",
+      ts: NOW - 900,
+      cost_usd: null,
+      model: "m",
+      reserved_usd: 0.3,
+      charged_usd: 0.3,
+    }),
+    // Released (no response): reserved, never charged.
+    event({ id: "released", ts: NOW - 800, model: "m", reserved_usd: 0.3, charged_usd: null }),
   ];
   await withDb(rows, async (path) => {
     const reader = openAuditReader(path);
@@ -588,6 +601,7 @@ Deno.test("spend rows: priced rows after a time, with their extra ledger keys", 
       // Strictly after the time, as the ledger's windows count; never a zero or unknown cost.
       assert.deepEqual(got, [
         {
+          id: "keyed",
           ts: NOW - 4000,
           usd: 0.25,
           session: "s1",
@@ -597,10 +611,21 @@ Deno.test("spend rows: priced rows after a time, with their extra ledger keys", 
           spend_keys: ["rule:openai:team:a"],
         },
         {
+          id: "plain",
           ts: NOW - 3000,
           usd: 0.5,
           session: null,
           host: "h.test",
+          client: "127.0.0.1",
+          rule: null,
+          spend_keys: [],
+        },
+        {
+          id: "reserved",
+          ts: NOW - 900,
+          usd: 0.3,
+          session: null,
+          host: "a.test",
           client: "127.0.0.1",
           rule: null,
           spend_keys: [],

@@ -84,6 +84,13 @@ const MIGRATIONS: string[] = [
   // v5: the budgets a request's cost was charged to beyond the built-in keys
   // (CEL-keyed spending limits), so they too are rebuilt at start.
   `ALTER TABLE audit ADD COLUMN spend_keys TEXT;`,
+  // v6: reserve, then settle: the worst case a priced call held while in
+  // flight, and what its budgets were charged when it settled (the cost, or
+  // the reservation when the response carried no usable usage). Budgets are
+  // rebuilt from the charge; this partial index keeps that read small.
+  `ALTER TABLE audit ADD COLUMN reserved_usd REAL;
+   ALTER TABLE audit ADD COLUMN charged_usd REAL;
+   CREATE INDEX audit_charge_ts ON audit (ts) WHERE COALESCE(charged_usd, cost_usd) > 0;`,
 ];
 
 /** Rows written per transaction slice (~2-4 ms of event-loop time). */
@@ -112,6 +119,8 @@ export interface AuditStoreOptions {
   log?: (message: string) => void;
   /** Clock, for tests. */
   now?: () => number;
+  /** Called with the rows of each committed transaction (the spend journal forgets them). */
+  onWritten?: (events: readonly AuditEventV1[]) => void;
 }
 
 /**
@@ -291,6 +300,7 @@ export class AuditStore {
       if (this.#queue.length === 0) {
         this.#db.exec("COMMIT");
         this.written += this.#tx.length;
+        this.#committed(this.#tx);
         this.#tx = [];
         this.lastError = null;
         return;
@@ -303,6 +313,14 @@ export class AuditStore {
       this.#soon = null;
       this.#step();
     }, 0);
+  }
+
+  #committed(events: AuditEventV1[]) {
+    try {
+      this.opts.onWritten?.(events);
+    } catch (e) {
+      this.#log(`audit: a listener of written rows failed: ${(e as Error).message}`);
+    }
   }
 
   #failed(e: unknown) {
@@ -356,6 +374,8 @@ export class AuditStore {
       e.usage_partial === undefined || e.usage_partial === null ? null : Number(e.usage_partial),
       e.price_unknown === undefined || e.price_unknown === null ? null : Number(e.price_unknown),
       e.spend_keys?.length ? JSON.stringify(e.spend_keys) : null,
+      e.reserved_usd ?? null,
+      e.charged_usd ?? null,
     );
     for (const f of e.findings ?? []) {
       this.#insertFinding.run(
@@ -387,6 +407,7 @@ export class AuditStore {
       this.#db.exec("COMMIT");
       const n = this.#tx.length;
       this.written += n;
+      this.#committed(this.#tx);
       this.#tx = [];
       this.lastError = null;
       return n;
