@@ -9,7 +9,7 @@ import type { Action, Decision, DlpPlan, RequestInfo } from "./types.ts";
 import { type Matcher, matchHost } from "./match.ts";
 import { CelEvalError, type CelRead, type CompiledCondition } from "./cel/mod.ts";
 import type { Checker, LlmCall, PolicyResult } from "./limits/types.ts";
-import { NANO, type PolicyState, spendKeys } from "../state/mod.ts";
+import { NANO, type PolicyState } from "../state/mod.ts";
 import type { Provider, UsageRecord } from "../llm/types.ts";
 import type { CallEstimate, CallRequest } from "../llm/estimate.ts";
 
@@ -302,7 +302,7 @@ interface BudgetShape {
 }
 
 const ruleShapes = new WeakMap<CompiledRule, BudgetShape>();
-const policyShapes = new WeakMap<CompiledPolicy, { spendAll: boolean }>();
+const policyShapes = new WeakMap<CompiledPolicy, { spendAll: string[] }>();
 
 function shapeOf(rule: CompiledRule): BudgetShape {
   let s = ruleShapes.get(rule);
@@ -319,19 +319,23 @@ function shapeOf(rule: CompiledRule): BudgetShape {
 }
 
 /**
- * Whether a `scope: all` spending limit exists: then every priced call is
- * reserved, whichever rule allows it, since its cost counts for that budget.
+ * The keys (`global`, `session`, `host`, `client`) of the policy's `scope:
+ * all` spending limits: every priced call is reserved on them, whichever
+ * rule allows it, since its cost counts for those budgets.
  */
-function spendsAcrossRules(policy: CompiledPolicy): boolean {
+function spendAllKeys(policy: CompiledPolicy): string[] {
   let s = policyShapes.get(policy);
   if (s === undefined) {
-    s = {
-      spendAll: policy.rules.some((r) =>
-        r.checkers.some((c) =>
-          c.name === "spending_limit" && (c as { scope?: string }).scope === "all"
-        )
-      ),
-    };
+    const kinds = new Set<string>();
+    for (const r of policy.rules) {
+      for (const c of r.checkers) {
+        const limit = c as { scope?: string; key?: { kind: string } };
+        if (c.name === "spending_limit" && limit.scope === "all" && limit.key) {
+          kinds.add(limit.key.kind);
+        }
+      }
+    }
+    s = { spendAll: [...kinds] };
     policyShapes.set(policy, s);
   }
   return s.spendAll;
@@ -365,24 +369,24 @@ function llmCall(
 }
 
 /**
- * Holds a forwarded call's worst case on every built-in ledger key its cost
- * will be charged to (the rule's own and the `scope: all` ones), beside the
- * keys its rule's budgets reserved in their `commit`.
+ * Holds a forwarded call's worst case on the keys of the `scope: all`
+ * budgets its cost will count for (its own rule's budgets reserved their
+ * keys in their `commit`).
  */
-function reserveSpend(
+function reserveAcrossRules(
   state: PolicyState,
   info: RequestInfo,
-  rule: string | null,
+  kinds: string[],
   now: number,
   call: LlmCall | null,
 ): void {
-  if (call === null || call.nano === null) return;
-  state.ledger.reserve(
-    info.id,
-    now,
-    spendKeys({ session: info.session, host: info.host, client: info.client, rule }),
-    call.nano,
+  if (call === null || call.nano === null || kinds.length === 0) return;
+  const keys = kinds.map((k) =>
+    k === "global"
+      ? "global"
+      : `${k}:${k === "session" ? info.session ?? "" : k === "host" ? info.host : info.client}`
   );
+  state.ledger.reserve(info.id, now, keys, call.nano);
 }
 
 /**
@@ -517,9 +521,9 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
     }
     // A priced call under a budget: its worst case is checked and reserved.
     const shape = shapeOf(rule);
-    const spendAll = spendsAcrossRules(policy);
+    const spendAll = spendAllKeys(policy);
     let call: LlmCall | null = null;
-    if (shape.spends || shape.tokens || spendAll) {
+    if (shape.spends || shape.tokens || spendAll.length > 0) {
       const provider = llmProvider(policy, info);
       if (provider !== null) {
         if (input.bodyRead === false) {
@@ -573,7 +577,7 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
       r.commit();
       if (r.dlp) dlp = dlp ? mergeDlp(dlp, r.dlp) : r.dlp;
     }
-    if (shape.spends || spendAll) reserveSpend(state, info, rule.name, now, call);
+    reserveAcrossRules(state, info, spendAll, now, call);
     if (trace) {
       note(
         rule,
@@ -589,11 +593,12 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
   const reason = policy.defaultAction === "deny"
     ? `no rule matched (${policy.defaultSource}: deny)`
     : `no rule matched (${policy.defaultSource}: ${policy.defaultAction})`;
-  if (policy.defaultAction !== "deny" && spendsAcrossRules(policy) && info.path !== null) {
+  const spendAll = spendAllKeys(policy);
+  if (policy.defaultAction !== "deny" && spendAll.length > 0 && info.path !== null) {
     // Its cost counts for `scope: all` budgets too.
     const provider = llmProvider(policy, info);
     if (provider !== null && input.bodyRead !== false) {
-      reserveSpend(state, info, null, now, llmCall(policy, provider, info, now));
+      reserveAcrossRules(state, info, spendAll, now, llmCall(policy, provider, info, now));
     }
   }
   return decision(policy, null, policy.defaultAction, reason);

@@ -77,6 +77,8 @@ export interface SpendLedger {
   release(id: string): Reservation | undefined;
   /** Keys starting with `prefix` that hold charges or reservations (for the budgets view). */
   keysWithPrefix(prefix: string): string[];
+  /** Requests holding a reservation now. */
+  readonly reservationCount: number;
 }
 
 /**
@@ -120,35 +122,66 @@ export function spendKeys(row: Omit<SpendRow, "ts" | "usd" | "spend_keys" | "id"
  */
 export const NANO = 1e9;
 
-/** Sorted (ts, cost) log per key, trimmed to the longest window any limit needs. */
+/**
+ * Charges within one second are kept as one entry (at the latest of their
+ * times): a busy key holds at most one entry a second, and a charge leaves
+ * a rolling window at most this much late, never early.
+ */
+const MERGE_MS = 1000;
+
+/**
+ * Sorted (ts, cost) log per key, trimmed to the longest window any limit
+ * needs, with running sums so that a window's total is two array reads.
+ */
 class KeyLog {
   ts: number[] = [];
   nano: number[] = [];
+  /** `cum[i]` = nano-USD of entries 0..i (entries before `head` included). */
+  cum: number[] = [];
   head = 0;
-  /** Nano-USD of the entries held. */
-  total = 0;
   /** Nano-USD since the process started: kept apart so trimming never loses `per: run`. */
   run = 0;
 
   add(ts: number, nano: number, runStart: number): void {
-    // Appends are in time order in practice; an out-of-order cost is inserted.
-    let i = this.ts.length;
+    if (ts >= runStart) this.run += nano;
+    const n = this.ts.length;
+    const last = n - 1;
+    if (n === this.head || ts >= this.ts[last]) {
+      if (n > this.head && Math.floor(ts / MERGE_MS) === Math.floor(this.ts[last] / MERGE_MS)) {
+        this.ts[last] = ts;
+        this.nano[last] += nano;
+        this.cum[last] += nano;
+      } else {
+        this.ts.push(ts);
+        this.nano.push(nano);
+        this.cum.push((n > 0 ? this.cum[last] : 0) + nano);
+      }
+      return;
+    }
+    // An out-of-order cost (rare: a rebuild sorts, reports come in time order) is inserted.
+    let i = n;
     while (i > this.head && this.ts[i - 1] > ts) i--;
     this.ts.splice(i, 0, ts);
     this.nano.splice(i, 0, nano);
-    this.total += nano;
-    if (ts >= runStart) this.run += nano;
+    this.cum.splice(i, 0, 0);
+    for (let j = i; j <= n; j++) this.cum[j] = (j > 0 ? this.cum[j - 1] : 0) + this.nano[j];
+  }
+
+  /** Nano-USD of the entries held. */
+  get total(): number {
+    const n = this.ts.length;
+    if (n === this.head) return 0;
+    return this.cum[n - 1] - (this.head > 0 ? this.cum[this.head - 1] : 0);
   }
 
   /** Drops entries at or before `cutoff`. */
   trim(cutoff: number): void {
-    while (this.head < this.ts.length && this.ts[this.head] <= cutoff) {
-      this.total -= this.nano[this.head];
-      this.head++;
-    }
+    while (this.head < this.ts.length && this.ts[this.head] <= cutoff) this.head++;
     if (this.head > 64 && this.head * 2 > this.ts.length) {
+      const base = this.cum[this.head - 1];
       this.ts = this.ts.slice(this.head);
       this.nano = this.nano.slice(this.head);
+      this.cum = this.cum.slice(this.head).map((c) => c - base);
       this.head = 0;
     }
   }
@@ -167,10 +200,10 @@ class KeyLog {
 
   /** Nano-USD after `since` (exclusive). */
   sumAfter(since: number): number {
-    let sum = this.total;
+    const n = this.ts.length;
     const first = this.firstAfter(since);
-    for (let i = this.head; i < first; i++) sum -= this.nano[i];
-    return sum;
+    if (first >= n) return 0;
+    return this.cum[n - 1] - (first > 0 ? this.cum[first - 1] : 0);
   }
 
   get size(): number {
@@ -285,7 +318,6 @@ export class MemorySpendLedger implements SpendLedger {
     return [...out];
   }
 
-  /** Number of requests holding a reservation (for tests and metrics). */
   get reservationCount(): number {
     return this.#reservations.size;
   }

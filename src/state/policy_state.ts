@@ -119,9 +119,9 @@ export class PolicyState {
     if (usage.usd !== undefined && usage.usd > 0) {
       const keys = spendKeys(usage);
       if (held !== undefined) {
-        const builtin = new Set(keys);
+        // Every other key a budget holds is one of the built-in ones.
         for (const key of held.holds.keys()) {
-          if (builtin.has(key) || key.startsWith("tokens:")) continue;
+          if (!key.startsWith("cel:")) continue;
           keys.push(key);
           charged.push(key);
         }

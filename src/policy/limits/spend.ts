@@ -189,10 +189,23 @@ export function createSpendingLimitChecker(
     ? `${key.kind}:`
     : `${rule}|${key.kind}:`;
 
+  // The current calendar period, computed once per period: zone arithmetic
+  // costs microseconds, a check must not.
+  let periodFrom = 0;
+  let periodTo = -1;
+  const period = (now: number): void => {
+    if (now >= periodFrom && now < periodTo) return;
+    periodFrom = periodStart(now, calendar!, tz!);
+    periodTo = nextPeriodStart(now, calendar!, tz!);
+  };
+
   /** Charges after this instant count (exclusive); null for `per: run`. */
   const since = (now: number): number | null => {
     if (per === "run") return null;
-    if (calendar !== null) return periodStart(now, calendar, tz!) - 1;
+    if (calendar !== null) {
+      period(now);
+      return periodFrom - 1;
+    }
     return now - (per as number);
   };
 
@@ -218,7 +231,10 @@ export function createSpendingLimitChecker(
     state: PolicyState,
   ): number | null => {
     if (per === "run") return null;
-    if (calendar !== null) return nextPeriodStart(now, calendar, tz!);
+    if (calendar !== null) {
+      period(now);
+      return periodTo;
+    }
     let rest = spent;
     let last: number | null = null;
     for (const [ts, nano] of state.ledger.entries(ledgerKey, now - (per as number))) {

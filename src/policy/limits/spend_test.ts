@@ -65,9 +65,11 @@ Deno.test("budget under, exactly reached, exceeded", () => {
   const reached = new PolicyState({ startedAt: T });
   for (let i = 0; i < 50; i++) reached.reportUsage(`r${i}`, usage(T + i, 0.1));
   const r = denied(c.check(req(), T + 100, reached));
+  // Charges within one second are one entry, leaving the window with the
+  // latest of them (T + 49 ms): never early.
   assert.equal(
     r.reason,
-    'spending limit reached: $5.00 spent of $5.00 per 1d for session "ci"; resets at 2025-06-03T10:00:00Z',
+    'spending limit reached: $5.00 spent of $5.00 per 1d for session "ci"; resets at 2025-06-03T10:00:01Z',
   );
   assert.equal(r.status, 429);
 
@@ -583,4 +585,31 @@ Deno.test("budgets(): every key with spend or reservations, with when it resets"
       resets_at: "2025-06-03T00:00:00Z",
     },
   ]);
+});
+
+Deno.test("the ledger: a second's charges are one entry; window sums by running totals", () => {
+  const ledger = new MemorySpendLedger({ startedAt: T, retainMs: 10 * DAY });
+  // 10,000 charges a second for 3 seconds: three entries per key.
+  for (let i = 0; i < 30_000; i++) ledger.add(["k"], T + Math.floor(i / 10), 0.000001);
+  assert.equal([...ledger.entries("k", 0)].length, 3);
+  assert.deepEqual([...ledger.entries("k", 0)].map(([ts]) => ts), [T + 999, T + 1999, T + 2999]);
+  assert.equal(ledger.spentNano("k", 0), 30_000_000);
+  // A window starting inside the second second counts its entry whole (it ends later).
+  assert.equal(ledger.spentNano("k", T + 1500), 20_000_000);
+  assert.equal(ledger.spentNano("k", T + 2999), 0);
+  // An out-of-order cost is inserted, and the sums stay right.
+  ledger.add(["k"], T - DAY, 1);
+  assert.equal(ledger.spentNano("k", 0), 1_030_000_000);
+  assert.equal(ledger.spentNano("k", T - 1), 30_000_000);
+  // Trimming keeps the sums of what is left.
+  for (let d = 1; d <= 200; d++) ledger.add(["k"], T + d * HOUR, 0.5);
+  ledger.sweep(T + 10 * DAY + 1500); // forgets what is older than T + 1500 ms
+  assert.equal(ledger.spentNano("k", 0), 20_000_000 + 200 * 500_000_000);
+  assert.equal(ledger.spentNano("k", T + 100 * HOUR), 100 * 500_000_000);
+  assert.equal(ledger.spentThisRunNano("k"), 30_000_000 + 200 * 500_000_000);
+  // Most of the log gone: the arrays are compacted, the sums rebased.
+  ledger.sweep(T + 10 * DAY + 150 * HOUR);
+  assert.equal(ledger.spentNano("k", 0), 50 * 500_000_000);
+  ledger.add(["k"], T + 300 * HOUR, 1);
+  assert.equal(ledger.spentNano("k", T + 199 * HOUR), 1_500_000_000);
 });
