@@ -2,10 +2,13 @@
  * The spend journal: an append-only file beside the audit
  * (`<audit path>-spend.jsonl`) that makes budgets survive a crash. The audit
  * is written in batches (up to 200 ms late); the journal records a priced
- * call's reservation before the call is forwarded and its settlement when
- * its response ends, each with one synchronous `write(2)` — about 2-3 µs, no
- * fsync: the bytes are in the kernel's page cache when the call returns, so
- * they survive `kill -9` of the process (not a power loss of the machine).
+ * call's reservation before the call is forwarded, with one synchronous
+ * `write(2)` (a few µs, no fsync: the bytes are in the kernel's page cache
+ * when it returns, so they survive `kill -9` of the process, not a power
+ * loss of the machine). Settlements only lower what a reservation counts,
+ * so they ride along with the next reservation's write (or a write 100 ms
+ * later): one lost in a crash counts its call at its reservation, never
+ * less. A settlement above its reservation is written at once.
  *
  * At start, {@link FileSpendJournal.open} reads it back; the proxy drops the
  * entries whose audit row was written and counts the rest — an unsettled
@@ -56,15 +59,21 @@ export class FileSpendJournal implements SpendJournal {
   #log: (message: string) => void;
   #lastErrorLog = 0;
   #closed = false;
+  /** Settlement lines not written yet. */
+  #pending = "";
+  #timer: ReturnType<typeof setTimeout> | null = null;
   /** Writes that failed (each logged at most once a second). */
   writeErrors = 0;
 
   private constructor(path: string, log: (message: string) => void) {
     this.#path = path;
     this.#log = log;
-    for (const e of readEntries(path)) this.#live.set(e.id, e);
+    const { entries, torn } = readEntries(path);
+    for (const e of entries) this.#live.set(e.id, e);
     this.#fd = openSync(path, "a", 0o600);
     this.#bytes = fstatSync(this.#fd).size;
+    // A torn last line must not swallow the next one.
+    if (torn) this.#append("");
   }
 
   /**
@@ -96,25 +105,44 @@ export class FileSpendJournal implements SpendJournal {
   }
 
   reserve(entry: Omit<JournalEntry, "chargedNano">): void {
-    const e: JournalEntry = { ...entry, chargedNano: null };
+    const e = entry as JournalEntry;
+    e.chargedNano = null;
     this.#live.set(e.id, e);
-    this.#append(JSON.stringify({
-      r: e.id,
-      t: e.ts,
-      s: e.session,
-      h: e.host,
-      c: e.client,
-      u: e.rule,
-      k: e.keys,
-      n: e.reservedNano,
-    }));
+    this.#append(this.#take() + reservationLine(e));
   }
 
   settle(id: string, chargedNano: number): void {
     const e = this.#live.get(id);
     if (e === undefined) return;
     e.chargedNano = chargedNano;
-    this.#append(JSON.stringify({ x: id, n: chargedNano }));
+    const line = JSON.stringify({ x: id, n: chargedNano });
+    if (chargedNano > e.reservedNano) {
+      // More than it held: the reservation alone would under-count it.
+      this.#append(this.#take() + line);
+      return;
+    }
+    this.#pending += line + "\n";
+    if (this.#timer === null) {
+      this.#timer = setTimeout(() => this.flush(), 100);
+      Deno.unrefTimer(this.#timer as unknown as number);
+    }
+  }
+
+  /** Writes the settlements not written yet. */
+  flush(): void {
+    const rest = this.#take();
+    if (rest !== "") this.#append(rest.slice(0, -1));
+  }
+
+  /** The pending settlement lines (each ending in a newline), now owed to the caller's write. */
+  #take(): string {
+    if (this.#timer !== null) {
+      clearTimeout(this.#timer);
+      this.#timer = null;
+    }
+    const p = this.#pending;
+    this.#pending = "";
+    return p;
   }
 
   /**
@@ -141,6 +169,7 @@ export class FileSpendJournal implements SpendJournal {
   /** Closes the file (what it holds stays for the next start). */
   close(): void {
     if (this.#closed) return;
+    this.flush();
     this.#closed = true;
     try {
       closeSync(this.#fd);
@@ -173,18 +202,11 @@ export class FileSpendJournal implements SpendJournal {
   /** Writes the live entries to a new file and swaps it in (rename is atomic). */
   #rewrite(): void {
     if (this.#closed) return;
+    // The pending settlements are in the entries written below.
+    this.#take();
     let text = "";
     for (const e of this.#live.values()) {
-      text += JSON.stringify({
-        r: e.id,
-        t: e.ts,
-        s: e.session,
-        h: e.host,
-        c: e.client,
-        u: e.rule,
-        k: e.keys,
-        n: e.reservedNano,
-      }) + "\n";
+      text += reservationLine(e) + "\n";
       if (e.chargedNano !== null) text += JSON.stringify({ x: e.id, n: e.chargedNano }) + "\n";
     }
     const tmp = `${this.#path}.tmp`;
@@ -207,13 +229,21 @@ export class FileSpendJournal implements SpendJournal {
   }
 }
 
+/** A reservation's line (strings through JSON.stringify, so any value stays one line). */
+function reservationLine(e: JournalEntry): string {
+  const str = JSON.stringify;
+  return `{"r":${str(e.id)},"t":${e.ts},"s":${str(e.session)},"h":${str(e.host)},"c":${
+    str(e.client)
+  },"u":${str(e.rule)},"k":${e.keys.length ? str(e.keys) : "[]"},"n":${e.reservedNano}}`;
+}
+
 /** The entries of a journal file (none when it does not exist); damaged lines are skipped. */
-function readEntries(path: string): JournalEntry[] {
+function readEntries(path: string): { entries: JournalEntry[]; torn: boolean } {
   let text: string;
   try {
     text = readFileSync(path, "utf8");
   } catch (e) {
-    if ((e as { code?: string }).code === "ENOENT") return [];
+    if ((e as { code?: string }).code === "ENOENT") return { entries: [], torn: false };
     throw e;
   }
   const byId = new Map<string, JournalEntry>();
@@ -242,5 +272,5 @@ function readEntries(path: string): JournalEntry[] {
       if (e) e.chargedNano = v.n;
     }
   }
-  return [...byId.values()];
+  return { entries: [...byId.values()], torn: text !== "" && !text.endsWith("\n") };
 }
