@@ -15,6 +15,7 @@ import { ProxyAuth } from "../proxy/auth.ts";
 import { Metrics, standardAddons } from "../proxy/addons/mod.ts";
 import { NANO, PolicyState, type SpendRow } from "../state/mod.ts";
 import { FileSpendJournal, journalPathFor } from "../audit/spend_journal.ts";
+import { budgetsView } from "../policy/limits/budgets.ts";
 import { openAuditReader } from "../audit/sqlite_read.ts";
 import type { AuditReadModel } from "../audit/read.ts";
 import { VERSION } from "../version.ts";
@@ -253,6 +254,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     token: config.dashboardToken,
     reload: () => reload("api"),
     lastReload: () => lastReload,
+    budgets: (maxKeys) => budgetsView(proxy.config.policy, state, Date.now(), { maxKeys }),
   });
   const proxy: ProxyServer = new ProxyServer({
     config,

@@ -231,6 +231,8 @@ export interface RateLimitChecker extends Checker {
   readonly unit: "requests" | "tokens";
   readonly limit: number;
   readonly perMs: number;
+  /** The window as shown: `1m`. */
+  readonly window: string;
   readonly key: LimitKey;
   /**
    * Charges `tokens` at `ts` to the bucket of `info` (token limits only; the
@@ -341,6 +343,7 @@ export function createRateLimitChecker(
     unit,
     limit,
     perMs,
+    window,
     key,
     check(info, now, state, call?: LlmCall | null) {
       const slot = state.slot(stateKey, newSlot);
