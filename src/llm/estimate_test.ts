@@ -153,3 +153,18 @@ Deno.test("estimate: priced with genai-prices like the charge, erring high", () 
   // 2500 / 2.5 + 64 = 1064 input tokens (1088 on the grid): 1088 × 3 + 1024 × 15 = 18,624 µ$.
   assert.equal(Math.round(claude.usd! * 1e10) / 1e10, 0.018624);
 });
+
+Deno.test("estimate: the README's worked example", () => {
+  const e = createEstimator({ pricer: createPricer() });
+  const call = (max_tokens: number) =>
+    e.estimate("openai", {
+      method: "POST",
+      path: "/v1/chat/completions",
+      body: { model: "gpt-4o", max_tokens },
+      bodySize: 3000,
+    }, WHEN)!;
+  // gpt-4o at $2.50 / $10 per million: 1,088 × 2.5 + 1,024 × 10 = 12,960 µ$.
+  assert.equal(Math.round(call(1000).usd! * 1e9), 12_960_000);
+  // max_tokens 100 (on the grid already): 2,720 + 1,000 = 3,720 µ$.
+  assert.equal(Math.round(call(100).usd! * 1e9), 3_720_000);
+});
