@@ -423,10 +423,25 @@ function parseCurrency(value: unknown, key: string): void {
   }
 }
 
+const CALENDAR_ALIASES: Record<string, CalendarUnit> = {
+  daily: "day",
+  weekly: "week",
+  monthly: "month",
+  days: "day",
+  weeks: "week",
+  months: "month",
+};
+
 function parsePer(value: unknown): number | CalendarUnit | "run" {
   if (value === "run") return "run";
   if (typeof value === "string" && (CALENDAR_UNITS as readonly string[]).includes(value)) {
     return value as CalendarUnit;
+  }
+  const near = typeof value === "string" ? CALENDAR_ALIASES[value.toLowerCase()] : undefined;
+  if (near !== undefined) {
+    throw new PolicyConfigError(
+      `Invalid per "${value}" (did you mean "${near}"?): use day, week or month for a calendar window, or a duration such as 1d`,
+    );
   }
   return parseDurationValue(value);
 }

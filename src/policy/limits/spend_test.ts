@@ -369,7 +369,12 @@ Deno.test("parseSpendingLimitConfig validates the YAML form", () => {
     ],
     [
       { usd: 5, per: "daily" },
-      'Invalid duration "daily": expected a number and a unit (ms, s, m, h, d, w), e.g. "90s", "1h30m", "7d"',
+      'Invalid per "daily" (did you mean "day"?): use day, week or month for a calendar window, or a duration such as 1d',
+      ["per"],
+    ],
+    [
+      { usd: 5, per: "fortnight" },
+      'Invalid duration "fortnight": expected a number and a unit (ms, s, m, h, d, w), e.g. "90s", "1h30m", "7d"',
       ["per"],
     ],
     [
