@@ -232,7 +232,8 @@ export class MemorySpendLedger implements SpendLedger {
 
   constructor(options: { startedAt?: number; retainMs?: number } = {}) {
     this.startedAt = options.startedAt ?? Date.now();
-    this.retainMs = options.retainMs ?? 31 * 86_400_000;
+    // A calendar month is at most 31 days and an hour (a DST change) long.
+    this.retainMs = options.retainMs ?? 32 * 86_400_000;
   }
 
   add(keys: Iterable<string>, ts: number, usd: number): void {
