@@ -8,9 +8,18 @@
  */
 import assert from "node:assert/strict";
 import type http from "node:http";
+import { chromium } from "playwright-core";
 import { auditRows, queryAudit, startOrigin, startProxy, waitForRows } from "./helpers.ts";
 
 const NANO_PER_TOKEN = 1000; // $1 per million tokens
+
+function haveChromium(): boolean {
+  try {
+    return Deno.statSync("/usr/bin/chromium").isFile;
+  } catch {
+    return false;
+  }
+}
 
 const LLM = `llm:
   providers: { "127.0.0.1": openai, "127.0.0.2": anthropic, "127.0.0.3": anthropic }
@@ -146,6 +155,35 @@ ${LLM}rules:
       Array(3).fill([r / 1e9, 150 / 1e6, 150 / 1e6]),
     );
     assert.equal(rows.filter((x) => x.policy === "spending_limit").length, 47);
+
+    // The dashboard's Budgets tab shows the same, in a real browser.
+    if (haveChromium()) {
+      const browser = await chromium.launch({
+        executablePath: "/usr/bin/chromium",
+        args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+      });
+      try {
+        const page = await browser.newPage();
+        await page.goto(`${proxy.url}/_/dashboard#budgets`);
+        await page.waitForSelector("#budgets-table tbody tr td.mono");
+        const cells = await page.$$eval(
+          "#budgets-table tbody tr:first-child td",
+          (tds) => tds.map((td) => td.textContent),
+        );
+        assert.deepEqual(cells.slice(0, 5), [
+          "llm",
+          `spending_limit ${
+            usd(budgetNano)
+          } per day (UTC): counts only the requests rule "llm" allows`,
+          "(whole rule)",
+          "$0.0004", // $0.00045 as the page shows small amounts
+          "$0",
+        ]);
+        assert.equal(await page.textContent("#budgets-inflight"), "0 call(s) in flight");
+      } finally {
+        await browser.close();
+      }
+    }
     assert.equal(await proxy.stop(), 0);
   } finally {
     client.close();
