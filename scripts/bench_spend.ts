@@ -93,6 +93,15 @@ interface Run {
   p50: number;
   p99: number;
   bad: number;
+  /** Proxy CPU time (user + system) per request, µs: steadier than req/s on a busy machine. */
+  cpuUs: number;
+}
+
+/** CPU time of a process so far, in ms (utime + stime from /proc, in 10 ms ticks). */
+async function cpuMs(pid: number): Promise<number> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) * 10;
 }
 
 async function runOnce(dir: string, spend: boolean): Promise<Run> {
@@ -137,7 +146,9 @@ async function runOnce(dir: string, spend: boolean): Promise<Run> {
         stderr: "piped",
       }).output();
     await wrk(2); // warm-up: JIT, pools, the price cache
+    const cpu0 = await cpuMs(proxy.pid);
     const out = new TextDecoder().decode((await wrk(SECONDS)).stdout);
+    const cpu = (await cpuMs(proxy.pid)) - cpu0;
     const m = /WRKRESULT (.*)/.exec(out);
     if (!m) throw new Error(`wrk said:\n${out}`);
     const v: Record<string, number> = {};
@@ -150,6 +161,7 @@ async function runOnce(dir: string, spend: boolean): Promise<Run> {
       p50: v.p50_us / 1000,
       p99: v.p99_us / 1000,
       bad: v.non2xx + v.errors,
+      cpuUs: (cpu * 1000) / v.requests,
     };
   } finally {
     proxy.kill("SIGTERM");
@@ -182,23 +194,21 @@ if (import.meta.main) {
         const r = await runOnce(dir, spend);
         (spend ? withLimit : without).push(r);
         console.log(
-          `  round ${i + 1} ${spend ? "spending_limit" : "no limit      "}: ${
-            r.rps.toFixed(0)
-          } req/s, ` +
-            `p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms${
-              r.bad ? `, ${r.bad} bad` : ""
-            }`,
+          `  round ${i + 1} ${spend ? "spending_limit" : "no limit      "}: ` +
+            `${r.rps.toFixed(0)} req/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, ` +
+            `proxy CPU ${r.cpuUs.toFixed(1)} µs/req${r.bad ? `, ${r.bad} bad` : ""}`,
         );
       }
     }
     const a = median(without.map((r) => r.rps));
     const b = median(withLimit.map((r) => r.rps));
+    const ca = median(without.map((r) => r.cpuUs));
+    const cb = median(withLimit.map((r) => r.cpuUs));
     console.log(
       `median: no limit ${a.toFixed(0)} req/s, spending_limit ${b.toFixed(0)} req/s: ` +
         `ratio ${(b / a).toFixed(3)} (${((1 - b / a) * 100).toFixed(1)} % fewer); ` +
-        `+${
-          ((1 / b - 1 / a) * 1e6).toFixed(1)
-        } µs per request (the proxy is CPU-bound on its core)`,
+        `proxy CPU ${ca.toFixed(1)} -> ${cb.toFixed(1)} µs/req (+${(cb - ca).toFixed(1)} µs, ` +
+        `${((cb / ca - 1) * 100).toFixed(1)} %)`,
     );
   } finally {
     origin.kill("SIGTERM");
