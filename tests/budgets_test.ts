@@ -27,17 +27,17 @@ const LLM = `llm:
 `;
 
 /**
- * The documented estimate, written out independently: body bytes / 3
- * (OpenAI) or / 2.5 (Anthropic) + 64 input tokens, the output cap, each
- * rounded up to 16 steps per power of two for the price lookup.
+ * The documented estimate, written out independently: one input token per
+ * body byte + 64, the output cap, each rounded up to 16 steps per power of
+ * two for the price lookup.
  */
-function reservationNano(bodyBytes: number, bytesPerToken: number, maxTokens: number): number {
+function reservationNano(bodyBytes: number, maxTokens: number): number {
   const grid = (n: number) => {
     if (n <= 64) return 64;
     const step = 2 ** (Math.floor(Math.log2(n)) - 4);
     return Math.ceil(n / step) * step;
   };
-  const input = Math.ceil(bodyBytes / bytesPerToken) + 64;
+  const input = bodyBytes + 64;
   return (grid(input) + grid(maxTokens)) * NANO_PER_TOKEN;
 }
 
@@ -85,7 +85,7 @@ Deno.test("budgets: 50 concurrent calls on a budget that fits 3: 3 forwarded, 47
     max_tokens: 1000,
     messages: [{ role: "user", content: "hi" }],
   });
-  const r = reservationNano(body.length, 3, 1000);
+  const r = reservationNano(body.length, 1000);
   // Three reservations fit, a fourth does not.
   const budgetNano = 3 * r + r / 2;
   const proxy = await startProxy({
@@ -233,7 +233,7 @@ ${LLM}rules:
     stream: true,
     messages: [],
   });
-  const r = reservationNano(body.length, 2.5, 500);
+  const r = reservationNano(body.length, 500);
   try {
     // 1. Cut by the upstream.
     const res = await fetch(`${origin.url}/v1/messages`, { method: "POST", client, body });
@@ -363,7 +363,7 @@ ${LLM}rules:
       messages: [{ role: "user", content: "count" }],
     })
   );
-  const maxReservation = Math.max(...bodies.map((b) => reservationNano(b.length, 3, 300)));
+  const maxReservation = Math.max(...bodies.map((b) => reservationNano(b.length, 300)));
   let requested = 0;
   let auditAloneShort = 0;
   const spentOf = (view: { limits: { budgets: { spent_usd: number }[] }[] }) =>

@@ -264,7 +264,7 @@ Deno.test("llm: a $0.01 spending limit blocks the call after the one that crosse
     policies:
       - spending_limit: { usd: 100, per: 1d, key: session }
 `;
-  const { origin, proxy, client, proxiedFetch } = await setup(rules);
+  const { origin, proxy, client, proxiedFetch, seen } = await setup(rules);
   const anthropic = new Anthropic({ apiKey: "sk-ant-test", fetch: proxiedFetch, maxRetries: 0 });
   try {
     const ask = () =>
@@ -279,11 +279,19 @@ Deno.test("llm: a $0.01 spending limit blocks the call after the one that crosse
       return true;
     });
     const denied = await waitForRows(proxy.auditPath, 1, "policy = 'spending_limit'");
-    // Spent, in flight, this call's worst case ($0.0013: ~104 input tokens at $3/M
-    // and its max_tokens rounded up to 64 at $15/M), and when it fits again.
+    // Spent, in flight, this call's worst case (one input token per body byte + 64,
+    // on the price grid, at $3/M; max_tokens 10, 64 on the grid, at $15/M), and
+    // when it fits again.
+    const bytes = JSON.stringify(seen.bodies[0]).length + 64;
+    const step = 2 ** (Math.floor(Math.log2(bytes)) - 4);
+    const need = (Math.ceil(bytes / step) * step * 3 + 64 * 15) / 1e6;
     assert.match(
       denied[0].reason as string,
-      /^spending limit reached: \$0\.0136 spent \+ \$0\.00 reserved in flight \+ \$0\.0013 for this call > \$0\.01 per 1d for requests without a session; resets at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/,
+      new RegExp(
+        `^spending limit reached: \\$0\\.0136 spent \\+ \\$0\\.00 reserved in flight \\+ \\$${
+          need.toFixed(4).replace(/0+$/, "").replace(".", "\\.")
+        } for this call > \\$0\\.01 per 1d for requests without a session; resets at \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ$`,
+      ),
     );
 
     // A model without a known price cannot be held to a budget: denied, naming the model.
@@ -363,16 +371,16 @@ rules:
       const [row] = auditRows(second.auditPath, "cost_usd > 0");
       const resets = new Date(Math.ceil(((row.ts as number) + 86_400_000) / 1000) * 1000)
         .toISOString().slice(0, 19) + "Z";
-      // This call's worst case: a 67-byte body is 27 + 64 input tokens (92 on the
-      // price grid) at $3/M, and max_tokens 10 (64 on the grid) at $15/M: $0.001236.
+      // This call's worst case: a 67-byte body is 67 + 64 input tokens (136 on the
+      // price grid) at $3/M, and max_tokens 10 (64 on the grid) at $15/M: $0.001368.
       const body = JSON.parse(again.body);
       assert.equal(
         body.reason,
-        `spending limit reached: $0.0136 spent + $0.00 reserved in flight + $0.0012 for this call > $0.01 per 1d for key "ml"; resets at ${resets}`,
+        `spending limit reached: $0.0136 spent + $0.00 reserved in flight + $0.0014 for this call > $0.01 per 1d for key "ml"; resets at ${resets}`,
       );
       assert.deepEqual(
         [body.spent_usd, body.reserved_usd, body.needed_usd, body.limit_usd, body.resets_at],
-        [0.013638, 0, 0.001236, 0.01, resets],
+        [0.013638, 0, 0.001368, 0.01, resets],
       );
       assert.equal((await ask(second, "web")).status, 200);
       assert.equal(await second.stop(), 0);

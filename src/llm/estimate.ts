@@ -3,12 +3,19 @@
  * while it is in flight. Fast (no tokenizer: a few field reads and one
  * cached price lookup) and meant to err high:
  *
- * - Input tokens = body bytes / a per-provider ratio ({@link BYTES_PER_TOKEN})
- *   + {@link INPUT_OVERHEAD_TOKENS}. Byte-level BPE tokenizers give text
- *   about 4 bytes per token (English prose, code and JSON syntax a little
- *   less, escaped non-Latin text about the same, as `\uXXXX` is 6 bytes); the
- *   ratios sit well below that, so the estimate is high for text and very
- *   high for base64 images (which providers bill by size, not bytes).
+ * - Input tokens = body bytes / {@link BYTES_PER_TOKEN} (1 for every provider)
+ *   + {@link INPUT_OVERHEAD_TOKENS} (+ {@link TOOLS_OVERHEAD_TOKENS} for an
+ *   Anthropic body with tools, whose tool-use system prompt is not in the
+ *   body). One token per byte is a bound, not a guess: a byte-level BPE
+ *   tokenizer (OpenAI's, Claude's; Gemini's falls back to bytes) never
+ *   makes more tokens than the text has UTF-8 bytes, and the JSON body is
+ *   at least that long. Measured with o200k: English prose is 4.6 bytes per
+ *   token, code 2.7, random alphanumerics or base64 1.5, random printable
+ *   ASCII 1.4 — a ratio of 3 would let code and random strings slip under
+ *   their reservation. The price of the bound: prose reserves about 4× its
+ *   input, which matters only near a budget's end. Not covered: content the
+ *   body only points at (an uploaded file's id, a Gemini `fileData` URI) and
+ *   documents billed per page (a PDF of many near-empty pages).
  * - Output tokens = the request's cap — `max_completion_tokens` /
  *   `max_tokens` (Chat Completions, times `n`), `max_output_tokens`
  *   (Responses), `max_tokens` (Anthropic), `generationConfig.maxOutputTokens`
@@ -31,16 +38,22 @@
 import { classifyEndpoint } from "./formats.ts";
 import type { Provider, UsageRecord } from "./types.ts";
 
-/** Body bytes per input token assumed by the estimate (below every tokenizer's real ratio). */
+/** Body bytes per input token assumed by the estimate: a bound for byte-level tokenizers. */
 export const BYTES_PER_TOKEN: Record<Provider, number> = {
-  openai: 3,
-  // Claude's tokenizer is the least dense of the three.
-  anthropic: 2.5,
-  gemini: 3,
+  openai: 1,
+  anthropic: 1,
+  gemini: 1,
 };
 
 /** Tokens added to every estimate for what the provider wraps around the body. */
 export const INPUT_OVERHEAD_TOKENS = 64;
+
+/**
+ * Tokens added for an Anthropic call with tools: its tool-use system prompt
+ * (~350 tokens), and per built-in tool (`type: computer_…`, `bash_…`, …),
+ * whose definition the provider adds (up to ~750 tokens each).
+ */
+export const TOOLS_OVERHEAD_TOKENS = { prompt: 512, builtin: 1024 };
 
 /** Output tokens reserved for a call that sets no cap (`llm.reserve_output_tokens`). */
 export const DEFAULT_RESERVE_OUTPUT_TOKENS = 4096;
@@ -113,6 +126,17 @@ function cacheWrites(body: unknown): "none" | "5m" | "1h" {
   return found;
 }
 
+/** What an Anthropic body's tools add to its input beyond their bytes. */
+function toolsOverhead(tools: unknown): number {
+  if (!Array.isArray(tools) || tools.length === 0) return 0;
+  let n = TOOLS_OVERHEAD_TOKENS.prompt;
+  for (const t of tools) {
+    const type = (t as { type?: unknown } | null)?.type;
+    if (typeof type === "string" && type !== "custom") n += TOOLS_OVERHEAD_TOKENS.builtin;
+  }
+  return n;
+}
+
 /** `n` rounded up to a grid of 16 steps per power of two (at most 6.25 % more). */
 export function roundUp(n: number): number {
   if (n <= 64) return 64;
@@ -130,7 +154,7 @@ const MAX_CACHED_PRICES = 10_000;
  * const e = createEstimator({ pricer: createPricer() });
  * e.estimate("openai", { method: "POST", path: "/v1/chat/completions",
  *   body: { model: "gpt-4o-mini", max_tokens: 500, messages: [] }, bodySize: 900 }, new Date());
- * // { model: "gpt-4o-mini", inputTokens: 364, outputTokens: 500, usd: 0.0003546 }
+ * // { model: "gpt-4o-mini", inputTokens: 964, outputTokens: 500, usd: 0.000456 }
  * ```
  */
 export function createEstimator(opts: EstimatorOptions): {
@@ -170,7 +194,7 @@ export function createEstimator(opts: EstimatorOptions): {
       >;
       const model = endpoint.urlModel ?? (typeof body.model === "string" ? body.model : null);
       const inputTokens = Math.ceil(Math.max(0, req.bodySize) / BYTES_PER_TOKEN[provider]) +
-        INPUT_OVERHEAD_TOKENS;
+        INPUT_OVERHEAD_TOKENS + (provider === "anthropic" ? toolsOverhead(body.tools) : 0);
       let outputTokens: number;
       switch (endpoint.format) {
         case "openai-embeddings":

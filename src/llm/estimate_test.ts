@@ -36,12 +36,12 @@ Deno.test("estimate: input from body bytes, output from each provider's cap", ()
   const e = createEstimator({ pricer, reserveOutputTokens: 1000 });
   const chat = (body: unknown, bodySize = 300) =>
     e.estimate("openai", { method: "POST", path: "/v1/chat/completions", body, bodySize }, WHEN);
-  // 300 bytes / 3 + 64 = 164 input tokens (168 on the price grid).
+  // 300 bytes + 64 = 364 input tokens (368 on the price grid), 500 output (512).
   assert.deepEqual(chat({ model: "m", max_tokens: 500 }), {
     model: "m",
-    inputTokens: 164,
+    inputTokens: 364,
     outputTokens: 500,
-    usd: (168 + 2 * 512) / 1e6,
+    usd: (368 + 2 * 512) / 1e6,
   });
   // max_completion_tokens wins over max_tokens; n completions each get the cap.
   assert.equal(
@@ -64,15 +64,28 @@ Deno.test("estimate: input from body bytes, output from each provider's cap", ()
     body: { model: "m", input: "x" },
     bodySize: 30,
   }, WHEN);
-  assert.deepEqual([embeddings!.inputTokens, embeddings!.outputTokens], [74, 0]);
-  // Anthropic: 2.5 bytes per token.
+  assert.deepEqual([embeddings!.inputTokens, embeddings!.outputTokens], [94, 0]);
+  // Anthropic: the same bound, one token per byte.
   const claude = e.estimate("anthropic", {
     method: "POST",
     path: "/v1/messages",
     body: { model: "c", max_tokens: 64 },
     bodySize: 1000,
   }, WHEN);
-  assert.deepEqual([claude!.inputTokens, claude!.outputTokens], [464, 64]);
+  assert.deepEqual([claude!.inputTokens, claude!.outputTokens], [1064, 64]);
+  // With tools: the tool-use system prompt, and each built-in tool's definition, come on top.
+  const withTools = (tools: unknown[]) =>
+    e.estimate("anthropic", {
+      method: "POST",
+      path: "/v1/messages",
+      body: { model: "c", max_tokens: 64, tools },
+      bodySize: 1000,
+    }, WHEN)!.inputTokens;
+  assert.equal(withTools([{ name: "f", input_schema: {} }]), 1064 + 512);
+  assert.equal(
+    withTools([{ name: "f", input_schema: {} }, { type: "bash_20250124", name: "bash" }]),
+    1064 + 512 + 1024,
+  );
   // Gemini: the model is in the URL, the cap in generationConfig, times candidateCount.
   const gemini = e.estimate("gemini", {
     method: "POST",
@@ -82,7 +95,7 @@ Deno.test("estimate: input from body bytes, output from each provider's cap", ()
   }, WHEN);
   assert.deepEqual(
     [gemini!.model, gemini!.inputTokens, gemini!.outputTokens],
-    ["gemini-2.5-pro", 94, 400],
+    ["gemini-2.5-pro", 154, 400],
   );
   // Not a call that reports usage: nothing to reserve.
   assert.equal(
@@ -97,7 +110,7 @@ Deno.test("estimate: input from body bytes, output from each provider's cap", ()
   assert.equal(chat({ model: "unknown", max_tokens: 5 })!.usd, null);
   assert.deepEqual(chat({ max_tokens: 5 }), {
     model: null,
-    inputTokens: 164,
+    inputTokens: 364,
     outputTokens: 5,
     usd: null,
   });
@@ -113,14 +126,14 @@ Deno.test("estimate: Anthropic prompt caching prices the input as cache writes",
   const est = (body: unknown) =>
     e.estimate("anthropic", { method: "POST", path: "/v1/messages", body, bodySize: 250 }, WHEN)!
       .usd;
-  // 250 / 2.5 + 64 = 164 input tokens (168 on the grid), max_tokens 64.
-  assert.equal(est({ model: "c", max_tokens: 64 }), (168 + 2 * 64) / 1e6);
+  // 250 + 64 = 314 input tokens (320 on the grid), max_tokens 64.
+  assert.equal(est({ model: "c", max_tokens: 64 }), (320 + 2 * 64) / 1e6);
   const cached = {
     model: "c",
     max_tokens: 64,
     system: [{ type: "text", text: "x", cache_control: { type: "ephemeral" } }],
   };
-  assert.equal(est(cached), (168 * 1.25 + 2 * 64) / 1e6);
+  assert.equal(est(cached), (320 * 1.25 + 2 * 64) / 1e6);
   const hour = {
     model: "c",
     max_tokens: 64,
@@ -129,20 +142,20 @@ Deno.test("estimate: Anthropic prompt caching prices the input as cache writes",
       content: [{ type: "text", text: "x", cache_control: { type: "ephemeral", ttl: "1h" } }],
     }],
   };
-  assert.equal(est(hour), (168 * 2 + 2 * 64) / 1e6);
+  assert.equal(est(hour), (320 * 2 + 2 * 64) / 1e6);
 });
 
 Deno.test("estimate: priced with genai-prices like the charge, erring high", () => {
   const e = createEstimator({ pricer: createPricer() });
-  // gpt-4o-mini: $0.15 / $0.60 per million. 900 bytes -> 364 input tokens (368 on
-  // the grid), max_tokens 500 (512 on the grid): 368 × 0.15 + 512 × 0.6 = 362.4 µ$.
+  // gpt-4o-mini: $0.15 / $0.60 per million. 900 bytes -> 964 input tokens (992 on
+  // the grid), max_tokens 500 (512 on the grid): 992 × 0.15 + 512 × 0.6 = 456 µ$.
   const r = e.estimate("openai", {
     method: "POST",
     path: "/v1/chat/completions",
     body: { model: "gpt-4o-mini", max_tokens: 500 },
     bodySize: 900,
   }, WHEN)!;
-  assert.equal(Math.round(r.usd! * 1e10) / 1e10, 0.0003624);
+  assert.equal(Math.round(r.usd! * 1e10) / 1e10, 0.000456);
   // Claude Sonnet 4: $3 / $15 per million, cache writes $3.75.
   const claude = e.estimate("anthropic", {
     method: "POST",
@@ -150,8 +163,8 @@ Deno.test("estimate: priced with genai-prices like the charge, erring high", () 
     body: { model: "claude-sonnet-4-20250514", max_tokens: 1024 },
     bodySize: 2500,
   }, WHEN)!;
-  // 2500 / 2.5 + 64 = 1064 input tokens (1088 on the grid): 1088 × 3 + 1024 × 15 = 18,624 µ$.
-  assert.equal(Math.round(claude.usd! * 1e10) / 1e10, 0.018624);
+  // 2500 + 64 = 2564 input tokens (2688 on the grid): 2688 × 3 + 1024 × 15 = 23,424 µ$.
+  assert.equal(Math.round(claude.usd! * 1e10) / 1e10, 0.023424);
 });
 
 Deno.test("estimate: the README's worked example", () => {
@@ -163,8 +176,8 @@ Deno.test("estimate: the README's worked example", () => {
       body: { model: "gpt-4o", max_tokens },
       bodySize: 3000,
     }, WHEN)!;
-  // gpt-4o at $2.50 / $10 per million: 1,088 × 2.5 + 1,024 × 10 = 12,960 µ$.
-  assert.equal(Math.round(call(1000).usd! * 1e9), 12_960_000);
-  // max_tokens 100 (on the grid already): 2,720 + 1,000 = 3,720 µ$.
-  assert.equal(Math.round(call(100).usd! * 1e9), 3_720_000);
+  // gpt-4o at $2.50 / $10 per million: 3,072 × 2.5 + 1,024 × 10 = 17,920 µ$.
+  assert.equal(Math.round(call(1000).usd! * 1e9), 17_920_000);
+  // max_tokens 100 (on the grid already): 7,680 + 1,000 = 8,680 µ$.
+  assert.equal(Math.round(call(100).usd! * 1e9), 8_680_000);
 });

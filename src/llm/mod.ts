@@ -32,6 +32,7 @@ export {
   createEstimator,
   DEFAULT_RESERVE_OUTPUT_TOKENS,
   INPUT_OVERHEAD_TOKENS,
+  TOOLS_OVERHEAD_TOKENS,
 } from "./estimate.ts";
 export {
   createPricer,

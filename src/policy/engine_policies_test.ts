@@ -295,3 +295,40 @@ audit:
   const other = go(req("example.org", "/"));
   assert.deepEqual([other.verdict, other.rule], ["log", "*"]);
 });
+
+Deno.test("spending_limit: the README's worked example, decided by the engine", () => {
+  const { config: readme } = parseConfig(
+    `version: 1
+tls: { intercept: [api.openai.com] }
+rules:
+  - name: openai
+    match: api.openai.com/v1/**
+    action: allow
+    policies:
+      - spending_limit: { usd: 5, per: day, key: session, tz: Europe/Berlin }
+`,
+    "readme.yaml",
+    "/",
+  );
+  const state = new PolicyState({ startedAt: 0 });
+  const now = Date.parse("2025-06-02T15:00:00Z"); // 17:00 in Berlin
+  state.ledger.add(["rule:openai|session:ci"], now - 3_600_000, 4.99);
+  const call = (max_tokens: number) =>
+    info("api.openai.com", {
+      scheme: "https",
+      port: 443,
+      path: "/v1/chat/completions",
+      body: { model: "gpt-4o", max_tokens, messages: [] },
+      bodySize: 3000,
+    });
+  const d = decide(readme.policy, { info: call(1000), now, state, bodyRead: true });
+  assert.equal(
+    d.reason,
+    'spending limit reached: $4.99 spent + $0.00 reserved in flight + $0.0179 for this call > $5.00 per day (Europe/Berlin) for session "ci"; resets at 2025-06-03T00:00:00+02:00',
+  );
+  assert.equal(d.retryAfter, 25200);
+  assert.equal(d.detail?.needed_usd, 0.01792);
+  const ok = call(100);
+  assert.equal(decide(readme.policy, { info: ok, now, state, bodyRead: true }).verdict, "allow");
+  assert.equal(state.reservedUsd(ok.id), 0.00868);
+});
