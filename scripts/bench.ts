@@ -9,6 +9,7 @@
  *                                             (the harness GETs: checked, not priced calls)
  *   deno task bench spend                     priced POSTs with and without a spending limit:
  *                                             reserve + journal + settle (scripts/bench_spend.ts)
+ *   deno task bench budget                    the same path's CPU in process (scripts/bench_budget.ts)
  *   deno task bench sse                       intercepted LLM stream: first byte and total vs direct
  *   deno task bench dlp                       DLP scan throughput (scripts/bench_dlp.ts)
  *   deno task bench usage                     usage tap and gunzip CPU per MiB (scripts/bench_usage.ts)
@@ -61,11 +62,14 @@ if (import.meta.main && Deno.args[0] === "sse") {
     stderr: "inherit",
   }).output();
   Deno.exit(code);
-} else if (import.meta.main && (Deno.args[0] === "dlp" || Deno.args[0] === "usage")) {
-  // `usage` is written for `deno bench`; `dlp` prints its own table.
+} else if (
+  import.meta.main && (Deno.args[0] === "dlp" || Deno.args[0] === "usage" ||
+    Deno.args[0] === "budget")
+) {
+  // `usage` and `budget` are written for `deno bench`; `dlp` prints its own table.
   const file = new URL(`./bench_${Deno.args[0]}.ts`, import.meta.url).pathname;
   const { code } = await new Deno.Command(Deno.execPath(), {
-    args: Deno.args[0] === "usage" ? ["bench", "-A", file] : ["run", file],
+    args: Deno.args[0] === "dlp" ? ["run", file] : ["bench", "-A", file],
     stdout: "inherit",
     stderr: "inherit",
   }).output();
