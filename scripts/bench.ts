@@ -5,6 +5,11 @@
  *   deno task bench decide                    decision micro-benchmark (scripts/bench_decide.ts)
  *   deno task bench --intercept [s4 s5 …]     the same with TLS interception of the origin
  *   deno task bench --intercept --dlp [s4]    interception with a dlp policy on every request
+ *   deno task bench --intercept --spend [s4]  interception with a spending limit on every request
+ *                                             (the harness GETs: checked, not priced calls)
+ *   deno task bench spend                     priced POSTs with and without a spending limit:
+ *                                             reserve + journal + settle (scripts/bench_spend.ts)
+ *   deno task bench budget                    the same path's CPU in process (scripts/bench_budget.ts)
  *   deno task bench sse                       intercepted LLM stream: first byte and total vs direct
  *   deno task bench dlp                       DLP scan throughput (scripts/bench_dlp.ts)
  *   deno task bench usage                     usage tap and gunzip CPU per MiB (scripts/bench_usage.ts)
@@ -59,11 +64,26 @@ if (import.meta.main && Deno.args[0] === "sse") {
     stderr: "inherit",
   }).output();
   Deno.exit(code);
-} else if (import.meta.main && ["dlp", "usage", "pricing", "mask"].includes(Deno.args[0])) {
-  // `usage` and `pricing` are written for `deno bench`; `dlp` and `mask` print their own tables.
+} else if (
+  import.meta.main && ["dlp", "usage", "pricing", "mask", "budget"].includes(Deno.args[0])
+) {
+  // `usage`, `pricing` and `budget` are written for `deno bench`; `dlp` and `mask` print
+  // their own tables.
   const file = new URL(`./bench_${Deno.args[0]}.ts`, import.meta.url).pathname;
   const { code } = await new Deno.Command(Deno.execPath(), {
     args: ["dlp", "mask"].includes(Deno.args[0]) ? ["run", file] : ["bench", "-A", file],
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
+  Deno.exit(code);
+} else if (import.meta.main && Deno.args[0] === "spend") {
+  const { code } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("./bench_spend.ts", import.meta.url).pathname,
+      ...Deno.args.slice(1),
+    ],
     stdout: "inherit",
     stderr: "inherit",
   }).output();
@@ -81,7 +101,10 @@ if (import.meta.main && Deno.args[0] === "sse") {
 } else if (import.meta.main) {
   const intercept = Deno.args[0] === "--intercept";
   const dlp = Deno.args.includes("--dlp");
-  const args = (intercept ? Deno.args.slice(1) : Deno.args).filter((a) => a !== "--dlp");
+  const spend = Deno.args.includes("--spend");
+  const args = (intercept ? Deno.args.slice(1) : Deno.args).filter((a) =>
+    a !== "--dlp" && a !== "--spend"
+  );
   const scenarios = args.length ? args : intercept ? ["s4", "s5"] : ["s1", "s2", "s3", "s3b", "s5"];
   const dir = await Deno.makeTempDir({ prefix: "agentgate-bench-" });
   // Interception: the harness's origin is 127.0.0.1:18443 with a self-signed certificate.
@@ -96,6 +119,19 @@ if (import.meta.main && Deno.args[0] === "sse") {
       '  - name: everything-else\n    match: "*"\n    action: log\n' +
         "    policies: [{ dlp: { action: warn, direction: both } }]",
     );
+  }
+  if (spend) {
+    // Every request is checked against a budget (the origin counts as an
+    // OpenAI host); the harness's GETs are not priced calls, see `bench spend`.
+    policy = policy.replace(
+      "default: deny\n",
+      'default: deny\nllm: { providers: { "127.0.0.1": openai } }\n',
+    )
+      .replace(
+        '  - { name: everything-else, match: "*", action: log }',
+        '  - name: everything-else\n    match: "*"\n    action: log\n' +
+          "    policies: [{ spending_limit: { usd: 1000000, per: day, key: session } }]",
+      );
   }
   await Deno.writeTextFile(`${dir}/agentgate.yaml`, policy);
   if (intercept) {

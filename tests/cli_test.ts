@@ -136,3 +136,47 @@ Deno.test("cli: the embedded default starts, says so, and prints the export line
     await proxy.dispose();
   }
 });
+
+Deno.test("cli: check names what each limit counts (key and scope), text and json", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(
+      `${dir}/agentgate.yaml`,
+      `version: 1
+tls: { intercept: [api.openai.com] }
+rules:
+  - name: openai
+    match: api.openai.com/v1/**
+    action: allow
+    policies:
+      - spending_limit: { usd: 5, per: day, key: session, tz: Europe/Berlin }
+      - spending_limit: { usd: 200, per: month, key: session, scope: all, tz: UTC }
+      - spending_limit: { usd: 50, per: 7d }
+      - rate_limit: { tokens: 100000, per: 1m, key: 'request.headers["x-team"]' }
+      - rate_limit: { requests: 60, per: 1m, key: global }
+`,
+    );
+    const r = await run(["check"], dir);
+    assert.equal(r.code, 0, r.out);
+    assert.equal(
+      r.out,
+      "ok: agentgate.yaml: 1 rule(s), default deny, mode enforce\n" +
+        "limits:\n" +
+        '  openai (agentgate.yaml:4): spending_limit $5.00 per day (Europe/Berlin), one budget per session: counts only the requests rule "openai" allows\n' +
+        "  openai (agentgate.yaml:4): spending_limit $200.00 per month (UTC), one budget per session: counts the requests of every rule (scope: all)\n" +
+        '  openai (agentgate.yaml:4): spending_limit $50.00 per 7d: counts only the requests rule "openai" allows\n' +
+        '  openai (agentgate.yaml:4): rate_limit 100000 tokens per 1m, one bucket per value of request.headers["x-team"]: counts only the requests rule "openai" allows\n' +
+        "  openai (agentgate.yaml:4): rate_limit 60 requests per 1m: counts the requests of every rule with this limit (key: global)\n",
+    );
+    const json = JSON.parse((await run(["check", "--format", "json"], dir)).out);
+    assert.deepEqual(json.limits[1], {
+      rule: "openai",
+      source: "agentgate.yaml:4",
+      policy: "spending_limit",
+      describe:
+        "spending_limit $200.00 per month (UTC), one budget per session: counts the requests of every rule (scope: all)",
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -178,7 +178,7 @@ rules:
       await page.click("#detail-close");
 
       // Every tab rendered once; then nothing injected anywhere.
-      for (const tab of ["rules", "sessions", "findings", "overview"]) {
+      for (const tab of ["rules", "sessions", "budgets", "findings", "overview"]) {
         await page.click(`nav a[data-tab=${tab}]`);
         await page.waitForSelector(`#tab-${tab}.active`);
         await page.waitForFunction(

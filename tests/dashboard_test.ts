@@ -257,6 +257,8 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
         price_incomplete: null,
         price_missing: null,
         service_tier: null,
+        reserved_usd: null,
+        charged_usd: null,
         findings_count: 1,
       });
       const live = r.body.items.find((x: { id: string }) => x.id === s.liveDenied.id);
@@ -385,6 +387,8 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
         price_incomplete: null,
         price_missing: null,
         service_tier: null,
+        reserved_usd: null,
+        charged_usd: null,
         findings: [{
           id: finding.id,
           ts: seedC.ts,

@@ -234,10 +234,11 @@ export interface Origin {
   close(): Promise<void>;
 }
 
-/** Start an HTTP (or HTTPS, with `tls`) origin with a node:http handler. */
+/** Start an HTTP (or HTTPS, with `tls`) origin with a node:http handler, on 127.0.0.1 or `host`. */
 export async function startOrigin(
   handler: http.RequestListener,
   tls?: { cert: string; key: string },
+  host = "127.0.0.1",
 ): Promise<Origin & { server: http.Server }> {
   const server = tls ? https.createServer(tls, handler) : http.createServer(handler);
   const sockets = new Set<net.Socket>();
@@ -257,9 +258,9 @@ export async function startOrigin(
     sockets.add(s);
     s.on("close", () => sockets.delete(s));
   });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  await new Promise<void>((r) => server.listen(0, host, () => r()));
   origin.port = (server.address() as net.AddressInfo).port;
-  origin.url = `${tls ? "https" : "http"}://127.0.0.1:${origin.port}`;
+  origin.url = `${tls ? "https" : "http"}://${host}:${origin.port}`;
   return origin;
 }
 

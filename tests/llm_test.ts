@@ -279,7 +279,7 @@ Deno.test("llm: a $0.01 spending limit blocks the call after the one that crosse
     policies:
       - spending_limit: { usd: 100, per: 1d, key: session }
 `;
-  const { origin, proxy, client, proxiedFetch } = await setup(rules);
+  const { origin, proxy, client, proxiedFetch, seen } = await setup(rules);
   const anthropic = new Anthropic({ apiKey: "sk-ant-test", fetch: proxiedFetch, maxRetries: 0 });
   try {
     const ask = () =>
@@ -294,9 +294,19 @@ Deno.test("llm: a $0.01 spending limit blocks the call after the one that crosse
       return true;
     });
     const denied = await waitForRows(proxy.auditPath, 1, "policy = 'spending_limit'");
-    assert.equal(
-      denied[0].reason,
-      "spending limit reached: $0.0136 of $0.01 per 1d for requests without a session",
+    // Spent, in flight, this call's worst case (one input token per body byte + 64,
+    // on the price grid, at $3/M; max_tokens 10, 64 on the grid, at $15/M), and
+    // when it fits again.
+    const bytes = JSON.stringify(seen.bodies[0]).length + 64;
+    const step = 2 ** (Math.floor(Math.log2(bytes)) - 4);
+    const need = (Math.ceil(bytes / step) * step * 3 + 64 * 15) / 1e6;
+    assert.match(
+      denied[0].reason as string,
+      new RegExp(
+        `^spending limit reached: \\$0\\.0136 spent \\+ \\$0\\.00 reserved in flight \\+ \\$${
+          need.toFixed(4).replace(/0+$/, "").replace(".", "\\.")
+        } for this call > \\$0\\.01 per 1d for requests without a session; resets at \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ$`,
+      ),
     );
 
     // A model without a known price cannot be held to a budget: denied, naming the model.
@@ -372,9 +382,20 @@ rules:
     try {
       const again = await ask(second, "ml");
       assert.equal(again.status, 429);
+      // The charge counts from the row's time: it leaves the window a day later.
+      const [row] = auditRows(second.auditPath, "cost_usd > 0");
+      const resets = new Date(Math.ceil(((row.ts as number) + 86_400_000) / 1000) * 1000)
+        .toISOString().slice(0, 19) + "Z";
+      // This call's worst case: a 67-byte body is 67 + 64 input tokens (136 on the
+      // price grid) at $3/M, and max_tokens 10 (64 on the grid) at $15/M: $0.001368.
+      const body = JSON.parse(again.body);
       assert.equal(
-        JSON.parse(again.body).reason,
-        'spending limit reached: $0.0136 of $0.01 per 1d for key "ml"',
+        body.reason,
+        `spending limit reached: $0.0136 spent + $0.00 reserved in flight + $0.0014 for this call > $0.01 per 1d for key "ml"; resets at ${resets}`,
+      );
+      assert.deepEqual(
+        [body.spent_usd, body.reserved_usd, body.needed_usd, body.limit_usd, body.resets_at],
+        [0.013638, 0, 0.001368, 0.01, resets],
       );
       assert.equal((await ask(second, "web")).status, 200);
       assert.equal(await second.stop(), 0);

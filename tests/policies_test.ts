@@ -238,7 +238,8 @@ Deno.test("policy e2e: spending_limit is rebuilt from the audit at start", async
     provider: "openai",
     model: "gpt-4o",
   };
-  seed.add({ ...base, id: "a", ts: Date.now() - 20 * 3_600_000, cost_usd: 4.995 });
+  const first = Date.now() - 20 * 3_600_000;
+  seed.add({ ...base, id: "a", ts: first, cost_usd: 4.995 });
   seed.add({ ...base, id: "b", ts: Date.now() - 3_600_000, cost_usd: 0.005 });
   seed.close();
   const proxy = await startProxy({
@@ -249,10 +250,13 @@ rules:
     match: 127.0.0.1
     action: allow
     policies:
-      - spending_limit: { usd: 5.00, per: 1d, key: client }
+      - spending_limit: { usd: 5.00, per: 1d, key: client, scope: all }
 `,
   });
   const client = Deno.createHttpClient({ proxy: { url: proxy.url } });
+  // The budget fits again when the first cost leaves the window, 24 h after it.
+  const resets = new Date(Math.ceil((first + 86_400_000) / 1000) * 1000).toISOString()
+    .slice(0, 19) + "Z";
   try {
     const r = await fetch(`${origin.url}/x`, { client });
     assert.equal(r.status, 429);
@@ -260,8 +264,12 @@ rules:
     assert.equal(body.policy, "spending_limit");
     assert.equal(
       body.reason,
-      'spending limit reached: $5.00 of $5.00 per 1d for client "127.0.0.1"',
+      `spending limit reached: $5.00 spent of $5.00 per 1d for client "127.0.0.1"; resets at ${resets}`,
     );
+    assert.equal(body.resets_at, resets);
+    const wait = (first + 86_400_000 - Date.now()) / 1000;
+    const retryAfter = Number(r.headers.get("retry-after"));
+    assert.ok(retryAfter >= wait - 5 && retryAfter <= wait + 5, `Retry-After ${retryAfter}`);
     assert.equal(body.spent_usd, 5);
     assert.equal(await proxy.stop(), 0);
   } finally {

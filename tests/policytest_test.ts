@@ -148,7 +148,7 @@ const PASSING = `tests:
     expect:
       action: deny
       policy: spending_limit
-      reason: 'spending limit reached: $5.01 of $5.00 per 1d for session "ci"'
+      reason: 'spending limit reached: $5.01 spent + $0.00 reserved in flight + $0.0025 for this call > $5.00 per 1d for session "ci"; resets at 2026-03-03T09:00:00Z'
   - name: another session has its own budget
     given: { spent_usd: 5.01, session: other }
     request:

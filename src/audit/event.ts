@@ -82,6 +82,18 @@ export interface AuditEventV1 {
    * Stored as a JSON array; read back when the ledger is rebuilt at start.
    */
   spend_keys?: string[] | null;
+  /**
+   * USD a priced call held against its budgets while in flight (its worst
+   * case: input estimated from the body, output from its cap); null when it
+   * reserved nothing.
+   */
+  reserved_usd?: number | null;
+  /**
+   * USD its budgets were charged when it settled: `cost_usd`, or the
+   * reservation when the response carried no usable usage; null when nothing
+   * was charged. Budgets are rebuilt from it at start.
+   */
+  charged_usd?: number | null;
   /** DLP findings (masked samples only), stored in the `findings` table. */
   findings?: AuditFinding[];
 }
@@ -149,4 +161,6 @@ export const AUDIT_COLUMNS = [
   "price_incomplete",
   "price_missing",
   "service_tier",
+  "reserved_usd",
+  "charged_usd",
 ] as const satisfies readonly (keyof AuditEventV1)[];

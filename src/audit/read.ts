@@ -82,8 +82,10 @@ export interface AuditDetail extends Omit<AuditRow, "findings_count"> {
 
 /** A priced request, as the spend ledger is rebuilt from it at start. */
 export interface SpendRow {
+  /** The request's id (to tell it apart from the spend journal's entries). */
+  id: string;
   ts: number;
-  /** `cost_usd`, always above 0. */
+  /** What its budgets were charged (`charged_usd`, else `cost_usd` on older rows), always above 0. */
   usd: number;
   session: string | null;
   host: string;

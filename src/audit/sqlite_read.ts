@@ -1006,11 +1006,16 @@ export class SqliteAuditReader implements AuditReadModel {
       );
     }
     if (this.#schema !== null && !this.#schema.columns.has("cost_usd")) return [];
+    // What budgets were charged; rows from before reservations have only their cost.
+    const charged = this.#schema === null || this.#schema.columns.has("charged_usd")
+      ? "COALESCE(charged_usd, cost_usd)"
+      : "cost_usd";
     return this.#all(
-      `SELECT ts, cost_usd AS usd, session, host, client, rule, ${this.#column("spend_keys")}
-       FROM audit WHERE cost_usd IS NOT NULL AND ts > ? AND cost_usd > 0`,
+      `SELECT id, ts, ${charged} AS usd, session, host, client, rule, ${this.#column("spend_keys")}
+       FROM audit WHERE ${charged} > 0 AND ts > ?`,
       sinceMs,
     ).map((r) => ({
+      id: r.id as string,
       ts: Number(r.ts),
       usd: Number(r.usd),
       session: r.session as string | null,

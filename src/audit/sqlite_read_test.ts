@@ -386,6 +386,8 @@ Deno.test("audit listing: filters, order, pagination and totals match a naive fi
         "price_incomplete",
         "price_missing",
         "service_tier",
+        "reserved_usd",
+        "charged_usd",
         "findings_count",
       ]);
       const flagged = rows.find((r) => (r.findings?.length ?? 0) > 0)!;
@@ -584,6 +586,17 @@ Deno.test("spend rows: priced rows after a time, with their extra ledger keys", 
     event({ id: "plain", ts: NOW - 3000, cost_usd: 0.5, model: "m", host: "h.test" }),
     event({ id: "free", ts: NOW - 2000, cost_usd: 0, model: "m" }),
     event({ id: "unpriced", ts: NOW - 1000, cost_usd: null, model: "m" }),
+    // No usable usage: its budgets were charged what it reserved.
+    event({
+      id: "reserved",
+      ts: NOW - 900,
+      cost_usd: null,
+      model: "m",
+      reserved_usd: 0.3,
+      charged_usd: 0.3,
+    }),
+    // Released (no response): reserved, never charged.
+    event({ id: "released", ts: NOW - 800, model: "m", reserved_usd: 0.3, charged_usd: null }),
   ];
   await withDb(rows, async (path) => {
     const reader = openAuditReader(path);
@@ -592,6 +605,7 @@ Deno.test("spend rows: priced rows after a time, with their extra ledger keys", 
       // Strictly after the time, as the ledger's windows count; never a zero or unknown cost.
       assert.deepEqual(got, [
         {
+          id: "keyed",
           ts: NOW - 4000,
           usd: 0.25,
           session: "s1",
@@ -601,10 +615,21 @@ Deno.test("spend rows: priced rows after a time, with their extra ledger keys", 
           spend_keys: ["rule:openai:team:a"],
         },
         {
+          id: "plain",
           ts: NOW - 3000,
           usd: 0.5,
           session: null,
           host: "h.test",
+          client: "127.0.0.1",
+          rule: null,
+          spend_keys: [],
+        },
+        {
+          id: "reserved",
+          ts: NOW - 900,
+          usd: 0.3,
+          session: null,
+          host: "a.test",
           client: "127.0.0.1",
           rule: null,
           spend_keys: [],

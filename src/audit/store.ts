@@ -90,6 +90,13 @@ const MIGRATIONS: string[] = [
    ALTER TABLE audit ADD COLUMN price_incomplete INTEGER;
    ALTER TABLE audit ADD COLUMN price_missing TEXT;
    ALTER TABLE audit ADD COLUMN service_tier TEXT;`,
+  // v7: reserve, then settle: the worst case a priced call held while in
+  // flight, and what its budgets were charged when it settled (the cost, or
+  // the reservation when the response carried no usable usage). Budgets are
+  // rebuilt from the charge; this partial index keeps that read small.
+  `ALTER TABLE audit ADD COLUMN reserved_usd REAL;
+   ALTER TABLE audit ADD COLUMN charged_usd REAL;
+   CREATE INDEX audit_charge_ts ON audit (ts) WHERE COALESCE(charged_usd, cost_usd) > 0;`,
 ];
 
 /** Rows written per transaction slice (~2-4 ms of event-loop time). */
@@ -118,6 +125,8 @@ export interface AuditStoreOptions {
   log?: (message: string) => void;
   /** Clock, for tests. */
   now?: () => number;
+  /** Called with the rows of each committed transaction (the spend journal forgets them). */
+  onWritten?: (events: readonly AuditEventV1[]) => void;
 }
 
 /**
@@ -298,6 +307,7 @@ export class AuditStore {
       if (this.#queue.length === 0) {
         this.#db.exec("COMMIT");
         this.written += this.#tx.length;
+        this.#committed(this.#tx);
         this.#tx = [];
         this.lastError = null;
         return;
@@ -310,6 +320,14 @@ export class AuditStore {
       this.#soon = null;
       this.#step();
     }, 0);
+  }
+
+  #committed(events: AuditEventV1[]) {
+    try {
+      this.opts.onWritten?.(events);
+    } catch (e) {
+      this.#log(`audit: a listener of written rows failed: ${(e as Error).message}`);
+    }
   }
 
   #failed(e: unknown) {
@@ -369,6 +387,8 @@ export class AuditStore {
         : Number(e.price_incomplete),
       e.price_missing ?? null,
       e.service_tier ?? null,
+      e.reserved_usd ?? null,
+      e.charged_usd ?? null,
     );
     for (const f of e.findings ?? []) {
       this.#insertFinding.run(
@@ -400,6 +420,7 @@ export class AuditStore {
       this.#db.exec("COMMIT");
       const n = this.#tx.length;
       this.written += n;
+      this.#committed(this.#tx);
       this.#tx = [];
       this.lastError = null;
       return n;

@@ -10,6 +10,30 @@ import type { Io } from "./io.ts";
 import { configPathFor } from "./config_arg.ts";
 import { loadConfig, loadDefaultConfig } from "../config/load.ts";
 import { ConfigError, formatProblem, type Problem } from "../config/errors.ts";
+import type { CompiledPolicy } from "../policy/engine.ts";
+
+/** One line per spending, rate and token limit: what it counts (its key and scope). */
+export interface LimitLine {
+  rule: string;
+  /** `file:line` of the rule. */
+  source: string;
+  policy: string;
+  describe: string;
+}
+
+/** What each limit of `policy` counts, in rule order. */
+export function limitLines(policy: CompiledPolicy): LimitLine[] {
+  const out: LimitLine[] = [];
+  for (const r of policy.rules) {
+    for (const c of r.checkers) {
+      const describe = (c as { describe?: () => string }).describe;
+      if (describe) {
+        out.push({ rule: r.name, source: r.source, policy: c.name, describe: describe.call(c) });
+      }
+    }
+  }
+  return out;
+}
 
 /** The interface of `check`. */
 export const checkSpec: CommandSpec = {
@@ -31,6 +55,9 @@ export const checkSpec: CommandSpec = {
     "",
     "stdout: the problems (text: file:line:col: message; json; github annotations);",
     'stderr: the verdict ("ok: …" or "N error(s), M warning(s)", text format only).',
+    "A valid policy's spending, rate and token limits are listed after it, one line",
+    "each, saying what each counts: its key, and whether only its rule's requests",
+    "(the default) or every rule's (scope: all).",
     "",
     "Exit status: 0 valid, 1 errors (or warnings with --strict), 2 usage error.",
   ].join("\n"),
@@ -56,12 +83,14 @@ export async function check(args: string[], io: Io): Promise<number> {
   const { path } = configPathFor(parsed.opts.config as string | undefined, io);
   let problems: Problem[];
   let summary = "";
+  let limits: LimitLine[] = [];
   try {
     // The same loader every command uses: what fails here fails `serve`, and
     // what passes here starts.
     const loaded = path === undefined ? loadDefaultConfig(io.cwd) : await loadConfig(path, io.cwd);
     problems = loaded.problems;
     const c = loaded.config;
+    limits = limitLines(c.policy);
     summary =
       `${c.file}: ${c.policy.rules.length} rule(s), default ${c.policy.defaultAction}, mode ${c.policy.mode}${
         c.format === "agentreserve" ? " (@agentreserve/proxy format)" : ""
@@ -74,7 +103,9 @@ export async function check(args: string[], io: Io): Promise<number> {
   const warnings = problems.length - errors;
   // stdout: the problems in the format asked for; stderr: the one-line verdict.
   if (format === "json") {
-    io.stdout(JSON.stringify({ ok: errors === 0, errors, warnings, problems }, null, 2) + "\n");
+    io.stdout(
+      JSON.stringify({ ok: errors === 0, errors, warnings, problems, limits }, null, 2) + "\n",
+    );
   } else if (format === "github") {
     for (const p of problems) io.stdout(github(p) + "\n");
   } else {
@@ -84,6 +115,10 @@ export async function check(args: string[], io: Io): Promise<number> {
         ? `ok: ${summary}${warnings ? ` (${warnings} warning(s))` : ""}\n`
         : `${errors} error(s), ${warnings} warning(s)\n`,
     );
+    if (errors === 0 && limits.length) {
+      io.stdout("limits:\n");
+      for (const l of limits) io.stdout(`  ${l.rule} (${l.source}): ${l.describe}\n`);
+    }
   }
   return errors > 0 || (parsed.opts.strict && warnings > 0) ? 1 : 0;
 }

@@ -14,7 +14,9 @@ import { ProxyServer } from "../proxy/server.ts";
 import { ProxyAuth } from "../proxy/auth.ts";
 import { SessionRegistry } from "../proxy/sessions.ts";
 import { Metrics, standardAddons } from "../proxy/addons/mod.ts";
-import { PolicyState } from "../state/mod.ts";
+import { NANO, PolicyState, type SpendRow } from "../state/mod.ts";
+import { FileSpendJournal, journalPathFor } from "../audit/spend_journal.ts";
+import { budgetsView } from "../policy/limits/budgets.ts";
 import { openAuditReader } from "../audit/sqlite_read.ts";
 import type { AuditReadModel } from "../audit/read.ts";
 import { VERSION } from "../version.ts";
@@ -118,13 +120,31 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
   const { config } = got.loaded;
   const listen = listenFlag ?? config.listen;
 
+  // Budgets survive a crash: reservations and settlements are journaled
+  // synchronously, the audit catches up in batches.
+  const journalPath = journalPathFor(config.audit.path);
+  let journal: FileSpendJournal | null = null;
+  if (journalPath !== null) {
+    try {
+      journal = FileSpendJournal.open(journalPath, { log: (m) => io.stderr(m + "\n") });
+    } catch (e) {
+      io.stderr(
+        `agentgate: not started: cannot open the spend journal "${journalPath}": ${
+          (e as Error).message
+        }\n`,
+      );
+      return 1;
+    }
+  }
   let audit: AuditStore;
   try {
     audit = AuditStore.open(config.audit.path, {
       retentionMs: config.audit.retentionMs,
       log: (m) => io.stderr(m + "\n"),
+      onWritten: journal ? (events) => journal.written(events) : undefined,
     });
   } catch (e) {
+    journal?.close();
     if (!(e instanceof AuditOpenError)) throw e;
     io.stderr(`agentgate: not started: ${e.message}\n`);
     return 1;
@@ -153,6 +173,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
       }
     } catch (e) {
       audit.close();
+      journal?.close();
       if (e instanceof CaError) {
         io.stderr(`agentgate: not started: ${(e as Error).message}\n`);
         return 1;
@@ -223,9 +244,9 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
   const state = new PolicyState({ startedAt });
   // The dashboard and the spend rebuild read the audit through its read model.
   const reader = openAuditReader(config.audit.path);
-  // Budgets survive restarts: the ledger is rebuilt from the audit's costs
-  // before the first request can be decided.
-  await rebuildSpend(state, reader, startedAt, log);
+  // Budgets survive restarts: the ledger is rebuilt from the audit's charges
+  // and the journal's entries the audit lacks, before the first request is decided.
+  await rebuildSpend(state, reader, journal, startedAt, log);
   const sessions = new SessionRegistry();
   const auth: ProxyAuth = new ProxyAuth((): AgentgateConfig => proxy.config, sessions);
   if (hooks.run) auth.requireCredentials = true;
@@ -253,12 +274,13 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
       mint: (o) => sessions.mint(o),
       revoke: (id) => sessions.revoke(id),
     },
+    budgets: (maxKeys) => budgetsView(proxy.config.policy, state, Date.now(), { maxKeys }),
   });
   const proxy: ProxyServer = new ProxyServer({
     config,
     audit,
     state,
-    addons: standardAddons({ auth, state, metrics, log }),
+    addons: standardAddons({ auth, state, journal: journal ?? undefined, metrics, log }),
     internal: (req, res) => {
       const path = (req.url ?? "/").replace(/^https?:\/\/[^/]+/, "").split("?")[0];
       // The routes use the IncomingMessage / ServerResponse subset H1Request / H1Response implement.
@@ -274,6 +296,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
   } catch (e) {
     routes.close();
     audit.close();
+    journal?.close();
     const code = (e as { code?: string }).code;
     const why = code === "EADDRINUSE"
       ? "address already in use (another agentgate? use --listen 127.0.0.1:0 for a free port)"
@@ -324,6 +347,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
   // The dashboard's read connection goes first, so the writer's close can checkpoint the WAL.
   routes.close();
   audit.close();
+  journal?.close();
   io.stderr(
     `agentgate: stopped; ${proxy.counters.requests} request(s) handled${
       forced ? `, ${forced} cut at shutdown` : ""
@@ -332,17 +356,42 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
   return 0;
 }
 
-/** The spend ledger rebuilt from the audit's priced rows of the last 31 days. */
+/**
+ * The spend ledger rebuilt from the audit's charged rows of the last 32 days
+ * (the longest budget window) plus what the spend journal holds that the
+ * audit does not: calls settled but not yet written, and calls that were in
+ * flight when the process died, at their reserved amount.
+ */
 async function rebuildSpend(
   state: PolicyState,
   reader: AuditReadModel,
+  journal: FileSpendJournal | null,
   now: number,
   log: (line: string) => void,
 ): Promise<void> {
+  let rows: SpendRow[] = [];
   try {
-    const rows = await reader.spendRows(now - 31 * 86_400_000);
-    state.ledger.rebuild(rows);
+    rows = await reader.spendRows(now - 32 * 86_400_000);
   } catch (e) {
     log(`agentgate: could not rebuild spending from the audit: ${(e as Error).message}`);
   }
+  if (journal !== null) {
+    // A settled entry with a charge is in the audit once its row was written;
+    // any other entry (unsettled, or settled at 0) never is.
+    const charged = new Set(rows.map((r) => r.id));
+    for (const e of journal.reconcile((id) => charged.has(id), now)) {
+      const nano = e.chargedNano ?? e.reservedNano;
+      if (nano <= 0) continue;
+      rows.push({
+        ts: e.ts,
+        usd: nano / NANO,
+        session: e.session,
+        host: e.host,
+        client: e.client,
+        rule: e.rule,
+        spend_keys: e.keys,
+      });
+    }
+  }
+  state.ledger.rebuild(rows);
 }

@@ -428,7 +428,12 @@ export function parseConfig(
   const order = parts.map((p) => p.src.file);
   if (errors.length || !proxy) throw new ConfigError(sortProblems([...errors, ...problems], order));
 
-  const llm = llmSection(llmSections, raw.llm?.unknown_price, detectProvider);
+  const llm = llmSection(
+    llmSections,
+    raw.llm?.unknown_price,
+    detectProvider,
+    raw.llm?.reserve_output_tokens,
+  );
   const config: AgentgateConfig = {
     file,
     files: parts.map((p) => p.abs).filter((f) => f !== ""),

@@ -27,6 +27,7 @@ import type { Action } from "../policy/types.ts";
 import { parseDuration } from "../util/duration.ts";
 import { agentgateHome } from "../util/home.ts";
 import {
+  createEstimator,
   createPricer,
   createProviderDetector,
   foreseeUsage,
@@ -78,6 +79,7 @@ export interface RawLlm {
   prices?: Record<string, ModelPriceOverride>;
   force_stream_usage?: boolean;
   unknown_price?: LlmSettings["unknownPrice"];
+  reserve_output_tokens?: number;
 }
 
 /** `run:` */
@@ -363,7 +365,8 @@ export function llmProviderDetector(
 
 /**
  * `llm:` of every file in load order (the earlier file wins a model's price
- * and `force_stream_usage`); `unknown_price` is the main file's.
+ * and `force_stream_usage`); `unknown_price` and `reserve_output_tokens` are
+ * the main file's.
  *
  * @example
  * ```ts
@@ -376,15 +379,19 @@ export function llmSection(
   sections: (RawLlm | undefined)[],
   unknownPrice: LlmSettings["unknownPrice"] | undefined,
   detect: ProviderDetector,
+  reserveOutputTokens?: number,
 ): LlmSettings {
   const prices: Record<string, ModelPriceOverride> = {};
   for (const s of [...sections].reverse()) Object.assign(prices, s?.prices ?? {});
   let forceStream: boolean | undefined;
   for (const s of sections) forceStream ??= s?.force_stream_usage;
+  const pricer = createPricer({ overrides: prices });
+  const estimator = createEstimator({ pricer, reserveOutputTokens });
   return {
     detect,
-    pricer: createPricer({ overrides: prices }),
+    pricer,
     foresee: foreseeUsage,
+    estimate: estimator.estimate,
     forceStreamUsage: forceStream ?? false,
     unknownPrice: unknownPrice ?? "deny",
   };

@@ -143,6 +143,25 @@ Deno.test("sections: llm merges files in load order, the earlier file winning", 
   assert.equal(llmSection([], "allow", detect).forceStreamUsage, false);
 });
 
+Deno.test("sections: llm.reserve_output_tokens is what a call without a cap reserves", () => {
+  const detect = llmProviderDetector([]);
+  const req = {
+    method: "POST",
+    path: "/v1/chat/completions",
+    body: { model: "gpt-4o-mini" },
+    bodySize: 30,
+  };
+  const when = new Date("2025-06-02T10:00:00Z");
+  assert.equal(
+    llmSection([], undefined, detect).estimate!("openai", req, when)!.outputTokens,
+    4096,
+  );
+  assert.equal(
+    llmSection([], undefined, detect, 250).estimate!("openai", req, when)!.outputTokens,
+    250,
+  );
+});
+
 Deno.test("sections: mode and default, with the legacy format's log", () => {
   const llm = llmSection([], undefined, llmProviderDetector([]));
   const v1 = policySection({}, false, [], llm);

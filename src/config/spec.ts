@@ -433,6 +433,13 @@ export const configSchema: ObjectSchema = {
           description:
             "Requests under a spending limit for a model without a known price, or whose price lacks what the request uses (a service tier, a server-side tool, audio, a long-context tier): deny (default) or allow.",
         },
+        reserve_output_tokens: {
+          type: "number",
+          integer: true,
+          minimum: 1,
+          description:
+            "Output tokens a budget reserves for an LLM call that sets no max_tokens (default 4096).",
+        },
       },
     },
     run: {

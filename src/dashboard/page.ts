@@ -107,6 +107,7 @@ td.reason{max-width:420px;overflow-wrap:anywhere}
 tr.click{cursor:pointer}
 tr.click:hover,tr.click:focus{background:var(--hover);outline:none}
 tr.fresh{animation:fresh 2s ease-out}
+tr.over td.num{color:var(--deny)}
 @keyframes fresh{from{background:rgba(47,111,222,.18)}to{background:transparent}}
 .empty{color:var(--mute);padding:10px 8px}
 .badge{display:inline-block;padding:0 7px;border-radius:9px;font-size:11px;font-weight:600;line-height:18px;
@@ -207,7 +208,7 @@ function readHash() {
   const h = location.hash.replace(/^#/, "");
   const q = h.indexOf("?");
   const tab = (q < 0 ? h : h.slice(0, q)) || "overview";
-  state.tab = ["overview", "audit", "rules", "sessions", "findings"].includes(tab) ? tab : "overview";
+  state.tab = ["overview", "audit", "rules", "sessions", "budgets", "findings"].includes(tab) ? tab : "overview";
   if (state.tab === "audit") {
     const p = new URLSearchParams(q < 0 ? "" : h.slice(q + 1));
     const f = {};
@@ -447,6 +448,31 @@ function renderSessions(r) {
     td(fmtN(s.requests), "num"), td(s.deny + s.would_deny ? fmtN(s.deny + s.would_deny) : "", "num"),
     td(fmtUsd(s.spend_usd), "num"), td(fmtTime(s.first_ts), "muted"), td(fmtTime(s.last_ts) + " (" + ago(s.last_ts) + ")", "muted"))));
 }
+function renderBudgets(r) {
+  const tb = $("#budgets-table tbody");
+  $("#budgets-inflight").textContent = fmtN(r.in_flight) + " call(s) in flight";
+  const rows = [];
+  for (const l of r.limits) {
+    const money = l.policy === "spending_limit";
+    const limit = money ? fmtUsd(l.limit_usd) : fmtN(l.limit_tokens) + " tokens";
+    if (!l.budgets.length) {
+      rows.push(el("tr", null, td(l.rule, "mono"), td(l.describe, "reason"), td("(nothing counted yet)", "muted"),
+        td("", "num"), td("", "num"), td(limit, "num"), td("")));
+      continue;
+    }
+    for (const b of l.budgets) {
+      const used = money ? b.spent_usd : b.used_tokens;
+      const held = money ? b.reserved_usd : b.reserved_tokens;
+      const cap = money ? l.limit_usd : l.limit_tokens;
+      rows.push(el("tr", { class: used + held >= cap ? "over" : "" }, td(l.rule, "mono"), td(l.describe, "reason"),
+        td(b.key_value === "" ? "(whole rule)" : b.key_value, "mono clip"),
+        td(money ? fmtUsd(used) : fmtN(used), "num"), td(money ? fmtUsd(held) : fmtN(held), "num"),
+        td(limit, "num"), td(b.resets_at || "", "muted")));
+    }
+  }
+  if (!rows.length) return emptyRow(tb, 7, "No spending or token limits in this policy.");
+  tb.replaceChildren(...rows);
+}
 function renderFindings(r) {
   const tb = $("#findings-table tbody");
   if (!r.findings.length) return emptyRow(tb, 7, "No DLP findings.");
@@ -464,6 +490,7 @@ async function refresh() {
     else if (state.tab === "audit") renderAudit(await api("/_/api/audit?" + auditQuery()));
     else if (state.tab === "rules") renderRules(await api("/_/api/rules"));
     else if (state.tab === "sessions") renderSessions(await api("/_/api/sessions"));
+    else if (state.tab === "budgets") renderBudgets(await api("/_/api/budgets"));
     else if (state.tab === "findings") renderFindings(await api("/_/api/dlp/recent?limit=200"));
     live(true, "live · " + fmtTime(Date.now()));
     banner("");
@@ -575,6 +602,7 @@ export function renderPage(p: PageInput): string {
     <a href="#audit" data-tab="audit">Audit</a>
     <a href="#rules" data-tab="rules">Rules</a>
     <a href="#sessions" data-tab="sessions">Sessions</a>
+    <a href="#budgets" data-tab="budgets">Budgets</a>
     <a href="#findings" data-tab="findings">Findings</a>
   </nav>
   <div id="live">rendered ${fmtTs(s.until)}</div>
@@ -663,6 +691,15 @@ export function renderPage(p: PageInput): string {
   <div class="panel">
     <table id="sessions-table"><thead><tr><th>Session</th><th>Label</th><th class="num">Requests</th>
       <th class="num">Denied</th><th class="num">Spend</th><th>First seen</th><th>Last seen</th></tr></thead>
+      <tbody><tr><td class="empty" colspan="7">Loading…</td></tr></tbody></table>
+  </div>
+</section>
+
+<section class="tab" id="tab-budgets">
+  <div class="toolbar"><span class="muted" id="budgets-inflight"></span></div>
+  <div class="panel">
+    <table id="budgets-table"><thead><tr><th>Rule</th><th>Limit</th><th>Key</th><th class="num">Spent / used</th>
+      <th class="num">Reserved in flight</th><th class="num">Limit</th><th>Resets</th></tr></thead>
       <tbody><tr><td class="empty" colspan="7">Loading…</td></tr></tbody></table>
   </div>
 </section>

@@ -54,6 +54,12 @@ export interface InternalDeps {
   sessions?: SessionAdmin;
   /** Why `POST /_/api/reload` is refused when `reload` is absent (default: 404). */
   reloadRefusal?: string;
+  /**
+   * The budgets in force (`GET /_/api/budgets`): every spending and token
+   * limit with each key's spend, what calls in flight hold, the limit, the
+   * window and when it resets; at most `maxKeys` keys per limit.
+   */
+  budgets?: (maxKeys: number) => unknown;
 }
 
 /** What the routes need to hand out sessions (the proxy's session registry). */
@@ -601,6 +607,11 @@ export function createInternalRoutes(
       const { hours } = parseParams(params, { hours: true });
       return sendJson(res, 200, await cached(key, () => rules(hours)));
     }
+    if (path === "/_/api/budgets") {
+      // Live: reservations change with every call, so never cached.
+      const { limit } = parseParams(params, { limit: [100, 1000] });
+      return sendJson(res, 200, deps.budgets?.(limit) ?? { limits: [] });
+    }
     if (path === "/_/api/config") {
       parseParams(params, {});
       return sendJson(res, 200, configJson(deps.config()));
@@ -614,7 +625,7 @@ export function createInternalRoutes(
     return sendJson(res, 404, {
       error: "not_found",
       reason: `no such API endpoint "${path}"; see /_/api/audit, /_/api/audit/:id, /_/api/stats, ` +
-        "/_/api/sessions, /_/api/rules, /_/api/config, /_/api/dlp/recent",
+        "/_/api/sessions, /_/api/rules, /_/api/budgets, /_/api/config, /_/api/dlp/recent",
     });
   }
 

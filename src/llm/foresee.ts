@@ -19,11 +19,11 @@ function isObj(v: unknown): v is Obj {
  * Bytes of request body per token assumed when estimating the prompt's size
  * (English text is about 4 bytes per token; JSON framing adds bytes).
  */
-export const BYTES_PER_TOKEN = 4;
+export const TYPICAL_BYTES_PER_TOKEN = 4;
 
 /**
  * The billing-relevant parts of a request, as a usage sketch for the pricer:
- * 1 input and 1 output token (or the body's size / {@link BYTES_PER_TOKEN}
+ * 1 input and 1 output token (or the body's size / {@link TYPICAL_BYTES_PER_TOKEN}
  * input tokens when `bodyBytes` is known), plus a count of 1 for each
  * feature the request turns on.
  *
@@ -51,7 +51,9 @@ export function foreseeUsage(
   const u: UsageRecord = {
     provider,
     model,
-    inputTokens: bodyBytes !== null && bodyBytes > 0 ? Math.ceil(bodyBytes / BYTES_PER_TOKEN) : 1,
+    inputTokens: bodyBytes !== null && bodyBytes > 0
+      ? Math.ceil(bodyBytes / TYPICAL_BYTES_PER_TOKEN)
+      : 1,
     outputTokens: 1,
     cacheReadTokens: 0,
     cacheWriteTokens: 0,

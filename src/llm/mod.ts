@@ -31,7 +31,16 @@ export {
 } from "./detect.ts";
 export { createUsageTap, type UsageTapLimits } from "./usage.ts";
 export { forceStreamUsage } from "./rewrite.ts";
-export { BYTES_PER_TOKEN, foreseeUsage } from "./foresee.ts";
+export { foreseeUsage, TYPICAL_BYTES_PER_TOKEN } from "./foresee.ts";
+export {
+  BYTES_PER_TOKEN,
+  type CallEstimate,
+  type CallRequest,
+  createEstimator,
+  DEFAULT_RESERVE_OUTPUT_TOKENS,
+  INPUT_OVERHEAD_TOKENS,
+  TOOLS_OVERHEAD_TOKENS,
+} from "./estimate.ts";
 export {
   createPricer,
   type ModelPriceOverride,

@@ -8,10 +8,11 @@
 import type { Action, Decision, DlpPlan, RequestInfo } from "./types.ts";
 import { type Matcher, matchHost } from "./match.ts";
 import { CelEvalError, type CelRead, type CompiledCondition } from "./cel/mod.ts";
-import type { Checker, PolicyResult } from "./limits/types.ts";
-import type { PolicyState } from "../state/mod.ts";
+import type { Checker, LlmCall, PolicyResult } from "./limits/types.ts";
+import { NANO, type PolicyState } from "../state/mod.ts";
 import type { Provider, UsageRecord } from "../llm/types.ts";
 import type { Pricer } from "../llm/pricing.ts";
+import type { CallEstimate, CallRequest } from "../llm/estimate.ts";
 
 /** Request fields a CONNECT tunnel does not reveal. */
 export const REQUEST_LEVEL_READS: ReadonlySet<CelRead> = new Set([
@@ -68,6 +69,12 @@ export interface LlmSettings {
   foresee(provider: Provider, model: string, body: unknown, bodyBytes: number | null): UsageRecord;
   forceStreamUsage: boolean;
   unknownPrice: "deny" | "allow";
+  /**
+   * The worst case of a call (input estimated from the body, output from its
+   * cap), priced like its charge; null when the request is not one that
+   * reports usage. Absent: budgets reserve nothing.
+   */
+  estimate?(provider: Provider, req: CallRequest, when: Date): CallEstimate | null;
 }
 
 /** A compiled policy: rules plus the two top-level switches. */
@@ -297,10 +304,103 @@ export function requestModel(provider: Provider, info: RequestInfo): string | nu
 
 /** Whether a rule's policies need the usage of what it forwards (a spending or token limit). */
 function isMetered(rule: CompiledRule): boolean {
-  return rule.checkers.some((c) =>
-    c.name === "spending_limit" ||
-    (c.name === "rate_limit" && (c as { unit?: string }).unit === "tokens")
+  const s = shapeOf(rule);
+  return s.spends || s.tokens;
+}
+
+/** What budgets a rule carries. */
+interface BudgetShape {
+  spends: boolean;
+  tokens: boolean;
+}
+
+const ruleShapes = new WeakMap<CompiledRule, BudgetShape>();
+const policyShapes = new WeakMap<CompiledPolicy, { spendAll: string[] }>();
+
+function shapeOf(rule: CompiledRule): BudgetShape {
+  let s = ruleShapes.get(rule);
+  if (s === undefined) {
+    s = {
+      spends: rule.checkers.some((c) => c.name === "spending_limit"),
+      tokens: rule.checkers.some((c) =>
+        c.name === "rate_limit" && (c as { unit?: string }).unit === "tokens"
+      ),
+    };
+    ruleShapes.set(rule, s);
+  }
+  return s;
+}
+
+/**
+ * The keys (`global`, `session`, `host`, `client`) of the policy's `scope:
+ * all` spending limits: every priced call is reserved on them, whichever
+ * rule allows it, since its cost counts for those budgets.
+ */
+function spendAllKeys(policy: CompiledPolicy): string[] {
+  let s = policyShapes.get(policy);
+  if (s === undefined) {
+    const kinds = new Set<string>();
+    for (const r of policy.rules) {
+      for (const c of r.checkers) {
+        const limit = c as { scope?: string; key?: { kind: string } };
+        if (c.name === "spending_limit" && limit.scope === "all" && limit.key) {
+          kinds.add(limit.key.kind);
+        }
+      }
+    }
+    s = { spendAll: [...kinds] };
+    policyShapes.set(policy, s);
+  }
+  return s.spendAll;
+}
+
+/** The provider of a request that may be a priced LLM call, or null. */
+function llmProvider(policy: CompiledPolicy, info: RequestInfo): Provider | null {
+  if (info.path === null || info.method !== "POST" || !policy.llm) return null;
+  return policy.llm.detect(info.host, info.port);
+}
+
+/** The worst case of a priced call, or null (not a call that reports usage, or no estimator). */
+function llmCall(
+  policy: CompiledPolicy,
+  provider: Provider,
+  info: RequestInfo,
+  now: number,
+): LlmCall | null {
+  const e = policy.llm?.estimate?.(provider, {
+    method: info.method,
+    path: info.path!,
+    body: info.body,
+    bodySize: info.bodySize ?? 0,
+    host: info.host,
+  }, new Date(now));
+  if (!e) return null;
+  return {
+    // Rounded up, but not for the float noise of the multiplication.
+    nano: e.usd === null ? null : Math.ceil(e.usd * NANO - 1e-3),
+    tokens: e.inputTokens + e.outputTokens,
+  };
+}
+
+/**
+ * Holds a forwarded call's worst case on the keys of the `scope: all`
+ * budgets its cost will count for (its own rule's budgets reserved their
+ * keys in their `commit`).
+ */
+function reserveAcrossRules(
+  state: PolicyState,
+  info: RequestInfo,
+  kinds: string[],
+  now: number,
+  call: LlmCall | null,
+): void {
+  if (call === null || call.nano === null || kinds.length === 0) return;
+  const keys = kinds.map((k) =>
+    k === "global"
+      ? "global"
+      : `${k}:${k === "session" ? info.session ?? "" : k === "host" ? info.host : info.client}`
   );
+  state.ledger.reserve(info.id, now, keys, call.nano);
 }
 
 /**
@@ -431,9 +531,26 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
       if (trace) note(rule, "decided", `action deny`);
       return decision(policy, rule, "deny", rule.reason ?? `denied by rule "${rule.name}"`);
     }
+    // A priced call under a budget: its worst case is checked and reserved.
+    const shape = shapeOf(rule);
+    const spendAll = spendAllKeys(policy);
+    let call: LlmCall | null = null;
+    if (shape.spends || shape.tokens || spendAll.length > 0) {
+      const provider = llmProvider(policy, info);
+      if (provider !== null) {
+        if (input.bodyRead === false) {
+          return {
+            ...decision(policy, rule, "deny", "the request body is needed"),
+            needsBody: true,
+            needs: "model",
+          };
+        }
+        call = llmCall(policy, provider, info, now);
+      }
+    }
     const passed: PolicyResult[] = [];
     for (const checker of rule.checkers) {
-      const r = checker.check(info, now, state);
+      const r = checker.check(info, now, state, call);
       if (!r.ok) {
         if (trace) note(rule, "policy-failed", `${checker.name}: ${r.reason}`);
         return {
@@ -469,13 +586,14 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
       // In audit mode it is forwarded: its usage is still wanted.
       return d.verdict === "would_deny" && metered ? { ...d, metered: true } : d;
     }
-    // Only a forwarded request consumes rate-limit slots.
+    // Only a forwarded request consumes rate-limit slots and reserves budgets.
     let dlp: Decision["dlp"];
     for (const r of passed) {
       if (!r.ok) continue;
       r.commit();
       if (r.dlp) dlp = dlp ? mergeDlp(dlp, r.dlp) : r.dlp;
     }
+    reserveAcrossRules(state, info, spendAll, now, call);
     if (trace) {
       note(
         rule,
@@ -497,5 +615,13 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
   const reason = policy.defaultAction === "deny"
     ? `no rule matched (${policy.defaultSource}: deny)`
     : `no rule matched (${policy.defaultSource}: ${policy.defaultAction})`;
+  const spendAll = spendAllKeys(policy);
+  if (policy.defaultAction !== "deny" && spendAll.length > 0 && info.path !== null) {
+    // Its cost counts for `scope: all` budgets too.
+    const provider = llmProvider(policy, info);
+    if (provider !== null && input.bodyRead !== false) {
+      reserveAcrossRules(state, info, spendAll, now, llmCall(policy, provider, info, now));
+    }
+  }
   return decision(policy, null, policy.defaultAction, reason);
 }

@@ -157,7 +157,8 @@ Deno.test("rate_limit: a true sliding window with exact Retry-After, counting fo
 
 Deno.test("policies: the first failing policy decides; passing ones are not committed", () => {
   const state = new PolicyState({ startedAt: 0 });
-  state.ledger.add(["session:ci"], T0 - 1000, 1);
+  // A budget counts its own rule's requests, per session (scope: rule).
+  state.ledger.add(["rule:two-policies|session:ci"], T0 - 1000, 1);
   // rate_limit passes (would be the 1st), spending_limit fails -> deny, no slot taken.
   const d = decide(config.policy, { info: info("two.test"), now: T0, state });
   assert.deepEqual([d.verdict, d.policy, d.status], ["deny", "spending_limit", 429]);
@@ -171,15 +172,22 @@ Deno.test("policies: the first failing policy decides; passing ones are not comm
 
 Deno.test("spending_limit: budget exactly reached is denied, just under is allowed", () => {
   const state = new PolicyState({ startedAt: 0 });
-  state.ledger.add(["session:ci"], T0 - 3_600_000, 4.99);
+  state.ledger.add(["rule:budget|session:ci"], T0 - 3_600_000, 4.99);
+  // Another rule's spend, or spend across rules, is not this budget's.
+  state.ledger.add(["session:ci", "rule:two-policies|session:ci"], T0 - 1000, 10);
   assert.equal(
     decide(config.policy, { info: info("budget.test"), now: T0, state }).verdict,
     "allow",
   );
-  state.ledger.add(["session:ci"], T0 - 1000, 0.01);
+  state.ledger.add(["rule:budget|session:ci"], T0 - 1000, 0.01);
   const d = decide(config.policy, { info: info("budget.test"), now: T0, state });
   assert.deepEqual([d.verdict, d.status, d.policy], ["deny", 429, "spending_limit"]);
-  assert.equal(d.reason, 'spending limit reached: $5.00 of $5.00 per 1d for session "ci"');
+  // It fits again once the $4.99 leaves the window, 23 h from now.
+  assert.equal(
+    d.reason,
+    'spending limit reached: $5.00 spent of $5.00 per 1d for session "ci"; resets at 2026-03-05T09:00:00Z',
+  );
+  assert.equal(d.retryAfter, 23 * 3600);
   // 24 h after the first cost, $0.01 remains in the window: allowed again.
   const later = decide(config.policy, {
     info: info("budget.test"),
@@ -286,4 +294,41 @@ audit:
   assert.equal(go(req("s3.amazonaws.com", "/bucket/key")).verdict, "log");
   const other = go(req("example.org", "/"));
   assert.deepEqual([other.verdict, other.rule], ["log", "*"]);
+});
+
+Deno.test("spending_limit: the README's worked example, decided by the engine", () => {
+  const { config: readme } = parseConfig(
+    `version: 1
+tls: { intercept: [api.openai.com] }
+rules:
+  - name: openai
+    match: api.openai.com/v1/**
+    action: allow
+    policies:
+      - spending_limit: { usd: 5, per: day, key: session, tz: Europe/Berlin }
+`,
+    "readme.yaml",
+    "/",
+  );
+  const state = new PolicyState({ startedAt: 0 });
+  const now = Date.parse("2025-06-02T15:00:00Z"); // 17:00 in Berlin
+  state.ledger.add(["rule:openai|session:ci"], now - 3_600_000, 4.99);
+  const call = (max_tokens: number) =>
+    info("api.openai.com", {
+      scheme: "https",
+      port: 443,
+      path: "/v1/chat/completions",
+      body: { model: "gpt-4o", max_tokens, messages: [] },
+      bodySize: 3000,
+    });
+  const d = decide(readme.policy, { info: call(1000), now, state, bodyRead: true });
+  assert.equal(
+    d.reason,
+    'spending limit reached: $4.99 spent + $0.00 reserved in flight + $0.0179 for this call > $5.00 per day (Europe/Berlin) for session "ci"; resets at 2025-06-03T00:00:00+02:00',
+  );
+  assert.equal(d.retryAfter, 25200);
+  assert.equal(d.detail?.needed_usd, 0.01792);
+  const ok = call(100);
+  assert.equal(decide(readme.policy, { info: ok, now, state, bodyRead: true }).verdict, "allow");
+  assert.equal(state.reservedUsd(ok.id), 0.00868);
 });

@@ -131,6 +131,9 @@ export function readBodyInto(
   scan: boolean,
 ): void {
   const ce = info.headers["content-encoding"] ?? null;
+  // A body cut at the cap is as long as it says it is.
+  const length = Number(info.headers["content-length"]);
+  info.bodySize = body.complete || !(length > body.size) ? body.size : length;
   info.body = body.complete && body.size <= limits.maxBodyBytes
     ? parseJsonBody(concatChunks(body.chunks), ce)
     : undefined;

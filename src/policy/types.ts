@@ -43,6 +43,11 @@ export interface RequestInfo {
   /** Parsed JSON body, present only when a matching rule needs it. */
   body?: unknown;
   /**
+   * Bytes of the body as read (present once it was read): what a priced LLM
+   * call's input tokens are estimated from.
+   */
+  bodySize?: number;
+  /**
    * The body as text for secret scanning (decompressed, JSON strings
    * unescaped), present only when a `dlp` policy of a matching rule needs it.
    */

@@ -146,6 +146,8 @@ export function requestOfRow(config: AgentgateConfig, row: AuditRowWithHeaders):
     path: row.path,
     query: row.query ?? "",
     headers: headersOf(row),
+    // The audit keeps no bodies, but their size: what a budget's estimate reads.
+    ...(row.bytes_in > 0 ? { bodySize: row.bytes_in } : {}),
   };
   return {
     kind: scheme === "https" ? "intercepted" : "http",
@@ -248,10 +250,12 @@ export function replay(
         (before.verdict !== "forwarded" && before.verdict !== after.verdict)
       ) kind = "rule_changed";
       else kind = "unchanged";
-      // A forwarded request's cost and tokens count toward the proposed limits.
-      const cost = row.cost_usd ?? 0;
+      // A forwarded request's charge and tokens count toward the proposed
+      // limits; it settles at once (replay has one request in flight at a time).
+      const cost = row.charged_usd ?? row.cost_usd ?? 0;
       const tokens = (row.input_tokens ?? 0) + (row.output_tokens ?? 0);
-      if (d.verdict !== "deny" && (cost > 0 || tokens > 0)) {
+      if (d.verdict === "deny" || !(cost > 0 || tokens > 0)) state.dropUsage(req.info.id);
+      else {
         state.reportUsage(req.info.id, {
           ts: row.ts + Math.round(row.duration_ms ?? 0),
           ...(cost > 0 ? { usd: cost } : {}),

@@ -43,6 +43,8 @@ function row(over: Partial<AuditRowWithHeaders> & { id: string }): AuditRowWithH
     price_incomplete: null,
     price_missing: null,
     service_tier: null,
+    reserved_usd: null,
+    charged_usd: null,
     findings_count: 0,
     ...over,
   };
@@ -196,6 +198,55 @@ rules:
   assert.match(text, /^replayed 12 of 13 recorded request\(s\) from a\.db under new\.yaml\n/);
   const md = replayMarkdown(r, { config: "new.yaml", audit: "a.db", since: null });
   assert.match(md, /\| `POST https:\/\/api\.openai\.com\/v1\/chat\/completions` \| `ci` \|/);
+});
+
+Deno.test("replay: a budget counts its own rule's spend unless scope: all, like the proxy", () => {
+  const policy = (scope: string) =>
+    parseConfig(
+      `version: 1
+tls: { intercept: [api.openai.com, api.anthropic.com] }
+rules:
+  - name: openai
+    match: api.openai.com/v1/**
+    action: allow
+    policies:
+      - spending_limit: { usd: 1, per: day, key: session, tz: UTC${scope} }
+  - name: claude
+    match: api.anthropic.com/v1/**
+    action: allow
+`,
+      "new.yaml",
+      "/",
+    ).config;
+  const call = (id: string, host: string, rule: string, ts: number, cost: number | null) =>
+    row({
+      id,
+      ts,
+      method: "POST",
+      scheme: "https",
+      host,
+      port: 443,
+      path: host === "api.openai.com" ? "/v1/chat/completions" : "/v1/messages",
+      rule,
+      bytes_in: 100,
+      model: host === "api.openai.com" ? "gpt-4o-mini" : "claude-sonnet-4-20250514",
+      cost_usd: cost,
+      charged_usd: cost,
+    });
+  const rows = [
+    call("1", "api.anthropic.com", "claude", T0, 0.7),
+    call("2", "api.anthropic.com", "claude", T0 + 1000, 0.7),
+    call("3", "api.openai.com", "openai", T0 + 2000, 0.01),
+  ];
+  // Only rule "openai"'s spend counts: $0 before the call.
+  assert.equal(replay(policy(""), rows).counts.allow_to_deny, 0);
+  // scope: all counts the session's $1.40 through "claude" as well.
+  const all = replay(policy(", scope: all"), rows, { examples: 5 });
+  assert.equal(all.counts.allow_to_deny, 1);
+  assert.match(
+    all.examples.allow_to_deny[0].after!.reason,
+    /^spending limit reached: \$1\.40 spent \+ \$0\.00 reserved in flight \+ \$0\.0025 for this call > \$1\.00 per day \(UTC\) for session "ci"; resets at 2026-03-03T00:00:00Z$/,
+  );
 });
 
 Deno.test("replay: identical examples are counted once; markdown escapes pipes", () => {

@@ -223,7 +223,11 @@ function seedState(
   for (const e of events) {
     const req = buildRequest(config, e.spec);
     const d = decideRequest(config, req, { now: e.ts, state }).decision;
-    if (d.verdict === "deny" || (e.usd === null && e.tokens === null)) continue;
+    if (d.verdict === "deny" || (e.usd === null && e.tokens === null)) {
+      // Settled at once: an earlier request holds nothing in flight at `now`.
+      state.dropUsage(req.info.id);
+      continue;
+    }
     state.reportUsage(req.info.id, {
       ts: e.ts,
       ...(e.usd !== null ? { usd: e.usd } : {}),

@@ -34,6 +34,11 @@ rules:
     action: allow
     policies:
       - time_window: { days: mon-fri, hours: "09:00-17:00", tz: UTC }
+  - name: across
+    match: across.example
+    action: allow
+    policies:
+      - spending_limit: { usd: 2, per: 1d, key: session, scope: all }
 `;
 
 async function runIn(files: Record<string, string>, args: { paths?: string[]; run?: RegExp } = {}) {
@@ -110,11 +115,15 @@ tests:
   - name: spend on the rule's own key (the default key is the rule)
     given: { spent_usd: 1 }
     request: { url: https://api.anthropic.com/ }
-    expect: { action: deny, policy: spending_limit, reason: 'spending limit reached: $1.00 of $1.00 per 1h for rule "budget"' }
+    expect: { action: deny, policy: spending_limit, reason: 'spending limit reached: $1.00 spent of $1.00 per 1h for rule "budget"; resets at 2026-01-05T13:00:00Z' }
   - name: spend charged to another rule does not count
     given: { spent_usd: 1, rule: chat }
     request: { url: https://api.anthropic.com/ }
     expect: { action: allow }
+  - name: a budget with scope all counts another rule's spend
+    given: { spent_usd: 3, rule: chat, session: s1 }
+    request: { url: https://across.example/, session: s1 }
+    expect: { action: deny, policy: spending_limit }
   - name: reported usage of earlier requests
     given: { requests: { count: 4, within: 30m, usd: 0.3 } }
     request: { url: https://api.anthropic.com/ }
@@ -130,7 +139,7 @@ tests:
   - name: a budget keyed by a CEL expression is charged for its key
     given: { spent_usd: 1 }
     request: { url: "http://team.example/", headers: { x-team: ml } }
-    expect: { action: deny, reason: 'spending limit reached: $1.00 of $1.00 per 1d for key "ml"' }
+    expect: { action: deny, reason: 'spending limit reached: $1.00 spent of $1.00 per 1d for key "ml"; resets at 2026-01-06T12:00:00Z' }
   - name: the file's now is a Monday noon
     request: { url: https://office.example/ }
     expect: { action: allow }
@@ -143,6 +152,7 @@ tests:
   assert.deepEqual(statuses(events), [
     ["spend on the rule's own key (the default key is the rule)", "pass"],
     ["spend charged to another rule does not count", "pass"],
+    ["a budget with scope all counts another rule's spend", "pass"],
     ["reported usage of earlier requests", "pass"],
     ["tokens of earlier requests", "pass"],
     ["per run budgets count the given spend", "pass"],

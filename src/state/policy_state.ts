@@ -1,18 +1,25 @@
 /**
  * What the policy checkers remember across requests and reloads: one slot
- * per checker (rate-limit windows, …), the spend ledger, and the usage hooks
- * a forwarded request left for its response. In-process; the engine reads
- * and changes it synchronously inside a decision.
+ * per checker (rate-limit windows, …), the spend ledger with the
+ * reservations of calls in flight, and the usage hooks a forwarded request
+ * left for its response. In-process; the engine reads and changes it
+ * synchronously inside a decision.
  *
  * @module
  */
-import { MemorySpendLedger, spendKeys } from "./ledger.ts";
+import {
+  MemorySpendLedger,
+  NANO,
+  type Reservation,
+  spendKeys,
+  type SpendLedger,
+} from "./ledger.ts";
 
 /** One usage report for a forwarded request (from the LLM layer, after the response). */
 export interface Usage {
   /** When the cost or tokens were incurred (ms since the epoch). */
   ts: number;
-  /** Cost in USD (0 when unknown). */
+  /** Cost in USD charged to budgets (0 or absent when nothing is charged). */
   usd?: number;
   /** Tokens consumed (input + output). */
   tokens?: number;
@@ -33,8 +40,14 @@ const PENDING_MAX = 100_000;
 
 /**
  * Everything the policy checkers remember: one slot per `stateKey`, the spend
- * ledger, and usage hooks waiting for a request's usage report. The engine
- * keeps one instance for the life of the process, across config reloads.
+ * ledger (charges and reservations), and usage hooks waiting for a request's
+ * usage report. The engine keeps one instance for the life of the process,
+ * across config reloads.
+ *
+ * A priced call's life: the decision reserves its worst-case cost
+ * (`ledger.reserve`, in the checkers' `commit`); the response settles it —
+ * {@link reportUsage} releases the reservation and charges the real cost —
+ * or {@link dropUsage} releases it when nothing is charged.
  *
  * @example
  * ```ts
@@ -47,11 +60,11 @@ const PENDING_MAX = 100_000;
 export class PolicyState {
   /** When this process started: the start of `per: run` windows. */
   readonly startedAt: number;
-  readonly ledger: MemorySpendLedger;
+  readonly ledger: SpendLedger;
   #slots = new Map<string, unknown>();
   #pending = new Map<string, { at: number; hooks: UsageHook[] }>();
 
-  constructor(options: { startedAt?: number; ledger?: MemorySpendLedger } = {}) {
+  constructor(options: { startedAt?: number; ledger?: SpendLedger } = {}) {
     this.startedAt = options.startedAt ?? options.ledger?.startedAt ?? Date.now();
     this.ledger = options.ledger ?? new MemorySpendLedger({ startedAt: this.startedAt });
   }
@@ -64,6 +77,11 @@ export class PolicyState {
       this.#slots.set(key, v);
     }
     return v;
+  }
+
+  /** The state of one checker, or undefined when it has none yet (read-only views). */
+  peekSlot<T>(key: string): T | undefined {
+    return this.#slots.get(key) as T | undefined;
   }
 
   /** Drops slots whose checker is gone after a reload. */
@@ -88,28 +106,60 @@ export class PolicyState {
   }
 
   /**
-   * Reports a forwarded request's usage once its response is known: the cost
-   * goes to the ledger under the built-in keys, then the hooks left by the
-   * request's committed checks run (token rate limits, CEL-keyed budgets).
+   * Settles a forwarded request once its response is known: its reservation
+   * is released, the cost is charged under the built-in keys
+   * ({@link spendKeys}) and every spend key the reservation held (CEL-keyed
+   * budgets), then the hooks left by the request's committed checks run
+   * (token rate limits). Returns the charged keys that the built-in keys do
+   * not cover (the row's `spend_keys`, so the ledger is rebuilt with them).
    */
   reportUsage(requestId: string, usage: Usage): string[] {
+    const held = this.ledger.release(requestId);
+    const charged: string[] = [];
     if (usage.usd !== undefined && usage.usd > 0) {
-      this.ledger.add(spendKeys(usage), usage.ts, usage.usd);
+      const keys = spendKeys(usage);
+      if (held !== undefined) {
+        // Every other key a budget holds is one of the built-in ones.
+        for (const key of held.holds.keys()) {
+          if (!key.startsWith("cel:")) continue;
+          keys.push(key);
+          charged.push(key);
+        }
+      }
+      this.ledger.add(keys, usage.ts, usage.usd);
     }
     const entry = this.#pending.get(requestId);
-    if (entry === undefined) return [];
+    if (entry === undefined) return charged;
     this.#pending.delete(requestId);
-    const charged: string[] = [];
     for (const hook of entry.hooks) {
       const key = hook(usage);
-      if (typeof key === "string") charged.push(key);
+      if (typeof key === "string" && !charged.includes(key)) charged.push(key);
     }
     return charged;
   }
 
-  /** Forgets the hooks of a request that will never report (e.g. upstream failed). */
-  dropUsage(requestId: string): void {
+  /**
+   * Forgets a request that will not report (denied after its checks, no
+   * response, not a priced call): its reservation is released, its hooks
+   * dropped. Returns the released reservation.
+   */
+  dropUsage(requestId: string): Reservation | undefined {
     this.#pending.delete(requestId);
+    return this.ledger.release(requestId);
+  }
+
+  /**
+   * The USD a request holds in flight (its largest spend hold), or null when
+   * it holds none.
+   */
+  reservedUsd(requestId: string): number | null {
+    const r = this.ledger.reservation(requestId);
+    if (r === undefined) return null;
+    let nano = 0;
+    for (const [key, amount] of r.holds) {
+      if (!key.startsWith("tokens:") && amount > nano) nano = amount;
+    }
+    return nano === 0 ? null : nano / NANO;
   }
 
   /** Number of requests waiting for a usage report (for tests and metrics). */

@@ -147,3 +147,65 @@ export function canonicalTimeZone(tz: string): string | null {
     return null;
   }
 }
+
+/** A calendar period of a budget: a day, an ISO week (from Monday) or a month, in a zone. */
+export type CalendarUnit = "day" | "week" | "month";
+
+/**
+ * The instant the calendar period holding `ms` started in `tz` (midnight
+ * local time; Monday for weeks, the 1st for months). A midnight that falls
+ * into a daylight-saving gap starts at the first instant after it.
+ *
+ * @example
+ * ```ts
+ * periodStart(Date.parse("2025-06-04T10:00:00Z"), "week", "UTC"); // Date.parse("2025-06-02T00:00:00Z")
+ * ```
+ */
+export function periodStart(ms: number, unit: CalendarUnit, tz: string): number {
+  const w = wallClock(ms, tz);
+  let wall: number;
+  if (unit === "month") wall = Date.UTC(w.year, w.month - 1, 1);
+  else {
+    wall = Date.UTC(w.year, w.month - 1, w.day);
+    if (unit === "week") wall -= ((w.weekday + 6) % 7) * DAY_MS;
+  }
+  return wallToInstant(wall, tz);
+}
+
+/**
+ * The instant the calendar period after the one holding `ms` starts in `tz`
+ * (when a calendar budget resets).
+ *
+ * @example
+ * ```ts
+ * nextPeriodStart(Date.parse("2025-01-31T12:00:00Z"), "month", "UTC"); // Date.parse("2025-02-01T00:00:00Z")
+ * ```
+ */
+export function nextPeriodStart(ms: number, unit: CalendarUnit, tz: string): number {
+  const w = wallClock(ms, tz);
+  let wall: number;
+  if (unit === "month") wall = Date.UTC(w.year, w.month, 1);
+  else if (unit === "week") wall = Date.UTC(w.year, w.month - 1, w.day + 7 - ((w.weekday + 6) % 7));
+  else wall = Date.UTC(w.year, w.month - 1, w.day + 1);
+  return wallToInstant(wall, tz);
+}
+
+/**
+ * An instant as ISO 8601 local time in `tz`, to the second, with its offset
+ * (`Z` for UTC): how a budget's reset is shown.
+ *
+ * @example
+ * ```ts
+ * isoInZone(Date.parse("2025-06-02T22:00:00Z"), "Europe/Berlin"); // "2025-06-03T00:00:00+02:00"
+ * isoInZone(Date.parse("2025-06-02T22:00:00Z"), "UTC"); // "2025-06-02T22:00:00Z"
+ * ```
+ */
+export function isoInZone(ms: number, tz: string): string {
+  const offset = zoneOffset(ms, tz);
+  const local = new Date(Math.floor((ms + offset) / 1000) * 1000).toISOString().slice(0, 19);
+  if (offset === 0) return `${local}Z`;
+  const m = Math.round(Math.abs(offset) / 60_000);
+  const hh = String(Math.floor(m / 60)).padStart(2, "0");
+  const mm = String(m % 60).padStart(2, "0");
+  return `${local}${offset < 0 ? "-" : "+"}${hh}:${mm}`;
+}

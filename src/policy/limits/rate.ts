@@ -15,9 +15,12 @@
  *   engine calls it only when the whole decision forwards.
  * - Refusal: 429 with `Retry-After` = whole seconds (rounded up, at least 1)
  *   until the oldest counted request leaves the window.
- * - Tokens: a request passes while the tokens charged in the window are below
- *   the limit (its own size is not known before the response). Tokens are
- *   charged after the response through {@link PolicyState.reportUsage}.
+ * - Tokens: a priced LLM call (an {@link LlmCall}) passes when the tokens
+ *   charged in the window + the tokens reserved by calls in flight + its own
+ *   worst case (input estimated from the body, output from its max tokens)
+ *   fit the limit; `commit()` reserves its worst case until the response
+ *   settles and charges the real count ({@link PolicyState.reportUsage}).
+ *   Any other request passes while the tokens charged are below the limit.
  * - Counters live in the engine's {@link PolicyState}, keyed by rule, unit,
  *   window and key (a `global` key is shared by all rules with the same unit
  *   and window), so a reload that keeps those keeps the counters, even when
@@ -47,6 +50,7 @@ import { formatDuration, parseDuration } from "../../util/duration.ts";
 import {
   type Checker,
   type CheckerContext,
+  type LlmCall,
   PolicyConfigError,
   type PolicyResult,
   rejectUnknownKeys,
@@ -54,6 +58,7 @@ import {
 } from "./types.ts";
 import { type PolicyState } from "../../state/mod.ts";
 import { suggest } from "../../util/suggest.ts";
+import { isoInZone } from "../../util/tz.ts";
 
 /** The built-in key kinds of rate and spending limits; anything else is a CEL expression. */
 export const BUILTIN_KEYS = ["global", "rule", "host", "session", "client"] as const;
@@ -226,6 +231,8 @@ export interface RateLimitChecker extends Checker {
   readonly unit: "requests" | "tokens";
   readonly limit: number;
   readonly perMs: number;
+  /** The window as shown: `1m`. */
+  readonly window: string;
   readonly key: LimitKey;
   /**
    * Charges `tokens` at `ts` to the bucket of `info` (token limits only; the
@@ -234,6 +241,20 @@ export interface RateLimitChecker extends Checker {
   chargeTokens(info: RequestInfo, ts: number, tokens: number, state: PolicyState): void;
   /** Counted requests or tokens of `info`'s bucket at `now` (for tests and the dashboard). */
   count(info: RequestInfo, now: number, state: PolicyState): number;
+  /** Token limits: every bucket that holds tokens or reservations at `now` (the budgets view). */
+  budgets(now: number, state: PolicyState): TokenBudgetState[];
+  /** One line saying what the limit counts (for `agentgate check`). */
+  describe(): string;
+}
+
+/** One bucket of a token limit, as the budgets view shows it. */
+export interface TokenBudgetState {
+  key_value: string;
+  used_tokens: number;
+  reserved_tokens: number;
+  limit_tokens: number;
+  /** When the oldest tokens counted leave the window (ISO 8601), or null when none are counted. */
+  resets_at: string | null;
 }
 
 /**
@@ -301,27 +322,48 @@ export function createRateLimitChecker(
     }
   };
 
+  /** Token reservations of a bucket are held on `tokens:<stateKey>|<bucket>`. */
+  const holdPrefix = `tokens:${stateKey}|`;
+
+  /** When the oldest entries have left the window far enough for the request to pass. */
+  const leavesAt = (log: Log, first: number, count: number, reserved: number, need: number) => {
+    if (unit === "requests") return log.ts[first + (count - limit)] + perMs;
+    let rest = count;
+    for (let i = first; i < log.ts.length; i++) {
+      rest -= log.amount[i];
+      if (need > 0 ? rest + reserved + need <= limit : rest < limit) return log.ts[i] + perMs;
+    }
+    // Even an empty window is too small while these calls are in flight: when it is empty.
+    return log.ts[log.ts.length - 1] + perMs;
+  };
+
   return {
     name: "rate_limit",
     stateKey,
     unit,
     limit,
     perMs,
+    window,
     key,
-    check(info, now, state) {
+    check(info, now, state, call?: LlmCall | null) {
       const slot = state.slot(stateKey, newSlot);
       sweep(slot, now);
       const bucket = bucketOf(info, now);
       if (bucket instanceof CelEvalError) return keyError(bucket);
       const log = slot.logs.get(bucket.value);
       const { count, first } = used(log, now);
-      if (count < limit) {
+      // A priced call must fit with its worst case and what is in flight.
+      const need = unit === "tokens" ? call?.tokens ?? 0 : 0;
+      const holdKey = `${holdPrefix}${bucket.value}`;
+      const reserved = need > 0 ? state.ledger.reservedOn(holdKey) : 0;
+      if (need > 0 ? count + reserved + need <= limit : count < limit) {
         return {
           ok: true,
           commit() {
             if (unit === "requests") {
               charge(slot, bucket.value, now, 1, now);
             } else {
+              if (need > 0) state.ledger.reserve(info.id, now, [holdKey], need);
               state.onUsage(info.id, now, (usage) => {
                 if (usage.tokens !== undefined && usage.tokens > 0) {
                   charge(
@@ -338,29 +380,16 @@ export function createRateLimitChecker(
         };
       }
       // The request passes again once enough of the oldest entries have left the window.
-      let leaves = now;
-      if (log !== undefined) {
-        if (unit === "requests") {
-          leaves = log.ts[first + (count - limit)] + perMs;
-        } else {
-          let rest = count;
-          for (let i = first; i < log.ts.length; i++) {
-            rest -= log.amount[i];
-            if (rest < limit) {
-              leaves = log.ts[i] + perMs;
-              break;
-            }
-          }
-        }
-      }
+      const leaves = log === undefined ? now : leavesAt(log, first, count, reserved, need);
       const retryAfter = Math.max(1, Math.ceil((leaves - now) / 1000));
       const who = bucket.label === "" ? "" : ` for ${bucket.label}`;
+      const perWindow = `${limit} ${limit === 1 ? unit.slice(0, -1) : unit} per ${window}${who}`;
       return {
         ok: false,
         status: 429,
-        reason: `rate limit exceeded: ${limit} ${
-          limit === 1 ? unit.slice(0, -1) : unit
-        } per ${window}${who}`,
+        reason: need > 0
+          ? `rate limit exceeded: ${count} tokens used + ${reserved} reserved in flight + ${need} for this call > ${perWindow}`
+          : `rate limit exceeded: ${perWindow}`,
         retryAfter,
         detail: {
           policy: "rate_limit",
@@ -370,6 +399,13 @@ export function createRateLimitChecker(
           count,
           limit,
           window,
+          ...(unit === "tokens"
+            ? {
+              reserved,
+              needed: need,
+              resets_at: isoInZone(now + retryAfter * 1000, "UTC"),
+            }
+            : {}),
         },
       };
     },
@@ -383,6 +419,44 @@ export function createRateLimitChecker(
       const bucket = bucketOf(info, now);
       if (bucket instanceof CelEvalError) return 0;
       return used(state.slot(stateKey, newSlot).logs.get(bucket.value), now).count;
+    },
+    budgets(now, state) {
+      if (unit !== "tokens") return [];
+      const logs = state.peekSlot<RateSlot>(stateKey)?.logs ?? new Map<string, Log>();
+      const values = new Set(logs.keys());
+      for (const k of state.ledger.keysWithPrefix(holdPrefix)) {
+        values.add(k.slice(holdPrefix.length));
+      }
+      const out: TokenBudgetState[] = [];
+      for (const value of values) {
+        const log = logs.get(value);
+        const { count, first } = used(log, now);
+        const reserved = state.ledger.reservedOn(`${holdPrefix}${value}`);
+        if (count === 0 && reserved === 0) continue;
+        out.push({
+          key_value: value,
+          used_tokens: count,
+          reserved_tokens: reserved,
+          limit_tokens: limit,
+          resets_at: log !== undefined && count > 0
+            ? isoInZone(Math.ceil((log.ts[first] + perMs) / 1000) * 1000, "UTC")
+            : null,
+        });
+      }
+      return out.sort((a, b) =>
+        b.used_tokens + b.reserved_tokens - a.used_tokens - a.reserved_tokens
+      );
+    },
+    describe() {
+      const split = key.kind === "global" || key.kind === "rule"
+        ? ""
+        : key.kind === "cel"
+        ? `, one bucket per value of ${key.text}`
+        : `, one bucket per ${key.kind}`;
+      const whose = key.kind === "global"
+        ? "counts the requests of every rule with this limit (key: global)"
+        : `counts only the requests rule "${ctx.rule}" allows`;
+      return `rate_limit ${limit} ${unit} per ${window}${split}: ${whose}`;
     },
   };
 }

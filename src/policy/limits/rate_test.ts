@@ -214,6 +214,10 @@ Deno.test("token window: charged after the response, refused once the window is 
       count: 1_100,
       limit: 1_000,
       window: "1m",
+      // Nothing in flight, and no call estimate (not a priced call).
+      reserved: 0,
+      needed: 0,
+      resets_at: "2025-06-02T10:01:02Z",
     },
   });
   assert.equal(c.check(req(), T + 61_999, state).ok, false);

@@ -28,7 +28,7 @@ import { didYouMean } from "../../util/suggest.ts";
 export type PolicyResult =
   | {
     ok: true;
-    /** Records the request (a rate-limit slot, …); call only when it is forwarded. */
+    /** Records the request (a rate-limit slot, a reservation, …); call only when it is forwarded. */
     commit(): void;
     /** What the proxy must do for a request a `dlp` policy let through. */
     dlp?: DlpPlan;
@@ -47,6 +47,17 @@ export type PolicyResult =
     findings?: RecordedFinding[];
   };
 
+/**
+ * The worst case of a priced LLM call, estimated before it is forwarded:
+ * what spending and token limits reserve while it is in flight.
+ */
+export interface LlmCall {
+  /** Worst-case cost in nano-USD, or null when the model has no known price. */
+  nano: number | null;
+  /** Worst-case tokens (input estimated from the body + the output cap). */
+  tokens: number;
+}
+
 /** A compiled policy: created once at load, `check` runs on the hot path. */
 export interface Checker {
   /** Policy name as written in the config: `rate_limit`, `time_window`, `spending_limit`. */
@@ -57,8 +68,12 @@ export interface Checker {
    * so a reload that keeps them keeps the counters.
    */
   readonly stateKey: string;
-  /** Decides; must not throw and must not change state (that is `commit`'s job). */
-  check(info: RequestInfo, now: number, state: PolicyState): PolicyResult;
+  /**
+   * Decides; must not throw and must not change state (that is `commit`'s
+   * job). `call` is the worst case of a priced LLM call (null or absent for
+   * anything else): budgets check that it fits and reserve it on commit.
+   */
+  check(info: RequestInfo, now: number, state: PolicyState, call?: LlmCall | null): PolicyResult;
 }
 
 /** What a checker knows about where it is declared. */

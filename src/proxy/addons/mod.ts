@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { PolicyState } from "../../state/mod.ts";
+import type { PolicyState, SpendJournal } from "../../state/mod.ts";
 import type { ProxyAuth } from "../auth.ts";
 import type { Addon } from "./types.ts";
 import { dlpAddon } from "./dlp.ts";
@@ -19,6 +19,8 @@ export { type MetricGauges, Metrics } from "./metrics.ts";
 export interface AddonDeps {
   auth: ProxyAuth;
   state: PolicyState;
+  /** Where budgets' reservations and settlements are recorded (the spend journal). */
+  journal?: SpendJournal;
   metrics: Metrics;
   log: (line: string) => void;
 }
@@ -34,7 +36,7 @@ export interface AddonDeps {
 export function standardAddons(deps: AddonDeps): Addon[] {
   return [
     deps.auth,
-    llmUsageAddon({ state: deps.state }),
+    llmUsageAddon({ state: deps.state, journal: deps.journal }),
     dlpAddon({ log: deps.log }),
     metricsAddon(deps.metrics),
     denialLog({ log: deps.log }),
