@@ -176,8 +176,8 @@ ${LLM}rules:
             usd(budgetNano)
           } per day (UTC): counts only the requests rule "llm" allows`,
           "(whole rule)",
-          "$0.0004", // $0.00045 as the page shows small amounts
-          "$0",
+          "$0.00045", // the one USD formatter keeps a sub-cent amount's digits
+          "$0.00",
         ]);
         assert.equal(await page.textContent("#budgets-inflight"), "0 call(s) in flight");
       } finally {

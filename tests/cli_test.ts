@@ -158,8 +158,10 @@ rules:
     );
     const r = await run(["check"], dir);
     assert.equal(r.code, 0, r.out);
+    // Prose on stderr (the problems, here none, are stdout's).
+    assert.equal(r.out, "");
     assert.equal(
-      r.out,
+      r.err,
       "ok: agentgate.yaml: 1 rule(s), default deny, mode enforce\n" +
         "limits:\n" +
         '  openai (agentgate.yaml:4): spending_limit $5.00 per day (Europe/Berlin), one budget per session: counts only the requests rule "openai" allows\n' +

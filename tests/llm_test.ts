@@ -441,12 +441,12 @@ Deno.test("llm: a client that aborts mid-stream leaves a partial row", async () 
 
 Deno.test("llm: the openai client streaming without include_usage under a spending limit is charged", async () => {
   // gpt-4o-mini at $1,000 per million tokens in and out, so the budget reads in cents:
-  // the stream's 24 + 17 tokens cost $0.041.
+  // the stream's 24 + 17 tokens cost $0.041 (the charge), and a call reserves $0.232.
   const rules = `  - name: budget
     match: api.openai.com/v1/**
     action: allow
     policies:
-      - spending_limit: { usd: 0.05, per: 1d, key: session }
+      - spending_limit: { usd: 0.3, per: 1d, key: session }
 `;
   const llm = "llm: { prices: { gpt-4o-mini: { input: 1000, output: 1000 } } }";
   const { origin, proxy, client, proxiedFetch, seen } = await setup(rules, llm);
@@ -456,6 +456,7 @@ Deno.test("llm: the openai client streaming without include_usage under a spendi
       const stream = await openai.chat.completions.create({
         model: "gpt-4o-mini",
         messages: [{ role: "user", content: "hi" }],
+        max_tokens: 20,
         stream: true,
       });
       let text = "";
@@ -473,15 +474,18 @@ Deno.test("llm: the openai client streaming without include_usage under a spendi
       [row.cost_usd, row.price_source, row.price_incomplete, row.service_tier],
       [0.041, "config", 0, "default"],
     );
-    await ask(); // $0.041 spent of $0.05: allowed, and charged ($0.082)
+    // Each call first reserves its worst case, $0.232 (its body's bytes and max_tokens 20):
+    // $0.041 spent + $0.232 fits $0.30: allowed, and charged ($0.082).
+    await ask();
     await assert.rejects(ask(), (e: unknown) => {
       assert.equal((e as { status?: number }).status, 429);
       return true;
     });
     const [denied] = await waitForRows(proxy.auditPath, 1, "policy = 'spending_limit'");
     assert.equal(
-      denied.reason,
-      "spending limit reached: $0.082 of $0.05 per 1d for requests without a session",
+      String(denied.reason).split("; resets at")[0],
+      "spending limit reached: $0.082 spent + $0.00 reserved in flight + $0.232 for this call > " +
+        "$0.30 per 1d for requests without a session",
     );
     assert.equal(seen.bodies.length, 2);
     assert.equal(await proxy.stop(), 0);
@@ -563,11 +567,13 @@ Deno.test("llm: a token limit counts a stream whose usage stays unknown, never a
     match: api.openai.com/v1/**
     action: allow
     policies:
-      - rate_limit: { tokens: 20, per: 1m, key: session }
+      - rate_limit: { tokens: 4270, per: 1m, key: session }
 `;
   const { origin, proxy, client } = await setup(rules);
   try {
-    // The request body is 100 bytes: about 25 tokens at 4 bytes per token.
+    // The request body is 100 bytes: about 25 tokens at 4 bytes per token. Before it is sent
+    // a call reserves its worst case, 100 + 64 input and 4096 output tokens (no max_tokens):
+    // 4260 of the 4270, so one fits.
     const body = JSON.stringify({ model: "gpt-4o-mini", stream: true, messages: [], n: 1 })
       .padEnd(99, " ") + "\n";
     assert.equal(body.length, 100);
@@ -584,7 +590,7 @@ Deno.test("llm: a token limit counts a stream whose usage stays unknown, never a
     assert.equal(await ask(), 200);
     const [row] = await waitForRows(proxy.auditPath, 1, "provider = 'openai'");
     assert.deepEqual([row.input_tokens, row.output_tokens, row.cost_usd], [null, null, null]);
-    // 25 estimated tokens of a 20-token limit: the next call waits.
+    // 25 estimated tokens counted (never 0): 25 + the next call's 4260 exceed 4270.
     assert.equal(await ask(), 429);
     assert.equal(await proxy.stop(), 0);
   } finally {

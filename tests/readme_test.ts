@@ -96,6 +96,9 @@ const YAML: Record<string, YamlCheck> = {
       "version: 1\ntls: { intercept: [api.openai.com] }\nrules:\n  - name: openai\n" +
       "    match: api.openai.com\n    action: allow\n" + indent(b, 4),
   },
+  "Budgets: reserve, then settle #1": {
+    policy: (b) => "version: 1\ntls: { intercept: [api.openai.com] }\n" + b,
+  },
   "TLS interception #1": { policy: v1 },
   "LLM usage and cost #1": { policy: v1 },
   "Secret-leak and threat detection (`dlp`) #1": { policy: asIs },
@@ -133,6 +136,7 @@ rules:
 const NOT_RUN: Record<string, string> = {
   "Run it #3": "output of agentgate at start",
   "Live reload #1": "output of agentgate check",
+  "Budgets: reserve, then settle #2": "an HTTP answer",
   "Use it with Claude Code, Cursor, Aider, an OpenAI SDK script or a Python agent #2":
     "JavaScript for a Node script",
   "What a denied agent sees #1": "an HTTP answer",
@@ -284,6 +288,13 @@ const SH: Record<string, ShRun> = {
   },
   "deno task bench     # ../shared/bench with agentgate as a candidate (needs ../shared/bench/install.sh)":
     { skip: "needs ../shared/bench, outside the repository" },
+  "deno task bench spend   # priced LLM calls through the proxy with and without a spending limit":
+    {
+      skip: "a benchmark (minutes of load on a quiet machine)",
+    },
+  "deno task bench budget  # the CPU a budget adds to one priced call (reserve, settle, journal)": {
+    skip: "a benchmark (minutes of load on a quiet machine)",
+  },
   "deno task compile   # release binaries for 4 targets + SHA256SUMS in dist/ (downloads Deno's denort)":
     { skip: "needs Deno's download host; tests/release_test.ts runs it both ways" },
 };

@@ -18,7 +18,7 @@ set -u
 creds=${"$"}{http_proxy#http://}; hostport=${"$"}{creds##*@}; creds=${"$"}{creds%@*}
 session=${"$"}{creds%%:*}; secret=${"$"}{creds#*:}
 chat() { curl -s -o /dev/null -w "%{http_code}\n" -x "$1" -H 'content-type: application/json' \
-  -d '{"model":"gpt-4o-mini","messages":[]}' http://llm.test/v1/chat/completions; }
+  -d '{"model":"gpt-4o-mini","max_tokens":100,"messages":[]}' http://llm.test/v1/chat/completions; }
 models() { curl -s -o /dev/null -w "%{http_code}\n" -x "$1" http://llm.test/v1/models; }
 i=0
 while [ $i -lt $1 ]; do
@@ -54,7 +54,9 @@ Deno.test("sessions: a child of run that forges session names stays one session"
               message: { role: "assistant", content: "ok" },
               finish_reason: "stop",
             }],
-            // gpt-4o-mini: 1000 × $0.15/M + 500 × $0.60/M = $0.00045 a call
+            // gpt-4o-mini: 1000 × $0.15/M + 500 × $0.60/M = $0.00045 a call. Each call
+            // reserves under $0.0001 first (its body's bytes and max_tokens 100), so the
+            // $0.001 budget lets three through ($0.0009 spent + the third's reservation).
             usage: { prompt_tokens: 1000, completion_tokens: 500, total_tokens: 1500 },
           })
           : JSON.stringify({ data: [] }),

@@ -23,7 +23,16 @@
  *
  * @module
  */
-import { closeSync, fstatSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  writeSync,
+} from "node:fs";
+import { dirname } from "node:path";
 import type { JournalEntry, SpendJournal } from "../state/journal.ts";
 import type { AuditEventV1 } from "./event.ts";
 
@@ -68,6 +77,8 @@ export class FileSpendJournal implements SpendJournal {
   private constructor(path: string, log: (message: string) => void) {
     this.#path = path;
     this.#log = log;
+    // Beside the audit, whose directory may not exist yet (the agentgate home on a first start).
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     const { entries, torn } = readEntries(path);
     for (const e of entries) this.#live.set(e.id, e);
     this.#fd = openSync(path, "a", 0o600);

@@ -54,10 +54,10 @@ export const checkSpec: CommandSpec = {
     "one serve, run and test accept; one it fails, they refuse.",
     "",
     "stdout: the problems (text: file:line:col: message; json; github annotations);",
-    'stderr: the verdict ("ok: …" or "N error(s), M warning(s)", text format only).',
-    "A valid policy's spending, rate and token limits are listed after it, one line",
-    "each, saying what each counts: its key, and whether only its rule's requests",
-    "(the default) or every rule's (scope: all).",
+    'stderr: the verdict ("ok: …" or "N error(s), M warning(s)", text format only), then',
+    "a valid policy's spending, rate and token limits, one line each, saying what each",
+    "counts: its key, and whether only its rule's requests (the default) or every",
+    "rule's (scope: all). In json they are the `limits` array.",
     "",
     "Exit status: 0 valid, 1 errors (or warnings with --strict), 2 usage error.",
   ].join("\n"),
@@ -115,9 +115,10 @@ export async function check(args: string[], io: Io): Promise<number> {
         ? `ok: ${summary}${warnings ? ` (${warnings} warning(s))` : ""}\n`
         : `${errors} error(s), ${warnings} warning(s)\n`,
     );
+    // What each limit counts is prose for the reader, after the verdict (json has `limits`).
     if (errors === 0 && limits.length) {
-      io.stdout("limits:\n");
-      for (const l of limits) io.stdout(`  ${l.rule} (${l.source}): ${l.describe}\n`);
+      io.stderr("limits:\n");
+      for (const l of limits) io.stderr(`  ${l.rule} (${l.source}): ${l.describe}\n`);
     }
   }
   return errors > 0 || (parsed.opts.strict && warnings > 0) ? 1 : 0;

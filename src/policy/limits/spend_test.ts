@@ -622,14 +622,16 @@ Deno.test("the ledger: a second's charges are one entry; window sums by running 
 Deno.test("sub-cent budgets print their digits in the reason, never `$0. of $0.`", () => {
   for (
     const [budget, spent, reason] of [
-      [0.005, 0.005, "spending limit reached: $0.005 of $0.005 per 1d"],
-      [0.00005, 0.00004 + 0.00002, "spending limit reached: $0.000060 of $0.000050 per 1d"],
-      [0.00002, 0.00003, "spending limit reached: $0.000030 of $0.000020 per 1d"],
+      [0.005, 0.005, "spending limit reached: $0.005 spent of $0.005 per 1d"],
+      [0.00005, 0.00004 + 0.00002, "spending limit reached: $0.000060 spent of $0.000050 per 1d"],
+      [0.00002, 0.00003, "spending limit reached: $0.000030 spent of $0.000020 per 1d"],
     ] as const
   ) {
     const state = new PolicyState({ startedAt: T });
-    state.ledger.add(["global"], T - HOUR, spent);
     const c = createSpendingLimitChecker({ usd: budget, per: DAY, key: "global" }, { rule: "x" });
-    assert.equal(denied(c.check(req(), T, state)).reason, reason);
+    // The spend of this limit's own budget (a key's scope is its rule).
+    state.ledger.add([c.ledgerKey(req(), T)], T - HOUR, spent);
+    // (The reason goes on with when the budget resets.)
+    assert.equal(denied(c.check(req(), T, state)).reason.split(";")[0], reason);
   }
 });
