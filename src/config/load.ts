@@ -19,6 +19,7 @@ import { compileRules, lintPolicy } from "./rules.ts";
 import {
   auditSection,
   compileIntercept,
+  credentialsSection,
   dashboardSection,
   limitsSection,
   llmProviderDetector,
@@ -314,6 +315,7 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
   const detectProvider = llmProviderDetector(llmSections);
   const intercept = compileIntercept(parts, errors);
   const rules = compileRules(parts, { intercept, detectProvider, errors, problems });
+  const credentials = credentialsSection(main, intercept, errors, problems, cwd);
   if (errors.length) throw new ConfigError(errors);
   lintPolicy(main, rules, detectProvider, intercept, problems);
 
@@ -330,6 +332,7 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
     secretEnv: [
       ...proxy.authEnv,
       ...(raw.dashboard?.token_env ? [raw.dashboard.token_env as string] : []),
+      ...credentials.flatMap((c) => c.source.kind === "env" ? [c.source.name] : []),
     ],
     dashboardToken: dashboardSection(raw.dashboard).token,
     policy: policySection(raw, legacy, rules, llm),
@@ -339,6 +342,7 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
     llm,
     run: runSection(raw.run),
     ...upstreamSection(raw.upstream),
+    credentials,
   };
   problems.sort((a, b) => a.line - b.line || a.col - b.col);
   return { config, problems };
