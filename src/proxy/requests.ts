@@ -28,7 +28,15 @@ import type { Endpoint } from "./h1client.ts";
 import { bufferBody, replay } from "./body.ts";
 import type { H1Request, H1Response } from "./h1server.ts";
 import { type Answer, denyAnswer, errorAnswer } from "./reject.ts";
-import { arrive, clientAddress, type ProxyCore, type TunnelCtx, upstreamOptions } from "./core.ts";
+import {
+  arrive,
+  clientAddress,
+  type ProxyCore,
+  screen,
+  screensBody,
+  type TunnelCtx,
+  upstreamOptions,
+} from "./core.ts";
 import type { OutgoingRequest } from "./addons/types.ts";
 
 function send(res: OutboundResponse, a: Answer, extra: Record<string, string> = {}) {
@@ -174,10 +182,17 @@ function proxyRequest(
 ) {
   const expect = expectsContinue(req);
   const t = performance.now();
+  const hasBody = hasBodyOf(req);
+  const refused = screen(core, ex, req.rawHeaders, null);
+  if (refused) {
+    ex.decideSeconds = (performance.now() - t) / 1000;
+    return settle(core, { req, res, ex, target, endpoint, expect, body: null }, refused);
+  }
   const step = decideHead(ex.config, ex.info, {
     now: ex.ts,
     state: core.state,
-    hasBody: hasBodyOf(req),
+    hasBody,
+    readBody: hasBody && screensBody(core, ex),
   });
   ex.decideSeconds = (performance.now() - t) / 1000;
   if (step.next === "verdict") {
@@ -190,7 +205,9 @@ function proxyRequest(
     res.off("close", onClose);
     if (ex.done) return;
     const t2 = performance.now();
-    const verdict = decideBody(ex.config, ex.info, b, { now: ex.ts, state: core.state });
+    // Screened before the policy: a refusal charges no rule's limits.
+    const verdict = screen(core, ex, req.rawHeaders, b) ??
+      decideBody(ex.config, ex.info, b, { now: ex.ts, state: core.state });
     ex.decideSeconds! += (performance.now() - t2) / 1000;
     settle(core, { req, res, ex, target, endpoint, expect: false, body: b }, verdict);
   }, () => {
@@ -235,7 +252,11 @@ function settle(core: ProxyCore, flow: Flow, verdict: RequestVerdict) {
   for (const a of core.addons) a.request?.(ex, out);
   let rest: Readable | undefined;
   if (out.body === undefined && body) rest = replay(req, body);
-  forwardHttp(req, res, flow.target, ex, core.pool, {
+  const target = out.query === null ? flow.target : {
+    ...flow.target,
+    rawPath: `${flow.target.rawPath.split("?")[0]}${out.query === "" ? "" : `?${out.query}`}`,
+  };
+  forwardHttp(req, res, target, ex, core.pool, {
     ...upstreamOptions(core, ex.config),
     closeAfter: () => core.draining(),
     endpoint: flow.endpoint,
@@ -252,6 +273,8 @@ class Outgoing implements OutgoingRequest {
   observers: ResponseObserver[] = [];
   response: ResponseTransform | undefined;
   edits: Map<string, string | null> | undefined;
+  /** A replacement query string, or null to send the client's. */
+  query: string | null = null;
 
   constructor(
     readonly verdict: RequestVerdict,
@@ -266,7 +289,13 @@ class Outgoing implements OutgoingRequest {
   }
 
   setHeader(name: string, value: string | null): void {
+    // A copy: the verdict's edits belong to the verdict.
+    if (this.edits === this.verdict.headerEdits) this.edits = new Map(this.edits);
     (this.edits ??= new Map()).set(name.toLowerCase(), value);
+  }
+
+  setQuery(query: string): void {
+    this.query = query;
   }
 
   observe(observer: ResponseObserver): void {
@@ -274,7 +303,39 @@ class Outgoing implements OutgoingRequest {
   }
 
   transform(transform: ResponseTransform): void {
-    if (this.response) throw new Error("a response has one transform");
-    this.response = transform;
+    this.response = this.response ? chainTransforms(this.response, transform) : transform;
   }
+}
+
+/**
+ * Two response transforms in a row: `b` rewrites what `a` wrote. A cut by
+ * `a` ends the response there (`b` does not see the rest).
+ */
+export function chainTransforms(a: ResponseTransform, b: ResponseTransform): ResponseTransform {
+  let useA = false;
+  let useB = false;
+  return {
+    head(status, raw) {
+      useA = a.head(status, raw);
+      useB = b.head(status, raw);
+      return useA || useB;
+    },
+    chunk(c) {
+      const first = useA ? a.chunk(c) : { out: c };
+      if (!useB) return first;
+      const second = b.chunk(first.out);
+      return { out: second.out, cut: first.cut ?? second.cut };
+    },
+    end() {
+      const tail = useA ? a.end() : new Uint8Array(0);
+      if (!useB) return tail;
+      const last = b.chunk(tail).out;
+      const rest = b.end();
+      if (rest.length === 0) return last;
+      const all = new Uint8Array(last.length + rest.length);
+      all.set(last);
+      all.set(rest, last.length);
+      return all;
+    },
+  };
 }
