@@ -27,10 +27,12 @@ import {
   mergeEnvironment,
   noProxyOf,
   parseProxyUrl,
+  phantomEnvironment,
   proxyEnvironment,
   type ProxyTarget,
   proxyUrlWith,
 } from "./env.ts";
+import type { IssuedCredential } from "../credentials/mod.ts";
 import type { AgentgateConfig } from "../config/load.ts";
 import {
   CA_CERT_FILE,
@@ -240,6 +242,8 @@ interface Backend {
   /** The run's session and its secret (the child's proxy credentials). */
   session: string;
   secret: string;
+  /** The session's phantom tokens, one per credential of the proxy's policy. */
+  credentials: IssuedCredential[];
   config: AgentgateConfig;
   /** Policy files the proxy loaded (in-process only: a running proxy's are its own). */
   files: string[];
@@ -295,12 +299,13 @@ async function startInProcess(
   );
   const first = await Promise.race([ready, served.then((code) => ({ code }))]);
   if ("code" in first) return first.code === 0 ? 1 : first.code;
-  const { port, proxy, auth } = first;
+  const { port, proxy, auth, credentials } = first;
   // The run's session: the proxy demands credentials (serve's `run` hook), so
   // clients that send them only after a 407 challenge (git/libcurl anyauth,
   // .NET, Java) are attributed to it too, and no other can be minted.
   const grant = auth.sessions.mint({ label: label ?? null });
   const config = proxy.config;
+  const issued = credentials.issue(grant.session, config);
   let ca: CertificateAuthority | null = null;
   if (config.tls.intercept.length > 0) {
     try {
@@ -319,6 +324,7 @@ async function startInProcess(
     base: `http://127.0.0.1:${port}`,
     session: grant.session,
     secret: grant.secret,
+    credentials: issued,
     config,
     files: config.files,
     facts: () => ({
@@ -403,6 +409,7 @@ async function useRunning(
     base: target.base,
     session: minted.session,
     secret: minted.secret,
+    credentials: minted.credentials,
     config,
     files: [],
     facts: () => ({ watch: false, policy_reloads: [], invalid_credentials: null }),
@@ -471,12 +478,14 @@ async function mintSession(
   base: string,
   headers: Record<string, string>,
   label: string | null,
-): Promise<{ session: string; secret: string }> {
+): Promise<{ session: string; secret: string; credentials: IssuedCredential[] }> {
   const r = await getJson(`${base}/_/api/sessions`, headers, 10_000, {
     method: "POST",
     body: label === null ? {} : { label },
   });
-  const body = r.body as { session?: string; secret?: string; reason?: string } | null;
+  const body = r.body as
+    | { session?: string; secret?: string; reason?: string; credentials?: IssuedCredential[] }
+    | null;
   if (r.status !== 201 || typeof body?.session !== "string" || typeof body.secret !== "string") {
     const why = body?.reason ?? (typeof r.body === "string" ? r.body.slice(0, 200) : "");
     throw new Error(
@@ -487,7 +496,11 @@ async function mintSession(
       }`,
     );
   }
-  return { session: body.session, secret: body.secret };
+  return {
+    session: body.session,
+    secret: body.secret,
+    credentials: Array.isArray(body.credentials) ? body.credentials : [],
+  };
 }
 
 /**
@@ -629,7 +642,12 @@ export async function run(args: string[], io: Io): Promise<number> {
       }
     }
     const merged = mergeEnvironment(ours, io.env, override);
-    const env = { ...merged.env, ...trust };
+    tmpDir ??= backend.credentials.length
+      ? await Deno.makeTempDir({ prefix: "agentgate-run-" })
+      : null;
+    const phantoms = await phantomVariables(backend.credentials, io, tmpDir);
+    // Phantoms always replace what is set: a variable of the same name may hold the real secret.
+    const env = { ...merged.env, ...trust, ...phantoms };
     const kept = merged.kept;
     if (kept.length > 0) {
       io.stderr(
@@ -642,9 +660,10 @@ export async function run(args: string[], io: Io): Promise<number> {
         !target && backend.config.dashboard ? ` (dashboard: ${backend.base}/_/dashboard)` : ""
       }\n`,
     );
+    if (backend.credentials.length) io.stderr(phantomLine(backend.credentials));
     // The command gets its session's credentials and nothing that would let it
     // act as another session or mint one.
-    const withheld = [...SECRET_VARS, ...backend.config.secretEnv];
+    const withheld = [...SECRET_VARS, ...backend.config.secretEnv].filter((n) => !(n in phantoms));
     childCode = await runChild(cmd, env, io, withheld);
   } catch (e) {
     await backend.finish().catch(() => {});
@@ -713,6 +732,35 @@ export async function run(args: string[], io: Io): Promise<number> {
     }
   }
   return 0;
+}
+
+/** What the command holds instead of each credential (names only, never a value). */
+function phantomLine(issued: readonly IssuedCredential[]): string {
+  const what = issued.map((c) => {
+    const where = [
+      ...c.variables,
+      ...(c.npmrc ? [".npmrc"] : []),
+      ...(c.git.hosts.length ? ["git"] : []),
+    ];
+    return `${c.name}${where.length ? ` (${where.join(", ")})` : ""}`;
+  });
+  return `agentgate run: phantom tokens for ${
+    what.join(", ")
+  }: agentgate swaps in the real secrets\n`;
+}
+
+/**
+ * The child's phantom variables (see `phantomEnvironment`), the .npmrc
+ * written into the run's temporary directory; none without credentials.
+ */
+async function phantomVariables(
+  issued: readonly IssuedCredential[],
+  io: Io,
+  dir: string | null,
+): Promise<Record<string, string>> {
+  if (issued.length === 0 || dir === null) return {};
+  const vars = await phantomEnvironment(issued, { env: io.env, npmrcFile: join(dir, "npmrc") });
+  return Object.fromEntries(vars);
 }
 
 /**
