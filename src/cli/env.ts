@@ -141,7 +141,16 @@ export function mergeEnvironment(
  */
 export async function phantomEnvironment(
   issued: readonly IssuedCredential[],
-  opts: { env: (name: string) => string | undefined; npmrcFile: string },
+  opts: {
+    env: (name: string) => string | undefined;
+    npmrcFile: string;
+    /**
+     * With TLS interception: npm trusts only its `cafile` when one is set (Debian's
+     * npm sets one globally), so the .npmrc names the user's cafile plus the
+     * agentgate CA (written beside the .npmrc), or else `bundle`.
+     */
+    trust?: { caPem: string; bundle: string };
+  },
 ): Promise<[string, string][]> {
   const out: [string, string][] = [];
   for (const c of issued) for (const v of c.variables) out.push([v, c.phantom]);
@@ -156,12 +165,27 @@ export async function phantomEnvironment(
       // No user config: ours alone.
     }
     const keys = npm.map((c) => `${c.npmrc}:`);
+    let cafile: string | null = null;
     const kept = text.split(/\r?\n/).filter((line) => {
       const l = line.trim();
+      const m = /^cafile\s*=\s*(.+)$/.exec(l);
+      if (m && opts.trust) {
+        cafile = m[1].trim();
+        return false;
+      }
       return !keys.some((k) => l.startsWith(k));
     });
     const lines = [...kept, ...npm.map((c) => `${c.npmrc}:_authToken=${c.phantom}`)];
     await Deno.mkdir(dirname(opts.npmrcFile), { recursive: true, mode: 0o700 });
+    if (opts.trust) {
+      let file = opts.trust.bundle;
+      const own = cafile === null ? null : await Deno.readTextFile(cafile).catch(() => null);
+      if (own !== null) {
+        file = `${opts.npmrcFile}.ca.pem`;
+        await Deno.writeTextFile(file, `${own.trimEnd()}\n${opts.trust.caPem.trim()}\n`);
+      }
+      lines.push(`cafile=${file}`);
+    }
     await Deno.writeTextFile(opts.npmrcFile, lines.filter((l) => l !== "").join("\n") + "\n", {
       mode: 0o600,
     });
@@ -593,6 +617,7 @@ export async function env(args: string[], io: Io): Promise<number> {
   }
   let bundle: string | null = null;
   let caCert: string | null = null;
+  let caPem: string | null = null;
   if (config.tls.intercept.length > 0) {
     try {
       const ca = await loadOrCreateCA(config.tls.caDir ?? undefined);
@@ -600,6 +625,7 @@ export async function env(args: string[], io: Io): Promise<number> {
       const b = await writeTrustBundle(ca, join(dirname(ca.certPath), "bundle.pem"));
       bundle = b.file;
       caCert = ca.certPath;
+      caPem = ca.certPem;
     } catch (e) {
       if (!(e instanceof CaError) && !/trust bundle/.test((e as Error).message)) throw e;
       io.stderr(`agentgate env: ${(e as Error).message}\n`);
@@ -613,6 +639,7 @@ export async function env(args: string[], io: Io): Promise<number> {
       ...await phantomEnvironment(issued, {
         env: io.env,
         npmrcFile: join(home, "sessions", `${sessionName.replace(/[^A-Za-z0-9._-]/g, "_")}.npmrc`),
+        trust: caPem !== null && bundle !== null ? { caPem, bundle } : undefined,
       }),
     );
   }

@@ -645,7 +645,14 @@ export async function run(args: string[], io: Io): Promise<number> {
     tmpDir ??= backend.credentials.length
       ? await Deno.makeTempDir({ prefix: "agentgate-run-" })
       : null;
-    const phantoms = await phantomVariables(backend.credentials, io, tmpDir);
+    const phantoms = await phantomVariables(
+      backend.credentials,
+      io,
+      tmpDir,
+      backend.ca && trust.SSL_CERT_FILE
+        ? { caPem: backend.ca.certPem, bundle: trust.SSL_CERT_FILE }
+        : undefined,
+    );
     // Phantoms always replace what is set: a variable of the same name may hold the real secret.
     const env = { ...merged.env, ...trust, ...phantoms };
     const kept = merged.kept;
@@ -757,9 +764,14 @@ async function phantomVariables(
   issued: readonly IssuedCredential[],
   io: Io,
   dir: string | null,
+  trust: { caPem: string; bundle: string } | undefined,
 ): Promise<Record<string, string>> {
   if (issued.length === 0 || dir === null) return {};
-  const vars = await phantomEnvironment(issued, { env: io.env, npmrcFile: join(dir, "npmrc") });
+  const vars = await phantomEnvironment(issued, {
+    env: io.env,
+    npmrcFile: join(dir, "npmrc"),
+    trust,
+  });
   return Object.fromEntries(vars);
 }
 

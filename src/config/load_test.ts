@@ -638,7 +638,7 @@ credentials:
   assert.deepEqual(problems, []);
   const [openai, gh, internal] = config.credentials;
   assert.deepEqual(openai.source, { kind: "env", name: "OPENAI_API_KEY" });
-  assert.deepEqual(openai.header, { name: "authorization", formats: ["Bearer {secret}"] });
+  assert.deepEqual(openai.headers, [{ name: "authorization", formats: ["Bearer {secret}"] }]);
   assert.deepEqual(openai.variables, ["OPENAI_API_KEY"]);
   assert.ok(openai.scope.allowsHost("https", "api.openai.com", 443));
   assert.ok(!openai.scope.allowsHost("http", "api.openai.com", 80), "https only by default");
@@ -651,7 +651,7 @@ credentials:
   assert.deepEqual(gh.basic, { username: null });
   assert.deepEqual(gh.git, ["github.com"]);
   assert.deepEqual(internal.source, { kind: "file", path: "/repo/conf/secrets/internal" });
-  assert.deepEqual(internal.header, { name: "x-token", formats: ["Token {secret}"] });
+  assert.deepEqual(internal.headers, [{ name: "x-token", formats: ["Token {secret}"] }]);
   assert.equal(internal.basic, null, "a place set in the policy replaces the preset's");
   assert.ok(internal.scope.allowsHost("http", "127.0.0.2", 8080));
   assert.ok(!internal.scope.allowsHost("http", "127.0.0.2", 8081));

@@ -421,7 +421,7 @@ export interface RawCredential {
   hosts?: string[];
   paths?: string[];
   methods?: string[];
-  header?: string;
+  header?: string | string[];
   format?: string | string[];
   basic?: boolean | { username?: string };
   query?: string;
@@ -521,19 +521,20 @@ export function credentialsSection(
       }
     });
     const methodList = c.methods ?? preset?.methods ?? null;
-    let header: CredentialSpec["header"] = ownPlace ? null : preset?.header ?? null;
-    if (c.header !== undefined) {
-      const name = c.header.toLowerCase();
-      const formats = c.format === undefined
+    const formatsOf = (name: string) =>
+      c.format === undefined
         ? [name === "authorization" ? "Bearer {secret}" : "{secret}"]
         : Array.isArray(c.format)
         ? c.format
         : [c.format];
-      header = { name, formats };
-    } else if (c.format !== undefined && header !== null) {
-      header = { name: header.name, formats: Array.isArray(c.format) ? c.format : [c.format] };
+    let headers: CredentialSpec["headers"] = ownPlace ? [] : preset?.headers ?? [];
+    if (c.header !== undefined) {
+      const names = (Array.isArray(c.header) ? c.header : [c.header]).map((h) => h.toLowerCase());
+      headers = names.map((name) => ({ name, formats: formatsOf(name) }));
+    } else if (c.format !== undefined) {
+      headers = headers.map((h) => ({ name: h.name, formats: formatsOf(h.name) }));
     }
-    if (header?.name === "proxy-authorization") {
+    if (headers.some((h) => h.name === "proxy-authorization")) {
       err(`credential "${c.name}": Proxy-Authorization is agentgate's own header`, "header");
     }
     let basic: CredentialSpec["basic"] = ownPlace ? null : preset?.basic ?? null;
@@ -599,7 +600,7 @@ export function credentialsSection(
         allowsPath: (p) => pathMatchers.length === 0 || pathMatchers.some((f) => f(p)),
         methods: methodList === null ? null : new Set(methodList.map((m) => m.toUpperCase())),
       },
-      header,
+      headers,
       basic,
       query,
       phantom: shape,

@@ -328,7 +328,11 @@ const credential: ObjectSchema = {
       items: method,
       description: "Methods it may be used with (default: any).",
     },
-    header: { ...headerName, description: "The header that carries it: authorization, x-api-key." },
+    header: {
+      type: "union",
+      description: "The header(s) that carry it: authorization, x-api-key.",
+      anyOf: [headerName, { type: "array", minItems: 1, items: headerName }],
+    },
     format: {
       type: "union",
       description:

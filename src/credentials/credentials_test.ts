@@ -36,7 +36,7 @@ function spec(name: string, over: Partial<CredentialSpec> = {}): CredentialSpec 
       allowsPath: () => true,
       methods: null,
     },
-    header: p.header ?? null,
+    headers: p.headers ?? [],
     basic: p.basic ?? null,
     query: p.query ?? null,
     phantom: p.phantom,
@@ -134,7 +134,12 @@ Deno.test("judge: the phantom in its place is swapped; anywhere else it trips wi
   const specs = [spec("openai"), spec("github"), spec("gemini")];
   const byName = new Map(specs.map((s) => [s.name, s]));
   const [openai, github, gemini] = reg.issue("s1", specs);
-  const targets = { lengths: reg.lengths, lookup: (k: string) => reg.lookup(k), secrets: [] };
+  const targets = {
+    lengths: reg.lengths,
+    lookup: (k: string) => reg.lookup(k),
+    lookupFolded: (k: string) => reg.lookupFolded(k),
+    secrets: [],
+  };
   const req = (over: Partial<Parameters<typeof judge>[0]> = {}) => ({
     scheme: "https" as const,
     host: "api.openai.com",
@@ -195,8 +200,9 @@ Deno.test("judge: the phantom in its place is swapped; anywhere else it trips wi
     "plain HTTP to the right host: https only",
   );
   assert.equal(
-    reason(view({ host: `${openai.phantom.slice(8)}.evil.example` }), evil),
+    reason(view({ host: `${openai.phantom.slice(8).toLowerCase()}.evil.example` }), evil),
     'credential "openai" used outside its hosts @ host',
+    "a host name has lost its case",
   );
   // In its place *and* elsewhere: tripped.
   assert.equal(

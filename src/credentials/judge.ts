@@ -108,11 +108,11 @@ export function judge(
 function placeOf(spec: CredentialSpec, where: Where, phantom: string): Swap | null {
   const credential = spec.name;
   switch (where.kind) {
-    case "header":
-      if (spec.header === null || where.name !== spec.header.name) return null;
-      return presentedFormat(where.value, spec.header.formats, phantom) === null
-        ? null
-        : { kind: "header", credential, name: where.name, value: where.value, phantom };
+    case "header": {
+      const h = spec.headers.find((h) => h.name === where.name);
+      if (!h || presentedFormat(where.value, h.formats, phantom) === null) return null;
+      return { kind: "header", credential, name: where.name, value: where.value, phantom };
+    }
     case "basic":
       if (spec.basic === null || where.pass !== phantom) return null;
       return { kind: "basic", credential, user: where.user, phantom };

@@ -14,7 +14,7 @@ export interface Preset {
   hosts: string[];
   paths?: string[];
   methods?: string[];
-  header?: { name: string; formats: string[] };
+  headers?: { name: string; formats: string[] }[];
   basic?: { username: string | null };
   query?: string;
   phantom: PhantomShape;
@@ -32,21 +32,25 @@ export const PRESETS: Readonly<Record<string, Preset>> = {
   openai: {
     description: "OpenAI API key: Authorization: Bearer on api.openai.com",
     hosts: ["api.openai.com"],
-    header: { name: "authorization", formats: ["Bearer {secret}"] },
+    headers: [{ name: "authorization", formats: ["Bearer {secret}"] }],
     phantom: { prefix: "sk-proj-", sep: "-", random: 48 },
     variables: ["OPENAI_API_KEY"],
   },
   anthropic: {
-    description: "Anthropic API key: x-api-key on api.anthropic.com",
+    description:
+      "Anthropic API key: x-api-key (or Authorization: Bearer, as newer SDKs send it) on api.anthropic.com",
     hosts: ["api.anthropic.com"],
-    header: { name: "x-api-key", formats: ["{secret}"] },
+    headers: [
+      { name: "x-api-key", formats: ["{secret}"] },
+      { name: "authorization", formats: ["Bearer {secret}"] },
+    ],
     phantom: { prefix: "sk-ant-", sep: "-", random: 48 },
     variables: ["ANTHROPIC_API_KEY"],
   },
   gemini: {
     description: "Gemini API key: x-goog-api-key or ?key= on generativelanguage.googleapis.com",
     hosts: ["generativelanguage.googleapis.com"],
-    header: { name: "x-goog-api-key", formats: ["{secret}"] },
+    headers: [{ name: "x-goog-api-key", formats: ["{secret}"] }],
     query: "key",
     phantom: { prefix: "AIza", sep: "", random: 26 },
     variables: ["GEMINI_API_KEY", "GOOGLE_API_KEY"],
@@ -55,7 +59,7 @@ export const PRESETS: Readonly<Record<string, Preset>> = {
     description:
       "GitHub token: Authorization: Bearer/token on api.github.com, basic auth for git over HTTPS on github.com",
     hosts: ["api.github.com", "github.com"],
-    header: { name: "authorization", formats: ["Bearer {secret}", "token {secret}"] },
+    headers: [{ name: "authorization", formats: ["Bearer {secret}", "token {secret}"] }],
     basic: { username: null },
     phantom: { prefix: "ghp_", sep: "", random: 27 },
     variables: ["GITHUB_TOKEN", "GH_TOKEN"],
@@ -64,7 +68,7 @@ export const PRESETS: Readonly<Record<string, Preset>> = {
   npm: {
     description: "npm token: Authorization: Bearer on registry.npmjs.org, from an .npmrc",
     hosts: ["registry.npmjs.org"],
-    header: { name: "authorization", formats: ["Bearer {secret}"] },
+    headers: [{ name: "authorization", formats: ["Bearer {secret}"] }],
     phantom: { prefix: "npm_", sep: "", random: 27 },
     variables: ["NPM_TOKEN"],
     npmrc: "//registry.npmjs.org/",

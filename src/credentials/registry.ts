@@ -22,6 +22,8 @@ export class PhantomRegistry {
   /** session -> credential name -> its phantom and key. */
   readonly #bySession = new Map<string, Map<string, { phantom: string; key: string }>>();
   readonly #byKey = new Map<string, PhantomOwner>();
+  /** By lower-cased key: host names lose their case (a collision of 130+ random bits is moot). */
+  readonly #byFolded = new Map<string, PhantomOwner>();
   readonly #lengths = new Map<number, number>();
   #lengthList: number[] = [];
 
@@ -53,7 +55,9 @@ export class PhantomRegistry {
         } while (this.#byKey.has(key));
         held = { phantom, key };
         mine!.set(spec.name, held);
-        this.#byKey.set(key, { session, credential: spec.name, phantom });
+        const owner = { session, credential: spec.name, phantom };
+        this.#byKey.set(key, owner);
+        this.#byFolded.set(key.toLowerCase(), owner);
         this.#count(key.length, 1);
       }
       return {
@@ -71,6 +75,11 @@ export class PhantomRegistry {
     return this.#byKey.get(key);
   }
 
+  /** The owner of a lower-cased phantom key (from a host name), if it is live. */
+  lookupFolded(key: string): PhantomOwner | undefined {
+    return this.#byFolded.get(key.toLowerCase());
+  }
+
   /** Forget a session's phantoms (revoked, expired). */
   forget(session: string): void {
     const mine = this.#bySession.get(session);
@@ -78,6 +87,7 @@ export class PhantomRegistry {
     this.#bySession.delete(session);
     for (const { key } of mine.values()) {
       this.#byKey.delete(key);
+      this.#byFolded.delete(key.toLowerCase());
       this.#count(key.length, -1);
     }
   }

@@ -43,6 +43,8 @@ export interface ScanTargets<P, S> {
   /** Lengths of phantom keys in use (empty: no phantoms to look for). */
   lengths: readonly number[];
   lookup(key: string): P | undefined;
+  /** The same for a key whose case was lost (host names are compared lower-cased). */
+  lookupFolded?(key: string): P | undefined;
   /** Each secret's owner and needles (see `secretNeedles`). */
   secrets: readonly { owner: S; needles: readonly string[] }[];
 }
@@ -88,16 +90,17 @@ export function scanRequest<P, S>(
 ): { phantoms: Sighting<P>[]; secrets: Sighting<S>[] } {
   const phantoms: Sighting<P>[] = [];
   const secrets: Sighting<S>[] = [];
-  const look = (text: string, where: Where, depth = 1) => {
+  const look = (text: string, where: Where, depth = 1, lookup = targets.lookup) => {
     if (text === "") return;
-    for (const owner of findPhantoms(text, targets.lengths, targets.lookup, depth)) {
+    for (const owner of findPhantoms(text, targets.lengths, lookup, depth)) {
       phantoms.push({ owner, where });
     }
     for (const s of targets.secrets) {
       if (s.needles.some((n) => text.includes(n))) secrets.push({ owner: s.owner, where });
     }
   };
-  look(view.host, { kind: "host" });
+  // A host name has lost its case (and a CONNECT's Host header says the same again).
+  look(view.host, { kind: "host" }, 1, targets.lookupFolded ?? targets.lookup);
   if (view.path !== null) {
     look(view.path, { kind: "url" });
     const d = decodedPath(view.path);

@@ -44,8 +44,8 @@ export interface CredentialSpec {
   preset: string | null;
   source: CredentialSource;
   scope: CredentialScope;
-  /** A header that carries it: its lower-case name and the accepted formats (`Bearer {secret}`). */
-  header: { name: string; formats: string[] } | null;
+  /** Headers that carry it: lower-case names and the accepted formats (`Bearer {secret}`). */
+  headers: { name: string; formats: string[] }[];
   /** HTTP basic auth (`Authorization: Basic`) with the secret as password; `username` is sent upstream when set. */
   basic: { username: string | null } | null;
   /** A query parameter that carries it (`key` for Gemini). */

@@ -310,7 +310,7 @@ export function configJson(c: AgentgateConfig): Record<string, unknown> {
       hosts: x.scope.hosts,
       paths: x.scope.paths,
       methods: x.scope.methods ? [...x.scope.methods] : null,
-      header: x.header,
+      headers: x.headers,
       basic: x.basic !== null,
       query: x.query,
       variables: x.variables,

@@ -18,7 +18,7 @@ function spec(name: string, source: CredentialSpec["source"]): CredentialSpec {
       allowsPath: () => true,
       methods: null,
     },
-    header: { name: "x-token", formats: ["{secret}"] },
+    headers: [{ name: "x-token", formats: ["{secret}"] }],
     basic: null,
     query: null,
     phantom: { prefix: "", sep: "-", random: 48 },

@@ -153,6 +153,7 @@ export class CredentialBroker implements Addon {
     const seen = scanRequest(view, {
       lengths: this.phantoms.lengths,
       lookup: (k) => this.phantoms.lookup(k),
+      lookupFolded: (k) => this.phantoms.lookupFolded(k),
       secrets: loaded.needles,
     });
     if (seen.phantoms.length === 0 && seen.secrets.length === 0) return null;
