@@ -7,7 +7,7 @@
  * @module
  */
 import type { IncomingHttpHeaders } from "node:http";
-import type { Readable } from "node:stream";
+import { type Readable, Transform } from "node:stream";
 import { requestInfo } from "../policy/request.ts";
 import { resolveUpstream } from "../config/sections.ts";
 import { decideBody, decideHead, type RequestVerdict } from "../policy/pipeline.ts";
@@ -251,7 +251,11 @@ function settle(core: ProxyCore, flow: Flow, verdict: RequestVerdict) {
   );
   for (const a of core.addons) a.request?.(ex, out);
   let rest: Readable | undefined;
-  if (out.body === undefined && body) rest = replay(req, body);
+  if (out.body === undefined && body) {
+    rest = replay(req, body);
+    // What streams past the part that was read is watched as it goes (the credentials tripwire).
+    if (!body.complete && out.restWatchers.length) rest = watchRest(rest, out.restWatchers, ex);
+  }
   const target = out.query === null ? flow.target : {
     ...flow.target,
     rawPath: `${flow.target.rawPath.split("?")[0]}${out.query === "" ? "" : `?${out.query}`}`,
@@ -275,6 +279,7 @@ class Outgoing implements OutgoingRequest {
   edits: Map<string, string | null> | undefined;
   /** A replacement query string, or null to send the client's. */
   query: string | null = null;
+  restWatchers: ((chunk: Uint8Array) => string | null)[] = [];
 
   constructor(
     readonly verdict: RequestVerdict,
@@ -298,6 +303,10 @@ class Outgoing implements OutgoingRequest {
     this.query = query;
   }
 
+  watchRest(watch: (chunk: Uint8Array) => string | null): void {
+    this.restWatchers.push(watch);
+  }
+
   observe(observer: ResponseObserver): void {
     this.observers.push(observer);
   }
@@ -305,6 +314,34 @@ class Outgoing implements OutgoingRequest {
   transform(transform: ResponseTransform): void {
     this.response = this.response ? chainTransforms(this.response, transform) : transform;
   }
+}
+
+/**
+ * The rest of a body as it streams, each chunk shown to the watchers before
+ * it goes on; a watcher's reason stops the upload there (the chunk and the
+ * rest are withheld) and aborts the exchange with it.
+ */
+function watchRest(
+  body: Readable,
+  watchers: ((chunk: Uint8Array) => string | null)[],
+  ex: Exchange,
+): Readable {
+  let cut = false;
+  const out = new Transform({
+    transform(chunk: Uint8Array, _enc, done) {
+      if (cut) return done();
+      for (const w of watchers) {
+        const why = w(chunk);
+        if (why === null) continue;
+        cut = true;
+        body.unpipe(out);
+        ex.abort(why);
+        return done();
+      }
+      done(null, chunk);
+    },
+  });
+  return body.pipe(out);
 }
 
 /**

@@ -26,9 +26,12 @@ import {
   type IssuedCredential,
   judge,
   maskPhantom,
+  type PhantomOwner,
   PhantomRegistry,
   scanRequest,
+  type ScanTargets,
   secretNeedles,
+  type Sighting,
   type Swap,
   swapInQuery,
   swapInValue,
@@ -126,6 +129,35 @@ export class CredentialBroker implements Addon {
     return this.#active(ex) !== null;
   }
 
+  #targets(loaded: Loaded): ScanTargets<PhantomOwner, string> {
+    return {
+      lengths: this.phantoms.lengths,
+      lookup: (k) => this.phantoms.lookup(k),
+      lookupFolded: (k) => this.phantoms.lookupFolded(k),
+      secrets: loaded.needles,
+    };
+  }
+
+  #judge(
+    ex: Exchange,
+    loaded: Loaded,
+    seen: { phantoms: Sighting<PhantomOwner>[]; secrets: Sighting<string>[] },
+  ) {
+    const info = ex.info;
+    return judge(
+      {
+        scheme: info.scheme,
+        host: info.host,
+        port: info.port,
+        method: info.method,
+        path: info.path,
+        session: info.session,
+      },
+      loaded.specs,
+      seen,
+    );
+  }
+
   screen(
     ex: Exchange,
     rawHeaders: readonly string[],
@@ -150,25 +182,9 @@ export class CredentialBroker implements Addon {
         headers: [],
         body: bodyTexts(body, info, ex.config.limits.maxScanBytes),
       };
-    const seen = scanRequest(view, {
-      lengths: this.phantoms.lengths,
-      lookup: (k) => this.phantoms.lookup(k),
-      lookupFolded: (k) => this.phantoms.lookupFolded(k),
-      secrets: loaded.needles,
-    });
+    const seen = scanRequest(view, this.#targets(loaded));
     if (seen.phantoms.length === 0 && seen.secrets.length === 0) return null;
-    const j = judge(
-      {
-        scheme: info.scheme,
-        host: info.host,
-        port: info.port,
-        method: info.method,
-        path: info.path,
-        session: info.session,
-      },
-      loaded.specs,
-      seen,
-    );
+    const j = this.#judge(ex, loaded, seen);
     if ("swaps" in j) {
       if (j.swaps.length) this.#plans.set(ex, j.swaps);
       return null;
@@ -178,7 +194,38 @@ export class CredentialBroker implements Addon {
     return tripped(ex, j);
   }
 
+  /**
+   * The body past the part screened before the decision (a body larger than
+   * the scan cap), searched as it streams: a phantom or a real secret stops
+   * the upload there (in `mode: audit` it is recorded and the body goes on).
+   */
+  #restWatcher(ex: Exchange, loaded: Loaded): (chunk: Uint8Array) => string | null {
+    const dec = new TextDecoder("latin1");
+    let carry = "";
+    let done = false;
+    return (chunk) => {
+      if (done) return null;
+      const text = carry + dec.decode(chunk, { stream: true });
+      carry = text.slice(-STREAM_OVERLAP);
+      const seen = scanRequest(
+        { host: "", path: null, query: "", headers: [], body: [text] },
+        this.#targets(loaded),
+      );
+      if (seen.phantoms.length === 0 && seen.secrets.length === 0) return null;
+      const j = this.#judge(ex, loaded, seen);
+      if ("swaps" in j) return null;
+      done = true;
+      const v = tripped(ex, j);
+      ex.decision = v.decision;
+      ex.findings.push(...v.findings);
+      this.deps.metrics.credentialTripwire(j.credential, j.kind);
+      return v.decision.verdict === "deny" ? `upload cut: ${j.reason}` : null;
+    };
+  }
+
   request(ex: Exchange, out: OutgoingRequest): void {
+    const active = this.#active(ex);
+    if (active) out.watchRest(this.#restWatcher(ex, active));
     const plan = this.#plans.get(ex);
     if (!plan) return;
     const v = out.verdict.decision.verdict;
@@ -214,6 +261,9 @@ export class CredentialBroker implements Addon {
     out.setHeader("accept-encoding", "identity");
   }
 }
+
+/** Characters of a streamed body kept to find what spans two chunks (phantoms, encoded ones too). */
+const STREAM_OVERLAP = 2048;
 
 /** `[name, value, …]` as pairs with lower-case names; the proxy's own credentials are left out. */
 function pairs(raw: readonly string[]): [string, string][] {

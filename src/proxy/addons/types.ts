@@ -35,6 +35,13 @@ export interface OutgoingRequest {
   setHeader(name: string, value: string | null): void;
   /** Replace the query string upstream (without `?`; the path stays as sent). */
   setQuery(query: string): void;
+  /**
+   * See each chunk of the body that streams past the part read before the
+   * decision (a body larger than the scan cap); a reason returned stops the
+   * upload there and aborts the exchange with it (set `ex.decision` first to
+   * record why).
+   */
+  watchRest(watch: (chunk: Uint8Array) => string | null): void;
   /** See the response as it streams, unchanged (usage taps, DLP `warn`). */
   observe(observer: ResponseObserver): void;
   /**
