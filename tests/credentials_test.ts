@@ -781,9 +781,51 @@ Deno.test("credentials: sessions, rotation, echoes and real secrets on a long-li
       },
     );
 
+    await t.step("agentgate env --mint prints a session with its phantoms", async () => {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          MAIN,
+          "env",
+          "--mint",
+          "--label",
+          "gamma",
+          "--shell",
+          "bash",
+          "--config",
+          `${w.dir}/agentgate.yaml`,
+          "--proxy",
+          p.url,
+        ],
+        cwd: w.dir,
+        env: { ...w.env, AGENTGATE_DASHBOARD_TOKEN: w.dashToken, HOME: w.dir },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = dec.decode(out.stdout);
+      assert.equal(out.code, 0, dec.decode(out.stderr));
+      const vars = Object.fromEntries(
+        [...text.matchAll(/^export ([A-Za-z_0-9]+)='([^']*)'$/gm)].map((m) => [m[1], m[2]]),
+      );
+      assert.match(vars.OPENAI_API_KEY, /^sk-proj-agentgate-[0-9A-Za-z]{48}$/);
+      assert.match(vars.GITHUB_TOKEN, /^ghp_agentgate/);
+      assert.equal(vars.GIT_CONFIG_COUNT, "2");
+      const npmrc = await Deno.readTextFile(vars.NPM_CONFIG_USERCONFIG);
+      assert.match(npmrc, /^\/\/registry\.npmjs\.org\/:_authToken=npm_agentgate[0-9A-Za-z]{27}$/m);
+      const [, user, pass] = /^http:\/\/([^:]+):([^@]+)@/.exec(vars.HTTPS_PROXY)!;
+      const res = await chat(
+        as({ session: user, secret: decodeURIComponent(pass) }),
+        vars.OPENAI_API_KEY,
+      );
+      assert.equal(res.status, 200, "the printed phantom works with the printed proxy URL");
+      await res.body?.cancel();
+      assertNoSecret(w.real, "env's output", text + dec.decode(out.stderr) + npmrc);
+    });
+
     await t.step("metrics count swaps and tripwires", async () => {
       const text = await (await fetch(`${p.url}/_/metrics`)).text();
-      assert.match(text, /^agentgate_credential_swaps_total\{credential="openai"\} 2$/m);
+      assert.match(text, /^agentgate_credential_swaps_total\{credential="openai"\} 3$/m);
       assert.match(text, /^agentgate_credential_swaps_total\{credential="anthropic"\} 2$/m);
       assert.match(
         text,
