@@ -9,6 +9,7 @@
  *   deno task bench dlp                       DLP scan throughput (scripts/bench_dlp.ts)
  *   deno task bench usage                     usage tap and gunzip CPU per MiB (scripts/bench_usage.ts)
  *   deno task bench pricing                   pricing one LLM call, deciding one under a budget
+ *   deno task bench credentials               the credentials tripwire: screening heads and bodies
  *
  * Plugs agentgate into the shared harness as the `PROXY_*` candidate with a
  * 20-rule policy and the audit on (the configuration the issues' targets
@@ -58,8 +59,10 @@ if (import.meta.main && Deno.args[0] === "sse") {
     stderr: "inherit",
   }).output();
   Deno.exit(code);
-} else if (import.meta.main && ["dlp", "usage", "pricing"].includes(Deno.args[0])) {
-  // `usage` and `pricing` are written for `deno bench`; `dlp` prints its own table.
+} else if (
+  import.meta.main && ["dlp", "usage", "pricing", "credentials"].includes(Deno.args[0])
+) {
+  // `usage`, `pricing` and `credentials` are written for `deno bench`; `dlp` prints its own table.
   const file = new URL(`./bench_${Deno.args[0]}.ts`, import.meta.url).pathname;
   const { code } = await new Deno.Command(Deno.execPath(), {
     args: Deno.args[0] === "dlp" ? ["run", file] : ["bench", "-A", file],
