@@ -115,3 +115,15 @@ Deno.bench("search 1 MB streamed past the cap (64 KiB chunks, 2 KiB overlap)", (
     scanRequest({ host: "", path: null, query: "", headers: [], body: [text] }, targets);
   }
 });
+
+// Hostile bodies: made of markers, raw and base64-encoded (each window is decoded once).
+const markers = "agentgate-".repeat(100_000);
+const b64markers = btoa("agentgate".repeat(116_000)).slice(0, 1_000_000);
+
+Deno.bench("screen 1 MB of raw markers (hostile)", () => {
+  scanRequest({ host: "", path: null, query: "", headers: [], body: [markers] }, targets);
+});
+
+Deno.bench("screen 1 MB of base64-encoded markers (hostile)", () => {
+  scanRequest({ host: "", path: null, query: "", headers: [], body: [b64markers] }, targets);
+});

@@ -125,7 +125,7 @@ export function secretNeedles(secret: string): string[] {
 }
 
 const MARKER_BASE64 = stableBase64(MARKER);
-const MARKER_HEX = hexOf(MARKER);
+const MARKER_HEXES = [hexOf(MARKER), hexOf(MARKER).toUpperCase()];
 
 function isBase64Char(c: number): boolean {
   return isBase62(c) || c === 43 || c === 47 || c === 45 || c === 95 || c === 61;
@@ -135,19 +135,49 @@ function isHexChar(c: number): boolean {
   return (c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102);
 }
 
-/** The run of characters around `at` that `ok` accepts, at most `max` on each side. */
+/** The run of characters around `at` that `ok` accepts, at most `max` on each side: [start, end). */
 function runAround(
   text: string,
   at: number,
   len: number,
   ok: (c: number) => boolean,
   max: number,
-): string {
+): [number, number] {
   let s = at;
   while (s > 0 && at - s < max && ok(text.charCodeAt(s - 1))) s--;
   let e = at + len;
   while (e < text.length && e - at < max && ok(text.charCodeAt(e))) e++;
-  return text.slice(s, e);
+  return [s, e];
+}
+
+/**
+ * The windows around each occurrence of `markers`, merged: each part of the
+ * text is decoded once however many markers it holds (a body made of
+ * encoded markers costs linear work, not a window per marker).
+ */
+function windows(
+  text: string,
+  markers: readonly string[],
+  ok: (c: number) => boolean,
+): [number, number][] {
+  const found: [number, number][] = [];
+  for (const m of markers) {
+    let covered = -1;
+    for (let i = text.indexOf(m); i !== -1; i = text.indexOf(m, i + m.length)) {
+      if (i + m.length <= covered) continue;
+      const w = runAround(text, i, m.length, ok, DECODE_WINDOW);
+      found.push(w);
+      covered = w[1];
+    }
+  }
+  found.sort((a, b) => a[0] - b[0]);
+  const merged: [number, number][] = [];
+  for (const w of found) {
+    const last = merged[merged.length - 1];
+    if (last && w[0] <= last[1]) last[1] = Math.max(last[1], w[1]);
+    else merged.push([w[0], w[1]]);
+  }
+  return merged;
 }
 
 /** Decode base64 (either alphabet, padding optional) from each of 4 offsets, as latin1 text. */
@@ -215,18 +245,11 @@ export function findPhantoms<T>(
   }
   if (depth <= 0) return out;
   const decoded: string[] = [];
-  for (const m of MARKER_BASE64) {
-    for (let i = text.indexOf(m); i !== -1; i = text.indexOf(m, i + m.length)) {
-      decoded.push(...decodeBase64Run(runAround(text, i, m.length, isBase64Char, DECODE_WINDOW)));
-    }
+  for (const [s, e] of windows(text, MARKER_BASE64, isBase64Char)) {
+    decoded.push(...decodeBase64Run(text.slice(s, e)));
   }
-  const lower = text.indexOf(MARKER_HEX) !== -1 || text.indexOf(MARKER_HEX.toUpperCase()) !== -1;
-  if (lower) {
-    for (const m of [MARKER_HEX, MARKER_HEX.toUpperCase()]) {
-      for (let i = text.indexOf(m); i !== -1; i = text.indexOf(m, i + m.length)) {
-        decoded.push(...decodeHexRun(runAround(text, i, m.length, isHexChar, DECODE_WINDOW)));
-      }
-    }
+  for (const [s, e] of windows(text, MARKER_HEXES, isHexChar)) {
+    decoded.push(...decodeHexRun(text.slice(s, e)));
   }
   for (const d of decoded) out.push(...findPhantoms(d, lengths, lookup, depth - 1));
   return out;
