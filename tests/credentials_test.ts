@@ -956,3 +956,65 @@ audit: { path: ./audit.db }
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("credentials: a proxy.auth token's session gets its phantoms from GET /_/credentials and agentgate env", async () => {
+  const w = await world();
+  const token = `tok-${rand()}`;
+  const env = { ...w.env, AG_CRED_TEST_TOKEN: token };
+  const yaml = (await Deno.readTextFile(`${w.dir}/agentgate.yaml`)).replace(
+    "version: 1\n",
+    "version: 1\nproxy: { auth: [{ token_env: AG_CRED_TEST_TOKEN, label: ci }] }\n",
+  );
+  await Deno.writeTextFile(`${w.dir}/agentgate.yaml`, yaml);
+  const p = await startProxyIn({ ...w, env });
+  const caPem = await Deno.readTextFile(`${w.dir}/ca/ca.pem`);
+  const client = Deno.createHttpClient({
+    proxy: { url: p.url, basicAuth: { username: "anyone", password: token } },
+    caCerts: [caPem],
+  });
+  try {
+    const res = await fetch(`${p.url}/_/credentials`, {
+      headers: { "proxy-authorization": `Basic ${btoa(`:${token}`)}` },
+    });
+    assert.equal(res.status, 200);
+    const body = await res.json();
+    assert.equal(body.session, "ci");
+    const openai = body.credentials.find((c: { name: string }) => c.name === "openai").phantom;
+    const chat = await fetch("https://api.openai.com/v1/chat/completions", {
+      method: "POST",
+      headers: { authorization: `Bearer ${openai}`, "content-type": "application/json" },
+      body: "{}",
+      client,
+    } as RequestInit);
+    assert.equal(chat.status, 200);
+    await chat.body?.cancel();
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        MAIN,
+        "env",
+        "--shell",
+        "bash",
+        "--config",
+        `${w.dir}/agentgate.yaml`,
+        "--proxy",
+        `http://${token}@127.0.0.1:${p.port}`,
+      ],
+      cwd: w.dir,
+      env: { ...env, HOME: w.dir },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = dec.decode(out.stdout);
+    assert.equal(out.code, 0, dec.decode(out.stderr));
+    assert.match(text, new RegExp(`^export OPENAI_API_KEY='${openai}'$`, "m"), "the same phantom");
+    assertNoSecret(w.real, "env's output", text + dec.decode(out.stderr));
+    await p.stop();
+    assertNoSecret(w.real, "the proxy's log", [...p.stdout, ...p.stderr].join("\n"));
+  } finally {
+    client.close();
+    await p.dispose();
+    await w.dispose();
+  }
+});
