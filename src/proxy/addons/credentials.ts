@@ -256,6 +256,7 @@ export class CredentialBroker implements Addon {
     }
     if (query !== null) out.setQuery(query);
     if (used.size === 0) return;
+    ex.addMask(maskOf(used));
     out.transform(echoMask(used, ex));
     // Only an uncompressed response can be searched for an echoed secret.
     out.setHeader("accept-encoding", "identity");
@@ -328,6 +329,27 @@ function scrub(info: RequestInfo, loaded: Loaded): void {
     info.query = mask(info.query);
     for (const k of Object.keys(info.headers)) info.headers[k] = mask(info.headers[k]);
   }
+}
+
+/**
+ * A function that masks the given secrets in a text (an upstream's error
+ * quoting one): each run that starts like a secret (its first 8 characters)
+ * is masked as far as it matches, since a quote may be cut short.
+ */
+function maskOf(secrets: Map<string, Secret>): (text: string) => string {
+  return (text) => {
+    let out = text;
+    for (const [name, s] of secrets) {
+      const v = s.reveal();
+      const head = v.slice(0, 8);
+      for (let i = out.indexOf(head); i !== -1; i = out.indexOf(head, i + 1)) {
+        let n = head.length;
+        while (n < v.length && i + n < out.length && out[i + n] === v[n]) n++;
+        out = out.slice(0, i) + masked(name) + out.slice(i + n);
+      }
+    }
+    return out;
+  };
 }
 
 /**

@@ -210,3 +210,22 @@ Deno.test("broker: an echoed secret is masked across chunk boundaries, text resp
     ["credential_secret", "response", "redact"],
   ]);
 });
+
+Deno.test("broker: an upstream error quoting a swapped secret (even cut short) is masked in the row", () => {
+  const { broker, openai, exchange } = setup();
+  const rows: Record<string, unknown>[] = [];
+  const base = exchange("api.openai.com", "/v1/chat", ["Authorization", `Bearer ${openai}`]);
+  const ex = new Exchange(base.info, { record: (e) => rows.push(e as never) }, base.config);
+  broker.screen(ex, ["Authorization", `Bearer ${openai}`], null);
+  broker.request(ex, outgoing(ex).out);
+  const quoted = `invalid header line "X-Echo: Bearer ${REAL.openai.slice(0, 14)}"`;
+  assert.equal(
+    ex.scrub(quoted),
+    'invalid header line "X-Echo: Bearer [REDACTED:credential:openai]"',
+  );
+  ex.usage = { error: `Incorrect API key provided: ${REAL.openai}.` };
+  ex.finish({ status: 502, reason: `"api.openai.com:443" closed the connection: ${quoted}` });
+  const row = JSON.stringify(rows[0]);
+  assert.ok(!row.includes(REAL.openai.slice(0, 8)), row);
+  assert.match(row, /Incorrect API key provided: \[REDACTED:credential:openai\]\./);
+});
