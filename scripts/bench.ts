@@ -15,6 +15,7 @@
  *   deno task bench usage                     usage tap and gunzip CPU per MiB (scripts/bench_usage.ts)
  *   deno task bench pricing                   pricing one LLM call, deciding one under a budget
  *   deno task bench mask                      canonical paths and secret masking per request (scripts/bench_mask.ts)
+ *   deno task bench credentials               the credentials tripwire: screening heads and bodies
  *
  * Plugs agentgate into the shared harness as the `PROXY_*` candidate with a
  * 20-rule policy and the audit on (the configuration the issues' targets
@@ -65,10 +66,11 @@ if (import.meta.main && Deno.args[0] === "sse") {
   }).output();
   Deno.exit(code);
 } else if (
-  import.meta.main && ["dlp", "usage", "pricing", "mask", "budget"].includes(Deno.args[0])
+  import.meta.main &&
+  ["dlp", "usage", "pricing", "mask", "budget", "credentials"].includes(Deno.args[0])
 ) {
-  // `usage`, `pricing` and `budget` are written for `deno bench`; `dlp` and `mask` print
-  // their own tables.
+  // `usage`, `pricing`, `budget` and `credentials` are written for `deno bench`; `dlp` and
+  // `mask` print their own tables.
   const file = new URL(`./bench_${Deno.args[0]}.ts`, import.meta.url).pathname;
   const { code } = await new Deno.Command(Deno.execPath(), {
     args: ["dlp", "mask"].includes(Deno.args[0]) ? ["run", file] : ["bench", "-A", file],

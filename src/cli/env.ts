@@ -6,15 +6,17 @@
  * @module
  */
 import http from "node:http";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
+import { homedir } from "node:os";
 import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
 import { configOption, proxyOption } from "./options.ts";
 import type { Io } from "./io.ts";
 import { loadForCommand } from "./config_arg.ts";
 import type { AgentgateConfig } from "../config/load.ts";
-import { CaError, loadOrCreateCA } from "../tls/ca.ts";
+import { CaError, defaultCaDir, expandHome, loadOrCreateCA } from "../tls/ca.ts";
 import { writeTrustBundle } from "../tls/bundle.ts";
 import { LABEL_PATTERN } from "../util/session_id.ts";
+import type { IssuedCredential } from "../credentials/mod.ts";
 
 /** Proxy variables, upper case first; most tools read one spelling or the other. */
 export const PROXY_VARS = [
@@ -120,6 +122,146 @@ export function mergeEnvironment(
     } else env[name] = value;
   }
   return { env, kept };
+}
+
+// --- phantom tokens ---------------------------------------------------------------
+
+/**
+ * The variables that hand a session its phantom tokens: each credential's
+ * variables (`OPENAI_API_KEY`, …) set to its phantom; for npm registries an
+ * .npmrc written to `npmrcFile` — the user's own (`NPM_CONFIG_USERCONFIG` or
+ * `~/.npmrc`) without its tokens for those registries, plus the phantoms —
+ * and for git hosts a credential helper that answers with the phantom
+ * (`GIT_CONFIG_COUNT`/`KEY_n`/`VALUE_n`, after any the user set; it resets
+ * the host's other helpers, which could hold the real token).
+ *
+ * @example
+ * await phantomEnvironment(issued, { env: (n) => Deno.env.get(n), npmrcFile: "/tmp/x/npmrc" })
+ * // [["OPENAI_API_KEY", "sk-proj-agentgate-…"], ["GITHUB_TOKEN", "ghp_agentgate…"], …]
+ */
+export async function phantomEnvironment(
+  issued: readonly IssuedCredential[],
+  opts: {
+    env: (name: string) => string | undefined;
+    npmrcFile: string;
+    /**
+     * With TLS interception: npm trusts only its `cafile` when one is set (Debian's
+     * npm sets one globally), so the .npmrc names the user's cafile plus the
+     * agentgate CA (written beside the .npmrc), or else `bundle`.
+     */
+    trust?: { caPem: string; bundle: string };
+  },
+): Promise<[string, string][]> {
+  const out: [string, string][] = [];
+  for (const c of issued) for (const v of c.variables) out.push([v, c.phantom]);
+  const npm = issued.filter((c) => c.npmrc !== null);
+  if (npm.length > 0) {
+    const own = opts.env("NPM_CONFIG_USERCONFIG") ?? opts.env("npm_config_userconfig") ??
+      join(opts.env("HOME") ?? homedir(), ".npmrc");
+    let text = "";
+    try {
+      text = await Deno.readTextFile(own);
+    } catch {
+      // No user config: ours alone.
+    }
+    const keys = npm.map((c) => `${c.npmrc}:`);
+    let cafile: string | null = null;
+    const kept = text.split(/\r?\n/).filter((line) => {
+      const l = line.trim();
+      const m = /^cafile\s*=\s*(.+)$/.exec(l);
+      if (m && opts.trust) {
+        cafile = m[1].trim();
+        return false;
+      }
+      return !keys.some((k) => l.startsWith(k));
+    });
+    const lines = [...kept, ...npm.map((c) => `${c.npmrc}:_authToken=${c.phantom}`)];
+    await Deno.mkdir(dirname(opts.npmrcFile), { recursive: true, mode: 0o700 });
+    if (opts.trust) {
+      let file = opts.trust.bundle;
+      const own = cafile === null ? null : await Deno.readTextFile(cafile).catch(() => null);
+      if (own !== null) {
+        file = `${opts.npmrcFile}.ca.pem`;
+        await Deno.writeTextFile(file, `${own.trimEnd()}\n${opts.trust.caPem.trim()}\n`);
+      }
+      lines.push(`cafile=${file}`);
+    }
+    await Deno.writeTextFile(opts.npmrcFile, lines.filter((l) => l !== "").join("\n") + "\n", {
+      mode: 0o600,
+    });
+    out.push(["NPM_CONFIG_USERCONFIG", opts.npmrcFile], ["npm_config_userconfig", opts.npmrcFile]);
+  }
+  const git = issued.filter((c) => c.git.hosts.length > 0);
+  if (git.length > 0) {
+    let n = Number(opts.env("GIT_CONFIG_COUNT") ?? "0");
+    if (!Number.isInteger(n) || n < 0) n = 0;
+    const add = (key: string, value: string) => {
+      out.push([`GIT_CONFIG_KEY_${n}`, key], [`GIT_CONFIG_VALUE_${n}`, value]);
+      n++;
+    };
+    for (const c of git) {
+      for (const host of c.git.hosts) {
+        const key = `credential.https://${host}.helper`;
+        add(key, ""); // an empty helper clears the ones configured before
+        add(
+          key,
+          `!f() { test "$1" = get && printf 'username=%s\\npassword=%s\\n' ${
+            shellQuote("bash", c.git.username)
+          } ${shellQuote("bash", c.phantom)}; }; f`,
+        );
+      }
+    }
+    out.push(["GIT_CONFIG_COUNT", String(n)]);
+  }
+  return out;
+}
+
+/**
+ * `GET /_/credentials` on a running proxy with a session's proxy
+ * credentials: that session's phantoms.
+ */
+export function fetchPhantoms(
+  base: string,
+  creds: { user: string; pass: string },
+): Promise<
+  {
+    status: number;
+    session: string | null;
+    credentials: IssuedCredential[] | null;
+    reason: string | null;
+  }
+> {
+  return new Promise((resolvePromise, reject) => {
+    const basic = btoa(
+      String.fromCharCode(...new TextEncoder().encode(`${creds.user}:${creds.pass}`)),
+    );
+    const req = http.request(`${base}/_/credentials`, {
+      headers: { "proxy-authorization": `Basic ${basic}` },
+      timeout: 10_000,
+    }, (res) => {
+      const chunks: Uint8Array[] = [];
+      res.on("data", (c: Uint8Array) => chunks.push(c));
+      res.on("end", () => {
+        let body: { session?: string; credentials?: IssuedCredential[]; reason?: string } | null =
+          null;
+        try {
+          body = JSON.parse(new TextDecoder().decode(Buffer.concat(chunks)));
+        } catch {
+          // Not JSON.
+        }
+        resolvePromise({
+          status: res.statusCode ?? 0,
+          session: typeof body?.session === "string" ? body.session : null,
+          credentials: Array.isArray(body?.credentials) ? body!.credentials! : null,
+          reason: typeof body?.reason === "string" ? body.reason : null,
+        });
+      });
+      res.on("error", reject);
+    });
+    req.on("timeout", () => req.destroy(new Error("no answer within 10 s")));
+    req.on("error", reject);
+    req.end();
+  });
 }
 
 // --- proxy URLs ----------------------------------------------------------------
@@ -369,6 +511,9 @@ export const envSpec: CommandSpec = {
     "Credentials: a proxy without proxy.auth takes anonymous clients. Otherwise pass a",
     "proxy.auth token in --proxy (its session is the token's label), or --mint a session of",
     "your own: its id and secret go into the URL, and only the admin token can mint one.",
+    "With credentials: in the policy, that session's phantom tokens are printed too (its",
+    "variables, an .npmrc in <CA dir>/sessions/, a git credential helper); anonymous shells",
+    "have none.",
     "",
     "Examples:",
     '  eval "$(agentgate env)"                         # bash, zsh',
@@ -400,6 +545,9 @@ export async function env(args: string[], io: Io): Promise<number> {
   const base = target ? target.base : clientUrlFor(config.listen);
   let proxyUrl = target ? target.url : base;
   const mint = Boolean(parsed.opts.mint);
+  /** The session's phantoms (a minted session, or a proxy.auth token's). */
+  let issued: IssuedCredential[] = [];
+  let sessionName = "";
   const label = parsed.opts.label as string | undefined;
   const ttl = parsed.opts.ttl as string | undefined;
   if (!mint && (label !== undefined || ttl !== undefined)) {
@@ -433,6 +581,8 @@ export async function env(args: string[], io: Io): Promise<number> {
     }
     const session = r.body.session as string;
     proxyUrl = proxyUrlWith(base, { user: session, pass: r.body.secret as string });
+    if (Array.isArray(r.body.credentials)) issued = r.body.credentials as IssuedCredential[];
+    sessionName = session;
     const until = typeof r.body.expires_at === "number"
       ? ` until ${new Date(r.body.expires_at).toISOString()}`
       : "";
@@ -444,9 +594,30 @@ export async function env(args: string[], io: Io): Promise<number> {
       "agentgate env: warning: the policy sets proxy.auth, so the proxy answers 407 without " +
         "credentials: pass a token with --proxy http://TOKEN@HOST:PORT, or mint a session with --mint\n",
     );
+  } else if (target !== null && target.token !== null && config.credentials.length > 0) {
+    // A proxy.auth token's session: ask the proxy for that session's phantoms.
+    const got = await fetchPhantoms(base, { user: target.user ?? "", pass: target.token }).catch((
+      e,
+    ) => ({ status: 0, session: null, credentials: null, reason: (e as Error).message }));
+    if (got.credentials === null) {
+      io.stderr(
+        `agentgate env: warning: no phantom tokens from ${base}/_/credentials (${
+          got.status || "no answer"
+        }${got.reason ? `: ${got.reason}` : ""}): the credentials of the policy are not set\n`,
+      );
+    } else {
+      issued = got.credentials;
+      sessionName = got.session ?? "token";
+    }
+  } else if (config.credentials.length > 0) {
+    io.stderr(
+      "agentgate env: warning: phantom tokens belong to a session and this shell has none: " +
+        "use --mint, or a proxy.auth token in --proxy, to get the policy's credentials\n",
+    );
   }
   let bundle: string | null = null;
   let caCert: string | null = null;
+  let caPem: string | null = null;
   if (config.tls.intercept.length > 0) {
     try {
       const ca = await loadOrCreateCA(config.tls.caDir ?? undefined);
@@ -454,6 +625,7 @@ export async function env(args: string[], io: Io): Promise<number> {
       const b = await writeTrustBundle(ca, join(dirname(ca.certPath), "bundle.pem"));
       bundle = b.file;
       caCert = ca.certPath;
+      caPem = ca.certPem;
     } catch (e) {
       if (!(e instanceof CaError) && !/trust bundle/.test((e as Error).message)) throw e;
       io.stderr(`agentgate env: ${(e as Error).message}\n`);
@@ -461,6 +633,16 @@ export async function env(args: string[], io: Io): Promise<number> {
     }
   }
   const vars = proxyEnvironment({ proxyUrl, noProxy: noProxyOf(config), bundle, caCert });
+  if (issued.length > 0) {
+    const home = config.tls.caDir ? resolve(io.cwd, expandHome(config.tls.caDir)) : defaultCaDir();
+    vars.push(
+      ...await phantomEnvironment(issued, {
+        env: io.env,
+        npmrcFile: join(home, "sessions", `${sessionName.replace(/[^A-Za-z0-9._-]/g, "_")}.npmrc`),
+        trust: caPem !== null && bundle !== null ? { caPem, bundle } : undefined,
+      }),
+    );
+  }
   io.stdout(setLines(shell, vars));
   return 0;
 }

@@ -8,6 +8,7 @@ import {
   env,
   mergeEnvironment,
   parseProxyUrl,
+  phantomEnvironment,
   proxyEnvironment,
   proxyUrlWith,
   setLines,
@@ -217,6 +218,84 @@ Deno.test("env command: listen address, --proxy, --unset, interception bundle", 
     );
 
     await assert.rejects(() => env(["--shell", "tcsh"], memoryIo()), /expected one of bash/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("env: phantom variables, an .npmrc without the user's tokens, a git helper that answers with the phantom", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(
+      `${dir}/user.npmrc`,
+      "fund=false\n//registry.npmjs.org/:_authToken=npm_REALREALREAL\ncafile=" +
+        `${dir}/corp.pem\n`,
+    );
+    await Deno.writeTextFile(
+      `${dir}/corp.pem`,
+      "-----BEGIN CERTIFICATE-----\nCORP\n-----END CERTIFICATE-----\n",
+    );
+    const vars = await phantomEnvironment([
+      {
+        name: "npm",
+        phantom: "npm_agentgateAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        variables: ["NPM_TOKEN"],
+        npmrc: "//registry.npmjs.org/",
+        git: { hosts: [], username: "x-access-token" },
+      },
+      {
+        name: "github",
+        phantom: "ghp_agentgateBBBBBBBBBBBBBBBBBBBBBBBBBBB",
+        variables: ["GITHUB_TOKEN", "GH_TOKEN"],
+        npmrc: null,
+        git: { hosts: ["github.com"], username: "x-access-token" },
+      },
+    ], {
+      env: (n) =>
+        ({ NPM_CONFIG_USERCONFIG: `${dir}/user.npmrc`, GIT_CONFIG_COUNT: "2" } as Record<
+          string,
+          string
+        >)[n],
+      npmrcFile: `${dir}/out/npmrc`,
+      trust: {
+        caPem: "-----BEGIN CERTIFICATE-----\nAGENTGATE\n-----END CERTIFICATE-----",
+        bundle: "/b.pem",
+      },
+    });
+    const helper =
+      "!f() { test \"$1\" = get && printf 'username=%s\\npassword=%s\\n' 'x-access-token' 'ghp_agentgateBBBBBBBBBBBBBBBBBBBBBBBBBBB'; }; f";
+    assert.deepEqual(vars, [
+      ["NPM_TOKEN", "npm_agentgateAAAAAAAAAAAAAAAAAAAAAAAAAAA"],
+      ["GITHUB_TOKEN", "ghp_agentgateBBBBBBBBBBBBBBBBBBBBBBBBBBB"],
+      ["GH_TOKEN", "ghp_agentgateBBBBBBBBBBBBBBBBBBBBBBBBBBB"],
+      ["NPM_CONFIG_USERCONFIG", `${dir}/out/npmrc`],
+      ["npm_config_userconfig", `${dir}/out/npmrc`],
+      // After the two the user set; the empty helper clears the ones configured before.
+      ["GIT_CONFIG_KEY_2", "credential.https://github.com.helper"],
+      ["GIT_CONFIG_VALUE_2", ""],
+      ["GIT_CONFIG_KEY_3", "credential.https://github.com.helper"],
+      ["GIT_CONFIG_VALUE_3", helper],
+      ["GIT_CONFIG_COUNT", "4"],
+    ]);
+    assert.equal(
+      await Deno.readTextFile(`${dir}/out/npmrc`),
+      `fund=false\n//registry.npmjs.org/:_authToken=npm_agentgateAAAAAAAAAAAAAAAAAAAAAAAAAAA\ncafile=${dir}/out/npmrc.ca.pem\n`,
+    );
+    assert.equal((await Deno.stat(`${dir}/out/npmrc`)).mode! & 0o777, 0o600);
+    assert.equal(
+      await Deno.readTextFile(`${dir}/out/npmrc.ca.pem`),
+      "-----BEGIN CERTIFICATE-----\nCORP\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nAGENTGATE\n-----END CERTIFICATE-----\n",
+    );
+    // The helper is what git runs: it answers with the phantom.
+    const out = await new Deno.Command("sh", {
+      args: ["-c", `${helper.slice(1)} get`],
+      stdout: "piped",
+    })
+      .output();
+    assert.equal(
+      new TextDecoder().decode(out.stdout),
+      "username=x-access-token\npassword=ghp_agentgateBBBBBBBBBBBBBBBBBBBBBBBBBBB\n",
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -27,10 +27,12 @@ import {
   mergeEnvironment,
   noProxyOf,
   parseProxyUrl,
+  phantomEnvironment,
   proxyEnvironment,
   type ProxyTarget,
   proxyUrlWith,
 } from "./env.ts";
+import type { IssuedCredential } from "../credentials/mod.ts";
 import type { AgentgateConfig } from "../config/load.ts";
 import {
   CA_CERT_FILE,
@@ -138,6 +140,12 @@ export const runSpec: CommandSpec = {
     "unless --override-env. SIGINT and SIGTERM are passed on to the command. The command never",
     "gets AGENTGATE_TOKEN, AGENTGATE_DASHBOARD_TOKEN or the policy's token_env variables.",
     "",
+    "With credentials: in the policy the command holds phantom tokens, never the real secrets:",
+    "each credential's variables (OPENAI_API_KEY, GITHUB_TOKEN, …) are set to this session's",
+    "phantoms (replacing what is set), npm gets an .npmrc (NPM_CONFIG_USERCONFIG) and git a",
+    "credential helper (GIT_CONFIG_*), and the env: variables the secrets come from are withheld.",
+    "agentgate swaps a phantom for its secret on requests a rule allows, to the hosts it names.",
+    "",
     "The policy is read once, before the command starts; with --watch it is reloaded when its",
     "files change. A warning says so when the command could change the policy (a file in its",
     "working directory, or writable by its user: root can write anything not mounted read-only).",
@@ -240,6 +248,8 @@ interface Backend {
   /** The run's session and its secret (the child's proxy credentials). */
   session: string;
   secret: string;
+  /** The session's phantom tokens, one per credential of the proxy's policy. */
+  credentials: IssuedCredential[];
   config: AgentgateConfig;
   /** Policy files the proxy loaded (in-process only: a running proxy's are its own). */
   files: string[];
@@ -296,12 +306,13 @@ async function startInProcess(
   );
   const first = await Promise.race([ready, served.then((code) => ({ code }))]);
   if ("code" in first) return first.code === 0 ? 1 : first.code;
-  const { port, proxy, auth } = first;
+  const { port, proxy, auth, credentials } = first;
   // The run's session: the proxy demands credentials (serve's `run` hook), so
   // clients that send them only after a 407 challenge (git/libcurl anyauth,
   // .NET, Java) are attributed to it too, and no other can be minted.
   const grant = auth.sessions.mint({ label: label ?? null });
   const config = proxy.config;
+  const issued = credentials.issue(grant.session, config);
   let ca: CertificateAuthority | null = null;
   if (config.tls.intercept.length > 0) {
     try {
@@ -320,6 +331,7 @@ async function startInProcess(
     base: `http://127.0.0.1:${port}`,
     session: grant.session,
     secret: grant.secret,
+    credentials: issued,
     config,
     files: config.files,
     facts: () => ({
@@ -404,6 +416,7 @@ async function useRunning(
     base: target.base,
     session: minted.session,
     secret: minted.secret,
+    credentials: minted.credentials,
     config,
     files: [],
     facts: () => ({ watch: false, policy_reloads: [], invalid_credentials: null }),
@@ -472,12 +485,14 @@ async function mintSession(
   base: string,
   headers: Record<string, string>,
   label: string | null,
-): Promise<{ session: string; secret: string }> {
+): Promise<{ session: string; secret: string; credentials: IssuedCredential[] }> {
   const r = await getJson(`${base}/_/api/sessions`, headers, 10_000, {
     method: "POST",
     body: label === null ? {} : { label },
   });
-  const body = r.body as { session?: string; secret?: string; reason?: string } | null;
+  const body = r.body as
+    | { session?: string; secret?: string; reason?: string; credentials?: IssuedCredential[] }
+    | null;
   if (r.status !== 201 || typeof body?.session !== "string" || typeof body.secret !== "string") {
     const why = body?.reason ?? (typeof r.body === "string" ? r.body.slice(0, 200) : "");
     throw new Error(
@@ -488,7 +503,11 @@ async function mintSession(
       }`,
     );
   }
-  return { session: body.session, secret: body.secret };
+  return {
+    session: body.session,
+    secret: body.secret,
+    credentials: Array.isArray(body.credentials) ? body.credentials : [],
+  };
 }
 
 /**
@@ -630,7 +649,19 @@ export async function run(args: string[], io: Io): Promise<number> {
       }
     }
     const merged = mergeEnvironment(ours, io.env, override);
-    const env = { ...merged.env, ...trust };
+    tmpDir ??= backend.credentials.length
+      ? await Deno.makeTempDir({ prefix: "agentgate-run-" })
+      : null;
+    const phantoms = await phantomVariables(
+      backend.credentials,
+      io,
+      tmpDir,
+      backend.ca && trust.SSL_CERT_FILE
+        ? { caPem: backend.ca.certPem, bundle: trust.SSL_CERT_FILE }
+        : undefined,
+    );
+    // Phantoms always replace what is set: a variable of the same name may hold the real secret.
+    const env = { ...merged.env, ...trust, ...phantoms };
     const kept = merged.kept;
     if (kept.length > 0) {
       io.stderr(
@@ -643,9 +674,10 @@ export async function run(args: string[], io: Io): Promise<number> {
         !target && backend.config.dashboard ? ` (dashboard: ${backend.base}/_/dashboard)` : ""
       }\n`,
     );
+    if (backend.credentials.length) io.stderr(phantomLine(backend.credentials));
     // The command gets its session's credentials and nothing that would let it
     // act as another session or mint one.
-    const withheld = [...SECRET_VARS, ...backend.config.secretEnv];
+    const withheld = [...SECRET_VARS, ...backend.config.secretEnv].filter((n) => !(n in phantoms));
     childCode = await runChild(cmd, env, io, withheld);
   } catch (e) {
     await backend.finish().catch(() => {});
@@ -714,6 +746,40 @@ export async function run(args: string[], io: Io): Promise<number> {
     }
   }
   return 0;
+}
+
+/** What the command holds instead of each credential (names only, never a value). */
+function phantomLine(issued: readonly IssuedCredential[]): string {
+  const what = issued.map((c) => {
+    const where = [
+      ...c.variables,
+      ...(c.npmrc ? [".npmrc"] : []),
+      ...(c.git.hosts.length ? ["git"] : []),
+    ];
+    return `${c.name}${where.length ? ` (${where.join(", ")})` : ""}`;
+  });
+  return `agentgate run: phantom tokens for ${
+    what.join(", ")
+  }: agentgate swaps in the real secrets\n`;
+}
+
+/**
+ * The child's phantom variables (see `phantomEnvironment`), the .npmrc
+ * written into the run's temporary directory; none without credentials.
+ */
+async function phantomVariables(
+  issued: readonly IssuedCredential[],
+  io: Io,
+  dir: string | null,
+  trust: { caPem: string; bundle: string } | undefined,
+): Promise<Record<string, string>> {
+  if (issued.length === 0 || dir === null) return {};
+  const vars = await phantomEnvironment(issued, {
+    env: io.env,
+    npmrcFile: join(dir, "npmrc"),
+    trust,
+  });
+  return Object.fromEntries(vars);
 }
 
 /**

@@ -13,7 +13,10 @@ import type http from "node:http";
 import { ProxyServer } from "../proxy/server.ts";
 import { ProxyAuth } from "../proxy/auth.ts";
 import { SessionRegistry } from "../proxy/sessions.ts";
-import { Metrics, standardAddons } from "../proxy/addons/mod.ts";
+import { CredentialBroker, Metrics, standardAddons } from "../proxy/addons/mod.ts";
+import { loadSecrets, SecretLoadError } from "../proxy/secrets.ts";
+import type { Secret } from "../util/secret.ts";
+import { parseProxyAuthorization } from "../proxy/auth.ts";
 import { NANO, PolicyState, type SpendRow } from "../state/mod.ts";
 import { FileSpendJournal, journalPathFor } from "../audit/spend_journal.ts";
 import { budgetsView } from "../policy/limits/budgets.ts";
@@ -70,6 +73,8 @@ export interface Running {
   proxy: ProxyServer;
   /** Proxy authentication (`run` mints its session in `auth.sessions`). */
   auth: ProxyAuth;
+  /** The credentials broker (`run` issues its session's phantoms here). */
+  credentials: CredentialBroker;
 }
 
 /** Options a caller (tests, `run`) can pass besides argv. */
@@ -136,6 +141,19 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
       return 1;
     }
   }
+  // The real secrets of `credentials:`: read now, before anything listens.
+  let secrets: Map<string, Secret>;
+  try {
+    const got = await loadSecrets(config.credentials, io.env);
+    secrets = got.secrets;
+    for (const w of got.warnings) io.stderr(`agentgate: warning: ${w}\n`);
+  } catch (e) {
+    if (!(e instanceof SecretLoadError)) throw e;
+    io.stderr("agentgate: not started: a credential's secret cannot be loaded:\n");
+    for (const p of e.problems) io.stderr(p + "\n");
+    return 1;
+  }
+
   let audit: AuditStore;
   try {
     audit = AuditStore.open(config.audit.path, {
@@ -196,7 +214,11 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
         const next = configPath === null
           ? loadDefaultConfig(io.cwd, loadOpts)
           : await loadConfig(configPath, io.cwd, loadOpts);
+        // Sources are read again (rotation); requests in flight keep the values they started with.
+        const loaded = await loadSecrets(next.config.credentials, io.env);
+        credentials.install(next.config, loaded.secrets);
         const { warnings } = proxy.reload(next.config);
+        warnings.push(...loaded.warnings);
         const lint = next.problems.map(formatProblem);
         lastReload = {
           ok: true,
@@ -212,9 +234,13 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
         for (const w of warnings) io.stderr(`agentgate: warning: ${w}\n`);
         watchPolicy(next.config.files);
       } catch (e) {
-        if (!(e instanceof ConfigError)) throw e;
-        const errors = e.problems.filter((p) => p.severity === "error").map(formatProblem);
-        const warnings = e.problems.filter((p) => p.severity !== "error").map(formatProblem);
+        if (!(e instanceof ConfigError) && !(e instanceof SecretLoadError)) throw e;
+        const errors = e instanceof ConfigError
+          ? e.problems.filter((p) => p.severity === "error").map(formatProblem)
+          : e.problems;
+        const warnings = e instanceof ConfigError
+          ? e.problems.filter((p) => p.severity !== "error").map(formatProblem)
+          : [];
         lastReload = { ok: false, at, trigger, errors, warnings };
         io.stderr(`agentgate: reload (${trigger}) rejected, the previous policy stays in force:\n`);
         for (const line of errors) io.stderr(line + "\n");
@@ -256,6 +282,10 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     tunnelsOpen: (): number => proxy.tunnelsOpen,
     leafCacheSize: () => leaves?.size ?? 0,
   });
+  const credentials = new CredentialBroker({ metrics });
+  credentials.install(config, secrets);
+  // A session's phantoms end with it.
+  sessions.onEnd = (id) => credentials.forget(id);
   const routes = createInternalRoutes({
     version: VERSION,
     startedAt,
@@ -271,16 +301,33 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
       : "agentgate run reads its policy once (start it with --watch to reload)",
     lastReload: () => lastReload,
     sessions: hooks.run ? undefined : {
-      mint: (o) => sessions.mint(o),
+      mint: (o) => {
+        const grant = sessions.mint(o);
+        return { ...grant, credentials: credentials.issue(grant.session, proxy.config) };
+      },
       revoke: (id) => sessions.revoke(id),
     },
     budgets: (maxKeys) => budgetsView(proxy.config.policy, state, Date.now(), { maxKeys }),
+    phantoms: (header) => {
+      const creds = parseProxyAuthorization(header);
+      const who = creds === null ? null : auth.identify(creds);
+      return who === null
+        ? null
+        : { session: who.session, credentials: credentials.issue(who.session, proxy.config) };
+    },
   });
   const proxy: ProxyServer = new ProxyServer({
     config,
     audit,
     state,
-    addons: standardAddons({ auth, state, journal: journal ?? undefined, metrics, log }),
+    addons: standardAddons({
+      auth,
+      state,
+      journal: journal ?? undefined,
+      metrics,
+      log,
+      credentials,
+    }),
     internal: (req, res) => {
       const path = (req.url ?? "/").replace(/^https?:\/\/[^/]+/, "").split("?")[0];
       // The routes use the IncomingMessage / ServerResponse subset H1Request / H1Response implement.
@@ -334,7 +381,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
       ].join("\n"),
     );
   }
-  hooks.onListening?.(address, { proxy, auth });
+  hooks.onListening?.(address, { proxy, auth, credentials });
   if (live) watchPolicy(config.files);
 
   await new Promise<void>((resolve) => {

@@ -19,6 +19,7 @@ import { compileRules, lintPolicy } from "./rules.ts";
 import {
   auditSection,
   compileIntercept,
+  credentialsSection,
   dashboardSection,
   exposureProblems,
   limitsSection,
@@ -409,6 +410,7 @@ export function parseConfig(
     problems,
     checkTunnels: interceptKnown,
   });
+  const credentials = credentialsSection(main, intercept, errors, problems, cwd);
   lintPolicy(main, rules, detectProvider, intercept, problems);
   const proxyOk = validAt(main, ["proxy"]) && validAt(main, ["dashboard"]);
   const proxy = proxyOk ? proxySection(raw.proxy, legacy) : null;
@@ -445,6 +447,7 @@ export function parseConfig(
     secretEnv: [
       ...proxy.authEnv,
       ...(raw.dashboard?.token_env ? [raw.dashboard.token_env as string] : []),
+      ...credentials.flatMap((c) => c.source.kind === "env" ? [c.source.name] : []),
     ],
     dashboardToken,
     policy: policySection(raw, legacy, rules, llm),
@@ -454,6 +457,7 @@ export function parseConfig(
     llm,
     run: runSection(raw.run),
     ...upstreamSection(raw.upstream),
+    credentials,
   };
   return { config, problems: sortProblems(problems, order) };
 }

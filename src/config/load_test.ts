@@ -683,3 +683,113 @@ rules:
       ),
   );
 });
+
+Deno.test("load: credentials compile over their presets; literals and bad sources are refused without quoting", () => {
+  const { config, problems } = parseConfig(
+    `version: 1
+tls: { intercept: [api.openai.com, "*.github.com", github.com, api.internal.test] }
+credentials:
+  - { name: openai, preset: openai, env: OPENAI_API_KEY }
+  - name: gh
+    preset: github
+    command: [gh, auth, token]
+  - name: internal
+    file: ./secrets/internal
+    hosts: [api.internal.test, "http://127.0.0.2:8080"]
+    paths: ["/v2/**"]
+    methods: [get, post]
+    header: X-Token
+    format: "Token {secret}"
+    phantom: { prefix: itk_, length: 64, variables: [INTERNAL_TOKEN] }
+`,
+    "conf/agentgate.yaml",
+    "/repo",
+  );
+  assert.deepEqual(problems, []);
+  const [openai, gh, internal] = config.credentials;
+  assert.deepEqual(openai.source, { kind: "env", name: "OPENAI_API_KEY" });
+  assert.deepEqual(openai.headers, [{ name: "authorization", formats: ["Bearer {secret}"] }]);
+  assert.deepEqual(openai.variables, ["OPENAI_API_KEY"]);
+  assert.ok(openai.scope.allowsHost("https", "api.openai.com", 443));
+  assert.ok(!openai.scope.allowsHost("http", "api.openai.com", 80), "https only by default");
+  assert.ok(!openai.scope.allowsHost("https", "api.openai.com.evil.test", 443));
+  assert.deepEqual(gh.source, {
+    kind: "command",
+    argv: ["gh", "auth", "token"],
+    cwd: "/repo/conf",
+  });
+  assert.deepEqual(gh.basic, { username: null });
+  assert.deepEqual(gh.git, ["github.com"]);
+  assert.deepEqual(internal.source, { kind: "file", path: "/repo/conf/secrets/internal" });
+  assert.deepEqual(internal.headers, [{ name: "x-token", formats: ["Token {secret}"] }]);
+  assert.equal(internal.basic, null, "a place set in the policy replaces the preset's");
+  assert.ok(internal.scope.allowsHost("http", "127.0.0.2", 8080));
+  assert.ok(!internal.scope.allowsHost("http", "127.0.0.2", 8081));
+  assert.ok(internal.scope.allowsPath("/v2/items/1") && !internal.scope.allowsPath("/v1/items"));
+  assert.deepEqual([...internal.scope.methods!], ["GET", "POST"]);
+  assert.equal(internal.phantom.prefix.length + 9 + 1 + internal.phantom.random, 64);
+  assert.deepEqual(internal.phantom.sep, "-");
+  assert.deepEqual(
+    config.secretEnv,
+    ["OPENAI_API_KEY"],
+    "run keeps the env source from its command",
+  );
+  assert.equal(internal.where, "conf/agentgate.yaml:8");
+
+  const secretish = "sk-proj-Abcdefghijklmnopqrstuvwxyz0123456789";
+  const errors = errorsOf(`version: 1
+credentials:
+  - { name: a, preset: openai, env: ${secretish} }
+  - { name: b, preset: openai, value: ${secretish} }
+  - { name: c, preset: openai, file: ${secretish} }
+  - { name: d, preset: openai, env: A, file: b }
+  - { name: e, env: A }
+  - { name: f, env: A, hosts: [x.test] }
+  - { name: i, preset: opanai, env: A }
+  - { name: j, env: A, hosts: [x.test], header: x, format: "Token" }
+`);
+  for (const e of errors) assert.ok(!e.includes(secretish), `never quoted: ${e}`);
+  assert.deepEqual(errors, [
+    `policies/ci.yaml:3:37: env takes the name of an environment variable (letters, digits, "_"), not a value: a credential's secret never goes in the policy file`,
+    'policies/ci.yaml:4:32: key "value" in "credentials.1" is not allowed: a credential\'s secret never goes in the policy file (it is committed, reviewed, and shown by `/_/api/config`): read it with env: NAME, file: PATH or command: [ARGV…]',
+    "policies/ci.yaml:5:38: file looks like a secret itself (not shown here): a credential's secret never goes in the policy file, file only names where it comes from",
+    'policies/ci.yaml:6:5: credential "d" has 2 sources (env, file): keep one',
+    'policies/ci.yaml:7:5: credential "e" needs hosts (or a preset: openai, anthropic, gemini, github, npm, pypi)',
+    'policies/ci.yaml:8:5: credential "f" needs a place: header, basic or query (or a preset)',
+    'policies/ci.yaml:9:24: "credentials.6.preset" must be one of "openai", "anthropic", "gemini", "github", "npm", "pypi", not "opanai" (did you mean "openai"?)',
+    'policies/ci.yaml:10:60: a format must hold "{secret}" once, as in "Bearer {secret}"',
+  ]);
+  const later = errorsOf(`version: 1
+tls: { intercept: ["*"] }
+credentials:
+  - { name: g, preset: openai, env: A, hosts: ["*"] }
+  - { name: h, preset: anthropic, env: A, hosts: [x.test/v1] }
+  - { name: g, preset: gemini, env: A }
+  - { name: k, preset: npm, env: A, phantom: { prefix: abcdefghijklmnopqrstuvwx, length: 40 } }
+  - { name: l, preset: pypi, env: A, phantom: { variables: [OPENAI_API_KEY] } }
+`);
+  assert.deepEqual(later, [
+    'policies/ci.yaml:4:48: credential "g": "*" would let it go to every host; name the hosts',
+    'policies/ci.yaml:5:51: credential "h": hosts take host[:port], not paths: "x.test/v1" (use paths:)',
+    'policies/ci.yaml:6:13: credential name "g" is used twice',
+    'policies/ci.yaml:7:46: credential "k": a phantom of 40 characters leaves 7 random ones after "abcdefghijklmnopqrstuvwxagentgate"; make it at least 55',
+    'policies/ci.yaml:8:47: credential "l": variable "OPENAI_API_KEY" already holds credential "g"',
+  ]);
+});
+
+Deno.test("load: check says so when a credential names a host outside tls.intercept", () => {
+  const { problems } = parseConfig(
+    `version: 1
+tls: { intercept: [api.openai.com] }
+credentials:
+  - { name: openai, preset: openai, env: A }
+  - { name: gh, preset: github, env: B, hosts: [api.github.com, "http://localhost:8080"] }
+`,
+    "a.yaml",
+    "/repo",
+  );
+  assert.deepEqual(problems.map(formatProblem), [
+    'a.yaml:5:49: credential "gh" names "api.github.com", which is not in tls.intercept: its HTTPS requests pass through a tunnel agentgate cannot read, so the phantom is never swapped there; add "api.github.com" to tls.intercept',
+  ]);
+  assert.equal(problems[0].severity, "error");
+});

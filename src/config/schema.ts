@@ -38,6 +38,12 @@ export interface ObjectSchema extends Base {
   type: "object";
   properties: Record<string, Schema>;
   required?: readonly string[];
+  /**
+   * Keys refused with a message of their own (why they cannot be set, and
+   * what to set instead); the message never quotes the value. Not part of
+   * the JSON Schema, so editors flag them as unknown too.
+   */
+  forbidden?: Record<string, string>;
   /** Cross-field checks after the properties validated. */
   check?: (value: Record<string, unknown>) => string | null;
 }
@@ -237,10 +243,13 @@ export function validate(
         const sub = schema.properties[k];
         if (!sub) {
           const inWhat = path.length ? ` in ${where}` : "";
+          const refused = schema.forbidden?.[k];
           issues.push({
             path: [...path, k],
             node: pair.key as Node,
-            message: `unknown key "${k}"${inWhat}${didYouMean(k, known)}`,
+            message: refused !== undefined
+              ? `key "${k}"${inWhat} is not allowed: ${refused}`
+              : `unknown key "${k}"${inWhat}${didYouMean(k, known)}`,
             atKey: true,
           });
           continue;

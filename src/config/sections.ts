@@ -16,7 +16,15 @@ import type { Problem } from "./errors.ts";
 import type { AgentgateConfig } from "./types.ts";
 import { type Part, validAt } from "./source.ts";
 import { authEntry, parseListen, type RawAuthEntry } from "./spec.ts";
-import { compileMatch, type Matcher, normalizeHost, PatternError } from "../policy/match.ts";
+import {
+  compileMatch,
+  type Matcher,
+  matchHost,
+  normalizeHost,
+  PatternError,
+} from "../policy/match.ts";
+import picomatch from "picomatch";
+import { type CredentialSpec, MARKER, type PhantomShape, PRESETS } from "../credentials/mod.ts";
 import {
   type CompiledPolicy,
   type CompiledRule,
@@ -489,4 +497,228 @@ export function policySection(
     index: indexRules(rules),
     llm,
   };
+}
+
+/** One `credentials:` entry as the schema let it through. */
+export interface RawCredential {
+  name: string;
+  preset?: string;
+  env?: string;
+  file?: string;
+  command?: string[];
+  hosts?: string[];
+  paths?: string[];
+  methods?: string[];
+  header?: string | string[];
+  format?: string | string[];
+  basic?: boolean | { username?: string };
+  query?: string;
+  phantom?: { prefix?: string; length?: number; variables?: string[] };
+  npmrc?: string;
+  git?: boolean | string[];
+}
+
+/** Random characters of a phantom when only a prefix is given (with the marker: 340+ bits). */
+const DEFAULT_PHANTOM_RANDOM = 48;
+
+/**
+ * `credentials:` (main file only): each entry over its preset, hosts and
+ * paths compiled, sources resolved against the policy file (never read
+ * here). Errors land at the entry's key; a host outside `tls.intercept`
+ * (HTTPS requests to it are tunnels agentgate cannot read, so the phantom
+ * is never swapped there) is a lint error.
+ *
+ * @example
+ * ```ts
+ * const creds = credentialsSection(main, intercept, errors, problems, cwd);
+ * creds[0].scope.allowsHost("https", "api.openai.com", 443); // true
+ * ```
+ */
+export function credentialsSection(
+  main: Part,
+  intercept: Matcher[],
+  errors: Problem[],
+  problems: (Problem & { lint?: boolean })[],
+  cwd: string,
+): CredentialSpec[] {
+  const raw = (main.raw.credentials ?? []) as RawCredential[];
+  const src = main.src;
+  const out: CredentialSpec[] = [];
+  const names = new Set<string>();
+  const variables = new Map<string, string>();
+  raw.forEach((c, i) => {
+    const at = (key?: string) => src.nodeAt(key ? ["credentials", i, key] : ["credentials", i]);
+    const err = (message: string, key?: string, offset = 0) =>
+      errors.push(src.problem("error", at(key), message, offset));
+    if (names.has(c.name)) {
+      err(`credential name "${c.name}" is used twice`, "name");
+      return;
+    }
+    names.add(c.name);
+    const preset = c.preset === undefined ? null : PRESETS[c.preset];
+    // Keys set in the policy replace the preset's; a place set replaces all of the preset's places.
+    const ownPlace = c.header !== undefined || c.basic !== undefined || c.query !== undefined;
+    const hostList = c.hosts ?? preset?.hosts ?? [];
+    const matchers: Matcher[] = [];
+    hostList.forEach((pattern, j) => {
+      const node = c.hosts ? src.nodeAt(["credentials", i, "hosts", j]) : at("preset");
+      try {
+        const m = compileMatch(pattern);
+        if (m.pathGlob !== null) {
+          errors.push(src.problem(
+            "error",
+            node,
+            `credential "${c.name}": hosts take host[:port], not paths: "${pattern}" (use paths:)`,
+          ));
+        } else if (m.host === null) {
+          errors.push(src.problem(
+            "error",
+            node,
+            `credential "${c.name}": "${pattern}" would let it go to every host; name the hosts`,
+          ));
+        } else matchers.push(m);
+      } catch (e) {
+        if (!(e instanceof PatternError)) throw e;
+        errors.push(src.problem(
+          "error",
+          node,
+          `invalid host glob "${pattern}" in credential "${c.name}": ${e.message}`,
+          e.offset,
+        ));
+      }
+    });
+    const pathList = c.paths ?? preset?.paths ?? null;
+    const pathMatchers: ((p: string) => boolean)[] = [];
+    (pathList ?? []).forEach((glob, j) => {
+      if (!glob.startsWith("/")) {
+        errors.push(src.problem(
+          "error",
+          src.nodeAt(["credentials", i, "paths", j]),
+          `credential "${c.name}": path glob "${glob}" must start with "/"`,
+        ));
+        return;
+      }
+      try {
+        pathMatchers.push(picomatch(glob, { dot: true, strictSlashes: false }));
+      } catch (e) {
+        errors.push(src.problem(
+          "error",
+          src.nodeAt(["credentials", i, "paths", j]),
+          `credential "${c.name}": invalid path glob "${glob}": ${(e as Error).message}`,
+        ));
+      }
+    });
+    const methodList = c.methods ?? preset?.methods ?? null;
+    const formatsOf = (name: string) =>
+      c.format === undefined
+        ? [name === "authorization" ? "Bearer {secret}" : "{secret}"]
+        : Array.isArray(c.format)
+        ? c.format
+        : [c.format];
+    let headers: CredentialSpec["headers"] = ownPlace ? [] : preset?.headers ?? [];
+    if (c.header !== undefined) {
+      const names = (Array.isArray(c.header) ? c.header : [c.header]).map((h) => h.toLowerCase());
+      headers = names.map((name) => ({ name, formats: formatsOf(name) }));
+    } else if (c.format !== undefined) {
+      headers = headers.map((h) => ({ name: h.name, formats: formatsOf(h.name) }));
+    }
+    if (headers.some((h) => h.name === "proxy-authorization")) {
+      err(`credential "${c.name}": Proxy-Authorization is agentgate's own header`, "header");
+    }
+    let basic: CredentialSpec["basic"] = ownPlace ? null : preset?.basic ?? null;
+    if (c.basic === true) basic = { username: null };
+    else if (typeof c.basic === "object") basic = { username: c.basic.username ?? null };
+    const query = c.query ?? (ownPlace ? null : preset?.query ?? null);
+    const shape: PhantomShape = { ...(preset?.phantom ?? { prefix: "", sep: "-", random: 0 }) };
+    if (c.phantom?.prefix !== undefined) shape.prefix = c.phantom.prefix;
+    if (c.phantom?.length !== undefined) {
+      shape.random = c.phantom.length - shape.prefix.length - MARKER.length - shape.sep.length;
+      if (shape.random < 22) {
+        err(
+          `credential "${c.name}": a phantom of ${c.phantom.length} characters leaves ${
+            Math.max(shape.random, 0)
+          } random ones after "${shape.prefix}${MARKER}${shape.sep}"; make it at least ${
+            c.phantom.length - shape.random + 22
+          }`,
+          "phantom",
+        );
+      }
+    } else if (shape.random === 0) shape.random = DEFAULT_PHANTOM_RANDOM;
+    const vars = c.phantom?.variables ?? preset?.variables ?? [];
+    for (const v of vars) {
+      const other = variables.get(v);
+      if (other !== undefined) {
+        err(
+          `credential "${c.name}": variable "${v}" already holds credential "${other}"`,
+          c.phantom?.variables ? "phantom" : "preset",
+        );
+      }
+      variables.set(v, c.name);
+    }
+    const exactHosts = matchers.flatMap((m) => typeof m.host === "string" ? [m.host] : []);
+    const git = c.git === true
+      ? exactHosts
+      : c.git === false
+      ? []
+      : Array.isArray(c.git)
+      ? c.git.map((h) => h.toLowerCase())
+      : preset?.git ?? [];
+    if (git.length > 0 && basic === null) {
+      err(`credential "${c.name}": git needs basic auth (basic: true)`, "git");
+    }
+    const source: CredentialSpec["source"] = c.env !== undefined
+      ? { kind: "env", name: c.env }
+      : c.file !== undefined
+      ? { kind: "file", path: resolveFrom(main.src.file, c.file, cwd) }
+      : {
+        kind: "command",
+        argv: c.command!,
+        cwd: main.src.file.startsWith("<") ? cwd : dirname(resolve(cwd, main.src.file)),
+      };
+    const pos = src.pos(at());
+    out.push({
+      name: c.name,
+      preset: c.preset ?? null,
+      source,
+      scope: {
+        hosts: hostList,
+        allowsHost: (scheme, host, port) =>
+          matchers.some((m) => (m.scheme ?? "https") === scheme && matchHost(m, host, port)),
+        paths: pathList,
+        allowsPath: (p) => pathMatchers.length === 0 || pathMatchers.some((f) => f(p)),
+        methods: methodList === null ? null : new Set(methodList.map((m) => m.toUpperCase())),
+      },
+      headers,
+      basic,
+      query,
+      phantom: shape,
+      variables: vars,
+      npmrc: c.npmrc ?? preset?.npmrc ?? null,
+      git,
+      where: `${src.file}:${pos.line}`,
+    });
+    // HTTPS to a host that is not intercepted is a tunnel: nothing in it can be swapped.
+    for (const [j, m] of matchers.entries()) {
+      if ((m.scheme ?? "https") !== "https" || interceptsHost(intercept, m)) continue;
+      const host = hostList[j].replace(/^https?:\/\//, "");
+      problems.push({
+        ...src.problem(
+          "error",
+          c.hosts ? src.nodeAt(["credentials", i, "hosts", j]) : at("preset"),
+          `credential "${c.name}" names "${host}", which is not in tls.intercept: its HTTPS ` +
+            "requests pass through a tunnel agentgate cannot read, so the phantom is never swapped " +
+            `there; add "${host}" to tls.intercept`,
+        ),
+        lint: true,
+      });
+    }
+  });
+  return out;
+}
+
+/** Whether `tls.intercept` covers every host a pattern can match (a representative host for globs). */
+function interceptsHost(intercept: Matcher[], m: Matcher): boolean {
+  if (m.hostGlob === null) return false;
+  const sample = m.hostGlob.replace(/\*+/g, "x").replace(/\?/g, "x");
+  return intercept.some((i) => matchHost(i, sample, m.port ?? 443));
 }

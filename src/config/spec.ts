@@ -7,6 +7,7 @@
 import type { ObjectSchema, Schema } from "./schema.ts";
 import { parseDuration } from "../util/duration.ts";
 import { LABEL_PATTERN, looksMinted } from "../util/session_id.ts";
+import { PRESET_NAMES } from "../credentials/mod.ts";
 
 const duration = (description: string): Schema => ({
   type: "string",
@@ -232,6 +233,211 @@ const rule: ObjectSchema = {
   required: ["match", "action"],
 };
 
+/** A credential's name: it is in reasons, findings and metrics. */
+export const CREDENTIAL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/** An environment variable's name. */
+export const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+
+/** Shapes of well-known secrets: a value like these where a name or a path belongs is refused. */
+const SECRET_SHAPE =
+  /(^|[^A-Za-z0-9])(sk-[A-Za-z0-9_-]{16,}|sk_live_|rk_live_|ghp_|gho_|ghs_|ghu_|github_pat_|glpat-|xox[abprs]-|AKIA[0-9A-Z]{12}|AIza[0-9A-Za-z_-]{20,}|npm_[A-Za-z0-9]{20,}|pypi-[A-Za-z0-9_-]{20,}|eyJ[A-Za-z0-9_-]{10,}\.)/;
+
+/** Why a credential is never written in the policy (the message of the refused keys). */
+const NO_LITERAL =
+  "a credential's secret never goes in the policy file (it is committed, reviewed, and shown " +
+  "by `/_/api/config`): read it with env: NAME, file: PATH or command: [ARGV…]";
+
+/** A source value that holds a secret instead of naming one; never quotes it. */
+function literalSecret(what: string) {
+  return (v: string): string | null =>
+    SECRET_SHAPE.test(v)
+      ? `${what} looks like a secret itself (not shown here): a credential's secret never goes ` +
+        `in the policy file, ${what} only names where it comes from`
+      : null;
+}
+
+const headerName: Schema = {
+  type: "string",
+  description: "A header name (case-insensitive).",
+  check: (v) => /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(v) ? null : `"${v}" is not a header name`,
+};
+
+const credentialFormat: Schema = {
+  type: "string",
+  description: 'How the header carries it, "{secret}" standing for the value: "Bearer {secret}".',
+  check: (v) =>
+    v.split("{secret}").length === 2
+      ? null
+      : `a format must hold "{secret}" once, as in "Bearer {secret}"`,
+};
+
+const credential: ObjectSchema = {
+  type: "object",
+  description:
+    "A credential agentgate holds for the agent: the agent gets a phantom token, agentgate " +
+    "swaps it for the real secret on requests a rule allows, to the hosts named here.",
+  properties: {
+    name: {
+      type: "string",
+      description: "Name in reasons, findings and metrics.",
+      pattern: CREDENTIAL_NAME.source,
+      check: (v) =>
+        CREDENTIAL_NAME.test(v)
+          ? null
+          : `credential name "${v}" must be 1 to 64 letters, digits, ".", "_" or "-"`,
+    },
+    preset: {
+      type: "string",
+      enum: PRESET_NAMES,
+      description:
+        "Fills in hosts, how it is presented and the phantom's shape and variables: openai, anthropic, gemini, github, npm, pypi.",
+    },
+    env: {
+      type: "string",
+      description: "The real secret is in this environment variable of agentgate.",
+      check: (v) =>
+        ENV_NAME.test(v)
+          ? null
+          : 'env takes the name of an environment variable (letters, digits, "_"), not a value: ' +
+            "a credential's secret never goes in the policy file",
+    },
+    file: {
+      type: "string",
+      description: "The real secret is this file's content (relative to the policy file).",
+      check: literalSecret("file"),
+    },
+    command: {
+      type: "array",
+      minItems: 1,
+      items: { type: "string", check: literalSecret("a command argument") },
+      description:
+        "The real secret is this command's output (run without a shell at start and on reload): [op, read, op://vault/item/key].",
+    },
+    hosts: {
+      type: "array",
+      minItems: 1,
+      items: { type: "string" },
+      description:
+        'Host globs it may be used on (host[:port]; https only unless written "http://host").',
+    },
+    paths: {
+      type: "array",
+      minItems: 1,
+      items: { type: "string" },
+      description: 'Path globs it may be used on (default: any): ["/v1/**"].',
+    },
+    methods: {
+      type: "array",
+      minItems: 1,
+      items: method,
+      description: "Methods it may be used with (default: any).",
+    },
+    header: {
+      type: "union",
+      description: "The header(s) that carry it: authorization, x-api-key.",
+      anyOf: [headerName, { type: "array", minItems: 1, items: headerName }],
+    },
+    format: {
+      type: "union",
+      description:
+        'Format(s) of that header, "{secret}" standing for the value (default "Bearer {secret}" for authorization, else "{secret}").',
+      anyOf: [credentialFormat, { type: "array", minItems: 1, items: credentialFormat }],
+    },
+    basic: {
+      type: "union",
+      description:
+        "HTTP basic auth with the secret as password: true, or { username: NAME } to send that user name upstream.",
+      anyOf: [
+        { type: "boolean" },
+        {
+          type: "object",
+          properties: { username: { type: "string", description: "User name sent upstream." } },
+        },
+      ],
+    },
+    query: { type: "string", description: "A query parameter that carries it: key." },
+    phantom: {
+      type: "object",
+      description: "The phantom token the agent gets instead.",
+      properties: {
+        prefix: {
+          type: "string",
+          description: 'Characters in front, as the real tokens have them: "sk-proj-".',
+          check: (v) =>
+            /^[A-Za-z0-9_-]{0,24}$/.test(v)
+              ? null
+              : `phantom prefix "${v}" must be up to 24 letters, digits, "_" or "-"`,
+        },
+        length: {
+          type: "number",
+          integer: true,
+          minimum: 40,
+          maximum: 256,
+          description: "Total length (default: prefix + 57).",
+        },
+        variables: {
+          type: "array",
+          items: {
+            type: "string",
+            check: (v) => ENV_NAME.test(v) ? null : `"${v}" is not an environment variable name`,
+          },
+          description:
+            "Variables agentgate run and agentgate env set to the phantom: [INTERNAL_API_TOKEN].",
+        },
+      },
+    },
+    npmrc: {
+      type: "string",
+      description:
+        'An npm registry, as .npmrc names it ("//registry.npmjs.org/"): agentgate run writes its _authToken.',
+      check: (v) =>
+        /^\/\/[^\s/]+(\/[^\s]*)?\/$/.test(v)
+          ? null
+          : `npmrc "${v}" must look like "//registry.example.com/" (two slashes, a host, a trailing slash)`,
+    },
+    git: {
+      type: "union",
+      description:
+        "Give git a credential helper (basic auth with the phantom) for these hosts, or true for every exact host.",
+      anyOf: [{ type: "boolean" }, { type: "array", items: { type: "string" } }],
+    },
+  },
+  forbidden: {
+    value: NO_LITERAL,
+    secret: NO_LITERAL,
+    token: NO_LITERAL,
+    key: NO_LITERAL,
+    api_key: NO_LITERAL,
+    apikey: NO_LITERAL,
+    password: NO_LITERAL,
+  },
+  required: ["name"],
+  check: (v) => {
+    const sources = ["env", "file", "command"].filter((k) => v[k] !== undefined);
+    if (sources.length === 0) {
+      return `credential "${v.name}" needs its source: env: NAME, file: PATH or command: [ARGV…]`;
+    }
+    if (sources.length > 1) {
+      return `credential "${v.name}" has ${sources.length} sources (${
+        sources.join(", ")
+      }): keep one`;
+    }
+    if (v.preset === undefined) {
+      if (v.hosts === undefined) {
+        return `credential "${v.name}" needs hosts (or a preset: ${PRESET_NAMES.join(", ")})`;
+      }
+      if (v.header === undefined && v.basic === undefined && v.query === undefined) {
+        return `credential "${v.name}" needs a place: header, basic or query (or a preset)`;
+      }
+    }
+    if (v.format !== undefined && v.header === undefined && v.preset === undefined) {
+      return `credential "${v.name}": format applies to a header: set header too`;
+    }
+    return null;
+  },
+};
+
 /** `version: 1` policy files. */
 export const configSchema: ObjectSchema = {
   type: "object",
@@ -329,6 +535,12 @@ export const configSchema: ObjectSchema = {
         "Policy files whose rules are appended after this file's (globs relative to this file, sorted; *_test.yaml skipped).",
     },
     rules: { type: "array", items: rule, description: "Rules, first match wins." },
+    credentials: {
+      type: "array",
+      items: credential,
+      description:
+        "Credentials the agent never holds: sessions get phantom tokens, swapped for the real secret at the gate (main policy file only).",
+    },
     tls: {
       type: "object",
       description:
@@ -576,7 +788,16 @@ export const legacySchema: ObjectSchema = {
 };
 
 /** Keys that exist only in `version: 1` files: their presence without `version` is a mistake. */
-export const V1_ONLY_KEYS = ["mode", "default", "upstream", "include", "tls", "llm", "limits"];
+export const V1_ONLY_KEYS = [
+  "mode",
+  "default",
+  "upstream",
+  "include",
+  "tls",
+  "llm",
+  "limits",
+  "credentials",
+];
 
 /**
  * What an included file may hold: rules, more includes, intercepted hosts and

@@ -6,6 +6,7 @@
  */
 import type { Matcher } from "../policy/match.ts";
 import type { CompiledPolicy, LlmSettings } from "../policy/engine.ts";
+import type { CredentialSpec } from "../credentials/mod.ts";
 
 /** A loaded, compiled configuration. */
 export interface AgentgateConfig {
@@ -23,9 +24,9 @@ export interface AgentgateConfig {
    */
   proxyAuth: { token: string; label: string }[];
   /**
-   * Environment variables the policy reads tokens from (`proxy.auth`
-   * `token_env`, `dashboard.token_env`): `agentgate run` keeps them from its
-   * command.
+   * Environment variables the policy reads tokens and secrets from
+   * (`proxy.auth` `token_env`, `dashboard.token_env`, a credential's `env`):
+   * `agentgate run` keeps them from its command.
    */
   secretEnv: string[];
   /** Dashboard/API bearer token (from `dashboard.token` or `dashboard.token_env`), or null. */
@@ -56,4 +57,10 @@ export interface AgentgateConfig {
    */
   resolve: Map<string, { host: string; port: number }>;
   llm: LlmSettings;
+  /**
+   * `credentials:`: where each real secret comes from (never the secret:
+   * it is read at start and on reload, beside the configuration), where it
+   * may be used and how it is presented.
+   */
+  credentials: CredentialSpec[];
 }

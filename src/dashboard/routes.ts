@@ -19,6 +19,7 @@ import { ParamError, parseAuditQuery, parseParams, parseStatsQuery } from "./api
 import { renderPage } from "./page.ts";
 import { parseDuration } from "../util/duration.ts";
 import { LABEL_PATTERN } from "../util/session_id.ts";
+import type { IssuedCredential } from "../credentials/mod.ts";
 
 /** What the internal routes can see of the running proxy. */
 export interface InternalDeps {
@@ -60,6 +61,13 @@ export interface InternalDeps {
    * window and when it resets; at most `maxKeys` keys per limit.
    */
   budgets?: (maxKeys: number) => unknown;
+  /**
+   * The phantoms of the session a `Proxy-Authorization` value authenticates
+   * (`GET /_/credentials`), or null when it authenticates none.
+   */
+  phantoms?: (
+    proxyAuthorization: string | string[] | undefined,
+  ) => { session: string; credentials: IssuedCredential[] } | null;
 }
 
 /** What the routes need to hand out sessions (the proxy's session registry). */
@@ -70,6 +78,8 @@ export interface SessionAdmin {
     secret: string;
     label: string | null;
     expiresAt: number | null;
+    /** The session's phantoms, one per credential of the policy. */
+    credentials?: IssuedCredential[];
   };
   /** False when there was no such session. */
   revoke(session: string): boolean;
@@ -293,10 +303,28 @@ function ruleJson(r: Rule) {
 
 /** `GET /_/api/config`: the policy in force, secrets (the dashboard token first) masked. */
 export function configJson(c: AgentgateConfig): Record<string, unknown> {
-  const { policy, dashboardToken, ...rest } = c;
+  const { policy, dashboardToken, credentials, ...rest } = c;
   return {
     ...(jsonSafe(rest) as Record<string, unknown>),
     dashboard_token: dashboardToken === null ? null : MASK,
+    // Where each secret comes from and where it may go; the secrets themselves are never here.
+    credentials: credentials.map((x) => ({
+      name: x.name,
+      preset: x.preset,
+      source: x.source.kind === "command"
+        ? { command: x.source.argv[0] }
+        : x.source.kind === "env"
+        ? { env: x.source.name }
+        : { file: x.source.path },
+      hosts: x.scope.hosts,
+      paths: x.scope.paths,
+      methods: x.scope.methods ? [...x.scope.methods] : null,
+      headers: x.headers,
+      basic: x.basic !== null,
+      query: x.query,
+      variables: x.variables,
+      source_line: x.where,
+    })),
     policy: {
       mode: policy.mode,
       default: policy.defaultAction,
@@ -486,6 +514,7 @@ export function createInternalRoutes(
       proxy_url: /^[A-Za-z0-9.\-]+(:\d+)?$|^\[[0-9A-Fa-f:.]+\](:\d+)?$/.test(host)
         ? `http://${enc(grant.session)}:${enc(grant.secret)}@${host}`
         : null,
+      credentials: grant.credentials ?? [],
     });
   }
 
@@ -666,6 +695,18 @@ export function createInternalRoutes(
         ...(failing ? { audit_error: deps.audit.lastError } : {}),
         ...(last ? { last_reload: last } : {}),
       });
+    }
+    if (path === "/_/credentials") {
+      // The caller's own phantoms, for the proxy credentials it holds (not the dashboard's token).
+      const mine = deps.phantoms?.(req.headers["proxy-authorization"]) ?? null;
+      if (mine === null) {
+        return sendJson(res, 407, {
+          error: "proxy_auth_required",
+          reason: "phantom tokens belong to a session: send its proxy credentials " +
+            "(Proxy-Authorization: Basic) — a minted session or a proxy.auth token",
+        }, { "proxy-authenticate": 'Basic realm="agentgate"' });
+      }
+      return sendJson(res, 200, mine);
     }
     if (path === "/_/api/sessions" && req.method === "POST") {
       return void mintSession(req, res).catch(() => res.destroy());

@@ -129,11 +129,13 @@ export function decideTunnel(
  * @param opts.readAhead read an LLM call's body before deciding (default
  *   true); `replay`, which has no bodies, turns it off and decides from the
  *   head whenever the policy allows it (the decision is the same)
+ * @param opts.readBody read the body before deciding, up to the scan cap
+ *   (the proxy's addons screen it: the credentials tripwire)
  */
 export function decideHead(
   config: PipelineConfig,
   info: RequestInfo,
-  opts: StepContext & { hasBody: boolean; readAhead?: boolean },
+  opts: StepContext & { hasBody: boolean; readAhead?: boolean; readBody?: boolean },
 ): HeadStep {
   const policy = config.policy;
   const path = pathStep(policy, info, config.limits.ambiguousPaths ?? "deny");
@@ -143,9 +145,11 @@ export function decideHead(
       verdict: { decision: path.decision, findings: [], responseScan: null },
     };
   }
-  const cap = policyScans(policy)
+  const cap = policyScans(policy) || opts.readBody
     ? Math.max(config.limits.maxBodyBytes, config.limits.maxScanBytes)
     : config.limits.maxBodyBytes;
+  // The proxy's screening reads the body whatever the rules need (the decision is the same).
+  if (opts.hasBody && opts.readBody) return { next: "body", cap, asked: null };
   if (opts.hasBody && opts.readAhead !== false && info.method === "POST") {
     const provider = info.path !== null ? policy.llm?.detect(info.host, info.port) ?? null : null;
     if (provider !== null) return { next: "body", cap, asked: null };

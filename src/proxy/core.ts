@@ -16,6 +16,8 @@ import type { Exchange } from "./exchange.ts";
 import type { ConnectionPool } from "./h1client.ts";
 import type { H1Connection, H1Request, H1Response } from "./h1server.ts";
 import type { Answer } from "./reject.ts";
+import type { RequestVerdict } from "../policy/pipeline.ts";
+import type { BodyRead } from "../policy/request.ts";
 import type { UpstreamOptions } from "./forward.ts";
 import type { Interceptor } from "./intercept.ts";
 
@@ -93,4 +95,27 @@ export function arrive(
     reason: refused.reason,
   });
   return null;
+}
+
+/**
+ * The addons' screening of an admitted request (before the policy decides
+ * it): the first refusal, or null.
+ */
+export function screen(
+  core: ProxyCore,
+  ex: Exchange,
+  rawHeaders: readonly string[],
+  body: BodyRead | null,
+): RequestVerdict | null {
+  for (const a of core.addons) {
+    const v = a.screen?.(ex, rawHeaders, body);
+    if (v) return v;
+  }
+  return null;
+}
+
+/** Whether an addon screens the body of this request (it is then read before the decision). */
+export function screensBody(core: ProxyCore, ex: Exchange): boolean {
+  for (const a of core.addons) if (a.readsBody?.(ex)) return true;
+  return false;
 }

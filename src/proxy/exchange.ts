@@ -57,6 +57,10 @@ export function newDecisionId(now = Date.now()): string {
     }`;
 }
 
+function scrubbed(ex: Exchange, text: string | null | undefined): string | null {
+  return text === null || text === undefined ? null : ex.scrub(text);
+}
+
 /** The state of one request while it is in flight. */
 export class Exchange {
   readonly ts = Date.now();
@@ -80,6 +84,20 @@ export class Exchange {
   /** Tears the exchange down (forced shutdown); set by whoever owns its sockets. */
   abort: (why: string) => void = () => {};
   #shownPath: string | null | undefined;
+  /** Masks for text that came from the upstream (a swapped secret it echoes must never be kept). */
+  #masks: ((text: string) => string)[] | null = null;
+
+  /** Mask what `fn` masks in every text of this exchange that may quote the upstream. */
+  addMask(fn: (text: string) => string): void {
+    (this.#masks ??= []).push(fn);
+  }
+
+  /** `text` with the exchange's masks applied (the row's reason and error, answers quoting them). */
+  scrub(text: string): string {
+    if (this.#masks === null) return text;
+    for (const m of this.#masks) text = m(text);
+    return text;
+  }
 
   constructor(
     readonly info: RequestInfo,
@@ -123,13 +141,14 @@ export class Exchange {
       decision: outcome.decision ?? d?.verdict ?? "error",
       rule: d?.rule ?? null,
       rule_source: d?.ruleSource ?? null,
-      // Reasons and errors may quote what the client sent (a target, a key).
-      reason: maskText(outcome.reason ?? d?.reason ?? ""),
+      // Reasons and errors may quote what the client sent (a target, a key), or an
+      // upstream echoing a swapped secret.
+      reason: maskText(this.scrub(outcome.reason ?? d?.reason ?? "")),
       policy: outcome.policy ?? d?.policy ?? null,
       bytes_in: this.bytesIn,
       bytes_out: this.bytesOut,
       duration_ms: Math.round((performance.now() - this.t0) * 1000) / 1000,
-      error: maskNullable(outcome.error ?? providerError ?? null),
+      error: maskNullable(scrubbed(this, outcome.error ?? providerError ?? null)),
       headers: isTunnel ? null : JSON.stringify(redactHeaders(info.headers)),
       ...usage,
       ...(this.findings.length ? { findings: this.findings } : {}),

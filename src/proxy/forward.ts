@@ -312,7 +312,8 @@ export function forwardHttp(
         if (ex.done) return;
         if (res.refused) return ex.finish(closedEarly(res));
         const kind: UpstreamFailure = classifyUpstreamError(e);
-        const reason = upstreamReason(kind, tgt, e);
+        // A parse error can quote the response head, which may echo what was sent (a swapped secret).
+        const reason = ex.scrub(upstreamReason(kind, tgt, e));
         if (!responded && !res.headersSent) {
           const a = upstreamAnswer(ex.info.id, kind, reason);
           res.writeHead(a.status, { ...a.headers, ...(hasBody ? { connection: "close" } : {}) });

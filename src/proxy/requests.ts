@@ -7,7 +7,7 @@
  * @module
  */
 import type { IncomingHttpHeaders } from "node:http";
-import type { Readable } from "node:stream";
+import { type Readable, Transform } from "node:stream";
 import { requestInfo } from "../policy/request.ts";
 import { resolveUpstream } from "../config/sections.ts";
 import { decideBody, decideHead, type RequestVerdict } from "../policy/pipeline.ts";
@@ -28,7 +28,15 @@ import type { Endpoint } from "./h1client.ts";
 import { bufferBody, replay } from "./body.ts";
 import type { H1Request, H1Response } from "./h1server.ts";
 import { type Answer, denyAnswer, errorAnswer } from "./reject.ts";
-import { arrive, clientAddress, type ProxyCore, type TunnelCtx, upstreamOptions } from "./core.ts";
+import {
+  arrive,
+  clientAddress,
+  type ProxyCore,
+  screen,
+  screensBody,
+  type TunnelCtx,
+  upstreamOptions,
+} from "./core.ts";
 import type { OutgoingRequest } from "./addons/types.ts";
 
 function send(res: OutboundResponse, a: Answer, extra: Record<string, string> = {}) {
@@ -174,10 +182,17 @@ function proxyRequest(
 ) {
   const expect = expectsContinue(req);
   const t = performance.now();
+  const hasBody = hasBodyOf(req);
+  const refused = screen(core, ex, req.rawHeaders, null);
+  if (refused) {
+    ex.decideSeconds = (performance.now() - t) / 1000;
+    return settle(core, { req, res, ex, target, endpoint, expect, body: null }, refused);
+  }
   const step = decideHead(ex.config, ex.info, {
     now: ex.ts,
     state: core.state,
-    hasBody: hasBodyOf(req),
+    hasBody,
+    readBody: hasBody && screensBody(core, ex),
   });
   ex.decideSeconds = (performance.now() - t) / 1000;
   if (step.next === "verdict") {
@@ -190,7 +205,9 @@ function proxyRequest(
     res.off("close", onClose);
     if (ex.done) return;
     const t2 = performance.now();
-    const verdict = decideBody(ex.config, ex.info, b, { now: ex.ts, state: core.state });
+    // Screened before the policy: a refusal charges no rule's limits.
+    const verdict = screen(core, ex, req.rawHeaders, b) ??
+      decideBody(ex.config, ex.info, b, { now: ex.ts, state: core.state });
     ex.decideSeconds! += (performance.now() - t2) / 1000;
     settle(core, { req, res, ex, target, endpoint, expect: false, body: b }, verdict);
   }, () => {
@@ -234,11 +251,22 @@ function settle(core: ProxyCore, flow: Flow, verdict: RequestVerdict) {
   );
   for (const a of core.addons) a.request?.(ex, out);
   let rest: Readable | undefined;
-  if (out.body === undefined && body) rest = replay(req, body);
-  // `limits.ambiguous_paths: normalize`: the upstream sees the path that was decided.
-  const target = verdict.forwardPath === undefined ? flow.target : {
+  if (out.body === undefined && body) {
+    rest = replay(req, body);
+    // What streams past the part that was read is watched as it goes (the credentials tripwire).
+    if (!body.complete && out.restWatchers.length) rest = watchRest(rest, out.restWatchers, ex);
+  }
+  // `limits.ambiguous_paths: normalize`: the upstream sees the path that was decided; an
+  // addon may replace the query (a credential presented as a query parameter).
+  const rawQuery = flow.target.rawPath.includes("?")
+    ? flow.target.rawPath.slice(flow.target.rawPath.indexOf("?") + 1)
+    : "";
+  const query = out.query ?? rawQuery;
+  const target = verdict.forwardPath === undefined && out.query === null ? flow.target : {
     ...flow.target,
-    rawPath: verdict.forwardPath + (ex.info.query === "" ? "" : "?" + ex.info.query),
+    rawPath: `${verdict.forwardPath ?? flow.target.rawPath.split("?")[0]}${
+      query === "" ? "" : `?${query}`
+    }`,
   };
   forwardHttp(req, res, target, ex, core.pool, {
     ...upstreamOptions(core, ex.config),
@@ -257,6 +285,9 @@ class Outgoing implements OutgoingRequest {
   observers: ResponseObserver[] = [];
   response: ResponseTransform | undefined;
   edits: Map<string, string | null> | undefined;
+  /** A replacement query string, or null to send the client's. */
+  query: string | null = null;
+  restWatchers: ((chunk: Uint8Array) => string | null)[] = [];
 
   constructor(
     readonly verdict: RequestVerdict,
@@ -271,7 +302,17 @@ class Outgoing implements OutgoingRequest {
   }
 
   setHeader(name: string, value: string | null): void {
+    // A copy: the verdict's edits belong to the verdict.
+    if (this.edits === this.verdict.headerEdits) this.edits = new Map(this.edits);
     (this.edits ??= new Map()).set(name.toLowerCase(), value);
+  }
+
+  setQuery(query: string): void {
+    this.query = query;
+  }
+
+  watchRest(watch: (chunk: Uint8Array) => string | null): void {
+    this.restWatchers.push(watch);
   }
 
   observe(observer: ResponseObserver): void {
@@ -279,7 +320,67 @@ class Outgoing implements OutgoingRequest {
   }
 
   transform(transform: ResponseTransform): void {
-    if (this.response) throw new Error("a response has one transform");
-    this.response = transform;
+    this.response = this.response ? chainTransforms(this.response, transform) : transform;
   }
+}
+
+/**
+ * The rest of a body as it streams, each chunk shown to the watchers before
+ * it goes on; a watcher's reason stops the upload there (the chunk and the
+ * rest are withheld) and aborts the exchange with it.
+ */
+function watchRest(
+  body: Readable,
+  watchers: ((chunk: Uint8Array) => string | null)[],
+  ex: Exchange,
+): Readable {
+  let cut = false;
+  const out = new Transform({
+    transform(chunk: Uint8Array, _enc, done) {
+      if (cut) return done();
+      for (const w of watchers) {
+        const why = w(chunk);
+        if (why === null) continue;
+        cut = true;
+        body.unpipe(out);
+        ex.abort(why);
+        return done();
+      }
+      done(null, chunk);
+    },
+  });
+  return body.pipe(out);
+}
+
+/**
+ * Two response transforms in a row: `b` rewrites what `a` wrote. A cut by
+ * `a` ends the response there (`b` does not see the rest).
+ */
+export function chainTransforms(a: ResponseTransform, b: ResponseTransform): ResponseTransform {
+  let useA = false;
+  let useB = false;
+  return {
+    head(status, raw) {
+      useA = a.head(status, raw);
+      useB = b.head(status, raw);
+      return useA || useB;
+    },
+    chunk(c) {
+      const first = useA ? a.chunk(c) : { out: c };
+      if (!useB) return first;
+      const second = b.chunk(first.out);
+      return { out: second.out, cut: first.cut ?? second.cut };
+    },
+    end() {
+      const tail = useA ? a.end() : new Uint8Array(0);
+      if (!useB) return tail;
+      const last = b.chunk(tail).out;
+      const rest = b.end();
+      if (rest.length === 0) return last;
+      const all = new Uint8Array(last.length + rest.length);
+      all.set(last);
+      all.set(rest, last.length);
+      return all;
+    },
+  };
 }

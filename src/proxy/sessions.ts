@@ -39,6 +39,8 @@ interface Entry {
  */
 export class SessionRegistry {
   readonly #entries = new Map<string, Entry>();
+  /** Called once when a session ends (revoked, or found expired): its phantoms go with it. */
+  onEnd: ((session: string) => void) | null = null;
 
   /** @param max live sessions at most (expired ones are dropped first) */
   constructor(private readonly max = 10_000) {}
@@ -78,7 +80,7 @@ export class SessionRegistry {
     const e = this.#entries.get(session);
     if (!e) return null;
     if (e.expiresAt !== null && e.expiresAt <= now) {
-      this.#entries.delete(session);
+      this.#end(session);
       return null;
     }
     return sameSecret(e.secret, secret) ? { session, label: e.label } : null;
@@ -86,13 +88,20 @@ export class SessionRegistry {
 
   /** Forget a session; false when there was none. */
   revoke(session: string): boolean {
-    return this.#entries.delete(session);
+    if (!this.#entries.has(session)) return false;
+    this.#end(session);
+    return true;
   }
 
   /** Drop expired sessions. */
   sweep(now = Date.now()): void {
     for (const [id, e] of this.#entries) {
-      if (e.expiresAt !== null && e.expiresAt <= now) this.#entries.delete(id);
+      if (e.expiresAt !== null && e.expiresAt <= now) this.#end(id);
     }
+  }
+
+  #end(session: string): void {
+    this.#entries.delete(session);
+    this.onEnd?.(session);
   }
 }

@@ -23,7 +23,14 @@ import { denyAnswer, errorAnswer, rawAnswer } from "./reject.ts";
 import { isWebSocketUpgrade } from "./headers.ts";
 import { handshakeReason, type InterceptHandlers } from "./intercept.ts";
 import { interceptedRequest } from "./requests.ts";
-import { arrive, clientAddress, type ProxyCore, type TunnelCtx, upstreamOptions } from "./core.ts";
+import {
+  arrive,
+  clientAddress,
+  type ProxyCore,
+  screen,
+  type TunnelCtx,
+  upstreamOptions,
+} from "./core.ts";
 
 /** The takeover handler of the proxy's listener (CONNECT and WebSocket upgrades). */
 export function takeovers(
@@ -86,7 +93,11 @@ function connect(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
   }
   const intercept = core.interceptor !== null && isIntercepted(ex.config, hp.host, hp.port);
   const t = performance.now();
-  const d = decideTunnel(ex.config, info, { now: ex.ts, state: core.state, intercept });
+  // A CONNECT shows its host and its own headers: screened like any request head.
+  const refused = screen(core, ex, head.rawHeaders, null);
+  if (refused) { for (const a of core.addons) a.decided?.(ex, refused); }
+  const d = refused?.decision ??
+    decideTunnel(ex.config, info, { now: ex.ts, state: core.state, intercept });
   ex.decideSeconds = (performance.now() - t) / 1000;
   ex.decision = d;
   if (d.verdict === "deny") {
@@ -153,7 +164,10 @@ function upgrade(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
   const ex = arrive(core, head.headers, info, (a) => s.end(rawAnswer(a)));
   if (ex === null) return;
   const t = performance.now();
-  const step = decideHead(ex.config, info, { now: ex.ts, state: core.state, hasBody: false });
+  const refused = screen(core, ex, head.rawHeaders, null);
+  const step = refused
+    ? { next: "verdict" as const, verdict: refused }
+    : decideHead(ex.config, info, { now: ex.ts, state: core.state, hasBody: false });
   ex.decideSeconds = (performance.now() - t) / 1000;
   if (step.next !== "verdict") throw new Error("an upgrade has no body to read");
   const d = step.verdict.decision;

@@ -22,7 +22,7 @@ import type { Addon } from "./types.ts";
 import { rawHeader } from "./headers.ts";
 
 /** Content types worth scanning as text. */
-function isTextual(ct: string): boolean {
+export function isTextual(ct: string): boolean {
   return /^(text\/|application\/(json|[\w.+-]*\+json|xml|[\w.+-]*\+xml|x-www-form-urlencoded|javascript|x-ndjson))/i
     .test(ct.trim()) || /event-stream/i.test(ct);
 }

@@ -81,6 +81,8 @@ export class Metrics {
   #spend = new Map<string, { provider: string; model: string; usd: number }>();
   #tokens = new Map<string, { provider: string; model: string; kind: string; n: number }>();
   #dlp = new Map<string, { detector: string; action: string; n: number }>();
+  #swaps = new Map<string, number>();
+  #tripwires = new Map<string, { credential: string; kind: string; n: number }>();
   #upstream = new Histogram(UPSTREAM_BUCKETS);
   #decision = new Histogram(DECISION_BUCKETS);
 
@@ -128,6 +130,19 @@ export class Metrics {
     const e = this.#dlp.get(k);
     if (e) e.n++;
     else this.#dlp.set(k, { detector, action, n: 1 });
+  }
+
+  /** A request forwarded with a credential's real secret in place of its phantom. */
+  credentialSwap(credential: string): void {
+    this.#swaps.set(credential, (this.#swaps.get(credential) ?? 0) + 1);
+  }
+
+  /** A request refused by the credentials tripwire (`phantom` out of place, or a real `secret` sent). */
+  credentialTripwire(credential: string, kind: string): void {
+    const k = `${credential}\u0000${kind}`;
+    const e = this.#tripwires.get(k);
+    if (e) e.n++;
+    else this.#tripwires.set(k, { credential, kind, n: 1 });
   }
 
   /** The exposition text. */
@@ -179,6 +194,26 @@ export class Metrics {
     for (const e of this.#dlp.values()) {
       out.push(
         `agentgate_dlp_findings_total${labels({ detector: e.detector, action: e.action })} ${e.n}`,
+      );
+    }
+    family(
+      "agentgate_credential_swaps_total",
+      "counter",
+      "Requests forwarded with a credential's real secret swapped in for its phantom.",
+    );
+    for (const [credential, n] of this.#swaps) {
+      out.push(`agentgate_credential_swaps_total${labels({ credential })} ${n}`);
+    }
+    family(
+      "agentgate_credential_tripwires_total",
+      "counter",
+      "Requests refused by the credentials tripwire: a phantom out of place (kind phantom) or a real secret sent by the client (kind secret).",
+    );
+    for (const e of this.#tripwires.values()) {
+      out.push(
+        `agentgate_credential_tripwires_total${
+          labels({ credential: e.credential, kind: e.kind })
+        } ${e.n}`,
       );
     }
     const gauge = (name: string, help: string, v: number, type = "gauge") => {

@@ -11,9 +11,11 @@ import { dlpAddon } from "./dlp.ts";
 import { llmUsageAddon } from "./llm.ts";
 import { type Metrics, metricsAddon } from "./metrics.ts";
 import { denialLog } from "./log.ts";
+import type { CredentialBroker } from "./credentials.ts";
 
 export type { Addon, OutgoingRequest } from "./types.ts";
 export { type MetricGauges, Metrics } from "./metrics.ts";
+export { CredentialBroker } from "./credentials.ts";
 
 /** What the standard addons need from whoever runs the proxy. */
 export interface AddonDeps {
@@ -23,12 +25,16 @@ export interface AddonDeps {
   journal?: SpendJournal;
   metrics: Metrics;
   log: (line: string) => void;
+  /** The credentials broker (phantoms, tripwire, swap); none: no credentials are brokered. */
+  credentials?: CredentialBroker;
 }
 
 /**
  * The standard addons. Order matters where hooks compose: admission first;
- * the usage tap sees the response before DLP may rewrite it; metrics and
- * logs read the final row.
+ * the usage tap sees the response before DLP may rewrite it; the credentials
+ * broker swaps secrets in last, after every other edit of the request, and
+ * masks an echoed secret after DLP's rewrite; metrics and logs read the
+ * final row.
  *
  * @example
  * const proxy = new ProxyServer({ ..., addons: standardAddons({ auth, state, metrics, log }) });
@@ -38,6 +44,7 @@ export function standardAddons(deps: AddonDeps): Addon[] {
     deps.auth,
     llmUsageAddon({ state: deps.state, journal: deps.journal }),
     dlpAddon({ log: deps.log }),
+    ...(deps.credentials ? [deps.credentials] : []),
     metricsAddon(deps.metrics),
     denialLog({ log: deps.log }),
   ];
