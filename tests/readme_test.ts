@@ -99,6 +99,7 @@ const YAML: Record<string, YamlCheck> = {
   "Budgets: reserve, then settle #1": {
     policy: (b) => "version: 1\ntls: { intercept: [api.openai.com] }\n" + b,
   },
+  "Credentials the agent never holds (`credentials`) #1": { policy: v1 },
   "TLS interception #1": { policy: v1 },
   "LLM usage and cost #1": { policy: v1 },
   "Secret-leak and threat detection (`dlp`) #1": { policy: asIs },
@@ -180,6 +181,8 @@ const SH: Record<string, ShRun> = {
     // The README's policy keeps its audit beside it (audit.path: ./agentgate.db): tidy up.
     run: ({ L }) => `cd "$CLONE"\n${L}\nrm agentgate.yaml agentgate.db*\n`,
   },
+  "agentgate run --label agent -- claude   # OPENAI_API_KEY, ANTHROPIC_API_KEY, GITHUB_TOKEN … are phantoms":
+    { skip: "needs Claude Code, an account and the network" },
   "agentgate run -- claude                                   # an agent": {
     skip: "needs Claude Code, an account and the network",
   },

@@ -287,7 +287,8 @@ Deno.test("env: phantom variables, an .npmrc without the user's tokens, a git he
       "-----BEGIN CERTIFICATE-----\nCORP\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nAGENTGATE\n-----END CERTIFICATE-----\n",
     );
     // The helper is what git runs: it answers with the phantom.
-    const out = await new Deno.Command("sh", {
+    // As git runs it (`/bin/sh -c`; the PATH may not name a shell).
+    const out = await new Deno.Command("/bin/sh", {
       args: ["-c", `${helper.slice(1)} get`],
       stdout: "piped",
     })

@@ -738,6 +738,7 @@ credentials:
 
   const secretish = "sk-proj-Abcdefghijklmnopqrstuvwxyz0123456789";
   const errors = errorsOf(`version: 1
+tls: { intercept: ["*"] }
 credentials:
   - { name: a, preset: openai, env: ${secretish} }
   - { name: b, preset: openai, value: ${secretish} }
@@ -749,15 +750,20 @@ credentials:
   - { name: j, env: A, hosts: [x.test], header: x, format: "Token" }
 `);
   for (const e of errors) assert.ok(!e.includes(secretish), `never quoted: ${e}`);
+  // Every error in one pass (the loader reports them all): a, b, c and d also share one
+  // preset's variable.
   assert.deepEqual(errors, [
-    `policies/ci.yaml:3:37: env takes the name of an environment variable (letters, digits, "_"), not a value: a credential's secret never goes in the policy file`,
-    'policies/ci.yaml:4:32: key "value" in "credentials.1" is not allowed: a credential\'s secret never goes in the policy file (it is committed, reviewed, and shown by `/_/api/config`): read it with env: NAME, file: PATH or command: [ARGV…]',
-    "policies/ci.yaml:5:38: file looks like a secret itself (not shown here): a credential's secret never goes in the policy file, file only names where it comes from",
-    'policies/ci.yaml:6:5: credential "d" has 2 sources (env, file): keep one',
-    'policies/ci.yaml:7:5: credential "e" needs hosts (or a preset: openai, anthropic, gemini, github, npm, pypi)',
-    'policies/ci.yaml:8:5: credential "f" needs a place: header, basic or query (or a preset)',
-    'policies/ci.yaml:9:24: "credentials.6.preset" must be one of "openai", "anthropic", "gemini", "github", "npm", "pypi", not "opanai" (did you mean "openai"?)',
-    'policies/ci.yaml:10:60: a format must hold "{secret}" once, as in "Bearer {secret}"',
+    `policies/ci.yaml:4:37: env takes the name of an environment variable (letters, digits, "_"), not a value: a credential's secret never goes in the policy file`,
+    'policies/ci.yaml:5:24: credential "b": variable "OPENAI_API_KEY" already holds credential "a"',
+    'policies/ci.yaml:5:32: key "value" in "credentials.1" is not allowed: a credential\'s secret never goes in the policy file (it is committed, reviewed, and shown by `/_/api/config`): read it with env: NAME, file: PATH or command: [ARGV…]',
+    'policies/ci.yaml:6:24: credential "c": variable "OPENAI_API_KEY" already holds credential "b"',
+    "policies/ci.yaml:6:38: file looks like a secret itself (not shown here): a credential's secret never goes in the policy file, file only names where it comes from",
+    'policies/ci.yaml:7:5: credential "d" has 2 sources (env, file): keep one',
+    'policies/ci.yaml:7:24: credential "d": variable "OPENAI_API_KEY" already holds credential "c"',
+    'policies/ci.yaml:8:5: credential "e" needs hosts (or a preset: openai, anthropic, gemini, github, npm, pypi)',
+    'policies/ci.yaml:9:5: credential "f" needs a place: header, basic or query (or a preset)',
+    'policies/ci.yaml:10:24: "credentials.6.preset" must be one of "openai", "anthropic", "gemini", "github", "npm", "pypi", not "opanai" (did you mean "openai"?)',
+    'policies/ci.yaml:11:60: a format must hold "{secret}" once, as in "Bearer {secret}"',
   ]);
   const later = errorsOf(`version: 1
 tls: { intercept: ["*"] }
