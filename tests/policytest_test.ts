@@ -835,6 +835,7 @@ rules:
       rule_changed: 2,
       unchanged: 1,
       needs_body: 1,
+      needs_dest: 0,
     });
     assert.deepEqual(json.skipped, { count: 1, reasons: { "proxy authentication": 1 } });
 

@@ -66,6 +66,12 @@ export interface AuditEventV1 {
    * Stored as a JSON array; read back when the ledger is rebuilt at start.
    */
   spend_keys?: string[] | null;
+  /**
+   * The address the request's host resolved to and agentgate connected to
+   * (or, when the address guard denied it, the address it refused); null when
+   * no address was looked up (a request denied by name, a DNS failure).
+   */
+  dest_ip?: string | null;
   /** DLP findings (masked samples only), stored in the `findings` table. */
   findings?: AuditFinding[];
 }
@@ -129,4 +135,5 @@ export const AUDIT_COLUMNS = [
   "usage_partial",
   "price_unknown",
   "spend_keys",
+  "dest_ip",
 ] as const satisfies readonly (keyof AuditEventV1)[];

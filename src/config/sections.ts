@@ -15,7 +15,8 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import type { Problem } from "./errors.ts";
 import type { AgentgateConfig } from "./types.ts";
 import type { Part } from "./source.ts";
-import { parseListen } from "./spec.ts";
+import { parseDnsServer, parseListen, parseResolveKey, parseResolveTarget } from "./spec.ts";
+import { pinKey } from "../policy/address.ts";
 import { compileMatch, type Matcher, normalizeHost, PatternError } from "../policy/match.ts";
 import {
   type CompiledPolicy,
@@ -85,6 +86,7 @@ export interface RawUpstream {
   connect_timeout?: string;
   response_timeout?: string;
   resolve?: Record<string, string>;
+  dns?: string;
 }
 
 /**
@@ -309,8 +311,9 @@ export function runSection(run: RawRun | undefined): AgentgateConfig["run"] {
 }
 
 /**
- * `upstream:`: connect and response timeouts, and the `resolve` overrides
- * keyed by normalised host.
+ * `upstream:`: connect and response timeouts, the DNS server, and the
+ * `resolve` overrides keyed by normalised host (`pinKey`: the host, or the
+ * host and one port).
  *
  * @example
  * ```ts
@@ -323,14 +326,18 @@ export function upstreamSection(
 ): Pick<AgentgateConfig, "resolve" | "upstream"> {
   return {
     resolve: new Map(
-      Object.entries(upstream?.resolve ?? {}).map(([h, v]) => [
-        normalizeHost(h),
-        parseListen(v) as { host: string; port: number },
-      ]),
+      Object.entries(upstream?.resolve ?? {}).map(([k, v]) => {
+        const key = parseResolveKey(k) as { host: string; port: number | null };
+        return [
+          pinKey(normalizeHost(key.host), key.port),
+          parseResolveTarget(v) as { host: string; port: number },
+        ];
+      }),
     ),
     upstream: {
       connectTimeoutMs: parseDuration(upstream?.connect_timeout ?? "10s"),
       responseTimeoutMs: parseDuration(upstream?.response_timeout ?? "5m"),
+      dns: upstream?.dns ? parseDnsServer(upstream.dns) as { host: string; port: number } : null,
     },
   };
 }

@@ -23,7 +23,12 @@ export interface AgentgateConfig {
   dashboardToken: string | null;
   policy: CompiledPolicy;
   audit: { path: string; retentionMs: number };
-  upstream: { connectTimeoutMs: number; responseTimeoutMs: number };
+  upstream: {
+    connectTimeoutMs: number;
+    responseTimeoutMs: number;
+    /** `upstream.dns`: the DNS server for upstream names, or null for the system resolver. */
+    dns: { host: string; port: number } | null;
+  };
   limits: { maxBodyBytes: number; maxScanBytes: number };
   tls: {
     /** Compiled `tls.intercept` host globs (empty: nothing is intercepted). */
@@ -36,7 +41,10 @@ export interface AgentgateConfig {
   };
   /** `agentgate run` / `env` settings. */
   run: { noProxy: string[] | null };
-  /** `upstream.resolve`: host -> address to connect to instead. */
+  /**
+   * `upstream.resolve`: host (or host and port, see `pinKey`) -> the address
+   * to connect to instead; `knownDestination` reads it.
+   */
   resolve: Map<string, { host: string; port: number }>;
   llm: LlmSettings;
 }

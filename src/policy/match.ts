@@ -5,6 +5,7 @@
  * @module
  */
 import picomatch from "picomatch";
+import { addressInRange, type Cidr, parseCidr, parseIp } from "./address.ts";
 
 /** A compiled `match` pattern. */
 export interface Matcher {
@@ -22,7 +23,17 @@ export interface Matcher {
   path: ((path: string) => boolean) | null;
   /** The path glob as written (for messages), or null. */
   pathGlob: string | null;
+  /**
+   * An address range (`10.0.0.0/8`, `[fd00::]/8`): the pattern matches the
+   * address the request connects to — its host when that is an address, else
+   * what the name resolves to. `host` is null then; nothing else is set.
+   */
+  cidr: Cidr | null;
 }
+
+/** `10.0.0.0/8`, `fd00::/8` or `[fd00::]/8` (the part after an optional scheme). */
+const CIDR_PATTERN =
+  /^(?:(\d+\.\d+\.\d+\.\d+)|\[([0-9a-fA-F:.]+)\]|([0-9a-fA-F]*:[0-9a-fA-F:.]*))\/(\d+)$/;
 
 /** Thrown for a pattern that cannot be compiled; `offset` is into the pattern. */
 export class PatternError extends Error {
@@ -70,6 +81,22 @@ export function compileMatch(pattern: string, legacy = false): Matcher {
       port: null,
       path: null,
       pathGlob: null,
+      cidr: null,
+    };
+  }
+  const cidrMatch = CIDR_PATTERN.exec(rest);
+  if (cidrMatch && parseIp(cidrMatch[1] ?? cidrMatch[2] ?? cidrMatch[3]) !== null) {
+    const cidr = parseCidr(rest);
+    if (typeof cidr === "string") throw new PatternError(cidr, offset);
+    return {
+      source: pattern,
+      scheme,
+      host: null,
+      hostGlob: null,
+      port: null,
+      path: null,
+      pathGlob: null,
+      cidr,
     };
   }
   const slash = rest.indexOf("/");
@@ -136,6 +163,7 @@ export function compileMatch(pattern: string, legacy = false): Matcher {
     port,
     path: pathM,
     pathGlob,
+    cidr: null,
   };
 }
 
@@ -143,6 +171,9 @@ export function compileMatch(pattern: string, legacy = false): Matcher {
 export function matchHost(m: Matcher, host: string, port: number, scheme?: string): boolean {
   if (m.scheme !== null && scheme !== undefined && m.scheme !== scheme) return false;
   if (m.port !== null && m.port !== port) return false;
+  // An address range, by the host alone: only an address literal in it (the engine
+  // also matches a name by the address it resolves to).
+  if (m.cidr !== null) return addressInRange(m.cidr, host);
   if (m.host === null) return true;
   return typeof m.host === "string" ? m.host === host : m.host.test(host);
 }

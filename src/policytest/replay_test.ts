@@ -39,6 +39,7 @@ function row(over: Partial<AuditRowWithHeaders> & { id: string }): AuditRowWithH
     reasoning_tokens: null,
     usage_partial: null,
     price_unknown: null,
+    dest_ip: null,
     findings_count: 0,
     ...over,
   };
@@ -169,6 +170,7 @@ rules:
     rule_changed: 1,
     unchanged: 7,
     needs_body: 2,
+    needs_dest: 0,
   });
   assert.deepEqual(r.skipped, { count: 1, reasons: { "proxy authentication": 1 } });
   assert.deepEqual(r.examples.allow_to_deny.map((e) => [e.ts - T0, e.after?.policy]), [

@@ -113,6 +113,7 @@ export class Exchange {
       duration_ms: Math.round((performance.now() - this.t0) * 1000) / 1000,
       error: outcome.error ?? null,
       headers: isTunnel ? null : JSON.stringify(redactHeaders(info.headers)),
+      dest_ip: info.dest?.ip ?? null,
       ...this.usage,
       ...(this.findings.length ? { findings: this.findings } : {}),
     }, this);

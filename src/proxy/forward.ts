@@ -96,13 +96,32 @@ function guardConnect(socket: net.Socket, ms: number, fail: (e: Error) => void) 
 /** What the server hands to {@link forwardHttp}. */
 export interface ForwardTarget {
   scheme: "http" | "https";
-  /** Host to connect to (may differ from the Host header's name). */
+  /** The address to connect to: the one the address guard checked (never a name to resolve again). */
   connectHost: string;
   port: number;
   /** Value of the Host header sent upstream (the request-target's authority). */
   authority: string;
   /** Path and query exactly as the client sent them. */
   rawPath: string;
+  /** The request's host name, for reasons (`"example.com:80" (93.184.216.34)`). */
+  name?: string;
+  /** The request's port, when the address's port differs (`upstream.resolve`). */
+  namePort?: number;
+}
+
+/**
+ * How a failure names the upstream: the address connected to, and the
+ * request's host and port when they differ (`["93.184.216.34:80", "example.com:80"]`).
+ */
+export function targetLabel(
+  t: Pick<ForwardTarget, "connectHost" | "port" | "name" | "namePort">,
+): [string, string | undefined] {
+  const namePort = t.namePort ?? t.port;
+  const addr = `${t.connectHost}:${t.port}`;
+  if (t.name === undefined || (t.name === t.connectHost && namePort === t.port)) {
+    return [addr, undefined];
+  }
+  return [addr, `${t.name.includes(":") ? `[${t.name}]` : t.name}:${namePort}`];
 }
 
 /** A plain TCP endpoint (the https variant comes with interception). */
@@ -206,7 +225,7 @@ export function forwardHttp(
   } else if (!BODYLESS_BY_DEFAULT.has(method)) framingLine = "Content-Length: 0\r\n";
   const head = `${method} ${target.rawPath} HTTP/1.1\r\nHost: ${target.authority}\r\n` +
     headerLines(headers) + `Via: ${via ? `${via}, ` : ""}${opts.via}\r\n` + framingLine + "\r\n";
-  const tgt = `${target.connectHost}:${target.port}`;
+  const [tgt, tgtName] = targetLabel(target);
   const hasBody = framing !== "none";
   const observers = opts.observers ?? [];
   let transforming = false;
@@ -295,7 +314,7 @@ export function forwardHttp(
       error: (e, responded) => {
         if (ex.done) return;
         const kind: UpstreamFailure = classifyUpstreamError(e);
-        const reason = upstreamReason(kind, tgt, e);
+        const reason = upstreamReason(kind, tgt, e, tgtName);
         if (!responded && !res.headersSent) {
           const a = upstreamAnswer(ex.info.id, kind, reason);
           res.writeHead(a.status, { ...a.headers, ...(hasBody ? { connection: "close" } : {}) });
@@ -350,7 +369,7 @@ export function forwardUpgrade(
     for (const one of Array.isArray(v) ? v : [v]) text += `${k}: ${one}\r\n`;
   }
   text += `Via: ${opts.via}\r\nConnection: Upgrade\r\n\r\n`;
-  const tgt = `${target.connectHost}:${target.port}`;
+  const [tgt, tgtName] = targetLabel(target);
   const up = net.connect({ host: target.connectHost, port: target.port });
   let status: number | null = null;
   let established = false;
@@ -377,7 +396,7 @@ export function forwardUpgrade(
   up.on("error", (e) => {
     if (!established && !ex.done) {
       const kind = classifyUpstreamError(e);
-      const reason = upstreamReason(kind, tgt, e);
+      const reason = upstreamReason(kind, tgt, e, tgtName);
       const a = upstreamAnswer(ex.info.id, kind, reason);
       socket.end(rawAnswer(a));
       ex.finish({ status: a.status, decision: "error", reason, error: `upstream ${kind}` });

@@ -11,18 +11,28 @@ import type net from "node:net";
 import type tls from "node:tls";
 import type { Duplex } from "node:stream";
 import { requestInfo } from "../policy/request.ts";
-import { decideHead, decideTunnel } from "../policy/pipeline.ts";
+import { decideDest, decideHead, decideTunnel, type RequestStep } from "../policy/pipeline.ts";
+import { knownDestination } from "../policy/address.ts";
+import type { Decision, Destination } from "../policy/types.ts";
 import { isIntercepted } from "../config/load.ts";
 import { type Exchange, newDecisionId } from "./exchange.ts";
 import { parseAbsolute, parseAuthority } from "./target.ts";
 import { forwardUpgrade } from "./forward.ts";
 import { serveHttp1, type TakeoverHead } from "./h1server.ts";
 import { openTunnel } from "./tunnel.ts";
-import { denyAnswer, errorAnswer, rawAnswer } from "./reject.ts";
+import { denyAnswer, errorAnswer, rawAnswer, upstreamAnswer } from "./reject.ts";
 import { isWebSocketUpgrade } from "./headers.ts";
 import { handshakeReason, type InterceptHandlers } from "./intercept.ts";
 import { interceptedRequest } from "./requests.ts";
-import { arrive, clientAddress, type ProxyCore, type TunnelCtx, upstreamOptions } from "./core.ts";
+import {
+  arrive,
+  clientAddress,
+  destinationFailure,
+  loopAnswer,
+  type ProxyCore,
+  type TunnelCtx,
+  upstreamOptions,
+} from "./core.ts";
 
 /** The takeover handler of the proxy's listener (CONNECT and WebSocket upgrades). */
 export function takeovers(
@@ -78,24 +88,91 @@ function connect(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
   });
   const ex = arrive(core, head.headers, info, (a) => s.end(rawAnswer(a)));
   if (ex === null) return;
-  if (core.isSelf(hp.host, hp.port)) {
-    const reason = "CONNECT to the proxy itself would loop";
-    s.end(rawAnswer(errorAnswer(info.id, 508, "loop_detected", reason)));
-    return ex.finish({ status: 508, decision: "error", reason });
-  }
   const intercept = core.interceptor !== null && isIntercepted(ex.config, hp.host, hp.port);
-  const t = performance.now();
-  const d = decideTunnel(ex.config, info, { now: ex.ts, state: core.state, intercept });
-  ex.decideSeconds = (performance.now() - t) / 1000;
-  ex.decision = d;
-  if (d.verdict === "deny") {
-    s.end(rawAnswer(denyAnswer(info.id, d)));
-    return ex.finish({ status: d.status });
-  }
-  core.tunnelOpened(ex);
-  if (intercept) return interceptTunnel(core, s, rest, hp.host, hp.port, ex);
-  const to = ex.config.resolve.get(hp.host) ?? hp;
-  openTunnel(s, rest, to.host, to.port, ex, ex.config.upstream.connectTimeoutMs);
+  const decideOnce = () => {
+    const t = performance.now();
+    const d = decideTunnel(ex.config, info, {
+      now: ex.ts,
+      state: core.state,
+      intercept,
+      resolve: true,
+      local: core.local,
+    });
+    ex.decideSeconds = (ex.decideSeconds ?? 0) + (performance.now() - t) / 1000;
+    return d;
+  };
+  const decided = (d: Decision) => {
+    ex.decision = d;
+    if (d.verdict === "deny") {
+      s.end(rawAnswer(denyAnswer(info.id, d)));
+      return ex.finish({ status: d.status });
+    }
+    core.tunnelOpened(ex);
+    if (intercept) return interceptTunnel(core, s, rest, hp.host, hp.port, ex);
+    const dest = info.dest!;
+    openTunnel(
+      s,
+      rest,
+      {
+        connectHost: dest.ip,
+        port: dest.port,
+        ...(dest.pinned ? {} : { name: hp.host, namePort: hp.port }),
+      },
+      ex,
+      ex.config.upstream.connectTimeoutMs,
+    );
+  };
+  // Loop detection by address: a name (or an address) that is this proxy
+  // would tunnel back into it, and its /_/api would answer inside.
+  info.dest = knownDestination(ex.config.resolve, hp.host, hp.port) ?? undefined;
+  if (info.dest !== undefined && core.loops(info.dest)) return refuseLoopRaw(s, ex);
+  const d = decideOnce();
+  if (!d.needsDest) return decided(d);
+  if (d.verdict !== "deny") ex.decision = d;
+  whenResolved(core, s, ex, (dest) => {
+    info.dest = dest;
+    const again = decideOnce();
+    if (again.needsDest) {
+      throw new Error("the address was given: the tunnel cannot ask for it again");
+    }
+    decided(again);
+  });
+}
+
+/**
+ * Resolve the name of a request that took its socket over (CONNECT, an
+ * upgrade), then continue with the address: a failed lookup is a 502, an
+ * address that is this proxy a 508, a client that leaves meanwhile an abort.
+ */
+function whenResolved(
+  core: ProxyCore,
+  s: net.Socket,
+  ex: Exchange,
+  then: (dest: Destination) => void,
+) {
+  const onClose = () => ex.finish({ status: null, error: "client aborted" });
+  s.once("close", onClose);
+  core.resolve(ex.config, ex.info.host, ex.info.port).then((dest) => {
+    s.off("close", onClose);
+    if (ex.done) return;
+    if (core.loops(dest)) {
+      ex.info.dest = dest;
+      return refuseLoopRaw(s, ex);
+    }
+    then(dest);
+  }, (e) => {
+    s.off("close", onClose);
+    if (ex.done) return;
+    const f = destinationFailure(ex, e);
+    s.end(rawAnswer(upstreamAnswer(ex.info.id, f.kind, f.reason)));
+    ex.finish(f.outcome);
+  });
+}
+
+function refuseLoopRaw(s: net.Socket, ex: Exchange) {
+  const a = loopAnswer(ex);
+  s.end(rawAnswer(a));
+  ex.finish({ status: 508, decision: "error", reason: a.reason });
 }
 
 /** Terminate TLS on an allowed CONNECT; the tunnel's row is written when it closes. */
@@ -151,29 +228,46 @@ function upgrade(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
   });
   const ex = arrive(core, head.headers, info, (a) => s.end(rawAnswer(a)));
   if (ex === null) return;
+  info.dest = knownDestination(ex.config.resolve, target.host, target.port) ?? undefined;
+  if (info.dest !== undefined && core.loops(info.dest)) return refuseLoopRaw(s, ex);
+  const ctx = { now: ex.ts, state: core.state, resolve: true, local: core.local };
+  const advance = (step: RequestStep) => {
+    if (step.next === "body") throw new Error("an upgrade has no body to read");
+    if (step.next === "dest") {
+      if (step.asked.verdict !== "deny") ex.decision = step.asked;
+      return whenResolved(core, s, ex, (dest) => {
+        const t = performance.now();
+        const again = decideDest(ex.config, info, dest, { ...ctx, hasBody: false, body: null });
+        ex.decideSeconds! += (performance.now() - t) / 1000;
+        advance(again);
+      });
+    }
+    const d = step.verdict.decision;
+    ex.decision = d;
+    for (const a of core.addons) a.decided?.(ex, step.verdict);
+    if (d.verdict === "deny") {
+      s.end(rawAnswer(denyAnswer(info.id, d)));
+      return ex.finish({ status: d.status });
+    }
+    const dest = info.dest!;
+    forwardUpgrade(
+      head,
+      s,
+      rest,
+      {
+        scheme: "http",
+        connectHost: dest.ip,
+        port: dest.port,
+        authority: target.authority,
+        rawPath: target.rawPath,
+        ...(dest.pinned ? {} : { name: target.host, namePort: target.port }),
+      },
+      ex,
+      upstreamOptions(core, ex.config),
+    );
+  };
   const t = performance.now();
-  const step = decideHead(ex.config, info, { now: ex.ts, state: core.state, hasBody: false });
+  const step = decideHead(ex.config, info, { ...ctx, hasBody: false });
   ex.decideSeconds = (performance.now() - t) / 1000;
-  if (step.next !== "verdict") throw new Error("an upgrade has no body to read");
-  const d = step.verdict.decision;
-  ex.decision = d;
-  for (const a of core.addons) a.decided?.(ex, step.verdict);
-  if (d.verdict === "deny") {
-    s.end(rawAnswer(denyAnswer(info.id, d)));
-    return ex.finish({ status: d.status });
-  }
-  forwardUpgrade(
-    head,
-    s,
-    rest,
-    {
-      scheme: "http",
-      connectHost: target.host,
-      port: target.port,
-      authority: target.authority,
-      rawPath: target.rawPath,
-    },
-    ex,
-    upstreamOptions(core, ex.config),
-  );
+  advance(step);
 }
