@@ -240,16 +240,15 @@ function compileAllowance(
       return cidrContains(c, b);
     });
     if (meta !== undefined && c.bits < c.bytes.length * 8) {
-      problems.push({
-        ...src.problem(
+      problems.push(
+        src.problem(
           "warning",
           src.nodeAt([...path, "match"]),
           `rule "${ruleName}" allows ${
             formatCidr(c)
           }, which includes the cloud metadata address ${meta}: an agent could read instance credentials; name a narrower range`,
         ),
-        lint: true,
-      });
+      );
     }
   }
   return allowPrivate || ranges.length ? { allowPrivate, ranges } : null;

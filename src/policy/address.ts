@@ -374,9 +374,10 @@ function finding(
   metadata: boolean,
   own: boolean,
 ): AddressFinding {
+  // Loopback and unspecified addresses are this host anyway: no need to say it twice.
   const label = metadata
     ? `${cls.label} / cloud metadata`
-    : own && cls !== THIS_HOST
+    : own && cls !== THIS_HOST && cls.id !== "loopback" && cls.id !== "unspecified"
     ? `${cls.label}, ${THIS_HOST.label}`
     : cls.label;
   return { ip, embeds, cls: { id: metadata ? "metadata" : cls.id, label }, metadata, bytes };

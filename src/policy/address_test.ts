@@ -118,9 +118,10 @@ Deno.test("address: agentgate's own addresses are their own class", () => {
   assert.equal(classifyAddress("::ffff:203.0.113.5", local)!.cls.id, "this-host");
   assert.equal(classifyAddress("64:ff9b::cb00:7105", local)!.cls.id, "this-host");
   assert.equal(classifyAddress("203.0.113.6", local), null);
+  assert.equal(classifyAddress("0.0.0.0", local)!.cls.label, "unspecified / this network");
   assert.equal(
-    classifyAddress("0.0.0.0", local)!.cls.label,
-    "unspecified / this network, an address of agentgate's host",
+    classifyAddress("10.0.0.5", new Set(["10.0.0.5"]))!.cls.label,
+    "private, an address of agentgate's host",
   );
 });
 

@@ -258,10 +258,21 @@ function ruleMatches(rule: CompiledRule, info: RequestInfo): boolean | Matcher |
   return needsDest ? "dest" : needs ?? false;
 }
 
-/** Asks the caller for the destination address (nothing is committed). */
-function askDest(policy: CompiledPolicy, rule: CompiledRule | null, why: string): Decision {
+/**
+ * Asks the caller for the destination address (nothing is committed). The
+ * guard asks with the verdict it is about to give (`allow` / `log`: a DNS
+ * failure is recorded under it); a rule that cannot match without the
+ * address asks with `deny`, as nothing is decided yet.
+ */
+function askDest(
+  policy: CompiledPolicy,
+  rule: CompiledRule | null,
+  why: string,
+  forward?: Action,
+): Decision {
   return {
-    ...decision(policy, rule, "deny", why),
+    ...decision(policy, rule, forward ?? "deny", why),
+    ...(forward ? {} : { verdict: "deny" as const }),
     needsDest: true,
     needs: "dest",
   };
@@ -284,7 +295,12 @@ function guardAddress(
   const dest = info.dest;
   if (dest === undefined) {
     return input.resolve
-      ? askDest(policy, rule, `the address of "${info.host}" must be checked before connecting`)
+      ? askDest(
+        policy,
+        rule,
+        `the address of "${info.host}" must be checked before connecting`,
+        rule?.action ?? policy.defaultAction,
+      )
       : null;
   }
   // An address pinned in upstream.resolve is the operator's explicit choice.

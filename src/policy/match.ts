@@ -5,7 +5,14 @@
  * @module
  */
 import picomatch from "picomatch";
-import { addressInRange, type Cidr, parseCidr, parseIp } from "./address.ts";
+import {
+  addressInRange,
+  type Cidr,
+  embeddedIpv4,
+  formatIp,
+  parseCidr,
+  parseIp,
+} from "./address.ts";
 
 /** A compiled `match` pattern. */
 export interface Matcher {
@@ -134,7 +141,8 @@ export function compileMatch(pattern: string, legacy = false): Matcher {
   }
   let hostM: Matcher["host"];
   if (host === "*" || host === "**") hostM = null;
-  else if (!/[*?]/.test(host)) hostM = host;
+  // An exact host compares like request hosts: an address in its canonical spelling.
+  else if (!/[*?]/.test(host)) hostM = normalizeHost(host);
   else {
     const re = host.replace(/[.+^${}()|\\\[\]]/g, "\\$&").replace(/\*+/g, ".*").replace(
       /\?/g,
@@ -180,24 +188,29 @@ export function matchHost(m: Matcher, host: string, port: number, scheme?: strin
 
 /**
  * Normalize a host for matching: lower-case, no trailing dot, IPv6 without
- * brackets, and numeric IPv4 forms (`2852039166`, `0xa9.254.169.254`) in
- * dotted-quad, so an agent cannot dodge `169.254.*` with another spelling.
+ * brackets in canonical form (`fd00:ec2:0::254` is `fd00:ec2::254`), and the
+ * spellings of an IPv4 address in dotted-quad — numeric forms (`2852039166`,
+ * `0xa9.254.169.254`) and the IPv6 forms that embed one (IPv4-mapped,
+ * -compatible, -translated, NAT64 `64:ff9b::/96`) — so an agent cannot
+ * dodge `169.254.*` with another spelling.
  *
  * @example
  * normalizeHost("Metadata.Google.Internal.") // "metadata.google.internal"
  * normalizeHost("2852039166") // "169.254.169.254"
+ * normalizeHost("[64:ff9b::a9fe:a9fe]") // "169.254.169.254"
  */
 export function normalizeHost(raw: string): string {
   let h = raw.toLowerCase();
   if (h.startsWith("[") && h.endsWith("]")) h = h.slice(1, -1);
   while (h.endsWith(".")) h = h.slice(0, -1);
-  // IPv4-mapped IPv6 (::ffff:169.254.169.254 or ::ffff:a9fe:a9fe) is the IPv4 address.
-  const mapped = /^(?:0{0,4}:){0,5}:?ffff:(?:(\d+\.\d+\.\d+\.\d+)|([0-9a-f]{1,4}):([0-9a-f]{1,4}))$/
-    .exec(h);
-  if (mapped) {
-    if (mapped[1]) return mapped[1];
-    const hi = parseInt(mapped[2], 16), lo = parseInt(mapped[3], 16);
-    return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+  if (h.includes(":")) {
+    const b = parseIp(h);
+    if (b === null || h.includes("%")) return h;
+    // One embedded IPv4 address (the local-use NAT64 prefix has several readings:
+    // the address guard judges those).
+    const v4 = embeddedIpv4(b);
+    const special = formatIp(b) === "::" || formatIp(b) === "::1";
+    return v4.length === 1 && !special ? formatIp(v4[0]) : formatIp(b);
   }
   // Only hosts made of digits, dots and hex notation can be IPv4 in disguise.
   if (/^[0-9a-fx.]+$/.test(h) && /^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*$/.test(h)) {

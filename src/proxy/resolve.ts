@@ -75,6 +75,8 @@ export class NameResolver {
 
   /** The addresses of `host` (IPv4 first); rejects with a `dns`-classified error. */
   async addresses(host: string): Promise<string[]> {
+    // RFC 6761: localhost names are loopback, whatever a DNS server would say.
+    if (host === "localhost" || host.endsWith(".localhost")) return ["127.0.0.1", "::1"];
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
