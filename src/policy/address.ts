@@ -134,9 +134,19 @@ function unmapped(b: Uint8Array): Uint8Array {
  * ```
  */
 export function canonicalIp(text: string): string | null {
-  const b = parseIp(text);
-  return b === null ? null : formatIp(unmapped(b));
+  // Asked for every request's host (literal or not): remembered, within bounds.
+  let c = canonical.get(text);
+  if (c === undefined) {
+    if (canonical.size >= MAX_CANONICAL) canonical.clear();
+    const b = parseIp(text);
+    c = b === null ? null : formatIp(unmapped(b));
+    canonical.set(text, c);
+  }
+  return c;
 }
+
+const MAX_CANONICAL = 4096;
+const canonical = new Map<string, string | null>();
 
 /**
  * Parses `10.0.0.0/8`, `fd00::/8`, `[fd00::]/8` or a single address (all
@@ -333,9 +343,36 @@ export function classifyAddress(
   ip: string,
   local: ReadonlySet<string> = EMPTY,
 ): AddressFinding | null {
-  const raw = parseIp(ip);
-  if (raw === null) return null;
-  const b = unmapped(raw);
+  // Addresses repeat (one upstream, many requests): the judgement without the
+  // local set is cached; the local set is a lookup of the address and what it embeds.
+  let c = judged.get(ip);
+  if (c === undefined) {
+    if (judged.size >= MAX_JUDGED) judged.clear();
+    const raw = parseIp(ip);
+    const b = raw && unmapped(raw);
+    c = {
+      finding: b && judge(b, EMPTY),
+      texts: b ? [formatIp(b), ...embeddedIpv4(b).map(formatIp)] : [],
+    };
+    judged.set(ip, c);
+  }
+  if (local.size === 0 || !c.texts.some((t) => local.has(t))) return c.finding;
+  // One of agentgate's own addresses: judged against this set (kept while the set is).
+  let own = judgedLocal.get(local);
+  if (own === undefined) judgedLocal.set(local, own = new Map());
+  let f = own.get(ip);
+  if (f === undefined) {
+    if (own.size >= MAX_JUDGED) own.clear();
+    own.set(ip, f = judge(unmapped(parseIp(ip)!), local));
+  }
+  return f;
+}
+
+const MAX_JUDGED = 4096;
+const judged = new Map<string, { finding: AddressFinding | null; texts: string[] }>();
+const judgedLocal = new WeakMap<ReadonlySet<string>, Map<string, AddressFinding | null>>();
+
+function judge(b: Uint8Array, local: ReadonlySet<string>): AddressFinding | null {
   const text = formatIp(b);
   const own = local.has(text);
   const direct = classOf(b);

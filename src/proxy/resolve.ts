@@ -143,6 +143,8 @@ export class LocalAddresses {
 
   /** The addresses (canonical text). */
   get set(): ReadonlySet<string> {
+    // Only a wildcard listener's set changes (interfaces come and go).
+    if (!this.#wildcard && this.#readAt !== -Infinity) return this.#set;
     const now = performance.now();
     if (now - this.#readAt < 10_000) return this.#set;
     this.#readAt = now;
