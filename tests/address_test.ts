@@ -501,3 +501,32 @@ rules:
     await dns.close();
   }
 });
+
+Deno.test("address guard: a DNS server that never answers, or has no address, is a 502", async () => {
+  const dns = await startDns({ "silent.test": "silent", "gone.test": [] });
+  const proxy = await startProxy({
+    config: `version: 1
+default: log
+upstream: { dns: "${dns.address}", connect_timeout: 1s }
+audit: { path: ./audit.db }
+`,
+  });
+  try {
+    const t0 = performance.now();
+    const slow = await raw(proxy.port, get("http://silent.test/", "silent.test"));
+    assert.equal(slow.status, 502);
+    assert.deepEqual(JSON.parse(slow.body).reason, 'DNS lookup failed for "silent.test:80"');
+    assert.ok(performance.now() - t0 < 5000);
+    const none = await raw(proxy.port, connect("gone.test:443"));
+    assert.equal(none.status, 502);
+    assert.equal(JSON.parse(none.body).reason, 'DNS lookup failed for "gone.test:443"');
+    const rows = await waitForRows(proxy.auditPath, 2);
+    assert.deepEqual(rows.map((r) => [r.decision, r.error, r.dest_ip]), [
+      ["error", "upstream dns", null],
+      ["error", "upstream dns", null],
+    ]);
+  } finally {
+    await proxy.dispose();
+    await dns.close();
+  }
+});

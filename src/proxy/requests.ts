@@ -228,8 +228,14 @@ function resolveDest(core: ProxyCore, flow: Flow, asked: Decision) {
   if (asked.verdict !== "deny") ex.decision = asked;
   const onClose = () => ex.finish({ status: null, error: "client aborted" });
   res.once("close", onClose);
+  // A forced shutdown does not wait for a slow DNS answer.
+  ex.abort = (why) => {
+    res.destroy();
+    ex.finish({ status: null, error: why });
+  };
   core.resolve(ex.config, ex.info.host, ex.info.port).then((dest) => {
     res.off("close", onClose);
+    ex.abort = () => {};
     if (ex.done) return;
     if (core.loops(dest)) {
       ex.info.dest = dest;
@@ -248,6 +254,7 @@ function resolveDest(core: ProxyCore, flow: Flow, asked: Decision) {
     advance(core, flow, step);
   }, (e) => {
     res.off("close", onClose);
+    ex.abort = () => {};
     if (ex.done) return;
     const f = destinationFailure(ex, e);
     send(res, upstreamAnswer(ex.info.id, f.kind, f.reason), unreadClose(flow));

@@ -64,6 +64,9 @@ export class NameResolver {
     // custom port ("127.0.0.1:5353") and queries it afresh each time (no
     // cache, so a changed answer is seen at once). A missing AAAA record is
     // ENOTFOUND under Deno, ENODATA under Node: both mean "none of this type".
+    // Deno caps one try at about 2 s whatever `timeout` says (timeout 30000,
+    // tries 1 fails after 2.0 s; Node after 6 s): a silent server fails within
+    // about `tries` × 2 s, inside our own deadline.
     const tries = 2;
     this.#server = new dns.promises.Resolver({
       timeout: Math.max(100, Math.floor(timeoutMs / tries)),
@@ -101,14 +104,16 @@ export class NameResolver {
         const all = await dns.promises.lookup(host, { all: true, verbatim: true });
         return all.map((a) => a.address);
       } catch (e) {
-        const err = e as Error & { code?: string };
-        throw dnsError(host, err.code ?? "ENOTFOUND", err.code ?? err.message);
+        const code = (e as { code?: string }).code;
+        throw dnsError(host, code === "ENOTFOUND" ? code : "EAI_FAIL", "the lookup failed");
       }
     }
     const none = (e: unknown): string[] => {
       const code = (e as { code?: string }).code;
       if (code === "ENODATA" || code === "ENOTFOUND") return [];
-      throw dnsError(host, code ?? "EAI_FAIL", code ?? String(e));
+      // A DNS failure of any kind (no answer, refused, malformed) is a DNS failure: 502
+      // (the message must not read as a connect timeout: classifyUpstreamError reads it).
+      throw dnsError(host, "EAI_FAIL", "the DNS server gave no usable answer");
     };
     const [v4, v6] = await Promise.all([
       server.resolve4(host).catch(none),

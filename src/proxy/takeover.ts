@@ -152,8 +152,14 @@ function whenResolved(
 ) {
   const onClose = () => ex.finish({ status: null, error: "client aborted" });
   s.once("close", onClose);
+  // A forced shutdown does not wait for a slow DNS answer.
+  ex.abort = (why) => {
+    s.destroy();
+    ex.finish({ status: null, error: why });
+  };
   core.resolve(ex.config, ex.info.host, ex.info.port).then((dest) => {
     s.off("close", onClose);
+    ex.abort = () => {};
     if (ex.done) return;
     if (core.loops(dest)) {
       ex.info.dest = dest;
@@ -162,6 +168,7 @@ function whenResolved(
     then(dest);
   }, (e) => {
     s.off("close", onClose);
+    ex.abort = () => {};
     if (ex.done) return;
     const f = destinationFailure(ex, e);
     s.end(rawAnswer(upstreamAnswer(ex.info.id, f.kind, f.reason)));

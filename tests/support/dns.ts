@@ -11,8 +11,11 @@ import dgram from "node:dgram";
 import type { AddressInfo } from "node:net";
 import { parseIp } from "../../src/policy/address.ts";
 
-/** Addresses of a name: fixed, or by the number of A queries seen so far for it (0 first). */
-export type Answer = string[] | ((asked: number) => string[]);
+/**
+ * Addresses of a name: fixed, or by the number of A queries seen so far for it
+ * (0 first); `"silent"` never answers (a DNS server that times out).
+ */
+export type Answer = string[] | ((asked: number) => string[]) | "silent";
 
 /** A running test DNS server. */
 export interface DnsServer {
@@ -75,6 +78,7 @@ export async function startDns(
     counts[type] = (counts[type] ?? 0) + 1;
     server.queries.set(q.name, counts);
     const answer = server.records.get(q.name);
+    if (answer === "silent") return;
     const all = answer === undefined
       ? null
       : typeof answer === "function"
