@@ -530,3 +530,48 @@ audit: { path: ./audit.db }
     await dns.close();
   }
 });
+
+Deno.test("address guard: mode audit records refused addresses as would_deny and forwards to them", async () => {
+  const origin = await originOn("127.0.0.2", "reached");
+  const dns = await startDns({ "blocked.test": ["127.0.0.2"], "local.test": ["127.0.0.2"] });
+  const proxy = await startProxy({
+    config: `version: 1
+mode: audit
+default: log
+upstream: { dns: "${dns.address}" }
+audit: { path: ./audit.db }
+rules:
+  - { name: blocked, match: blocked.test, action: deny, reason: no }
+  - { name: needs-path, match: "blocked.test/x/**", action: allow }
+`,
+  });
+  try {
+    // Denied by a rule (nothing asked for the address yet): still resolved, and connected to
+    // what was resolved.
+    const byRule = await raw(
+      proxy.port,
+      get(`http://blocked.test:${origin.port}/`, "blocked.test"),
+    );
+    assert.equal(byRule.status, 200);
+    assert.match(byRule.body, /reached/);
+    // Refused by the guard: would_deny, forwarded.
+    const byAddress = await raw(proxy.port, get(`http://local.test:${origin.port}/`, "local.test"));
+    assert.match(byAddress.body, /reached/);
+    // A tunnel denied by a rule is opened too.
+    const tunnel = await raw(
+      proxy.port,
+      connect(`blocked.test:${origin.port}`) + get("/t", `blocked.test:${origin.port}`),
+    );
+    assert.match(tunnel.body, /reached/); // the origin answered inside the tunnel
+    const rows = await waitForRows(proxy.auditPath, 3);
+    assert.deepEqual(rows.map((r) => [r.host, r.decision, r.rule, r.policy, r.dest_ip]), [
+      ["blocked.test", "would_deny", "blocked", null, "127.0.0.2"],
+      ["local.test", "would_deny", null, "address", "127.0.0.2"],
+      ["blocked.test", "would_deny", "blocked", null, "127.0.0.2"],
+    ]);
+  } finally {
+    await proxy.dispose();
+    await origin.close();
+    await dns.close();
+  }
+});

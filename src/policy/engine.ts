@@ -351,7 +351,14 @@ function decision(
  */
 export function decide(policy: CompiledPolicy, input: DecideInput): Decision {
   try {
-    return decideUnsafe(policy, input);
+    const d = decideUnsafe(policy, input);
+    // In mode: audit a would-be deny is forwarded, so a resolving caller needs its address
+    // too (nothing was committed for it: policies that count come after the guard).
+    if (
+      d.verdict === "would_deny" && input.resolve && input.info.dest === undefined &&
+      !d.needsBody && !d.needsDest && !(input.intercept && input.info.path === null)
+    ) return { ...d, needsDest: true, needs: "dest" };
+    return d;
   } catch (e) {
     engineErrors.count++;
     engineErrors.last = e instanceof Error ? e.stack ?? e.message : String(e);

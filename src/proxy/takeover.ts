@@ -107,9 +107,18 @@ function connect(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
       s.end(rawAnswer(denyAnswer(info.id, d)));
       return ex.finish({ status: d.status });
     }
+    if (intercept) {
+      core.tunnelOpened(ex);
+      return interceptTunnel(core, s, rest, hp.host, hp.port, ex);
+    }
+    // The pipeline asked for the address before anything is forwarded: connect to it.
+    const dest = info.dest;
+    if (dest === undefined) {
+      const reason = "internal error: no checked address to connect to";
+      s.end(rawAnswer(errorAnswer(info.id, 502, "bad_gateway", reason)));
+      return ex.finish({ status: 502, decision: "error", reason, error: "no address" });
+    }
     core.tunnelOpened(ex);
-    if (intercept) return interceptTunnel(core, s, rest, hp.host, hp.port, ex);
-    const dest = info.dest!;
     openTunnel(
       s,
       rest,
@@ -132,10 +141,13 @@ function connect(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
   whenResolved(core, s, ex, (dest) => {
     info.dest = dest;
     const again = decideOnce();
-    if (again.needsDest) {
-      throw new Error("the address was given: the tunnel cannot ask for it again");
-    }
-    decided(again);
+    // With the address given the engine cannot ask for it again; if it ever did, refuse
+    // (fail closed) rather than connect unchecked.
+    decided(
+      again.needsDest
+        ? { ...again, verdict: "deny", status: 403, reason: "internal error", needsDest: undefined }
+        : again,
+    );
   });
 }
 
@@ -256,7 +268,12 @@ function upgrade(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
       s.end(rawAnswer(denyAnswer(info.id, d)));
       return ex.finish({ status: d.status });
     }
-    const dest = info.dest!;
+    const dest = info.dest;
+    if (dest === undefined) {
+      const reason = "internal error: no checked address to connect to";
+      s.end(rawAnswer(errorAnswer(info.id, 502, "bad_gateway", reason)));
+      return ex.finish({ status: 502, decision: "error", reason, error: "no address" });
+    }
     forwardUpgrade(
       head,
       s,
