@@ -31,7 +31,11 @@ import { V8_FLAGS } from "./v8_flags.ts";
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const harness = resolve(root, "../shared/bench/bench.sh");
 
-/** A 20-rule policy: what a real CI policy looks like, with a final catch-all. */
+/**
+ * A 20-rule policy: what a real CI policy looks like, with a final catch-all
+ * (and a rule naming the harness's origin on 127.0.0.1, which the address
+ * guard would refuse otherwise).
+ */
 export const BENCH_POLICY = `version: 1
 default: deny
 audit: { path: ./bench-audit.db }
@@ -55,6 +59,7 @@ rules:
   - { name: debian, match: [deb.debian.org, security.debian.org], action: log }
   - { name: telemetry, match: ["*.segment.io", "*.sentry.io", "*.datadoghq.com"], action: deny }
   - { name: aws, match: "*.amazonaws.com", action: log }
+  - { name: bench-origin, match: 127.0.0.1, action: log } # the harness's origin, on loopback
   - { name: everything-else, match: "*", action: log }
 `;
 

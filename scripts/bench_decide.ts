@@ -54,6 +54,10 @@ function info(
   };
 }
 
+function dest(ip: string): NonNullable<RequestInfo["dest"]> {
+  return { ip, port: 443, addresses: [ip], pinned: false };
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];
@@ -73,6 +77,15 @@ if (import.meta.main) {
     ["late (host 49, plain rule)", info("api49.example.test", "/v1/x", "GET", {})],
     ["glob + rate_limit (host 30)", info("a.h30.example.test", "/x", "GET", {})],
     ["never (unknown host)", info("nowhere.test", "/", "GET", {})],
+    // The address guard on a forwarded request (what the proxy decides once resolved).
+    [
+      "late (host 49) + address guard, public",
+      { ...info("api49.example.test", "/v1/x", "GET", {}), dest: dest("93.184.216.34") },
+    ],
+    [
+      "late (host 49) + address guard, NAT64",
+      { ...info("api49.example.test", "/v1/x", "GET", {}), dest: dest("64:ff9b::5db8:d822") },
+    ],
   ];
   const state = new PolicyState();
   const index = config.policy.index;

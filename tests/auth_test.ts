@@ -23,6 +23,8 @@ Deno.test("proxy auth: 407 with a Basic challenge; a token's session is its labe
 default: log
 proxy: { auth: [t0ken-one, { env: AG_TEST_TOKEN, label: ci }] }
 audit: { path: ./audit.db }
+rules:
+  - { name: test-origins, match: 127.0.0.1, action: log }
 `,
     env: { AG_TEST_TOKEN: "t0ken-two" },
   });

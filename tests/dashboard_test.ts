@@ -161,6 +161,14 @@ rules:
     action: allow
 ${extra}`;
 
+/**
+ * The origin pinned to itself: a pinned address is the operator's explicit
+ * choice, so the address guard lets the test reach its origin on loopback
+ * while the default still decides (the rules and hits asserted stay the policy's).
+ */
+const pinOrigin = (port: number) =>
+  `upstream: { resolve: { "127.0.0.1:${port}": "127.0.0.1:${port}" } }\n`;
+
 async function getJson(url: string, init: RequestInit = {}) {
   const res = await fetch(url, init);
   const body = await res.json();
@@ -180,7 +188,7 @@ async function setup() {
     res.writeHead(200, { "content-type": "text/plain" });
     res.end("hello");
   });
-  const proxy = await startProxy({ config: policy(auditPath) });
+  const proxy = await startProxy({ config: policy(auditPath, pinOrigin(origin.port)) });
   const client = Deno.createHttpClient({ proxy: { url: proxy.url } });
   const ok = await fetch(`${origin.url}/ok?x=1`, { client });
   await ok.arrayBuffer();
@@ -259,6 +267,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
         service_tier: null,
         reserved_usd: null,
         charged_usd: null,
+        dest_ip: null,
         findings_count: 1,
       });
       const live = r.body.items.find((x: { id: string }) => x.id === s.liveDenied.id);
@@ -389,6 +398,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
         service_tier: null,
         reserved_usd: null,
         charged_usd: null,
+        dest_ip: null,
         findings: [{
           id: finding.id,
           ts: seedC.ts,
@@ -1015,7 +1025,7 @@ rules:
     match: weird.test
     action: deny
     reason: weird
-`,
+${pinOrigin(origin.port)}`,
   });
   const client = Deno.createHttpClient({ proxy: { url: proxy.url } });
   try {

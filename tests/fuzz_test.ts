@@ -131,6 +131,8 @@ Deno.test(`fuzz (seed ${SEED}): ${CASES} malformed requests and responses, the p
 default: log
 upstream: { connect_timeout: 2s, response_timeout: 2s }
 audit: { path: ./audit.db }
+rules:
+  - { name: test-origins, match: 127.0.0.1, action: log }
 `,
   });
   // Connections the proxy kept open 5 s after the client left (must be none).

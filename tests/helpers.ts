@@ -58,6 +58,18 @@ async function pump(
 }
 
 /**
+ * The policy of `startProxy()` without a config: record everything, and let
+ * requests reach the tests' origins on 127.0.0.1 (the address guard denies
+ * loopback unless a rule names it).
+ */
+export const DEFAULT_TEST_POLICY = `version: 1
+default: log
+audit: { path: ./audit.db }
+rules:
+  - { name: test-origins, match: 127.0.0.1, action: log }
+`;
+
+/**
  * Start agentgate with a policy written to a fresh temp dir (or the embedded
  * default when `config` is null) on an ephemeral port.
  */
@@ -87,7 +99,7 @@ export async function startProxy(
   if (opts.config !== null) {
     await Deno.writeTextFile(
       `${dir}/agentgate.yaml`,
-      opts.config ?? "version: 1\ndefault: log\naudit: { path: ./audit.db }\n",
+      opts.config ?? DEFAULT_TEST_POLICY,
     );
     args.push("--config", `${dir}/agentgate.yaml`);
   }

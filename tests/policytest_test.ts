@@ -477,6 +477,100 @@ Deno.test("policytest e2e: eval prints the decision and the trace", async () => 
   }
 });
 
+Deno.test("policytest e2e: eval --dest-ip, and replay re-judges recorded addresses", async () => {
+  const policy = `version: 1
+default: log
+rules:
+  - name: internal
+    match: 10.0.0.0/8
+    action: allow
+`;
+  const dir = await tree({ "agentgate.yaml": policy });
+  try {
+    const needs = await run(["eval", "--url", "http://db.test/"], dir);
+    assert.equal(needs.code, 0, needs.err);
+    assert.match(
+      needs.out,
+      /^reason: {3}rule "internal" \(agentgate\.yaml:4\) matches by address \(10\.0\.0\.0\/8\), so it needs the resolved address of "db\.test"$/m,
+    );
+    assert.match(needs.out, /^hint: {5}give the address it resolves to with --dest-ip/m);
+    const inRange = await run(["eval", "--url", "http://db.test/", "--dest-ip", "10.2.3.4"], dir);
+    assert.match(inRange.out, /^address: {2}10\.2\.3\.4$/m);
+    assert.match(inRange.out, /^decision: allow$/m);
+    const meta = await run([
+      "eval",
+      "--url",
+      "http://db.test/",
+      "--dest-ip",
+      "169.254.169.254",
+      "--format",
+      "json",
+    ], dir);
+    const doc = JSON.parse(meta.out);
+    assert.equal(doc.request.dest_ip, "169.254.169.254");
+    assert.deepEqual([doc.decision.action, doc.decision.policy, doc.decision.reason], [
+      "deny",
+      "address",
+      '"db.test" resolves to 169.254.169.254 (link-local / cloud metadata): denied',
+    ]);
+    const bad = await run(["eval", "--url", "http://db.test/", "--dest-ip", "nope"], dir);
+    assert.equal(bad.code, 2);
+    assert.match(bad.err, /dest_ip "nope" is not an IP address/);
+
+    // Rows recorded before the guard existed: one with the address, one without.
+    const { AuditStore } = await import("../src/audit/store.ts");
+    const store = AuditStore.open(`${dir}/audit.db`, { flushMs: 60_000 });
+    const base = {
+      ts: Date.now() - 1000,
+      session: null,
+      label: null,
+      client: "127.0.0.1",
+      method: "GET",
+      scheme: "http",
+      port: 80,
+      path: "/",
+      query: null,
+      status: 200,
+      decision: "log" as const,
+      rule: null,
+      rule_source: null,
+      reason: "no rule matched (default: log)",
+      policy: null,
+      bytes_in: 0,
+      bytes_out: 1,
+      duration_ms: 1,
+      error: null,
+      headers: "{}",
+    };
+    store.add({ ...base, id: "r1", host: "svc.test", dest_ip: "127.0.0.1" });
+    store.add({ ...base, id: "r2", host: "svc2.test", dest_ip: null });
+    store.add({ ...base, id: "r3", host: "pub.test", dest_ip: "93.184.216.34" });
+    store.close();
+    const replayed = await run(["replay", "--audit", "audit.db", "--format", "json"], dir);
+    const r = JSON.parse(replayed.out);
+    assert.deepEqual(r.counts, {
+      allow_to_deny: 1,
+      deny_to_allow: 0,
+      rule_changed: 0,
+      unchanged: 1,
+      needs_body: 0,
+      needs_dest: 1,
+    });
+    assert.equal(
+      r.examples.allow_to_deny[0].after.reason,
+      '"svc.test" resolves to 127.0.0.1 (loopback): denied',
+    );
+    const text = await run(["replay", "--audit", "audit.db"], dir);
+    assert.match(text.out, /^ {2}needs address: {2}1$/m);
+    assert.match(
+      text.out,
+      /now: cannot decide: a rule or the address guard needs the address the host resolved to/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("policytest e2e: the policy packs pass check and their tests (in-process)", async () => {
   for await (const e of Deno.readDir(`${ROOT}/policies`)) {
     if (!e.name.endsWith(".yaml") || e.name.endsWith("_test.yaml")) continue;
@@ -838,6 +932,7 @@ rules:
       rule_changed: 2,
       unchanged: 1,
       needs_body: 1,
+      needs_dest: 0,
     });
     assert.deepEqual(json.skipped, { count: 1, reasons: { "proxy authentication": 1 } });
 

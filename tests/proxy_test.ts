@@ -51,6 +51,7 @@ rules:
     match: 127.0.0.1/admin/**
     action: deny
     reason: admin is off limits
+  - { name: test-origins, match: 127.0.0.1, action: log }
 ${extra}`;
 
 Deno.test("forward proxy: plain HTTP end to end", async (t) => {
@@ -88,7 +89,9 @@ Deno.test("forward proxy: plain HTTP end to end", async (t) => {
       assert.equal(row.query, "key=[REDACTED]&alt=json");
       assert.equal(row.status, 200);
       assert.equal(row.decision, "log");
-      assert.equal(row.reason, "no rule matched (default: log)");
+      // The origin is on loopback: a rule names it (the address guard denies loopback otherwise).
+      assert.equal(row.reason, 'matched rule "test-origins"');
+      assert.equal(row.dest_ip, "127.0.0.1");
       assert.equal(row.client, "127.0.0.1");
       assert.equal(row.bytes_out, JSON.stringify(body).length);
       const headers = JSON.parse(row.headers as string);
@@ -267,6 +270,7 @@ rules:
   - name: needs-path
     match: localhost/v1/**
     action: allow
+  - { name: test-origins, match: 127.0.0.1, action: log }
 `,
   });
   try {

@@ -94,6 +94,12 @@ export interface AuditEventV1 {
    * was charged. Budgets are rebuilt from it at start.
    */
   charged_usd?: number | null;
+  /**
+   * The address the request's host resolved to and agentgate connected to
+   * (or, when the address guard denied it, the address it refused); null when
+   * no address was looked up (a request denied by name, a DNS failure).
+   */
+  dest_ip?: string | null;
   /** DLP findings (masked samples only), stored in the `findings` table. */
   findings?: AuditFinding[];
 }
@@ -163,4 +169,5 @@ export const AUDIT_COLUMNS = [
   "service_tier",
   "reserved_usd",
   "charged_usd",
+  "dest_ip",
 ] as const satisfies readonly (keyof AuditEventV1)[];

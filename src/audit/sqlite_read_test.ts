@@ -388,6 +388,7 @@ Deno.test("audit listing: filters, order, pagination and totals match a naive fi
         "service_tier",
         "reserved_usd",
         "charged_usd",
+        "dest_ip",
         "findings_count",
       ]);
       const flagged = rows.find((r) => (r.findings?.length ?? 0) > 0)!;

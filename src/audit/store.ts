@@ -97,6 +97,9 @@ const MIGRATIONS: string[] = [
   `ALTER TABLE audit ADD COLUMN reserved_usd REAL;
    ALTER TABLE audit ADD COLUMN charged_usd REAL;
    CREATE INDEX audit_charge_ts ON audit (ts) WHERE COALESCE(charged_usd, cost_usd) > 0;`,
+  // v8: the address a request's host resolved to and was connected to (the
+  // address guard judges it; replay re-judges it under a proposed policy).
+  `ALTER TABLE audit ADD COLUMN dest_ip TEXT;`,
 ];
 
 /** Rows written per transaction slice (~2-4 ms of event-loop time). */
@@ -389,6 +392,7 @@ export class AuditStore {
       e.service_tier ?? null,
       e.reserved_usd ?? null,
       e.charged_usd ?? null,
+      e.dest_ip ?? null,
     );
     for (const f of e.findings ?? []) {
       this.#insertFinding.run(

@@ -24,7 +24,8 @@ export const evalSpec: CommandSpec = {
   name: "eval",
   summary: "Decide one request under a policy and explain it rule by rule.",
   usage: "agentgate eval [--config FILE] --url URL [--method M] [--header K:V]...\n" +
-    "                      [--body @FILE|TEXT] [--session S] [--now TIME] [--format text|json]",
+    "                      [--body @FILE|TEXT] [--session S] [--dest-ip IP]... [--now TIME]\n" +
+    "                      [--format text|json]",
   options: [
     configOption(),
     { name: "url", short: "u", type: "string", value: "URL", help: "The request's absolute URL." },
@@ -40,6 +41,13 @@ export const evalSpec: CommandSpec = {
     { name: "session", short: "s", type: "string", value: "S", help: "Session id." },
     { name: "client", type: "string", value: "IP", help: "Client address (default 127.0.0.1)." },
     {
+      name: "dest-ip",
+      type: "list",
+      value: "IP",
+      help:
+        "What the host resolves to (repeat for several): for dest.ip, address ranges and the address guard.",
+    },
+    {
       name: "now",
       type: "string",
       value: "TIME",
@@ -50,7 +58,9 @@ export const evalSpec: CommandSpec = {
   epilog: [
     "An https:// URL is decided as an intercepted request when its host is in tls.intercept, else",
     "as a CONNECT tunnel (host and port only); --method CONNECT decides the tunnel itself. Rate and",
-    "spending state start empty.",
+    "spending state start empty. eval does not resolve names: the address guard judges an address",
+    "literal, a host pinned in upstream.resolve, or --dest-ip; a rule that needs the address of",
+    "another name says so.",
     "",
     "Exit status: 0 decided (whatever the decision), 1 policy error, 2 usage error.",
   ].join("\n"),
@@ -105,6 +115,9 @@ export async function evalCommand(args: string[], io: Io): Promise<number> {
       body,
       session: (parsed.opts.session as string | undefined) ?? null,
       client: parsed.opts.client as string | undefined,
+      ...(parsed.opts["dest-ip"] !== undefined
+        ? { dest_ip: parsed.opts["dest-ip"] as string[] }
+        : {}),
     }, "eval");
   } catch (e) {
     if (e instanceof RequestError) throw new UsageError(e.message);
@@ -127,6 +140,7 @@ export async function evalCommand(args: string[], io: Io): Promise<number> {
             path: i.path,
             query: i.query,
             session: i.session,
+            dest_ip: i.dest?.ip ?? null,
           },
           step: decided.step,
           decision: {
@@ -137,6 +151,7 @@ export async function evalCommand(args: string[], io: Io): Promise<number> {
             reason: d.reason,
             policy: d.policy,
             retry_after: d.retryAfter,
+            ...(d.needsDest ? { needs: "dest" } : {}),
           },
           trace,
         },
@@ -149,6 +164,9 @@ export async function evalCommand(args: string[], io: Io): Promise<number> {
   const lines = [
     `config:   ${config.file}`,
     `request:  ${describeRequest(req)}`,
+    ...(req.info.dest && req.info.dest.ip !== req.info.host
+      ? [`address:  ${req.info.dest.ip}${req.info.dest.pinned ? " (upstream.resolve)" : ""}`]
+      : []),
     `decision: ${d.verdict}${
       req.kind === "intercepted" && decided.step === "tunnel"
         ? " (at the CONNECT, before the request)"
@@ -157,6 +175,9 @@ export async function evalCommand(args: string[], io: Io): Promise<number> {
     `rule:     ${d.rule === null ? "(none: the default decided)" : `${d.rule} (${d.ruleSource})`}`,
     ...(d.policy ? [`policy:   ${d.policy}`] : []),
     `reason:   ${d.reason}`,
+    ...(d.needsDest
+      ? [`hint:     give the address it resolves to with --dest-ip (eval does not resolve names)`]
+      : []),
     `status:   ${d.status}${d.retryAfter !== null ? ` (retry after ${d.retryAfter}s)` : ""}`,
     "",
     "trace:",

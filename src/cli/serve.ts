@@ -53,10 +53,12 @@ export const serveSpec: CommandSpec = {
     { name: "no-dashboard", type: "boolean", help: "Do not serve /_/dashboard and /_/api." },
   ],
   epilog: [
-    "The embedded default policy records every request and denies cloud-metadata",
-    "and link-local addresses. Stop with Ctrl-C (SIGINT) or SIGTERM: in-flight requests",
-    "get up to 5 s to finish and the audit is flushed. Without audit.path the audit is",
-    "agentgate.db in $AGENTGATE_HOME (default ~/.agentgate).",
+    "The embedded default policy records every request and denies cloud metadata.",
+    "Whatever the policy, a name is resolved once and every address is checked before",
+    "agentgate connects: loopback, private, link-local and metadata addresses are refused",
+    "unless a rule names them (or says allow_private: true). Stop with Ctrl-C (SIGINT) or",
+    "SIGTERM: in-flight requests get up to 5 s to finish and the audit is flushed. Without",
+    "audit.path the audit is agentgate.db in $AGENTGATE_HOME (default ~/.agentgate).",
     "",
     "stdout: the lines that point a shell at the proxy (export HTTP_PROXY=…); stderr: the",
     "banner, warnings and the log.",
@@ -354,7 +356,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
   const hostForUrl = address.host.includes(":") ? `[${address.host}]` : address.host;
   const url = `http://${hostForUrl}:${address.port}`;
   const policyLine = got.source === "embedded"
-    ? "embedded default (records everything; denies cloud metadata and link-local addresses)"
+    ? "embedded default (records everything; denies cloud metadata, loopback and private addresses)"
     : `${config.file} (${config.policy.rules.length} rule(s), default ${config.policy.defaultAction}, mode ${config.policy.mode}${
       config.format === "agentreserve" ? ", @agentreserve/proxy format" : ""
     })`;

@@ -1,6 +1,7 @@
 /**
  * The policy agentgate runs without `--config` and without `./agentgate.yaml`:
- * record everything, block the addresses an agent should never reach.
+ * record everything, block the addresses an agent should never reach (the
+ * rules by name, the built-in address guard by resolved address).
  *
  * @module
  */
@@ -10,8 +11,17 @@ export const DEFAULT_POLICY_NAME = "<embedded default>";
 
 /** The embedded default policy, as YAML (what `agentgate check` would see). */
 export const DEFAULT_POLICY_YAML =
-  `# agentgate embedded default policy: audit everything, deny cloud metadata
-# and link-local addresses. Write your own agentgate.yaml to change it.
+  `# agentgate embedded default policy: audit everything; never reach cloud
+# metadata, this machine or private networks. Write your own agentgate.yaml to
+# change it.
+#
+# Addresses are checked after a name is resolved, on every request and tunnel:
+# agentgate's built-in address guard denies cloud metadata, loopback,
+# link-local, private and unique-local ranges, CGNAT, unspecified, multicast
+# and broadcast addresses in every spelling (decimal, hex, octal, IPv4-mapped,
+# NAT64, ...), whatever a name resolves to, unless a rule names the address or
+# range, or says allow_private: true. The rules below deny the metadata
+# endpoints by name too, before any DNS query.
 version: 1
 proxy:
   listen: 127.0.0.1:4100
@@ -23,6 +33,7 @@ rules:
     match:
       - 169.254.169.254        # AWS, GCP, Azure, OpenStack, DigitalOcean, Oracle
       - 169.254.170.2          # AWS ECS task metadata
+      - 169.254.170.23         # AWS EKS Pod Identity
       - fd00:ec2::254          # AWS IMDS over IPv6
       - 100.100.100.200        # Alibaba Cloud
       - metadata.google.internal

@@ -799,3 +799,54 @@ credentials:
   ]);
   assert.equal(problems[0].severity, "error");
 });
+
+Deno.test("load: address ranges, upstream.dns and upstream.resolve are checked at load", () => {
+  const text = `version: 1
+upstream:
+  dns: dns.example.com:53
+  resolve:
+    "api.test:99999": 127.0.0.1:1
+    api2.test: localhost:8443
+`;
+  assert.deepEqual(errorsOf(text, "a.yaml"), [
+    'a.yaml:3:8: upstream.dns "dns.example.com:53" must name an IP address, not a host name (e.g. "127.0.0.1:5353")',
+    'a.yaml:5:5: port 99999 in "api.test:99999" is out of range 1-65535',
+    'a.yaml:6:16: resolve target "localhost:8443" must name an IP address, not a host name (e.g. "127.0.0.1:8443")',
+  ]);
+  const ranges = `version: 1
+rules:
+  - match: 10.0.0.1/8
+    action: allow
+  - match: "[fd00::]/129"
+    action: allow
+`;
+  assert.deepEqual(errorsOf(ranges, "r.yaml"), [
+    'r.yaml:3:12: invalid match pattern "10.0.0.1/8" in rule 1: "10.0.0.1/8" has bits set after the prefix: did you mean "10.0.0.0/8"?',
+    'r.yaml:5:12: invalid match pattern "[fd00::]/129" in rule 2: the prefix length of "[fd00::]/129" must be 0-128',
+  ]);
+  const { config, problems } = parseConfig(
+    `version: 1
+upstream:
+  dns: "[::1]"
+  resolve: { "API.test:8443": "127.0.0.2:9000", "api.test": "[::1]:9001" }
+rules:
+  - { name: wide, match: 169.254.0.0/16, action: allow }
+  - { name: pointless, match: x.test, action: deny, allow_private: true }
+  - { name: corp, match: [db.corp.test, 10.0.0.0/8], action: log }
+`,
+    "b.yaml",
+    "/",
+  );
+  assert.deepEqual(config.upstream.dns, { host: "::1", port: 53 });
+  assert.deepEqual([...config.resolve], [
+    ["api.test 8443", { host: "127.0.0.2", port: 9000 }],
+    ["api.test", { host: "::1", port: 9001 }],
+  ]);
+  assert.deepEqual(problems.map(formatProblem), [
+    'b.yaml:6:26: warning: rule "wide" allows 169.254.0.0/16, which includes the cloud metadata address 169.254.169.254: an agent could read instance credentials; name a narrower range',
+    'b.yaml:7:68: warning: allow_private on deny rule "pointless" has no effect (a deny rule connects nowhere)',
+  ]);
+  const corp = config.policy.rules.find((r) => r.name === "corp")!;
+  assert.deepEqual(corp.allowance?.ranges.map((c) => c.bits), [8]);
+  assert.equal(config.policy.rules.find((r) => r.name === "pointless")!.allowance, null);
+});

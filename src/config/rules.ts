@@ -26,6 +26,15 @@ import { KNOWN_METHODS } from "./spec.ts";
 import { compilePolicy } from "./policies.ts";
 import { didYouMean } from "../util/suggest.ts";
 import { compileMatch, type Matcher, matchHost, PatternError } from "../policy/match.ts";
+import {
+  type AddressAllowance,
+  type Cidr,
+  cidrContains,
+  formatCidr,
+  METADATA_ADDRESSES,
+  parseCidr,
+  parseIp,
+} from "../policy/address.ts";
 import { type CompiledRule, REQUEST_LEVEL_READS } from "../policy/engine.ts";
 import {
   CelError,
@@ -141,6 +150,7 @@ function compileRule(
     ...(whenRequestReads.length ? [`${whenRequestReads.join(", ")} in its condition`] : []),
     ...(keyRequestReads.length ? [`${keyRequestReads.join(", ")} in a policy key`] : []),
   ];
+  const allowance = compileAllowance(src, r, path, ruleName, matchers, problems);
   const rule: CompiledRule = {
     name: ruleName,
     index,
@@ -155,12 +165,14 @@ function compileRule(
     checkers,
     needsRequest: needsWhat.length > 0,
     needsBody: (when?.needsBody ?? false) || policyNeedsBody,
+    needsDest: (when?.reads.has("dest") ?? false) || policyReads.has("dest"),
+    allowance,
     needsWhat,
     readsPath: (when?.reads.has("request.path") ?? false) || keyReadsPath,
   };
   lintShadowed(src, ruleNode, rule, state, problems);
   const isCatchAll = (m: Matcher) =>
-    m.host === null && m.port === null && m.scheme === null && m.path === null;
+    m.host === null && m.port === null && m.scheme === null && m.path === null && m.cidr === null;
   if (!state.catchAll && methods === null && when === null && matchers.some(isCatchAll)) {
     state.catchAll = rule;
   }
@@ -198,6 +210,61 @@ function compileMatchers(
     }
   });
   return matchers.length < patterns.length ? null : matchers;
+}
+
+/**
+ * What the rule may reach of the built-in address deny set: the literal
+ * addresses and ranges its `match` names, and `allow_private`. A deny rule
+ * reaches nothing, so its allowance is null (and `allow_private` on it is a
+ * warning); an allow that opens a cloud metadata address is a lint.
+ */
+function compileAllowance(
+  src: SourceFile,
+  r: RawRule,
+  path: (string | number)[],
+  ruleName: string,
+  matchers: Matcher[],
+  problems: Problem[],
+): AddressAllowance | null {
+  const allowPrivate = r.allow_private === true;
+  if (r.action === "deny") {
+    if (r.allow_private !== undefined) {
+      problems.push(
+        src.problem(
+          "warning",
+          src.nodeAt([...path, "allow_private"]),
+          `allow_private on deny rule "${ruleName}" has no effect (a deny rule connects nowhere)`,
+        ),
+      );
+    }
+    return null;
+  }
+  const ranges: Cidr[] = [];
+  for (const m of matchers) {
+    if (m.cidr !== null) ranges.push(m.cidr);
+    else if (typeof m.host === "string" && parseIp(m.host) !== null) {
+      const c = parseCidr(m.host);
+      if (typeof c !== "string") ranges.push(c);
+    }
+  }
+  for (const c of ranges) {
+    const meta = METADATA_ADDRESSES.find((a) => {
+      const b = parseIp(a)!;
+      return cidrContains(c, b);
+    });
+    if (meta !== undefined && c.bits < c.bytes.length * 8) {
+      problems.push(
+        src.problem(
+          "warning",
+          src.nodeAt([...path, "match"]),
+          `rule "${ruleName}" allows ${
+            formatCidr(c)
+          }, which includes the cloud metadata address ${meta}: an agent could read instance credentials; name a narrower range`,
+        ),
+      );
+    }
+  }
+  return allowPrivate || ranges.length ? { allowPrivate, ranges } : null;
 }
 
 /** `methods:` upper-cased, or null for all; an unknown method is a warning, not an error. */
@@ -410,6 +477,11 @@ function intercepted(intercept: Matcher[], m: Matcher, port: number | null): boo
  */
 function covers(a: Matcher, b: Matcher): boolean {
   if (a.scheme !== null && a.scheme !== b.scheme) return false;
+  if (a.cidr !== null) {
+    // A range covers a narrower range; a name may resolve anywhere.
+    return b.cidr !== null && b.cidr.bytes.length === a.cidr.bytes.length &&
+      b.cidr.bits >= a.cidr.bits && cidrContains(a.cidr, b.cidr.bytes);
+  }
   if (a.port !== null && a.port !== b.port) return false;
   let host = a.host === null;
   if (!host && b.hostGlob !== null) {

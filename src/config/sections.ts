@@ -15,7 +15,15 @@ import { dirname, isAbsolute, join, resolve } from "node:path";
 import type { Problem } from "./errors.ts";
 import type { AgentgateConfig } from "./types.ts";
 import { type Part, validAt } from "./source.ts";
-import { authEntry, parseListen, type RawAuthEntry } from "./spec.ts";
+import {
+  authEntry,
+  parseDnsServer,
+  parseListen,
+  parseResolveKey,
+  parseResolveTarget,
+  type RawAuthEntry,
+} from "./spec.ts";
+import { pinKey } from "../policy/address.ts";
 import {
   compileMatch,
   type Matcher,
@@ -42,7 +50,6 @@ import {
   type ModelPriceOverride,
   type Provider,
   type ProviderDetector,
-  splitHostPort,
 } from "../llm/mod.ts";
 
 /** `proxy:` (v1: `listen`, `auth`; @agentreserve/proxy: `host`, `port`). */
@@ -100,6 +107,7 @@ export interface RawUpstream {
   connect_timeout?: string;
   response_timeout?: string;
   resolve?: Record<string, string>;
+  dns?: string;
 }
 
 /**
@@ -418,14 +426,11 @@ export function runSection(run: RawRun | undefined): AgentgateConfig["run"] {
 }
 
 /** The key of `upstream.resolve` entries in {@link AgentgateConfig}: `host` or `host port`. */
-function resolveKey(host: string, port: number | null): string {
-  return port === null ? host : `${host} ${port}`;
-}
 
 /**
- * `upstream:`: connect and response timeouts, and the `resolve` overrides
- * keyed by normalised host (`host port` for a key with a port); look them up
- * with {@link resolveUpstream}.
+ * `upstream:`: connect and response timeouts, the DNS server, and the
+ * `resolve` overrides keyed by normalised host (`pinKey`: the host, or the
+ * host and one port); look them up with {@link resolveUpstream}.
  *
  * @example
  * ```ts
@@ -439,16 +444,17 @@ export function upstreamSection(
   return {
     resolve: new Map(
       Object.entries(upstream?.resolve ?? {}).map(([k, v]) => {
-        const { host, port } = splitHostPort(k);
+        const key = parseResolveKey(k) as { host: string; port: number | null };
         return [
-          resolveKey(normalizeHost(host), port),
-          parseListen(v) as { host: string; port: number },
+          pinKey(normalizeHost(key.host), key.port),
+          parseResolveTarget(v) as { host: string; port: number },
         ];
       }),
     ),
     upstream: {
       connectTimeoutMs: parseDuration(upstream?.connect_timeout ?? "10s"),
       responseTimeoutMs: parseDuration(upstream?.response_timeout ?? "5m"),
+      dns: upstream?.dns ? parseDnsServer(upstream.dns) as { host: string; port: number } : null,
     },
   };
 }
@@ -471,7 +477,7 @@ export function resolveUpstream(
   port: number,
 ): { host: string; port: number } | undefined {
   if (resolve.size === 0) return undefined;
-  return resolve.get(resolveKey(host, port)) ?? resolve.get(host);
+  return resolve.get(pinKey(host, port)) ?? resolve.get(host);
 }
 
 /**

@@ -121,7 +121,7 @@ Deno.test("sections: limits, run and upstream defaults", () => {
     connect_timeout: "3s",
     resolve: { "API.openai.com.": "127.0.0.1:8443" },
   });
-  assert.deepEqual(up.upstream, { connectTimeoutMs: 3000, responseTimeoutMs: 300_000 });
+  assert.deepEqual(up.upstream, { connectTimeoutMs: 3000, responseTimeoutMs: 300_000, dns: null });
   assert.deepEqual([...up.resolve], [["api.openai.com", { host: "127.0.0.1", port: 8443 }]]);
 });
 

@@ -198,7 +198,7 @@ const rule: ObjectSchema = {
     match: {
       type: "union",
       description:
-        'Pattern "[scheme://]host[:port][/path]" or a list of them: host glob (* spans dots), path glob (picomatch); "*" matches everything.',
+        'Pattern "[scheme://]host[:port][/path]" or a list of them: host glob (* spans dots), path glob (picomatch); "*" matches everything; an address range ("10.0.0.0/8", "[fd00::]/8") matches the address a request connects to.',
       anyOf: [{ type: "string" }, { type: "array", items: { type: "string" }, minItems: 1 }],
     },
     methods: {
@@ -211,7 +211,7 @@ const rule: ObjectSchema = {
     when: {
       type: "string",
       description:
-        "CEL condition over request, body, session, now and client; the rule matches only when it is true.",
+        "CEL condition over request, body, session, now, client and dest (dest.ip: the resolved address); the rule matches only when it is true.",
     },
     match_case: {
       type: "boolean",
@@ -228,6 +228,11 @@ const rule: ObjectSchema = {
       type: "array",
       items: policy,
       description: "Policies that must all pass (allow rules).",
+    },
+    allow_private: {
+      type: "boolean",
+      description:
+        "Let this rule reach loopback, private, link-local, unique-local, CGNAT and the other addresses agentgate denies by default (not cloud metadata: name that address in match).",
     },
   },
   required: ["match", "action"],
@@ -437,6 +442,52 @@ const credential: ObjectSchema = {
     return null;
   },
 };
+/**
+ * An `upstream.resolve` key: `host` or `host:port` (`[v6]:port`), as
+ * `{ host, port }` (port null: every port); a message when malformed.
+ */
+export function parseResolveKey(key: string): { host: string; port: number | null } | string {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+):(\d{1,5})$/.exec(key);
+  if (m) {
+    const port = Number(m[2]);
+    if (port < 1 || port > 65535) return `port ${port} in "${key}" is out of range 1-65535`;
+    return { host: m[1], port };
+  }
+  if (/^[^\s\[\]]+$/.test(key) || /^\[[0-9a-fA-F:.]+\]$/.test(key)) {
+    return { host: key, port: null };
+  }
+  return `"${key}" must be HOST or HOST:PORT (e.g. "api.openai.com" or "api.openai.com:443")`;
+}
+
+/** `upstream.resolve` targets and `upstream.dns`: an address literal, with a port. */
+function addressPort(
+  v: string,
+  what: string,
+  defaultPort: number | null,
+): { host: string; port: number } | string {
+  const withPort = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+)(:\d+)?$/.exec(v);
+  const r = withPort && withPort[2] === undefined && defaultPort !== null
+    ? parseListen(`${v}:${defaultPort}`)
+    : parseListen(v);
+  const example = what === "upstream.dns" ? "127.0.0.1:5353" : "127.0.0.1:8443";
+  if (typeof r === "string" || r.port === 0) {
+    return `${what} "${v}" must be ADDRESS:PORT with a port (e.g. "${example}")`;
+  }
+  if (!/^[0-9.]+$/.test(r.host) && !r.host.includes(":")) {
+    return `${what} "${v}" must name an IP address, not a host name (e.g. "${example}")`;
+  }
+  return r;
+}
+
+/** An `upstream.resolve` target `ADDRESS:PORT`, or a message. */
+export function parseResolveTarget(v: string): { host: string; port: number } | string {
+  return addressPort(v, "resolve target", null);
+}
+
+/** An `upstream.dns` server `ADDRESS[:PORT]` (port 53 by default), or a message. */
+export function parseDnsServer(v: string): { host: string; port: number } | string {
+  return addressPort(v, "upstream.dns", 53);
+}
 
 /** `version: 1` policy files. */
 export const configSchema: ObjectSchema = {
@@ -698,16 +749,23 @@ export const configSchema: ObjectSchema = {
         resolve: {
           type: "map",
           description:
-            'Send a host\'s traffic to another address, like curl --resolve: { "api.openai.com": "127.0.0.1:8443" }; TLS is still verified against the original name. A key with a port ("llm.internal:8080") matches that port only, and is tried before the bare host.',
+            'Send a host\'s traffic to another address, like curl --resolve: { "api.openai.com": "127.0.0.1:8443" }; TLS is still verified against the original name. A key with a port ("llm.internal:8080") matches that port only, and is tried before the bare host. A pinned address is the policy\'s explicit choice: the address guard does not judge it.',
           keyCheck: hostPortKey("upstream.resolve", false),
           values: {
             type: "string",
             check: (v) => {
-              const r = parseListen(v);
-              return typeof r === "string" || r.port === 0
-                ? `resolve target "${v}" must be HOST:PORT with a port`
-                : null;
+              const r = parseResolveTarget(v);
+              return typeof r === "string" ? r : null;
             },
+          },
+        },
+        dns: {
+          type: "string",
+          description:
+            'DNS server for upstream names, "ADDRESS[:PORT]" (default: the system resolver, which also reads /etc/hosts).',
+          check: (v) => {
+            const r = parseDnsServer(v);
+            return typeof r === "string" ? r : null;
           },
         },
       },

@@ -33,7 +33,12 @@ export interface AgentgateConfig {
   dashboardToken: string | null;
   policy: CompiledPolicy;
   audit: { path: string; retentionMs: number };
-  upstream: { connectTimeoutMs: number; responseTimeoutMs: number };
+  upstream: {
+    connectTimeoutMs: number;
+    responseTimeoutMs: number;
+    /** `upstream.dns`: the DNS server for upstream names, or null for the system resolver. */
+    dns: { host: string; port: number } | null;
+  };
   limits: {
     maxBodyBytes: number;
     maxScanBytes: number;
@@ -52,8 +57,8 @@ export interface AgentgateConfig {
   /** `agentgate run` / `env` settings. */
   run: { noProxy: string[] | null };
   /**
-   * `upstream.resolve`: `host` or `host port` -> address to connect to
-   * instead; look it up with `resolveUpstream` (config/sections.ts).
+   * `upstream.resolve`: host (or host and port, see `pinKey`) -> the address
+   * to connect to instead; `knownDestination` reads it.
    */
   resolve: Map<string, { host: string; port: number }>;
   llm: LlmSettings;

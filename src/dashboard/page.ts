@@ -396,7 +396,7 @@ async function openDetail(id) {
       ["Error", r.error], ["Decision id", r.id]]),
     el("h2", { text: "Request" }),
     kv([["Time", new Date(r.ts).toISOString()], ["Method", r.method], ["URL", r.scheme + "://" + target(r)],
-      ["Query", r.query], ["Client", r.client], ["Session", r.session], ["Label", r.label],
+      ["Query", r.query], ["Address", r.dest_ip], ["Client", r.client], ["Session", r.session], ["Label", r.label],
       ["Bytes in / out", fmtN(r.bytes_in) + " / " + fmtN(r.bytes_out)], ["Duration", r.duration_ms.toFixed(1) + " ms"]]),
   ];
   if (r.model !== null || r.cost_usd !== null || r.input_tokens !== null) {

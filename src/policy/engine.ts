@@ -7,6 +7,13 @@
  */
 import type { Action, Decision, DlpPlan, RequestInfo } from "./types.ts";
 import { type Matcher, matchHost } from "./match.ts";
+import {
+  type AddressAllowance,
+  addressInRange,
+  addressReason,
+  allowedBy,
+  classifyAddress,
+} from "./address.ts";
 import { CelEvalError, type CelRead, type CompiledCondition } from "./cel/mod.ts";
 import type { Checker, LlmCall, PolicyResult } from "./limits/types.ts";
 import { NANO, type PolicyState } from "../state/mod.ts";
@@ -56,6 +63,14 @@ export interface CompiledRule {
    * (`policy/ambiguity.ts`).
    */
   readsPath?: boolean;
+  /** True when the condition or a policy key reads `dest` (the resolved address). */
+  needsDest: boolean;
+  /**
+   * Addresses of the built-in deny set this rule may reach when it forwards:
+   * the literal addresses and ranges its `match` names, and `allow_private`.
+   * Null when it names none.
+   */
+  allowance: AddressAllowance | null;
   /** Besides a path glob, what the rule needs that a tunnel does not show (for reasons). */
   needsWhat: string[];
 }
@@ -177,6 +192,17 @@ export interface DecideInput {
    * `agentgate eval` and test diffs); decisions are the same with or without.
    */
   trace?: TraceEntry[];
+  /**
+   * The caller resolves names (the proxy): when `info.dest` is unknown, a
+   * request about to be forwarded comes back with `needsDest: true` and
+   * nothing committed, so its address is checked before it is connected to.
+   * Without it (`test`, `eval`, `replay`) the address is checked only when
+   * `info.dest` is given; a rule that matches by address or reads `dest`
+   * asks for it either way.
+   */
+  resolve?: boolean;
+  /** Addresses of the host agentgate runs on (canonical), denied like loopback. */
+  local?: ReadonlySet<string>;
 }
 
 /** Why one rule did or did not decide a request. */
@@ -187,6 +213,7 @@ export interface TraceEntry {
   outcome:
     | "no-match"
     | "needs-request"
+    | "needs-dest"
     | "condition-false"
     | "condition-error"
     | "skipped"
@@ -219,11 +246,22 @@ function verdictFor(action: Action, mode: CompiledPolicy["mode"]): Decision["ver
   return mode === "audit" ? "would_deny" : "deny";
 }
 
-/** true, false, or the pattern that matched the host but needs the request (tunnels). */
-function ruleMatches(rule: CompiledRule, info: RequestInfo): boolean | Matcher {
+/**
+ * true, false, the pattern that matched the host but needs the request
+ * (tunnels), or "dest" when an address range can only be matched once the
+ * name is resolved.
+ */
+function ruleMatches(rule: CompiledRule, info: RequestInfo): boolean | Matcher | "dest" {
   if (info.path !== null && rule.methods !== null && !rule.methods.has(info.method)) return false;
   let needs: Matcher | null = null;
+  let needsDest = false;
   for (const m of rule.match) {
+    if (m.cidr !== null) {
+      if (m.scheme !== null && m.scheme !== info.scheme) continue;
+      if (info.dest === undefined) needsDest = true;
+      else if (addressInRange(m.cidr, info.dest.ip)) return true;
+      continue;
+    }
     if (!matchHost(m, info.host, info.port, info.scheme)) continue;
     if (info.path === null) {
       // A tunnel shows host and port only: never guess what the path would be.
@@ -231,7 +269,69 @@ function ruleMatches(rule: CompiledRule, info: RequestInfo): boolean | Matcher {
       needs ??= m;
     } else if (m.path === null || m.path(info.path)) return true;
   }
-  return needs ?? false;
+  return needsDest ? "dest" : needs ?? false;
+}
+
+/**
+ * Asks the caller for the destination address (nothing is committed). The
+ * guard asks with the verdict it is about to give (`allow` / `log`: a DNS
+ * failure is recorded under it); a rule that cannot match without the
+ * address asks with `deny`, as nothing is decided yet.
+ */
+function askDest(
+  policy: CompiledPolicy,
+  rule: CompiledRule | null,
+  why: string,
+  forward?: Action,
+): Decision {
+  return {
+    ...decision(policy, rule, forward ?? "deny", why),
+    ...(forward ? {} : { verdict: "deny" as const }),
+    needsDest: true,
+    needs: "dest",
+  };
+}
+
+/**
+ * The built-in address guard for a request about to be forwarded under
+ * `rule` (null: the default): null when its destination may be reached, the
+ * denial when it may not, or a request for the address when the caller
+ * resolves and it is unknown. Without an address and without a resolving
+ * caller there is nothing to check.
+ */
+function guardAddress(
+  policy: CompiledPolicy,
+  rule: CompiledRule | null,
+  input: DecideInput,
+  note: Note | undefined,
+): Decision | null {
+  const { info } = input;
+  const dest = info.dest;
+  if (dest === undefined) {
+    return input.resolve
+      ? askDest(
+        policy,
+        rule,
+        `the address of "${info.host}" must be checked before connecting`,
+        rule?.action ?? policy.defaultAction,
+      )
+      : null;
+  }
+  // An address pinned in upstream.resolve is the operator's explicit choice.
+  if (dest.pinned) return null;
+  const found = classifyAddress(dest.ip, input.local);
+  if (found === null || allowedBy(found, rule?.allowance ?? null)) return null;
+  const reason = addressReason(info.host, found);
+  if (rule !== null) note?.(rule, "policy-failed", `address: ${reason}`);
+  return {
+    verdict: policy.mode === "audit" ? "would_deny" : "deny",
+    rule: rule?.name ?? null,
+    ruleSource: rule?.source ?? null,
+    reason,
+    policy: "address",
+    status: 403,
+    retryAfter: null,
+  };
 }
 
 function decision(
@@ -265,7 +365,14 @@ function decision(
  */
 export function decide(policy: CompiledPolicy, input: DecideInput): Decision {
   try {
-    return decideUnsafe(policy, input);
+    const d = decideUnsafe(policy, input);
+    // In mode: audit a would-be deny is forwarded, so a resolving caller needs its address
+    // too (nothing was committed for it: policies that count come after the guard).
+    if (
+      d.verdict === "would_deny" && input.resolve && input.info.dest === undefined &&
+      !d.needsBody && !d.needsDest && !(input.intercept && input.info.path === null)
+    ) return { ...d, needsDest: true, needs: "dest" };
+    return d;
   } catch (e) {
     engineErrors.count++;
     engineErrors.last = e instanceof Error ? e.stack ?? e.message : String(e);
@@ -486,6 +593,17 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
       if (trace) note(rule, "no-match", explainMiss(rule, info));
       continue;
     }
+    if (m === "dest" || (rule.needsDest && info.dest === undefined)) {
+      const what = m === "dest"
+        ? `matches by address (${rule.match.filter((x) => x.cidr).map((x) => x.source).join(", ")})`
+        : `reads dest in ${rule.when?.reads.has("dest") ? "its condition" : "a policy key"}`;
+      if (trace) note(rule, "needs-dest", `${what}: needs the resolved address of "${info.host}"`);
+      return askDest(
+        policy,
+        rule,
+        `rule "${rule.name}" (${rule.source}) ${what}, so it needs the resolved address of "${info.host}"`,
+      );
+    }
     if (input.intercept && info.path === null) {
       if (m !== true) {
         if (trace) note(rule, "needs-request", "decided per request inside the intercepted tunnel");
@@ -531,6 +649,10 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
       if (trace) note(rule, "decided", `action deny`);
       return decision(policy, rule, "deny", rule.reason ?? `denied by rule "${rule.name}"`);
     }
+    // Forwarded: the address it connects to must pass the guard first (before
+    // any policy counts the request).
+    const guarded = guardAddress(policy, rule, input, trace && note);
+    if (guarded !== null) return guarded;
     // A priced call under a budget: its worst case is checked and reserved.
     const shape = shapeOf(rule);
     const spendAll = spendAllKeys(policy);
@@ -615,6 +737,10 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
   const reason = policy.defaultAction === "deny"
     ? `no rule matched (${policy.defaultSource}: deny)`
     : `no rule matched (${policy.defaultSource}: ${policy.defaultAction})`;
+  if (policy.defaultAction !== "deny" && !(input.intercept && info.path === null)) {
+    const guarded = guardAddress(policy, null, input, undefined);
+    if (guarded !== null) return guarded;
+  }
   const spendAll = spendAllKeys(policy);
   if (policy.defaultAction !== "deny" && spendAll.length > 0 && info.path !== null) {
     // Its cost counts for `scope: all` budgets too.

@@ -5,6 +5,14 @@
  * @module
  */
 import picomatch from "picomatch";
+import {
+  addressInRange,
+  type Cidr,
+  embeddedIpv4,
+  formatIp,
+  parseCidr,
+  parseIp,
+} from "./address.ts";
 
 /** A compiled `match` pattern. */
 export interface Matcher {
@@ -24,7 +32,17 @@ export interface Matcher {
   pathGlob: string | null;
   /** True when the path glob ignores case (`match_case: false`). */
   nocase?: boolean;
+  /**
+   * An address range (`10.0.0.0/8`, `[fd00::]/8`): the pattern matches the
+   * address the request connects to — its host when that is an address, else
+   * what the name resolves to. `host` is null then; nothing else is set.
+   */
+  cidr: Cidr | null;
 }
+
+/** `10.0.0.0/8`, `fd00::/8` or `[fd00::]/8` (the part after an optional scheme). */
+const CIDR_PATTERN =
+  /^(?:(\d+\.\d+\.\d+\.\d+)|\[([0-9a-fA-F:.]+)\]|([0-9a-fA-F]*:[0-9a-fA-F:.]*))\/(\d+)$/;
 
 /** Thrown for a pattern that cannot be compiled; `offset` is into the pattern. */
 export class PatternError extends Error {
@@ -80,6 +98,22 @@ export function compileMatch(
       port: null,
       path: null,
       pathGlob: null,
+      cidr: null,
+    };
+  }
+  const cidrMatch = CIDR_PATTERN.exec(rest);
+  if (cidrMatch && parseIp(cidrMatch[1] ?? cidrMatch[2] ?? cidrMatch[3]) !== null) {
+    const cidr = parseCidr(rest);
+    if (typeof cidr === "string") throw new PatternError(cidr, offset);
+    return {
+      source: pattern,
+      scheme,
+      host: null,
+      hostGlob: null,
+      port: null,
+      path: null,
+      pathGlob: null,
+      cidr,
     };
   }
   const slash = rest.indexOf("/");
@@ -135,7 +169,8 @@ export function compileMatch(
   }
   let hostM: Matcher["host"];
   if (host === "*" || host === "**") hostM = null;
-  else if (!/[*?]/.test(host)) hostM = host;
+  // An exact host compares like request hosts: an address in its canonical spelling.
+  else if (!/[*?]/.test(host)) hostM = normalizeHost(host);
   else {
     const re = host.replace(/[.+^${}()|\\\[\]]/g, "\\$&").replace(/\*+/g, ".*").replace(
       /\?/g,
@@ -165,6 +200,7 @@ export function compileMatch(
     path: pathM,
     pathGlob,
     ...(opts.nocase && pathM !== null ? { nocase: true } : {}),
+    cidr: null,
   };
 }
 
@@ -172,30 +208,38 @@ export function compileMatch(
 export function matchHost(m: Matcher, host: string, port: number, scheme?: string): boolean {
   if (m.scheme !== null && scheme !== undefined && m.scheme !== scheme) return false;
   if (m.port !== null && m.port !== port) return false;
+  // An address range, by the host alone: only an address literal in it (the engine
+  // also matches a name by the address it resolves to).
+  if (m.cidr !== null) return addressInRange(m.cidr, host);
   if (m.host === null) return true;
   return typeof m.host === "string" ? m.host === host : m.host.test(host);
 }
 
 /**
  * Normalize a host for matching: lower-case, no trailing dot, IPv6 without
- * brackets, and numeric IPv4 forms (`2852039166`, `0xa9.254.169.254`) in
- * dotted-quad, so an agent cannot dodge `169.254.*` with another spelling.
+ * brackets in canonical form (`fd00:ec2:0::254` is `fd00:ec2::254`), and the
+ * spellings of an IPv4 address in dotted-quad — numeric forms (`2852039166`,
+ * `0xa9.254.169.254`) and the IPv6 forms that embed one (IPv4-mapped,
+ * -compatible, -translated, NAT64 `64:ff9b::/96`) — so an agent cannot
+ * dodge `169.254.*` with another spelling.
  *
  * @example
  * normalizeHost("Metadata.Google.Internal.") // "metadata.google.internal"
  * normalizeHost("2852039166") // "169.254.169.254"
+ * normalizeHost("[64:ff9b::a9fe:a9fe]") // "169.254.169.254"
  */
 export function normalizeHost(raw: string): string {
   let h = raw.toLowerCase();
   if (h.startsWith("[") && h.endsWith("]")) h = h.slice(1, -1);
   while (h.endsWith(".")) h = h.slice(0, -1);
-  // IPv4-mapped IPv6 (::ffff:169.254.169.254 or ::ffff:a9fe:a9fe) is the IPv4 address.
-  const mapped = /^(?:0{0,4}:){0,5}:?ffff:(?:(\d+\.\d+\.\d+\.\d+)|([0-9a-f]{1,4}):([0-9a-f]{1,4}))$/
-    .exec(h);
-  if (mapped) {
-    if (mapped[1]) return mapped[1];
-    const hi = parseInt(mapped[2], 16), lo = parseInt(mapped[3], 16);
-    return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+  if (h.includes(":")) {
+    const b = parseIp(h);
+    if (b === null || h.includes("%")) return h;
+    // One embedded IPv4 address (the local-use NAT64 prefix has several readings:
+    // the address guard judges those).
+    const v4 = embeddedIpv4(b);
+    const special = formatIp(b) === "::" || formatIp(b) === "::1";
+    return v4.length === 1 && !special ? formatIp(v4[0]) : formatIp(b);
   }
   // Only hosts made of digits, dots and hex notation can be IPv4 in disguise.
   if (/^[0-9a-fx.]+$/.test(h) && /^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*$/.test(h)) {

@@ -8,8 +8,10 @@
  *
  * ```
  * CONNECT ──decideTunnel──▶ deny | tunnel | intercept ──▶ each request inside:
+ *       └──▶ needsDest: resolve ──decideTunnel again
  * request head ──decideHead──▶ (path readings: deny) | verdict
- *                          └──▶ read the body (up to `cap`) ──decideBody──▶ verdict
+ *                          ├──▶ read the body (up to `cap`) ──decideBody──▶ …
+ *                          └──▶ resolve the name ──decideDest──▶ …
  * ```
  *
  * A request head's first step is its path (`ambiguity.ts`): a raw path that
@@ -17,13 +19,18 @@
  * readings differently, or forwarded in canonical form
  * (`limits.ambiguous_paths`).
  *
+ * The address is a step like the body: asked for when a rule matches by
+ * address or reads `dest`, and — for the proxy, which resolves — before a
+ * request is forwarded, so the address guard judges the address it will
+ * connect to.
+ *
  * A verdict is final: it carries the DLP outcome (findings to record, the
  * redacted body and header values, the response scan to run), and a body
  * that must be redacted but cannot be is denied here — never forwarded.
  *
  * @module
  */
-import type { Decision, DlpAction, RequestInfo } from "./types.ts";
+import type { Decision, Destination, DlpAction, RequestInfo } from "./types.ts";
 import { type CompiledPolicy, decide, type TraceEntry } from "./engine.ts";
 import type { PolicyState } from "../state/mod.ts";
 import { type BodyLimits, type BodyRead, readBodyInto } from "./request.ts";
@@ -44,6 +51,13 @@ export interface StepContext {
   state: PolicyState;
   /** When given, the rules considered by the deciding step are explained here. */
   trace?: TraceEntry[];
+  /**
+   * The caller resolves names before connecting (the proxy): a request to be
+   * forwarded asks for its address first (see `DecideInput.resolve`).
+   */
+  resolve?: boolean;
+  /** Addresses of agentgate's own host (the guard denies them like loopback). */
+  local?: ReadonlySet<string>;
 }
 
 /** The response scan a forwarded request carries (a `dlp` policy with `direction: response|both`). */
@@ -73,15 +87,23 @@ export interface RequestVerdict {
   forwardPath?: string;
 }
 
-/** The next step for a request head. */
-export type HeadStep =
+/** The next step for a request. */
+export type RequestStep =
   | { next: "verdict"; verdict: RequestVerdict }
   /**
    * Read the body (at most `cap` bytes, then stop), and call {@link decideBody}.
    * `asked` is the engine's answer that asked for it (`needsBody`: the rule
    * and what it needs), or null when an LLM call's body is read ahead.
    */
-  | { next: "body"; cap: number; asked: Decision | null };
+  | { next: "body"; cap: number; asked: Decision | null }
+  /**
+   * Resolve the name and call {@link decideDest}. `asked` is the engine's
+   * answer that asked for it (`needsDest`: the rule, or the guard, and why).
+   */
+  | { next: "dest"; asked: Decision };
+
+/** The next step for a request head (the first {@link RequestStep}). */
+export type HeadStep = RequestStep;
 
 const scanning = new WeakMap<CompiledPolicy, boolean>();
 
@@ -100,9 +122,13 @@ export function policyScans(policy: CompiledPolicy): boolean {
  * the tunnel will be terminated and each request inside decided on its own:
  * only a host-level deny (or a deny default no rule can override) refuses it.
  *
+ * A decision with `needsDest` asks for the address: set `info.dest` and
+ * decide again.
+ *
  * @example
  * const d = decideTunnel(config, info, { now: Date.now(), state, intercept: false });
- * if (d.verdict === "deny") refuse(d);
+ * if (d.needsDest) resolveAndDecideAgain();
+ * else if (d.verdict === "deny") refuse(d);
  */
 export function decideTunnel(
   config: PipelineConfig,
@@ -116,6 +142,8 @@ export function decideTunnel(
     bodyRead: true,
     intercept: ctx.intercept,
     trace: ctx.trace,
+    resolve: ctx.resolve,
+    local: ctx.local,
   });
 }
 
@@ -136,7 +164,7 @@ export function decideHead(
   config: PipelineConfig,
   info: RequestInfo,
   opts: StepContext & { hasBody: boolean; readAhead?: boolean; readBody?: boolean },
-): HeadStep {
+): RequestStep {
   const policy = config.policy;
   const path = pathStep(policy, info, config.limits.ambiguousPaths ?? "deny");
   if (path?.kind === "deny") {
@@ -145,46 +173,80 @@ export function decideHead(
       verdict: { decision: path.decision, findings: [], responseScan: null },
     };
   }
-  const cap = policyScans(policy) || opts.readBody
-    ? Math.max(config.limits.maxBodyBytes, config.limits.maxScanBytes)
-    : config.limits.maxBodyBytes;
   // The proxy's screening reads the body whatever the rules need (the decision is the same).
-  if (opts.hasBody && opts.readBody) return { next: "body", cap, asked: null };
+  if (opts.hasBody && opts.readBody) {
+    return { next: "body", cap: bodyCap(config, true), asked: null };
+  }
   if (opts.hasBody && opts.readAhead !== false && info.method === "POST") {
     const provider = info.path !== null ? policy.llm?.detect(info.host, info.port) ?? null : null;
-    if (provider !== null) return { next: "body", cap, asked: null };
+    if (provider !== null) return { next: "body", cap: bodyCap(config, false), asked: null };
   }
-  const d = decide(policy, {
+  return step(config, info, opts, !opts.hasBody, null);
+}
+
+/**
+ * The most of a body the pipeline reads: for conditions, and for scans (a
+ * rule's DLP policy, or the proxy's screening when `screened`).
+ */
+function bodyCap(config: PipelineConfig, screened = false): number {
+  return policyScans(config.policy) || screened
+    ? Math.max(config.limits.maxBodyBytes, config.limits.maxScanBytes)
+    : config.limits.maxBodyBytes;
+}
+
+/** Decide with what is known now; the next step, or the verdict. */
+function step(
+  config: PipelineConfig,
+  info: RequestInfo,
+  ctx: StepContext,
+  bodyRead: boolean,
+  body: BodyRead | null,
+): RequestStep {
+  const d = decide(config.policy, {
     info,
-    now: opts.now,
-    state: opts.state,
-    bodyRead: !opts.hasBody,
-    trace: opts.trace,
+    now: ctx.now,
+    state: ctx.state,
+    bodyRead,
+    trace: ctx.trace,
+    resolve: ctx.resolve,
+    local: ctx.local,
   });
-  if (d.needsBody) return { next: "body", cap, asked: d };
-  return { next: "verdict", verdict: verdictOf(config, info, d, null) };
+  if (d.needsBody) return { next: "body", cap: bodyCap(config), asked: d };
+  if (d.needsDest) return { next: "dest", asked: d };
+  return { next: "verdict", verdict: verdictOf(config, info, d, body) };
 }
 
 /**
  * Decide a request once its body was read (whole, or up to the cap of
  * {@link decideHead}): `info.body` and `info.bodyText` are filled from it,
- * then the request is decided with the body known.
+ * then the request is decided with the body known (it may still need the
+ * address).
  */
 export function decideBody(
   config: PipelineConfig,
   info: RequestInfo,
   body: BodyRead,
   ctx: StepContext,
-): RequestVerdict {
+): RequestStep {
   readBodyInto(info, body, config.limits, policyScans(config.policy));
-  const d = decide(config.policy, {
-    info,
-    now: ctx.now,
-    state: ctx.state,
-    bodyRead: true,
-    trace: ctx.trace,
-  });
-  return verdictOf(config, info, d, body);
+  return step(config, info, ctx, true, body);
+}
+
+/**
+ * Decide a request once its name was resolved: `info.dest` is set, then the
+ * request is decided with the address known (it may still need the body).
+ *
+ * @param opts.hasBody whether the request carries a body
+ * @param opts.body what was read of it, or null when it was not read (yet)
+ */
+export function decideDest(
+  config: PipelineConfig,
+  info: RequestInfo,
+  dest: Destination,
+  opts: StepContext & { hasBody: boolean; body: BodyRead | null },
+): RequestStep {
+  info.dest = dest;
+  return step(config, info, opts, !opts.hasBody || opts.body !== null, opts.body);
 }
 
 const CANNOT_REDACT =

@@ -48,10 +48,28 @@ export interface RequestInfo {
    */
   bodySize?: number;
   /**
+   * Where the request goes: known once its name was resolved (by the proxy),
+   * or at once for an address literal or a host pinned by `upstream.resolve`.
+   * Absent until then.
+   */
+  dest?: Destination;
+  /**
    * The body as text for secret scanning (decompressed, JSON strings
    * unescaped), present only when a `dlp` policy of a matching rule needs it.
    */
   bodyText?: string;
+}
+
+/** The address a request connects to, and what it was chosen from. */
+export interface Destination {
+  /** The address agentgate connects to (canonical text, IPv4-mapped as IPv4): CEL `dest.ip`. */
+  ip: string;
+  /** The port it connects to (`upstream.resolve` may change it). */
+  port: number;
+  /** Every address the name resolved to, in the order they were tried; `ip` is one of them. */
+  addresses: string[];
+  /** Pinned by the operator in `upstream.resolve`: an explicit choice, not judged by the guard. */
+  pinned: boolean;
 }
 
 /** The verdict of a rule. */
@@ -83,8 +101,19 @@ export interface Decision {
    * was committed).
    */
   needsBody?: true;
-  /** Why the body is needed: a condition or dlp policy reads it, or the model must be priced. */
-  needs?: "body" | "model";
+  /**
+   * Set when the destination address is needed and `info.dest` is not known
+   * yet: a rule matches by address or reads `dest`, or (for the proxy) the
+   * request is about to be forwarded and its address must be checked. Not a
+   * decision: the caller resolves the name and decides again.
+   */
+  needsDest?: true;
+  /**
+   * Why the body or the address is needed: a condition or dlp policy reads the
+   * body, the model must be priced, or a rule or the address guard needs the
+   * destination.
+   */
+  needs?: "body" | "model" | "dest";
   /** DLP: what to redact and scan for a forwarded request (merged over the rule's dlp policies). */
   dlp?: DlpPlan;
   /** DLP findings (masked) of a blocked request. */

@@ -9,6 +9,9 @@
  * needed is the model an LLM call named (for a spending limit's price check),
  * the model the audit recorded from the response is used. Secrets in headers
  * and queries were masked before they were stored; conditions see the mask.
+ * The address a name resolved to is the row's `dest_ip`: the address guard
+ * and rules that match by address judge it again; a row without one whose
+ * decision needs it is counted as "needs address".
  *
  * @module
  */
@@ -16,6 +19,7 @@ import type { AuditRowWithHeaders } from "../audit/read.ts";
 import type { Decision, RequestInfo, Verdict } from "../policy/types.ts";
 import { PolicyState } from "../state/mod.ts";
 import { type AgentgateConfig, isIntercepted } from "../config/load.ts";
+import { canonicalIp, knownDestination } from "../policy/address.ts";
 import { type BuiltRequest, decideRequest } from "./request.ts";
 
 /** allow / log are "allowed"; deny / would_deny "denied" (the policy's intent). */
@@ -38,7 +42,8 @@ export type ChangeKind =
   | "deny_to_allow"
   | "rule_changed"
   | "unchanged"
-  | "needs_body";
+  | "needs_body"
+  | "needs_dest";
 
 /** Example requests of one group that look alike (same request line and decisions). */
 export interface ReplayExample {
@@ -114,8 +119,20 @@ function headersOf(row: AuditRowWithHeaders): Record<string, string> {
   }
 }
 
+/**
+ * Where a row's request went under the proposed policy: pinned there or an
+ * address literal, else the address the row recorded (null when none).
+ */
+function destOfRow(config: AgentgateConfig, row: AuditRowWithHeaders): RequestInfo["dest"] {
+  const known = knownDestination(config.resolve, row.host, row.port);
+  if (known !== null) return known;
+  const ip = row.dest_ip ? canonicalIp(row.dest_ip) : null;
+  return ip === null ? undefined : { ip, port: row.port, addresses: [ip], pinned: false };
+}
+
 /** The request of a row as the proposed policy's proxy would see it. */
 export function requestOfRow(config: AgentgateConfig, row: AuditRowWithHeaders): BuiltRequest {
+  const dest = destOfRow(config, row);
   const base = {
     id: row.id,
     session: row.session,
@@ -123,6 +140,7 @@ export function requestOfRow(config: AgentgateConfig, row: AuditRowWithHeaders):
     client: row.client,
     host: row.host,
     port: row.port,
+    ...(dest ? { dest } : {}),
   };
   const tunnel: RequestInfo = {
     ...base,
@@ -201,6 +219,7 @@ export function replay(
     rule_changed: 0,
     unchanged: 0,
     needs_body: 0,
+    needs_dest: 0,
   };
   const examples: Record<ChangeKind, ReplayExample[]> = {
     allow_to_deny: [],
@@ -208,6 +227,7 @@ export function replay(
     rule_changed: [],
     unchanged: [],
     needs_body: [],
+    needs_dest: [],
   };
   const exampleKeys = new Map<string, ReplayExample>();
   const skipped = { count: 0, reasons: {} as Record<string, number> };
@@ -241,6 +261,7 @@ export function replay(
     let kind: ChangeKind;
     let after: ReplayDecision | null = null;
     if (d.needsBody) kind = "needs_body";
+    else if (d.needsDest) kind = "needs_dest";
     else {
       after = asReplay(d);
       if (before.outcome === "allowed" && after.outcome === "denied") kind = "allow_to_deny";

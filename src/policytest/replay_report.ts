@@ -20,13 +20,22 @@ export const GROUPS: [ChangeKind, string][] = [
   ["deny_to_allow", "deny -> allow"],
   ["rule_changed", "rule changes"],
   ["needs_body", "needs body"],
+  ["needs_dest", "needs address"],
   ["unchanged", "unchanged"],
 ];
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
-/** `deny by rule "x" (file:line): reason` */
-export function describeDecision(d: ReplayDecision | null): string {
+/** The groups a count line is printed for: "needs address" only when there are some. */
+function shownGroups(r: ReplayReport): [ChangeKind, string][] {
+  return GROUPS.filter(([kind]) => kind !== "needs_dest" || r.counts.needs_dest > 0);
+}
+
+/** `deny by rule "x" (file:line): reason`; null: what it could not be decided without. */
+export function describeDecision(d: ReplayDecision | null, kind?: ChangeKind): string {
+  if (d === null && kind === "needs_dest") {
+    return "cannot decide: a rule or the address guard needs the address the host resolved to, which this row does not record";
+  }
   if (d === null) {
     return "cannot decide: a condition or policy needs the request body, which the audit does not store";
   }
@@ -55,7 +64,9 @@ function headline(r: ReplayReport, ctx: ReplayContext): string {
 export function replayText(r: ReplayReport, ctx: ReplayContext): string {
   const out = [headline(r, ctx)];
   const width = 16;
-  for (const [kind, title] of GROUPS) out.push(`  ${`${title}:`.padEnd(width)}${r.counts[kind]}`);
+  for (const [kind, title] of shownGroups(r)) {
+    out.push(`  ${`${title}:`.padEnd(width)}${r.counts[kind]}`);
+  }
   out.push(`  ${"skipped:".padEnd(width)}${r.skipped.count}${skippedText(r)}`);
   for (const [kind, title] of GROUPS) {
     if (kind === "unchanged" || r.examples[kind].length === 0) continue;
@@ -66,7 +77,7 @@ export function replayText(r: ReplayReport, ctx: ReplayContext): string {
           e.count > 1 ? ` (x${e.count})` : ""
         }`,
         `    was: ${describeDecision(e.before)}`,
-        `    now: ${describeDecision(e.after)}`,
+        `    now: ${describeDecision(e.after, kind)}`,
       );
     }
   }
@@ -84,8 +95,8 @@ function code(s: string): string {
   return `${ticks}${ticks.length > 1 ? " " : ""}${cell(t)}${ticks.length > 1 ? " " : ""}${ticks}`;
 }
 
-function mdDecision(d: ReplayDecision | null): string {
-  if (d === null) return "needs the body";
+function mdDecision(d: ReplayDecision | null, kind?: ChangeKind): string {
+  if (d === null) return kind === "needs_dest" ? "needs the address" : "needs the body";
   const verdict = d.verdict === "forwarded" ? "allow/log" : d.verdict;
   const rule = d.rule === null ? "default" : code(d.rule);
   return `**${verdict}** (${rule})${d.policy ? ` ${code(d.policy)}` : ""}: ${cell(d.reason)}`;
@@ -111,7 +122,7 @@ export function replayMarkdown(r: ReplayReport, ctx: ReplayContext): string {
     "",
     "| change | requests |",
     "| --- | ---: |",
-    ...GROUPS.map(([kind, title]) => `| ${title.replace("->", "→")} | ${n[kind]} |`),
+    ...shownGroups(r).map(([kind, title]) => `| ${title.replace("->", "→")} | ${n[kind]} |`),
     `| skipped (no policy decision) | ${r.skipped.count} |`,
   ];
   for (const [kind, title] of GROUPS) {
@@ -129,7 +140,7 @@ export function replayMarkdown(r: ReplayReport, ctx: ReplayContext): string {
       ...list.map((e: ReplayExample) =>
         `| ${iso(e.ts)} | ${code(`${e.method} ${e.url}`)}${e.count > 1 ? ` ×${e.count}` : ""} | ${
           e.session ? code(e.session) : ""
-        } | ${mdDecision(e.before)} | ${mdDecision(e.after)} |`
+        } | ${mdDecision(e.before)} | ${mdDecision(e.after, kind)} |`
       ),
       ...(more > 0 ? ["", `…and ${more} more.`] : []),
       "",
@@ -140,6 +151,12 @@ export function replayMarkdown(r: ReplayReport, ctx: ReplayContext): string {
     out.push(
       "",
       `${n.needs_body} request(s) could not be replayed: a condition or policy of the proposed policy reads the request body, which the audit does not store.`,
+    );
+  }
+  if (n.needs_dest > 0) {
+    out.push(
+      "",
+      `${n.needs_dest} request(s) could not be replayed: the proposed policy needs the address their host resolved to, which their rows do not record (rows written before agentgate recorded dest_ip, or requests refused before their name was resolved).`,
     );
   }
   return out.join("\n") + "\n";

@@ -45,6 +45,7 @@ function row(over: Partial<AuditRowWithHeaders> & { id: string }): AuditRowWithH
     service_tier: null,
     reserved_usd: null,
     charged_usd: null,
+    dest_ip: null,
     findings_count: 0,
     ...over,
   };
@@ -175,6 +176,7 @@ rules:
     rule_changed: 1,
     unchanged: 7,
     needs_body: 2,
+    needs_dest: 0,
   });
   assert.deepEqual(r.skipped, { count: 1, reasons: { "proxy authentication": 1 } });
   assert.deepEqual(r.examples.allow_to_deny.map((e) => [e.ts - T0, e.after?.policy]), [

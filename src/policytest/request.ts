@@ -16,6 +16,7 @@ import type { Decision, RequestInfo } from "../policy/types.ts";
 import type { TraceEntry } from "../policy/engine.ts";
 import { parseJsonBody, requestInfo } from "../policy/request.ts";
 import { decideBody, decideHead, decideTunnel } from "../policy/pipeline.ts";
+import { canonicalIp, chooseAddress, knownDestination } from "../policy/address.ts";
 import type { PolicyState } from "../state/mod.ts";
 import { type AgentgateConfig, isIntercepted } from "../config/load.ts";
 import { parseAbsolute } from "../proxy/target.ts";
@@ -40,6 +41,12 @@ export interface RequestSpec {
    * JSON.
    */
   body?: unknown;
+  /**
+   * What the host resolves to (one address or several): the proxy's DNS
+   * answer, so `dest.ip`, address ranges in `match` and the address guard
+   * can be tested. Not needed for an address literal or a pinned host.
+   */
+  dest_ip?: string | string[];
 }
 
 /** How the proxy would see a request. */
@@ -113,6 +120,7 @@ export function buildRequest(
   }
   const method = (spec.method ?? "GET").toUpperCase();
   const session = spec.session ?? null;
+  const dest = destinationOf(config, spec, target.host, target.port);
   const base = {
     session,
     label: spec.label !== undefined ? spec.label : labelOf(session),
@@ -128,6 +136,7 @@ export function buildRequest(
     path: null,
     query: "",
     headers: {},
+    ...(dest ? { dest } : {}),
   };
   if (method === "CONNECT") return { kind: "tunnel", info: tunnel, tunnel: null };
   const intercepted = target.scheme === "https" &&
@@ -147,6 +156,7 @@ export function buildRequest(
     rawPath: target.rawPath,
     headers,
   });
+  if (dest) info.dest = { ...dest };
   if (bytes !== null) {
     info.headers["content-length"] ??= String(bytes.length);
     // What the request shows before the pipeline reads it, for `eval` and
@@ -167,6 +177,32 @@ export function buildRequest(
     tunnel: intercepted ? tunnel : null,
     bytes,
   };
+}
+
+/**
+ * The destination a spec gives or implies: `dest_ip` (the DNS answer; the
+ * address is chosen as the proxy chooses it), else a pinned host or an
+ * address literal; undefined for a name without `dest_ip`.
+ * @throws {RequestError} for a `dest_ip` that is not an address.
+ */
+function destinationOf(
+  config: AgentgateConfig,
+  spec: RequestSpec,
+  host: string,
+  port: number,
+): RequestInfo["dest"] {
+  const known = knownDestination(config.resolve, host, port);
+  if (spec.dest_ip === undefined) return known ?? undefined;
+  if (known?.pinned) return known;
+  const raw = Array.isArray(spec.dest_ip) ? spec.dest_ip : [spec.dest_ip];
+  const addresses: string[] = [];
+  for (const a of raw) {
+    const ip = canonicalIp(String(a));
+    if (ip === null) throw new RequestError(`dest_ip "${a}" is not an IP address`);
+    addresses.push(ip);
+  }
+  if (addresses.length === 0) throw new RequestError("dest_ip names no address");
+  return { ip: chooseAddress(addresses), port, addresses, pinned: false };
 }
 
 /** The outcome of deciding a built request. */
@@ -207,12 +243,16 @@ export function decideRequest(
     return { decision: d, step: "tunnel", trace };
   }
   const bytes = req.bytes ?? null;
-  const step = decideHead(config, req.info, {
+  let step = decideHead(config, req.info, {
     ...ctx,
     trace,
     hasBody: bytes !== null || opts.bodyRead === false,
     readAhead: bytes !== null,
   });
+  if (step.next === "dest") {
+    // No DNS here: the address comes from the request (dest_ip) or is not known.
+    return { decision: step.asked, step: "request", trace };
+  }
   if (step.next === "verdict") return { decision: step.verdict.decision, step: "request", trace };
   if (bytes === null) {
     // The body is not known: say what asked for it (read-ahead needs bytes, so `asked` is set).
@@ -222,13 +262,15 @@ export function decideRequest(
   const complete = bytes.length <= step.cap;
   const chunk = complete ? bytes : bytes.subarray(0, step.cap + 1);
   if (trace) trace.length = 0;
-  const verdict = decideBody(
+  step = decideBody(
     config,
     req.info,
     { chunks: [chunk], size: chunk.length, complete },
     { ...ctx, trace },
   );
-  return { decision: verdict.decision, step: "request", trace };
+  if (step.next === "verdict") return { decision: step.verdict.decision, step: "request", trace };
+  // The body was read: only the address can still be missing.
+  return { decision: step.asked!, step: "request", trace };
 }
 
 /** `POST https://api.openai.com/v1/chat (intercepted)` — a request in one line. */

@@ -244,3 +244,53 @@ Deno.test("runner: findTestFiles walks directories, skips dot and node_modules d
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("runner: request.dest_ip feeds address rules, dest.ip and the address guard", async () => {
+  const policy = `version: 1
+default: log
+rules:
+  - name: internal
+    match: 10.0.0.0/8
+    action: allow
+  - name: cond
+    match: cond.test
+    when: dest.ip.startsWith("93.")
+    action: allow
+`;
+  const events = await runIn({
+    "agentgate.yaml": policy,
+    "a_test.yaml": `tests:
+  - name: a name in the internal range
+    request: { url: http://db.test/, dest_ip: 10.1.2.3 }
+    expect: { action: allow, rule: internal }
+  - name: a name that resolves to the metadata address
+    request: { url: http://meta.test/, dest_ip: [169.254.169.254] }
+    expect:
+      action: deny
+      policy: address
+      reason: '"meta.test" resolves to 169.254.169.254 (link-local / cloud metadata): denied'
+  - name: a literal address needs no dest_ip
+    request: { url: "http://[64:ff9b::7f00:1]/" }
+    expect: { action: deny, policy: address, reason: "address 127.0.0.1 (loopback): denied" }
+  - name: a public answer is the one connected to
+    request: { url: http://cond.test/, dest_ip: [10.0.0.9, 93.184.216.34] }
+    expect: { action: allow, rule: cond }
+  - name: without dest_ip the address rule says what it needs
+    request: { url: http://db.test/ }
+    expect: { action: allow }
+`,
+  });
+  const cases = events.filter((e) => e.type === "case");
+  assert.deepEqual(statuses(events).slice(0, 4), [
+    ["a name in the internal range", "pass"],
+    ["a name that resolves to the metadata address", "pass"],
+    ["a literal address needs no dest_ip", "pass"],
+    ["a public answer is the one connected to", "pass"],
+  ]);
+  const last = cases[4];
+  assert.equal(last.type === "case" && last.status, "fail");
+  assert.equal(
+    last.type === "case" && last.actual?.reason,
+    'rule "internal" (agentgate.yaml:4) matches by address (10.0.0.0/8), so it needs the resolved address of "db.test"',
+  );
+});

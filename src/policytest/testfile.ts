@@ -6,6 +6,9 @@
  * config: ../agentgate.yaml          # default: agentgate.yaml in this or a parent directory
  * now: 2026-03-02T10:00:00Z          # default time of every test (default: the real time)
  * tests:
+ *   - name: a name that resolves to the metadata address is refused
+ *     request: { url: http://metadata.example/, dest_ip: 169.254.169.254 }
+ *     expect: { action: deny, policy: address }
  *   - name: chat completions allowed for the CI session
  *     request: { method: POST, url: https://api.openai.com/v1/chat/completions, session: ci, body: { model: gpt-4o-mini } }
  *     expect: { action: allow, rule: openai-chat }
@@ -29,6 +32,7 @@ import { type ObjectSchema, type Schema, type SchemaIssue, validate } from "../c
 import { parseDuration } from "../util/duration.ts";
 import * as when from "../util/time.ts";
 import { parseAbsolute } from "../proxy/target.ts";
+import { canonicalIp } from "../policy/address.ts";
 import type { RequestSpec } from "./request.ts";
 import { YamlFile } from "./yamlfile.ts";
 
@@ -146,6 +150,12 @@ const url: Schema = {
       : null,
 };
 
+const ipAddress: Schema = {
+  type: "string",
+  description: "An IPv4 or IPv6 address.",
+  check: (v) => canonicalIp(v) === null ? `"${v}" is not an IP address` : null,
+};
+
 const headerValue: Schema = {
   type: "union",
   anyOf: [{ type: "string" }, { type: "number" }, { type: "boolean" }],
@@ -159,6 +169,15 @@ const requestProps: Record<string, Schema> = {
   client: str("Client address (default 127.0.0.1)."),
   headers: { type: "map", values: headerValue, description: "Request headers." },
   body: { type: "any", description: "JSON body (a mapping or list), or the raw body as a string." },
+  dest_ip: {
+    type: "union",
+    description:
+      "What the host resolves to (an address or a list): for dest.ip, address ranges in match, and the address guard.",
+    anyOf: [
+      ipAddress,
+      { type: "array", items: ipAddress, minItems: 1 },
+    ],
+  },
 };
 
 const requestSchema: ObjectSchema = {
@@ -281,7 +300,7 @@ type Raw = Record<string, any>;
 
 function toSpec(raw: Raw): Partial<RequestSpec> {
   const spec: Partial<RequestSpec> = {};
-  for (const k of ["method", "url", "session", "label", "client", "body"] as const) {
+  for (const k of ["method", "url", "session", "label", "client", "body", "dest_ip"] as const) {
     if (raw[k] !== undefined) (spec as Raw)[k] = raw[k];
   }
   if (raw.headers !== undefined) {

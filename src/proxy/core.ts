@@ -10,12 +10,19 @@ import type { IncomingHttpHeaders } from "node:http";
 import type tls from "node:tls";
 import type { AgentgateConfig } from "../config/load.ts";
 import type { PolicyState } from "../state/mod.ts";
-import type { RequestInfo } from "../policy/types.ts";
+import type { Destination, RequestInfo } from "../policy/types.ts";
 import type { Addon } from "./addons/types.ts";
 import type { Exchange } from "./exchange.ts";
 import type { ConnectionPool } from "./h1client.ts";
 import type { H1Connection, H1Request, H1Response } from "./h1server.ts";
-import type { Answer } from "./reject.ts";
+import {
+  type Answer,
+  classifyUpstreamError,
+  errorAnswer,
+  type UpstreamFailure,
+  upstreamReason,
+} from "./reject.ts";
+import type { Outcome } from "./exchange.ts";
 import type { RequestVerdict } from "../policy/pipeline.ts";
 import type { BodyRead } from "../policy/request.ts";
 import type { UpstreamOptions } from "./forward.ts";
@@ -48,8 +55,18 @@ export interface ProxyCore {
   begin(info: RequestInfo): Exchange;
   /** Run the addons' admission: an answer refuses the request (407). */
   admit(headers: IncomingHttpHeaders, info: RequestInfo): Answer | null;
-  /** Whether `host:port` is this proxy (a request that would loop). */
+  /** Whether `host:port` names this proxy (absolute-form requests for its own routes). */
   isSelf(host: string, port: number): boolean;
+  /** Addresses of the host agentgate runs on (canonical), for the address guard. */
+  readonly local: ReadonlySet<string>;
+  /** Whether connecting to `dest` would reach this proxy itself (a loop, by address). */
+  loops(dest: Pick<Destination, "ip" | "port">): boolean;
+  /**
+   * Where a request to `host:port` goes under `config`: pinned, an address
+   * literal, or the name resolved once (`upstream.dns` or the system
+   * resolver). Rejects with a DNS error.
+   */
+  resolve(config: AgentgateConfig, host: string, port: number): Promise<Destination>;
   /** A tunnel was opened (counted until its exchange finishes). */
   tunnelOpened(ex: Exchange): void;
   /** An HTTP/1.1 connection to close when the proxy drains. */
@@ -118,4 +135,38 @@ export function screen(
 export function screensBody(core: ProxyCore, ex: Exchange): boolean {
   for (const a of core.addons) if (a.readsBody?.(ex)) return true;
   return false;
+}
+
+/**
+ * A failed lookup of a request's name, as its answer and audit outcome: 502
+ * (504 when it timed out). Recorded as an upstream failure when the policy had
+ * already decided to forward the request, else as a failure before the decision.
+ */
+export function destinationFailure(
+  ex: Exchange,
+  e: unknown,
+): { kind: UpstreamFailure; reason: string; outcome: Outcome } {
+  const kind = classifyUpstreamError(e);
+  const reason = upstreamReason(kind, `${ex.info.host}:${ex.info.port}`, e);
+  const status = kind === "timeout" ? 504 : 502;
+  return {
+    kind,
+    reason,
+    outcome: {
+      status,
+      decision: "error",
+      reason,
+      error: ex.decision !== null ? `upstream ${kind}` : `name not resolved (${kind})`,
+    },
+  };
+}
+
+/** 508 for a request whose address is the proxy's own listener (it would loop). */
+export function loopAnswer(ex: Exchange): Answer {
+  const d = ex.info.dest!;
+  const addr = `${d.ip.includes(":") ? `[${d.ip}]` : d.ip}:${d.port}`;
+  const reason = ex.info.host === d.ip && ex.info.port === d.port
+    ? `${addr} is this proxy: the request would loop`
+    : `"${ex.info.host}:${ex.info.port}" resolves to ${addr}, this proxy: the request would loop`;
+  return errorAnswer(ex.info.id, 508, "loop_detected", reason);
 }

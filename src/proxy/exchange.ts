@@ -150,6 +150,7 @@ export class Exchange {
       duration_ms: Math.round((performance.now() - this.t0) * 1000) / 1000,
       error: maskNullable(scrubbed(this, outcome.error ?? providerError ?? null)),
       headers: isTunnel ? null : JSON.stringify(redactHeaders(info.headers)),
+      dest_ip: info.dest?.ip ?? null,
       ...usage,
       ...(this.findings.length ? { findings: this.findings } : {}),
     }, this);

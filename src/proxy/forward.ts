@@ -112,13 +112,32 @@ function guardConnect(socket: net.Socket, ms: number, fail: (e: Error) => void) 
 /** What the server hands to {@link forwardHttp}. */
 export interface ForwardTarget {
   scheme: "http" | "https";
-  /** Host to connect to (may differ from the Host header's name). */
+  /** The address to connect to: the one the address guard checked (never a name to resolve again). */
   connectHost: string;
   port: number;
   /** Value of the Host header sent upstream (the request-target's authority). */
   authority: string;
   /** Path and query exactly as the client sent them. */
   rawPath: string;
+  /** The request's host name, for reasons (`"example.com:80" (93.184.216.34)`). */
+  name?: string;
+  /** The request's port, when the address's port differs (`upstream.resolve`). */
+  namePort?: number;
+}
+
+/**
+ * How a failure names the upstream: the address connected to, and the
+ * request's host and port when they differ (`["93.184.216.34:80", "example.com:80"]`).
+ */
+export function targetLabel(
+  t: Pick<ForwardTarget, "connectHost" | "port" | "name" | "namePort">,
+): [string, string | undefined] {
+  const namePort = t.namePort ?? t.port;
+  const addr = `${t.connectHost}:${t.port}`;
+  if (t.name === undefined || (t.name === t.connectHost && namePort === t.port)) {
+    return [addr, undefined];
+  }
+  return [addr, `${t.name.includes(":") ? `[${t.name}]` : t.name}:${namePort}`];
 }
 
 /** A plain TCP endpoint (the https variant comes with interception). */
@@ -222,7 +241,7 @@ export function forwardHttp(
   } else if (!BODYLESS_BY_DEFAULT.has(method)) framingLine = "Content-Length: 0\r\n";
   const head = `${method} ${target.rawPath} HTTP/1.1\r\nHost: ${target.authority}\r\n` +
     headerLines(headers) + `Via: ${via ? `${via}, ` : ""}${opts.via}\r\n` + framingLine + "\r\n";
-  const tgt = `${target.connectHost}:${target.port}`;
+  const [tgt, tgtName] = targetLabel(target);
   const hasBody = framing !== "none";
   const observers = opts.observers ?? [];
   let transforming = false;
@@ -313,7 +332,7 @@ export function forwardHttp(
         if (res.refused) return ex.finish(closedEarly(res));
         const kind: UpstreamFailure = classifyUpstreamError(e);
         // A parse error can quote the response head, which may echo what was sent (a swapped secret).
-        const reason = ex.scrub(upstreamReason(kind, tgt, e));
+        const reason = ex.scrub(upstreamReason(kind, tgt, e, tgtName));
         if (!responded && !res.headersSent) {
           const a = upstreamAnswer(ex.info.id, kind, reason);
           res.writeHead(a.status, { ...a.headers, ...(hasBody ? { connection: "close" } : {}) });
@@ -368,7 +387,7 @@ export function forwardUpgrade(
     for (const one of Array.isArray(v) ? v : [v]) text += `${k}: ${one}\r\n`;
   }
   text += `Via: ${opts.via}\r\nConnection: Upgrade\r\n\r\n`;
-  const tgt = `${target.connectHost}:${target.port}`;
+  const [tgt, tgtName] = targetLabel(target);
   const up = net.connect({ host: target.connectHost, port: target.port });
   let status: number | null = null;
   let established = false;
@@ -395,7 +414,7 @@ export function forwardUpgrade(
   up.on("error", (e) => {
     if (!established && !ex.done) {
       const kind = classifyUpstreamError(e);
-      const reason = upstreamReason(kind, tgt, e);
+      const reason = upstreamReason(kind, tgt, e, tgtName);
       const a = upstreamAnswer(ex.info.id, kind, reason);
       socket.end(rawAnswer(a));
       ex.finish({ status: a.status, decision: "error", reason, error: `upstream ${kind}` });

@@ -90,24 +90,37 @@ export function classifyUpstreamError(e: unknown): UpstreamFailure {
   return "reset";
 }
 
-/** The human reason for an upstream failure, naming the target. */
-export function upstreamReason(kind: UpstreamFailure, target: string, e?: unknown): string {
+/**
+ * The human reason for an upstream failure, naming the target (`host:port`,
+ * the address connected to) and, when it differs, the request's host.
+ *
+ * @example
+ * upstreamReason("refused", "93.184.216.34:80", undefined, "example.com:80")
+ * // 'connection refused by "93.184.216.34:80" (example.com:80)'
+ */
+export function upstreamReason(
+  kind: UpstreamFailure,
+  target: string,
+  e?: unknown,
+  name?: string,
+): string {
   const detail = (e as { message?: string })?.message;
+  const t = `"${target}"${name ? ` (${name})` : ""}`;
   switch (kind) {
     case "dns":
-      return `DNS lookup failed for "${target}"`;
+      return `DNS lookup failed for ${t}`;
     case "refused":
-      return `connection refused by "${target}"`;
+      return `connection refused by ${t}`;
     case "unreachable":
-      return `"${target}" is unreachable`;
+      return `${t} is unreachable`;
     case "timeout":
       return detail && /response/.test(detail)
-        ? `"${target}" did not answer in time: ${detail}`
-        : `timed out connecting to "${target}"`;
+        ? `${t} did not answer in time: ${detail}`
+        : `timed out connecting to ${t}`;
     case "tls":
-      return `TLS with "${target}" failed${detail ? `: ${detail}` : ""}`;
+      return `TLS with ${t} failed${detail ? `: ${detail}` : ""}`;
     case "reset":
-      return `"${target}" closed the connection${detail ? `: ${detail}` : ""}`;
+      return `${t} closed the connection${detail ? `: ${detail}` : ""}`;
   }
 }
 

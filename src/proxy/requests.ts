@@ -9,28 +9,35 @@
 import type { IncomingHttpHeaders } from "node:http";
 import { type Readable, Transform } from "node:stream";
 import { requestInfo } from "../policy/request.ts";
-import { resolveUpstream } from "../config/sections.ts";
-import { decideBody, decideHead, type RequestVerdict } from "../policy/pipeline.ts";
+import {
+  decideBody,
+  decideDest,
+  decideHead,
+  type RequestStep,
+  type RequestVerdict,
+} from "../policy/pipeline.ts";
 import type { BodyRead } from "../policy/request.ts";
+import { knownDestination } from "../policy/address.ts";
 import { type Exchange, newDecisionId } from "./exchange.ts";
 import { parseAbsolute, parseAuthority } from "./target.ts";
 import {
   closedEarly,
   forwardHttp,
-  type ForwardTarget,
   type InboundRequest,
   type OutboundResponse,
   type ResponseObserver,
   type ResponseTransform,
+  tcpEndpoint,
   tlsEndpoint,
 } from "./forward.ts";
-import type { Endpoint } from "./h1client.ts";
 import { bufferBody, replay } from "./body.ts";
 import type { H1Request, H1Response } from "./h1server.ts";
-import { type Answer, denyAnswer, errorAnswer } from "./reject.ts";
+import { type Answer, denyAnswer, errorAnswer, upstreamAnswer } from "./reject.ts";
 import {
   arrive,
   clientAddress,
+  destinationFailure,
+  loopAnswer,
   type ProxyCore,
   screen,
   screensBody,
@@ -38,6 +45,7 @@ import {
   upstreamOptions,
 } from "./core.ts";
 import type { OutgoingRequest } from "./addons/types.ts";
+import type { Decision } from "../policy/types.ts";
 
 function send(res: OutboundResponse, a: Answer, extra: Record<string, string> = {}) {
   res.writeHead(a.status, { ...a.headers, ...extra });
@@ -98,25 +106,7 @@ export function plainRequests(core: ProxyCore): (req: H1Request, res: H1Response
       send(res, errorAnswer(info.id, 508, "loop_detected", reason), { connection: "close" });
       return ex.finish({ status: 508, decision: "error", reason });
     }
-    // `upstream.resolve` applies here too: connect to the address it names,
-    // and for https:// still verify the certificate against the real name.
-    const to = resolveUpstream(ex.config.resolve, target.host, target.port);
-    proxyRequest(
-      core,
-      req,
-      res,
-      ex,
-      {
-        scheme: target.scheme,
-        connectHost: to?.host ?? target.host,
-        port: to?.port ?? target.port,
-        authority: target.authority,
-        rawPath: target.rawPath,
-      },
-      to && target.scheme === "https"
-        ? tlsEndpoint(to.host, to.port, target.host, core.upstreamTls)
-        : undefined,
-    );
+    proxyRequest(core, req, res, ex, { authority: target.authority, rawPath: target.rawPath });
   };
 }
 
@@ -156,80 +146,164 @@ export function interceptedRequest(
     send(res, errorAnswer(info.id, 421, "misdirected_request", reason), { connection: "close" });
     return ex.finish({ status: 421, decision: "deny", reason });
   }
-  const to = resolveUpstream(ex.config.resolve, ctx.host, ctx.port) ?? ctx;
-  proxyRequest(
-    core,
-    req,
-    res,
-    ex,
-    { scheme: "https", connectHost: to.host, port: to.port, authority: hostHeader, rawPath },
-    tlsEndpoint(to.host, to.port, ctx.host, core.upstreamTls),
-  );
+  proxyRequest(core, req, res, ex, { authority: hostHeader, rawPath });
+}
+
+/** What is sent upstream besides the decision: the Host header's value and the path as sent. */
+interface RequestTarget {
+  /** host[:port] as the client wrote it (the Host header we send). */
+  authority: string;
+  /** Path and query exactly as the client sent them. */
+  rawPath: string;
 }
 
 /**
  * Decide a request (plain or intercepted) with the pipeline and forward or
- * refuse it. When the pipeline asks for the body, it is buffered (up to the
- * cap the pipeline names) and the request decided again with it.
+ * refuse it. The addons screen it first (a refusal charges no rule's
+ * limits); then the pipeline asks for what it needs next: the body (buffered
+ * up to the cap it names, and screened too) or the destination address
+ * (resolved once, here, and connected to as it was checked); the request is
+ * decided again with it.
  */
 function proxyRequest(
   core: ProxyCore,
   req: InboundRequest,
   res: OutboundResponse,
   ex: Exchange,
-  target: ForwardTarget,
-  endpoint: Endpoint | undefined,
+  target: RequestTarget,
 ) {
-  const expect = expectsContinue(req);
-  const t = performance.now();
   const hasBody = hasBodyOf(req);
+  // An address literal or a pinned host is known without asking DNS.
+  ex.info.dest ??= knownDestination(ex.config.resolve, ex.info.host, ex.info.port) ?? undefined;
+  const flow: Flow = { req, res, ex, target, expect: expectsContinue(req), body: null, hasBody };
+  if (ex.info.dest !== undefined && core.loops(ex.info.dest)) return refuseLoop(flow);
+  const t = performance.now();
   const refused = screen(core, ex, req.rawHeaders, null);
   if (refused) {
     ex.decideSeconds = (performance.now() - t) / 1000;
-    return settle(core, { req, res, ex, target, endpoint, expect, body: null }, refused);
+    return settle(core, flow, refused);
   }
   const step = decideHead(ex.config, ex.info, {
     now: ex.ts,
     state: core.state,
     hasBody,
     readBody: hasBody && screensBody(core, ex),
+    resolve: true,
+    local: core.local,
   });
   ex.decideSeconds = (performance.now() - t) / 1000;
-  if (step.next === "verdict") {
-    return settle(core, { req, res, ex, target, endpoint, expect, body: null }, step.verdict);
+  advance(core, flow, step);
+}
+
+/** Take the step the pipeline asks for. */
+function advance(core: ProxyCore, flow: Flow, step: RequestStep) {
+  if (step.next === "verdict") return settle(core, flow, step.verdict);
+  if (step.next === "body") return readBody(core, flow, step.cap);
+  resolveDest(core, flow, step.asked);
+}
+
+function readBody(core: ProxyCore, flow: Flow, cap: number) {
+  const { req, res, ex } = flow;
+  if (flow.expect) {
+    res.writeContinue();
+    flow.expect = false;
   }
-  if (expect) res.writeContinue();
   const onClose = () => ex.finish(closedEarly(res));
   res.once("close", onClose);
-  bufferBody(req, step.cap).then((b) => {
+  bufferBody(req, cap).then((b) => {
     res.off("close", onClose);
     if (ex.done) return;
-    const t2 = performance.now();
+    flow.body = b;
+    const t = performance.now();
     // Screened before the policy: a refusal charges no rule's limits.
-    const verdict = screen(core, ex, req.rawHeaders, b) ??
-      decideBody(ex.config, ex.info, b, { now: ex.ts, state: core.state });
-    ex.decideSeconds! += (performance.now() - t2) / 1000;
-    settle(core, { req, res, ex, target, endpoint, expect: false, body: b }, verdict);
+    const refused = screen(core, ex, req.rawHeaders, b);
+    const step: RequestStep = refused
+      ? { next: "verdict", verdict: refused }
+      : decideBody(ex.config, ex.info, b, {
+        now: ex.ts,
+        state: core.state,
+        resolve: true,
+        local: core.local,
+      });
+    ex.decideSeconds! += (performance.now() - t) / 1000;
+    advance(core, flow, step);
   }, () => {
     res.off("close", onClose);
     ex.finish(closedEarly(res));
   });
 }
 
-/** One request between its verdict and the upstream. */
+/**
+ * Resolve the request's name once and decide again with the address; a
+ * failed lookup is a 502, an address that is the proxy itself a 508.
+ */
+function resolveDest(core: ProxyCore, flow: Flow, asked: Decision) {
+  const { res, ex } = flow;
+  // The guard asks with the decision it is about to make: a failure is recorded under it.
+  if (asked.verdict !== "deny") ex.decision = asked;
+  const onClose = () => ex.finish(closedEarly(res));
+  res.once("close", onClose);
+  // A forced shutdown does not wait for a slow DNS answer.
+  ex.abort = (why) => {
+    res.destroy();
+    ex.finish({ status: null, error: why });
+  };
+  core.resolve(ex.config, ex.info.host, ex.info.port).then((dest) => {
+    res.off("close", onClose);
+    ex.abort = () => {};
+    if (ex.done) return;
+    if (core.loops(dest)) {
+      ex.info.dest = dest;
+      return refuseLoop(flow);
+    }
+    const t = performance.now();
+    const step = decideDest(ex.config, ex.info, dest, {
+      now: ex.ts,
+      state: core.state,
+      resolve: true,
+      local: core.local,
+      hasBody: flow.hasBody,
+      body: flow.body,
+    });
+    ex.decideSeconds! += (performance.now() - t) / 1000;
+    advance(core, flow, step);
+  }, (e) => {
+    res.off("close", onClose);
+    ex.abort = () => {};
+    if (ex.done) return;
+    const f = destinationFailure(ex, e);
+    send(res, upstreamAnswer(ex.info.id, f.kind, f.reason), unreadClose(flow));
+    ex.finish(f.outcome);
+  });
+}
+
+/** The request's address is the proxy's own listener: 508, never a loop. */
+function refuseLoop(flow: Flow) {
+  const { res, ex } = flow;
+  const a = loopAnswer(ex);
+  send(res, a, { connection: "close" });
+  ex.finish({ status: 508, decision: "error", reason: a.reason });
+}
+
+/** An unread body would have to be drained to keep the connection: close it instead. */
+function unreadClose(flow: Flow): Record<string, string> {
+  return flow.body === null && flow.hasBody ? { connection: "close" } : {};
+}
+
+/** One request between its arrival and the upstream. */
 interface Flow {
   req: InboundRequest;
   res: OutboundResponse;
   ex: Exchange;
-  target: ForwardTarget;
-  endpoint: Endpoint | undefined;
+  target: RequestTarget;
   /** The client waits for `100 Continue` before it sends the body. */
   expect: boolean;
   /** What was read of the body, or null when it was not read. */
   body: BodyRead | null;
+  hasBody: boolean;
 }
 
-/** Refuse a denied request, or let the addons prepare an allowed one and forward it. */
+/** Refuse a denied request, or let the addons prepare an allowed one and forward it to its address. */
 function settle(core: ProxyCore, flow: Flow, verdict: RequestVerdict) {
   const { req, res, ex, body } = flow;
   const d = verdict.decision;
@@ -241,6 +315,13 @@ function settle(core: ProxyCore, flow: Flow, verdict: RequestVerdict) {
       req.headers["transfer-encoding"] !== undefined;
     send(res, denyAnswer(ex.info.id, d), unread ? { connection: "close" } : {});
     return ex.finish({ status: d.status });
+  }
+  // The pipeline asked for the address before anything is forwarded: connect to it.
+  const dest = ex.info.dest;
+  if (dest === undefined) {
+    const reason = "internal error: no checked address to connect to";
+    send(res, errorAnswer(ex.info.id, 502, "bad_gateway", reason), unreadClose(flow));
+    return ex.finish({ status: 502, decision: "error", reason, error: "no address" });
   }
   if (flow.expect) res.writeContinue();
   // Read whole already: sent with its head in one write (Content-Length).
@@ -258,26 +339,44 @@ function settle(core: ProxyCore, flow: Flow, verdict: RequestVerdict) {
   }
   // `limits.ambiguous_paths: normalize`: the upstream sees the path that was decided; an
   // addon may replace the query (a credential presented as a query parameter).
-  const rawQuery = flow.target.rawPath.includes("?")
-    ? flow.target.rawPath.slice(flow.target.rawPath.indexOf("?") + 1)
-    : "";
-  const query = out.query ?? rawQuery;
-  const target = verdict.forwardPath === undefined && out.query === null ? flow.target : {
-    ...flow.target,
-    rawPath: `${verdict.forwardPath ?? flow.target.rawPath.split("?")[0]}${
+  const raw = flow.target.rawPath;
+  const q = raw.indexOf("?");
+  const query = out.query ?? (q === -1 ? "" : raw.slice(q + 1));
+  const rawPath = verdict.forwardPath === undefined && out.query === null
+    ? raw
+    : `${verdict.forwardPath ?? (q === -1 ? raw : raw.slice(0, q))}${
       query === "" ? "" : `?${query}`
-    }`,
-  };
-  forwardHttp(req, res, target, ex, core.pool, {
-    ...upstreamOptions(core, ex.config),
-    closeAfter: () => core.draining(),
-    endpoint: flow.endpoint,
-    body: rest,
-    bodyBytes: out.body,
-    observers: out.observers,
-    transform: out.response,
-    headerEdits: out.edits?.size ? out.edits : undefined,
-  });
+    }`;
+  const https = ex.info.scheme === "https";
+  forwardHttp(
+    req,
+    res,
+    {
+      scheme: ex.info.scheme,
+      connectHost: dest.ip,
+      port: dest.port,
+      authority: flow.target.authority,
+      rawPath,
+      // Failures name the host a resolved address stands for (a pinned one names its address).
+      ...(dest.pinned ? {} : { name: ex.info.host, namePort: ex.info.port }),
+    },
+    ex,
+    core.pool,
+    {
+      ...upstreamOptions(core, ex.config),
+      closeAfter: () => core.draining(),
+      // The pool is keyed by address (and name for TLS): a connection is reused
+      // only for the address that was checked for this request.
+      endpoint: https
+        ? tlsEndpoint(dest.ip, dest.port, ex.info.host, core.upstreamTls)
+        : tcpEndpoint(dest.ip, dest.port),
+      body: rest,
+      bodyBytes: out.body,
+      observers: out.observers,
+      transform: out.response,
+      headerEdits: out.edits?.size ? out.edits : undefined,
+    },
+  );
 }
 
 /** The addons' view of an allowed request (a class: no closures per request on the hot path). */

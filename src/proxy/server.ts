@@ -15,7 +15,7 @@ import tls from "node:tls";
 import type { IncomingHttpHeaders } from "node:http";
 import type { AgentgateConfig } from "../config/load.ts";
 import type { AuditEventV1 } from "../audit/event.ts";
-import type { RequestInfo } from "../policy/types.ts";
+import type { Destination, RequestInfo } from "../policy/types.ts";
 import type { PolicyState } from "../state/mod.ts";
 import { Exchange } from "./exchange.ts";
 import { createPool } from "./forward.ts";
@@ -28,6 +28,7 @@ import type { Addon } from "./addons/types.ts";
 import type { ProxyCore, TunnelCtx } from "./core.ts";
 import { plainRequests } from "./requests.ts";
 import { interceptHandlers, takeovers } from "./takeover.ts";
+import { LocalAddresses, NameResolver, resolveDestination } from "./resolve.ts";
 
 /** What a running proxy needs. */
 export interface ProxyOptions {
@@ -49,6 +50,7 @@ export interface ProxyOptions {
 }
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "0.0.0.0", "::"]);
+const NO_ADDRESSES: ReadonlySet<string> = new Set();
 
 /**
  * A running proxy.
@@ -72,6 +74,9 @@ export class ProxyServer implements ProxyCore {
   readonly counters = { requests: 0, denied: 0, errors: 0 };
   #config: AgentgateConfig;
   #address: { host: string; port: number } | null = null;
+  #local: LocalAddresses | null = null;
+  /** Resolvers by DNS server and timeout (a reload may change either). */
+  #resolvers = new Map<string, NameResolver>();
   #inflight = new Set<Exchange>();
   #tunnels = new Set<Exchange>();
   #sockets = new Set<net.Socket>();
@@ -156,6 +161,7 @@ export class ProxyServer implements ProxyCore {
         this.server.off("error", onError);
         const a = this.server.address() as net.AddressInfo;
         this.#address = { host: a.address, port: a.port };
+        this.#local = new LocalAddresses(this.#address);
         resolve(this.#address);
       });
     });
@@ -247,6 +253,26 @@ export class ProxyServer implements ProxyCore {
     const a = this.#address;
     if (!a || port !== a.port) return false;
     return host === a.host || LOOPBACK.has(host);
+  }
+
+  get local(): ReadonlySet<string> {
+    return this.#local?.set ?? NO_ADDRESSES;
+  }
+
+  loops(dest: Pick<Destination, "ip" | "port">): boolean {
+    return this.#local?.loops(dest) ?? false;
+  }
+
+  resolve(config: AgentgateConfig, host: string, port: number): Promise<Destination> {
+    const dns = config.upstream.dns;
+    const timeoutMs = config.upstream.connectTimeoutMs;
+    const key = `${dns ? `${dns.host} ${dns.port}` : "system"} ${timeoutMs}`;
+    let r = this.#resolvers.get(key);
+    if (r === undefined) {
+      if (this.#resolvers.size > 8) this.#resolvers.clear();
+      this.#resolvers.set(key, r = new NameResolver(dns, timeoutMs));
+    }
+    return resolveDestination(r, config.resolve, host, port, this.local);
   }
 
   tunnelOpened(ex: Exchange): void {

@@ -9,21 +9,21 @@ import type { Duplex } from "node:stream";
 import { classifyUpstreamError, rawAnswer, upstreamAnswer, upstreamReason } from "./reject.ts";
 import type { Exchange } from "./exchange.ts";
 import { noteReadsOf } from "./reclaim.ts";
+import { type ForwardTarget, targetLabel } from "./forward.ts";
 
 /**
- * Open a tunnel to `host:port` for a client socket that sent CONNECT. The
- * audit row is written when the tunnel closes (with its byte counts).
+ * Open a tunnel to the checked address of a client socket that sent CONNECT.
+ * The audit row is written when the tunnel closes (with its byte counts).
  */
 export function openTunnel(
   client: Duplex,
   head: Uint8Array,
-  host: string,
-  port: number,
+  to: Pick<ForwardTarget, "connectHost" | "port" | "name" | "namePort">,
   ex: Exchange,
   connectTimeoutMs: number,
 ): void {
-  const target = `${host}:${port}`;
-  const up = net.connect({ host, port });
+  const [target, name] = targetLabel(to);
+  const up = net.connect({ host: to.connectHost, port: to.port });
   let established = false;
   const timer = setTimeout(
     () =>
@@ -56,7 +56,7 @@ export function openTunnel(
     if (!established) {
       if (ex.done) return;
       const kind = classifyUpstreamError(e);
-      const reason = upstreamReason(kind, target, e);
+      const reason = upstreamReason(kind, target, e, name);
       const a = upstreamAnswer(ex.info.id, kind, reason);
       client.end(rawAnswer(a));
       ex.finish({ status: a.status, decision: "error", reason, error: `upstream ${kind}` });

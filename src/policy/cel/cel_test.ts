@@ -119,12 +119,12 @@ Deno.test("unknown names and fields are load errors with the exact offset", () =
   const table: Array<[string, string, number]> = [
     [
       'requst.host == "x"',
-      'Unknown name "requst" (did you mean "request"?): the variables are request, body, session, now and client',
+      'Unknown name "requst" (did you mean "request"?): the variables are request, body, session, now, client and dest',
       0,
     ],
     [
       '1 == 1 && requst.host == "x"',
-      'Unknown name "requst" (did you mean "request"?): the variables are request, body, session, now and client',
+      'Unknown name "requst" (did you mean "request"?): the variables are request, body, session, now, client and dest',
       10,
     ],
     [
@@ -157,7 +157,7 @@ Deno.test("unknown names and fields are load errors with the exact offset", () =
     // Offsets count UTF-16 code units, like JavaScript strings.
     [
       '"é😀" == requst',
-      'Unknown name "requst" (did you mean "request"?): the variables are request, body, session, now and client',
+      'Unknown name "requst" (did you mean "request"?): the variables are request, body, session, now, client and dest',
       9,
     ],
   ];

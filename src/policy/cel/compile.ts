@@ -102,6 +102,17 @@ function compile(expr: string, options: CompileOptions): Compiled {
     }
     if (reads.has("now")) vars.now = timestampValue(input.now);
     if (reads.has("client")) vars.client = input.client;
+    if (reads.has("dest")) {
+      // The engine resolves before it evaluates a condition that reads dest; a
+      // caller that did not is told so, never given a guess.
+      if (input.dest === undefined) {
+        throw new CelEvalError(
+          `The expression reads dest, but the address of "${input.host}" is not known: it needs the resolved address`,
+          expr.indexOf("dest"),
+        );
+      }
+      vars.dest = new Map([["ip", input.dest.ip]]);
+    }
     let value: unknown;
     try {
       value = program(vars as never);

@@ -34,6 +34,7 @@ import { RE2JS } from "re2js";
 import picomatch from "picomatch";
 import { canonicalTimeZone, type WallClock, wallClock } from "../../util/tz.ts";
 import { type CompileOptions, errorText } from "./types.ts";
+import { parseIp } from "../address.ts";
 
 /** Bounded memo: patterns in policies are few; agent-chosen ones must not grow memory. */
 class BoundedCache<V> {
@@ -102,62 +103,7 @@ interface Cidr {
   bits: number;
 }
 
-/** Parses an IPv4 or IPv6 address into 4 or 16 bytes; null when it is neither. */
-export function parseIp(text: string): Uint8Array | null {
-  let s = text;
-  if (s.startsWith("[") && s.endsWith("]")) s = s.slice(1, -1);
-  const zone = s.indexOf("%");
-  if (zone >= 0) s = s.slice(0, zone);
-  if (s.includes(":")) return parseIPv6(s);
-  return parseIPv4(s);
-}
-
-function parseIPv4(s: string): Uint8Array | null {
-  const parts = s.split(".");
-  if (parts.length !== 4) return null;
-  const out = new Uint8Array(4);
-  for (let i = 0; i < 4; i++) {
-    const p = parts[i];
-    if (!/^\d{1,3}$/.test(p)) return null;
-    const n = Number(p);
-    if (n > 255) return null;
-    out[i] = n;
-  }
-  return out;
-}
-
-function parseIPv6(s: string): Uint8Array | null {
-  const out = new Uint8Array(16);
-  const halves = s.split("::");
-  if (halves.length > 2) return null;
-  const groups = (h: string): number[] | null => {
-    if (h === "") return [];
-    const result: number[] = [];
-    const items = h.split(":");
-    for (let i = 0; i < items.length; i++) {
-      const item = items[i];
-      if (i === items.length - 1 && item.includes(".")) {
-        const v4 = parseIPv4(item);
-        if (v4 === null) return null;
-        result.push((v4[0] << 8) | v4[1], (v4[2] << 8) | v4[3]);
-      } else {
-        if (!/^[0-9a-fA-F]{1,4}$/.test(item)) return null;
-        result.push(parseInt(item, 16));
-      }
-    }
-    return result;
-  };
-  const head = groups(halves[0]);
-  const tail = halves.length === 2 ? groups(halves[1]) : [];
-  if (head === null || tail === null) return null;
-  if (halves.length === 1 ? head.length !== 8 : head.length + tail.length > 7) return null;
-  const all = [...head, ...new Array(8 - head.length - tail.length).fill(0), ...tail];
-  for (let i = 0; i < 8; i++) {
-    out[2 * i] = all[i] >> 8;
-    out[2 * i + 1] = all[i] & 0xff;
-  }
-  return out;
-}
+export { parseIp };
 
 /** `::ffff:a.b.c.d` → the IPv4 bytes, so mapped addresses match IPv4 ranges. */
 function unmapV4(b: Uint8Array): Uint8Array {

@@ -23,6 +23,7 @@
  * | `session` | record                | `id`, `label`; both `null` when the request has no session  |
  * | `now`     | timestamp             | decision time                                               |
  * | `client`  | string                | client IP address                                           |
+ * | `dest`    | record                | `ip`: the address the request connects to (after resolution) |
  *
  * Functions: the CEL standard library, the `strings` extension (`lowerAscii`,
  * `split`, `replace`, `trim`, `indexOf`, …), and:

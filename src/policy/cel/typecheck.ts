@@ -62,6 +62,7 @@ const VARIABLES: Record<string, Ty> = {
   session: { k: "rec", name: "session", fields: { id: T_STRING, label: T_STRING } },
   now: T_TIMESTAMP,
   client: T_STRING,
+  dest: { k: "rec", name: "dest", fields: { ip: T_STRING } },
 };
 
 /** Type names usable as values (`type(x) == string`). */
@@ -395,7 +396,7 @@ export class TypeChecker {
     return this.fail(
       `Unknown name "${name}"${
         didYouMean(name, names, CEL_MAX_DISTANCE)
-      }: the variables are request, body, session, now and client`,
+      }: the variables are request, body, session, now, client and dest`,
       this.offsetOf(id),
     );
   }

@@ -19,7 +19,8 @@ export type CelRead =
   | "body"
   | "session"
   | "now"
-  | "client";
+  | "client"
+  | "dest";
 
 /** What an expression is evaluated against: the request plus the decision time. */
 export type CelInput = RequestInfo & { now: Date };
