@@ -92,6 +92,9 @@ Deno.test("sessions: minted with the admin token, bound to their secret, revoked
 default: log
 dashboard: { token: adm1n-t0ken }
 audit: { path: ./audit.db }
+rules:
+  # The test origin is on loopback: a rule naming its address opens it (the address guard).
+  - { name: origin, match: 127.0.0.1, action: log }
 `,
   });
   const api = `${proxy.url}/_/api/sessions`;

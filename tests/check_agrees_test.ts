@@ -256,7 +256,7 @@ rules:
     assert.equal(many.code, 1);
     assert.deepEqual(many.out.trimEnd().split("\n"), [
       'many.yaml:2:10: "default" must be one of "deny", "allow", "log", not "alow" (did you mean "allow"?)',
-      'many.yaml:9:11: invalid condition in rule "a": Unknown name "requst" (did you mean "request"?): the variables are request, body, session, now and client',
+      'many.yaml:9:11: invalid condition in rule "a": Unknown name "requst" (did you mean "request"?): the variables are request, body, session, now, client and dest',
       'many.yaml:12:17: invalid match pattern "api.[x.com" in rule "b": invalid character "[" in host "api.[x.com"',
       'many.yaml:15:7: policies of deny rule "b" are never evaluated (a deny rule denies): remove "policies", or make the rule "allow" or "log" to apply them',
       "many.yaml:15:33: invalid requests 0: expected a whole number of at least 1",

@@ -144,6 +144,8 @@ rules:
     match: "127.0.0.1:*/inspect/**"
     when: body.ok == true
     action: allow
+  # The test origin is on loopback: a rule naming its address opens it (the address guard).
+  - { name: origin, match: 127.0.0.1, action: log }
 audit: { path: ./audit.db }
 `,
   });

@@ -96,6 +96,9 @@ const YAML: Record<string, YamlCheck> = {
       "version: 1\ntls: { intercept: [api.openai.com] }\nrules:\n  - name: openai\n" +
       "    match: api.openai.com\n    action: allow\n" + indent(b, 4),
   },
+  "Addresses: resolve once, check every address, connect to what was checked #1": {
+    policy: v1,
+  },
   "Budgets: reserve, then settle #1": {
     policy: (b) => "version: 1\ntls: { intercept: [api.openai.com] }\n" + b,
   },
@@ -279,7 +282,9 @@ const SH: Record<string, ShRun> = {
       run: ({ L, port }) =>
         `cd "$WORK/env"\nagentgate --listen 127.0.0.1:${port} >/dev/null &\nwait_port ${port}\n` +
         `curl -s -o /dev/null -x http://127.0.0.1:${port} http://169.254.169.254/latest/\n` +
-        `for i in $(seq 1 50); do out=$(${L}); [ -n "$out" ] && break; sleep 0.1; done\n` +
+        // (The audit already holds earlier denials: wait for this one, written within 200 ms.)
+        `for i in $(seq 1 50); do out=$(${L}); grep -q "Cloud metadata" <<<"$out" && break; ` +
+        "sleep 0.1; done\n" +
         `printf '%s\\n' "$out"\n` +
         'grep -qx \'"Cloud metadata endpoints are not accessible to agents"\' <<<"$out"\nstop_last\n',
     },

@@ -810,7 +810,7 @@ upstream:
 `;
   assert.deepEqual(errorsOf(text, "a.yaml"), [
     'a.yaml:3:8: upstream.dns "dns.example.com:53" must name an IP address, not a host name (e.g. "127.0.0.1:5353")',
-    'a.yaml:5:5: port 99999 in "api.test:99999" is out of range 1-65535',
+    'a.yaml:5:5: upstream.resolve key "api.test:99999" must be a host or HOST:PORT with a port 1-65535 (IPv6 in brackets, e.g. "[::1]:8080")',
     'a.yaml:6:16: resolve target "localhost:8443" must name an IP address, not a host name (e.g. "127.0.0.1:8443")',
   ]);
   const ranges = `version: 1
@@ -821,8 +821,8 @@ rules:
     action: allow
 `;
   assert.deepEqual(errorsOf(ranges, "r.yaml"), [
-    'r.yaml:3:12: invalid match pattern "10.0.0.1/8" in rule 1: "10.0.0.1/8" has bits set after the prefix: did you mean "10.0.0.0/8"?',
-    'r.yaml:5:12: invalid match pattern "[fd00::]/129" in rule 2: the prefix length of "[fd00::]/129" must be 0-128',
+    'r.yaml:3:12: invalid match pattern "10.0.0.1/8" in rule "10.0.0.1/8": "10.0.0.1/8" has bits set after the prefix: did you mean "10.0.0.0/8"?',
+    'r.yaml:5:12: invalid match pattern "[fd00::]/129" in rule "[fd00::]/129": the prefix length of "[fd00::]/129" must be 0-128',
   ]);
   const { config, problems } = parseConfig(
     `version: 1
