@@ -292,6 +292,16 @@ Deno.test("run: curl, python, deno and git find the proxy and the CA on their ow
         // git (libcurl "anyauth") sent its credentials only after a 407 challenge.
         const challenged = auditRows(audit, "status = 407 AND host = 'git.example.test'");
         assert.ok(challenged.length >= 1 && challenged.every((x) => x.session === null));
+        // The challenge is kept, but it is not a denial: the whole audit's report counts none.
+        assert.ok(challenged.every((x) => x.decision === "challenge"), JSON.stringify(challenged));
+        const report = await new Deno.Command(Deno.execPath(), {
+          args: ["run", "-A", MAIN, "report", "--audit", audit, "--format", "json"],
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        const totals = JSON.parse(dec.decode(report.stdout)).totals;
+        assert.equal(totals.deny, 0, JSON.stringify(totals));
+        assert.equal(totals.challenge, challenged.length);
       },
     );
 

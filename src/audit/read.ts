@@ -39,6 +39,7 @@ export const DECISIONS = [
   "deny",
   "would_deny",
   "error",
+  "challenge",
 ] as const satisfies readonly AuditDecision[];
 /** One of {@link DECISIONS}. */
 export type DecisionName = typeof DECISIONS[number];
@@ -149,6 +150,8 @@ export interface Stats {
     deny: number;
     would_deny: number;
     error: number;
+    /** 407 answers to clients that sent no credentials yet (not denials). */
+    challenge: number;
     /** Distinct hosts requested in the range (of the session, when filtered by one). */
     hosts: number;
     llm_requests: number;
@@ -202,6 +205,7 @@ export interface Stats {
       deny: number;
       would_deny: number;
       error: number;
+      challenge: number;
       spend_usd: number;
     }[];
   };
@@ -272,6 +276,8 @@ export interface DecisionCounts {
   deny: number;
   would_deny: number;
   error: number;
+  /** 407 answers to clients that sent no credentials yet (not denials). */
+  challenge: number;
 }
 
 /** Requests to one host. */

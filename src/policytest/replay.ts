@@ -88,6 +88,8 @@ export function recordedDecision(row: AuditRowWithHeaders): ReplayDecision | { s
       if (row.rule === null && row.status === 407) return { skip: "proxy authentication" };
       if (row.rule === null && row.status === 421) return { skip: "misdirected request" };
       return { ...base, verdict: row.decision, outcome: "denied" };
+    case "challenge":
+      return { skip: "proxy authentication" };
     case "error":
       // Forwarded under the policy, then the upstream failed: the policy allowed it.
       if (row.error?.startsWith("upstream ")) {

@@ -74,7 +74,10 @@ export function clientAddress(socket: { remoteAddress?: string }): string {
 /**
  * A request, tunnel or upgrade arrives: admit it (the addons' admission),
  * then begin its exchange. A refused one is answered with `refuse` and
- * recorded as denied by proxy authentication; null is returned for it.
+ * recorded by proxy authentication — as a `challenge` when it carried no
+ * credentials (git/libcurl, .NET and Java send theirs only after a 407, so
+ * this is the first half of a normal exchange, not a denial), as `deny` when
+ * its credentials authenticated nothing. Null is returned for it.
  */
 export function arrive(
   core: ProxyCore,
@@ -88,7 +91,7 @@ export function arrive(
   refuse(refused);
   ex.finish({
     status: refused.status,
-    decision: "deny",
+    decision: headers["proxy-authorization"] === undefined ? "challenge" : "deny",
     policy: "proxy_auth",
     reason: refused.reason,
   });
