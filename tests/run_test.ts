@@ -517,7 +517,7 @@ Deno.test("run: two runs sharing one --proxy are two sessions", async () => {
   }
 });
 
-Deno.test("env: eval in bash sends curl through a running proxy, --unset clears it", async () => {
+Deno.test("env: eval in bash sends curl through a running proxy, --unset restores the shell", async () => {
   const env = await setup();
   const proxy = await startProxy({
     files: { "origin-ca.pem": env.pki.caPem },
@@ -544,7 +544,9 @@ Deno.test("env: eval in bash sends curl through a running proxy, --unset clears 
     assert.equal(out.code, 0, stderr);
     const [json, after] = stdout.trim().split("\n");
     assert.equal(JSON.parse(json).path, "/v1/env");
-    assert.equal(after, "[unsetunset]");
+    // Back to what the shell had before (issue 16: restored, not deleted).
+    const had = (n: string) => Deno.env.get(n) ?? "unset";
+    assert.equal(after, `[${had("HTTPS_PROXY")}${had("SSL_CERT_FILE")}]`);
     const session = /agentgate env: session (me-[0-9a-f]{16}) until /.exec(stderr)?.[1];
     assert.ok(session, stderr);
     const rows = await waitFor(() => {

@@ -7,9 +7,11 @@ import {
   detectShell,
   env,
   mergeEnvironment,
+  NPM_CAFILE_VAR,
   parseProxyUrl,
   proxyEnvironment,
   proxyUrlWith,
+  RESTORE_VAR,
   setLines,
   type Shell,
   shellQuote,
@@ -46,10 +48,13 @@ Deno.test("env: the variables, in order; the bundle and CA only with interceptio
     ["GIT_SSL_CAINFO", "/b.pem"],
     ["PIP_CERT", "/b.pem"],
     ["AWS_CA_BUNDLE", "/b.pem"],
+    ["CARGO_HTTP_CAINFO", "/b.pem"],
+    ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", "/b.pem"],
     ["NODE_EXTRA_CA_CERTS", "/ca.pem"],
     ["DENO_CERT", "/ca.pem"],
   ]);
-  assert.deepEqual(tls.map(([n]) => n), ALL_VARS);
+  // npm's own cafile variable comes only with an npm CA setting to extend (trustVariables).
+  assert.deepEqual([...tls.map(([n]) => n), NPM_CAFILE_VAR], ALL_VARS);
 });
 
 Deno.test("env: values the user set are kept unless overridden; empty counts as unset", () => {
@@ -194,9 +199,14 @@ Deno.test("env command: listen address, --proxy, --unset, interception bundle", 
     );
     let io = memoryIo({ cwd: dir });
     assert.equal(await env(["--shell", "bash"], io), 0);
+    const plain = proxyEnvironment({ proxyUrl: "http://127.0.0.1:4123" });
     assert.equal(
       io.out.join(""),
-      setLines("bash", proxyEnvironment({ proxyUrl: "http://127.0.0.1:4123" })),
+      setLines("bash", [
+        ...plain,
+        // What each variable held before (nothing), for `env --unset` to restore.
+        [RESTORE_VAR, JSON.stringify(Object.fromEntries(plain.map(([n]) => [n, null])))],
+      ]),
     );
     assert.deepEqual(io.err, []);
 

@@ -24,6 +24,21 @@ export interface TunnelCtx {
   ex: Exchange;
   host: string;
   port: number;
+  /** Requests inside: `https` (TLS terminated), or `http` (plain HTTP inside the CONNECT). */
+  scheme?: "http" | "https";
+  /**
+   * How the client's side of the TLS went, to tell a client that rejected
+   * the agentgate CA (it says nothing: Node closes without an alert) from
+   * one that simply had nothing to ask.
+   */
+  handshake?: {
+    /** Bytes the client sent after the CONNECT was answered (a ClientHello, …). */
+    clientBytes(): number;
+    /** `performance.now()` when the handshake completed, or null. */
+    secureAt: number | null;
+    /** The client sent something inside the TLS (a request). */
+    spoke: boolean;
+  };
 }
 
 /** The running proxy, as its handlers see it. */

@@ -14,14 +14,20 @@ import { requestInfo } from "../policy/request.ts";
 import { decideHead, decideTunnel } from "../policy/pipeline.ts";
 import { isIntercepted } from "../config/load.ts";
 import { resolveUpstream } from "../config/sections.ts";
-import { type Exchange, newDecisionId } from "./exchange.ts";
+import { type Exchange, newDecisionId, type Outcome } from "./exchange.ts";
 import { parseAbsolute, parseAuthority } from "./target.ts";
 import { forwardUpgrade } from "./forward.ts";
 import { serveHttp1, type TakeoverHead } from "./h1server.ts";
 import { openTunnel } from "./tunnel.ts";
 import { denyAnswer, errorAnswer, rawAnswer } from "./reject.ts";
 import { isWebSocketUpgrade } from "./headers.ts";
-import { handshakeReason, type InterceptHandlers } from "./intercept.ts";
+import {
+  CA_REJECTED,
+  closedWithoutAlert,
+  handshakeReason,
+  type InterceptHandlers,
+  SILENT_REJECT_MS,
+} from "./intercept.ts";
 import { interceptedRequest } from "./requests.ts";
 import { arrive, clientAddress, type ProxyCore, type TunnelCtx, upstreamOptions } from "./core.ts";
 
@@ -42,17 +48,61 @@ export function interceptHandlers(core: () => ProxyCore): InterceptHandlers<Tunn
   return {
     secure: (socket: tls.TLSSocket, ctx: TunnelCtx) => {
       const c = core();
+      if (ctx.handshake) ctx.handshake.secureAt = performance.now();
       const h = serveHttp1(socket, (req, res) => interceptedRequest(c, req, res, ctx));
       c.track(h, socket);
+      socket.once("data", () => {
+        if (ctx.handshake) ctx.handshake.spoke = true;
+      });
     },
-    handshakeError: (err, ctx) =>
+    handshakeError: (err, ctx) => {
+      const silent = closedWithoutAlert(err);
       ctx.ex.finish({
         status: null,
         decision: "error",
-        reason: handshakeReason(err),
-        error: `client TLS handshake: ${err.code ?? err.message}`,
-      }),
+        reason: handshakeReason(err, (ctx.handshake?.clientBytes() ?? 1) > 0),
+        error: `client TLS handshake: ${err.code ?? err.message}${
+          silent ? " (closed without an alert)" : ""
+        }`,
+      });
+    },
   };
+}
+
+/**
+ * How an intercepted tunnel whose handshake completed ends: a client that
+ * closed within {@link SILENT_REJECT_MS} of the handshake without sending a
+ * byte inside it rejected our certificate (Node does this instead of sending
+ * an alert); one that kept it open longer had nothing to ask.
+ */
+function interceptedClose(ctx: TunnelCtx): Outcome {
+  const hs = ctx.handshake;
+  if (!hs || hs.spoke) return { status: 200 };
+  if (hs.secureAt === null) {
+    // No handshake error was reported (that one says more): the client left mid-handshake.
+    return hs.clientBytes() > 0
+      ? {
+        status: null,
+        decision: "error",
+        reason: CA_REJECTED,
+        error: "client closed during the TLS handshake, without an alert",
+      }
+      : {
+        status: null,
+        decision: "error",
+        reason: "client closed the tunnel before the TLS handshake began",
+        error: "client aborted",
+      };
+  }
+  if (performance.now() - hs.secureAt < SILENT_REJECT_MS) {
+    return {
+      status: 200,
+      decision: "error",
+      reason: CA_REJECTED,
+      error: "client closed right after the TLS handshake, without a request or an alert",
+    };
+  }
+  return { status: 200, error: "client sent no request" };
 }
 
 function connect(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8Array) {
@@ -108,16 +158,26 @@ function interceptTunnel(
   port: number,
   ex: Exchange,
 ) {
+  const base = s.bytesRead - rest.length;
+  const ctx: TunnelCtx = {
+    ex,
+    host,
+    port,
+    handshake: { clientBytes: () => s.bytesRead - base, secureAt: null, spoke: false },
+  };
   s.once("close", () => {
     ex.bytesIn = s.bytesRead;
     ex.bytesOut = s.bytesWritten;
-    ex.finish({ status: 200 });
+    // A handshake cut short is reported by the TLS server right after this
+    // close (Deno emits tlsClientError after the socket's close): let it speak first.
+    if (ctx.handshake?.secureAt === null) setImmediate(() => ex.finish(interceptedClose(ctx)));
+    else ex.finish(interceptedClose(ctx));
   });
   ex.abort = (why) => {
     s.destroy();
     ex.finish({ status: 200, error: why });
   };
-  core.interceptor!.accept(s, rest, host, { ex, host, port }).catch((e: Error) => {
+  core.interceptor!.accept(s, rest, host, ctx).catch((e: Error) => {
     const reason = `cannot issue a certificate for "${host}": ${e.message}`;
     s.end(rawAnswer(errorAnswer(ex.info.id, 502, "certificate_error", reason)));
     ex.finish({ status: 502, decision: "error", reason, error: "leaf certificate" });
