@@ -16,6 +16,7 @@ import {
   startProxy,
   testPki,
   waitFor,
+  waitForRows,
 } from "./helpers.ts";
 
 const dec = new TextDecoder();
@@ -308,5 +309,66 @@ Deno.test("run: NO_PROXY and no_proxy carry the same list, so curl and Python ag
   } finally {
     await origin.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+/**
+ * A Node client: CONNECT through the proxy, then TLS to api.example.test with
+ * `maxVersion`, trusting `ca` (or Node's roots), then close after `idleMs`
+ * without a request. Prints the TLS error code, or "secure".
+ */
+const NODE_TLS = `
+const http = require("http"), tls = require("tls");
+const [port, maxVersion, caFile, idleMs] = process.argv.slice(2);
+const req = http.request({ host: "127.0.0.1", port: Number(port), method: "CONNECT", path: "api.example.test:443" });
+req.on("connect", (_res, socket) => {
+  const opts = { socket, servername: "api.example.test", maxVersion };
+  if (caFile !== "-") opts.ca = [require("fs").readFileSync(caFile, "utf8")];
+  const t = tls.connect(opts, () => {
+    console.log("secure");
+    setTimeout(() => t.destroy(), Number(idleMs));
+  });
+  t.on("error", (e) => console.log(e.code));
+});
+req.end();
+`;
+
+Deno.test("the rule for a silent CA rejection: Node over TLS 1.2 and 1.3; an idle client is not one", async () => {
+  const proxy = await startProxy({
+    config: `version: 1
+default: log
+tls: { intercept: [api.example.test], ca_dir: ./ca }
+audit: { path: ./audit.db }
+`,
+  });
+  try {
+    await Deno.writeTextFile(`${proxy.dir}/client.cjs`, NODE_TLS);
+    const node = (...args: string[]) =>
+      sh(["node", `${proxy.dir}/client.cjs`, String(proxy.port), ...args], { cwd: proxy.dir });
+    // Node checks the certificate after the handshake and closes without an alert.
+    for (const version of ["TLSv1.3", "TLSv1.2"]) {
+      const r = await node(version, "-", "0");
+      assert.equal(r.stdout.trim(), "UNABLE_TO_VERIFY_LEAF_SIGNATURE", r.stderr);
+    }
+    // A client that trusts the CA but asks nothing for 1.5 s is an ordinary (idle) tunnel.
+    const idle = await node("TLSv1.3", `${proxy.dir}/ca/ca.pem`, "1500");
+    assert.equal(idle.stdout.trim(), "secure", idle.stderr);
+    const rows = await waitForRows(proxy.auditPath, 3, "method = 'CONNECT'");
+    assert.deepEqual(rows.map((r) => [r.decision, r.reason, r.error]), [
+      [
+        "error",
+        "client rejected the agentgate CA",
+        "client TLS handshake: ECONNRESET (closed without an alert)",
+      ],
+      [
+        "error",
+        "client rejected the agentgate CA",
+        "client closed right after the TLS handshake, without a request or an alert",
+      ],
+      ["log", "no rule matched (default: log)", "client sent no request"],
+    ]);
+    assert.equal(await proxy.stop(), 0);
+  } finally {
+    await proxy.dispose();
   }
 });

@@ -81,6 +81,8 @@ export function recordedDecision(row: AuditRowWithHeaders): ReplayDecision | { s
   switch (row.decision) {
     case "allow":
     case "log":
+      // A CONNECT that carried plain HTTP: its requests have rows of their own.
+      if (row.path === null && row.scheme === "http") return { skip: "plain-HTTP tunnel" };
       return { ...base, verdict: row.decision, outcome: "allowed" };
     case "deny":
     case "would_deny":

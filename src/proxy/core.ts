@@ -27,6 +27,11 @@ export interface TunnelCtx {
   /** Requests inside: `https` (TLS terminated), or `http` (plain HTTP inside the CONNECT). */
   scheme?: "http" | "https";
   /**
+   * A denied tunnel to an intercepted host: the handshake completes so that
+   * the first request inside gets this answer (clients show its reason).
+   */
+  denial?: Answer;
+  /**
    * How the client's side of the TLS went, to tell a client that rejected
    * the agentgate CA (it says nothing: Node closes without an alert) from
    * one that simply had nothing to ask.

@@ -40,14 +40,21 @@ export class Interceptor<C> {
   constructor(private readonly leaves: LeafStore, private readonly on: InterceptHandlers<C>) {}
 
   /**
-   * Issue (or reuse) the target's leaf, answer 200 to the CONNECT, and start
-   * the TLS handshake on the socket. Rejects when no leaf can be issued (the
-   * caller answers the CONNECT with an error instead).
+   * Issue (or reuse) the target's leaf, answer 200 to the CONNECT (unless
+   * `answered`: agentgate already did, to read the client's first bytes),
+   * and start the TLS handshake on the socket. Rejects when no leaf can be
+   * issued (the caller answers the CONNECT with an error instead).
    */
-  async accept(client: net.Socket, head: Uint8Array, host: string, ctx: C): Promise<void> {
+  async accept(
+    client: net.Socket,
+    head: Uint8Array,
+    host: string,
+    ctx: C,
+    answered = false,
+  ): Promise<void> {
     const server = await this.#serverFor(host);
     this.#ctx.set(client, ctx);
-    client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+    if (!answered) client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
     if (head.length) client.unshift(head);
     server.emit("connection", client);
   }

@@ -112,7 +112,11 @@ export function plainRequests(core: ProxyCore): (req: H1Request, res: H1Response
   };
 }
 
-/** Requests inside an intercepted tunnel: they inherit its client and session. */
+/**
+ * Requests inside a tunnel whose bytes agentgate reads: an intercepted one
+ * (TLS terminated, `https`) or a CONNECT that carries plain HTTP (`http`, as
+ * undici sends `http://` URLs). They inherit its client and session.
+ */
 export function interceptedRequest(
   core: ProxyCore,
   req: H1Request,
@@ -120,17 +124,18 @@ export function interceptedRequest(
   ctx: TunnelCtx,
 ): void {
   const tunnel = ctx.ex.info;
+  const scheme = ctx.scheme ?? "https";
   let rawPath = req.url;
   if (!rawPath.startsWith("/")) {
     const abs = parseAbsolute(rawPath);
     rawPath = abs?.rawPath ?? "";
   }
   const hostHeader = typeof req.headers.host === "string" ? req.headers.host : "";
-  const hp = parseAuthority(hostHeader, 443);
+  const hp = parseAuthority(hostHeader, scheme === "https" ? 443 : 80);
   const info = requestInfo({
     id: newDecisionId(),
     method: (req.method ?? "GET").toUpperCase(),
-    scheme: "https",
+    scheme,
     host: ctx.host,
     port: ctx.port,
     rawPath: rawPath || "/",
@@ -154,8 +159,8 @@ export function interceptedRequest(
     req,
     res,
     ex,
-    { scheme: "https", connectHost: to.host, port: to.port, authority: hostHeader, rawPath },
-    tlsEndpoint(to.host, to.port, ctx.host, core.upstreamTls),
+    { scheme, connectHost: to.host, port: to.port, authority: hostHeader, rawPath },
+    scheme === "https" ? tlsEndpoint(to.host, to.port, ctx.host, core.upstreamTls) : undefined,
   );
 }
 

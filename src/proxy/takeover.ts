@@ -1,9 +1,18 @@
 /**
  * Requests that take the client's socket over: CONNECT (a tunnel, passed
- * through or intercepted) and WebSocket upgrades over plain HTTP. Each is
- * admitted and decided on its head, then refused on the raw socket or
- * handed to the tunnel, the interceptor or the upgrade relay, which finish
- * its exchange when the connection closes.
+ * through or intercepted) and WebSocket upgrades (over plain HTTP, and inside
+ * tunnels whose requests agentgate reads). Each is admitted and decided on
+ * its head, then refused on the raw socket or handed to the tunnel, the
+ * interceptor or the upgrade relay, which finish its exchange when the
+ * connection closes.
+ *
+ * What a CONNECT carries is known only from the client's first bytes, after
+ * the `200`. Port 443 is taken to be TLS. On another port agentgate reads
+ * those bytes first where they decide the outcome — an intercepted host, a
+ * tunnel that only a plain request could pass, port 80 — so plain HTTP
+ * inside a CONNECT (undici, Node 22) is decided request by request. A denied
+ * CONNECT to an intercepted host gets its denial inside the TLS, where the
+ * client can show it.
  *
  * @module
  */
@@ -16,10 +25,11 @@ import { isIntercepted } from "../config/load.ts";
 import { resolveUpstream } from "../config/sections.ts";
 import { type Exchange, newDecisionId, type Outcome } from "./exchange.ts";
 import { parseAbsolute, parseAuthority } from "./target.ts";
-import { forwardUpgrade } from "./forward.ts";
+import { forwardUpgrade, tlsEndpoint } from "./forward.ts";
 import { serveHttp1, type TakeoverHead } from "./h1server.ts";
 import { openTunnel } from "./tunnel.ts";
 import { denyAnswer, errorAnswer, rawAnswer } from "./reject.ts";
+import type { Decision } from "../policy/types.ts";
 import { isWebSocketUpgrade } from "./headers.ts";
 import {
   CA_REJECTED,
@@ -48,8 +58,19 @@ export function interceptHandlers(core: () => ProxyCore): InterceptHandlers<Tunn
   return {
     secure: (socket: tls.TLSSocket, ctx: TunnelCtx) => {
       const c = core();
+      if (ctx.denial) {
+        // A denied tunnel: the first request inside gets the denial, readable at last.
+        const denial = ctx.denial;
+        const h = serveHttp1(socket, (_req, res) => {
+          res.writeHead(denial.status, { ...denial.headers, connection: "close" });
+          res.end(denial.body);
+        });
+        return c.track(h, socket);
+      }
       if (ctx.handshake) ctx.handshake.secureAt = performance.now();
-      const h = serveHttp1(socket, (req, res) => interceptedRequest(c, req, res, ctx));
+      const h = serveHttp1(socket, (req, res) => interceptedRequest(c, req, res, ctx), {
+        onTakeover: innerTakeovers(c, ctx),
+      });
       c.track(h, socket);
       socket.once("data", () => {
         if (ctx.handshake) ctx.handshake.spoke = true;
@@ -137,19 +158,220 @@ function connect(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
   const intercept = core.interceptor !== null && isIntercepted(ex.config, hp.host, hp.port);
   const t = performance.now();
   const d = decideTunnel(ex.config, info, { now: ex.ts, state: core.state, intercept });
+  // Port 443 carries TLS. On any other port the client may speak plain HTTP
+  // inside the CONNECT (undici and Node 22 send `http://` URLs that way):
+  // would a plain request to this host stand a chance?
+  const plain = hp.port !== 443 && d.verdict === "deny" && plainCouldPass(core, ex);
   ex.decideSeconds = (performance.now() - t) / 1000;
   ex.decision = d;
   if (d.verdict === "deny") {
+    if (intercept || plain) return void refuseInside(core, s, rest, hp, ex, d, intercept, plain);
     s.end(rawAnswer(denyAnswer(info.id, d)));
     return ex.finish({ status: d.status });
   }
   core.tunnelOpened(ex);
-  if (intercept) return interceptTunnel(core, s, rest, hp.host, hp.port, ex);
+  if (intercept && hp.port === 443) return interceptTunnel(core, s, rest, hp.host, hp.port, ex);
+  if (intercept || hp.port === 80) return void sniffTunnel(core, s, rest, hp, ex, intercept);
   const to = resolveUpstream(ex.config.resolve, hp.host, hp.port) ?? hp;
   openTunnel(s, rest, to.host, to.port, ex, ex.config.upstream.connectTimeoutMs);
 }
 
-/** Terminate TLS on an allowed CONNECT; the tunnel's row is written when it closes. */
+// --- what the client says inside a CONNECT ------------------------------------------
+
+/** Reason recorded for a CONNECT that carried plain HTTP. */
+export const PLAIN_REASON = "plain HTTP inside CONNECT: each request inside is decided on its own";
+
+/** How long to wait for the client's first bytes when they decide what a tunnel is. */
+const PEEK_MS = 10_000;
+/** On port 80, a client silent this long gets an opaque tunnel (a server-speaks-first protocol). */
+const SERVER_FIRST_MS = 1_000;
+
+const CONNECTED = "HTTP/1.1 200 Connection Established\r\n\r\n";
+
+/**
+ * Whether a plain-HTTP request inside this CONNECT could be allowed: the
+ * tunnel decided as `http://host:port` with every rule that needs the
+ * request left to that request (as for an intercepted tunnel). Decides
+ * nothing and commits nothing (no policy runs on a tunnel decided this way).
+ */
+function plainCouldPass(core: ProxyCore, ex: Exchange): boolean {
+  const info = { ...ex.info, scheme: "http" as const };
+  return decideTunnel(ex.config, info, { now: ex.ts, state: core.state, intercept: true })
+    .verdict !== "deny";
+}
+
+/** What the client's first bytes inside a tunnel are. */
+type FirstBytes = "tls" | "http" | "other" | "none" | "closed";
+
+/**
+ * The client's first bytes after the CONNECT was answered (those that came
+ * with it, else the first chunk), and what they are: a TLS record starts
+ * with 0x16, an HTTP/1 request with a method token and a space. The socket
+ * is left paused, the bytes to be handed on.
+ */
+function firstBytes(
+  s: net.Socket,
+  rest: Uint8Array,
+  ms: number,
+): Promise<{ kind: FirstBytes; bytes: Uint8Array }> {
+  const kindOf = (b: Uint8Array): FirstBytes => {
+    if (b[0] === 0x16) return "tls";
+    const text = new TextDecoder("latin1").decode(b.subarray(0, 24));
+    return /^[A-Za-z]{3,20} [\x21-\x7e]/.test(text) ? "http" : "other";
+  };
+  if (rest.length > 0) return Promise.resolve({ kind: kindOf(rest), bytes: rest });
+  return new Promise((resolve) => {
+    const done = (kind: FirstBytes, bytes: Uint8Array) => {
+      clearTimeout(timer);
+      s.off("data", onData);
+      s.off("close", onClose);
+      resolve({ kind, bytes });
+    };
+    const onData = (chunk: Uint8Array) => {
+      s.pause();
+      done(kindOf(chunk), new Uint8Array(chunk));
+    };
+    const onClose = () => done("closed", new Uint8Array());
+    const timer = setTimeout(() => {
+      s.pause();
+      done("none", new Uint8Array());
+    }, ms);
+    s.on("data", onData);
+    s.once("close", onClose);
+  });
+}
+
+/**
+ * A CONNECT that carries plain HTTP: its requests are served here and each
+ * is decided like a plain one (`http`, its path, the tunnel's session); the
+ * tunnel gets a `log` row of its own, labelled `http`, when it closes.
+ */
+function plainTunnel(
+  core: ProxyCore,
+  s: net.Socket,
+  first: Uint8Array,
+  host: string,
+  port: number,
+  ex: Exchange,
+) {
+  ex.info.scheme = "http";
+  ex.decision = {
+    verdict: "log",
+    rule: null,
+    ruleSource: null,
+    reason: PLAIN_REASON,
+    policy: null,
+    status: 200,
+    retryAfter: null,
+  };
+  const ctx: TunnelCtx = { ex, host, port, scheme: "http" };
+  s.once("close", () => {
+    ex.bytesIn = s.bytesRead;
+    ex.bytesOut = s.bytesWritten;
+    ex.finish({ status: 200 });
+  });
+  ex.abort = (why) => {
+    s.destroy();
+    ex.finish({ status: 200, error: why });
+  };
+  if (first.length) s.unshift(first);
+  const h = serveHttp1(s, (req, res) => interceptedRequest(core, req, res, ctx), {
+    onTakeover: innerTakeovers(core, ctx),
+  });
+  core.track(h, s);
+}
+
+/**
+ * An allowed CONNECT whose first bytes decide what it is: an intercepted
+ * host on a port other than 443 (TLS is terminated, plain HTTP decided per
+ * request), or port 80 (plain HTTP decided per request, anything else an
+ * opaque tunnel, as when the client says nothing for a second).
+ */
+async function sniffTunnel(
+  core: ProxyCore,
+  s: net.Socket,
+  rest: Uint8Array,
+  hp: { host: string; port: number },
+  ex: Exchange,
+  intercept: boolean,
+) {
+  s.write(CONNECTED);
+  ex.abort = (why) => {
+    s.destroy();
+    ex.finish({ status: 200, error: why });
+  };
+  const first = await firstBytes(s, rest, intercept ? PEEK_MS : SERVER_FIRST_MS);
+  if (ex.done) return;
+  if (first.kind === "closed") return ex.finish({ status: 200, error: "client aborted" });
+  if (first.kind === "http") return plainTunnel(core, s, first.bytes, hp.host, hp.port, ex);
+  if (intercept) return interceptTunnel(core, s, first.bytes, hp.host, hp.port, ex, true);
+  const to = resolveUpstream(ex.config.resolve, hp.host, hp.port) ?? hp;
+  openTunnel(s, first.bytes, to.host, to.port, ex, ex.config.upstream.connectTimeoutMs, true);
+}
+
+/**
+ * A denied CONNECT the client could not read a reason from: a host in
+ * `tls.intercept` (clients show only "403" or "fetch failed" for a refused
+ * CONNECT), or a port where plain HTTP would be decided per request. The
+ * CONNECT is answered 200 and the client's first bytes decide:
+ *
+ * - TLS to an intercepted host: the handshake completes with our leaf and
+ *   the first request gets the denial (403/429 and its JSON body), which
+ *   the client shows;
+ * - plain HTTP: decided per request when one could pass, else answered with
+ *   the denial in plain HTTP;
+ * - anything else (TLS the policy cannot look into, silence): closed.
+ *
+ * The tunnel's row is the denial, as for a refused CONNECT.
+ */
+async function refuseInside(
+  core: ProxyCore,
+  s: net.Socket,
+  rest: Uint8Array,
+  hp: { host: string; port: number },
+  ex: Exchange,
+  d: Decision,
+  intercept: boolean,
+  plain: boolean,
+) {
+  s.write(CONNECTED);
+  ex.abort = (why) => {
+    s.destroy();
+    ex.finish({ status: d.status, error: why });
+  };
+  const first = await firstBytes(s, rest, PEEK_MS);
+  if (ex.done) return;
+  if (first.kind === "http" && plain) {
+    core.tunnelOpened(ex);
+    return plainTunnel(core, s, first.bytes, hp.host, hp.port, ex);
+  }
+  const answer = denyAnswer(ex.info.id, d);
+  if (first.kind === "tls" && intercept) {
+    ex.finish({ status: d.status });
+    const ctx: TunnelCtx = { ex, host: hp.host, port: hp.port, denial: answer };
+    core.interceptor!.accept(s, first.bytes, hp.host, ctx, true).catch(() => s.destroy());
+    return;
+  }
+  if (first.kind === "http") {
+    ex.finish({ status: d.status });
+    s.end(rawAnswer(answer));
+    return;
+  }
+  ex.finish({
+    status: d.status,
+    error: first.kind === "tls"
+      ? "TLS inside a CONNECT that only plain HTTP could pass (the host is not intercepted): closed"
+      : first.kind === "closed"
+      ? "client aborted"
+      : "client sent no HTTP request inside the CONNECT: closed",
+  });
+  s.destroy();
+}
+
+/**
+ * Terminate TLS on an allowed CONNECT; the tunnel's row is written when it
+ * closes. `answered`: the client has its 200 already (its first bytes were read).
+ */
 function interceptTunnel(
   core: ProxyCore,
   s: net.Socket,
@@ -157,6 +379,7 @@ function interceptTunnel(
   host: string,
   port: number,
   ex: Exchange,
+  answered = false,
 ) {
   const base = s.bytesRead - rest.length;
   const ctx: TunnelCtx = {
@@ -177,9 +400,10 @@ function interceptTunnel(
     s.destroy();
     ex.finish({ status: 200, error: why });
   };
-  core.interceptor!.accept(s, rest, host, ctx).catch((e: Error) => {
+  core.interceptor!.accept(s, rest, host, ctx, answered).catch((e: Error) => {
     const reason = `cannot issue a certificate for "${host}": ${e.message}`;
-    s.end(rawAnswer(errorAnswer(ex.info.id, 502, "certificate_error", reason)));
+    if (answered) s.destroy();
+    else s.end(rawAnswer(errorAnswer(ex.info.id, 502, "certificate_error", reason)));
     ex.finish({ status: 502, decision: "error", reason, error: "leaf certificate" });
   });
 }
@@ -188,7 +412,8 @@ function upgrade(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
   const target = parseAbsolute(head.url ?? "");
   if (target === null || target.scheme !== "http" || !isWebSocketUpgrade(head.headers)) {
     // Only WebSocket upgrades reach here (h1server serves other upgrades as
-    // plain requests); they pass through over plain HTTP only.
+    // plain requests); absolute-form ones pass through over plain HTTP only
+    // (a wss:// client sends CONNECT, and an intercepted one is relayed inside).
     const a = errorAnswer(
       newDecisionId(),
       target === null ? 400 : 501,
@@ -212,17 +437,7 @@ function upgrade(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
   });
   const ex = arrive(core, head.headers, info, (a) => s.end(rawAnswer(a)));
   if (ex === null) return;
-  const t = performance.now();
-  const step = decideHead(ex.config, info, { now: ex.ts, state: core.state, hasBody: false });
-  ex.decideSeconds = (performance.now() - t) / 1000;
-  if (step.next !== "verdict") throw new Error("an upgrade has no body to read");
-  const d = step.verdict.decision;
-  ex.decision = d;
-  for (const a of core.addons) a.decided?.(ex, step.verdict);
-  if (d.verdict === "deny") {
-    s.end(rawAnswer(denyAnswer(info.id, d)));
-    return ex.finish({ status: d.status });
-  }
+  if (!decideUpgrade(core, ex, s)) return;
   // `upstream.resolve` applies to upgrades as to every plain-HTTP request.
   const to = resolveUpstream(ex.config.resolve, target.host, target.port);
   forwardUpgrade(
@@ -238,5 +453,96 @@ function upgrade(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
     },
     ex,
     upstreamOptions(core, ex.config),
+  );
+}
+
+/**
+ * Decide an upgrade request from its head (it has no body to read); a
+ * denied one is answered on the raw socket. True when it may go on.
+ */
+function decideUpgrade(core: ProxyCore, ex: Exchange, s: Duplex): boolean {
+  const t = performance.now();
+  const step = decideHead(ex.config, ex.info, { now: ex.ts, state: core.state, hasBody: false });
+  ex.decideSeconds = (performance.now() - t) / 1000;
+  if (step.next !== "verdict") throw new Error("an upgrade has no body to read");
+  const d = step.verdict.decision;
+  ex.decision = d;
+  for (const a of core.addons) a.decided?.(ex, step.verdict);
+  if (d.verdict === "deny") {
+    s.end(rawAnswer(denyAnswer(ex.info.id, d)));
+    ex.finish({ status: d.status });
+    return false;
+  }
+  return true;
+}
+
+/** Upgrades (and stray CONNECTs) inside a tunnel whose requests agentgate reads. */
+function innerTakeovers(
+  core: ProxyCore,
+  ctx: TunnelCtx,
+): (head: TakeoverHead, socket: Duplex, rest: Uint8Array) => void {
+  return (head, socket, rest) => {
+    socket.on("error", () => {}); // the relay handles errors; never crash
+    tunnelUpgrade(core, head, socket, rest, ctx);
+  };
+}
+
+/**
+ * A WebSocket upgrade inside an intercepted tunnel (`wss://`, OpenAI's
+ * Realtime API) or a plain-HTTP CONNECT: decided like a request (its path,
+ * headers and the tunnel's session), then relayed both ways to the origin —
+ * over verified TLS for `wss://` — with one row holding the byte counts.
+ */
+function tunnelUpgrade(
+  core: ProxyCore,
+  head: TakeoverHead,
+  s: Duplex,
+  rest: Uint8Array,
+  ctx: TunnelCtx,
+) {
+  const scheme = ctx.scheme ?? "https";
+  const tunnel = ctx.ex.info;
+  let rawPath = head.url ?? "";
+  if (!rawPath.startsWith("/")) rawPath = parseAbsolute(rawPath)?.rawPath ?? "";
+  const hostHeader = typeof head.headers.host === "string" ? head.headers.host : "";
+  const hp = parseAuthority(hostHeader, scheme === "https" ? 443 : 80);
+  const info = requestInfo({
+    id: newDecisionId(),
+    method: (head.method ?? "GET").toUpperCase(),
+    scheme,
+    host: ctx.host,
+    port: ctx.port,
+    rawPath: rawPath || "/",
+    headers: head.headers,
+    client: tunnel.client,
+    session: tunnel.session,
+    label: tunnel.label,
+  });
+  const ex = core.begin(info);
+  if (
+    head.method === "CONNECT" || rawPath === "" || hp === null || hp.host !== ctx.host ||
+    hp.port !== ctx.port
+  ) {
+    // No domain fronting, and no tunnel inside a tunnel.
+    const reason = head.method === "CONNECT" || rawPath === ""
+      ? `cannot serve request-target "${String(head.url).slice(0, 200)}" inside a tunnel`
+      : `Host "${hostHeader}" does not match the CONNECT target "${ctx.host}:${ctx.port}"`;
+    s.end(rawAnswer(errorAnswer(info.id, 421, "misdirected_request", reason)));
+    return ex.finish({ status: 421, decision: "deny", reason });
+  }
+  if (!decideUpgrade(core, ex, s)) return;
+  const to = resolveUpstream(ex.config.resolve, ctx.host, ctx.port) ?? ctx;
+  forwardUpgrade(
+    head,
+    s,
+    rest,
+    { scheme, connectHost: to.host, port: to.port, authority: hostHeader, rawPath },
+    ex,
+    {
+      ...upstreamOptions(core, ex.config),
+      endpoint: scheme === "https"
+        ? tlsEndpoint(to.host, to.port, ctx.host, core.upstreamTls)
+        : undefined,
+    },
   );
 }
