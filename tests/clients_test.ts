@@ -372,3 +372,91 @@ audit: { path: ./audit.db }
     await proxy.dispose();
   }
 });
+
+Deno.test("serve: under proxy.auth the client lines carry a TOKEN placeholder, never a token", async () => {
+  const proxy = await startProxy({
+    config: `version: 1
+proxy: { auth: [{ token_env: AG_TOKEN_16, label: containers }] }
+audit: { path: ./audit.db }
+`,
+    env: { AG_TOKEN_16: "s3cret-token-16" },
+  });
+  try {
+    const out = proxy.stdout.join("\n");
+    const p = `http://TOKEN@127.0.0.1:${proxy.port}`;
+    assert.ok(out.includes(`  export HTTP_PROXY=${p} HTTPS_PROXY=${p}\n`), out);
+    assert.ok(out.includes(`  export http_proxy=${p} https_proxy=${p}\n`), out);
+    assert.match(out, /in place of TOKEN \(labels: containers\):/);
+    assert.ok(
+      out.includes(`  eval "$(agentgate env --config ${proxy.dir}/agentgate.yaml --proxy ${p})"`),
+      out,
+    );
+    assert.ok(!out.includes("s3cret-token-16") && !proxy.stderr.join("\n").includes("s3cret"));
+    assert.equal(await proxy.stop(), 0);
+  } finally {
+    await proxy.dispose();
+  }
+});
+
+Deno.test("every wrong credential is a clear error with exit 1: env --proxy, env --mint, run --proxy", async () => {
+  const proxy = await startProxy({
+    config: `version: 1
+default: log
+proxy: { auth: [{ token: right-token-16, label: ci }] }
+dashboard: { token: adm1n-16 }
+audit: { path: ./audit.db }
+`,
+  });
+  const cli = (args: string[], env: Record<string, string> = {}) =>
+    sh([Deno.execPath(), "run", "-A", MAIN, ...args], {
+      cwd: proxy.dir,
+      env: { NO_COLOR: "1", AGENTGATE_DASHBOARD_TOKEN: "", ...env },
+    });
+  const config = ["--config", `${proxy.dir}/agentgate.yaml`];
+  const at = `127.0.0.1:${proxy.port}`;
+  try {
+    // A proxy.auth token the proxy does not know: no lines to eval, a reason.
+    const wrong = await cli(["env", ...config, "--proxy", `http://wrong-token@${at}`]);
+    assert.equal(wrong.code, 1);
+    assert.equal(wrong.stdout, "");
+    assert.match(
+      wrong.stderr,
+      /refused the credentials in --proxy \(407: invalid proxy credentials\)/,
+    );
+    const right = await cli([
+      "env",
+      ...config,
+      "--shell",
+      "bash",
+      "--proxy",
+      `http://right-token-16@${at}`,
+    ]);
+    assert.equal(right.code, 0, right.stderr);
+    assert.match(right.stdout, /^export HTTP_PROXY='http:\/\/right-token-16@127\.0\.0\.1:\d+'$/m);
+    // Minting needs the admin token: wrong or missing, the command never runs.
+    const mint = await cli(["env", ...config, "--proxy", `http://${at}`, "--mint"], {
+      AGENTGATE_DASHBOARD_TOKEN: "nope",
+    });
+    assert.equal(mint.code, 1);
+    assert.match(mint.stderr, /cannot mint a session on http:\/\/127\.0\.0\.1:\d+: 401/);
+    for (const token of ["nope", ""]) {
+      const run = await cli(
+        ["run", "--proxy", `http://${at}`, "--", "touch", `${proxy.dir}/ran`],
+        { AGENTGATE_DASHBOARD_TOKEN: token },
+      );
+      assert.equal(run.code, 1, run.stderr);
+      assert.match(run.stderr, /cannot mint a session on .*: 401: .*set AGENTGATE_DASHBOARD_TOKEN/);
+      await assert.rejects(() => Deno.stat(`${proxy.dir}/ran`), Deno.errors.NotFound);
+    }
+    // The refused token was presented to the proxy: it is in the audit like any refusal.
+    const [row] = await waitForRows(proxy.auditPath, 1, "status = 407");
+    assert.deepEqual([row.decision, row.reason, row.session], [
+      "deny",
+      "invalid proxy credentials",
+      null,
+    ]);
+    assert.equal(await proxy.stop(), 0);
+  } finally {
+    await proxy.dispose();
+  }
+});

@@ -325,6 +325,36 @@ function postJson(
   });
 }
 
+/**
+ * Ask the proxy whether the credentials of `target` authenticate, before a
+ * shell is pointed at it with them: `GET /_/health` through the proxy (to its
+ * own address) with them as `Proxy-Authorization`. Wrong ones are a 407 (and
+ * a row in its audit, like any refused credentials). Returns why they are
+ * refused, or null — also when the proxy cannot be reached (it may start later).
+ */
+export async function credentialsRefused(target: ProxyTarget): Promise<string | null> {
+  const u = new URL(target.url);
+  const basic = btoa(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`);
+  const status = await new Promise<number | null>((resolvePromise) => {
+    const req = http.request({
+      host: target.host,
+      port: target.port,
+      path: `${target.base}/_/health`,
+      headers: { host: u.host, "proxy-authorization": `Basic ${basic}` },
+      timeout: 5000,
+    }, (res) => {
+      res.resume();
+      resolvePromise(res.statusCode ?? null);
+    });
+    req.on("timeout", () => req.destroy(new Error("timeout")));
+    req.on("error", () => resolvePromise(null));
+    req.end();
+  });
+  if (status !== 407) return null;
+  return `the proxy at ${target.base} refused the credentials in --proxy (407: invalid proxy ` +
+    "credentials): use one of its proxy.auth tokens (http://TOKEN@HOST:PORT), or --mint a session";
+}
+
 // --- shells --------------------------------------------------------------------
 
 /** Shells `env` writes for. */
@@ -545,6 +575,12 @@ export async function env(args: string[], io: Io): Promise<number> {
       "agentgate env: warning: the policy sets proxy.auth, so the proxy answers 407 without " +
         "credentials: pass a token with --proxy http://TOKEN@HOST:PORT, or mint a session with --mint\n",
     );
+  } else if (target !== null && target.token !== null) {
+    const refused = await credentialsRefused(target);
+    if (refused !== null) {
+      io.stderr(`agentgate env: ${refused}\n`);
+      return 1;
+    }
   }
   let trust: Record<string, string> | null = null;
   if (config.tls.intercept.length > 0) {

@@ -297,9 +297,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
       ...(caLine ? [caLine] : []),
       ...(config.dashboard ? [`dashboard: ${url}/_/dashboard`] : []),
       "",
-      "Point clients at it:",
-      `  export HTTP_PROXY=${url} HTTPS_PROXY=${url}`,
-      `  export http_proxy=${url} https_proxy=${url}`,
+      ...clientLines(url, config, got.source === "embedded" ? null : config.file),
       "",
     ].join("\n"),
   );
@@ -322,6 +320,38 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     }, audit flushed (${audit.written} row(s) written)\n`,
   );
   return 0;
+}
+
+/**
+ * The banner's "Point clients at it" lines. Under `proxy.auth` every client
+ * needs a token, so the URLs carry one — as the placeholder `TOKEN`: a token
+ * is never printed (the banner reaches logs).
+ *
+ * @example
+ * clientLines("http://127.0.0.1:4100", config, "agentgate.yaml")
+ * // ["Point clients at it (…TOKEN…):", "  export HTTP_PROXY=http://TOKEN@127.0.0.1:4100 …", …]
+ */
+export function clientLines(
+  url: string,
+  config: AgentgateConfig,
+  file: string | null,
+): string[] {
+  const auth = config.proxyAuth.length > 0;
+  const p = auth ? url.replace(/^http:\/\//, "http://TOKEN@") : url;
+  const envLine = `  eval "$(agentgate env${file === null ? "" : ` --config ${file}`}${
+    auth ? ` --proxy ${p}` : ""
+  })"`;
+  return [
+    auth
+      ? `Point clients at it, with one of the proxy.auth tokens in place of TOKEN (labels: ${
+        config.proxyAuth.map((t) => t.label).join(", ")
+      }):`
+      : "Point clients at it:",
+    `  export HTTP_PROXY=${p} HTTPS_PROXY=${p}`,
+    `  export http_proxy=${p} https_proxy=${p}`,
+    `or with every variable clients read (the CA's too, when TLS is intercepted):`,
+    envLine,
+  ];
 }
 
 /** The spend ledger rebuilt from the audit's priced rows of the last 31 days. */

@@ -105,9 +105,23 @@ export function arrive(
   info: RequestInfo,
   refuse: (answer: Answer) => void,
 ): Exchange | null {
+  return admitted(core, headers, info, refuse) ? core.begin(info) : null;
+}
+
+/**
+ * The admission step of {@link arrive} alone, for a request that is not
+ * forwarded and so has no row when it is admitted (the proxy's own routes
+ * reached through it): false when it was refused, answered and recorded.
+ */
+export function admitted(
+  core: ProxyCore,
+  headers: IncomingHttpHeaders,
+  info: RequestInfo,
+  refuse: (answer: Answer) => void,
+): boolean {
   const refused = core.admit(headers, info);
+  if (refused === null) return true;
   const ex = core.begin(info);
-  if (refused === null) return ex;
   refuse(refused);
   ex.finish({
     status: refused.status,
@@ -115,5 +129,5 @@ export function arrive(
     policy: "proxy_auth",
     reason: refused.reason,
   });
-  return null;
+  return false;
 }

@@ -28,7 +28,14 @@ import type { Endpoint } from "./h1client.ts";
 import { bufferBody, replay } from "./body.ts";
 import type { H1Request, H1Response } from "./h1server.ts";
 import { type Answer, denyAnswer, errorAnswer } from "./reject.ts";
-import { arrive, clientAddress, type ProxyCore, type TunnelCtx, upstreamOptions } from "./core.ts";
+import {
+  admitted,
+  arrive,
+  clientAddress,
+  type ProxyCore,
+  type TunnelCtx,
+  upstreamOptions,
+} from "./core.ts";
 import type { OutgoingRequest } from "./addons/types.ts";
 
 function send(res: OutboundResponse, a: Answer, extra: Record<string, string> = {}) {
@@ -69,7 +76,27 @@ export function plainRequests(core: ProxyCore): (req: H1Request, res: H1Response
         { connection: "close" },
       );
     }
-    if (core.isSelf(target.host, target.port)) return core.internal(req, res);
+    if (core.isSelf(target.host, target.port)) {
+      // The proxy's own routes need no proxy credentials, but credentials that
+      // come along are checked like any: wrong ones are a 407 and a row
+      // (`agentgate env --proxy` asks /_/health this way whether its token works).
+      if (req.headers["proxy-authorization"] !== undefined) {
+        const info = requestInfo({
+          id: newDecisionId(),
+          method: (req.method ?? "GET").toUpperCase(),
+          scheme: target.scheme,
+          host: target.host,
+          port: target.port,
+          rawPath: target.rawPath,
+          headers: req.headers,
+          client: clientAddress(req.socket),
+        });
+        if (!admitted(core, req.headers, info, (a) => send(res, a, { connection: "close" }))) {
+          return;
+        }
+      }
+      return core.internal(req, res);
+    }
     const info = requestInfo({
       id: newDecisionId(),
       method: (req.method ?? "GET").toUpperCase(),
