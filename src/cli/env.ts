@@ -140,10 +140,11 @@ export function mergeEnvironment(
   for (const [name, value] of ours) {
     const twin = twinOf(name);
     if (name === "NO_PROXY" || name === "no_proxy") {
+      // One order for both: ours, then the upper-case list, then the lower-case one.
       const all = [
         ...noProxyEntries(value),
-        ...noProxyEntries(mineOf(name)),
-        ...(twin ? noProxyEntries(mineOf(twin)) : []),
+        ...noProxyEntries(name === "NO_PROXY" || twin ? mineOf("NO_PROXY") : undefined),
+        ...noProxyEntries(name === "no_proxy" || twin ? mineOf("no_proxy") : undefined),
       ];
       const seen = new Set<string>();
       const merged = all.filter((x) => !seen.has(x.toLowerCase()) && seen.add(x.toLowerCase()));
