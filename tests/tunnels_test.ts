@@ -7,7 +7,8 @@
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { curl, startOrigin, startProxy, testPki, waitForRows } from "./helpers.ts";
+import net from "node:net";
+import { curl, startOrigin, startProxy, testPki, waitFor, waitForRows } from "./helpers.ts";
 
 const dec = new TextDecoder();
 const UNDICI = fileURLToPath(new URL("./support/undici_fetch.ts", import.meta.url));
@@ -127,8 +128,16 @@ upstream:
   resolve:
     "plain.example.test:80": 127.0.0.1:${origin.port}
     "api.example.test:80": 127.0.0.1:${origin.port}
+    "open.example.test:80": 127.0.0.1:${origin.port}
 audit: { path: ./audit.db }
 rules:
+  - name: no-plain-deletes
+    match: http://open.example.test
+    methods: [DELETE]
+    action: deny
+  - name: open
+    match: open.example.test
+    action: allow
   - name: public
     match: plain.example.test/public/**
     action: allow
@@ -160,12 +169,30 @@ rules:
     );
     const tunnels = rows.filter((r) => r.method === "CONNECT");
     assert.equal(tunnels.length, 3);
-    for (const t of tunnels) {
-      assert.deepEqual(
-        [t.scheme, t.port, t.decision, t.reason],
-        ["http", 80, "log", "plain HTTP inside CONNECT: each request inside is decided on its own"],
-      );
+
+    // open.example.test is allowed at host level; plain DELETEs are not. An
+    // agent that splits its request line, or starts with empty lines, to pass
+    // it off as something else (and get an opaque tunnel) is still decided.
+    for (const pieces of [["D", "ELETE /x HTTP/1.1\r\n"], ["\r\n", "DELETE /x HTTP/1.1\r\n"]]) {
+      const s = net.connect(proxy.port, "127.0.0.1");
+      await new Promise((r) => s.once("connect", r));
+      let got = "";
+      s.on("data", (d) => (got += d));
+      s.write("CONNECT open.example.test:80 HTTP/1.1\r\nHost: open.example.test\r\n\r\n");
+      await waitFor(() => got.includes("\r\n\r\n"), "the CONNECT answer");
+      assert.match(got, /^HTTP\/1\.1 200 /);
+      for (const p of pieces) {
+        s.write(p);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      s.write("Host: open.example.test\r\nConnection: close\r\n\r\n");
+      await new Promise((r) => s.once("close", r));
+      assert.match(got, /\r\n\r\nHTTP\/1\.1 403 Forbidden\r\n/, got);
+      assert.match(got, /"rule":"no-plain-deletes"/);
+      assert.ok(!got.includes("origin saw"), got);
     }
+    const open = await client([UNDICI, "http://open.example.test/y"], env);
+    assert.equal(open.out, "200 origin saw /y for open.example.test", open.err);
     assert.equal(await proxy.stop(), 0);
   } finally {
     await proxy.dispose();

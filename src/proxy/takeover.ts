@@ -183,8 +183,8 @@ export const PLAIN_REASON = "plain HTTP inside CONNECT: each request inside is d
 
 /** How long to wait for the client's first bytes when they decide what a tunnel is. */
 const PEEK_MS = 10_000;
-/** On port 80, a client silent this long gets an opaque tunnel (a server-speaks-first protocol). */
-const SERVER_FIRST_MS = 1_000;
+/** Bytes read at most to tell plain HTTP from the rest (a method token is shorter). */
+const PEEK_MAX = 64;
 
 const CONNECTED = "HTTP/1.1 200 Connection Established\r\n\r\n";
 
@@ -204,9 +204,25 @@ function plainCouldPass(core: ProxyCore, ex: Exchange): boolean {
 type FirstBytes = "tls" | "http" | "other" | "none" | "closed";
 
 /**
- * The client's first bytes after the CONNECT was answered (those that came
- * with it, else the first chunk), and what they are: a TLS record starts
- * with 0x16, an HTTP/1 request with a method token and a space. The socket
+ * What `b` is, or null when it could still become an HTTP request line:
+ * a TLS record starts with 0x16; an HTTP/1 request with a method token and
+ * a space, after the empty lines RFC 9112 lets a client send first. A client
+ * cannot pass plain HTTP off as something else by sending it a byte at a time.
+ */
+export function classifyFirstBytes(b: Uint8Array): FirstBytes | null {
+  let i = 0;
+  while (i < b.length && (b[i] === 13 || b[i] === 10)) i++;
+  if (i === b.length) return b.length >= PEEK_MAX ? "other" : null;
+  if (b[i] === 0x16) return "tls";
+  const text = new TextDecoder("latin1").decode(b.subarray(i, i + 24));
+  if (/^[A-Za-z]{1,20} [\x21-\x7e]/.test(text)) return "http";
+  if (/^[A-Za-z]{1,20} ?$/.test(text) && b.length < PEEK_MAX) return null;
+  return "other";
+}
+
+/**
+ * The client's first bytes after the CONNECT was answered (with those that
+ * came with it), read until they tell what the tunnel carries. The socket
  * is left paused, the bytes to be handed on.
  */
 function firstBytes(
@@ -214,27 +230,30 @@ function firstBytes(
   rest: Uint8Array,
   ms: number,
 ): Promise<{ kind: FirstBytes; bytes: Uint8Array }> {
-  const kindOf = (b: Uint8Array): FirstBytes => {
-    if (b[0] === 0x16) return "tls";
-    const text = new TextDecoder("latin1").decode(b.subarray(0, 24));
-    return /^[A-Za-z]{3,20} [\x21-\x7e]/.test(text) ? "http" : "other";
-  };
-  if (rest.length > 0) return Promise.resolve({ kind: kindOf(rest), bytes: rest });
+  const known = rest.length > 0 ? classifyFirstBytes(rest) : null;
+  if (known !== null) return Promise.resolve({ kind: known, bytes: rest });
+  let got = rest;
   return new Promise((resolve) => {
-    const done = (kind: FirstBytes, bytes: Uint8Array) => {
+    const done = (kind: FirstBytes) => {
       clearTimeout(timer);
       s.off("data", onData);
       s.off("close", onClose);
-      resolve({ kind, bytes });
+      resolve({ kind, bytes: got });
     };
     const onData = (chunk: Uint8Array) => {
+      const all = new Uint8Array(got.length + chunk.length);
+      all.set(got);
+      all.set(chunk, got.length);
+      got = all;
+      const kind = classifyFirstBytes(got);
+      if (kind === null) return;
       s.pause();
-      done(kindOf(chunk), new Uint8Array(chunk));
+      done(kind);
     };
-    const onClose = () => done("closed", new Uint8Array());
+    const onClose = () => done("closed");
     const timer = setTimeout(() => {
       s.pause();
-      done("none", new Uint8Array());
+      done(got.length > 0 ? "other" : "none");
     }, ms);
     s.on("data", onData);
     s.once("close", onClose);
@@ -285,7 +304,8 @@ function plainTunnel(
  * An allowed CONNECT whose first bytes decide what it is: an intercepted
  * host on a port other than 443 (TLS is terminated, plain HTTP decided per
  * request), or port 80 (plain HTTP decided per request, anything else an
- * opaque tunnel, as when the client says nothing for a second).
+ * opaque tunnel). A client that says nothing for {@link PEEK_MS} is cut:
+ * no server speaks first on these ports.
  */
 async function sniffTunnel(
   core: ProxyCore,
@@ -300,9 +320,13 @@ async function sniffTunnel(
     s.destroy();
     ex.finish({ status: 200, error: why });
   };
-  const first = await firstBytes(s, rest, intercept ? PEEK_MS : SERVER_FIRST_MS);
+  const first = await firstBytes(s, rest, PEEK_MS);
   if (ex.done) return;
   if (first.kind === "closed") return ex.finish({ status: 200, error: "client aborted" });
+  if (first.kind === "none") {
+    s.destroy();
+    return ex.finish({ status: 200, error: "client sent nothing inside the tunnel: closed" });
+  }
   if (first.kind === "http") return plainTunnel(core, s, first.bytes, hp.host, hp.port, ex);
   if (intercept) return interceptTunnel(core, s, first.bytes, hp.host, hp.port, ex, true);
   const to = resolveUpstream(ex.config.resolve, hp.host, hp.port) ?? hp;
