@@ -82,6 +82,12 @@ tls: { ca_dir: ./ca, upstream_ca: ./origin-ca.pem }
 upstream:
   resolve: { api.openai.com: 127.0.0.1:${origin.port()} }
 audit: { path: ./audit.db }
+rules:
+  - name: scanned
+    match: api.openai.com/v1/scanned/**
+    action: allow
+    policies:
+      - dlp: { action: block, direction: both }
 `,
   });
   try {
@@ -107,6 +113,21 @@ audit: { path: ./audit.db }
     assert.deepEqual(
       [denied.status, denied.decision, denied.reason],
       [403, "deny", "no rule matched (default: deny)"],
+    );
+
+    // Frames are not scanned: a rule with a dlp policy refuses rather than relay them unread.
+    const scanned = await client([`${proxy.dir}/ws.ts`, "wss://api.openai.com/v1/scanned/x"], env);
+    assert.match(scanned.out, /^error /);
+    const [unscanned] = await waitForRows(proxy.auditPath, 1, "path = '/v1/scanned/x'");
+    assert.deepEqual(
+      [unscanned.status, unscanned.decision, unscanned.rule, unscanned.policy, unscanned.reason],
+      [
+        403,
+        "deny",
+        "scanned",
+        "dlp",
+        'WebSocket frames cannot be scanned by a dlp policy: refused (rule "scanned")',
+      ],
     );
     assert.equal(await proxy.stop(), 0);
   } finally {

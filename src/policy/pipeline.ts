@@ -141,6 +141,46 @@ export function decideHead(
   return { next: "verdict", verdict: verdictOf(config, info, d, null) };
 }
 
+/** Reason for a WebSocket upgrade under a `dlp` policy. */
+export const UPGRADE_UNSCANNED = "WebSocket frames cannot be scanned by a dlp policy: refused";
+
+/**
+ * Decide a WebSocket upgrade from its head (it has no body). After the 101
+ * its frames flow both ways unread, so a rule whose `dlp` policy must see
+ * the traffic cannot let one through: such an upgrade is denied (the head's
+ * findings are still recorded) rather than relayed unscanned.
+ *
+ * @example
+ * const v = decideUpgrade(config, info, { now: Date.now(), state });
+ * if (v.decision.verdict === "deny") refuse(v.decision);
+ */
+export function decideUpgrade(
+  config: PipelineConfig,
+  info: RequestInfo,
+  ctx: StepContext,
+): RequestVerdict {
+  const step = decideHead(config, info, { ...ctx, hasBody: false, readAhead: false });
+  if (step.next !== "verdict") throw new Error("an upgrade has no body to read");
+  const v = step.verdict;
+  const d = v.decision;
+  if (d.verdict === "deny" || d.verdict === "would_deny" || d.dlp === undefined) return v;
+  // Like a body that cannot be redacted (verdictOf), refused after the rule
+  // matched: its limits were counted as for a forwarded request.
+  const audit = config.policy.mode === "audit";
+  return {
+    ...v,
+    decision: {
+      ...d,
+      verdict: audit ? "would_deny" : "deny",
+      status: 403,
+      policy: "dlp",
+      reason: `${UPGRADE_UNSCANNED} (rule "${d.rule}")`,
+      dlp: undefined,
+    },
+    responseScan: null,
+  };
+}
+
 /**
  * Decide a request once its body was read (whole, or up to the cap of
  * {@link decideHead}): `info.body` and `info.bodyText` are filled from it,

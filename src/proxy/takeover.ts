@@ -20,7 +20,7 @@ import type net from "node:net";
 import type tls from "node:tls";
 import type { Duplex } from "node:stream";
 import { requestInfo } from "../policy/request.ts";
-import { decideHead, decideTunnel } from "../policy/pipeline.ts";
+import { decideTunnel, decideUpgrade } from "../policy/pipeline.ts";
 import { isIntercepted } from "../config/load.ts";
 import { resolveUpstream } from "../config/sections.ts";
 import { type Exchange, newDecisionId, type Outcome } from "./exchange.ts";
@@ -461,7 +461,7 @@ function upgrade(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
   });
   const ex = arrive(core, head.headers, info, (a) => s.end(rawAnswer(a)));
   if (ex === null) return;
-  if (!decideUpgrade(core, ex, s)) return;
+  if (!admitUpgrade(core, ex, s)) return;
   // `upstream.resolve` applies to upgrades as to every plain-HTTP request.
   const to = resolveUpstream(ex.config.resolve, target.host, target.port);
   forwardUpgrade(
@@ -484,14 +484,13 @@ function upgrade(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
  * Decide an upgrade request from its head (it has no body to read); a
  * denied one is answered on the raw socket. True when it may go on.
  */
-function decideUpgrade(core: ProxyCore, ex: Exchange, s: Duplex): boolean {
+function admitUpgrade(core: ProxyCore, ex: Exchange, s: Duplex): boolean {
   const t = performance.now();
-  const step = decideHead(ex.config, ex.info, { now: ex.ts, state: core.state, hasBody: false });
+  const verdict = decideUpgrade(ex.config, ex.info, { now: ex.ts, state: core.state });
   ex.decideSeconds = (performance.now() - t) / 1000;
-  if (step.next !== "verdict") throw new Error("an upgrade has no body to read");
-  const d = step.verdict.decision;
+  const d = verdict.decision;
   ex.decision = d;
-  for (const a of core.addons) a.decided?.(ex, step.verdict);
+  for (const a of core.addons) a.decided?.(ex, verdict);
   if (d.verdict === "deny") {
     s.end(rawAnswer(denyAnswer(ex.info.id, d)));
     ex.finish({ status: d.status });
@@ -554,7 +553,7 @@ function tunnelUpgrade(
     s.end(rawAnswer(errorAnswer(info.id, 421, "misdirected_request", reason)));
     return ex.finish({ status: 421, decision: "deny", reason });
   }
-  if (!decideUpgrade(core, ex, s)) return;
+  if (!admitUpgrade(core, ex, s)) return;
   const to = resolveUpstream(ex.config.resolve, ctx.host, ctx.port) ?? ctx;
   forwardUpgrade(
     head,
