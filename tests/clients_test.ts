@@ -433,6 +433,13 @@ audit: { path: ./audit.db }
     ]);
     assert.equal(right.code, 0, right.stderr);
     assert.match(right.stdout, /^export HTTP_PROXY='http:\/\/right-token-16@127\.0\.0\.1:\d+'$/m);
+    // A proxy that is not running (yet) cannot say: the lines are printed, with a warning.
+    const gone = await cli(["env", ...config, "--proxy", "http://some-token@127.0.0.1:9"]);
+    assert.equal(gone.code, 0, gone.stderr);
+    assert.match(
+      gone.stderr,
+      /warning: could not check the credentials in --proxy with http:\/\/127\.0\.0\.1:9/,
+    );
     // Minting needs the admin token: wrong or missing, the command never runs.
     const mint = await cli(["env", ...config, "--proxy", `http://${at}`, "--mint"], {
       AGENTGATE_DASHBOARD_TOKEN: "nope",

@@ -330,13 +330,20 @@ function postJson(
  * Ask the proxy whether the credentials of `target` authenticate, before a
  * shell is pointed at it with them: `GET /_/health` through the proxy (to its
  * own address) with them as `Proxy-Authorization`. Wrong ones are a 407 (and
- * a row in its audit, like any refused credentials). Returns why they are
- * refused, or null — also when the proxy cannot be reached (it may start later).
+ * a row in its audit, like any refused credentials). `refused` says why they
+ * were refused; `unchecked` why they could not be checked (the proxy is not
+ * running yet, or is not agentgate): that is not an error.
+ *
+ * @example
+ * await checkCredentials(parseProxyUrl("http://wrong@127.0.0.1:4100"))
+ * // { refused: "the proxy at http://127.0.0.1:4100 refused the credentials in --proxy (407: …", unchecked: null }
  */
-export async function credentialsRefused(target: ProxyTarget): Promise<string | null> {
+export async function checkCredentials(
+  target: ProxyTarget,
+): Promise<{ refused: string | null; unchecked: string | null }> {
   const u = new URL(target.url);
   const basic = btoa(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`);
-  const status = await new Promise<number | null>((resolvePromise) => {
+  const answer = await new Promise<number | string>((resolvePromise) => {
     const req = http.request({
       host: target.host,
       port: target.port,
@@ -345,15 +352,26 @@ export async function credentialsRefused(target: ProxyTarget): Promise<string | 
       timeout: 5000,
     }, (res) => {
       res.resume();
-      resolvePromise(res.statusCode ?? null);
+      resolvePromise(res.statusCode ?? "no status");
     });
-    req.on("timeout", () => req.destroy(new Error("timeout")));
-    req.on("error", () => resolvePromise(null));
+    req.on("timeout", () => req.destroy(new Error("no answer within 5 s")));
+    req.on("error", (e) => resolvePromise(e.message));
     req.end();
   });
-  if (status !== 407) return null;
-  return `the proxy at ${target.base} refused the credentials in --proxy (407: invalid proxy ` +
-    "credentials): use one of its proxy.auth tokens (http://TOKEN@HOST:PORT), or --mint a session";
+  if (answer === 407) {
+    return {
+      refused: `the proxy at ${target.base} refused the credentials in --proxy (407: invalid ` +
+        "proxy credentials): use one of its proxy.auth tokens (http://TOKEN@HOST:PORT), or --mint a session",
+      unchecked: null,
+    };
+  }
+  if (answer === 200 || answer === 503) return { refused: null, unchecked: null };
+  return {
+    refused: null,
+    unchecked: `could not check the credentials in --proxy with ${target.base} (${
+      typeof answer === "number" ? `/_/health answered ${answer}` : answer
+    })`,
+  };
 }
 
 // --- shells --------------------------------------------------------------------
@@ -577,11 +595,12 @@ export async function env(args: string[], io: Io): Promise<number> {
         "credentials: pass a token with --proxy http://TOKEN@HOST:PORT, or mint a session with --mint\n",
     );
   } else if (target !== null && target.token !== null) {
-    const refused = await credentialsRefused(target);
-    if (refused !== null) {
-      io.stderr(`agentgate env: ${refused}\n`);
+    const check = await checkCredentials(target);
+    if (check.refused) {
+      io.stderr(`agentgate env: ${check.refused}\n`);
       return 1;
     }
+    if (check.unchecked) io.stderr(`agentgate env: warning: ${check.unchecked}\n`);
   }
   let trust: Record<string, string> | null = null;
   if (config.tls.intercept.length > 0) {
