@@ -71,8 +71,18 @@ rules:
       ["/b", "ci", "ci"],
       ["/c", "auth-1", "auth-1"],
     ]);
-    const denied = await waitForRows(proxy.auditPath, 3, "status = 407");
-    assert.ok(denied.every((r) => r.decision === "deny"));
+    // none, wrong, swapped, and the first try of --proxy-anyauth.
+    const denied = await waitForRows(proxy.auditPath, 4, "status = 407");
+    // Credentials that authenticate nothing are denials; no credentials at all is a challenge.
+    assert.deepEqual(
+      denied.map((r) => [r.path, r.decision, r.reason]),
+      [
+        ["/x", "challenge", "proxy authentication required"],
+        ["/x", "deny", "invalid proxy credentials"],
+        ["/a", "challenge", "proxy authentication required"],
+        ["/swapped", "deny", "invalid proxy credentials"],
+      ],
+    );
     assert.ok(denied.every((r) => r.session === null && r.label === null), JSON.stringify(denied));
     const all = JSON.stringify(auditRows(proxy.auditPath));
     for (const secret of ["t0ken-one", "t0ken-two", "nope", "nightly-0a1b2c3d", "ci-9f8e7d6c"]) {

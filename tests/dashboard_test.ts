@@ -334,7 +334,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
         ["/_/api/audit?offset=x", `"offset" must be a whole number from 0 to 10000000, not "x"`],
         [
           "/_/api/audit?decision=allow,deni",
-          `"decision" must be one or more of allow, log, deny, would_deny, error (comma-separated), not "deni" (did you mean "deny"?)`,
+          `"decision" must be one or more of allow, log, deny, would_deny, error, challenge (comma-separated), not "deni" (did you mean "deny"?)`,
         ],
         [
           "/_/api/audit?since=soon",
@@ -446,6 +446,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
         deny: 2,
         would_deny: 1,
         error: 1,
+        challenge: 0,
         hosts: 6,
         llm_requests: 2,
         input_tokens: 3000,
@@ -525,6 +526,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
           "deny",
           "would_deny",
           "error",
+          "challenge",
           "spend_usd",
         ]);
         assert.equal(p.ts % (30 * 60_000), 0);
@@ -544,6 +546,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
         deny: 1,
         would_deny: 0,
         error: 0,
+        challenge: 0,
         hosts: 2,
         llm_requests: 1,
         input_tokens: 1000,

@@ -843,7 +843,8 @@ rules:
       ["/other", "log", "rest"],
       ["/", "error", "closed"],
       ["/", "deny", null],
-      ["/api/a", "deny", null],
+      // A 407 to a client that sent no credentials is a challenge, not a denial.
+      ["/api/a", "challenge", null],
     ]);
 
     await Deno.writeTextFile(

@@ -312,14 +312,28 @@ rules:
     assert.equal(json.rule, "blocked-host");
     assert.equal(json.reason, "no tunnels to blocked.test");
 
-    const c = await curl(["-x", proxy.url, "https://localhost:1/v1/x"]);
+    // Port 443 is TLS: the CONNECT is refused with the reason.
+    const c = await curl(["-x", proxy.url, "https://localhost/v1/x"]);
     assert.match(c.err, /CONNECT tunnel failed, response 403/);
     const [needs] = await waitForRows(proxy.auditPath, 1, "host = 'localhost'");
     assert.equal(needs.decision, "deny");
     assert.equal(needs.rule, "needs-path");
     assert.equal(
       needs.reason,
-      `rule "needs-path" (${proxy.dir}/agentgate.yaml:9) needs the path (/v1/**), which a CONNECT tunnel to "localhost:1" does not reveal: the host must be intercepted`,
+      `rule "needs-path" (${proxy.dir}/agentgate.yaml:9) needs the path (/v1/**), which a CONNECT tunnel to "localhost:443" does not reveal: the host must be intercepted`,
+    );
+    // Issue 16: on another port the client may speak plain HTTP inside the
+    // CONNECT, which would be decided with its path, so agentgate answers 200
+    // and reads the first bytes; TLS it cannot look into is closed, and the
+    // row is the same denial.
+    const c1 = await curl(["-x", proxy.url, "https://localhost:1/v1/x"]);
+    assert.notEqual(c1.code, 0);
+    const [needs1] = await waitForRows(proxy.auditPath, 1, "host = 'localhost' AND port = 1");
+    assert.deepEqual([needs1.decision, needs1.rule, needs1.status], ["deny", "needs-path", 403]);
+    assert.match(String(needs1.reason), /does not reveal: the host must be intercepted$/);
+    assert.equal(
+      needs1.error,
+      "TLS inside a CONNECT that only plain HTTP could pass (the host is not intercepted): closed",
     );
     assert.equal(await proxy.stop(), 0);
   } finally {

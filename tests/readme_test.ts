@@ -243,7 +243,7 @@ const SH: Record<string, ShRun> = {
         `[[ "$HTTPS_PROXY" =~ ^http://me-[0-9a-f]{16}:[0-9a-f]+@127\\.0\\.0\\.1:${port}$ ]]\n` +
         'eval "$(agentgate env --unset)"\nstop_last\ncd "$WORK/env"\n',
     },
-  'eval "$(agentgate env --unset)"                          # back to direct connections': {
+  'eval "$(agentgate env --unset)"                          # back to what the shell had before': {
     run: ({ L }) => `${L}\ntest -z "\${HTTPS_PROXY:-}" && test -z "\${NO_PROXY:-}"\n`,
   },
   "agentgate report --since 24h                               # the policy's audit.path": {
@@ -272,7 +272,7 @@ const SH: Record<string, ShRun> = {
   'P="http://$AGENTGATE_TOKEN@host.docker.internal:4100"': {
     run: ({ L }) => `${L}\ntest -n "$P"\n`,
   },
-  'docker run --rm \\\n  --add-host=host.docker.internal:host-gateway \\\n  -e HTTP_PROXY="$P" -e HTTPS_PROXY="$P" -e http_proxy="$P" -e https_proxy="$P" \\\n  -e NO_PROXY=localhost,127.0.0.1 -e no_proxy=localhost,127.0.0.1 \\\n  -v "$PWD/pub:/agentgate:ro" \\\n  -e SSL_CERT_FILE=/agentgate/bundle.pem -e REQUESTS_CA_BUNDLE=/agentgate/bundle.pem \\\n  -e CURL_CA_BUNDLE=/agentgate/bundle.pem -e NODE_EXTRA_CA_CERTS=/agentgate/ca.pem \\\n  my-agent-image':
+  'docker run --rm \\\n  --add-host=host.docker.internal:host-gateway \\\n  -e HTTP_PROXY="$P" -e HTTPS_PROXY="$P" -e http_proxy="$P" -e https_proxy="$P" \\\n  -e NO_PROXY=localhost,127.0.0.1 -e no_proxy=localhost,127.0.0.1 \\\n  -v "$PWD/pub:/agentgate:ro" \\\n  -e SSL_CERT_FILE=/agentgate/bundle.pem -e REQUESTS_CA_BUNDLE=/agentgate/bundle.pem \\\n  -e CURL_CA_BUNDLE=/agentgate/bundle.pem -e GIT_SSL_CAINFO=/agentgate/bundle.pem \\\n  -e PIP_CERT=/agentgate/bundle.pem -e CARGO_HTTP_CAINFO=/agentgate/bundle.pem \\\n  -e NODE_EXTRA_CA_CERTS=/agentgate/ca.pem -e DENO_CERT=/agentgate/ca.pem -e NODE_USE_ENV_PROXY=1 \\\n  my-agent-image':
     { skip: "needs a Docker daemon and the user's agent image" },
   [`sqlite3 ~/.agentgate/agentgate.db "select datetime(ts/1000,'unixepoch'), decision, method, host, path, reason from audit order by ts desc limit 20"`]:
     { run: ({ L }) => `${L}\n` },

@@ -212,6 +212,16 @@ Deno.test("run: curl, python, deno and git find the proxy and the CA on their ow
         // git (libcurl "anyauth") sent its credentials only after a 407 challenge.
         const challenged = auditRows(audit, "status = 407 AND host = 'git.example.test'");
         assert.ok(challenged.length >= 1 && challenged.every((x) => x.session === null));
+        // The challenge is kept, but it is not a denial: the whole audit's report counts none.
+        assert.ok(challenged.every((x) => x.decision === "challenge"), JSON.stringify(challenged));
+        const report = await new Deno.Command(Deno.execPath(), {
+          args: ["run", "-A", MAIN, "report", "--audit", audit, "--format", "json"],
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        const totals = JSON.parse(dec.decode(report.stdout)).totals;
+        assert.equal(totals.deny, 0, JSON.stringify(totals));
+        assert.equal(totals.challenge, challenged.length);
       },
     );
 
@@ -427,7 +437,7 @@ Deno.test("run: two runs sharing one --proxy are two sessions", async () => {
   }
 });
 
-Deno.test("env: eval in bash sends curl through a running proxy, --unset clears it", async () => {
+Deno.test("env: eval in bash sends curl through a running proxy, --unset restores the shell", async () => {
   const env = await setup();
   const proxy = await startProxy({
     files: { "origin-ca.pem": env.pki.caPem },
@@ -454,7 +464,9 @@ Deno.test("env: eval in bash sends curl through a running proxy, --unset clears 
     assert.equal(out.code, 0, stderr);
     const [json, after] = stdout.trim().split("\n");
     assert.equal(JSON.parse(json).path, "/v1/env");
-    assert.equal(after, "[unsetunset]");
+    // Back to what the shell had before (issue 16: restored, not deleted).
+    const had = (n: string) => Deno.env.get(n) ?? "unset";
+    assert.equal(after, `[${had("HTTPS_PROXY")}${had("SSL_CERT_FILE")}]`);
     const session = /agentgate env: session (me-[0-9a-f]{16}) until /.exec(stderr)?.[1];
     assert.ok(session, stderr);
     const rows = await waitFor(() => {

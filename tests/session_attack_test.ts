@@ -145,9 +145,14 @@ rules:
     const forged = rows.filter((r) => r.session === null);
     // 6 rounds × (2 fresh names, 1 guessed secret, 1 swapped pair, 1 without credentials)
     assert.equal(forged.length, 30);
-    assert.ok(forged.every((r) => r.status === 407 && r.decision === "deny" && r.label === null));
-    assert.equal(forged.filter((r) => r.reason === "invalid proxy credentials").length, 24);
-    assert.equal(forged.filter((r) => r.reason === "proxy authentication required").length, 6);
+    assert.ok(forged.every((r) => r.status === 407 && r.label === null));
+    // Refused credentials are denials; a request without any is a 407 challenge.
+    const refused = forged.filter((r) => r.reason === "invalid proxy credentials");
+    assert.equal(refused.length, 24);
+    assert.ok(refused.every((r) => r.decision === "deny"));
+    const challenged = forged.filter((r) => r.reason === "proxy authentication required");
+    assert.equal(challenged.length, 6);
+    assert.ok(challenged.every((r) => r.decision === "challenge"));
     // The secret never reaches the audit, not even from the swapped pair.
     const secret = /"secret":"([0-9a-f]{32})"/.exec(JSON.stringify(rows))?.[1];
     assert.equal(secret, undefined);

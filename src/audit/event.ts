@@ -6,8 +6,12 @@
  */
 import type { RecordedFinding } from "../dlp/mod.ts";
 
-/** What finally happened to a request. */
-export type AuditDecision = "allow" | "deny" | "log" | "would_deny" | "error";
+/**
+ * What finally happened to a request. `challenge` is a 407 answered to a
+ * client that sent no credentials (git/libcurl, .NET and Java send them only
+ * after it): not a denial, and never a session's.
+ */
+export type AuditDecision = "allow" | "deny" | "log" | "would_deny" | "error" | "challenge";
 
 /** Version 1 of the audit event (the `audit` table's row). */
 export interface AuditEventV1 {

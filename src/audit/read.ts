@@ -39,6 +39,7 @@ export const DECISIONS = [
   "deny",
   "would_deny",
   "error",
+  "challenge",
 ] as const satisfies readonly AuditDecision[];
 /** One of {@link DECISIONS}. */
 export type DecisionName = typeof DECISIONS[number];
@@ -151,6 +152,8 @@ export interface Stats {
     deny: number;
     would_deny: number;
     error: number;
+    /** 407 answers to clients that sent no credentials yet (not denials). */
+    challenge: number;
     /** Distinct hosts requested in the range (of the session, when filtered by one). */
     hosts: number;
     llm_requests: number;
@@ -204,6 +207,7 @@ export interface Stats {
       deny: number;
       would_deny: number;
       error: number;
+      challenge: number;
       spend_usd: number;
     }[];
   };
@@ -274,6 +278,8 @@ export interface DecisionCounts {
   deny: number;
   would_deny: number;
   error: number;
+  /** 407 answers to clients that sent no credentials yet (not denials). */
+  challenge: number;
 }
 
 /** Requests to one host. */

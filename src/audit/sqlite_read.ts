@@ -83,7 +83,15 @@ function likeLiteral(s: string): string {
   return s.replace(/[\\%_]/g, (c) => "\\" + c);
 }
 
-const ZERO: DecisionCounts = { requests: 0, allow: 0, log: 0, deny: 0, would_deny: 0, error: 0 };
+const ZERO: DecisionCounts = {
+  requests: 0,
+  allow: 0,
+  log: 0,
+  deny: 0,
+  would_deny: 0,
+  error: 0,
+  challenge: 0,
+};
 
 /** Per-decision counts (`n` per `decision`) summed under `keyOf` of each row. */
 function counts(rows: Row[], keyOf: (r: Row) => string): Map<string, DecisionCounts> {
@@ -483,9 +491,10 @@ export class SqliteAuditReader implements AuditReadModel {
         deny: Number(r?.deny ?? 0),
         would_deny: Number(r?.would_deny ?? 0),
         error: Number(r?.error ?? 0),
+        challenge: Number(r?.challenge ?? 0),
         spend_usd: 0,
       };
-      p.requests = p.allow + p.log + p.deny + p.would_deny + p.error;
+      p.requests = p.allow + p.log + p.deny + p.would_deny + p.error + p.challenge;
       points.push(p);
     }
 
@@ -700,6 +709,7 @@ export class SqliteAuditReader implements AuditReadModel {
       deny: 0,
       would_deny: 0,
       error: 0,
+      challenge: 0,
       hosts: hostCount,
       llm_requests: 0,
       input_tokens: 0,

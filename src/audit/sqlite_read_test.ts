@@ -84,6 +84,8 @@ function randomRows(n: number, now: number, days: number, seed = 7): AuditEventV
         ? "would_deny"
         : r < 0.2
         ? "error"
+        : r < 0.22
+        ? "challenge"
         : r < 0.6
         ? "allow"
         : "log",
@@ -140,6 +142,7 @@ function naiveStats(rows: AuditEventV1[], hours: number, session: string | null,
       deny: 0,
       would_deny: 0,
       error: 0,
+      challenge: 0,
       spend_usd: b.reduce((s, r) => s + (r.model != null ? r.cost_usd ?? 0 : 0), 0),
     };
     for (const r of b) p[r.decision]++;
@@ -200,6 +203,7 @@ function naiveStats(rows: AuditEventV1[], hours: number, session: string | null,
     deny: 0,
     would_deny: 0,
     error: 0,
+    challenge: 0,
     hosts: hostMap.size,
     llm_requests: spendByModel.reduce((s, m) => s + m.requests, 0),
     input_tokens: spendByModel.reduce((s, m) => s + m.input_tokens, 0),

@@ -14,9 +14,9 @@ import type { Io } from "./io.ts";
 import { loadForCommand } from "./config_arg.ts";
 import type { AgentgateConfig } from "../config/load.ts";
 import { CaError, defaultCaDir, expandHome, loadOrCreateCA } from "../tls/ca.ts";
-import { writeTrustBundle } from "../tls/bundle.ts";
 import { LABEL_PATTERN } from "../util/session_id.ts";
 import type { IssuedCredential } from "../credentials/mod.ts";
+import { BUNDLE_VARS, CA_VARS, NPM_CAFILE_VAR, trustVariables } from "./trust.ts";
 
 /** Proxy variables, upper case first; most tools read one spelling or the other. */
 export const PROXY_VARS = [
@@ -34,23 +34,7 @@ export const NO_PROXY_VARS = ["NO_PROXY", "no_proxy"] as const;
 /** Node 24+ (and 22.21+) only honours HTTP(S)_PROXY in `fetch`/`http` with this set. */
 export const NODE_PROXY_VAR = "NODE_USE_ENV_PROXY";
 
-/**
- * Variables that *replace* a tool's trust store: they get the bundle (system
- * roots + the agentgate CA), never the CA alone, or every host that is not
- * intercepted would fail. OpenSSL/Python ssl/Go/Ruby, requests, curl, git, pip,
- * AWS CLI and SDKs.
- */
-export const BUNDLE_VARS = [
-  "SSL_CERT_FILE",
-  "REQUESTS_CA_BUNDLE",
-  "CURL_CA_BUNDLE",
-  "GIT_SSL_CAINFO",
-  "PIP_CERT",
-  "AWS_CA_BUNDLE",
-] as const;
-
-/** Variables that *add* certificates to a runtime's built-in roots: the CA alone. */
-export const CA_VARS = ["NODE_EXTRA_CA_CERTS", "DENO_CERT"] as const;
+export { BUNDLE_VARS, CA_VARS, NPM_CAFILE_VAR } from "./trust.ts";
 
 /** Every variable `run` and `env` set, in the order they are printed. */
 export const ALL_VARS: readonly string[] = [
@@ -59,6 +43,7 @@ export const ALL_VARS: readonly string[] = [
   NODE_PROXY_VAR,
   ...BUNDLE_VARS,
   ...CA_VARS,
+  NPM_CAFILE_VAR,
 ];
 
 /** Direct connections by default: the machine itself. */
@@ -74,6 +59,11 @@ export interface ProxyEnvOptions {
   bundle?: string | null;
   /** The agentgate CA certificate file, when interception is on. */
   caCert?: string | null;
+  /**
+   * Certificate variables by name (`trustVariables`), when interception is
+   * on: instead of `bundle` and `caCert`, each variable its own file.
+   */
+  trust?: Record<string, string> | null;
 }
 
 /**
@@ -88,6 +78,11 @@ export function proxyEnvironment(o: ProxyEnvOptions): [string, string][] {
   const noProxy = (o.noProxy ?? DEFAULT_NO_PROXY).join(",");
   for (const n of NO_PROXY_VARS) out.push([n, noProxy]);
   out.push([NODE_PROXY_VAR, "1"]);
+  if (o.trust) {
+    const names = [...ALL_VARS.filter((n) => n in o.trust!), ...Object.keys(o.trust)];
+    for (const n of new Set(names)) out.push([n, o.trust[n]]);
+    return out;
+  }
   if (o.bundle) { for (const n of BUNDLE_VARS) out.push([n, o.bundle]); }
   if (o.caCert) { for (const n of CA_VARS) out.push([n, o.caCert]); }
   return out;
@@ -98,10 +93,28 @@ export function noProxyOf(config: AgentgateConfig): readonly string[] {
   return config.run.noProxy ?? DEFAULT_NO_PROXY;
 }
 
+/** The upper- and lower-case spellings of one setting: clients read one or the other. */
+const TWINS: readonly [string, string][] = [
+  ["HTTP_PROXY", "http_proxy"],
+  ["HTTPS_PROXY", "https_proxy"],
+  ["ALL_PROXY", "all_proxy"],
+  ["NO_PROXY", "no_proxy"],
+];
+
+/** Entries of a NO_PROXY list, trimmed, without empty ones. */
+function noProxyEntries(value: string | undefined): string[] {
+  return (value ?? "").split(",").map((x) => x.trim()).filter((x) => x !== "");
+}
+
 /**
  * The child's environment: ours, except the variables the user already set
  * (non-empty) unless `override`. Returns the variables to pass and the names
  * that were kept from the user's environment.
+ *
+ * Both spellings of a setting end up alike, since curl and Python read the
+ * lower-case one first and Go the upper-case one: a proxy variable the user
+ * set in one spelling is kept in both, and `NO_PROXY`/`no_proxy` are both
+ * ours plus every entry the user had in either.
  *
  * @example
  * mergeEnvironment([["HTTP_PROXY", "http://a"]], () => "http://mine", false)
@@ -114,9 +127,35 @@ export function mergeEnvironment(
 ): { env: Record<string, string>; kept: string[] } {
   const env: Record<string, string> = {};
   const kept: string[] = [];
+  const mineOf = (name: string) => {
+    const v = override ? undefined : current(name);
+    return v === undefined || v === "" ? undefined : v;
+  };
+  const names = new Set(ours.map(([n]) => n));
+  const twinOf = (name: string) => {
+    for (const [a, b] of TWINS) {
+      if (name === a && names.has(b)) return b;
+      if (name === b && names.has(a)) return a;
+    }
+    return null;
+  };
   for (const [name, value] of ours) {
-    const mine = current(name);
-    if (!override && mine !== undefined && mine !== "") {
+    const twin = twinOf(name);
+    if (name === "NO_PROXY" || name === "no_proxy") {
+      // One order for both: ours, then the upper-case list, then the lower-case one.
+      const all = [
+        ...noProxyEntries(value),
+        ...noProxyEntries(name === "NO_PROXY" || twin ? mineOf("NO_PROXY") : undefined),
+        ...noProxyEntries(name === "no_proxy" || twin ? mineOf("no_proxy") : undefined),
+      ];
+      const seen = new Set<string>();
+      const merged = all.filter((x) => !seen.has(x.toLowerCase()) && seen.add(x.toLowerCase()));
+      env[name] = merged.join(",");
+      if (env[name] !== value) kept.push(name);
+      continue;
+    }
+    const mine = mineOf(name) ?? (twin ? mineOf(twin) : undefined);
+    if (mine !== undefined) {
       env[name] = mine;
       if (mine !== value) kept.push(name);
     } else env[name] = value;
@@ -264,6 +303,58 @@ export function fetchPhantoms(
   });
 }
 
+// --- what `env` replaced, so that `env --unset` can restore it --------------------
+
+/**
+ * The variable in which `env` records what the variables it sets held before
+ * (JSON: name -> the value, or null when it was unset), so `env --unset`
+ * restores them instead of deleting them. A second `env` keeps the first
+ * record: the values to return to are the ones from before agentgate.
+ */
+export const RESTORE_VAR = "AGENTGATE_ENV_RESTORE";
+
+/**
+ * The saved values of {@link RESTORE_VAR}, or null when there is no
+ * (readable) record.
+ *
+ * @example
+ * restoreRecord((n) => n === RESTORE_VAR ? '{"SSL_CERT_FILE":"/corp.pem","HTTP_PROXY":null}' : undefined)
+ * // { SSL_CERT_FILE: "/corp.pem", HTTP_PROXY: null }
+ */
+export function restoreRecord(
+  env: (name: string) => string | undefined,
+): Record<string, string | null> | null {
+  const text = env(RESTORE_VAR);
+  if (text === undefined || text === "") return null;
+  try {
+    const v = JSON.parse(text);
+    if (v === null || typeof v !== "object" || Array.isArray(v)) return null;
+    const out: Record<string, string | null> = {};
+    for (const [k, x] of Object.entries(v)) {
+      // Names become shell code (`export NAME=…`): identifiers only.
+      if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(k) && (typeof x === "string" || x === null)) out[k] = x;
+    }
+    return out;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The environment as it was before agentgate's `env` changed it: what the
+ * record says for the variables it saved, everything else as it is now.
+ *
+ * @example
+ * environmentBefore((n) => Deno.env.get(n))("SSL_CERT_FILE") // "/corp.pem" (not agentgate's bundle)
+ */
+export function environmentBefore(
+  env: (name: string) => string | undefined,
+): (name: string) => string | undefined {
+  const record = restoreRecord(env);
+  if (record === null) return env;
+  return (name) => (Object.hasOwn(record, name) ? record[name] ?? undefined : env(name));
+}
+
 // --- proxy URLs ----------------------------------------------------------------
 
 /** A parsed `--proxy` URL. */
@@ -375,6 +466,54 @@ function postJson(
     req.on("error", reject);
     req.end(body);
   });
+}
+
+/**
+ * Ask the proxy whether the credentials of `target` authenticate, before a
+ * shell is pointed at it with them: `GET /_/health` through the proxy (to its
+ * own address) with them as `Proxy-Authorization`. Wrong ones are a 407 (and
+ * a row in its audit, like any refused credentials). `refused` says why they
+ * were refused; `unchecked` why they could not be checked (the proxy is not
+ * running yet, or is not agentgate): that is not an error.
+ *
+ * @example
+ * await checkCredentials(parseProxyUrl("http://wrong@127.0.0.1:4100"))
+ * // { refused: "the proxy at http://127.0.0.1:4100 refused the credentials in --proxy (407: …", unchecked: null }
+ */
+export async function checkCredentials(
+  target: ProxyTarget,
+): Promise<{ refused: string | null; unchecked: string | null }> {
+  const u = new URL(target.url);
+  const basic = btoa(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`);
+  const answer = await new Promise<number | string>((resolvePromise) => {
+    const req = http.request({
+      host: target.host,
+      port: target.port,
+      path: `${target.base}/_/health`,
+      headers: { host: u.host, "proxy-authorization": `Basic ${basic}` },
+      timeout: 5000,
+    }, (res) => {
+      res.resume();
+      resolvePromise(res.statusCode ?? "no status");
+    });
+    req.on("timeout", () => req.destroy(new Error("no answer within 5 s")));
+    req.on("error", (e) => resolvePromise(e.message));
+    req.end();
+  });
+  if (answer === 407) {
+    return {
+      refused: `the proxy at ${target.base} refused the credentials in --proxy (407: invalid ` +
+        "proxy credentials): use one of its proxy.auth tokens (http://TOKEN@HOST:PORT), or --mint a session",
+      unchecked: null,
+    };
+  }
+  if (answer === 200 || answer === 503) return { refused: null, unchecked: null };
+  return {
+    refused: null,
+    unchecked: `could not check the credentials in --proxy with ${target.base} (${
+      typeof answer === "number" ? `/_/health answered ${answer}` : answer
+    })`,
+  };
 }
 
 // --- shells --------------------------------------------------------------------
@@ -499,14 +638,22 @@ export const envSpec: CommandSpec = {
       choices: SHELLS,
       help: "bash, zsh, fish or powershell (default: from $SHELL).",
     },
-    { name: "unset", type: "boolean", help: "Print the lines that remove the variables instead." },
+    {
+      name: "unset",
+      type: "boolean",
+      help: "Print the lines that restore what the variables held before agentgate env instead.",
+    },
   ],
   epilog: [
     "Sets HTTP_PROXY, HTTPS_PROXY, ALL_PROXY (and lower-case twins), NO_PROXY, no_proxy,",
     "NODE_USE_ENV_PROXY=1 and, when the policy intercepts TLS, writes a trust bundle (system",
     "roots + the agentgate CA) to bundle.pem in the CA directory and points SSL_CERT_FILE,",
-    "REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, GIT_SSL_CAINFO, PIP_CERT and AWS_CA_BUNDLE at it, and",
-    "NODE_EXTRA_CA_CERTS and DENO_CERT at the CA alone. Values are single-quoted literals.",
+    "REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, GIT_SSL_CAINFO, PIP_CERT, AWS_CA_BUNDLE,",
+    "CARGO_HTTP_CAINFO and GRPC_DEFAULT_SSL_ROOTS_FILE_PATH at it, NODE_EXTRA_CA_CERTS and",
+    "DENO_CERT at the CA alone, and npm_config_cafile (when an npmrc gives npm a CA of its own)",
+    "at that CA plus the agentgate CA. A certificate variable you had is extended (your file",
+    "plus the CA), not replaced. What each variable held before goes into",
+    "AGENTGATE_ENV_RESTORE; --unset puts it back. Values are single-quoted literals.",
     "",
     "Credentials: a proxy without proxy.auth takes anonymous clients. Otherwise pass a",
     "proxy.auth token in --proxy (its session is the token's label), or --mint a session of",
@@ -521,7 +668,7 @@ export const envSpec: CommandSpec = {
     "  agentgate env --shell powershell | Invoke-Expression",
     '  eval "$(agentgate env --proxy http://$AGENTGATE_TOKEN@proxy.internal:4100)"',
     '  eval "$(AGENTGATE_DASHBOARD_TOKEN=… agentgate env --mint --label me)"',
-    '  eval "$(agentgate env --unset)"                 # back to direct connections',
+    '  eval "$(agentgate env --unset)"                 # back to what the shell had',
   ].join("\n"),
 };
 
@@ -534,7 +681,7 @@ export async function env(args: string[], io: Io): Promise<number> {
   }
   const shell = (parsed.opts.shell as Shell | undefined) ?? detectShell(io.env);
   if (parsed.opts.unset) {
-    io.stdout(unsetLines(shell, ALL_VARS));
+    io.stdout(restoreLines(shell, io.env));
     return 0;
   }
   const proxyOpt = parsed.opts.proxy as string | undefined;
@@ -594,20 +741,28 @@ export async function env(args: string[], io: Io): Promise<number> {
       "agentgate env: warning: the policy sets proxy.auth, so the proxy answers 407 without " +
         "credentials: pass a token with --proxy http://TOKEN@HOST:PORT, or mint a session with --mint\n",
     );
-  } else if (target !== null && target.token !== null && config.credentials.length > 0) {
-    // A proxy.auth token's session: ask the proxy for that session's phantoms.
-    const got = await fetchPhantoms(base, { user: target.user ?? "", pass: target.token }).catch((
-      e,
-    ) => ({ status: 0, session: null, credentials: null, reason: (e as Error).message }));
-    if (got.credentials === null) {
-      io.stderr(
-        `agentgate env: warning: no phantom tokens from ${base}/_/credentials (${
-          got.status || "no answer"
-        }${got.reason ? `: ${got.reason}` : ""}): the credentials of the policy are not set\n`,
-      );
-    } else {
-      issued = got.credentials;
-      sessionName = got.session ?? "token";
+  } else if (target !== null && target.token !== null) {
+    const check = await checkCredentials(target);
+    if (check.refused) {
+      io.stderr(`agentgate env: ${check.refused}\n`);
+      return 1;
+    }
+    if (check.unchecked) io.stderr(`agentgate env: warning: ${check.unchecked}\n`);
+    if (config.credentials.length > 0) {
+      // A proxy.auth token's session: ask the proxy for that session's phantoms.
+      const got = await fetchPhantoms(base, { user: target.user ?? "", pass: target.token }).catch((
+        e,
+      ) => ({ status: 0, session: null, credentials: null, reason: (e as Error).message }));
+      if (got.credentials === null) {
+        io.stderr(
+          `agentgate env: warning: no phantom tokens from ${base}/_/credentials (${
+            got.status || "no answer"
+          }${got.reason ? `: ${got.reason}` : ""}): the credentials of the policy are not set\n`,
+        );
+      } else {
+        issued = got.credentials;
+        sessionName = got.session ?? "token";
+      }
     }
   } else if (config.credentials.length > 0) {
     io.stderr(
@@ -615,16 +770,24 @@ export async function env(args: string[], io: Io): Promise<number> {
         "use --mint, or a proxy.auth token in --proxy, to get the policy's credentials\n",
     );
   }
-  let bundle: string | null = null;
-  let caCert: string | null = null;
+  let trust: Record<string, string> | null = null;
   let caPem: string | null = null;
   if (config.tls.intercept.length > 0) {
     try {
       const ca = await loadOrCreateCA(config.tls.caDir ?? undefined);
       for (const w of ca.warnings) io.stderr(`agentgate env: warning: ${w}\n`);
-      const b = await writeTrustBundle(ca, join(dirname(ca.certPath), "bundle.pem"));
-      bundle = b.file;
-      caCert = ca.certPath;
+      // As in `run`, certificate settings the user had are extended, not lost.
+      const t = await trustVariables(
+        ca,
+        { env: environmentBefore(io.env), cwd: io.cwd },
+        false,
+        dirname(ca.certPath),
+        { stableNames: true },
+      );
+      for (const [name, why] of t.replaced) {
+        io.stderr(`agentgate env: warning: ${name} replaced: ${why}\n`);
+      }
+      trust = t.vars;
       caPem = ca.certPem;
     } catch (e) {
       if (!(e instanceof CaError) && !/trust bundle/.test((e as Error).message)) throw e;
@@ -632,17 +795,57 @@ export async function env(args: string[], io: Io): Promise<number> {
       return 1;
     }
   }
-  const vars = proxyEnvironment({ proxyUrl, noProxy: noProxyOf(config), bundle, caCert });
+  const vars = proxyEnvironment({ proxyUrl, noProxy: noProxyOf(config), trust });
   if (issued.length > 0) {
     const home = config.tls.caDir ? resolve(io.cwd, expandHome(config.tls.caDir)) : defaultCaDir();
     vars.push(
       ...await phantomEnvironment(issued, {
         env: io.env,
         npmrcFile: join(home, "sessions", `${sessionName.replace(/[^A-Za-z0-9._-]/g, "_")}.npmrc`),
-        trust: caPem !== null && bundle !== null ? { caPem, bundle } : undefined,
+        trust: caPem !== null && trust?.SSL_CERT_FILE
+          ? { caPem, bundle: trust.SSL_CERT_FILE }
+          : undefined,
       }),
     );
   }
+  vars.push([RESTORE_VAR, JSON.stringify(recordOf(vars, io.env))]);
   io.stdout(setLines(shell, vars));
   return 0;
+}
+
+/**
+ * What {@link RESTORE_VAR} holds after `env` sets `vars`: the first `env`'s
+ * record, completed with the current value (or null) of each variable set
+ * now for the first time.
+ */
+function recordOf(
+  vars: [string, string][],
+  env: (name: string) => string | undefined,
+): Record<string, string | null> {
+  const record = restoreRecord(env) ?? {};
+  for (const [name] of vars) {
+    if (!Object.hasOwn(record, name)) record[name] = env(name) ?? null;
+  }
+  return record;
+}
+
+/**
+ * The lines of `env --unset`: the variables `env` set go back to what they
+ * held before it (the record in {@link RESTORE_VAR}), or are removed when
+ * they were unset; without a record, every variable `env` sets is removed.
+ *
+ * @example
+ * restoreLines("bash", (n) => n === RESTORE_VAR ? '{"SSL_CERT_FILE":"/corp.pem","HTTP_PROXY":null}' : undefined)
+ * // "export SSL_CERT_FILE='/corp.pem'\nunset HTTP_PROXY AGENTGATE_ENV_RESTORE\n"
+ */
+export function restoreLines(shell: Shell, env: (name: string) => string | undefined): string {
+  const record = restoreRecord(env);
+  if (record === null) return unsetLines(shell, ALL_VARS);
+  const back: [string, string][] = [];
+  const gone: string[] = [];
+  for (const [name, value] of Object.entries(record)) {
+    if (value === null) gone.push(name);
+    else back.push([name, value]);
+  }
+  return setLines(shell, back) + unsetLines(shell, [...gone, RESTORE_VAR]);
 }

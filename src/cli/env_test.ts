@@ -6,11 +6,15 @@ import {
   clientUrlFor,
   detectShell,
   env,
+  environmentBefore,
   mergeEnvironment,
+  NPM_CAFILE_VAR,
   parseProxyUrl,
   phantomEnvironment,
   proxyEnvironment,
   proxyUrlWith,
+  RESTORE_VAR,
+  restoreLines,
   setLines,
   type Shell,
   shellQuote,
@@ -48,10 +52,13 @@ Deno.test("env: the variables, in order; the bundle and CA only with interceptio
     ["GIT_SSL_CAINFO", "/b.pem"],
     ["PIP_CERT", "/b.pem"],
     ["AWS_CA_BUNDLE", "/b.pem"],
+    ["CARGO_HTTP_CAINFO", "/b.pem"],
+    ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", "/b.pem"],
     ["NODE_EXTRA_CA_CERTS", "/ca.pem"],
     ["DENO_CERT", "/ca.pem"],
   ]);
-  assert.deepEqual(tls.map(([n]) => n), ALL_VARS);
+  // npm's own cafile variable comes only with an npm CA setting to extend (trustVariables).
+  assert.deepEqual([...tls.map(([n]) => n), NPM_CAFILE_VAR], ALL_VARS);
 });
 
 Deno.test("env: values the user set are kept unless overridden; empty counts as unset", () => {
@@ -70,6 +77,48 @@ Deno.test("env: values the user set are kept unless overridden; empty counts as 
     mergeEnvironment(ours, (n) => (n === "HTTP_PROXY" ? P : undefined), false).kept,
     [],
   );
+});
+
+Deno.test("env: both spellings of a setting end up alike (curl and Python read one, Go the other)", () => {
+  const ours = proxyEnvironment({ proxyUrl: P });
+  const user: Record<string, string> = {
+    HTTPS_PROXY: "http://corp:3128",
+    no_proxy: ".corp.internal, localhost",
+    NO_PROXY: "10.0.0.1",
+  };
+  const { env, kept } = mergeEnvironment(ours, (n) => user[n], false);
+  assert.equal(env.HTTPS_PROXY, "http://corp:3128");
+  assert.equal(env.https_proxy, "http://corp:3128");
+  assert.equal(env.HTTP_PROXY, P);
+  assert.equal(env.NO_PROXY, "localhost,127.0.0.1,::1,10.0.0.1,.corp.internal");
+  assert.equal(env.no_proxy, env.NO_PROXY);
+  assert.deepEqual(kept, ["HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"]);
+  // --override-env: ours, in both.
+  const o = mergeEnvironment(ours, (n) => user[n], true);
+  assert.equal(o.env.https_proxy, P);
+  assert.equal(o.env.no_proxy, "localhost,127.0.0.1,::1");
+});
+
+Deno.test("env --unset: back to the recorded values; identifiers only; no record = unset all", () => {
+  const rec = (v: unknown) => (n: string) => (n === RESTORE_VAR ? JSON.stringify(v) : undefined);
+  assert.equal(
+    restoreLines("bash", rec({ SSL_CERT_FILE: "/corp.pem", HTTP_PROXY: null, "X;rm -rf ~": "a" })),
+    "export SSL_CERT_FILE='/corp.pem'\nunset HTTP_PROXY AGENTGATE_ENV_RESTORE\n",
+  );
+  assert.equal(restoreLines("bash", () => undefined), `unset ${ALL_VARS.join(" ")}\n`);
+  assert.equal(
+    restoreLines("bash", (n) => (n === RESTORE_VAR ? "not json" : undefined)),
+    `unset ${ALL_VARS.join(" ")}\n`,
+  );
+  // What the shell had before agentgate: the record wins over the current value.
+  const before = environmentBefore((n) =>
+    n === RESTORE_VAR ? '{"SSL_CERT_FILE":"/corp.pem","PIP_CERT":null}' : "/now.pem"
+  );
+  assert.deepEqual([before("SSL_CERT_FILE"), before("PIP_CERT"), before("HOME")], [
+    "/corp.pem",
+    undefined,
+    "/now.pem",
+  ]);
 });
 
 const ODD = 'it\'s $HOME `id` \\ "q" ‘x’ \n2nd line %PATH%';
@@ -185,9 +234,14 @@ Deno.test("env command: listen address, --proxy, --unset, interception bundle", 
     );
     let io = memoryIo({ cwd: dir });
     assert.equal(await env(["--shell", "bash"], io), 0);
+    const plain = proxyEnvironment({ proxyUrl: "http://127.0.0.1:4123" });
     assert.equal(
       io.out.join(""),
-      setLines("bash", proxyEnvironment({ proxyUrl: "http://127.0.0.1:4123" })),
+      setLines("bash", [
+        ...plain,
+        // What each variable held before (nothing), for `env --unset` to restore.
+        [RESTORE_VAR, JSON.stringify(Object.fromEntries(plain.map(([n]) => [n, null])))],
+      ]),
     );
     assert.deepEqual(io.err, []);
 

@@ -22,8 +22,6 @@ import type { Io } from "./io.ts";
 import { type Running, serve } from "./serve.ts";
 import { loadForCommand } from "./config_arg.ts";
 import {
-  BUNDLE_VARS,
-  CA_VARS,
   mergeEnvironment,
   noProxyOf,
   parseProxyUrl,
@@ -42,7 +40,8 @@ import {
   expandHome,
   loadOrCreateCA,
 } from "../tls/ca.ts";
-import { writeTrustBundle } from "../tls/bundle.ts";
+import { trustVariables } from "./trust.ts";
+import { npmConfiguredProxies, npmrcLayers } from "./npmrc.ts";
 import {
   buildReport,
   openAuditForReport,
@@ -69,7 +68,7 @@ export const EXIT_NOT_FOUND = 127;
 /** Exit code when the command exists but cannot be executed (as in POSIX shells). */
 export const EXIT_NOT_EXECUTABLE = 126;
 
-export { LABEL_PATTERN, newSessionId };
+export { LABEL_PATTERN, newSessionId, trustVariables };
 
 /** Variables of agentgate's own secrets, never handed to the command (on top of the policy's `token_env`s). */
 export const SECRET_VARS = ["AGENTGATE_TOKEN", "AGENTGATE_DASHBOARD_TOKEN"] as const;
@@ -132,13 +131,16 @@ export const runSpec: CommandSpec = {
   epilog: [
     "The command gets HTTP_PROXY, HTTPS_PROXY, ALL_PROXY (and lower-case twins) pointing at",
     "agentgate with this run's session and its secret as credentials, NO_PROXY/no_proxy",
-    "(localhost,127.0.0.1,::1), NODE_USE_ENV_PROXY=1 and, when the policy intercepts TLS, a",
-    "trust bundle (system roots + the agentgate CA) in SSL_CERT_FILE, REQUESTS_CA_BUNDLE,",
-    "CURL_CA_BUNDLE, GIT_SSL_CAINFO, PIP_CERT, AWS_CA_BUNDLE, and the CA alone in",
-    "NODE_EXTRA_CA_CERTS and DENO_CERT. Proxy variables already set are kept (with a warning)",
-    "and certificate variables already set are extended (their file plus the agentgate CA),",
-    "unless --override-env. SIGINT and SIGTERM are passed on to the command. The command never",
-    "gets AGENTGATE_TOKEN, AGENTGATE_DASHBOARD_TOKEN or the policy's token_env variables.",
+    "(localhost,127.0.0.1,::1 plus the entries you had in either), NODE_USE_ENV_PROXY=1 and,",
+    "when the policy intercepts TLS, a trust bundle (system roots + the agentgate CA) in",
+    "SSL_CERT_FILE, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, GIT_SSL_CAINFO, PIP_CERT, AWS_CA_BUNDLE,",
+    "CARGO_HTTP_CAINFO, GRPC_DEFAULT_SSL_ROOTS_FILE_PATH, the CA alone in NODE_EXTRA_CA_CERTS and",
+    "DENO_CERT, and npm_config_cafile when an npmrc gives npm a cafile or ca of its own (those",
+    "certificates plus the CA). Proxy variables already set are kept in both spellings (with a",
+    "warning, as are npm's own proxy settings) and certificate variables already set are",
+    "extended (their file plus the agentgate CA), unless --override-env. SIGINT and SIGTERM are",
+    "passed on to the command. The command never gets AGENTGATE_TOKEN,",
+    "AGENTGATE_DASHBOARD_TOKEN or the policy's token_env variables.",
     "",
     "With credentials: in the policy the command holds phantom tokens, never the real secrets:",
     "each credential's variables (OPENAI_API_KEY, GITHUB_TOKEN, …) are set to this session's",
@@ -540,61 +542,22 @@ function reachWarnings(files: string[], cwd: string, watch: boolean): string[] {
 }
 
 /**
- * The certificate variables of a child when TLS is intercepted. A variable
- * the user already set to a certificate file is *extended* rather than kept
- * or replaced: it points at a copy of that file plus the agentgate CA, so the
- * user's own roots (a corporate CA, a CI image's bundle) stay trusted and the
- * intercepted hosts are trusted too. Unset ones get the trust bundle (system
- * roots + CA; `SSL_CERT_FILE` & co.) or the CA alone (`NODE_EXTRA_CA_CERTS`,
- * `DENO_CERT`). With `override`, the user's values are ignored. Files are
- * written into `dir`.
- *
- * @example
- * const { vars } = await trustVariables(ca, io, false, await Deno.makeTempDir());
- * // { SSL_CERT_FILE: "/tmp/…/bundle.pem", …, DENO_CERT: "/home/me/.agentgate/ca.pem" }
+ * npm's own proxy settings (an npmrc's `proxy` / `https-proxy`, or
+ * `npm_config_*`) win over `HTTPS_PROXY` for npm: they are kept and named in
+ * the warning like a proxy variable, or with `override` pointed at agentgate
+ * (`npm_config_proxy`, `npm_config_https_proxy`, which beat every npmrc).
  */
-export async function trustVariables(
-  ca: { certPem: string; certPath: string },
+function npmProxySettings(
   io: Pick<Io, "env" | "cwd">,
   override: boolean,
-  dir: string,
-): Promise<{ vars: Record<string, string>; extended: string[]; replaced: [string, string][] }> {
-  const vars: Record<string, string> = {};
-  const extended: string[] = [];
-  const replaced: [string, string][] = [];
-  const made = new Map<string, string>();
-  const bundleOf = async (source: string | null): Promise<string> => {
-    const key = source ?? "";
-    let file = made.get(key);
-    if (!file) {
-      file = join(dir, source === null ? "bundle.pem" : `bundle-${made.size + 1}.pem`);
-      await writeTrustBundle(ca, file, source === null ? {} : { systemFiles: [source] });
-      made.set(key, file);
-    }
-    return file;
-  };
-  for (const name of [...BUNDLE_VARS, ...CA_VARS] as string[]) {
-    const mine = override ? undefined : io.env(name);
-    if (mine) {
-      const path = resolve(io.cwd, mine);
-      let text: string | null = null;
-      try {
-        text = await Deno.readTextFile(path);
-      } catch (e) {
-        replaced.push([name, `"${mine}" cannot be read (${(e as Error).message})`]);
-      }
-      if (text !== null && text.includes("-----BEGIN CERTIFICATE-----")) {
-        vars[name] = await bundleOf(path);
-        extended.push(name);
-        continue;
-      }
-      if (text !== null) replaced.push([name, `"${mine}" holds no PEM certificate`]);
-    }
-    vars[name] = (BUNDLE_VARS as readonly string[]).includes(name)
-      ? await bundleOf(null)
-      : ca.certPath;
+  proxyUrl: string,
+): { vars: Record<string, string>; kept: string[] } {
+  const found = npmConfiguredProxies(npmrcLayers(io.env, io.cwd));
+  if (found.length === 0) return { vars: {}, kept: [] };
+  if (override) {
+    return { vars: { npm_config_proxy: proxyUrl, npm_config_https_proxy: proxyUrl }, kept: [] };
   }
-  return { vars, extended, replaced };
+  return { vars: {}, kept: found.map(([, , where]) => `npm's ${where}`) };
 }
 
 /** Run `run`. */
@@ -660,9 +623,10 @@ export async function run(args: string[], io: Io): Promise<number> {
         ? { caPem: backend.ca.certPem, bundle: trust.SSL_CERT_FILE }
         : undefined,
     );
+    const npmProxy = npmProxySettings(io, override, proxyUrl);
     // Phantoms always replace what is set: a variable of the same name may hold the real secret.
-    const env = { ...merged.env, ...trust, ...phantoms };
-    const kept = merged.kept;
+    const env = { ...merged.env, ...trust, ...npmProxy.vars, ...phantoms };
+    const kept = [...merged.kept, ...npmProxy.kept];
     if (kept.length > 0) {
       io.stderr(
         `agentgate run: warning: kept ${kept.join(", ")} from the environment ` +

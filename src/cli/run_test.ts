@@ -71,10 +71,12 @@ Deno.test("run: the child's environment and exit code, a missing command, the re
     );
     const url = seen.HTTP_PROXY;
     assert.match(url, /^http:\/\/unit-[0-9a-f]{16}:[0-9a-f]{32}@127\.0\.0\.1:\d+$/);
-    for (const n of ["http_proxy", "ALL_PROXY", "all_proxy", "https_proxy"]) {
+    for (const n of ["http_proxy", "ALL_PROXY", "all_proxy"]) {
       assert.equal(seen[n], url);
     }
     assert.equal(seen.HTTPS_PROXY, "http://corp.example:3128", "the user's value is kept");
+    // In both spellings: curl and Python read https_proxy first, Go HTTPS_PROXY (issue 16).
+    assert.equal(seen.https_proxy, "http://corp.example:3128", "and its twin agrees");
     assert.equal(seen.NO_PROXY, "localhost,127.0.0.1,::1", "an empty value is replaced");
     assert.equal(seen.NODE_USE_ENV_PROXY, "1");
     assert.equal(
@@ -83,7 +85,7 @@ Deno.test("run: the child's environment and exit code, a missing command, the re
       "untouched without interception",
     );
     const err = io.err.join("");
-    assert.match(err, /warning: kept HTTPS_PROXY from the environment/);
+    assert.match(err, /warning: kept HTTPS_PROXY, https_proxy from the environment/);
     assert.match(err, /agentgate run: session unit-[0-9a-f]{16} through http:\/\/127\.0\.0\.1:\d+/);
     const report = JSON.parse(await Deno.readTextFile(`${dir}/r.json`));
     assert.equal(report.filter.session, /session (\S+)/.exec(err)![1]);

@@ -363,6 +363,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
   // Prose on stderr; on stdout only the lines a shell can source
   // (`agentgate --listen 127.0.0.1:0 > proxy.env &` then `. ./proxy.env`).
   if (hooks.banner !== false) {
+    const client = clientLines(url, config, got.source === "embedded" ? null : config.file);
     io.stderr(
       [
         `agentgate ${VERSION} listening on ${url}`,
@@ -371,17 +372,12 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
         ...(caLine ? [caLine] : []),
         ...(config.dashboard ? [`dashboard: ${url}/_/dashboard`] : []),
         "",
-        "Point clients at it:",
+        client.intro,
         "",
       ].join("\n"),
     );
-    io.stdout(
-      [
-        `  export HTTP_PROXY=${url} HTTPS_PROXY=${url}`,
-        `  export http_proxy=${url} https_proxy=${url}`,
-        "",
-      ].join("\n"),
-    );
+    io.stdout([...client.exports, ""].join("\n"));
+    io.stderr([...client.more, ""].join("\n"));
   }
   hooks.onListening?.(address, { proxy, auth, credentials });
   if (live) watchPolicy(config.files);
@@ -403,6 +399,47 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     }, audit flushed (${audit.written} row(s) written)\n`,
   );
   return 0;
+}
+
+/**
+/**
+ * The banner's "Point clients at it" lines: `intro` and `more` are prose
+ * (stderr), `exports` the lines a shell can source (stdout, between them).
+ * Under `proxy.auth` every client needs a token, so the URLs carry one — as
+ * the placeholder `TOKEN`: a token is never printed (the banner reaches logs).
+ *
+ * @example
+ * clientLines("http://127.0.0.1:4100", config, "agentgate.yaml")
+ * // { intro: "Point clients at it:",
+ * //   exports: ["  export HTTP_PROXY=http://127.0.0.1:4100 HTTPS_PROXY=…", "  export http_proxy=…"],
+ * //   more: ["or with every variable …", '  eval "$(agentgate env --config agentgate.yaml)"'] }
+ */
+export function clientLines(
+  url: string,
+  config: AgentgateConfig,
+  file: string | null,
+): { intro: string; exports: string[]; more: string[] } {
+  const auth = config.proxyAuth.length > 0;
+  const p = auth ? url.replace(/^http:\/\//, "http://TOKEN@") : url;
+  const envLine = `  eval "$(agentgate env${file === null ? "" : ` --config ${file}`}${
+    auth ? ` --proxy ${p}` : ""
+  })"`;
+  return {
+    intro: auth
+      ? `Point clients at it, with one of the proxy.auth tokens in place of TOKEN (labels: ${
+        config.proxyAuth.map((t) => t.label).join(", ")
+      }):`
+      : "Point clients at it:",
+    exports: [
+      `  export HTTP_PROXY=${p} HTTPS_PROXY=${p}`,
+      `  export http_proxy=${p} https_proxy=${p}`,
+    ],
+    more: [
+      "",
+      "or with every variable clients read (the CA's too, when TLS is intercepted):",
+      envLine,
+    ],
+  };
 }
 
 /**

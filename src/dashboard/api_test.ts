@@ -49,7 +49,7 @@ Deno.test("parameters: aliases, times, and every bad value is a ParamError with 
     ["offset=-1", `"offset" must be a whole number from 0 to 10000000, not "-1"`],
     [
       "decision=deny,alow",
-      `"decision" must be one or more of allow, log, deny, would_deny, error (comma-separated), not "alow" (did you mean "allow"?)`,
+      `"decision" must be one or more of allow, log, deny, would_deny, error, challenge (comma-separated), not "alow" (did you mean "allow"?)`,
     ],
     [
       "since=yesterday",
@@ -84,5 +84,5 @@ Deno.test("parameters: aliases, times, and every bad value is a ParamError with 
     () => parseStatsQuery(new URLSearchParams("hours=0")),
     /"hours" must be a whole number from 1 to 8760, not "0"/,
   );
-  assert.deepEqual([...DECISIONS], ["allow", "log", "deny", "would_deny", "error"]);
+  assert.deepEqual([...DECISIONS], ["allow", "log", "deny", "would_deny", "error", "challenge"]);
 });

@@ -113,7 +113,7 @@ tr.over td.num{color:var(--deny)}
 .badge{display:inline-block;padding:0 7px;border-radius:9px;font-size:11px;font-weight:600;line-height:18px;
 border:1px solid currentColor;white-space:nowrap}
 .b-allow{color:var(--allow)}.b-log{color:var(--log)}.b-deny{color:var(--deny)}.b-would_deny{color:var(--would)}
-.b-error{color:var(--err)}
+.b-error{color:var(--err)}.b-challenge{color:var(--mute)}
 .muted{color:var(--mute)}
 form.filters{display:flex;gap:8px;flex-wrap:wrap;align-items:end;margin-bottom:10px}
 form.filters label{display:flex;flex-direction:column;gap:2px;font-size:11px;color:var(--mute)}
@@ -191,7 +191,7 @@ function ago(ts) {
   if (s < 86400) return Math.round(s / 3600) + "h ago";
   return Math.round(s / 86400) + "d ago";
 }
-const LABEL = { allow: "allow", log: "log", deny: "deny", would_deny: "would deny", error: "error" };
+const LABEL = { allow: "allow", log: "log", deny: "deny", would_deny: "would deny", error: "error", challenge: "407 challenge" };
 const badge = (d) => el("span", { class: "badge b-" + d, text: LABEL[d] || d });
 const hostPort = (r) => (r.host.includes(":") ? "[" + r.host + "]" : r.host) +
   ((r.scheme === "http" && r.port === 80) || (r.scheme === "https" && r.port === 443 && r.path !== null) ? "" : ":" + r.port);
@@ -658,6 +658,7 @@ export function renderPage(p: PageInput): string {
       <option value="">any</option><option value="allow">allow</option><option value="log">log</option>
       <option value="deny">deny</option><option value="would_deny">would deny</option>
       <option value="deny,would_deny">deny + would deny</option><option value="error">error</option>
+      <option value="challenge">407 challenge</option>
     </select></label>
     <label>Session<input name="session"></label>
     <label>Rule<input name="rule"></label>

@@ -216,6 +216,41 @@ function step(
   return { next: "verdict", verdict: verdictOf(config, info, d, body) };
 }
 
+/** Reason for a WebSocket upgrade under a `dlp` policy. */
+export const UPGRADE_UNSCANNED = "WebSocket frames cannot be scanned by a dlp policy: refused";
+
+/**
+ * Apply the WebSocket rule to a decided upgrade (it has no body). After the
+ * 101 its frames flow both ways unread, so a rule whose `dlp` policy must see
+ * the traffic cannot let one through: such an upgrade is denied (the head's
+ * findings are still recorded) rather than relayed unscanned. The upgrade's
+ * head goes through {@link decideHead} (and {@link decideDest}) like any
+ * request first; this turns the verdict it reached.
+ *
+ * @example
+ * const v = upgradeVerdict(config, step.verdict);
+ * if (v.decision.verdict === "deny") refuse(v.decision);
+ */
+export function upgradeVerdict(config: PipelineConfig, v: RequestVerdict): RequestVerdict {
+  const d = v.decision;
+  if (d.verdict === "deny" || d.verdict === "would_deny" || d.dlp === undefined) return v;
+  // Like a body that cannot be redacted (verdictOf), refused after the rule
+  // matched: its limits were counted as for a forwarded request.
+  const audit = config.policy.mode === "audit";
+  return {
+    ...v,
+    decision: {
+      ...d,
+      verdict: audit ? "would_deny" : "deny",
+      status: 403,
+      policy: "dlp",
+      reason: `${UPGRADE_UNSCANNED} (rule "${d.rule}")`,
+      dlp: undefined,
+    },
+    responseScan: null,
+  };
+}
+
 /**
  * Decide a request once its body was read (whole, or up to the cap of
  * {@link decideHead}): `info.body` and `info.bodyText` are filled from it,

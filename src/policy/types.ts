@@ -20,7 +20,10 @@ export interface RequestInfo {
   client: string;
   /** Upper-case method; `CONNECT` for a tunnel that is not intercepted. */
   method: string;
-  /** `http` for plain requests, `https` for tunnels and intercepted requests. */
+  /**
+   * `http` for plain requests (also inside a CONNECT that carried plain
+   * HTTP, and that tunnel's own row), `https` for tunnels and intercepted requests.
+   */
   scheme: "http" | "https";
   /** Normalized host: lower-case, no trailing dot, IPv6 without brackets. */
   host: string;

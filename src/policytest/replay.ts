@@ -86,6 +86,8 @@ export function recordedDecision(row: AuditRowWithHeaders): ReplayDecision | { s
   switch (row.decision) {
     case "allow":
     case "log":
+      // A CONNECT that carried plain HTTP: its requests have rows of their own.
+      if (row.path === null && row.scheme === "http") return { skip: "plain-HTTP tunnel" };
       return { ...base, verdict: row.decision, outcome: "allowed" };
     case "deny":
     case "would_deny":
@@ -93,6 +95,8 @@ export function recordedDecision(row: AuditRowWithHeaders): ReplayDecision | { s
       if (row.rule === null && row.status === 407) return { skip: "proxy authentication" };
       if (row.rule === null && row.status === 421) return { skip: "misdirected request" };
       return { ...base, verdict: row.decision, outcome: "denied" };
+    case "challenge":
+      return { skip: "proxy authentication" };
     case "error":
       // Forwarded under the policy, then the upstream failed: the policy allowed it.
       if (row.error?.startsWith("upstream ")) {

@@ -33,6 +33,26 @@ export interface TunnelCtx {
   ex: Exchange;
   host: string;
   port: number;
+  /** Requests inside: `https` (TLS terminated), or `http` (plain HTTP inside the CONNECT). */
+  scheme?: "http" | "https";
+  /**
+   * A denied tunnel to an intercepted host: the handshake completes so that
+   * the first request inside gets this answer (clients show its reason).
+   */
+  denial?: Answer;
+  /**
+   * How the client's side of the TLS went, to tell a client that rejected
+   * the agentgate CA (it says nothing: Node closes without an alert) from
+   * one that simply had nothing to ask.
+   */
+  handshake?: {
+    /** Bytes the client sent after the CONNECT was answered (a ClientHello, …). */
+    clientBytes(): number;
+    /** `performance.now()` when the handshake completed, or null. */
+    secureAt: number | null;
+    /** The client sent something inside the TLS (a request). */
+    spoke: boolean;
+  };
 }
 
 /** The running proxy, as its handlers see it. */
@@ -93,7 +113,10 @@ export function clientAddress(socket: { remoteAddress?: string }): string {
 /**
  * A request, tunnel or upgrade arrives: admit it (the addons' admission),
  * then begin its exchange. A refused one is answered with `refuse` and
- * recorded as denied by proxy authentication; null is returned for it.
+ * recorded by proxy authentication — as a `challenge` when it carried no
+ * credentials (git/libcurl, .NET and Java send theirs only after a 407, so
+ * this is the first half of a normal exchange, not a denial), as `deny` when
+ * its credentials authenticated nothing. Null is returned for it.
  */
 export function arrive(
   core: ProxyCore,
@@ -101,17 +124,31 @@ export function arrive(
   info: RequestInfo,
   refuse: (answer: Answer) => void,
 ): Exchange | null {
+  return admitted(core, headers, info, refuse) ? core.begin(info) : null;
+}
+
+/**
+ * The admission step of {@link arrive} alone, for a request that is not
+ * forwarded and so has no row when it is admitted (the proxy's own routes
+ * reached through it): false when it was refused, answered and recorded.
+ */
+export function admitted(
+  core: ProxyCore,
+  headers: IncomingHttpHeaders,
+  info: RequestInfo,
+  refuse: (answer: Answer) => void,
+): boolean {
   const refused = core.admit(headers, info);
+  if (refused === null) return true;
   const ex = core.begin(info);
-  if (refused === null) return ex;
   refuse(refused);
   ex.finish({
     status: refused.status,
-    decision: "deny",
+    decision: headers["proxy-authorization"] === undefined ? "challenge" : "deny",
     policy: "proxy_auth",
     reason: refused.reason,
   });
-  return null;
+  return false;
 }
 
 /**

@@ -370,8 +370,9 @@ export function forwardHttp(
 
 /**
  * Pass a WebSocket upgrade through: send the request upstream on a raw
- * connection, then relay bytes both ways. The upstream's 101 (or refusal)
- * reaches the client unchanged.
+ * connection (TLS when `opts.endpoint` is one: an upgrade inside an
+ * intercepted tunnel), then relay bytes both ways. The upstream's 101 (or
+ * refusal) reaches the client unchanged.
  */
 export function forwardUpgrade(
   req: { method?: string; rawHeaders: string[] },
@@ -379,7 +380,7 @@ export function forwardUpgrade(
   head: Uint8Array,
   target: ForwardTarget,
   ex: Exchange,
-  opts: UpstreamOptions,
+  opts: UpstreamOptions & { endpoint?: Endpoint },
 ): void {
   const headers = endToEnd(req.rawHeaders, { skip: ["host", "via"], keepUpgrade: true });
   let text = `${req.method} ${target.rawPath} HTTP/1.1\r\nHost: ${target.authority}\r\n`;
@@ -388,11 +389,25 @@ export function forwardUpgrade(
   }
   text += `Via: ${opts.via}\r\nConnection: Upgrade\r\n\r\n`;
   const [tgt, tgtName] = targetLabel(target);
-  const up = net.connect({ host: target.connectHost, port: target.port });
+  const up = opts.endpoint?.connect() ??
+    net.connect({ host: target.connectHost, port: target.port });
   let status: number | null = null;
   let established = false;
-  guardConnect(up, opts.connectTimeoutMs, (e) => up.destroy(e));
-  up.on("connect", () => {
+  if (opts.endpoint?.tls) {
+    // A TLS socket over its own TCP socket emits no "connect": time the handshake.
+    const t = setTimeout(
+      () =>
+        up.destroy(
+          Object.assign(new Error(`connect timeout after ${opts.connectTimeoutMs} ms`), {
+            code: "UPSTREAM_TIMEOUT",
+          }),
+        ),
+      opts.connectTimeoutMs,
+    );
+    up.once("secureConnect", () => clearTimeout(t));
+    up.once("close", () => clearTimeout(t));
+  } else guardConnect(up, opts.connectTimeoutMs, (e) => up.destroy(e));
+  up.on(opts.endpoint?.tls ? "secureConnect" : "connect", () => {
     established = true;
     up.write(text);
     if (head.length) up.write(head);

@@ -40,14 +40,21 @@ export class Interceptor<C> {
   constructor(private readonly leaves: LeafStore, private readonly on: InterceptHandlers<C>) {}
 
   /**
-   * Issue (or reuse) the target's leaf, answer 200 to the CONNECT, and start
-   * the TLS handshake on the socket. Rejects when no leaf can be issued (the
-   * caller answers the CONNECT with an error instead).
+   * Issue (or reuse) the target's leaf, answer 200 to the CONNECT (unless
+   * `answered`: agentgate already did, to read the client's first bytes),
+   * and start the TLS handshake on the socket. Rejects when no leaf can be
+   * issued (the caller answers the CONNECT with an error instead).
    */
-  async accept(client: net.Socket, head: Uint8Array, host: string, ctx: C): Promise<void> {
+  async accept(
+    client: net.Socket,
+    head: Uint8Array,
+    host: string,
+    ctx: C,
+    answered = false,
+  ): Promise<void> {
     const server = await this.#serverFor(host);
     this.#ctx.set(client, ctx);
-    client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+    if (!answered) client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
     if (head.length) client.unshift(head);
     server.emit("connection", client);
   }
@@ -88,15 +95,52 @@ export class Interceptor<C> {
   }
 }
 
-/** The reason recorded when a client aborts the handshake with our leaf. */
-export function handshakeReason(err: Error & { code?: string }): string {
+/** The reason recorded for a client that does not trust the agentgate CA. */
+export const CA_REJECTED = "client rejected the agentgate CA";
+
+/**
+ * Within this long after the handshake, a client that closes without having
+ * sent a byte inside the TLS is taken to have rejected our certificate: Node
+ * (npm, undici, the OpenAI SDK) verifies only after the handshake and then
+ * closes without an alert, within milliseconds. A client that opened a
+ * connection it then did not use (a pool, a cancelled call) keeps it open
+ * far longer than this before closing it.
+ */
+export const SILENT_REJECT_MS = 1000;
+
+/**
+ * The reason recorded when a client's handshake with our leaf fails.
+ *
+ * - A TLS alert about the certificate (`unknown_ca`, `bad_certificate`,
+ *   `certificate_unknown`: OpenSSL, Python, Go, rustls, Java): the client
+ *   rejected the agentgate CA.
+ * - The connection closed mid-handshake without an alert after the client
+ *   had sent its ClientHello (`clientSpoke`): Node over TLS 1.3 closes like
+ *   this once it has seen our certificate, so it is recorded as a rejection
+ *   too. (A client killed in those milliseconds would be counted the same.)
+ * - Closed before the client sent anything: it never saw our certificate.
+ *
+ * @example
+ * handshakeReason(Object.assign(new Error("received fatal alert: UnknownCA"), { code: "ERR_SSL_TLSV1_ALERT_UNKNOWN_CA" }), true)
+ * // "client rejected the agentgate CA"
+ */
+export function handshakeReason(err: Error & { code?: string }, clientSpoke = true): string {
   const text = `${err.code ?? ""} ${err.message}`;
   if (
     /unknown[_ ]?ca|bad[_ ]?certificate|certificate[_ ]?unknown|UnknownCA|BadCertificate/i.test(
       text,
     )
   ) {
-    return "client rejected the agentgate CA";
+    return CA_REJECTED;
+  }
+  if (closedWithoutAlert(err)) {
+    return clientSpoke ? CA_REJECTED : "client closed the tunnel before the TLS handshake began";
   }
   return `TLS handshake with the client failed: ${err.message}`;
+}
+
+/** Whether a handshake error is the peer going away (EOF, reset) rather than an alert or bad bytes. */
+export function closedWithoutAlert(err: Error & { code?: string }): boolean {
+  return err.code === "ECONNRESET" || err.code === "EPIPE" ||
+    /socket hang up|unexpected eof|peer closed|connection reset/i.test(err.message);
 }

@@ -34,6 +34,7 @@ import { bufferBody, replay } from "./body.ts";
 import type { H1Request, H1Response } from "./h1server.ts";
 import { type Answer, denyAnswer, errorAnswer, upstreamAnswer } from "./reject.ts";
 import {
+  admitted,
   arrive,
   clientAddress,
   destinationFailure,
@@ -85,7 +86,27 @@ export function plainRequests(core: ProxyCore): (req: H1Request, res: H1Response
         { connection: "close" },
       );
     }
-    if (core.isSelf(target.host, target.port)) return core.internal(req, res);
+    if (core.isSelf(target.host, target.port)) {
+      // The proxy's own routes need no proxy credentials, but credentials that
+      // come along are checked like any: wrong ones are a 407 and a row
+      // (`agentgate env --proxy` asks /_/health this way whether its token works).
+      if (req.headers["proxy-authorization"] !== undefined) {
+        const info = requestInfo({
+          id: newDecisionId(),
+          method: (req.method ?? "GET").toUpperCase(),
+          scheme: target.scheme,
+          host: target.host,
+          port: target.port,
+          rawPath: target.rawPath,
+          headers: req.headers,
+          client: clientAddress(req.socket),
+        });
+        if (!admitted(core, req.headers, info, (a) => send(res, a, { connection: "close" }))) {
+          return;
+        }
+      }
+      return core.internal(req, res);
+    }
     const info = requestInfo({
       id: newDecisionId(),
       method: (req.method ?? "GET").toUpperCase(),
@@ -110,7 +131,11 @@ export function plainRequests(core: ProxyCore): (req: H1Request, res: H1Response
   };
 }
 
-/** Requests inside an intercepted tunnel: they inherit its client and session. */
+/**
+ * Requests inside a tunnel whose bytes agentgate reads: an intercepted one
+ * (TLS terminated, `https`) or a CONNECT that carries plain HTTP (`http`, as
+ * undici sends `http://` URLs). They inherit its client and session.
+ */
 export function interceptedRequest(
   core: ProxyCore,
   req: H1Request,
@@ -118,17 +143,18 @@ export function interceptedRequest(
   ctx: TunnelCtx,
 ): void {
   const tunnel = ctx.ex.info;
+  const scheme = ctx.scheme ?? "https";
   let rawPath = req.url;
   if (!rawPath.startsWith("/")) {
     const abs = parseAbsolute(rawPath);
     rawPath = abs?.rawPath ?? "";
   }
   const hostHeader = typeof req.headers.host === "string" ? req.headers.host : "";
-  const hp = parseAuthority(hostHeader, 443);
+  const hp = parseAuthority(hostHeader, scheme === "https" ? 443 : 80);
   const info = requestInfo({
     id: newDecisionId(),
     method: (req.method ?? "GET").toUpperCase(),
-    scheme: "https",
+    scheme,
     host: ctx.host,
     port: ctx.port,
     rawPath: rawPath || "/",

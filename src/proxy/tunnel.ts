@@ -13,7 +13,9 @@ import { type ForwardTarget, targetLabel } from "./forward.ts";
 
 /**
  * Open a tunnel to the checked address of a client socket that sent CONNECT.
- * The audit row is written when the tunnel closes (with its byte counts).
+ * The audit row is written when the tunnel closes (with its byte counts). With
+ * `answered`, the client already has its `200` (agentgate read its first
+ * bytes before choosing a tunnel): a failed connect then closes the client.
  */
 export function openTunnel(
   client: Duplex,
@@ -21,6 +23,7 @@ export function openTunnel(
   to: Pick<ForwardTarget, "connectHost" | "port" | "name" | "namePort">,
   ex: Exchange,
   connectTimeoutMs: number,
+  answered = false,
 ): void {
   const [target, name] = targetLabel(to);
   const up = net.connect({ host: to.connectHost, port: to.port });
@@ -45,7 +48,7 @@ export function openTunnel(
     clearTimeout(timer);
     established = true;
     up.setNoDelay(true);
-    client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+    if (!answered) client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
     if (head.length) up.write(head);
     client.pipe(up);
     up.pipe(client);
@@ -58,7 +61,8 @@ export function openTunnel(
       const kind = classifyUpstreamError(e);
       const reason = upstreamReason(kind, target, e, name);
       const a = upstreamAnswer(ex.info.id, kind, reason);
-      client.end(rawAnswer(a));
+      if (answered) client.destroy();
+      else client.end(rawAnswer(a));
       ex.finish({ status: a.status, decision: "error", reason, error: `upstream ${kind}` });
       return;
     }

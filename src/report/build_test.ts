@@ -23,6 +23,7 @@ Deno.test("report: one session's hosts, denials, errors, rules and models", asyn
       deny: 2,
       would_deny: 1,
       error: 1,
+      challenge: 0,
       hosts: 4,
       llm_requests: 2,
       input_tokens: 1500,
@@ -31,10 +32,46 @@ Deno.test("report: one session's hosts, denials, errors, rules and models", asyn
       cost_unknown: 0,
     });
     assert.deepEqual(r.hosts, [
-      { host: "api.example.test", requests: 3, allow: 0, log: 0, deny: 2, would_deny: 1, error: 0 },
-      { host: "api.openai.com", requests: 2, allow: 2, log: 0, deny: 0, would_deny: 0, error: 0 },
-      { host: "down.test", requests: 1, allow: 0, log: 0, deny: 0, would_deny: 0, error: 1 },
-      { host: "old.example", requests: 1, allow: 0, log: 1, deny: 0, would_deny: 0, error: 0 },
+      {
+        host: "api.example.test",
+        requests: 3,
+        allow: 0,
+        log: 0,
+        deny: 2,
+        would_deny: 1,
+        error: 0,
+        challenge: 0,
+      },
+      {
+        host: "api.openai.com",
+        requests: 2,
+        allow: 2,
+        log: 0,
+        deny: 0,
+        would_deny: 0,
+        error: 0,
+        challenge: 0,
+      },
+      {
+        host: "down.test",
+        requests: 1,
+        allow: 0,
+        log: 0,
+        deny: 0,
+        would_deny: 0,
+        error: 1,
+        challenge: 0,
+      },
+      {
+        host: "old.example",
+        requests: 1,
+        allow: 0,
+        log: 1,
+        deny: 0,
+        would_deny: 0,
+        error: 0,
+        challenge: 0,
+      },
     ]);
     // Equal denials are one line with a count; oldest first.
     assert.deepEqual(r.denials, [

@@ -112,7 +112,13 @@ function summaryLine(r: Report): string {
     t.hosts === 1 ? "" : "s"
   }: ${num(t.allow)} allowed, ${num(t.log)} logged, ${num(t.deny)} denied, ${
     num(t.would_deny)
-  } would be denied, ${num(t.error)} error${t.error === 1 ? "" : "s"}`;
+  } would be denied, ${num(t.error)} error${t.error === 1 ? "" : "s"}${
+    t.challenge > 0
+      ? `, ${num(t.challenge)} proxy-auth challenge${
+        t.challenge === 1 ? "" : "s"
+      } (407 before credentials)`
+      : ""
+  }`;
 }
 
 function spendText(cost: number, unknown: number): string {

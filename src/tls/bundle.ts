@@ -61,6 +61,11 @@ export interface TrustBundle {
 export interface BundleOptions {
   /** Files tried in order for the system roots; default {@link SYSTEM_ROOT_FILES}. */
   systemFiles?: readonly string[];
+  /**
+   * The roots to use instead of reading any file (npm's inline `ca`): PEM
+   * blocks and a description of where they came from.
+   */
+  roots?: SystemRoots;
 }
 
 const PEM_CERT = /-----BEGIN CERTIFICATE-----\r?\n[\s\S]*?-----END CERTIFICATE-----/g;
@@ -109,7 +114,7 @@ export async function writeTrustBundle(
   const path = resolve(file);
   const caPems = extractCertificates(ca.certPem);
   if (caPems.length === 0) throw new Error(`CA certificate is not a PEM "CERTIFICATE" block`);
-  const system = await readSystemRoots(options);
+  const system = options.roots ?? await readSystemRoots(options);
   const seen = new Set(caPems.map(pemKey));
   const roots: string[] = [];
   for (const pem of system.pems) {
