@@ -7,6 +7,7 @@
  */
 import type { Action, Decision, DlpPlan, RequestInfo } from "./types.ts";
 import { type Matcher, matchHost } from "./match.ts";
+import { HostGlobIndex } from "./hostindex.ts";
 import { CelEvalError, type CelRead, type CompiledCondition } from "./cel/mod.ts";
 import type { Checker, PolicyResult } from "./limits/types.ts";
 import type { PolicyState } from "../state/mod.ts";
@@ -78,13 +79,14 @@ export interface CompiledPolicy {
 
 /**
  * Rules indexed by host: a request only walks the rules whose patterns can
- * match its host — those naming it exactly, those whose `*.suffix` glob ends
- * it, and the few other globs and catch-alls — in the policy's order. The
- * cost of a decision grows with the rules that share the request's host, not
- * with the size of the policy. Candidate lists are cached per host.
+ * match its host — those naming it exactly, those with a host glob that
+ * matches it (found through {@link HostGlobIndex}, not by testing every
+ * glob), and the catch-alls — in the policy's order. The cost of a decision
+ * grows with the rules that match the request's host, not with the size of
+ * the policy. Candidate lists are cached per host.
  */
 export interface RuleIndex {
-  /** The candidate rules for a host, in policy order. */
+  /** The rules with a pattern whose host part matches `host`, in policy order. */
   candidates(host: string): CompiledRule[];
 }
 
@@ -99,25 +101,17 @@ const MAX_CACHED_HOSTS = 10_000;
  */
 export function indexRules(rules: CompiledRule[]): RuleIndex {
   const exact = new Map<string, CompiledRule[]>();
-  const suffix = new Map<string, CompiledRule[]>();
-  const other: CompiledRule[] = [];
-  const add = (map: Map<string, CompiledRule[]>, key: string, r: CompiledRule) => {
-    const list = map.get(key);
-    if (!list) map.set(key, [r]);
-    else if (list[list.length - 1] !== r) list.push(r);
-  };
+  const globs = new HostGlobIndex<CompiledRule>();
+  const anyHost: CompiledRule[] = [];
   for (const r of rules) {
-    let inOther = false;
     for (const m of r.match) {
-      if (typeof m.host === "string") add(exact, m.host, r);
-      else {
-        const sfx = m.hostGlob === null ? null : /^\*+(\.[^*?]+)$/.exec(m.hostGlob)?.[1];
-        if (sfx) add(suffix, sfx, r);
-        else if (!inOther) {
-          other.push(r);
-          inOther = true;
-        }
-      }
+      if (m.host === null) {
+        if (anyHost[anyHost.length - 1] !== r) anyHost.push(r);
+      } else if (typeof m.host === "string") {
+        const list = exact.get(m.host);
+        if (!list) exact.set(m.host, [r]);
+        else if (list[list.length - 1] !== r) list.push(r);
+      } else globs.add(m.hostGlob!, m.host, r);
     }
   }
   const cache = new Map<string, CompiledRule[]>();
@@ -125,12 +119,11 @@ export function indexRules(rules: CompiledRule[]): RuleIndex {
     candidates(host: string): CompiledRule[] {
       let list = cache.get(host);
       if (list) return list;
-      const set = new Set<CompiledRule>(other);
+      const set = new Set<CompiledRule>(anyHost);
       for (const r of exact.get(host) ?? []) set.add(r);
-      for (let i = host.indexOf("."); i !== -1; i = host.indexOf(".", i + 1)) {
-        for (const r of suffix.get(host.slice(i)) ?? []) set.add(r);
-      }
-      list = [...set].sort((a, b) => a.index - b.index);
+      globs.lookup(host, (r) => set.add(r));
+      list = [...set];
+      if (list.length > 1) list.sort((a, b) => a.index - b.index);
       if (cache.size >= MAX_CACHED_HOSTS) cache.clear();
       cache.set(host, list);
       return list;
