@@ -15,7 +15,7 @@ import { ConfigError, type Problem } from "./errors.ts";
 import { type SchemaIssue, validate } from "./schema.ts";
 import { configSchema, includeSchema, legacySchema, V1_ONLY_KEYS } from "./spec.ts";
 import { type Part, SourceFile } from "./source.ts";
-import { compileRules, lintPolicy } from "./rules.ts";
+import { compileRuleSteps, lintPolicy } from "./rules.ts";
 import {
   auditSection,
   compileIntercept,
@@ -52,6 +52,115 @@ export interface Loaded {
    * always loads.
    */
   problems: (Problem & { lint?: boolean })[];
+}
+
+/**
+ * What a policy may weigh. A policy is parsed whole in memory (YAML with
+ * positions costs about 35 times the file's size), so a file is refused
+ * before it is read past these: a 100 MB file with three rules once took
+ * 3.5 GB to load.
+ */
+export const POLICY_LIMITS: PolicyLimits = {
+  /** Bytes of one policy file (the main one or an include). */
+  fileBytes: 8 * 1024 * 1024,
+  /** Bytes of all files of a policy together. */
+  totalBytes: 32 * 1024 * 1024,
+  /** Files of a policy: the main one plus its includes. */
+  files: 256,
+  /** Rules of a policy, across its files. */
+  rules: 100_000,
+};
+
+/** See {@link POLICY_LIMITS}. */
+export interface PolicyLimits {
+  fileBytes: number;
+  totalBytes: number;
+  files: number;
+  rules: number;
+}
+
+/** What one load has read so far, against {@link POLICY_LIMITS}. */
+export interface ReadBudget {
+  bytes: number;
+  files: number;
+  /** Default {@link POLICY_LIMITS} (tests use small ones). */
+  limits?: PolicyLimits;
+}
+
+/** A policy file that cannot be read, or is over {@link POLICY_LIMITS}. */
+export class PolicyReadError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "PolicyReadError";
+  }
+}
+
+const MiB = 1024 * 1024;
+
+/**
+ * Read a policy file, refusing one over {@link POLICY_LIMITS}: its size is
+ * checked before reading, and reading stops past the limit (a file that grows,
+ * a FIFO, a device). Throws {@link PolicyReadError}.
+ *
+ * @example
+ * const text = readPolicyFileSync("/etc/agentgate.yaml", { bytes: 0, files: 0 });
+ */
+export function readPolicyFileSync(abs: string, budget: ReadBudget): string {
+  const fail = (message: string): never => {
+    throw new PolicyReadError(message);
+  };
+  const limits = budget.limits ?? POLICY_LIMITS;
+  if (++budget.files > limits.files) {
+    fail(`too many policy files: at most ${limits.files} (the main file and its includes)`);
+  }
+  // Over the per-file limit, or over what the files read before it left.
+  const mib = (n: number) => `${Math.round((n / MiB) * 10) / 10} MiB`;
+  const tooBig = (size: number): never =>
+    size > limits.fileBytes
+      ? fail(
+        `the policy file is too large: ${size} bytes, over the limit of ${limits.fileBytes} ` +
+          `(${mib(limits.fileBytes)}); split its rules across files with include:`,
+      )
+      : fail(
+        `the policy is too large: its files pass ${limits.totalBytes} bytes ` +
+          `(${mib(limits.totalBytes)}) together`,
+      );
+  const cap = Math.min(limits.fileBytes, limits.totalBytes - budget.bytes);
+  let f: Deno.FsFile;
+  try {
+    // A FIFO would block the open until someone writes to it: regular files only.
+    if (!Deno.statSync(abs).isFile) return fail("not a regular file");
+    f = Deno.openSync(abs, { read: true });
+  } catch (e) {
+    return fail(e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message);
+  }
+  try {
+    const size = f.statSync().size;
+    if (size > cap) tooBig(size);
+    const chunks: Uint8Array[] = [];
+    const buf = new Uint8Array(64 * 1024);
+    let n = 0;
+    for (let got; (got = f.readSync(buf)) !== null;) {
+      n += got;
+      if (n > cap) tooBig(n); // it grew, or it is a FIFO or a device
+      chunks.push(buf.slice(0, got));
+    }
+    budget.bytes += n;
+    return new TextDecoder().decode(concat(chunks, n));
+  } finally {
+    f.close();
+  }
+}
+
+function concat(chunks: Uint8Array[], n: number): Uint8Array {
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(n);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
 }
 
 /** Parse and validate one file; throws ConfigError. */
@@ -164,7 +273,12 @@ function expandInclude(pattern: string, baseDir: string): string[] {
  * The included files of a part, depth first, each once; a cycle or a missing
  * file is an error at the including file's line.
  */
-function collectIncludes(part: Part, cwd: string, stack: string[]): Part[] {
+function collectIncludes(
+  part: Part,
+  cwd: string,
+  stack: string[],
+  budget: ReadBudget,
+): Part[] {
   const list = (part.raw.include ?? []) as string[];
   if (list.length === 0) return [];
   const errors: Problem[] = [];
@@ -192,14 +306,14 @@ function collectIncludes(part: Part, cwd: string, stack: string[]): Part[] {
       }
       let text: string;
       try {
-        text = Deno.readTextFileSync(abs);
+        text = readPolicyFileSync(abs, budget);
       } catch (e) {
-        const why = e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message;
-        errors.push(part.src.problem("error", node, `cannot include "${pattern}": ${why}`));
+        if (!(e instanceof PolicyReadError)) throw e;
+        errors.push(part.src.problem("error", node, `cannot include "${pattern}": ${e.message}`));
         continue;
       }
       const child = parsePart(text, relative(cwd, abs) || abs, "include", [], abs);
-      out.push(child, ...collectIncludes(child, cwd, [...stack, abs]));
+      out.push(child, ...collectIncludes(child, cwd, [...stack, abs], budget));
     }
   });
   if (errors.length) throw new ConfigError(errors);
@@ -213,19 +327,85 @@ function collectIncludes(part: Part, cwd: string, stack: string[]): Part[] {
  * const { config } = parseConfig("version: 1\nrules: []\n", "inline.yaml", Deno.cwd());
  */
 export function parseConfig(text: string, file: string, cwd: string): Loaded {
-  const errors: Problem[] = [];
   const problems: Loaded["problems"] = [];
+  const parts = parseParts(text, file, cwd, problems, { bytes: text.length, files: 1 });
+  return drain(compileSteps(parts, file, cwd, problems));
+}
+
+/**
+ * Parse and validate a policy text and its includes (read within `budget`),
+ * without compiling: the files in load order. Throws ConfigError.
+ *
+ * @example
+ * const parts = parseParts(text, "agentgate.yaml", cwd, [], { bytes: text.length, files: 1 });
+ */
+export function parseParts(
+  text: string,
+  file: string,
+  cwd: string,
+  problems: Loaded["problems"],
+  budget: ReadBudget,
+): Part[] {
   const mainAbs = file.startsWith("<") ? "" : resolve(cwd, file);
   const main = parsePart(text, file, "main", problems, mainAbs);
-  const parts = [main, ...collectIncludes(main, cwd, mainAbs ? [mainAbs] : [])];
+  const parts = [main, ...collectIncludes(main, cwd, mainAbs ? [mainAbs] : [], budget)];
+  const max = (budget.limits ?? POLICY_LIMITS).rules;
+  let rules = 0;
+  for (const part of parts) {
+    rules += (part.raw.rules as unknown[] | undefined)?.length ?? 0;
+    if (rules > max) {
+      throw new ConfigError([
+        part.src.problem(
+          "error",
+          part.src.nodeAt(["rules"]),
+          `too many rules: a policy may have at most ${max} (this file brings the total to ${rules})`,
+        ),
+      ]);
+    }
+  }
+  return parts;
+}
+
+/** Run a generator of steps to its end. */
+export function drain<T>(steps: Generator<void, T, void>): T {
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+/**
+ * Compile parsed parts into a config, one rule per step (see
+ * `compileRuleSteps`); `lint: false` skips the lints that only report
+ * problems (for parts already checked, the reload worker's).
+ *
+ * @example
+ * const loaded = drain(compileSteps(parts, "agentgate.yaml", cwd, []));
+ */
+export function* compileSteps(
+  parts: Part[],
+  file: string,
+  cwd: string,
+  problems: Loaded["problems"],
+  opts: { lint?: boolean } = {},
+): Generator<void, Loaded, void> {
+  const errors: Problem[] = [];
+  const main = parts[0];
   const { raw, legacy } = main;
+  const lint = opts.lint ?? true;
   // Sections included files may add to (tls.intercept, llm) are merged in load order.
   const llmSections = parts.map((p) => p.raw.llm as RawLlm | undefined);
   const detectProvider = llmProviderDetector(llmSections);
   const intercept = compileIntercept(parts, errors);
-  const rules = compileRules(parts, { intercept, detectProvider, errors, problems });
+  const rules = yield* compileRuleSteps(parts, {
+    intercept,
+    detectProvider,
+    errors,
+    problems,
+    lint,
+  });
   if (errors.length) throw new ConfigError(errors);
-  lintPolicy(main, rules, detectProvider, problems);
+  if (lint) lintPolicy(main, rules, detectProvider, problems);
 
   const llm = llmSection(llmSections, raw.llm?.unknown_price, detectProvider);
   const proxy = proxySection(raw.proxy, legacy);
@@ -251,21 +431,48 @@ export function parseConfig(text: string, file: string, cwd: string): Loaded {
 }
 
 /**
+ * Read a policy's main file within {@link POLICY_LIMITS}: its text, and the
+ * budget left for its includes. I/O errors become config errors.
+ *
+ * @example
+ * const { text, budget } = readMainPolicy("agentgate.yaml", Deno.cwd());
+ */
+export function readMainPolicy(
+  path: string,
+  cwd: string,
+  limits: PolicyLimits = POLICY_LIMITS,
+): { text: string; budget: ReadBudget } {
+  const budget: ReadBudget = { bytes: 0, files: 0, limits };
+  try {
+    return {
+      text: readPolicyFileSync(isAbsolute(path) ? path : resolve(cwd, path), budget),
+      budget,
+    };
+  } catch (e) {
+    if (!(e instanceof PolicyReadError)) throw e;
+    throw new ConfigError([{ severity: "error", file: path, line: 0, col: 0, message: e.message }]);
+  }
+}
+
+/**
  * Read and parse a policy file; I/O errors become config errors too.
  *
  * @example
  * const { config, problems } = await loadConfig("agentgate.yaml", Deno.cwd());
  */
-export async function loadConfig(path: string, cwd: string): Promise<Loaded> {
-  const file = isAbsolute(path) ? path : resolve(cwd, path);
-  let text: string;
+export function loadConfig(
+  path: string,
+  cwd: string,
+  limits: PolicyLimits = POLICY_LIMITS,
+): Promise<Loaded> {
   try {
-    text = await Deno.readTextFile(file);
+    const { text, budget } = readMainPolicy(path, cwd, limits);
+    const problems: Loaded["problems"] = [];
+    const parts = parseParts(text, path, cwd, problems, budget);
+    return Promise.resolve(drain(compileSteps(parts, path, cwd, problems)));
   } catch (e) {
-    const why = e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message;
-    throw new ConfigError([{ severity: "error", file: path, line: 0, col: 0, message: why }]);
+    return Promise.reject(e);
   }
-  return parseConfig(text, path, cwd);
 }
 
 /** The embedded default policy (audit everything, deny metadata and link-local). */

@@ -17,13 +17,13 @@
  *
  * @module
  */
-import type { Node } from "yaml";
 import type { Problem } from "./errors.ts";
-import type { Part, SourceFile } from "./source.ts";
+import type { Part, SourceNode, SourceView } from "./source.ts";
 import { KNOWN_METHODS } from "./spec.ts";
 import { compilePolicy } from "./policies.ts";
 import { didYouMean } from "../util/suggest.ts";
 import { compileMatch, type Matcher, matchHost, PatternError } from "../policy/match.ts";
+import { ShadowIndex } from "./shadow.ts";
 import { type CompiledRule, REQUEST_LEVEL_READS } from "../policy/engine.ts";
 import {
   CelError,
@@ -46,6 +46,11 @@ export interface RulesContext {
   detectProvider: (host: string) => Provider | null;
   errors: Problem[];
   problems: LintProblem[];
+  /**
+   * Run the lints that only produce problems (shadowing, tunnels); default
+   * true. Off when the policy was already checked elsewhere (the reload worker).
+   */
+  lint?: boolean;
 }
 
 /** A `rules:` entry as the schema let it through. */
@@ -58,6 +63,8 @@ interface RulesState {
   names: Map<string, number>;
   /** The first rule that matches every request, if any: it shadows all later ones. */
   catchAll: CompiledRule | null;
+  /** Earlier rules without methods or condition, for the shadowing lint. */
+  shadow: ShadowIndex;
 }
 
 /**
@@ -71,14 +78,42 @@ interface RulesState {
  * ```
  */
 export function compileRules(parts: Part[], ctx: RulesContext): CompiledRule[] {
-  const state: RulesState = { rules: [], names: new Map(), catchAll: null };
+  const steps = compileRuleSteps(parts, ctx);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+/**
+ * {@link compileRules} one rule per step, for a caller that gives the event
+ * loop back between slices of steps (a reload while the proxy serves).
+ *
+ * @example
+ * ```ts
+ * const steps = compileRuleSteps(parts, ctx);
+ * let r = steps.next();
+ * while (!r.done) r = steps.next(); // r.value: the rules
+ * ```
+ */
+export function* compileRuleSteps(
+  parts: Part[],
+  ctx: RulesContext,
+): Generator<void, CompiledRule[], void> {
+  const state: RulesState = {
+    rules: [],
+    names: new Map(),
+    catchAll: null,
+    shadow: new ShadowIndex(),
+  };
   let ruleIndex = 0;
   for (const part of parts) {
     const rawRules: RawRule[] = part.raw.rules ?? [];
-    rawRules.forEach((r, fileIndex) => {
-      const rule = compileRule(part, r, fileIndex, ruleIndex++, state, ctx);
+    for (let fileIndex = 0; fileIndex < rawRules.length; fileIndex++) {
+      const rule = compileRule(part, rawRules[fileIndex], fileIndex, ruleIndex++, state, ctx);
       if (rule !== null) state.rules.push(rule);
-    });
+      yield;
+    }
   }
   return state.rules;
 }
@@ -145,19 +180,23 @@ function compileRule(
     needsBody: (when?.needsBody ?? false) || policyNeedsBody,
     needsWhat,
   };
-  lintShadowed(src, ruleNode, rule, state, problems);
+  const lint = ctx.lint ?? true;
+  if (lint) {
+    lintShadowed(src, ruleNode, rule, state, problems);
+    if (methods === null && when === null) state.shadow.add(rule);
+  }
   const isCatchAll = (m: Matcher) =>
     m.host === null && m.port === null && m.scheme === null && m.path === null;
   if (!state.catchAll && methods === null && when === null && matchers.some(isCatchAll)) {
     state.catchAll = rule;
   }
-  lintTunnel(src, r, path, patterns, rule, whenRequestReads.length > 0, ctx);
+  if (lint) lintTunnel(src, r, path, patterns, rule, whenRequestReads.length > 0, ctx);
   return rule;
 }
 
 /** `match:` (one pattern or a list); null when any pattern is invalid. */
 function compileMatchers(
-  src: SourceFile,
+  src: SourceView,
   r: RawRule,
   path: (string | number)[],
   patterns: string[],
@@ -189,7 +228,7 @@ function compileMatchers(
 
 /** `methods:` upper-cased, or null for all; an unknown method is a warning, not an error. */
 function compileMethods(
-  src: SourceFile,
+  src: SourceView,
   r: RawRule,
   path: (string | number)[],
   problems: LintProblem[],
@@ -216,7 +255,7 @@ function compileMethods(
 
 /** The rule's name (its patterns when unnamed), `#n` from the second use on. */
 function uniqueName(
-  src: SourceFile,
+  src: SourceView,
   r: RawRule,
   path: (string | number)[],
   patterns: string[],
@@ -243,7 +282,7 @@ function uniqueName(
 
 /** `when:` compiled, null when absent, undefined when it does not compile (error recorded). */
 function compileWhen(
-  src: SourceFile,
+  src: SourceView,
   r: RawRule,
   path: (string | number)[],
   ruleName: string,
@@ -268,7 +307,7 @@ function compileWhen(
 
 /** `policies:` compiled; what their keys read and whether any needs the body. */
 function compilePolicies(
-  src: SourceFile,
+  src: SourceView,
   r: RawRule,
   path: (string | number)[],
   ruleName: string,
@@ -297,17 +336,14 @@ function compilePolicies(
  * this one can match: that rule always decides first.
  */
 function lintShadowed(
-  src: SourceFile,
-  ruleNode: Node | null,
+  src: SourceView,
+  ruleNode: SourceNode,
   rule: CompiledRule,
   state: RulesState,
   problems: LintProblem[],
 ): void {
   const { catchAll } = state;
-  const shadow = catchAll ?? state.rules.find((e) =>
-    e.methods === null && e.when === null &&
-    rule.match.every((m) => e.match.some((em) => covers(em, m)))
-  );
+  const shadow = catchAll ?? state.shadow.find(rule);
   if (shadow) {
     problems.push({
       ...src.problem(
@@ -326,7 +362,7 @@ function lintShadowed(
  * that is not intercepted cannot decide its HTTPS requests. A lint error.
  */
 function lintTunnel(
-  src: SourceFile,
+  src: SourceView,
   r: RawRule,
   path: (string | number)[],
   patterns: string[],
@@ -334,7 +370,7 @@ function lintTunnel(
   whenReadsRequest: boolean,
   ctx: RulesContext,
 ): void {
-  const tunnelProblem = (node: Node | null, what: string, host: string) =>
+  const tunnelProblem = (node: SourceNode, what: string, host: string) =>
     ctx.problems.push({
       ...src.problem(
         "error",
@@ -377,32 +413,6 @@ function intercepted(intercept: Matcher[], m: Matcher, port: number | null): boo
   if (m.hostGlob === null) return intercept.some((i) => i.host === null);
   const sample = m.hostGlob.replace(/\*+/g, "x").replace(/\?/g, "x");
   return intercept.some((i) => matchHost(i, sample, port ?? m.port ?? 443));
-}
-
-/**
- * Whether pattern `a` matches every request pattern `b` can (identical, or
- * strictly broader: any host/port/scheme/path, a glob over an exact name, a
- * shorter `*.suffix`, a `/prefix/**` over a longer path glob).
- */
-function covers(a: Matcher, b: Matcher): boolean {
-  if (a.scheme !== null && a.scheme !== b.scheme) return false;
-  if (a.port !== null && a.port !== b.port) return false;
-  let host = a.host === null;
-  if (!host && b.hostGlob !== null) {
-    if (a.hostGlob === b.hostGlob) host = true;
-    else if (typeof b.host === "string") host = matchHost(a, b.host, b.port ?? a.port ?? 443);
-    else {
-      const sa = /^\*+(\.[^*?]+)$/.exec(a.hostGlob ?? "")?.[1];
-      const sb = /^\*+(\.[^*?]+)$/.exec(b.hostGlob)?.[1];
-      host = sa !== undefined && sb !== undefined && sb.endsWith(sa);
-    }
-  }
-  if (!host) return false;
-  if (a.path === null) return true;
-  if (b.pathGlob === null) return false;
-  if (a.pathGlob === b.pathGlob) return true;
-  const prefix = a.pathGlob!.endsWith("/**") ? a.pathGlob!.slice(0, -2) : null;
-  return prefix !== null && !/[*?[\]{}]/.test(prefix) && b.pathGlob.startsWith(prefix);
 }
 
 /**
