@@ -17,7 +17,8 @@ import { PolicyState } from "../state/mod.ts";
 import { openAuditReader } from "../audit/sqlite_read.ts";
 import type { AuditReadModel } from "../audit/read.ts";
 import { VERSION } from "../version.ts";
-import { type AgentgateConfig, loadConfig, loadDefaultConfig } from "../config/load.ts";
+import { type AgentgateConfig, loadDefaultConfig } from "../config/load.ts";
+import { loadConfigOffThread } from "../config/offthread.ts";
 import { ConfigError, formatProblem } from "../config/errors.ts";
 import { createInternalRoutes, type ReloadStatus } from "../dashboard/routes.ts";
 import { type FileWatch, watchFiles } from "../config/watch.ts";
@@ -165,9 +166,10 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     reloading ??= (async () => {
       const at = Date.now();
       try {
+        // Off the serving path: parsed and checked in a worker, compiled in slices.
         const next = configPath === null
           ? loadDefaultConfig(io.cwd)
-          : await loadConfig(configPath, io.cwd);
+          : await loadConfigOffThread(configPath, io.cwd);
         if (parsed.opts["no-dashboard"]) next.config.dashboard = false;
         const { warnings } = proxy.reload(next.config);
         const lint = next.problems.map(formatProblem);

@@ -31,6 +31,7 @@ import {
   upstreamSection,
 } from "./sections.ts";
 import { matchHost } from "../policy/match.ts";
+import { RuleIndexBuilder } from "../policy/engine.ts";
 import { DEFAULT_POLICY_NAME, DEFAULT_POLICY_YAML } from "./default.ts";
 import picomatch from "picomatch";
 import type { AgentgateConfig } from "./types.ts";
@@ -406,6 +407,11 @@ export function* compileSteps(
   });
   if (errors.length) throw new ConfigError(errors);
   if (lint) lintPolicy(main, rules, detectProvider, problems);
+  const index = new RuleIndexBuilder();
+  for (const r of rules) {
+    index.add(r);
+    yield;
+  }
 
   const llm = llmSection(llmSections, raw.llm?.unknown_price, detectProvider);
   const proxy = proxySection(raw.proxy, legacy);
@@ -418,7 +424,7 @@ export function* compileSteps(
     dashboard: proxy.dashboard,
     proxyAuth: proxy.auth,
     dashboardToken: dashboardSection(raw.dashboard).token,
-    policy: policySection(raw, legacy, rules, llm),
+    policy: policySection(raw, legacy, rules, llm, index.build()),
     audit: auditSection(raw.audit, legacy, file, cwd),
     limits: limitsSection(raw.limits),
     tls: tlsSection(raw.tls, intercept, file, cwd),

@@ -22,6 +22,7 @@ import {
   type CompiledRule,
   indexRules,
   type LlmSettings,
+  type RuleIndex,
 } from "../policy/engine.ts";
 import type { Action } from "../policy/types.ts";
 import { parseDuration } from "../util/duration.ts";
@@ -349,13 +350,14 @@ export function policySection(
   legacy: boolean,
   rules: CompiledRule[],
   llm: LlmSettings,
+  index: RuleIndex = indexRules(rules),
 ): CompiledPolicy {
   return {
     mode: raw.mode ?? "enforce",
     defaultAction: raw.default ?? (legacy ? "log" : "deny"),
     defaultSource: legacy ? "@agentreserve/proxy default" : "default",
     rules,
-    index: indexRules(rules),
+    index,
     llm,
   };
 }

@@ -100,35 +100,59 @@ const MAX_CACHED_HOSTS = 10_000;
  * policy.index.candidates("api.openai.com");
  */
 export function indexRules(rules: CompiledRule[]): RuleIndex {
-  const exact = new Map<string, CompiledRule[]>();
-  const globs = new HostGlobIndex<CompiledRule>();
-  const anyHost: CompiledRule[] = [];
-  for (const r of rules) {
+  const b = new RuleIndexBuilder();
+  for (const r of rules) b.add(r);
+  return b.build();
+}
+
+/**
+ * The host index built one rule at a time (a reload adds rules between
+ * slices of event-loop time, see `config/offthread.ts`).
+ *
+ * @example
+ * const b = new RuleIndexBuilder();
+ * for (const r of rules) b.add(r);
+ * policy.index = b.build();
+ */
+export class RuleIndexBuilder {
+  #exact = new Map<string, CompiledRule[]>();
+  #globs = new HostGlobIndex<CompiledRule>();
+  #anyHost: CompiledRule[] = [];
+
+  /** Add the next rule (rules are added in policy order). */
+  add(r: CompiledRule): void {
     for (const m of r.match) {
       if (m.host === null) {
-        if (anyHost[anyHost.length - 1] !== r) anyHost.push(r);
+        if (this.#anyHost[this.#anyHost.length - 1] !== r) this.#anyHost.push(r);
       } else if (typeof m.host === "string") {
-        const list = exact.get(m.host);
-        if (!list) exact.set(m.host, [r]);
+        const list = this.#exact.get(m.host);
+        if (!list) this.#exact.set(m.host, [r]);
         else if (list[list.length - 1] !== r) list.push(r);
-      } else globs.add(m.hostGlob!, m.host, r);
+      } else this.#globs.add(m.hostGlob!, m.host, r);
     }
   }
-  const cache = new Map<string, CompiledRule[]>();
-  return {
-    candidates(host: string): CompiledRule[] {
-      let list = cache.get(host);
-      if (list) return list;
-      const set = new Set<CompiledRule>(anyHost);
-      for (const r of exact.get(host) ?? []) set.add(r);
-      globs.lookup(host, (r) => set.add(r));
-      list = [...set];
-      if (list.length > 1) list.sort((a, b) => a.index - b.index);
-      if (cache.size >= MAX_CACHED_HOSTS) cache.clear();
-      cache.set(host, list);
-      return list;
-    },
-  };
+
+  /** The index of the rules added. */
+  build(): RuleIndex {
+    const exact = this.#exact;
+    const globs = this.#globs;
+    const anyHost = this.#anyHost;
+    const cache = new Map<string, CompiledRule[]>();
+    return {
+      candidates(host: string): CompiledRule[] {
+        let list = cache.get(host);
+        if (list) return list;
+        const set = new Set<CompiledRule>(anyHost);
+        for (const r of exact.get(host) ?? []) set.add(r);
+        globs.lookup(host, (r) => set.add(r));
+        list = [...set];
+        if (list.length > 1) list.sort((a, b) => a.index - b.index);
+        if (cache.size >= MAX_CACHED_HOSTS) cache.clear();
+        cache.set(host, list);
+        return list;
+      },
+    };
+  }
 }
 
 /** Input of {@link decide}. */
