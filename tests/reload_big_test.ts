@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import http from "node:http";
-import { startOrigin, startProxy, waitFor } from "./helpers.ts";
+import { startOrigin, startProxy } from "./helpers.ts";
 
 const HEAD = `version: 1
 default: deny
