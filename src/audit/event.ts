@@ -66,6 +66,13 @@ export interface AuditEventV1 {
    * Stored as a JSON array; read back when the ledger is rebuilt at start.
    */
   spend_keys?: string[] | null;
+  /**
+   * What agentgate did not inspect in full, or null: a body whose inflation
+   * stopped at a limit before usage or DLP read it all, a DLP scan cut by its
+   * time budget or size cap, a compressed response DLP could not read. The
+   * traffic itself was not changed by it. Notes are joined with "; ".
+   */
+  inspection?: string | null;
   /** DLP findings (masked samples only), stored in the `findings` table. */
   findings?: AuditFinding[];
 }
@@ -129,4 +136,5 @@ export const AUDIT_COLUMNS = [
   "usage_partial",
   "price_unknown",
   "spend_keys",
+  "inspection",
 ] as const satisfies readonly (keyof AuditEventV1)[];

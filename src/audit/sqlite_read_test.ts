@@ -382,6 +382,7 @@ Deno.test("audit listing: filters, order, pagination and totals match a naive fi
         "cost_usd",
         "usage_partial",
         "price_unknown",
+        "inspection",
         "findings_count",
       ]);
       const flagged = rows.find((r) => (r.findings?.length ?? 0) > 0)!;

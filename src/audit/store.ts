@@ -84,6 +84,8 @@ const MIGRATIONS: string[] = [
   // v5: the budgets a request's cost was charged to beyond the built-in keys
   // (CEL-keyed spending limits), so they too are rebuilt at start.
   `ALTER TABLE audit ADD COLUMN spend_keys TEXT;`,
+  // v6: what was not inspected in full (decompression limits, DLP scans cut short).
+  `ALTER TABLE audit ADD COLUMN inspection TEXT;`,
 ];
 
 /** Rows written per transaction slice (~2-4 ms of event-loop time). */
@@ -356,6 +358,7 @@ export class AuditStore {
       e.usage_partial === undefined || e.usage_partial === null ? null : Number(e.usage_partial),
       e.price_unknown === undefined || e.price_unknown === null ? null : Number(e.price_unknown),
       e.spend_keys?.length ? JSON.stringify(e.spend_keys) : null,
+      e.inspection ?? null,
     );
     for (const f of e.findings ?? []) {
       this.#insertFinding.run(

@@ -398,12 +398,14 @@ export function* compileSteps(
   const llmSections = parts.map((p) => p.raw.llm as RawLlm | undefined);
   const detectProvider = llmProviderDetector(llmSections);
   const intercept = compileIntercept(parts, errors);
+  const limits = limitsSection(raw.limits);
   const rules = yield* compileRuleSteps(parts, {
     intercept,
     detectProvider,
     errors,
     problems,
     lint,
+    regexBudgetMs: limits.maxRegexScanMs,
   });
   if (errors.length) throw new ConfigError(errors);
   if (lint) lintPolicy(main, rules, detectProvider, problems);
@@ -426,7 +428,7 @@ export function* compileSteps(
     dashboardToken: dashboardSection(raw.dashboard).token,
     policy: policySection(raw, legacy, rules, llm, index.build()),
     audit: auditSection(raw.audit, legacy, file, cwd),
-    limits: limitsSection(raw.limits),
+    limits,
     tls: tlsSection(raw.tls, intercept, file, cwd),
     llm,
     run: runSection(raw.run),

@@ -51,6 +51,8 @@ export interface RulesContext {
    * true. Off when the policy was already checked elsewhere (the reload worker).
    */
   lint?: boolean;
+  /** `limits.max_regex_scan_time`: the time custom DLP regexes may take per scan. */
+  regexBudgetMs?: number;
 }
 
 /** A `rules:` entry as the schema let it through. */
@@ -317,7 +319,9 @@ function compilePolicies(
   const reads = new Set<CelRead>();
   let needsBody = false;
   ((r.policies as unknown[] | undefined) ?? []).forEach((raw, i) => {
-    const compiled = compilePolicy(raw, ruleName, (h) => ctx.detectProvider(h) !== null);
+    const compiled = compilePolicy(raw, ruleName, (h) => ctx.detectProvider(h) !== null, {
+      regexBudgetMs: ctx.regexBudgetMs,
+    });
     if ("message" in compiled) {
       const at = [...path, "policies", i, ...compiled.path];
       const node = src.nodeAt(at, compiled.atKey) ?? src.nodeAt([...path, "policies", i]);

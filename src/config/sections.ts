@@ -58,6 +58,11 @@ export interface RawAudit {
 export interface RawLimits {
   max_body_bytes?: number;
   max_scan_bytes?: number;
+  max_decompressed_bytes?: number;
+  max_decompression_ratio?: number;
+  max_regex_scan_time?: string;
+  tunnel_idle?: string;
+  max_tunnels_per_client?: number;
 }
 
 /** `tls:` (`intercept` is compiled by {@link compileIntercept}, with positions). */
@@ -165,17 +170,26 @@ export function auditSection(
 }
 
 /**
- * `limits:`: body sizes buffered for conditions and scanned by DLP (1 MiB each by default).
+ * `limits:`: body sizes buffered for conditions and scanned by DLP (1 MiB
+ * each by default), how far compressed bodies are inflated for inspection
+ * (64 MiB, ratio 100), the time custom DLP regexes may take (50 ms), idle
+ * tunnels (closed after 10 min) and tunnels per client (256).
  *
  * @example
  * ```ts
- * limitsSection({ max_body_bytes: 4096 }); // { maxBodyBytes: 4096, maxScanBytes: 1048576 }
+ * limitsSection({ max_body_bytes: 4096 }).maxBodyBytes; // 4096
+ * limitsSection({ tunnel_idle: "30s" }).tunnelIdleMs; // 30000
  * ```
  */
 export function limitsSection(limits: RawLimits | undefined): AgentgateConfig["limits"] {
   return {
     maxBodyBytes: limits?.max_body_bytes ?? 1024 * 1024,
     maxScanBytes: limits?.max_scan_bytes ?? 1024 * 1024,
+    maxDecompressedBytes: limits?.max_decompressed_bytes ?? 64 * 1024 * 1024,
+    maxDecompressionRatio: limits?.max_decompression_ratio ?? 100,
+    maxRegexScanMs: parseDuration(limits?.max_regex_scan_time ?? "50ms"),
+    tunnelIdleMs: parseDuration(limits?.tunnel_idle ?? "10m"),
+    maxTunnelsPerClient: limits?.max_tunnels_per_client ?? 256,
   };
 }
 

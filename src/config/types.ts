@@ -24,7 +24,20 @@ export interface AgentgateConfig {
   policy: CompiledPolicy;
   audit: { path: string; retentionMs: number };
   upstream: { connectTimeoutMs: number; responseTimeoutMs: number };
-  limits: { maxBodyBytes: number; maxScanBytes: number };
+  limits: {
+    maxBodyBytes: number;
+    maxScanBytes: number;
+    /** Most bytes a compressed body is inflated to for usage parsing and DLP. */
+    maxDecompressedBytes: number;
+    /** Most decompressed bytes per compressed byte (past 1 MiB of output). */
+    maxDecompressionRatio: number;
+    /** Time custom DLP regexes may take per scan (a request body, a response chunk). */
+    maxRegexScanMs: number;
+    /** A CONNECT tunnel idle this long is closed. */
+    tunnelIdleMs: number;
+    /** Open CONNECT tunnels per client address. */
+    maxTunnelsPerClient: number;
+  };
   tls: {
     /** Compiled `tls.intercept` host globs (empty: nothing is intercepted). */
     intercept: Matcher[];

@@ -292,6 +292,7 @@ function mergeDlp(a: DlpPlan, b: DlpPlan): DlpPlan {
     redactHeaders: [...new Set([...a.redactHeaders, ...b.redactHeaders])],
     response: a.response ?? b.response,
     allowed: (d, w, h) => a.allowed(d, w, h) && b.allowed(d, w, h),
+    inspection: [...(a.inspection ?? []), ...(b.inspection ?? [])],
   };
 }
 
@@ -444,6 +445,7 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
           retryAfter: r.retryAfter,
           detail: r.detail,
           ...(r.findings ? { findings: r.findings } : {}),
+          ...(r.inspection?.length ? { inspection: r.inspection } : {}),
         };
       }
       passed.push(r);

@@ -58,6 +58,12 @@ export interface RequestVerdict {
   headerEdits?: Map<string, string | null>;
   /** The response must be scanned as it streams. */
   responseScan: ResponseScan | null;
+  /**
+   * What a `dlp` policy of the deciding rule could not inspect in full (a
+   * body past `limits.max_scan_bytes`, a decompression limit, custom
+   * regexes stopped by their time budget), for the row's `inspection`.
+   */
+  inspection?: string[];
 }
 
 /** The next step for a request head. */
@@ -152,7 +158,7 @@ export function decideBody(
   body: BodyRead,
   ctx: StepContext,
 ): RequestVerdict {
-  readBodyInto(info, body, config.limits, policyScans(config.policy));
+  const bodyNotes = readBodyInto(info, body, config.limits, policyScans(config.policy));
   const d = decide(config.policy, {
     info,
     now: ctx.now,
@@ -160,7 +166,11 @@ export function decideBody(
     bodyRead: true,
     trace: ctx.trace,
   });
-  return verdictOf(config, info, d, body);
+  const v = verdictOf(config, info, d, body);
+  // Only a rule whose dlp policy read the body makes its limits worth a note.
+  const scanned = d.dlp !== undefined || d.policy === "dlp";
+  const notes = [...(scanned ? bodyNotes : []), ...(v.inspection ?? [])];
+  return notes.length ? { ...v, inspection: notes } : v;
 }
 
 const CANNOT_REDACT =
@@ -181,9 +191,11 @@ function verdictOf(
   let d = decided;
   const findings: RecordedFinding[] = d.findings ? [...d.findings] : [];
   const plan = d.verdict === "deny" ? undefined : d.dlp;
-  if (!plan) return { decision: d, findings, responseScan: null };
+  const inspection = [...(d.inspection ?? []), ...(plan?.inspection ?? [])];
+  const notes = inspection.length ? { inspection } : {};
+  if (!plan) return { decision: d, findings, responseScan: null, ...notes };
   findings.push(...plan.findings);
-  const out: RequestVerdict = { decision: d, findings, responseScan: null };
+  const out: RequestVerdict = { decision: d, findings, responseScan: null, ...notes };
   const scanner = plan.redactRequest;
   if (scanner) {
     const edits = new Map<string, string | null>();

@@ -101,6 +101,8 @@ export interface BodyRead {
 export interface BodyLimits {
   maxBodyBytes: number;
   maxScanBytes: number;
+  /** Decompressed bytes per compressed byte for the scan text (default 100). */
+  maxDecompressionRatio?: number;
 }
 
 /** One array of the given chunks. */
@@ -119,23 +121,35 @@ export function concatChunks(chunks: Uint8Array[]): Uint8Array {
  * Put what the policy may read of a body into `info`: `body` (parsed JSON,
  * only for a complete body within `limits.maxBodyBytes`) and, when `scan` is
  * set (a `dlp` policy exists), `bodyText` (decoded for secret scanning).
+ * Returns what the scan text leaves out, for the row (`inspection`): the
+ * part of a body past `limits.max_scan_bytes`, or past a decompression limit.
  */
 export function readBodyInto(
   info: RequestInfo,
   body: BodyRead,
   limits: BodyLimits,
   scan: boolean,
-): void {
+): string[] {
   const ce = info.headers["content-encoding"] ?? null;
   info.body = body.complete && body.size <= limits.maxBodyBytes
     ? parseJsonBody(concatChunks(body.chunks), ce)
     : undefined;
-  if (scan && body.chunks.length) {
-    info.bodyText = decodeForScan(
-      concatChunks(body.chunks),
-      info.headers["content-type"] ?? null,
-      ce,
-      limits.maxScanBytes,
-    )?.text;
+  if (!scan || !body.chunks.length) return [];
+  const d = decodeForScan(
+    concatChunks(body.chunks),
+    info.headers["content-type"] ?? null,
+    ce,
+    limits.maxScanBytes,
+    limits.maxDecompressionRatio,
+  );
+  info.bodyText = d?.text;
+  if (d?.limited) {
+    return [`dlp: request body decompression ${d.limited} (limits.max_decompression_ratio)`];
   }
+  if (d?.truncated || (d && !body.complete)) {
+    return [
+      `dlp: request body over limits.max_scan_bytes: only its first ${limits.maxScanBytes} bytes were scanned`,
+    ];
+  }
+  return [];
 }

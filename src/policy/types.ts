@@ -74,6 +74,8 @@ export interface Decision {
   dlp?: DlpPlan;
   /** DLP findings (masked) of a blocked request. */
   findings?: RecordedFinding[];
+  /** What a policy could not inspect in full (a DLP scan cut by its time budget). */
+  inspection?: string[];
 }
 
 /** What a DLP finding leads to. */
@@ -91,4 +93,6 @@ export interface DlpPlan {
   response: { scanner: Scanner; action: DlpAction } | null;
   /** Exceptions, for findings made later (response). */
   allowed(detector: string, where: "header" | "body" | "url", host: string): boolean;
+  /** What the request scan could not inspect in full (recorded on the row). */
+  inspection?: string[];
 }

@@ -39,6 +39,7 @@ function row(over: Partial<AuditRowWithHeaders> & { id: string }): AuditRowWithH
     reasoning_tokens: null,
     usage_partial: null,
     price_unknown: null,
+    inspection: null,
     findings_count: 0,
     ...over,
   };

@@ -67,6 +67,11 @@ export class Exchange {
   done = false;
   /** DLP findings (masked), stored in the findings table with the row. */
   findings: AuditFinding[] = [];
+  /**
+   * What was not inspected in full (a decompression limit, a DLP scan cut
+   * short), recorded in the row's `inspection` column.
+   */
+  inspection: string[] = [];
   /** LLM usage and cost read from the response, merged into the row. */
   usage: Partial<AuditEventV1> | null = null;
   /** Seconds spent deciding (all steps), or null when nothing was decided. */
@@ -114,6 +119,9 @@ export class Exchange {
       error: outcome.error ?? null,
       headers: isTunnel ? null : JSON.stringify(redactHeaders(info.headers)),
       ...this.usage,
+      inspection: this.inspection.length
+        ? [...new Set(this.inspection)].join("; ").slice(0, 2000)
+        : null,
       ...(this.findings.length ? { findings: this.findings } : {}),
     }, this);
   }

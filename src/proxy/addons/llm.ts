@@ -53,12 +53,20 @@ function usageObserver(provider: Provider, ex: Exchange, state: PolicyState): Re
         status,
         contentType: rawHeader(raw, "content-type"),
         contentEncoding: rawHeader(raw, "content-encoding"),
+      }, {
+        maxDecompressedBytes: ex.config.limits.maxDecompressedBytes,
+        maxDecompressionRatio: ex.config.limits.maxDecompressionRatio,
       });
     },
     chunk: (c) => tap?.push(c),
     end: (complete) => {
       const usage = tap?.finish({ complete }) ?? null;
       if (usage === null) return state.dropUsage(info.id);
+      if (usage.inspection) {
+        ex.inspection.push(
+          `usage: ${usage.inspection} (limits.max_decompressed_bytes / max_decompression_ratio)`,
+        );
+      }
       const now = Date.now();
       const price = ex.config.llm.pricer.price(usage, new Date(now));
       ex.usage = {
