@@ -74,6 +74,8 @@ export class ProxyServer implements ProxyCore {
   #address: { host: string; port: number } | null = null;
   #inflight = new Set<Exchange>();
   #tunnels = new Set<Exchange>();
+  /** Open tunnels by client address. */
+  #tunnelsByClient = new Map<string, number>();
   #sockets = new Set<net.Socket>();
   #h1 = new Set<H1Connection>();
   #draining = false;
@@ -213,7 +215,11 @@ export class ProxyServer implements ProxyCore {
     record: (event: AuditEventV1, ex: Exchange) => {
       this.opts.audit.add(event);
       this.#inflight.delete(ex);
-      this.#tunnels.delete(ex);
+      if (this.#tunnels.delete(ex)) {
+        const n = (this.#tunnelsByClient.get(ex.info.client) ?? 1) - 1;
+        if (n > 0) this.#tunnelsByClient.set(ex.info.client, n);
+        else this.#tunnelsByClient.delete(ex.info.client);
+      }
       for (const a of this.addons) {
         try {
           a.done?.(event, ex);
@@ -249,8 +255,12 @@ export class ProxyServer implements ProxyCore {
     return host === a.host || LOOPBACK.has(host);
   }
 
-  tunnelOpened(ex: Exchange): void {
+  tunnelOpened(ex: Exchange): boolean {
+    const n = this.#tunnelsByClient.get(ex.info.client) ?? 0;
+    if (n >= ex.config.limits.maxTunnelsPerClient) return false;
+    this.#tunnelsByClient.set(ex.info.client, n + 1);
     this.#tunnels.add(ex);
+    return true;
   }
 
   track(conn: H1Connection, socket: { once(ev: "close", f: () => void): unknown }): void {

@@ -17,7 +17,7 @@ import { type Exchange, newDecisionId } from "./exchange.ts";
 import { parseAbsolute, parseAuthority } from "./target.ts";
 import { forwardUpgrade } from "./forward.ts";
 import { serveHttp1, type TakeoverHead } from "./h1server.ts";
-import { openTunnel } from "./tunnel.ts";
+import { closeWhenIdle, idleReason, openTunnel } from "./tunnel.ts";
 import { denyAnswer, errorAnswer, rawAnswer } from "./reject.ts";
 import { isWebSocketUpgrade } from "./headers.ts";
 import { handshakeReason, type InterceptHandlers } from "./intercept.ts";
@@ -92,10 +92,25 @@ function connect(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
     s.end(rawAnswer(denyAnswer(info.id, d)));
     return ex.finish({ status: d.status });
   }
-  core.tunnelOpened(ex);
+  if (!core.tunnelOpened(ex)) {
+    // Each tunnel holds two descriptors: one client must not take them all.
+    const max = ex.config.limits.maxTunnelsPerClient;
+    const reason =
+      `too many open tunnels from client "${info.client}": at most ${max} (limits.max_tunnels_per_client)`;
+    s.end(rawAnswer(errorAnswer(info.id, 429, "too_many_tunnels", reason)));
+    return ex.finish({ status: 429, decision: "deny", reason, policy: "max_tunnels_per_client" });
+  }
   if (intercept) return interceptTunnel(core, s, rest, hp.host, hp.port, ex);
   const to = ex.config.resolve.get(hp.host) ?? hp;
-  openTunnel(s, rest, to.host, to.port, ex, ex.config.upstream.connectTimeoutMs);
+  openTunnel(
+    s,
+    rest,
+    to.host,
+    to.port,
+    ex,
+    ex.config.upstream.connectTimeoutMs,
+    ex.config.limits.tunnelIdleMs,
+  );
 }
 
 /** Terminate TLS on an allowed CONNECT; the tunnel's row is written when it closes. */
@@ -107,15 +122,19 @@ function interceptTunnel(
   port: number,
   ex: Exchange,
 ) {
+  let idle: string | null = null;
   s.once("close", () => {
     ex.bytesIn = s.bytesRead;
     ex.bytesOut = s.bytesWritten;
-    ex.finish({ status: 200 });
+    ex.finish({ status: 200, error: idle });
   });
   ex.abort = (why) => {
     s.destroy();
     ex.finish({ status: 200, error: why });
   };
+  // TLS records in either direction pass through the raw socket.
+  const idleMs = ex.config.limits.tunnelIdleMs;
+  closeWhenIdle(s, idleMs, () => void (idle = idleReason(idleMs)));
   core.interceptor!.accept(s, rest, host, { ex, host, port }).catch((e: Error) => {
     const reason = `cannot issue a certificate for "${host}": ${e.message}`;
     s.end(rawAnswer(errorAnswer(ex.info.id, 502, "certificate_error", reason)));

@@ -9,10 +9,30 @@ import type { Duplex } from "node:stream";
 import { classifyUpstreamError, rawAnswer, upstreamAnswer, upstreamReason } from "./reject.ts";
 import type { Exchange } from "./exchange.ts";
 import { noteReadsOf } from "./reclaim.ts";
+import { formatDuration } from "../util/duration.ts";
+
+/** The row's `error` of a tunnel closed for being idle. */
+export function idleReason(idleMs: number): string {
+  return `idle for ${formatDuration(idleMs)}: closed by agentgate (limits.tunnel_idle)`;
+}
+
+/**
+ * Close a tunnel's client socket after `idleMs` without a byte either way
+ * (a socket's timeout counts reads and writes, and everything relayed passes
+ * through the client socket), calling `onIdle` first.
+ */
+export function closeWhenIdle(client: Duplex, idleMs: number, onIdle: () => void): void {
+  const s = client as Duplex & { setTimeout?(ms: number, cb?: () => void): unknown };
+  s.setTimeout?.(idleMs, () => {
+    onIdle();
+    client.destroy();
+  });
+}
 
 /**
  * Open a tunnel to `host:port` for a client socket that sent CONNECT. The
- * audit row is written when the tunnel closes (with its byte counts).
+ * audit row is written when the tunnel closes (with its byte counts); a
+ * tunnel idle for `idleMs` is closed, and its row says so.
  */
 export function openTunnel(
   client: Duplex,
@@ -21,6 +41,7 @@ export function openTunnel(
   port: number,
   ex: Exchange,
   connectTimeoutMs: number,
+  idleMs: number,
 ): void {
   const target = `${host}:${port}`;
   const up = net.connect({ host, port });
@@ -50,6 +71,10 @@ export function openTunnel(
     client.pipe(up);
     up.pipe(client);
     noteReadsOf(up, client);
+    closeWhenIdle(client, idleMs, () => {
+      up.destroy();
+      finish(idleReason(idleMs));
+    });
   });
   up.on("error", (e) => {
     clearTimeout(timer);

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import zlib from "node:zlib";
 import { createDecoder, type Decoder } from "./decompress.ts";
+import { gzipBomb } from "../../tests/support/gzip_bomb.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -103,28 +104,6 @@ Deno.test("decompress: the buffered fallback is capped", () => {
   const d = createDecoder("gzip", { forceBuffered: true, maxBuffered: 100 })!;
   assert.throws(() => d.push(zlib.gzipSync(plain)), /^Error: Compressed body over 100 bytes$/);
 });
-
-/**
- * A gzip body of `mib` MiB of zeros built from one compressed MiB repeated
- * (about 1 KB per MiB: a 2 MB body inflates to 2 GiB), with a valid trailer.
- */
-export function gzipBomb(mib: number): Uint8Array {
-  const zeros = new Uint8Array(1024 * 1024);
-  const block = zlib.deflateRawSync(zeros, { level: 9, finishFlush: zlib.constants.Z_SYNC_FLUSH });
-  let crc = 0;
-  for (let i = 0; i < mib; i++) crc = zlib.crc32(zeros, crc);
-  const head = Uint8Array.of(0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3);
-  const tail = new Uint8Array(2 + 8);
-  tail.set([0x03, 0x00]); // a final empty block
-  const view = new DataView(tail.buffer);
-  view.setUint32(2, crc >>> 0, true);
-  view.setUint32(6, (mib * 1024 * 1024) >>> 0, true);
-  const out = new Uint8Array(head.length + block.length * mib + tail.length);
-  out.set(head);
-  for (let i = 0; i < mib; i++) out.set(block, head.length + i * block.length);
-  out.set(tail, head.length + block.length * mib);
-  return out;
-}
 
 Deno.test("decompress: a valid bomb really inflates (the helper is honest)", () => {
   assert.equal(zlib.gunzipSync(gzipBomb(3)).length, 3 * 1024 * 1024);
