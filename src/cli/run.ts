@@ -17,6 +17,7 @@ import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
 import { configOption, proxyOption } from "./options.ts";
 import type { Io } from "./io.ts";
 import { type Running, serve } from "./serve.ts";
+import { isolationUnavailable, runIsolated } from "./isolate.ts";
 import { loadForCommand } from "./config_arg.ts";
 import {
   BUNDLE_VARS,
@@ -69,7 +70,7 @@ export const runSpec: CommandSpec = {
   summary: "Run a command with all its traffic going through agentgate, then print a report.",
   usage: "agentgate run [--config FILE] [--label LABEL] [--proxy URL] [--fail-on-deny]\n" +
     "                     [--report text|markdown|json|none] [--report-file FILE] [--override-env]\n" +
-    "                     -- CMD [ARGS…]",
+    "                     [--isolate] -- CMD [ARGS…]",
   options: [
     configOption(),
     {
@@ -108,6 +109,13 @@ export const runSpec: CommandSpec = {
       type: "boolean",
       help: "Replace proxy and certificate variables already set (default: keep proxy ones, " +
         "extend certificate ones with the CA).",
+    },
+    {
+      name: "isolate",
+      type: "boolean",
+      help: "Linux: run the command in its own network namespace where agentgate is the only " +
+        "address that answers (bubblewrap); without it, only clients that honour the proxy " +
+        "variables are governed.",
     },
   ],
   passthrough: true,
@@ -464,6 +472,14 @@ export async function run(args: string[], io: Io): Promise<number> {
   const configOpt = parsed.opts.config as string | undefined;
   const target = typeof parsed.opts.proxy === "string" ? parseProxyUrl(parsed.opts.proxy) : null;
   const session = newSessionId(label);
+  const isolate = Boolean(parsed.opts.isolate);
+  if (isolate) {
+    const why = await isolationUnavailable(io);
+    if (why) {
+      io.stderr(`agentgate run: --isolate: ${why}\n`);
+      return 1;
+    }
+  }
 
   const backend = target ? await useRunning(target, configOpt, io) : await startInProcess(
     configOpt,
@@ -475,7 +491,11 @@ export async function run(args: string[], io: Io): Promise<number> {
   let tmpDir: string | null = null;
   let childCode: number;
   try {
-    const proxyUrl = proxyUrlWith(backend.base, { user: session, pass: backend.token });
+    // Isolated, the command reaches the proxy as 127.0.0.1:PORT (the bridge).
+    const proxyAt = new URL(backend.base);
+    const port = Number(proxyAt.port || 80);
+    const base = isolate ? `http://127.0.0.1:${port}` : backend.base;
+    const proxyUrl = proxyUrlWith(base, { user: session, pass: backend.token });
     const ours = proxyEnvironment({ proxyUrl, noProxy: noProxyOf(backend.config) });
     let trust: Record<string, string> = {};
     if (backend.ca) {
@@ -500,7 +520,18 @@ export async function run(args: string[], io: Io): Promise<number> {
         !target && backend.config.dashboard ? ` (dashboard: ${backend.base}/_/dashboard)` : ""
       }\n`,
     );
-    childCode = await runChild(cmd, env, io);
+    childCode = isolate
+      ? await runIsolated(
+        {
+          cmd,
+          env,
+          proxy: { host: proxyAt.hostname.replace(/^\[|\]$/g, ""), port },
+          insidePort: port,
+        },
+        io,
+        { fromTerminal: sigintCameFromTerminal },
+      )
+      : await runChild(cmd, env, io);
   } catch (e) {
     await backend.finish().catch(() => {});
     throw e;
