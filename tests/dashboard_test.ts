@@ -253,6 +253,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
         cost_usd: null,
         usage_partial: null,
         price_unknown: null,
+        inspection: null,
         findings_count: 1,
       });
       const live = r.body.items.find((x: { id: string }) => x.id === s.liveDenied.id);
@@ -377,6 +378,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
         cost_usd: null,
         usage_partial: null,
         price_unknown: null,
+        inspection: null,
         findings: [{
           id: finding.id,
           ts: seedC.ts,
