@@ -58,6 +58,16 @@ Deno.test({
         });
         req.on("error", reject);
       });
+    /** Requests one after the other until `until()`; every wait, in ms. */
+    const measure = async (until: () => boolean) => {
+      const waits: number[] = [];
+      while (!until()) {
+        const t = performance.now();
+        assert.equal(await get("/ok/x"), 200);
+        waits.push(performance.now() - t);
+      }
+      return waits.sort((a, b) => b - a);
+    };
     try {
       for (let i = 0; i < 200; i++) assert.equal(await get("/ok/warm"), 200);
       await Deno.writeTextFile(`${proxy.dir}/agentgate.yaml`, bigPolicy(50_000));
@@ -67,23 +77,26 @@ Deno.test({
           l.includes("policy reloaded (SIGHUP): 50002 rule(s)")
         );
       Deno.kill(proxy.pid, "SIGHUP");
-      const waits: number[] = [];
+      const t0 = performance.now();
       const deadline = Date.now() + 120_000;
-      while (!reloaded() && Date.now() < deadline) {
-        const t = performance.now();
-        assert.equal(await get("/ok/x"), 200);
-        waits.push(performance.now() - t);
-      }
+      const waits = await measure(() => reloaded() || Date.now() > deadline);
+      const took = performance.now() - t0;
       assert.ok(reloaded(), `no reload:\n${proxy.stderr.slice(before).join("\n")}`);
       // The new policy decides: its last rule denies.
       assert.equal(await get("/late/x"), 403);
-      waits.sort((a, b) => b - a);
+      // What the same client sees for as long again without a reload. On an
+      // idle machine its longest wait is a few ms; under the load of other
+      // test runs, scheduling alone adds tens of ms, which the reload must
+      // not be blamed for.
+      const t1 = performance.now();
+      const quiet = await measure(() => performance.now() - t1 > took);
       assert.ok(waits.length > 100, `only ${waits.length} requests during the reload`);
+      // No request waits 50 ms for the reload (a blocking load was 20 s and more).
       assert.ok(
-        waits[0] < 50,
-        `longest wait ${waits[0].toFixed(1)} ms (next: ${
+        waits[0] < 50 + quiet[0],
+        `longest wait ${waits[0].toFixed(1)} ms during the reload (next: ${
           waits.slice(1, 5).map((w) => w.toFixed(1)).join(", ")
-        }; ${waits.length} requests)`,
+        }; ${waits.length} requests); without it: ${quiet[0].toFixed(1)} ms`,
       );
     } finally {
       agent.destroy();

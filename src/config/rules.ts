@@ -67,6 +67,13 @@ interface RulesState {
   catchAll: CompiledRule | null;
   /** Earlier rules without methods or condition, for the shadowing lint. */
   shadow: ShadowIndex;
+  /**
+   * Conditions and path matchers by source: rules that repeat one share the
+   * compiled value (both are pure), so a large policy takes less memory and
+   * less time to load.
+   */
+  conditions: Map<string, CompiledCondition>;
+  paths: Map<string, (path: string) => boolean>;
 }
 
 /**
@@ -107,6 +114,8 @@ export function* compileRuleSteps(
     names: new Map(),
     catchAll: null,
     shadow: new ShadowIndex(),
+    conditions: new Map(),
+    paths: new Map(),
   };
   let ruleIndex = 0;
   for (const part of parts) {
@@ -134,14 +143,14 @@ function compileRule(
   const path = ["rules", fileIndex];
   const ruleNode = src.nodeAt(path);
   const patterns = (Array.isArray(r.match) ? r.match : [r.match]) as string[];
-  const matchers = compileMatchers(src, r, path, patterns, index, legacy, errors);
+  const matchers = compileMatchers(src, r, path, patterns, index, legacy, errors, state.paths);
   if (matchers === null) return null;
   const methods = compileMethods(src, r, path, problems);
   const ruleName = uniqueName(src, r, path, patterns, index, state.names, problems);
   const pos = src.pos(ruleNode);
 
   // `when:` compiled and type-checked now; its errors point into the YAML scalar.
-  const when = compileWhen(src, r, path, ruleName, errors);
+  const when = compileWhen(src, r, path, ruleName, errors, state.conditions);
   if (when === undefined) return null;
   const { checkers, reads: policyReads, needsBody: policyNeedsBody } = compilePolicies(
     src,
@@ -205,6 +214,7 @@ function compileMatchers(
   index: number,
   legacy: boolean,
   errors: Problem[],
+  paths: Map<string, (path: string) => boolean>,
 ): Matcher[] | null {
   const matchers: Matcher[] = [];
   patterns.forEach((pattern, i) => {
@@ -212,7 +222,7 @@ function compileMatchers(
       Array.isArray(r.match) ? [...path, "match", i] : [...path, "match"],
     );
     try {
-      matchers.push(compileMatch(pattern, legacy));
+      matchers.push(compileMatch(pattern, legacy, paths));
     } catch (e) {
       if (!(e instanceof PatternError)) throw e;
       errors.push(
@@ -289,10 +299,15 @@ function compileWhen(
   path: (string | number)[],
   ruleName: string,
   errors: Problem[],
+  cache: Map<string, CompiledCondition>,
 ): CompiledCondition | null | undefined {
   if (typeof r.when !== "string") return null;
+  const known = cache.get(r.when);
+  if (known) return known;
   try {
-    return compileCondition(r.when);
+    const c = compileCondition(r.when);
+    cache.set(r.when, c);
+    return c;
   } catch (e) {
     if (!(e instanceof CelError)) throw e;
     errors.push(
