@@ -327,3 +327,28 @@ rules:
     await new Promise((r) => upstream.close(r));
   }
 });
+
+Deno.test("resources: an intercepted tunnel that never starts TLS is reclaimed too", async () => {
+  const proxy = await startProxy({
+    config: `version: 1
+default: deny
+tls: { intercept: [api.openai.com], ca_dir: ./ca }
+audit: { path: ./audit.db }
+limits: { tunnel_idle: 1s }
+rules:
+  - { name: llm, match: api.openai.com, action: allow }
+`,
+  });
+  try {
+    const t = await connect(proxy.port, "api.openai.com:443");
+    assert.equal(t.status, 200);
+    const started = performance.now();
+    await new Promise((r) => t.socket.once("close", r));
+    const after = performance.now() - started;
+    assert.ok(after > 800 && after < 10_000, `closed after ${after.toFixed(0)} ms`);
+    const rows = await waitForRows(proxy.auditPath, 1, "method = 'CONNECT'");
+    assert.equal(rows[0].error, "idle for 1s: closed by agentgate (limits.tunnel_idle)");
+  } finally {
+    await proxy.dispose();
+  }
+});

@@ -186,10 +186,17 @@ export async function runIsolated(
   }
 
   // The relay: the Unix socket the bridge forwards to, on to the proxy.
+  const relayed = new Set<net.Socket>();
   const relay = net.createServer((c) => {
     const up = net.connect({ host: run.proxy.host, port: run.proxy.port });
+    for (const s of [c, up]) {
+      relayed.add(s);
+      s.once("close", () => relayed.delete(s));
+    }
     c.on("error", () => up.destroy());
     up.on("error", () => c.destroy());
+    c.on("close", () => up.destroy());
+    up.on("close", () => c.destroy());
     c.pipe(up);
     up.pipe(c);
   });
@@ -320,20 +327,35 @@ export async function runIsolated(
   } finally {
     io.signal?.removeEventListener("abort", forward);
     io.forceSignal?.removeEventListener("abort", kill);
-    if (bridge) {
-      try {
-        bridge.stdin.close().catch(() => {});
-        bridge.kill("SIGTERM");
-      } catch {
-        // Gone already.
-      }
-      await bridge.status.catch(() => {});
-      await bridge.stdout.cancel().catch(() => {});
-      await bridge.stderr.cancel().catch(() => {});
-    }
+    if (bridge) await stop(bridge);
+    // Connections still open (keep-alive to the proxy) would hold close() forever.
+    for (const s of relayed) s.destroy();
     await new Promise((r) => relay.close(r));
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
+}
+
+/** Stop the bridge: SIGTERM, then SIGKILL if it is still there after 2 s. */
+async function stop(bridge: Deno.ChildProcess): Promise<void> {
+  const signal = (sig: Deno.Signal) => {
+    try {
+      bridge.kill(sig);
+    } catch {
+      // Gone already.
+    }
+  };
+  await bridge.stdin.close().catch(() => {});
+  signal("SIGTERM");
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    bridge.status,
+    new Promise((r) => (timer = setTimeout(r, 2000))),
+  ]);
+  clearTimeout(timer);
+  signal("SIGKILL");
+  await bridge.status.catch(() => {});
+  await bridge.stdout.cancel().catch(() => {});
+  await bridge.stderr.cancel().catch(() => {});
 }
 
 /** Wait for the bridge's "ready" line: null, or what went wrong. */

@@ -122,9 +122,12 @@ export async function loadConfigOffThread(
   opts: OffThreadOptions = {},
 ): Promise<Loaded> {
   const sliceMs = opts.sliceMs ?? 5;
-  const worker = new Worker(new URL("./load_worker.ts", import.meta.url).href, {
-    type: "module",
-  });
+  let worker: Worker;
+  try {
+    worker = new Worker(new URL("./load_worker.ts", import.meta.url).href, { type: "module" });
+  } catch (e) {
+    throw failed(path, `the policy could not be loaded: ${(e as Error).message}`);
+  }
   try {
     const answer = receive(worker, path, opts.timeoutMs ?? 120_000);
     worker.postMessage({ path, cwd, limits: opts.limits ?? POLICY_LIMITS } as WorkerRequest);
