@@ -46,7 +46,10 @@ async function agentgateRun(
     stderr: "piped",
   }).spawn();
   if (signalAfterMs !== undefined) setTimeout(() => child.kill("SIGTERM"), signalAfterMs);
+  // A run that hangs fails the test instead of the whole suite.
+  const guard = setTimeout(() => child.kill("SIGKILL"), 90_000);
   const out = await child.output();
+  clearTimeout(guard);
   const dec = new TextDecoder();
   const stderr = dec.decode(out.stderr);
   return {
