@@ -352,3 +352,48 @@ rules:
     await proxy.dispose();
   }
 });
+
+Deno.test("resources: a response compressed against agentgate's request is cut under DLP block, noted under warn", async () => {
+  const zlib = await import("node:zlib");
+  const secret = zlib.gzipSync(new TextEncoder().encode("key AKIAIOSFODNN7EXAMPLE here\n"));
+  const origin = await startOrigin((req, res) => {
+    req.resume();
+    // It was asked for identity and compresses anyway.
+    res.writeHead(200, { "content-type": "text/plain", "content-encoding": "gzip" });
+    res.end(secret);
+  });
+  const proxy = await startProxy({
+    config: `version: 1
+default: deny
+audit: { path: ./audit.db }
+rules:
+  - name: block
+    match: 127.0.0.1/block/**
+    action: allow
+    policies: [{ dlp: { action: block, direction: response } }]
+  - name: warn
+    match: 127.0.0.1/warn/**
+    action: allow
+    policies: [{ dlp: { action: warn, direction: response } }]
+`,
+  });
+  try {
+    const get = (path: string) =>
+      curl(["-x", proxy.url, "-o", "/dev/null", "-w", "%{size_download}", `${origin.url}${path}`]);
+    const blocked = await get("/block/x");
+    assert.equal(blocked.out, "0");
+    const warned = await get("/warn/x");
+    assert.equal(warned.out, String(secret.length));
+    const [b] = await waitForRows(proxy.auditPath, 1, "rule = 'block'");
+    assert.equal(
+      b.error,
+      'response cut by DLP: it is compressed ("gzip") and cannot be scanned (block)',
+    );
+    const [w] = await waitForRows(proxy.auditPath, 1, "rule = 'warn'");
+    assert.equal(w.error, null);
+    assert.equal(w.inspection, 'dlp: response not scanned: content-encoding "gzip"');
+  } finally {
+    await proxy.dispose();
+    await origin.close();
+  }
+});

@@ -113,7 +113,7 @@ function responseDlp(
     const ce = rawHeader(raw, "content-encoding");
     const ct = rawHeader(raw, "content-type") ?? "";
     if (ce && ce.toLowerCase() !== "identity" && isTextual(ct)) {
-      // The upstream ignored `accept-encoding: identity`: say so rather than pass silently.
+      // The upstream ignored `accept-encoding: identity` (warn: forwarded, noted).
       ex.inspection.push(`dlp: response not scanned: content-encoding "${ce.slice(0, 40)}"`);
     }
     if ((ce && ce.toLowerCase() !== "identity") || !isTextual(ct)) return false;
@@ -146,10 +146,25 @@ function responseDlp(
     };
   }
   const enc = new TextEncoder();
+  // An upstream that compresses anyway cannot be scanned: under block or
+  // redact, fail closed (warn forwards it and notes it, in start()).
+  let refused: string | null = null;
   return {
     transform: {
-      head: (_status, raw) => start(raw),
+      head: (_status, raw) => {
+        const ce = rawHeader(raw, "content-encoding");
+        if (
+          ce && ce.toLowerCase() !== "identity" && isTextual(rawHeader(raw, "content-type") ?? "")
+        ) {
+          refused = `response cut by DLP: it is compressed ("${
+            ce.slice(0, 40)
+          }") and cannot be scanned (${action})`;
+          return true;
+        }
+        return start(raw);
+      },
       chunk: (c) => {
+        if (refused !== null) return { out: new Uint8Array(0), cut: refused };
         const { output, found } = scan(c);
         const out = enc.encode(output);
         if (action === "block" && found.length) {
@@ -160,7 +175,7 @@ function responseDlp(
         }
         return { out };
       },
-      end: () => enc.encode(finish()),
+      end: () => (refused !== null ? new Uint8Array(0) : enc.encode(finish())),
     },
   };
 }
