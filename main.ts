@@ -20,6 +20,7 @@ import { fmt } from "./src/cli/fmt.ts";
 import { run } from "./src/cli/run.ts";
 import { env } from "./src/cli/env.ts";
 import { report } from "./src/cli/report.ts";
+import { isolateBridge } from "./src/cli/isolate.ts";
 import { didYouMean } from "./src/util/suggest.ts";
 import { VERSION } from "./src/version.ts";
 
@@ -41,6 +42,9 @@ export const COMMANDS: Record<string, { run: Command; summary: string }> = {
   env: { run: env, summary: "Print the shell lines that point programs at agentgate" },
   report: { run: report, summary: "Summarise an audit: hosts, denials, rules, LLM spend" },
 };
+
+/** Commands agentgate runs itself (not listed in --help). */
+const INTERNAL: Record<string, Command> = { "isolate-bridge": isolateBridge };
 
 const TOP_HELP = () =>
   [
@@ -77,6 +81,7 @@ export async function runMain(args: string[], io: Io): Promise<number> {
     io.stdout(TOP_HELP());
     return 0;
   }
+  if (first !== undefined && INTERNAL[first]) return await INTERNAL[first](rest, io);
   let name = "serve";
   let cmdArgs = args;
   if (first !== undefined && !first.startsWith("-")) {

@@ -2,7 +2,10 @@
  * Decision micro-benchmark (`deno task bench decide`): `decide()` over a
  * 200-rule policy (globs across 50 hosts, 20 CEL conditions, rate limits)
  * for requests that match early, late, and never; with and without the host
- * index. Prints the median µs per decision.
+ * index. Then policies of 1,000 and 10,000 host-glob rules (every kind of
+ * glob: `*.suffix`, `prefix-*.suffix`, `prefix.*`, `*.middle.*`), decided
+ * for hosts the index has seen (cached) and hosts it has not (a fresh host
+ * per decision). Prints the median µs per decision.
  *
  * @module
  */
@@ -29,6 +32,27 @@ export function benchPolicy(): string {
       `  - name: h${h}-rate\n    match: "*.h${h}.example.test"\n    action: allow\n    policies:\n      - rate_limit: { requests: 1000000, per: 1m, key: session }`,
     );
     rules.push(`  - { name: h${h}-read, match: "${host}", methods: [GET, HEAD], action: log }`);
+  }
+  return `version: 1\ndefault: deny\nrules:\n${rules.join("\n")}\n`;
+}
+
+/**
+ * `n` host-glob rules, a quarter of each kind, in an order where the rule a
+ * request meets is near the end: `*.sN.example.test`, `api-N-*.example.test`,
+ * `10.N.*` and `*.tN.*` (the kind without a literal head or tail).
+ */
+export function globPolicy(n: number): string {
+  const rules: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const k = i % 4;
+    const match = k === 0
+      ? `"*.s${i}.example.test"`
+      : k === 1
+      ? `"api-${i}-*.example.test"`
+      : k === 2
+      ? `"10.${i % 256}.${i >> 8}.*"`
+      : `"*.t${i}.*"`;
+    rules.push(`  - { name: g${i}, match: ${match}, action: ${i % 3 ? "allow" : "log"} }`);
   }
   return `version: 1\ndefault: deny\nrules:\n${rules.join("\n")}\n`;
 }
@@ -113,4 +137,44 @@ if (import.meta.main) {
     );
   }
   config.policy.index = index;
+
+  console.log("\nhost-glob policies: µs per decision (median of 30 rounds)");
+  console.log(
+    "| rules | request | indexed, cached host | indexed, new host each time | unindexed |",
+  );
+  console.log("|---:|---|---:|---:|---:|");
+  for (const n of [1_000, 10_000]) {
+    const { config: gc } = parseConfig(globPolicy(n), "globs.yaml", "/");
+    const last = n - 1 - ((n - 1) % 4);
+    const globCases: [string, (i: number) => string][] = [
+      [`*.suffix, late (g${last})`, (i) => `x${i}.s${last}.example.test`],
+      [`prefix-*.suffix, late (g${last + 1 - 4})`, (i) => `api-${last - 3}-${i}.example.test`],
+      ["prefix.*, late", (i) => `10.${(n - 2) % 256}.${(n - 2) >> 8}.${i % 250}`],
+      ["*.middle.*, late", (i) => `a${i}.t${n - 1}.example`],
+      ["no rule (default)", (i) => `nothing-${i}.example.org`],
+    ];
+    const gIndex = gc.policy.index;
+    for (const [name, host] of globCases) {
+      const cells: string[] = [];
+      let rule: string | null = null;
+      for (const mode of ["cached", "fresh", "unindexed"] as const) {
+        gc.policy.index = mode === "unindexed" ? undefined : gIndex;
+        const rounds: number[] = [];
+        const per = mode === "unindexed" ? (n > 1000 ? 20 : 200) : 2000;
+        let seq = 0;
+        for (let r = 0; r < 30; r++) {
+          const reqs = Array.from(
+            { length: per },
+            () => info(host(mode === "fresh" ? ++seq + 1000 * r : 1), "/", "GET", {}),
+          );
+          const t = performance.now();
+          for (const req of reqs) rule = decide(gc.policy, { info: req, now: 0, state }).rule;
+          rounds.push(((performance.now() - t) * 1000) / per);
+        }
+        cells.push(median(rounds.slice(5)).toFixed(2));
+      }
+      gc.policy.index = gIndex;
+      console.log(`| ${n} | ${name} → ${rule ?? "(default)"} | ${cells.join(" | ")} |`);
+    }
+  }
 }

@@ -10,7 +10,7 @@
  */
 
 import zlib from "node:zlib";
-import { createDecoder } from "../src/llm/decompress.ts";
+import { createDecoder } from "../src/util/decompress.ts";
 import { createUsageTap } from "../src/llm/usage.ts";
 import type { Provider, UsageTapContext } from "../src/llm/types.ts";
 

@@ -30,6 +30,13 @@ export const TARGETS = [
   "aarch64-apple-darwin",
 ] as const;
 
+/**
+ * Modules outside main.ts's import graph: a worker's main module is only
+ * named in `new Worker(new URL(…))`, which `deno compile` does not follow, so
+ * each is passed with `--include` (tests/compile_test.ts finds every worker).
+ */
+export const WORKER_MODULES = ["src/config/load_worker.ts"];
+
 /** The repository root (where deno.json and main.ts are). */
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 
@@ -125,6 +132,7 @@ export async function compile(args: string[]): Promise<number> {
         "--quiet",
         ...PERMISSION_FLAGS,
         V8_FLAGS,
+        ...WORKER_MODULES.flatMap((m) => ["--include", join(ROOT, m)]),
         "--target",
         target,
         "--output",

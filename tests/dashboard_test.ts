@@ -268,6 +268,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
         reserved_usd: null,
         charged_usd: null,
         dest_ip: null,
+        inspection: null,
         findings_count: 1,
       });
       const live = r.body.items.find((x: { id: string }) => x.id === s.liveDenied.id);
@@ -399,6 +400,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
         reserved_usd: null,
         charged_usd: null,
         dest_ip: null,
+        inspection: null,
         findings: [{
           id: finding.id,
           ts: seedC.ts,

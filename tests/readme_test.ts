@@ -104,6 +104,7 @@ const YAML: Record<string, YamlCheck> = {
   },
   "Credentials the agent never holds (`credentials`) #1": { policy: v1 },
   "TLS interception #1": { policy: v1 },
+  "Resource limits #1": { policy: v1 },
   "LLM usage and cost #1": { policy: v1 },
   "Secret-leak and threat detection (`dlp`) #1": { policy: asIs },
   "Policy as code #1": {
@@ -186,6 +187,9 @@ const SH: Record<string, ShRun> = {
   },
   "agentgate run --label agent -- claude   # OPENAI_API_KEY, ANTHROPIC_API_KEY, GITHUB_TOKEN … are phantoms":
     { skip: "needs Claude Code, an account and the network" },
+  "agentgate run --isolate --label agent -- claude": {
+    skip: "needs Claude Code, an account and the network (tests/isolate_test.ts runs --isolate)",
+  },
   "agentgate run -- claude                                   # an agent": {
     skip: "needs Claude Code, an account and the network",
   },

@@ -104,6 +104,13 @@ export interface AuditEventV1 {
    * no address was looked up (a request denied by name, a DNS failure).
    */
   dest_ip?: string | null;
+  /**
+   * What agentgate did not inspect in full, or null: a body whose inflation
+   * stopped at a limit before usage or DLP read it all, a DLP scan cut by its
+   * time budget or size cap, a compressed response DLP could not read. The
+   * traffic itself was not changed by it. Notes are joined with "; ".
+   */
+  inspection?: string | null;
   /** DLP findings (masked samples only), stored in the `findings` table. */
   findings?: AuditFinding[];
 }
@@ -174,4 +181,5 @@ export const AUDIT_COLUMNS = [
   "reserved_usd",
   "charged_usd",
   "dest_ip",
+  "inspection",
 ] as const satisfies readonly (keyof AuditEventV1)[];

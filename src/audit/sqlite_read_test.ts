@@ -393,6 +393,7 @@ Deno.test("audit listing: filters, order, pagination and totals match a naive fi
         "reserved_usd",
         "charged_usd",
         "dest_ip",
+        "inspection",
         "findings_count",
       ]);
       const flagged = rows.find((r) => (r.findings?.length ?? 0) > 0)!;

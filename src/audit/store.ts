@@ -100,6 +100,8 @@ const MIGRATIONS: string[] = [
   // v8: the address a request's host resolved to and was connected to (the
   // address guard judges it; replay re-judges it under a proposed policy).
   `ALTER TABLE audit ADD COLUMN dest_ip TEXT;`,
+  // v9: what was not inspected in full (decompression limits, DLP scans cut short).
+  `ALTER TABLE audit ADD COLUMN inspection TEXT;`,
 ];
 
 /** Rows written per transaction slice (~2-4 ms of event-loop time). */
@@ -393,6 +395,7 @@ export class AuditStore {
       e.reserved_usd ?? null,
       e.charged_usd ?? null,
       e.dest_ip ?? null,
+      e.inspection ?? null,
     );
     for (const f of e.findings ?? []) {
       this.#insertFinding.run(

@@ -20,6 +20,7 @@ import { type CommandSpec, helpText, parseArgs, UsageError } from "./args.ts";
 import { configOption, proxyOption } from "./options.ts";
 import type { Io } from "./io.ts";
 import { type Running, serve } from "./serve.ts";
+import { childEnvironment, isolationUnavailable, runIsolated } from "./isolate.ts";
 import { loadForCommand } from "./config_arg.ts";
 import {
   mergeEnvironment,
@@ -80,7 +81,7 @@ export const runSpec: CommandSpec = {
   usage:
     "agentgate run [--config FILE] [--label LABEL] [--proxy URL] [--fail-on-deny] [--watch]\n" +
     "                     [--report text|markdown|json|none] [--report-file FILE] [--override-env]\n" +
-    "                     -- CMD [ARGS…]",
+    "                     [--isolate] -- CMD [ARGS…]",
   options: [
     configOption(),
     {
@@ -125,6 +126,13 @@ export const runSpec: CommandSpec = {
       type: "boolean",
       help: "Replace proxy and certificate variables already set (default: keep proxy ones, " +
         "extend certificate ones with the CA).",
+    },
+    {
+      name: "isolate",
+      type: "boolean",
+      help: "Linux: run the command in its own network namespace where agentgate is the only " +
+        "address that answers (bubblewrap); without it, only clients that honour the proxy " +
+        "variables are governed.",
     },
   ],
   passthrough: true,
@@ -588,6 +596,14 @@ export async function run(args: string[], io: Io): Promise<number> {
       "--watch applies to the proxy run starts; a running proxy (--proxy) reloads by its own rules",
     );
   }
+  const isolate = Boolean(parsed.opts.isolate);
+  if (isolate) {
+    const why = await isolationUnavailable(io);
+    if (why) {
+      io.stderr(`agentgate run: --isolate: ${why}\n`);
+      return 1;
+    }
+  }
 
   const backend = target
     ? await useRunning(target, configOpt, io, label)
@@ -600,7 +616,11 @@ export async function run(args: string[], io: Io): Promise<number> {
   let tmpDir: string | null = null;
   let childCode: number;
   try {
-    const proxyUrl = proxyUrlWith(backend.base, { user: session, pass: backend.secret });
+    // Isolated, the command reaches the proxy as 127.0.0.1:PORT (the bridge).
+    const proxyAt = new URL(backend.base);
+    const port = Number(proxyAt.port || 80);
+    const base = isolate ? `http://127.0.0.1:${port}` : backend.base;
+    const proxyUrl = proxyUrlWith(base, { user: session, pass: backend.secret });
     const ours = proxyEnvironment({ proxyUrl, noProxy: noProxyOf(backend.config) });
     let trust: Record<string, string> = {};
     if (backend.ca) {
@@ -642,7 +662,19 @@ export async function run(args: string[], io: Io): Promise<number> {
     // The command gets its session's credentials and nothing that would let it
     // act as another session or mint one.
     const withheld = [...SECRET_VARS, ...backend.config.secretEnv].filter((n) => !(n in phantoms));
-    childCode = await runChild(cmd, env, io, withheld);
+    childCode = isolate
+      ? await runIsolated(
+        {
+          cmd,
+          env,
+          proxy: { host: proxyAt.hostname.replace(/^\[|\]$/g, ""), port },
+          insidePort: port,
+          withheld,
+        },
+        io,
+        { fromTerminal: sigintCameFromTerminal },
+      )
+      : await runChild(cmd, env, io, withheld);
   } catch (e) {
     await backend.finish().catch(() => {});
     throw e;
@@ -757,8 +789,7 @@ async function runChild(
   withheld: readonly string[],
 ): Promise<number> {
   if (io.signal?.aborted) return SIGNAL_CODES[signalOf(io.signal.reason)] ?? 143;
-  const full: Record<string, string> = { ...Deno.env.toObject(), ...env };
-  for (const name of withheld) delete full[name];
+  const full = childEnvironment(env, withheld);
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command(cmd[0], {

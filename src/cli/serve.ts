@@ -23,12 +23,8 @@ import { budgetsView } from "../policy/limits/budgets.ts";
 import { openAuditReader } from "../audit/sqlite_read.ts";
 import type { AuditReadModel } from "../audit/read.ts";
 import { VERSION } from "../version.ts";
-import {
-  type AgentgateConfig,
-  loadConfig,
-  loadDefaultConfig,
-  type LoadOptions,
-} from "../config/load.ts";
+import { type AgentgateConfig, loadDefaultConfig, type LoadOptions } from "../config/load.ts";
+import { loadConfigOffThread } from "../config/offthread.ts";
 import { ConfigError, formatProblem } from "../config/errors.ts";
 import { createInternalRoutes, type ReloadStatus } from "../dashboard/routes.ts";
 import { type FileWatch, watchFiles } from "../config/watch.ts";
@@ -213,9 +209,10 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     reloading ??= (async () => {
       const at = Date.now();
       try {
+        // Off the serving path: parsed and checked in a worker, compiled in slices.
         const next = configPath === null
           ? loadDefaultConfig(io.cwd, loadOpts)
-          : await loadConfig(configPath, io.cwd, loadOpts);
+          : await loadConfigOffThread(configPath, io.cwd, { load: loadOpts });
         // Sources are read again (rotation); requests in flight keep the values they started with.
         const loaded = await loadSecrets(next.config.credentials, io.env);
         credentials.install(next.config, loaded.secrets);

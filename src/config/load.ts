@@ -15,7 +15,7 @@ import { ConfigError, type Problem, yamlMessage } from "./errors.ts";
 import { type PathName, type Schema, type SchemaIssue, validate } from "./schema.ts";
 import { configSchema, includeSchema, legacySchema, V1_ONLY_KEYS } from "./spec.ts";
 import { type Part, SourceFile, validAt, yamlSyntaxProblems } from "./source.ts";
-import { compileRules, lintPolicy } from "./rules.ts";
+import { compileRuleSteps, lintPolicy } from "./rules.ts";
 import {
   auditSection,
   compileIntercept,
@@ -33,6 +33,7 @@ import {
   upstreamSection,
 } from "./sections.ts";
 import { matchHost } from "../policy/match.ts";
+import { RuleIndexBuilder } from "../policy/engine.ts";
 import { DEFAULT_POLICY_NAME, DEFAULT_POLICY_YAML } from "./default.ts";
 import picomatch from "picomatch";
 import type { AgentgateConfig } from "./types.ts";
@@ -61,6 +62,115 @@ export interface LoadOptions {
   listen?: { host: string; port: number };
   /** false: the dashboard is off whatever the policy says. */
   dashboard?: boolean;
+}
+
+/**
+ * What a policy may weigh. A policy is parsed whole in memory (YAML with
+ * positions costs about 35 times the file's size), so a file is refused
+ * before it is read past these: a 100 MB file with three rules once took
+ * 3.5 GB to load.
+ */
+export const POLICY_LIMITS: PolicyLimits = {
+  /** Bytes of one policy file (the main one or an include). */
+  fileBytes: 8 * 1024 * 1024,
+  /** Bytes of all files of a policy together. */
+  totalBytes: 32 * 1024 * 1024,
+  /** Files of a policy: the main one plus its includes. */
+  files: 256,
+  /** Rules of a policy, across its files. */
+  rules: 100_000,
+};
+
+/** See {@link POLICY_LIMITS}. */
+export interface PolicyLimits {
+  fileBytes: number;
+  totalBytes: number;
+  files: number;
+  rules: number;
+}
+
+/** What one load has read so far, against {@link POLICY_LIMITS}. */
+export interface ReadBudget {
+  bytes: number;
+  files: number;
+  /** Default {@link POLICY_LIMITS} (tests use small ones). */
+  limits?: PolicyLimits;
+}
+
+/** A policy file that cannot be read, or is over {@link POLICY_LIMITS}. */
+export class PolicyReadError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "PolicyReadError";
+  }
+}
+
+const MiB = 1024 * 1024;
+
+/**
+ * Read a policy file, refusing one over {@link POLICY_LIMITS}: its size is
+ * checked before reading, and reading stops past the limit (a file that grows,
+ * a FIFO, a device). Throws {@link PolicyReadError}.
+ *
+ * @example
+ * const text = readPolicyFileSync("/etc/agentgate.yaml", { bytes: 0, files: 0 });
+ */
+export function readPolicyFileSync(abs: string, budget: ReadBudget): string {
+  const fail = (message: string): never => {
+    throw new PolicyReadError(message);
+  };
+  const limits = budget.limits ?? POLICY_LIMITS;
+  if (++budget.files > limits.files) {
+    fail(`too many policy files: at most ${limits.files} (the main file and its includes)`);
+  }
+  // Over the per-file limit, or over what the files read before it left.
+  const mib = (n: number) => `${Math.round((n / MiB) * 10) / 10} MiB`;
+  const tooBig = (size: number): never =>
+    size > limits.fileBytes
+      ? fail(
+        `the policy file is too large: ${size} bytes, over the limit of ${limits.fileBytes} ` +
+          `(${mib(limits.fileBytes)}); split its rules across files with include:`,
+      )
+      : fail(
+        `the policy is too large: its files pass ${limits.totalBytes} bytes ` +
+          `(${mib(limits.totalBytes)}) together`,
+      );
+  const cap = Math.min(limits.fileBytes, limits.totalBytes - budget.bytes);
+  let f: Deno.FsFile;
+  try {
+    // A FIFO would block the open until someone writes to it: regular files only.
+    if (!Deno.statSync(abs).isFile) return fail("not a regular file");
+    f = Deno.openSync(abs, { read: true });
+  } catch (e) {
+    return fail(e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message);
+  }
+  try {
+    const size = f.statSync().size;
+    if (size > cap) tooBig(size);
+    const chunks: Uint8Array[] = [];
+    const buf = new Uint8Array(64 * 1024);
+    let n = 0;
+    for (let got; (got = f.readSync(buf)) !== null;) {
+      n += got;
+      if (n > cap) tooBig(n); // it grew, or it is a FIFO or a device
+      chunks.push(buf.slice(0, got));
+    }
+    budget.bytes += n;
+    return new TextDecoder().decode(concat(chunks, n));
+  } finally {
+    f.close();
+  }
+}
+
+function concat(chunks: Uint8Array[], n: number): Uint8Array {
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(n);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
 }
 
 /**
@@ -249,6 +359,7 @@ function collectIncludes(
   stack: string[],
   problems: Problem[],
   errors: Problem[],
+  budget: ReadBudget,
 ): Part[] {
   if (!validAt(part, ["include"])) return [];
   const list = (part.raw.include ?? []) as string[];
@@ -318,13 +429,10 @@ function collectIncludes(
       }
       let text: string;
       try {
-        if (!Deno.statSync(real).isFile) {
-          refuse("not a regular file");
-          continue;
-        }
-        text = Deno.readTextFileSync(real);
+        text = readPolicyFileSync(real, budget);
       } catch (e) {
-        refuse(e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message);
+        if (!(e instanceof PolicyReadError)) throw e;
+        refuse(e.message);
         continue;
       }
       let child: Part;
@@ -335,7 +443,10 @@ function collectIncludes(
         errors.push(...e.problems);
         continue;
       }
-      out.push(child, ...collectIncludes(child, cwd, root, [...stack, real], problems, errors));
+      out.push(
+        child,
+        ...collectIncludes(child, cwd, root, [...stack, real], problems, errors, budget),
+      );
     }
   });
   return out;
@@ -376,8 +487,29 @@ export function parseConfig(
   cwd: string,
   opts: LoadOptions = {},
 ): Loaded {
-  const errors: Problem[] = [];
   const problems: Problem[] = [];
+  const errors: Problem[] = [];
+  const parts = parseParts(text, file, cwd, problems, errors, { bytes: text.length, files: 1 });
+  return drain(compileSteps(parts, file, cwd, problems, errors, { load: opts }));
+}
+
+/**
+ * Parse and validate a policy text and its includes (read within `budget`),
+ * without compiling: the files in load order. Schema and include errors go
+ * to `errors` (a file that cannot be read as a policy at all throws
+ * ConfigError, as does a policy over the rule limit).
+ *
+ * @example
+ * const parts = parseParts(text, "agentgate.yaml", cwd, [], [], { bytes: text.length, files: 1 });
+ */
+export function parseParts(
+  text: string,
+  file: string,
+  cwd: string,
+  problems: Problem[],
+  errors: Problem[],
+  budget: ReadBudget,
+): Part[] {
   const mainAbs = file.startsWith("<") ? "" : resolve(cwd, file);
   const main = parsePart(text, file, "main", problems, errors, mainAbs);
   const mainReal = mainAbs ? realOr(mainAbs) : "";
@@ -390,8 +522,55 @@ export function parseConfig(
       mainReal ? [mainReal] : [],
       problems,
       errors,
+      budget,
     ),
   ];
+  const max = (budget.limits ?? POLICY_LIMITS).rules;
+  let rules = 0;
+  for (const part of parts) {
+    rules += (part.raw.rules as unknown[] | undefined)?.length ?? 0;
+    if (rules > max) {
+      throw new ConfigError([
+        part.src.problem(
+          "error",
+          part.src.nodeAt(["rules"]),
+          `too many rules: a policy may have at most ${max} (this file brings the total to ${rules})`,
+        ),
+      ]);
+    }
+  }
+  return parts;
+}
+
+/** Run a generator of steps to its end. */
+export function drain<T>(steps: Generator<void, T, void>): T {
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+/**
+ * Compile parsed parts into a config, one rule per step (see
+ * `compileRuleSteps`), and throw every error found (the parts' and the
+ * compiler's) in one ConfigError. `lint: false` skips the lints that only
+ * report problems (for parts already checked: the reload worker's);
+ * `load` carries the command line's overrides.
+ *
+ * @example
+ * const loaded = drain(compileSteps(parts, "agentgate.yaml", cwd, [], []));
+ */
+export function* compileSteps(
+  parts: Part[],
+  file: string,
+  cwd: string,
+  problems: Problem[],
+  errors: Problem[],
+  opts: { lint?: boolean; load?: LoadOptions } = {},
+): Generator<void, Loaded, void> {
+  const lint = opts.lint ?? true;
+  const load = opts.load ?? {};
+  const main = parts[0];
   const { raw, legacy } = main;
   // Sections included files may add to (tls.intercept, llm) are merged in load order.
   const llmSections = parts.map((p) =>
@@ -403,24 +582,27 @@ export function parseConfig(
   // With a broken tls.intercept, "add the host to tls.intercept" would be a guess.
   const interceptKnown = errors.length === before &&
     parts.every((p) => validAt(p, ["tls", "intercept"]));
-  const rules = compileRules(parts, {
+  const limits = limitsSection(raw.limits);
+  const rules = yield* compileRuleSteps(parts, {
     intercept,
     detectProvider,
     errors,
     problems,
     checkTunnels: interceptKnown,
+    lint,
+    regexBudgetMs: limits.maxRegexScanMs,
   });
   const credentials = credentialsSection(main, intercept, errors, problems, cwd);
-  lintPolicy(main, rules, detectProvider, intercept, problems);
+  if (lint) lintPolicy(main, rules, detectProvider, intercept, problems);
   const proxyOk = validAt(main, ["proxy"]) && validAt(main, ["dashboard"]);
   const proxy = proxyOk ? proxySection(raw.proxy, legacy) : null;
   const dashboardToken = proxyOk ? dashboardSection(raw.dashboard).token : null;
   if (proxy) {
-    if (opts.dashboard === false) proxy.dashboard = false;
+    if (load.dashboard === false) proxy.dashboard = false;
     errors.push(
       ...exposureProblems(main, {
-        listen: opts.listen ?? proxy.listen,
-        fromFlag: opts.listen !== undefined,
+        listen: load.listen ?? proxy.listen,
+        fromFlag: load.listen !== undefined,
         auth: proxy.auth.length > 0,
         dashboard: proxy.dashboard,
         dashboardToken: dashboardToken !== null,
@@ -429,6 +611,11 @@ export function parseConfig(
   }
   const order = parts.map((p) => p.src.file);
   if (errors.length || !proxy) throw new ConfigError(sortProblems([...errors, ...problems], order));
+  const index = new RuleIndexBuilder();
+  for (const r of rules) {
+    index.add(r);
+    yield;
+  }
 
   const llm = llmSection(
     llmSections,
@@ -450,9 +637,9 @@ export function parseConfig(
       ...credentials.flatMap((c) => c.source.kind === "env" ? [c.source.name] : []),
     ],
     dashboardToken,
-    policy: policySection(raw, legacy, rules, llm),
+    policy: policySection(raw, legacy, rules, llm, index.build()),
     audit: auditSection(raw.audit, legacy, file, cwd),
-    limits: limitsSection(raw.limits),
+    limits,
     tls: tlsSection(raw.tls, intercept, file, cwd),
     llm,
     run: runSection(raw.run),
@@ -479,25 +666,52 @@ function sortProblems(problems: Problem[], files: string[]): Problem[] {
 }
 
 /**
- * Read and parse a policy file; I/O errors become config errors too.
+ * Read a policy's main file within {@link POLICY_LIMITS}: its text, and the
+ * budget left for its includes. I/O errors become config errors.
+ *
+ * @example
+ * const { text, budget } = readMainPolicy("agentgate.yaml", Deno.cwd());
+ */
+export function readMainPolicy(
+  path: string,
+  cwd: string,
+  limits: PolicyLimits = POLICY_LIMITS,
+): { text: string; budget: ReadBudget } {
+  const budget: ReadBudget = { bytes: 0, files: 0, limits };
+  try {
+    return {
+      text: readPolicyFileSync(isAbsolute(path) ? path : resolve(cwd, path), budget),
+      budget,
+    };
+  } catch (e) {
+    if (!(e instanceof PolicyReadError)) throw e;
+    throw new ConfigError([{ severity: "error", file: path, line: 0, col: 0, message: e.message }]);
+  }
+}
+
+/**
+ * Read and parse a policy file (within {@link POLICY_LIMITS}); I/O errors
+ * become config errors too. A reload while the proxy serves uses
+ * `loadConfigOffThread` (offthread.ts) instead, which gives the same answer.
  *
  * @example
  * const { config, problems } = await loadConfig("agentgate.yaml", Deno.cwd());
  */
-export async function loadConfig(
+export function loadConfig(
   path: string,
   cwd: string,
   opts: LoadOptions = {},
+  limits: PolicyLimits = POLICY_LIMITS,
 ): Promise<Loaded> {
-  const file = isAbsolute(path) ? path : resolve(cwd, path);
-  let text: string;
   try {
-    text = await Deno.readTextFile(file);
+    const { text, budget } = readMainPolicy(path, cwd, limits);
+    const problems: Problem[] = [];
+    const errors: Problem[] = [];
+    const parts = parseParts(text, path, cwd, problems, errors, budget);
+    return Promise.resolve(drain(compileSteps(parts, path, cwd, problems, errors, { load: opts })));
   } catch (e) {
-    const why = e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message;
-    throw new ConfigError([{ severity: "error", file: path, line: 0, col: 0, message: why }]);
+    return Promise.reject(e);
   }
-  return parseConfig(text, path, cwd, opts);
 }
 
 /** The embedded default policy (audit everything, deny metadata and link-local). */

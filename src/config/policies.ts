@@ -69,6 +69,7 @@ export function compilePolicy(
   raw: unknown,
   rule: string,
   isProviderHost: (host: string) => boolean = () => false,
+  opts: { regexBudgetMs?: number } = {},
 ): CompiledPolicy | PolicyProblem {
   if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
     return {
@@ -130,7 +131,11 @@ export function compilePolicy(
       const c = legacy ? parseLegacyTimeRestriction(config) : parseTimeWindowConfig(config);
       checker = createTimeWindowChecker(c, ctx);
     } else if (kind === "dlp") {
-      const dlp = createDlpChecker(parseDlpConfig(config), { rule, isProviderHost });
+      const dlp = createDlpChecker(parseDlpConfig(config), {
+        rule,
+        isProviderHost,
+        regexBudgetMs: opts.regexBudgetMs,
+      });
       // Scanning a request reads its URL, headers and body.
       return {
         checker: dlp,

@@ -19,13 +19,13 @@
  *
  * @module
  */
-import type { Node } from "yaml";
 import type { Problem } from "./errors.ts";
-import { type Part, type SourceFile, validAt } from "./source.ts";
+import { type Part, type SourceNode, type SourceView, validAt } from "./source.ts";
 import { KNOWN_METHODS } from "./spec.ts";
 import { compilePolicy } from "./policies.ts";
 import { didYouMean } from "../util/suggest.ts";
 import { compileMatch, type Matcher, matchHost, PatternError } from "../policy/match.ts";
+import { ShadowIndex } from "./shadow.ts";
 import {
   type AddressAllowance,
   type Cidr,
@@ -60,6 +60,13 @@ export interface RulesContext {
    * `tls.intercept` itself has errors: its fix would be a guess).
    */
   checkTunnels: boolean;
+  /**
+   * Run the lints that only produce problems (shadowing, tunnels); default
+   * true. Off when the policy was already checked elsewhere (the reload worker).
+   */
+  lint?: boolean;
+  /** `limits.max_regex_scan_time`: the time custom DLP regexes may take per scan. */
+  regexBudgetMs?: number;
 }
 
 /** A `rules:` entry as the schema let it through. */
@@ -72,6 +79,15 @@ interface RulesState {
   names: Map<string, number>;
   /** The first rule that matches every request, if any: it shadows all later ones. */
   catchAll: CompiledRule | null;
+  /** Earlier rules without methods or condition, for the shadowing lint. */
+  shadow: ShadowIndex;
+  /**
+   * Conditions and path matchers by source: rules that repeat one share the
+   * compiled value (both are pure), so a large policy takes less memory and
+   * less time to load.
+   */
+  conditions: Map<string, CompiledCondition>;
+  paths: Map<string, (path: string) => boolean>;
 }
 
 /**
@@ -85,16 +101,46 @@ interface RulesState {
  * ```
  */
 export function compileRules(parts: Part[], ctx: RulesContext): CompiledRule[] {
-  const state: RulesState = { rules: [], names: new Map(), catchAll: null };
+  const steps = compileRuleSteps(parts, ctx);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+/**
+ * {@link compileRules} one rule per step, for a caller that gives the event
+ * loop back between slices of steps (a reload while the proxy serves).
+ *
+ * @example
+ * ```ts
+ * const steps = compileRuleSteps(parts, ctx);
+ * let r = steps.next();
+ * while (!r.done) r = steps.next(); // r.value: the rules
+ * ```
+ */
+export function* compileRuleSteps(
+  parts: Part[],
+  ctx: RulesContext,
+): Generator<void, CompiledRule[], void> {
+  const state: RulesState = {
+    rules: [],
+    names: new Map(),
+    catchAll: null,
+    shadow: new ShadowIndex(),
+    conditions: new Map(),
+    paths: new Map(),
+  };
   let ruleIndex = 0;
   for (const part of parts) {
     const rawRules: RawRule[] = part.raw.rules ?? [];
-    rawRules.forEach((r, fileIndex) => {
+    for (let fileIndex = 0; fileIndex < rawRules.length; fileIndex++) {
       const index = ruleIndex++;
-      if (!validAt(part, ["rules", fileIndex])) return;
-      const rule = compileRule(part, r, fileIndex, index, state, ctx);
+      if (!validAt(part, ["rules", fileIndex])) continue;
+      const rule = compileRule(part, rawRules[fileIndex], fileIndex, index, state, ctx);
       if (rule !== null) state.rules.push(rule);
-    });
+      yield;
+    }
   }
   return state.rules;
 }
@@ -114,7 +160,7 @@ function compileRule(
   const ruleNode = src.nodeAt(path);
   const patterns = (Array.isArray(r.match) ? r.match : [r.match]) as string[];
   const shownName = (r.name as string | undefined) ?? patterns.join(", ");
-  const matchers = compileMatchers(src, r, path, patterns, shownName, legacy, errors);
+  const matchers = compileMatchers(src, r, path, patterns, shownName, legacy, errors, state.paths);
   const methods = compileMethods(src, r, path, problems);
   const ruleName = uniqueName(src, r, path, patterns, index, state.names, problems);
   if (r.match_case === false && matchers !== null && matchers.every((m) => m.path === null)) {
@@ -131,7 +177,7 @@ function compileRule(
 
   // `when:` compiled and type-checked now; its errors point into the YAML scalar.
   // Patterns, condition and policies are each compiled, so all their errors show at once.
-  const when = compileWhen(src, r, path, ruleName, errors);
+  const when = compileWhen(src, r, path, ruleName, errors, state.conditions);
   const { checkers, reads: policyReads, needsBody: policyNeedsBody, keyReadsPath } =
     compilePolicies(src, r, path, ruleName, ctx);
   const policiesNode = src.nodeAt([...path, "policies"]);
@@ -170,25 +216,30 @@ function compileRule(
     needsWhat,
     readsPath: (when?.reads.has("request.path") ?? false) || keyReadsPath,
   };
-  lintShadowed(src, ruleNode, rule, state, problems);
+  const lint = ctx.lint ?? true;
+  if (lint) {
+    lintShadowed(src, ruleNode, rule, state, problems);
+    if (methods === null && when === null) state.shadow.add(rule);
+  }
   const isCatchAll = (m: Matcher) =>
     m.host === null && m.port === null && m.scheme === null && m.path === null && m.cidr === null;
   if (!state.catchAll && methods === null && when === null && matchers.some(isCatchAll)) {
     state.catchAll = rule;
   }
-  lintTunnel(part, r, path, patterns, rule, whenRequestReads.length > 0, ctx);
+  if (lint) lintTunnel(part, r, path, patterns, rule, whenRequestReads.length > 0, ctx);
   return rule;
 }
 
 /** `match:` (one pattern or a list); null when any pattern is invalid. */
 function compileMatchers(
-  src: SourceFile,
+  src: SourceView,
   r: RawRule,
   path: (string | number)[],
   patterns: string[],
   ruleName: string,
   legacy: boolean,
   errors: Problem[],
+  paths: Map<string, (path: string) => boolean>,
 ): Matcher[] | null {
   const matchers: Matcher[] = [];
   patterns.forEach((pattern, i) => {
@@ -196,7 +247,7 @@ function compileMatchers(
       Array.isArray(r.match) ? [...path, "match", i] : [...path, "match"],
     );
     try {
-      matchers.push(compileMatch(pattern, legacy, { nocase: r.match_case === false }));
+      matchers.push(compileMatch(pattern, legacy, { nocase: r.match_case === false, paths }));
     } catch (e) {
       if (!(e instanceof PatternError)) throw e;
       errors.push(
@@ -219,7 +270,7 @@ function compileMatchers(
  * warning); an allow that opens a cloud metadata address is a lint.
  */
 function compileAllowance(
-  src: SourceFile,
+  src: SourceView,
   r: RawRule,
   path: (string | number)[],
   ruleName: string,
@@ -269,7 +320,7 @@ function compileAllowance(
 
 /** `methods:` upper-cased, or null for all; an unknown method is a warning, not an error. */
 function compileMethods(
-  src: SourceFile,
+  src: SourceView,
   r: RawRule,
   path: (string | number)[],
   problems: Problem[],
@@ -296,7 +347,7 @@ function compileMethods(
 
 /** The rule's name (its patterns when unnamed), `#n` from the second use on. */
 function uniqueName(
-  src: SourceFile,
+  src: SourceView,
   r: RawRule,
   path: (string | number)[],
   patterns: string[],
@@ -323,15 +374,20 @@ function uniqueName(
 
 /** `when:` compiled, null when absent, undefined when it does not compile (error recorded). */
 function compileWhen(
-  src: SourceFile,
+  src: SourceView,
   r: RawRule,
   path: (string | number)[],
   ruleName: string,
   errors: Problem[],
+  cache: Map<string, CompiledCondition>,
 ): CompiledCondition | null | undefined {
   if (typeof r.when !== "string") return null;
+  const known = cache.get(r.when);
+  if (known) return known;
   try {
-    return compileCondition(r.when);
+    const c = compileCondition(r.when);
+    cache.set(r.when, c);
+    return c;
   } catch (e) {
     if (!(e instanceof CelError)) throw e;
     errors.push(
@@ -348,7 +404,7 @@ function compileWhen(
 
 /** `policies:` compiled; what their keys read and whether any needs the body. */
 function compilePolicies(
-  src: SourceFile,
+  src: SourceView,
   r: RawRule,
   path: (string | number)[],
   ruleName: string,
@@ -360,7 +416,9 @@ function compilePolicies(
   // A dlp policy scans the canonical URL: not a key that could tell readings apart.
   let keyReadsPath = false;
   ((r.policies as unknown[] | undefined) ?? []).forEach((raw, i) => {
-    const compiled = compilePolicy(raw, ruleName, (h) => ctx.detectProvider(h) !== null);
+    const compiled = compilePolicy(raw, ruleName, (h) => ctx.detectProvider(h) !== null, {
+      regexBudgetMs: ctx.regexBudgetMs,
+    });
     if ("message" in compiled) {
       const at = [...path, "policies", i, ...compiled.path];
       const node = src.nodeAt(at, compiled.atKey) ?? src.nodeAt([...path, "policies", i]);
@@ -380,17 +438,14 @@ function compilePolicies(
  * this one can match: that rule always decides first.
  */
 function lintShadowed(
-  src: SourceFile,
-  ruleNode: Node | null,
+  src: SourceView,
+  ruleNode: SourceNode,
   rule: CompiledRule,
   state: RulesState,
   problems: Problem[],
 ): void {
   const { catchAll } = state;
-  const shadow = catchAll ?? state.rules.find((e) =>
-    e.methods === null && e.when === null &&
-    rule.match.every((m) => e.match.some((em) => covers(em, m)))
-  );
+  const shadow = catchAll ?? state.shadow.find(rule);
   if (shadow) {
     problems.push({
       ...src.problem(
@@ -423,7 +478,7 @@ function lintTunnel(
 ): void {
   if (!ctx.checkTunnels) return;
   const { src } = part;
-  const tunnelProblem = (node: Node | null, what: string, host: string) =>
+  const tunnelProblem = (node: SourceNode, what: string, host: string) =>
     ctx.problems.push(src.problem(
       "warning",
       node,
@@ -468,39 +523,6 @@ function intercepted(intercept: Matcher[], m: Matcher, port: number | null): boo
   if (m.hostGlob === null) return intercept.some((i) => i.host === null);
   const sample = m.hostGlob.replace(/\*+/g, "x").replace(/\?/g, "x");
   return intercept.some((i) => matchHost(i, sample, port ?? m.port ?? 443));
-}
-
-/**
- * Whether pattern `a` matches every request pattern `b` can (identical, or
- * strictly broader: any host/port/scheme/path, a glob over an exact name, a
- * shorter `*.suffix`, a `/prefix/**` over a longer path glob).
- */
-function covers(a: Matcher, b: Matcher): boolean {
-  if (a.scheme !== null && a.scheme !== b.scheme) return false;
-  if (a.cidr !== null) {
-    // A range covers a narrower range; a name may resolve anywhere.
-    return b.cidr !== null && b.cidr.bytes.length === a.cidr.bytes.length &&
-      b.cidr.bits >= a.cidr.bits && cidrContains(a.cidr, b.cidr.bytes);
-  }
-  if (a.port !== null && a.port !== b.port) return false;
-  let host = a.host === null;
-  if (!host && b.hostGlob !== null) {
-    if (a.hostGlob === b.hostGlob) host = true;
-    else if (typeof b.host === "string") host = matchHost(a, b.host, b.port ?? a.port ?? 443);
-    else {
-      const sa = /^\*+(\.[^*?]+)$/.exec(a.hostGlob ?? "")?.[1];
-      const sb = /^\*+(\.[^*?]+)$/.exec(b.hostGlob)?.[1];
-      host = sa !== undefined && sb !== undefined && sb.endsWith(sa);
-    }
-  }
-  if (!host) return false;
-  if (a.path === null) return true;
-  if (b.pathGlob === null) return false;
-  // A case-insensitive glob matches spellings a case-sensitive one does not.
-  if (b.nocase && !a.nocase) return false;
-  if (a.pathGlob === b.pathGlob) return true;
-  const prefix = a.pathGlob!.endsWith("/**") ? a.pathGlob!.slice(0, -2) : null;
-  return prefix !== null && !/[*?[\]{}]/.test(prefix) && b.pathGlob.startsWith(prefix);
 }
 
 /**

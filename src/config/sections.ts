@@ -38,6 +38,7 @@ import {
   type CompiledRule,
   indexRules,
   type LlmSettings,
+  type RuleIndex,
 } from "../policy/engine.ts";
 import type { Action } from "../policy/types.ts";
 import { parseDuration } from "../util/duration.ts";
@@ -78,6 +79,11 @@ export interface RawLimits {
   max_body_bytes?: number;
   max_scan_bytes?: number;
   ambiguous_paths?: "deny" | "normalize";
+  max_decompressed_bytes?: number;
+  max_decompression_ratio?: number;
+  max_regex_scan_time?: string;
+  tunnel_idle?: string;
+  max_tunnels_per_client?: number;
 }
 
 /** `tls:` (`intercept` is compiled by {@link compileIntercept}, with positions). */
@@ -270,14 +276,16 @@ export function auditSection(
 }
 
 /**
- * `limits:`: body sizes buffered for conditions and scanned by DLP (1 MiB each
- * by default), and what happens to a path servers read differently
- * (`ambiguous_paths`, default `deny`).
+ * `limits:`: body sizes buffered for conditions and scanned by DLP (1 MiB
+ * each by default), what happens to a path servers read differently
+ * (`ambiguous_paths`, default `deny`), how far compressed bodies are inflated
+ * for inspection (64 MiB, ratio 100), the time custom DLP regexes may take
+ * (50 ms), idle tunnels (closed after 10 min) and tunnels per client (256).
  *
  * @example
  * ```ts
- * limitsSection({ max_body_bytes: 4096 });
- * // { maxBodyBytes: 4096, maxScanBytes: 1048576, ambiguousPaths: "deny" }
+ * limitsSection({ max_body_bytes: 4096 }).maxBodyBytes; // 4096
+ * limitsSection({ tunnel_idle: "30s" }).tunnelIdleMs; // 30000
  * ```
  */
 export function limitsSection(limits: RawLimits | undefined): AgentgateConfig["limits"] {
@@ -285,6 +293,11 @@ export function limitsSection(limits: RawLimits | undefined): AgentgateConfig["l
     maxBodyBytes: limits?.max_body_bytes ?? 1024 * 1024,
     maxScanBytes: limits?.max_scan_bytes ?? 1024 * 1024,
     ambiguousPaths: limits?.ambiguous_paths ?? "deny",
+    maxDecompressedBytes: limits?.max_decompressed_bytes ?? 64 * 1024 * 1024,
+    maxDecompressionRatio: limits?.max_decompression_ratio ?? 100,
+    maxRegexScanMs: parseDuration(limits?.max_regex_scan_time ?? "50ms"),
+    tunnelIdleMs: parseDuration(limits?.tunnel_idle ?? "10m"),
+    maxTunnelsPerClient: limits?.max_tunnels_per_client ?? 256,
   };
 }
 
@@ -494,13 +507,14 @@ export function policySection(
   legacy: boolean,
   rules: CompiledRule[],
   llm: LlmSettings,
+  index: RuleIndex = indexRules(rules),
 ): CompiledPolicy {
   return {
     mode: raw.mode ?? "enforce",
     defaultAction: raw.default ?? (legacy ? "log" : "deny"),
     defaultSource: legacy ? "@agentreserve/proxy default" : "default",
     rules,
-    index: indexRules(rules),
+    index,
     llm,
   };
 }

@@ -105,16 +105,44 @@ Deno.test("sections: paths are relative to the policy file, or to cwd when embed
 });
 
 Deno.test("sections: limits, run and upstream defaults", () => {
+  const resources = {
+    maxDecompressedBytes: 64 << 20,
+    maxDecompressionRatio: 100,
+    maxRegexScanMs: 50,
+    tunnelIdleMs: 600_000,
+    maxTunnelsPerClient: 256,
+  };
   assert.deepEqual(limitsSection(undefined), {
     maxBodyBytes: 1 << 20,
     maxScanBytes: 1 << 20,
     ambiguousPaths: "deny",
+    ...resources,
   });
   assert.deepEqual(limitsSection({ max_scan_bytes: 10, ambiguous_paths: "normalize" }), {
     maxBodyBytes: 1 << 20,
     maxScanBytes: 10,
     ambiguousPaths: "normalize",
+    ...resources,
   });
+  assert.deepEqual(
+    limitsSection({
+      max_decompressed_bytes: 1000,
+      max_decompression_ratio: 20,
+      max_regex_scan_time: "200ms",
+      tunnel_idle: "1h",
+      max_tunnels_per_client: 4,
+    }),
+    {
+      maxBodyBytes: 1 << 20,
+      maxScanBytes: 1 << 20,
+      ambiguousPaths: "deny",
+      maxDecompressedBytes: 1000,
+      maxDecompressionRatio: 20,
+      maxRegexScanMs: 200,
+      tunnelIdleMs: 3_600_000,
+      maxTunnelsPerClient: 4,
+    },
+  );
   assert.deepEqual(runSection(undefined), { noProxy: null });
   assert.deepEqual(runSection({ no_proxy: ["x"] }), { noProxy: ["x"] });
   const up = upstreamSection({

@@ -8,6 +8,70 @@ import { isMap, isPair, isScalar, LineCounter, type Node, parseDocument, Scalar 
 import { type Problem, yamlMessage } from "./errors.ts";
 import type { Path } from "./schema.ts";
 
+/** Where something is in a policy file: a YAML node, or a path standing for one. */
+export type SourceNode = Node | { readonly path: Path } | null;
+
+/**
+ * What compiling a section needs of its file: its name, the node at a path,
+ * and positions for problems. {@link SourceFile} has the parsed YAML;
+ * {@link PositionsSource} only the positions of the rules.
+ */
+export interface SourceView {
+  readonly file: string;
+  /** The node at a path (a pair's key when `atKey`). */
+  nodeAt(path: Path, atKey?: boolean): SourceNode;
+  /** Position of a node, plus a character offset into a scalar. */
+  pos(node: SourceNode | undefined, offset?: number): { line: number; col: number };
+  problem(
+    severity: Problem["severity"],
+    node: SourceNode | undefined,
+    message: string,
+    offset?: number,
+  ): Problem;
+}
+
+/**
+ * A policy file whose YAML was parsed and checked elsewhere (the reload
+ * worker, see `offthread.ts`): it knows the position of each rule, which
+ * compiled rules carry (`file:line`), and nothing else. Problems found while
+ * compiling from it have no position; the worker already reported the real
+ * ones.
+ *
+ * @example
+ * ```ts
+ * const src = new PositionsSource("a.yaml", [[3, 5]]);
+ * src.pos(src.nodeAt(["rules", 0])); // { line: 3, col: 5 }
+ * ```
+ */
+export class PositionsSource implements SourceView {
+  constructor(
+    readonly file: string,
+    /** `[line, col]` of each rule of the file's `rules:`, in order. */
+    private readonly rules: ArrayLike<readonly [number, number]>,
+  ) {}
+
+  nodeAt(path: Path): SourceNode {
+    return { path };
+  }
+
+  pos(node: SourceNode | undefined): { line: number; col: number } {
+    const path = node && "path" in node && !("range" in node) ? node.path : null;
+    if (path?.length === 2 && path[0] === "rules" && typeof path[1] === "number") {
+      const p = this.rules[path[1]];
+      if (p) return { line: p[0], col: p[1] };
+    }
+    return { line: 0, col: 0 };
+  }
+
+  problem(
+    severity: Problem["severity"],
+    node: SourceNode | undefined,
+    message: string,
+  ): Problem {
+    return { severity, file: this.file, ...this.pos(node), message };
+  }
+}
+
 /**
  * The YAML syntax errors of a document, as problems: only the first one. After
  * a syntax error the parser resynchronises as best it can, and one slip (a
@@ -49,7 +113,7 @@ export function yamlSyntaxProblems(
  * src.problem("error", src.nodeAt(["default"]), "bad"); // { file: "a.yaml", line: 2, col: 10, … }
  * ```
  */
-export class SourceFile {
+export class SourceFile implements SourceView {
   readonly lines = new LineCounter();
   readonly doc;
   constructor(readonly file: string, readonly text: string) {
@@ -61,7 +125,8 @@ export class SourceFile {
   }
 
   /** Position of a node (its key when `atKey`), plus a character offset into a scalar. */
-  pos(node: Node | null | undefined, offset = 0): { line: number; col: number } {
+  pos(n: SourceNode | undefined, offset = 0): { line: number; col: number } {
+    const node = n && "range" in n ? n : null;
     if (!node?.range) return { line: 0, col: 0 };
     let start = node.range[0];
     if (offset > 0 && isScalar(node)) start = scalarOffset(this.text, node, offset);
@@ -85,7 +150,7 @@ export class SourceFile {
 
   problem(
     severity: Problem["severity"],
-    node: Node | null | undefined,
+    node: SourceNode | undefined,
     message: string,
     offset = 0,
   ): Problem {
@@ -131,7 +196,7 @@ export function scalarOffset(text: string, node: Scalar, offset: number): number
 
 /** One parsed and validated policy file. */
 export interface Part {
-  src: SourceFile;
+  src: SourceView;
   // deno-lint-ignore no-explicit-any
   raw: Record<string, any>;
   legacy: boolean;

@@ -792,6 +792,31 @@ export const configSchema: ObjectSchema = {
           description:
             "A path servers read differently (//a, /a/..;/b, /a%2fb, /a\\b): deny it when the policy would decide the readings differently (default), or forward the canonical path.",
         },
+        max_decompressed_bytes: {
+          type: "number",
+          integer: true,
+          minimum: 1,
+          description:
+            "Most bytes a compressed body is inflated to for usage parsing and DLP (default 64 MiB); the response still streams unchanged.",
+        },
+        max_decompression_ratio: {
+          type: "number",
+          minimum: 1,
+          description:
+            "Most decompressed bytes per compressed byte, once 1 MiB is out (default 100; a gzip bomb is ~1000).",
+        },
+        max_regex_scan_time: duration(
+          "Time the custom DLP regexes may take on one request body or response chunk (default 50ms); past it the scan stops and the row says so.",
+        ),
+        tunnel_idle: duration(
+          "A CONNECT tunnel with no bytes either way for this long is closed (default 10m).",
+        ),
+        max_tunnels_per_client: {
+          type: "number",
+          integer: true,
+          minimum: 1,
+          description: "Open CONNECT tunnels one client address may hold (default 256).",
+        },
       },
     },
     audit: {

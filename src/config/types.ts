@@ -44,6 +44,16 @@ export interface AgentgateConfig {
     maxScanBytes: number;
     /** `limits.ambiguous_paths`: deny a path servers read differently, or forward it canonical. */
     ambiguousPaths: "deny" | "normalize";
+    /** Most bytes a compressed body is inflated to for usage parsing and DLP. */
+    maxDecompressedBytes: number;
+    /** Most decompressed bytes per compressed byte (past 1 MiB of output). */
+    maxDecompressionRatio: number;
+    /** Time custom DLP regexes may take per scan (a request body, a response chunk). */
+    maxRegexScanMs: number;
+    /** A CONNECT tunnel idle this long is closed. */
+    tunnelIdleMs: number;
+    /** Open CONNECT tunnels per client address. */
+    maxTunnelsPerClient: number;
   };
   tls: {
     /** Compiled `tls.intercept` host globs (empty: nothing is intercepted). */

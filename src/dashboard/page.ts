@@ -393,7 +393,7 @@ async function openDetail(id) {
     el("h2", { text: "Decision" }),
     kv([["Decision", badge(r.decision)], ["Reason", r.reason], ["Rule", r.rule === null ? "(default)" : r.rule],
       ["Rule source", r.rule_source], ["Policy", r.policy], ["Status", r.status === null ? "—" : String(r.status)],
-      ["Error", r.error], ["Decision id", r.id]]),
+      ["Error", r.error], ["Not inspected in full", r.inspection], ["Decision id", r.id]]),
     el("h2", { text: "Request" }),
     kv([["Time", new Date(r.ts).toISOString()], ["Method", r.method], ["URL", r.scheme + "://" + target(r)],
       ["Query", r.query], ["Address", r.dest_ip], ["Client", r.client], ["Session", r.session], ["Label", r.label],

@@ -1,11 +1,12 @@
 /**
  * 10 MB bodies of adversarial text, each scanned with every detector (and
- * two custom RE2 regexes) under an 8 s bound; then a pathological custom regex
- * on the worst body for it. The bound is a guard against catastrophic
- * backtracking or quadratic loops (which take minutes on 10 MB), not a speed
- * test: the worst case here takes ~0.9 s on an idle 2-core machine and
- * 2.7-4 s while the rest of the suite runs on the same two cores, so a 2 s
- * bound failed CI-like runs.
+ * two custom RE2 regexes); then a pathological custom regex on the worst
+ * body for it. What is checked is how the time grows, not how long it takes:
+ * each input is also built at 1 MB, and the 10 MB scan must take less than
+ * 40 times as long as the 1 MB one (linear work is ~10×; catastrophic
+ * backtracking or a quadratic loop is 100× and more, minutes on 10 MB). A
+ * ratio holds on a busy machine where a fixed bound failed CI-like runs (the
+ * worst case took ~0.9 s idle and 2.7-4 s beside the rest of the suite).
  */
 
 import assert from "node:assert/strict";
@@ -16,8 +17,12 @@ import { compileScanner } from "./scanner.ts";
 import { createStreamScanner } from "./stream.ts";
 import { rng } from "../../tests/support/dlp_samples.ts";
 
-const TEN_MB = 10 * 1024 * 1024;
-const LIMIT_MS = 8000;
+const ONE_MB = 1024 * 1024;
+const TEN_MB = 10 * ONE_MB;
+/** Largest allowed time(10 MB) / time(1 MB): linear is ~10, quadratic ~100. */
+const MAX_GROWTH = 40;
+/** Below this, a 10 MB run is too fast to be super-linear (a quadratic pass is minutes). */
+const TRIVIAL_MS = 150;
 
 const scanner = compileScanner({
   detectors: DETECTOR_NAMES,
@@ -27,24 +32,41 @@ const scanner = compileScanner({
   }],
 });
 
-/**
- * Asserts `fn` runs under the bound. A run over it is repeated once: test
- * files run in parallel on shared machines, and a guard against
- * catastrophic backtracking must not fail on a busy CPU (a super-linear scan
- * fails both runs by a wide margin).
- */
-function assertFast(label: string, fn: () => unknown): void {
+/** The least time of `runs` calls, in ms. */
+function least(fn: () => unknown, runs: number): number {
   let ms = Infinity;
-  for (let attempt = 0; attempt < 2 && ms >= LIMIT_MS; attempt++) {
+  for (let i = 0; i < runs; i++) {
     const t0 = performance.now();
     fn();
     ms = Math.min(ms, performance.now() - t0);
   }
-  assert.ok(ms < LIMIT_MS, `${label}: ${ms.toFixed(0)} ms`);
+  return ms;
 }
 
-function fill(unit: string): string {
-  return unit.repeat(Math.ceil(TEN_MB / unit.length)).slice(0, TEN_MB);
+/**
+ * Asserts `fn` on the 10 MB input grows at most {@link MAX_GROWTH} times
+ * over the 1 MB one. Both are the least of several runs (test files run in
+ * parallel on shared machines; a busy CPU slows one run, never all of them
+ * by a factor of 4), and an over-ratio result is measured once more.
+ */
+function assertLinear<T>(label: string, make: (n: number) => T, fn: (input: T) => unknown): void {
+  const small = make(ONE_MB);
+  const big = make(TEN_MB);
+  let ts = least(() => fn(small), 3);
+  let tb = least(() => fn(big), 1);
+  const growth = () => tb / Math.max(ts, 1);
+  if (tb >= TRIVIAL_MS && growth() >= MAX_GROWTH) {
+    ts = Math.min(ts, least(() => fn(small), 2));
+    tb = Math.min(tb, least(() => fn(big), 1));
+  }
+  assert.ok(
+    tb < TRIVIAL_MS || growth() < MAX_GROWTH,
+    `${label}: 1 MB ${ts.toFixed(1)} ms, 10 MB ${tb.toFixed(1)} ms (${growth().toFixed(0)}×)`,
+  );
+}
+
+function fill(unit: string, n: number): string {
+  return unit.repeat(Math.ceil(n / unit.length)).slice(0, n);
 }
 
 function randomB64(n: number): string {
@@ -59,53 +81,52 @@ function randomB64(n: number): string {
   return parts.join("").slice(0, n);
 }
 
-const CASES: Record<string, () => string> = {
-  "a × 10M": () => "a".repeat(TEN_MB),
-  "spaces": () => " ".repeat(TEN_MB),
-  "AKIA repeated": () => fill("AKIA"),
-  "19-char AKIA ids": () => fill("AKIAIOSFODNN7EXAMPL "),
-  "secret keyword, no key": () => fill("secret "),
-  "secret then 41-char runs": () => fill("secret=" + "Ab1".repeat(14) + " "),
-  "ghp_ repeated": () => fill("ghp_"),
-  "-----BEGIN without end": () => fill("-----BEGIN RSA PRIVATE KEY-----\n"),
-  "-----BEGIN + body, no end": () => "-----BEGIN RSA PRIVATE KEY-----\n" + fill("QUJD\n"),
-  "-----BEGIN repeated, one END at the end": () =>
-    fill("-----BEGIN ") + "-----END RSA PRIVATE KEY-----",
-  "sk- repeated": () => fill("sk-"),
-  "sk-ant- repeated": () => fill("sk-ant-"),
-  "sk- + lowercase run": () => "sk-" + "a".repeat(TEN_MB),
-  "xoxb- repeated": () => fill("xoxb-"),
-  "slack hook paths": () => fill("hooks.slack.com/services/T/B/"),
-  "eyJ repeated": () => fill("eyJ"),
-  "eyJ dotted chain": () => fill("eyJhbGciOiJub25lIn0."),
-  "k_live_ repeated": () => fill("sk_live_"),
-  "AIza repeated": () => fill("AIza"),
-  "digits": () => "1".repeat(TEN_MB),
-  "digit groups": () => fill("4111 "),
-  "digit-dash chain": () => fill("1-"),
-  "SSN-like chain": () => fill("536-22-"),
-  ".ssh/ repeated": () => fill(" .ssh/"),
-  ".env repeated": () => fill(".env"),
-  "/etc/ repeated": () => fill("/etc/"),
-  "| repeated": () => "|".repeat(TEN_MB),
-  "| sh repeated": () => fill("| sh "),
-  "curl then pipes": () => fill("curl x | sudo sudo sudo sudo sudo sudo sudo "),
-  "curl words, one pipe at the end": () => fill("curl ") + "| sh",
-  "<( and $( repeated": () => fill("bash <(cat $("),
-  "nc repeated": () => fill("nc "),
-  "nc -e without shell": () => fill("nc -e "),
-  "/dev/tcp/ repeated": () => fill("/dev/tcp/"),
-  "/dev/tcp/ without port": () => fill(">& /dev/tcp/host/"),
-  ".connect(( repeated": () => fill(".connect((socket "),
-  "mkfifo repeated": () => fill("mkfifo sh "),
-  "open(STDIN and ->fdopen(": () => fill("open(STDIN->fdopen("),
-  "random base64": () => randomB64(TEN_MB),
+const CASES: Record<string, (n: number) => string> = {
+  "a × 10M": (n) => "a".repeat(n),
+  "spaces": (n) => " ".repeat(n),
+  "AKIA repeated": (n) => fill("AKIA", n),
+  "19-char AKIA ids": (n) => fill("AKIAIOSFODNN7EXAMPL ", n),
+  "secret keyword, no key": (n) => fill("secret ", n),
+  "secret then 41-char runs": (n) => fill("secret=" + "Ab1".repeat(14) + " ", n),
+  "ghp_ repeated": (n) => fill("ghp_", n),
+  "-----BEGIN without end": (n) => fill("-----BEGIN RSA PRIVATE KEY-----\n", n),
+  "-----BEGIN + body, no end": (n) => "-----BEGIN RSA PRIVATE KEY-----\n" + fill("QUJD\n", n),
+  "-----BEGIN repeated, one END at the end": (n) =>
+    fill("-----BEGIN ", n) + "-----END RSA PRIVATE KEY-----",
+  "sk- repeated": (n) => fill("sk-", n),
+  "sk-ant- repeated": (n) => fill("sk-ant-", n),
+  "sk- + lowercase run": (n) => "sk-" + "a".repeat(n),
+  "xoxb- repeated": (n) => fill("xoxb-", n),
+  "slack hook paths": (n) => fill("hooks.slack.com/services/T/B/", n),
+  "eyJ repeated": (n) => fill("eyJ", n),
+  "eyJ dotted chain": (n) => fill("eyJhbGciOiJub25lIn0.", n),
+  "k_live_ repeated": (n) => fill("sk_live_", n),
+  "AIza repeated": (n) => fill("AIza", n),
+  "digits": (n) => "1".repeat(n),
+  "digit groups": (n) => fill("4111 ", n),
+  "digit-dash chain": (n) => fill("1-", n),
+  "SSN-like chain": (n) => fill("536-22-", n),
+  ".ssh/ repeated": (n) => fill(" .ssh/", n),
+  ".env repeated": (n) => fill(".env", n),
+  "/etc/ repeated": (n) => fill("/etc/", n),
+  "| repeated": (n) => "|".repeat(n),
+  "| sh repeated": (n) => fill("| sh ", n),
+  "curl then pipes": (n) => fill("curl x | sudo sudo sudo sudo sudo sudo sudo ", n),
+  "curl words, one pipe at the end": (n) => fill("curl ", n) + "| sh",
+  "<( and $( repeated": (n) => fill("bash <(cat $(", n),
+  "nc repeated": (n) => fill("nc ", n),
+  "nc -e without shell": (n) => fill("nc -e ", n),
+  "/dev/tcp/ repeated": (n) => fill("/dev/tcp/", n),
+  "/dev/tcp/ without port": (n) => fill(">& /dev/tcp/host/", n),
+  ".connect(( repeated": (n) => fill(".connect((socket ", n),
+  "mkfifo repeated": (n) => fill("mkfifo sh ", n),
+  "open(STDIN and ->fdopen(": (n) => fill("open(STDIN->fdopen(", n),
+  "random base64": (n) => randomB64(n),
 };
 
 for (const [name, make] of Object.entries(CASES)) {
   Deno.test(`10 MB adversarial: ${name}`, () => {
-    const text = make();
-    assertFast(name, () => {
+    assertLinear(name, make, (text) => {
       assert.ok(scanner.scan(text).length <= scanner.maxFindings + 1);
     });
   });
@@ -116,33 +137,38 @@ Deno.test("10 MB adversarial: pathological custom RE2 regexes stay linear", () =
     detectors: [],
     custom: [{ name: "evil", regex: "(a+)+$" }, { name: "evil2", regex: "(x+x+)+y" }],
   });
-  for (const text of ["a".repeat(TEN_MB) + "!", fill("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxa")]) {
-    assertFast(`custom regexes on ${text.slice(-4)}`, () => evil.scan(text));
+  const inputs = [
+    (n: number) => "a".repeat(n) + "!",
+    (n: number) => fill("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxa", n),
+  ];
+  for (const make of inputs) {
+    assertLinear(`custom regexes on ${make(8).slice(-4)}`, make, (text) => evil.scan(text));
   }
 });
 
 Deno.test("10 MB adversarial JSON: backslashes and quotes", () => {
-  for (
-    const body of [
-      '"' + "\\".repeat(TEN_MB) + '"',
-      fill('"\\"'),
-      fill('"a",'),
-      '{"a":"' + fill("\\n") + '"}',
-      '["' + fill('\\u0041\\"') + '"]',
-      fill('"'),
-    ]
-  ) {
-    assertFast(
-      `decode and scan ${body.slice(0, 12)}`,
-      () => scanner.scan(jsonScanText(body, false).text),
+  const bodies = [
+    (n: number) => '"' + "\\".repeat(n) + '"',
+    (n: number) => fill('"\\"', n),
+    (n: number) => fill('"a",', n),
+    (n: number) => '{"a":"' + fill("\\n", n) + '"}',
+    (n: number) => '["' + fill('\\u0041\\"', n) + '"]',
+    (n: number) => fill('"', n),
+  ];
+  for (const make of bodies) {
+    const label = make(16).slice(0, 12);
+    assertLinear(
+      `decode and scan ${label}`,
+      make,
+      (body) => scanner.scan(jsonScanText(body, false).text),
     );
-    assertFast(`redactJson ${body.slice(0, 12)}`, () => redactJson(body, scanner));
+    assertLinear(`redactJson ${label}`, make, (body) => redactJson(body, scanner));
   }
 });
 
 Deno.test("10 MB adversarial form body", () => {
-  const body = new TextEncoder().encode(fill("a=%ZZ%41&b=+%7C+sh&"));
-  assertFast("form", () => {
+  const make = (n: number) => new TextEncoder().encode(fill("a=%ZZ%41&b=+%7C+sh&", n));
+  assertLinear("form", make, (body) => {
     const d = decodeForScan(body, "application/x-www-form-urlencoded", null, 2 * TEN_MB)!;
     scanner.scan(d.text);
   });
@@ -150,8 +176,7 @@ Deno.test("10 MB adversarial form body", () => {
 
 Deno.test("10 MB adversarial stream in 1 KiB chunks with redaction", () => {
   for (const unit of ["-----BEGIN RSA PRIVATE KEY-----\nQUJD", "AKIA", "| sh ", "a"]) {
-    const text = fill(unit);
-    assertFast(`stream of ${JSON.stringify(unit.slice(0, 12))}`, () => {
+    assertLinear(`stream of ${JSON.stringify(unit.slice(0, 12))}`, (n) => fill(unit, n), (text) => {
       const s = createStreamScanner(scanner, { redact: true });
       for (let i = 0; i < text.length; i += 1024) s.push(text.slice(i, i + 1024));
       s.end();

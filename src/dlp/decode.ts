@@ -6,7 +6,7 @@
  * @module
  */
 
-import * as zlib from "node:zlib";
+import { createDecoder, type Decoder } from "../util/decompress.ts";
 
 /** Text ready for `Scanner.scan`, and whether the body was cut at `maxBytes`. */
 export interface DecodedBody {
@@ -14,6 +14,8 @@ export interface DecodedBody {
   text: string;
   /** The body was longer than `maxBytes` once decoded: only its head is in `text`. */
   truncated: boolean;
+  /** Decompression stopped at the ratio limit (`stopped at a compression ratio over …`), if it did. */
+  limited?: string;
 }
 
 /**
@@ -45,12 +47,16 @@ export function decodeForScan(
   contentType: string | null,
   contentEncoding: string | null,
   maxBytes: number,
+  maxRatio = 100,
 ): DecodedBody | null {
-  const d = decodeBody(bytes, contentType, contentEncoding, maxBytes);
+  const d = decodeBody(bytes, contentType, contentEncoding, maxBytes, maxRatio);
   if (d === null) return null;
-  if (d.kind === "json") return { text: jsonScanText(d.text, false).text, truncated: d.truncated };
-  if (d.kind === "form") return { text: formScanText(d.text), truncated: d.truncated };
-  return { text: d.text, truncated: d.truncated };
+  const limited = d.limited ? { limited: d.limited } : {};
+  if (d.kind === "json") {
+    return { text: jsonScanText(d.text, false).text, truncated: d.truncated, ...limited };
+  }
+  if (d.kind === "form") return { text: formScanText(d.text), truncated: d.truncated, ...limited };
+  return { text: d.text, truncated: d.truncated, ...limited };
 }
 
 /**
@@ -62,10 +68,16 @@ export function decodeBody(
   contentType: string | null,
   contentEncoding: string | null,
   maxBytes: number,
-): { kind: "json" | "form" | "text"; text: string; truncated: boolean } | null {
+  maxRatio = 100,
+): {
+  kind: "json" | "form" | "text";
+  text: string;
+  truncated: boolean;
+  limited: string | null;
+} | null {
   const { kind, charset } = classify(contentType);
   if (kind === "binary") return null; // before decompressing it
-  const dec = decompress(bytes, contentEncoding, maxBytes);
+  const dec = decompress(bytes, contentEncoding, maxBytes, maxRatio);
   if (dec === null) return null;
   let { bytes: body, truncated } = dec;
   if (body.length > maxBytes) {
@@ -74,7 +86,7 @@ export function decodeBody(
   }
   if (kind === "unknown" && looksBinary(body)) return null;
   const text = decodeText(body, charset, truncated);
-  return { kind: kind === "unknown" ? "text" : kind, text, truncated };
+  return { kind: kind === "unknown" ? "text" : kind, text, truncated, limited: dec.limited };
 }
 
 // ---------------------------------------------------------------------------
@@ -166,103 +178,48 @@ function decodeText(b: Uint8Array, charset: string | null, truncated: boolean): 
 // ---------------------------------------------------------------------------
 // content encodings
 
-type Codec = (input: Uint8Array, opts: zlib.ZlibOptions & zlib.BrotliOptions) => Uint8Array;
-
-/** Each decoder tolerates a truncated input (flush instead of finish). */
-function codec(name: string): { run: Codec; flush: number } | null {
-  switch (name) {
-    case "gzip":
-    case "x-gzip":
-      return { run: zlib.gunzipSync, flush: zlib.constants.Z_SYNC_FLUSH };
-    case "deflate":
-      return {
-        // RFC 9110 says zlib-wrapped; some servers send raw deflate.
-        run: (input, opts) => {
-          try {
-            return zlib.inflateSync(input, opts);
-          } catch (e) {
-            if ((e as { code?: string }).code === "ERR_BUFFER_TOO_LARGE") throw e;
-            return zlib.inflateRawSync(input, opts);
-          }
-        },
-        flush: zlib.constants.Z_SYNC_FLUSH,
-      };
-    case "br":
-      return { run: zlib.brotliDecompressSync, flush: zlib.constants.BROTLI_OPERATION_FLUSH };
-    case "zstd": {
-      const z = (zlib as unknown as { zstdDecompressSync?: Codec }).zstdDecompressSync;
-      return z ? { run: z, flush: 0 } : null;
-    }
-    default:
-      return null;
-  }
-}
-
+/**
+ * Undo the content codings, incrementally and bounded (`util/decompress.ts`):
+ * at most `maxBytes` of output and `maxRatio` output bytes per input byte.
+ * A truncated body decodes as far as it goes; an unknown coding or corrupt
+ * data gives null (the caller decides: fail open or closed).
+ */
 function decompress(
   bytes: Uint8Array,
   contentEncoding: string | null,
   maxBytes: number,
-): { bytes: Uint8Array; truncated: boolean } | null {
-  const codings = (contentEncoding ?? "").toLowerCase().split(",").map((s) => s.trim())
-    .filter((s) => s !== "" && s !== "identity");
-  let data = bytes;
-  let truncated = false;
-  // Codings are listed in the order they were applied: undo from the last.
-  for (let i = codings.length - 1; i >= 0; i--) {
-    const c = codec(codings[i]);
-    if (c === null) return null;
-    try {
-      const r = inflateCapped(c.run, c.flush, data, maxBytes);
-      data = r.bytes;
-      truncated ||= r.truncated;
-    } catch {
-      return null; // corrupt: cannot be scanned (the caller decides: fail open or closed)
-    }
+  maxRatio: number,
+): { bytes: Uint8Array; truncated: boolean; limited: string | null } | null {
+  let d: Decoder | null;
+  try {
+    d = createDecoder(contentEncoding, { maxOutputBytes: maxBytes, maxRatio });
+  } catch {
+    return null; // a coding we cannot decode
   }
-  return { bytes: data, truncated };
-}
-
-/**
- * Decompresses at most `cap` bytes. zlib stops as soon as the output would
- * pass `maxOutputLength` but then returns nothing, so for an oversized body
- * we bisect on the input length for the longest prefix whose output fits:
- * about log2(input) bounded runs, and only for bodies over the cap.
- */
-function inflateCapped(
-  run: Codec,
-  flush: number,
-  input: Uint8Array,
-  cap: number,
-): { bytes: Uint8Array; truncated: boolean } {
-  const opts = { maxOutputLength: cap, ...(flush ? { finishFlush: flush } : {}) };
-  const attempt = (len: number): Uint8Array | null => {
-    try {
-      return run(input.subarray(0, len), opts);
-    } catch (e) {
-      if ((e as { code?: string }).code === "ERR_BUFFER_TOO_LARGE") return null;
-      throw e;
+  if (d === null) return { bytes, truncated: false, limited: null };
+  const out: Uint8Array[] = [];
+  try {
+    // In slices, so a limit stops the work early rather than after the whole input.
+    for (let i = 0; i < bytes.length && d.limited === null; i += 65536) {
+      out.push(...d.push(bytes.subarray(i, i + 65536)));
     }
-  };
-  const whole = attempt(input.length);
-  if (whole !== null) return { bytes: whole, truncated: false };
-  let lo = 0;
-  let hi = input.length; // attempt(hi) is too large
-  let best: Uint8Array = new Uint8Array(0);
-  while (hi - lo > 1) {
-    const mid = (lo + hi) >>> 1;
-    let out: Uint8Array | null;
-    try {
-      out = attempt(mid);
-    } catch {
-      out = new Uint8Array(0); // a prefix that ends inside a header: too short
-    }
-    if (out === null) hi = mid;
-    else {
-      lo = mid;
-      if (out.length >= best.length) best = out;
-    }
+    out.push(...d.end());
+  } catch {
+    return null; // corrupt
   }
-  return { bytes: best, truncated: true };
+  let n = 0;
+  for (const c of out) n += c.length;
+  const all = new Uint8Array(n);
+  n = 0;
+  for (const c of out) {
+    all.set(c, n);
+    n += c.length;
+  }
+  // Reaching the byte cap is the usual truncation at maxBytes, not news.
+  const limited = d.limited !== null && !d.limited.startsWith("stopped at " + maxBytes + " ")
+    ? d.limited
+    : null;
+  return { bytes: all, truncated: d.limited !== null, limited };
 }
 
 // ---------------------------------------------------------------------------

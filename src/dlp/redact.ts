@@ -7,7 +7,7 @@
 
 import { decodeBody, formScanText, percentDecode } from "./decode.ts";
 import { redactJson } from "./json.ts";
-import { type Finding, redactSpans, type Scanner } from "./scanner.ts";
+import { type Finding, redactSpans, type Scanner, type ScanReport } from "./scanner.ts";
 
 /**
  * Redacts an `application/x-www-form-urlencoded` body: each key or value that
@@ -97,6 +97,10 @@ export function redactBody(
 ): RedactedBody | null {
   const d = decodeBody(bytes, contentType, contentEncoding, maxBytes);
   if (d === null || d.truncated) return null;
+  // A scan its time budget cut short may have missed what the check found:
+  // then the body cannot be redacted safely.
+  const report: ScanReport = { cut: [] };
+  scanner = scanner.reporting(report);
   let text: string;
   let findings: Finding[];
   if (d.kind === "json") ({ text, findings } = redactJson(d.text, scanner));
@@ -105,6 +109,7 @@ export function redactBody(
     findings = scanner.scan(d.text);
     text = scanner.redact(d.text, findings);
   }
+  if (report.cut.length) return null;
   if (findings.length === 0) return { body: bytes, findings, changed: false };
   return { body: new TextEncoder().encode(text), findings, changed: true };
 }

@@ -46,6 +46,30 @@ export interface ScannerConfig {
    * fails closed.
    */
   maxFindings?: number;
+  /**
+   * Milliseconds the custom (RE2) detectors of one `scan` may take together
+   * (default: no limit). RE2 is linear in the text, but its cost per
+   * character depends on the pattern — about 10 ns for most, 1-11 µs for
+   * patterns such as `(.*a){20}`, which made 1 MiB take 1-9 s of event-loop
+   * time. With a budget, each custom detector scans in windows sized to a few
+   * milliseconds and stops once the budget is spent; a {@link ScanReport}
+   * says which stopped and how far they got.
+   */
+  budgetMs?: number;
+  /** Clock for the budget, in milliseconds (default `performance.now`). */
+  now?: () => number;
+}
+
+/** Filled in by a scan: the custom detectors that stopped at the budget. */
+export interface ScanReport {
+  cut: ScanCut[];
+}
+
+/** A custom detector that stopped at its budget: it scanned `scanned` of `of` characters. */
+export interface ScanCut {
+  detector: string;
+  scanned: number;
+  of: number;
 }
 
 /** A compiled set of detectors. Reusable and stateless. */
@@ -54,8 +78,16 @@ export interface Scanner {
   readonly detectors: readonly string[];
   /** See {@link ScannerConfig.maxFindings}. */
   readonly maxFindings: number;
-  /** Findings in `text`, sorted by start (then longest first, then detector order). */
-  scan(text: string): Finding[];
+  /** True when a custom (RE2) detector is configured: only those use the budget. */
+  readonly hasCustom: boolean;
+  /**
+   * Findings in `text`, sorted by start (then longest first, then detector
+   * order). Custom detectors stop at {@link ScannerConfig.budgetMs} and say
+   * so in `report`.
+   */
+  scan(text: string, report?: ScanReport): Finding[];
+  /** The same scanner, every scan of which reports into `report` (for code that scans inside). */
+  reporting(report: ScanReport): Scanner;
   /** `text` with each finding replaced by `[REDACTED:<detector>]`; overlapping findings merge. */
   redact(text: string, findings: readonly Finding[]): string;
 }
@@ -67,7 +99,14 @@ const NAME_RE = /^[a-z][a-z0-9_]{0,63}$/;
 
 interface Compiled {
   name: string;
-  find(text: string, out: number[], limit: number, ctx: ScanContext): void;
+  find(text: string, out: number[], limit: number, ctx: ScanContext & BudgetContext): void;
+}
+
+/** What a custom detector's `find` needs of a {@link ScanBudget}. */
+interface BudgetContext {
+  now?: () => number;
+  deadline?: number;
+  cut?: ScanCut[];
 }
 
 /**
@@ -128,11 +167,23 @@ export function compileScanner(config: ScannerConfig): Scanner {
   const names = compiled.map((d) => d.name);
   const order = new Map(names.map((n, i) => [n, i]));
 
-  return {
+  const hasCustom = (config.custom?.length ?? 0) > 0;
+  const budgetMs = config.budgetMs;
+  const now = config.now ?? (() => performance.now());
+  const scanner: Scanner = {
     detectors: names,
     maxFindings,
-    scan(text: string): Finding[] {
-      const ctx: ScanContext = {};
+    hasCustom,
+    reporting(report: ScanReport): Scanner {
+      return { ...scanner, scan: (text, r) => scanner.scan(text, r ?? report) };
+    },
+    scan(text: string, report?: ScanReport): Finding[] {
+      const ctx: ScanContext & BudgetContext = {};
+      if (budgetMs !== undefined && hasCustom) {
+        ctx.now = now;
+        ctx.deadline = now() + budgetMs;
+        ctx.cut = report?.cut ?? [];
+      }
       const all: { s: number; e: number; d: number }[] = [];
       // Each detector may return at most maxFindings matches; when one is cut
       // short, nothing after its last match is known, so everything from
@@ -173,6 +224,7 @@ export function compileScanner(config: ScannerConfig): Scanner {
       return redactSpans(text, findings, order);
     },
   };
+  return scanner;
 }
 
 function compileCustom(c: CustomDetector): Compiled {
@@ -189,25 +241,143 @@ function compileCustom(c: CustomDetector): Compiled {
       `Invalid regex "${c.regex}" for custom detector "${c.name}": ${detail} (RE2 syntax: no lookaround or backreferences)`,
     );
   }
+  const re2 = re.re2();
+  // `$`, `\z`, `\b` and `\B` look at the character after a match: only then
+  // can a match that ends where a window ends be false. (An escaped `\$` is
+  // counted too; that only costs a larger window.)
+  const endSensitive = /\$|\\[zbB]/.test(c.regex);
   return {
     name: c.name,
-    find(text, out, limit) {
-      // RE2 (re2js) is linear in the text for any pattern, so a hostile body
-      // cannot stall the event loop through a custom detector. Its DFA
-      // answers "any match?" about 10x faster than the position-tracking
-      // matcher (≈200 vs ≈20 MB/s for a pattern without a literal prefix), and
-      // most bodies have none: ask first, locate only when there is one.
-      if (!re.test(text)) return;
-      const m = re.matcher(text);
-      while (m.find()) {
-        const s = m.start();
-        const e = m.end();
-        if (e === s) continue; // empty matches mark nothing
-        out.push(s, e);
-        if (out.length >= limit * 2) return;
-      }
+    find(text, out, limit, ctx) {
+      if (ctx.deadline === undefined) return findAll(re, text, out, limit);
+      findWindowed(re2, c.name, endSensitive, text, out, limit, ctx as Required<BudgetContext>);
     },
   };
+}
+
+/** Every match, in one pass over the whole text (no budget). */
+function findAll(re: RE2JS, text: string, out: number[], limit: number): void {
+  // RE2's DFA answers "any match?" about 10x faster than the position-tracking
+  // matcher (≈200 vs ≈20 MB/s for a pattern without a literal prefix), and
+  // most bodies have none: ask first, locate only when there is one.
+  if (!re.test(text)) return;
+  const m = re.matcher(text);
+  while (m.find()) {
+    const s = m.start();
+    const e = m.end();
+    if (e === s) continue; // empty matches mark nothing
+    out.push(s, e);
+    if (out.length >= limit * 2) return;
+  }
+}
+
+type Re2 = ReturnType<RE2JS["re2"]>;
+const UNANCHORED = 0;
+/** First window (characters): small, since its cost tells the speed of the pattern. */
+const FIRST_WINDOW = 1024;
+/** Smallest window: even at 11 µs a character (`(.*a){100}`) about 3 ms. */
+const MIN_WINDOW = 256;
+/** Window time aimed at, in ms: the budget is checked between windows. */
+const WINDOW_MS = 2;
+
+/** The next window size: what fits in {@link WINDOW_MS} at the speed just seen, growing 4x at most. */
+function resize(win: number, chars: number, took: number): number {
+  const fit = Math.floor((chars * WINDOW_MS) / Math.max(took, 0.01));
+  return Math.max(MIN_WINDOW, Math.min(fit, win * 4, 8 * 1024 * 1024));
+}
+
+/**
+ * Every match, in windows of text sized to take about {@link WINDOW_MS}
+ * each, until the deadline. RE2's DFA first tells whether a window holds a
+ * match at all (fast: most text has none); only then are its matches located
+ * with the position-tracking matcher (10-100 times slower), in windows sized
+ * to its own speed. A window `[pos, end)` is matched with the text before it
+ * as context. A match that reaches `end` might go on: it is looked for again
+ * in a window starting at it; when it already starts the window, it is kept
+ * as found (a real match, maybe shorter than the whole one) unless the
+ * pattern looks past its end (`$`, `\b`), which takes a larger window.
+ * Windows overlap by up to 4 KiB, so a match that a window's end cut short
+ * of matching is found by the next; one longer than that, straddling two
+ * windows, can be missed (secrets are far shorter). A greedy match is
+ * reported per window rather than as one.
+ */
+function findWindowed(
+  re2: Re2,
+  name: string,
+  endSensitive: boolean,
+  text: string,
+  out: number[],
+  limit: number,
+  ctx: Required<BudgetContext>,
+): void {
+  const n = text.length;
+  const overlapOf = (chars: number) => Math.min(4096, chars >> 2);
+  const cut = (at: number) => void ctx.cut.push({ detector: name, scanned: at, of: n });
+  let dfaWin = FIRST_WINDOW;
+  let nfaWin = FIRST_WINDOW;
+
+  /** The matches of one window; null once `limit` matches are out. */
+  const scanWindow = (pos: number, end: number): { next: number; grow: boolean } | null => {
+    const overlap = overlapOf(end - pos);
+    let next = end >= n ? n : Math.max(pos + 1, end - overlap);
+    for (let p = pos; p <= end;) {
+      const [found, g] = re2.matchWithGroup(text, p, end, UNANCHORED, 1);
+      if (!found) break;
+      const s = g[0];
+      const e = g[1];
+      if (e === end && end < n && (s > pos || endSensitive)) {
+        // It may go on past the window (or be a `$` at the window's end).
+        return s > pos ? { next: s, grow: false } : { next: pos, grow: true };
+      }
+      if (e > s) {
+        out.push(s, e);
+        if (out.length >= limit * 2) return null;
+      }
+      p = e > s ? e : e + 1;
+      next = end >= n ? n : Math.max(p, end - overlap);
+    }
+    return { next, grow: false };
+  };
+
+  /** Locate the matches from `from` until past `to`; the position to go on from, or -1 to stop. */
+  const locate = (from: number, to: number): number => {
+    let p = from;
+    while (p < to) {
+      if (ctx.now() > ctx.deadline) return cut(p), -1;
+      const end = Math.min(n, p + nfaWin);
+      const t0 = ctx.now();
+      const r = scanWindow(p, end);
+      if (r === null) return -1;
+      const took = ctx.now() - t0;
+      nfaWin = resize(nfaWin, end - p, took);
+      if (!r.grow) {
+        p = r.next;
+        continue;
+      }
+      // A larger window for a match that may go on, within what the deadline leaves.
+      const left = Math.max(0, ctx.deadline - ctx.now());
+      const bigger = Math.min((end - p) * 2, Math.floor(((end - p) * left) / Math.max(took, 0.01)));
+      if (bigger <= end - p) return cut(p), -1;
+      nfaWin = bigger;
+    }
+    return p;
+  };
+
+  let pos = 0;
+  while (pos < n) {
+    if (ctx.now() > ctx.deadline) return cut(pos);
+    const end = Math.min(n, pos + dfaWin);
+    const t0 = ctx.now();
+    const hit = re2.matchWithGroup(text, pos, end, UNANCHORED, 0)[0];
+    dfaWin = resize(dfaWin, end - pos, ctx.now() - t0);
+    if (!hit) {
+      pos = end >= n ? n : Math.max(pos + 1, end - overlapOf(end - pos));
+      continue;
+    }
+    const next = locate(pos, end);
+    if (next < 0) return;
+    pos = next;
+  }
 }
 
 /**

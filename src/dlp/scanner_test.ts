@@ -3,6 +3,7 @@ import { DETECTOR_NAMES } from "./detectors.ts";
 import {
   compileScanner,
   mask,
+  type ScanReport,
   suggestDetector,
   TOO_MANY_FINDINGS,
   unknownDetectorMessage,
@@ -198,4 +199,78 @@ Deno.test("a duplicate detector name is ignored; duplicate custom names are an e
       }),
     { message: 'Duplicate custom detector name "a"' },
   );
+});
+
+Deno.test("custom detectors with a time budget: windowed matching finds what one pass finds", () => {
+  // Patterns with anchors and word boundaries, matches near window edges.
+  const patterns = [
+    "TCK-[0-9]{6}",
+    "\\bkey-[a-z]{3,8}\\b",
+    "end$",
+    "^start",
+    "(?m)^line [0-9]+$",
+    "[A-Z]{4}[0-9]{2}",
+    "x{3,}",
+  ];
+  let seed = 7;
+  const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % n;
+  const atoms = [
+    "TCK-123456 ",
+    "key-abcde ",
+    "key-ab ",
+    "line 42\n",
+    "ABCD12",
+    "xxxx",
+    " ",
+    "a",
+    "end",
+  ];
+  for (let round = 0; round < 30; round++) {
+    let text = round % 2 ? "start " : "";
+    while (text.length < 5000 + rnd(200_000)) text += atoms[rnd(atoms.length)];
+    if (round % 3 === 0) text += "end";
+    for (const regex of patterns) {
+      const custom = [{ name: "c", regex }];
+      const plain = compileScanner({ detectors: [], custom, maxFindings: 100_000 });
+      const budgeted = compileScanner({
+        detectors: [],
+        custom,
+        maxFindings: 100_000,
+        budgetMs: 1e9,
+      });
+      const report: ScanReport = { cut: [] };
+      assert.deepEqual(
+        budgeted.scan(text, report),
+        plain.scan(text),
+        `round ${round}, ${regex}, ${text.length} chars`,
+      );
+      assert.deepEqual(report.cut, []);
+    }
+  }
+});
+
+Deno.test("custom detectors with a time budget: a slow pattern stops and says how far it got", () => {
+  // A clock that moves 1 ms per reading: deterministic, whatever the machine.
+  let t = 0;
+  const scanner = compileScanner({
+    detectors: ["aws_access_key"],
+    custom: [{ name: "slow", regex: "(?s)(.*a){20}" }, { name: "ticket", regex: "TCK-[0-9]{6}" }],
+    budgetMs: 20,
+    now: () => t++,
+  });
+  const text = "a lazy cat ate a banana ".repeat(40_000) + " AKIAIOSFODNN7EXAMPLE TCK-123456";
+  const report: ScanReport = { cut: [] };
+  const found = scanner.scan(text, report);
+  assert.equal(report.cut.length, 2);
+  assert.deepEqual(report.cut.map((c) => [c.detector, c.of]), [
+    ["slow", text.length],
+    ["ticket", text.length],
+  ]);
+  assert.ok(report.cut[0].scanned < text.length);
+  // Built-in detectors have no budget: they still see the whole text.
+  assert.ok(found.some((f) => f.detector === "aws_access_key"));
+  // Without a report the cut is silent, but the scan is bounded all the same.
+  t = 0;
+  scanner.scan(text);
+  assert.ok(t < 100, `${t} clock readings`);
 });

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { type Finding, type Scanner, TOO_MANY_FINDINGS } from "./scanner.ts";
+import { type Finding, type Scanner, type ScanReport, TOO_MANY_FINDINGS } from "./scanner.ts";
 
 /** Options of {@link createStreamScanner}. */
 export interface StreamScanOptions {
@@ -38,6 +38,8 @@ export interface StreamScanOptions {
    * is reported as is and redaction of its remainder stops.
    */
   maxRetain?: number;
+  /** Where scans report custom detectors their time budget stopped (see `ScannerConfig.budgetMs`). */
+  report?: ScanReport;
 }
 
 /** What one `push` or `end` gives back. */
@@ -125,7 +127,7 @@ export function createStreamScanner(
     const fresh: Finding[] = [];
     const open: Finding[] = [];
     const found: Span[] = [];
-    for (const f of scanner.scan(buf)) {
+    for (const f of scanner.scan(buf, options.report)) {
       // A match at the very start of a force-cut buffer may be the tail of a
       // longer token whose head is gone: it cannot be judged, so skip it.
       if (leftOpen && f.start === 0) continue;

@@ -126,6 +126,13 @@ export interface UsageRecord {
    * or there is none.
    */
   providerError?: boolean;
+  /**
+   * Set when a limit stopped the tap before it read the whole body (a
+   * compressed response inflating past `maxDecompressedBytes` or the ratio):
+   * `response body decompression stopped at …`. The counts are then what the
+   * part read showed (`partial` tells whether the final usage was seen).
+   */
+  inspection?: string;
 }
 
 /** What the proxy knows about a response when it starts a usage tap. */

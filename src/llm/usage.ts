@@ -5,7 +5,7 @@
  * @module
  */
 
-import { createDecoder, type Decoder } from "./decompress.ts";
+import { createDecoder, type Decoder } from "../util/decompress.ts";
 import {
   classifyEndpoint,
   type Endpoint,
@@ -33,6 +33,10 @@ export interface UsageTapLimits {
   maxErrorBytes?: number;
   /** Decode compressed bodies by buffering them instead of incrementally (tests). */
   forceBufferedDecode?: boolean;
+  /** A compressed body is inflated to at most this many bytes (default 64 MiB). */
+  maxDecompressedBytes?: number;
+  /** …and at most this many bytes per compressed byte, past 1 MiB (default 100). */
+  maxDecompressionRatio?: number;
 }
 
 const MiB = 1024 * 1024;
@@ -86,7 +90,9 @@ class Tap implements UsageTap {
   #provider: Provider;
   #endpoint: Endpoint;
   #ctx: UsageTapContext;
-  #limits: Required<Omit<UsageTapLimits, "forceBufferedDecode">>;
+  #limits: Required<
+    Omit<UsageTapLimits, "forceBufferedDecode" | "maxDecompressedBytes" | "maxDecompressionRatio">
+  >;
   #ex: UsageExtractor;
   #isError: boolean;
   #decoder: Decoder | null = null;
@@ -118,6 +124,8 @@ class Tap implements UsageTap {
       this.#decoder = createDecoder(ctx.contentEncoding, {
         forceBuffered: limits.forceBufferedDecode,
         maxBuffered: this.#limits.maxBodyBytes,
+        maxOutputBytes: limits.maxDecompressedBytes ?? 64 * MiB,
+        maxRatio: limits.maxDecompressionRatio ?? 100,
       });
     } catch (e) {
       this.#failure = (e as Error).message;
@@ -186,6 +194,8 @@ class Tap implements UsageTap {
       };
     }
     const final = ex.final && ex.sawUsage;
+    const cut = this.#decoder?.limited;
+    const inspection = cut ? { inspection: `response body decompression ${cut}` } : {};
     const ourError = this.#failure ?? ex.readError ??
       (this.#sse && this.#sse.oversizeEvents > 0
         ? "Stream event over the size cap skipped"
@@ -202,6 +212,7 @@ class Tap implements UsageTap {
       partial: !opts.complete || !final,
       error: ex.providerError ?? (final ? null : ourError),
       providerError: ex.providerError !== null,
+      ...inspection,
     };
   }
 

@@ -14,6 +14,7 @@ import {
   allowedBy,
   classifyAddress,
 } from "./address.ts";
+import { HostGlobIndex } from "./hostindex.ts";
 import { CelEvalError, type CelRead, type CompiledCondition } from "./cel/mod.ts";
 import type { Checker, LlmCall, PolicyResult } from "./limits/types.ts";
 import { NANO, type PolicyState } from "../state/mod.ts";
@@ -107,13 +108,14 @@ export interface CompiledPolicy {
 
 /**
  * Rules indexed by host: a request only walks the rules whose patterns can
- * match its host — those naming it exactly, those whose `*.suffix` glob ends
- * it, and the few other globs and catch-alls — in the policy's order. The
- * cost of a decision grows with the rules that share the request's host, not
- * with the size of the policy. Candidate lists are cached per host.
+ * match its host — those naming it exactly, those with a host glob that
+ * matches it (found through {@link HostGlobIndex}, not by testing every
+ * glob), and the catch-alls — in the policy's order. The cost of a decision
+ * grows with the rules that match the request's host, not with the size of
+ * the policy. Candidate lists are cached per host.
  */
 export interface RuleIndex {
-  /** The candidate rules for a host, in policy order. */
+  /** The rules with a pattern whose host part matches `host`, in policy order. */
   candidates(host: string): CompiledRule[];
 }
 
@@ -127,44 +129,59 @@ const MAX_CACHED_HOSTS = 10_000;
  * policy.index.candidates("api.openai.com");
  */
 export function indexRules(rules: CompiledRule[]): RuleIndex {
-  const exact = new Map<string, CompiledRule[]>();
-  const suffix = new Map<string, CompiledRule[]>();
-  const other: CompiledRule[] = [];
-  const add = (map: Map<string, CompiledRule[]>, key: string, r: CompiledRule) => {
-    const list = map.get(key);
-    if (!list) map.set(key, [r]);
-    else if (list[list.length - 1] !== r) list.push(r);
-  };
-  for (const r of rules) {
-    let inOther = false;
+  const b = new RuleIndexBuilder();
+  for (const r of rules) b.add(r);
+  return b.build();
+}
+
+/**
+ * The host index built one rule at a time (a reload adds rules between
+ * slices of event-loop time, see `config/offthread.ts`).
+ *
+ * @example
+ * const b = new RuleIndexBuilder();
+ * for (const r of rules) b.add(r);
+ * policy.index = b.build();
+ */
+export class RuleIndexBuilder {
+  #exact = new Map<string, CompiledRule[]>();
+  #globs = new HostGlobIndex<CompiledRule>();
+  #anyHost: CompiledRule[] = [];
+
+  /** Add the next rule (rules are added in policy order). */
+  add(r: CompiledRule): void {
     for (const m of r.match) {
-      if (typeof m.host === "string") add(exact, m.host, r);
-      else {
-        const sfx = m.hostGlob === null ? null : /^\*+(\.[^*?]+)$/.exec(m.hostGlob)?.[1];
-        if (sfx) add(suffix, sfx, r);
-        else if (!inOther) {
-          other.push(r);
-          inOther = true;
-        }
-      }
+      if (m.host === null) {
+        if (this.#anyHost[this.#anyHost.length - 1] !== r) this.#anyHost.push(r);
+      } else if (typeof m.host === "string") {
+        const list = this.#exact.get(m.host);
+        if (!list) this.#exact.set(m.host, [r]);
+        else if (list[list.length - 1] !== r) list.push(r);
+      } else this.#globs.add(m.hostGlob!, m.host, r);
     }
   }
-  const cache = new Map<string, CompiledRule[]>();
-  return {
-    candidates(host: string): CompiledRule[] {
-      let list = cache.get(host);
-      if (list) return list;
-      const set = new Set<CompiledRule>(other);
-      for (const r of exact.get(host) ?? []) set.add(r);
-      for (let i = host.indexOf("."); i !== -1; i = host.indexOf(".", i + 1)) {
-        for (const r of suffix.get(host.slice(i)) ?? []) set.add(r);
-      }
-      list = [...set].sort((a, b) => a.index - b.index);
-      if (cache.size >= MAX_CACHED_HOSTS) cache.clear();
-      cache.set(host, list);
-      return list;
-    },
-  };
+
+  /** The index of the rules added. */
+  build(): RuleIndex {
+    const exact = this.#exact;
+    const globs = this.#globs;
+    const anyHost = this.#anyHost;
+    const cache = new Map<string, CompiledRule[]>();
+    return {
+      candidates(host: string): CompiledRule[] {
+        let list = cache.get(host);
+        if (list) return list;
+        const set = new Set<CompiledRule>(anyHost);
+        for (const r of exact.get(host) ?? []) set.add(r);
+        globs.lookup(host, (r) => set.add(r));
+        list = [...set];
+        if (list.length > 1) list.sort((a, b) => a.index - b.index);
+        if (cache.size >= MAX_CACHED_HOSTS) cache.clear();
+        cache.set(host, list);
+        return list;
+      },
+    };
+  }
 }
 
 /** Input of {@link decide}. */
@@ -396,6 +413,7 @@ function mergeDlp(a: DlpPlan, b: DlpPlan): DlpPlan {
     redactHeaders: [...new Set([...a.redactHeaders, ...b.redactHeaders])],
     response: a.response ?? b.response,
     allowed: (d, w, h) => a.allowed(d, w, h) && b.allowed(d, w, h),
+    inspection: [...(a.inspection ?? []), ...(b.inspection ?? [])],
   };
 }
 
@@ -686,6 +704,7 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
           retryAfter: r.retryAfter,
           detail: r.detail,
           ...(r.findings ? { findings: r.findings } : {}),
+          ...(r.inspection?.length ? { inspection: r.inspection } : {}),
         };
       }
       passed.push(r);

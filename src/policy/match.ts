@@ -73,7 +73,11 @@ const HOST_GLOB = /^[a-z0-9*?._\-:]+$/;
 export function compileMatch(
   pattern: string,
   legacy = false,
-  opts: { nocase?: boolean } = {},
+  opts: {
+    nocase?: boolean;
+    /** Path matchers already compiled, by glob: a policy's rules share them (less memory). */
+    paths?: Map<string, (path: string) => boolean>;
+  } = {},
 ): Matcher {
   let rest = pattern.trim();
   if (rest === "") throw new PatternError("pattern is empty");
@@ -180,10 +184,13 @@ export function compileMatch(
   }
 
   let pathM: Matcher["path"] = null;
-  if (pathGlob !== null) {
+  const pathKey = `${opts.nocase ? "i:" : ""}${pathGlob}`;
+  if (pathGlob !== null && opts.paths?.has(pathKey)) pathM = opts.paths.get(pathKey)!;
+  else if (pathGlob !== null) {
     try {
       // dot: a path like /.env must not escape a `/**` deny rule.
       pathM = picomatch(pathGlob, { dot: true, strictSlashes: false, nocase: opts.nocase });
+      opts.paths?.set(pathKey, pathM);
     } catch (e) {
       throw new PatternError(
         `invalid path glob "${pathGlob}": ${(e as Error).message}`,

@@ -85,6 +85,12 @@ export interface RequestVerdict {
    * the policy decided on, without the query.
    */
   forwardPath?: string;
+  /**
+   * What a `dlp` policy of the deciding rule could not inspect in full (a
+   * body past `limits.max_scan_bytes`, a decompression limit, custom
+   * regexes stopped by their time budget), for the row's `inspection`.
+   */
+  inspection?: string[];
 }
 
 /** The next step for a request. */
@@ -305,9 +311,17 @@ function verdictOf(
   const forward = config.limits.ambiguousPaths === "normalize" && info.spelling && info.path
     ? { forwardPath: info.path }
     : {};
-  if (!plan) return { decision: d, findings, responseScan: null, ...forward };
+  // Only a rule whose dlp policy read the body makes its limits worth a note.
+  const scanned = d.dlp !== undefined || d.policy === "dlp";
+  const inspection = [
+    ...(scanned ? info.bodyNotes ?? [] : []),
+    ...(d.inspection ?? []),
+    ...(plan?.inspection ?? []),
+  ];
+  const notes = inspection.length ? { inspection } : {};
+  if (!plan) return { decision: d, findings, responseScan: null, ...forward, ...notes };
   findings.push(...plan.findings);
-  const out: RequestVerdict = { decision: d, findings, responseScan: null, ...forward };
+  const out: RequestVerdict = { decision: d, findings, responseScan: null, ...forward, ...notes };
   const scanner = plan.redactRequest;
   if (scanner) {
     const edits = new Map<string, string | null>();

@@ -105,6 +105,8 @@ export interface BodyRead {
 export interface BodyLimits {
   maxBodyBytes: number;
   maxScanBytes: number;
+  /** Decompressed bytes per compressed byte for the scan text (default 100). */
+  maxDecompressionRatio?: number;
 }
 
 /** One array of the given chunks. */
@@ -123,13 +125,16 @@ export function concatChunks(chunks: Uint8Array[]): Uint8Array {
  * Put what the policy may read of a body into `info`: `body` (parsed JSON,
  * only for a complete body within `limits.maxBodyBytes`) and, when `scan` is
  * set (a `dlp` policy exists), `bodyText` (decoded for secret scanning).
+ * Returns what the scan text leaves out, for the row (`inspection`): the
+ * part of a body past `limits.max_scan_bytes`, or past a decompression limit
+ * (also kept in `info.bodyNotes`).
  */
 export function readBodyInto(
   info: RequestInfo,
   body: BodyRead,
   limits: BodyLimits,
   scan: boolean,
-): void {
+): string[] {
   const ce = info.headers["content-encoding"] ?? null;
   // A body cut at the cap is as long as it says it is.
   const length = Number(info.headers["content-length"]);
@@ -137,12 +142,22 @@ export function readBodyInto(
   info.body = body.complete && body.size <= limits.maxBodyBytes
     ? parseJsonBody(concatChunks(body.chunks), ce)
     : undefined;
-  if (scan && body.chunks.length) {
-    info.bodyText = decodeForScan(
-      concatChunks(body.chunks),
-      info.headers["content-type"] ?? null,
-      ce,
-      limits.maxScanBytes,
-    )?.text;
-  }
+  if (!scan || !body.chunks.length) return [];
+  const d = decodeForScan(
+    concatChunks(body.chunks),
+    info.headers["content-type"] ?? null,
+    ce,
+    limits.maxScanBytes,
+    limits.maxDecompressionRatio,
+  );
+  info.bodyText = d?.text;
+  const notes = d?.limited
+    ? [`dlp: request body decompression ${d.limited} (limits.max_decompression_ratio)`]
+    : d?.truncated || (d && !body.complete)
+    ? [
+      `dlp: request body over limits.max_scan_bytes: only its first ${limits.maxScanBytes} bytes were scanned`,
+    ]
+    : [];
+  if (notes.length) info.bodyNotes = notes;
+  return notes;
 }

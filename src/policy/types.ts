@@ -61,6 +61,12 @@ export interface RequestInfo {
    * unescaped), present only when a `dlp` policy of a matching rule needs it.
    */
   bodyText?: string;
+  /**
+   * What `bodyText` leaves out (set with it): the part of a body past
+   * `limits.max_scan_bytes` or past a decompression limit. A verdict whose
+   * rule scanned the body reports it in its `inspection`.
+   */
+  bodyNotes?: string[];
 }
 
 /** The address a request connects to, and what it was chosen from. */
@@ -127,6 +133,8 @@ export interface Decision {
    * (`stream_options.include_usage`) whatever `llm.force_stream_usage` says.
    */
   metered?: true;
+  /** What a policy could not inspect in full (a DLP scan cut by its time budget). */
+  inspection?: string[];
 }
 
 /** What a DLP finding leads to. */
@@ -144,4 +152,6 @@ export interface DlpPlan {
   response: { scanner: Scanner; action: DlpAction } | null;
   /** Exceptions, for findings made later (response). */
   allowed(detector: string, where: "header" | "body" | "url", host: string): boolean;
+  /** What the request scan could not inspect in full (recorded on the row). */
+  inspection?: string[];
 }

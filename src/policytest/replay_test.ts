@@ -46,6 +46,7 @@ function row(over: Partial<AuditRowWithHeaders> & { id: string }): AuditRowWithH
     reserved_usd: null,
     charged_usd: null,
     dest_ip: null,
+    inspection: null,
     findings_count: 0,
     ...over,
   };

@@ -87,8 +87,12 @@ export interface ProxyCore {
    * resolver). Rejects with a DNS error.
    */
   resolve(config: AgentgateConfig, host: string, port: number): Promise<Destination>;
-  /** A tunnel was opened (counted until its exchange finishes). */
-  tunnelOpened(ex: Exchange): void;
+  /**
+   * A tunnel is about to open: counted until its exchange finishes. False
+   * (and not counted) when its client already holds
+   * `limits.max_tunnels_per_client` open tunnels.
+   */
+  tunnelOpened(ex: Exchange): boolean;
   /** An HTTP/1.1 connection to close when the proxy drains. */
   track(conn: H1Connection, socket: { once(ev: "close", f: () => void): unknown }): void;
   /** Requests to the proxy itself (health, metrics, dashboard, API). */

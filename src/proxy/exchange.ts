@@ -72,6 +72,11 @@ export class Exchange {
   /** DLP findings (masked), stored in the findings table with the row. */
   findings: AuditFinding[] = [];
   /**
+   * What was not inspected in full (a decompression limit, a DLP scan cut
+   * short), recorded in the row's `inspection` column.
+   */
+  inspection: string[] = [];
+  /**
    * LLM usage and cost read from the response, merged into the row; its
    * `error` (the provider's in-band error) fills the row's when the proxy
    * has none of its own.
@@ -152,6 +157,9 @@ export class Exchange {
       headers: isTunnel ? null : JSON.stringify(redactHeaders(info.headers)),
       dest_ip: info.dest?.ip ?? null,
       ...usage,
+      inspection: this.inspection.length
+        ? [...new Set(this.inspection)].join("; ").slice(0, 2000)
+        : null,
       ...(this.findings.length ? { findings: this.findings } : {}),
     }, this);
   }

@@ -79,6 +79,8 @@ export class ProxyServer implements ProxyCore {
   #resolvers = new Map<string, NameResolver>();
   #inflight = new Set<Exchange>();
   #tunnels = new Set<Exchange>();
+  /** Open tunnels by client address. */
+  #tunnelsByClient = new Map<string, number>();
   #sockets = new Set<net.Socket>();
   #h1 = new Set<H1Connection>();
   #draining = false;
@@ -219,7 +221,11 @@ export class ProxyServer implements ProxyCore {
     record: (event: AuditEventV1, ex: Exchange) => {
       this.opts.audit.add(event);
       this.#inflight.delete(ex);
-      this.#tunnels.delete(ex);
+      if (this.#tunnels.delete(ex)) {
+        const n = (this.#tunnelsByClient.get(ex.info.client) ?? 1) - 1;
+        if (n > 0) this.#tunnelsByClient.set(ex.info.client, n);
+        else this.#tunnelsByClient.delete(ex.info.client);
+      }
       for (const a of this.addons) {
         try {
           a.done?.(event, ex);
@@ -275,8 +281,12 @@ export class ProxyServer implements ProxyCore {
     return resolveDestination(r, config.resolve, host, port, this.local);
   }
 
-  tunnelOpened(ex: Exchange): void {
+  tunnelOpened(ex: Exchange): boolean {
+    const n = this.#tunnelsByClient.get(ex.info.client) ?? 0;
+    if (n >= ex.config.limits.maxTunnelsPerClient) return false;
+    this.#tunnelsByClient.set(ex.info.client, n + 1);
     this.#tunnels.add(ex);
+    return true;
   }
 
   track(conn: H1Connection, socket: { once(ev: "close", f: () => void): unknown }): void {

@@ -34,7 +34,7 @@ import { type Exchange, newDecisionId, type Outcome } from "./exchange.ts";
 import { parseAbsolute, parseAuthority } from "./target.ts";
 import { type ForwardTarget, forwardUpgrade, tcpEndpoint, tlsEndpoint } from "./forward.ts";
 import { serveHttp1, type TakeoverHead } from "./h1server.ts";
-import { openTunnel } from "./tunnel.ts";
+import { closeWhenIdle, idleReason, openTunnel } from "./tunnel.ts";
 import { denyAnswer, errorAnswer, rawAnswer, upstreamAnswer } from "./reject.ts";
 import { isWebSocketUpgrade } from "./headers.ts";
 import {
@@ -191,7 +191,7 @@ function connect(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
       s.end(rawAnswer(denyAnswer(info.id, d)));
       return ex.finish({ status: d.status });
     }
-    core.tunnelOpened(ex);
+    if (!core.tunnelOpened(ex)) return tooManyTunnels(s, ex);
     if (intercept && hp.port === 443) return interceptTunnel(core, s, rest, hp.host, hp.port, ex);
     if (intercept) return void sniffTunnel(core, s, rest, hp, ex, null);
     // The pipeline asked for the address before anything is forwarded: connect to it.
@@ -202,7 +202,14 @@ function connect(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
       return ex.finish({ status: 502, decision: "error", reason, error: "no address" });
     }
     if (hp.port === 80) return void sniffTunnel(core, s, rest, hp, ex, dest);
-    openTunnel(s, rest, addressOf(dest, hp), ex, ex.config.upstream.connectTimeoutMs);
+    openTunnel(
+      s,
+      rest,
+      addressOf(dest, hp),
+      ex,
+      ex.config.upstream.connectTimeoutMs,
+      ex.config.limits.tunnelIdleMs,
+    );
   };
   // Loop detection by address: a name (or an address) that is this proxy
   // would tunnel back into it, and its /_/api would answer inside.
@@ -228,6 +235,18 @@ function connect(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
         : again,
     );
   });
+}
+
+/**
+ * Refuse a tunnel its client has no room for: each one holds two
+ * descriptors, and one client must not take them all.
+ */
+function tooManyTunnels(s: net.Socket, ex: Exchange): void {
+  const max = ex.config.limits.maxTunnelsPerClient;
+  const reason =
+    `too many open tunnels from client "${ex.info.client}": at most ${max} (limits.max_tunnels_per_client)`;
+  s.end(rawAnswer(errorAnswer(ex.info.id, 429, "too_many_tunnels", reason)));
+  ex.finish({ status: 429, decision: "deny", reason, policy: "max_tunnels_per_client" });
 }
 
 /** Where a tunnel or relay connects: the checked address, named after the host it stands for. */
@@ -394,15 +413,18 @@ function plainTunnel(
     retryAfter: null,
   };
   const ctx: TunnelCtx = { ex, host, port, scheme: "http" };
+  let idle: string | null = null;
   s.once("close", () => {
     ex.bytesIn = s.bytesRead;
     ex.bytesOut = s.bytesWritten;
-    ex.finish({ status: 200 });
+    ex.finish({ status: 200, error: idle });
   });
   ex.abort = (why) => {
     s.destroy();
     ex.finish({ status: 200, error: why });
   };
+  const idleMs = ex.config.limits.tunnelIdleMs;
+  closeWhenIdle(s, idleMs, () => void (idle = idleReason(idleMs)));
   if (first.length) s.unshift(first);
   const h = serveHttp1(s, (req, res) => interceptedRequest(core, req, res, ctx), {
     onTakeover: innerTakeovers(core, ctx),
@@ -446,6 +468,7 @@ async function sniffTunnel(
     addressOf(dest, hp),
     ex,
     ex.config.upstream.connectTimeoutMs,
+    ex.config.limits.tunnelIdleMs,
     true,
   );
 }
@@ -483,7 +506,7 @@ async function refuseInside(
   const first = await firstBytes(s, rest, PEEK_MS);
   if (ex.done) return;
   if (first.kind === "http" && plain) {
-    core.tunnelOpened(ex);
+    if (!core.tunnelOpened(ex)) return tooManyTunnels(s, ex);
     return plainTunnel(core, s, first.bytes, hp.host, hp.port, ex);
   }
   const answer = denyAnswer(ex.info.id, d);
@@ -529,9 +552,11 @@ function interceptTunnel(
     port,
     handshake: { clientBytes: () => s.bytesRead - base, secureAt: null, spoke: false },
   };
+  let idle: string | null = null;
   s.once("close", () => {
     ex.bytesIn = s.bytesRead;
     ex.bytesOut = s.bytesWritten;
+    if (idle !== null) return ex.finish({ status: 200, error: idle });
     // A handshake cut short is reported by the TLS server right after this
     // close (Deno emits tlsClientError after the socket's close): let it speak first.
     if (ctx.handshake?.secureAt === null) setImmediate(() => ex.finish(interceptedClose(ctx)));
@@ -541,6 +566,9 @@ function interceptTunnel(
     s.destroy();
     ex.finish({ status: 200, error: why });
   };
+  // TLS records in either direction pass through the raw socket.
+  const idleMs = ex.config.limits.tunnelIdleMs;
+  closeWhenIdle(s, idleMs, () => void (idle = idleReason(idleMs)));
   core.interceptor!.accept(s, rest, host, ctx, answered).catch((e: Error) => {
     const reason = `cannot issue a certificate for "${host}": ${e.message}`;
     if (answered) s.destroy();

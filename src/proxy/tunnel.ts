@@ -10,12 +10,32 @@ import { classifyUpstreamError, rawAnswer, upstreamAnswer, upstreamReason } from
 import type { Exchange } from "./exchange.ts";
 import { noteReadsOf } from "./reclaim.ts";
 import { type ForwardTarget, targetLabel } from "./forward.ts";
+import { formatDuration } from "../util/duration.ts";
+
+/** The row's `error` of a tunnel closed for being idle. */
+export function idleReason(idleMs: number): string {
+  return `idle for ${formatDuration(idleMs)}: closed by agentgate (limits.tunnel_idle)`;
+}
+
+/**
+ * Close a tunnel's client socket after `idleMs` without a byte either way
+ * (a socket's timeout counts reads and writes, and everything relayed passes
+ * through the client socket), calling `onIdle` first.
+ */
+export function closeWhenIdle(client: Duplex, idleMs: number, onIdle: () => void): void {
+  const s = client as Duplex & { setTimeout?(ms: number, cb?: () => void): unknown };
+  s.setTimeout?.(idleMs, () => {
+    onIdle();
+    client.destroy();
+  });
+}
 
 /**
  * Open a tunnel to the checked address of a client socket that sent CONNECT.
- * The audit row is written when the tunnel closes (with its byte counts). With
- * `answered`, the client already has its `200` (agentgate read its first
- * bytes before choosing a tunnel): a failed connect then closes the client.
+ * The audit row is written when the tunnel closes (with its byte counts); a
+ * tunnel idle for `idleMs` is closed, and its row says so. With `answered`,
+ * the client already has its `200` (agentgate read its first bytes before
+ * choosing a tunnel): a failed connect then closes the client.
  */
 export function openTunnel(
   client: Duplex,
@@ -23,6 +43,7 @@ export function openTunnel(
   to: Pick<ForwardTarget, "connectHost" | "port" | "name" | "namePort">,
   ex: Exchange,
   connectTimeoutMs: number,
+  idleMs: number,
   answered = false,
 ): void {
   const [target, name] = targetLabel(to);
@@ -53,6 +74,10 @@ export function openTunnel(
     client.pipe(up);
     up.pipe(client);
     noteReadsOf(up, client);
+    closeWhenIdle(client, idleMs, () => {
+      up.destroy();
+      finish(idleReason(idleMs));
+    });
   });
   up.on("error", (e) => {
     clearTimeout(timer);

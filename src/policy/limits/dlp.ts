@@ -28,6 +28,7 @@ import {
   type Finding,
   type RecordedFinding,
   type Scanner,
+  type ScanReport,
   unknownDetectorMessage,
 } from "../../dlp/mod.ts";
 import { compileMatch, type Matcher, matchHost } from "../match.ts";
@@ -145,6 +146,19 @@ export interface DlpContext {
   rule: string;
   /** Whether a host is an LLM provider (its credential headers are expected). */
   isProviderHost(host: string): boolean;
+  /**
+   * Milliseconds the custom regexes may take per scan (`limits.max_regex_scan_time`);
+   * default: no limit. The one clock the policy layer reads: a CPU budget, so
+   * one request cannot hold the event loop.
+   */
+  regexBudgetMs?: number;
+}
+
+/** Row notes for the custom detectors a scan's time budget stopped. */
+function cutNotes(report: ScanReport, where: string, ms: number | undefined): string[] {
+  return report.cut.map((c) =>
+    `dlp: custom detector "${c.detector}" stopped after ${ms} ms at character ${c.scanned} of ${c.of} of the ${where} (limits.max_regex_scan_time)`
+  );
 }
 
 function describe(findings: RecordedFinding[]): string {
@@ -166,7 +180,11 @@ function describe(findings: RecordedFinding[]): string {
 export function createDlpChecker(config: DlpConfig, ctx: DlpContext): DlpChecker {
   let scanner: Scanner;
   try {
-    scanner = compileScanner({ detectors: config.detectors, custom: config.custom });
+    scanner = compileScanner({
+      detectors: config.detectors,
+      custom: config.custom,
+      budgetMs: ctx.regexBudgetMs,
+    });
   } catch (e) {
     throw new PolicyConfigError((e as Error).message, ["custom"]);
   }
@@ -196,6 +214,8 @@ export function createDlpChecker(config: DlpConfig, ctx: DlpContext): DlpChecker
     scansRequest,
     check(info: RequestInfo, _now: number, _state: PolicyState): PolicyResult {
       const findings: RecordedFinding[] = [];
+      const headReport: ScanReport = { cut: [] };
+      const bodyReport: ScanReport = { cut: [] };
       const redactHeaders: string[] = [];
       let urlFinding = false;
       if (scansRequest && info.path !== null) {
@@ -213,7 +233,7 @@ export function createDlpChecker(config: DlpConfig, ctx: DlpContext): DlpChecker
           starts.push(joined.length);
           joined += info.headers[name] + "\n";
         }
-        for (const f of scanner.scan(joined)) {
+        for (const f of scanner.scan(joined, headReport)) {
           let i = starts.length - 1;
           while (i > 0 && starts[i] > f.start) i--;
           const name = names[i];
@@ -228,12 +248,16 @@ export function createDlpChecker(config: DlpConfig, ctx: DlpContext): DlpChecker
           if (!redactHeaders.includes(name)) redactHeaders.push(name);
         }
         if (info.bodyText) {
-          for (const f of scanner.scan(info.bodyText)) {
+          for (const f of scanner.scan(info.bodyText, bodyReport)) {
             if (allowed(f.detector, "body", info.host)) continue;
             findings.push(toAudit(f, "body"));
           }
         }
       }
+      const inspection = [
+        ...cutNotes(headReport, "URL and headers", ctx.regexBudgetMs),
+        ...cutNotes(bodyReport, "request body", ctx.regexBudgetMs),
+      ];
       // A secret in the URL cannot be redacted safely: redact blocks it.
       const block = findings.length > 0 &&
         (config.action === "block" || (config.action === "redact" && urlFinding));
@@ -252,6 +276,7 @@ export function createDlpChecker(config: DlpConfig, ctx: DlpContext): DlpChecker
             })),
           },
           findings: findings.map((f) => ({ ...f, action: "block" })),
+          ...(inspection.length ? { inspection } : {}),
         } as PolicyResult;
       }
       const plan: DlpPlan = {
@@ -260,6 +285,7 @@ export function createDlpChecker(config: DlpConfig, ctx: DlpContext): DlpChecker
         redactHeaders: config.action === "redact" ? redactHeaders : [],
         response: scansResponse ? { scanner, action: config.action } : null,
         allowed,
+        ...(inspection.length ? { inspection } : {}),
       };
       return { ok: true, commit() {}, dlp: plan } as PolicyResult;
     },

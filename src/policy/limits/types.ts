@@ -45,6 +45,8 @@ export type PolicyResult =
     detail: Record<string, unknown>;
     /** DLP findings behind a block (masked). */
     findings?: RecordedFinding[];
+    /** What the check could not inspect in full (recorded on the row). */
+    inspection?: string[];
   };
 
 /**

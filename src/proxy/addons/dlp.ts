@@ -12,6 +12,7 @@ import {
   createStreamScanner,
   type Finding,
   type RecordedFinding,
+  type ScanReport,
   type SseContentScanner,
   type StreamScanner,
 } from "../../dlp/mod.ts";
@@ -55,6 +56,7 @@ export function dlpAddon(deps: { log: (line: string) => void }): Addon {
     name: "dlp",
     decided(ex, verdict) {
       if (verdict.findings.length) note(ex, verdict.findings);
+      if (verdict.inspection) ex.inspection.push(...verdict.inspection);
     },
     request(ex, out) {
       const scan = out.verdict.responseScan;
@@ -76,6 +78,15 @@ function responseDlp(
 ): { observer: ResponseObserver } | { transform: ResponseTransform } {
   const { scanner, action } = plan;
   const host = ex.info.host;
+  // Custom detectors stopped by their time budget, per chunk: noted once each.
+  const report: ScanReport = { cut: [] };
+  const noteCuts = () => {
+    for (const c of report.cut.splice(0)) {
+      ex.inspection.push(
+        `dlp: custom detector "${c.detector}" stopped by limits.max_regex_scan_time in the response: part of it was not scanned`,
+      );
+    }
+  };
   let dec: TextDecoder;
   let stream: StreamScanner;
   let sse: SseContentScanner | null = null;
@@ -101,20 +112,27 @@ function responseDlp(
   const start = (raw: string[]): boolean => {
     const ce = rawHeader(raw, "content-encoding");
     const ct = rawHeader(raw, "content-type") ?? "";
+    if (ce && ce.toLowerCase() !== "identity" && isTextual(ct)) {
+      // The upstream ignored `accept-encoding: identity` (warn: forwarded, noted).
+      ex.inspection.push(`dlp: response not scanned: content-encoding "${ce.slice(0, 40)}"`);
+    }
     if ((ce && ce.toLowerCase() !== "identity") || !isTextual(ct)) return false;
     dec = new TextDecoder();
-    stream = createStreamScanner(scanner, { redact: action !== "warn" });
-    if (/event-stream/i.test(ct)) sse = createSseContentScanner(scanner);
+    stream = createStreamScanner(scanner, { redact: action !== "warn", report });
+    if (/event-stream/i.test(ct)) sse = createSseContentScanner(scanner.reporting(report));
     return true;
   };
   const scan = (c: Uint8Array) => {
     const text = dec.decode(c, { stream: true });
     const r = stream.push(text);
-    return { output: r.output, found: take([...r.findings, ...(sse?.push(text) ?? [])]) };
+    const found = take([...r.findings, ...(sse?.push(text) ?? [])]);
+    if (report.cut.length) noteCuts();
+    return { output: r.output, found };
   };
   const finish = (): string => {
     const r = stream.end();
     take([...r.findings, ...(sse?.end() ?? [])]);
+    if (report.cut.length) noteCuts();
     return r.output;
   };
   if (action === "warn") {
@@ -128,10 +146,25 @@ function responseDlp(
     };
   }
   const enc = new TextEncoder();
+  // An upstream that compresses anyway cannot be scanned: under block or
+  // redact, fail closed (warn forwards it and notes it, in start()).
+  let refused: string | null = null;
   return {
     transform: {
-      head: (_status, raw) => start(raw),
+      head: (_status, raw) => {
+        const ce = rawHeader(raw, "content-encoding");
+        if (
+          ce && ce.toLowerCase() !== "identity" && isTextual(rawHeader(raw, "content-type") ?? "")
+        ) {
+          refused = `response cut by DLP: it is compressed ("${
+            ce.slice(0, 40)
+          }") and cannot be scanned (${action})`;
+          return true;
+        }
+        return start(raw);
+      },
       chunk: (c) => {
+        if (refused !== null) return { out: new Uint8Array(0), cut: refused };
         const { output, found } = scan(c);
         const out = enc.encode(output);
         if (action === "block" && found.length) {
@@ -142,7 +175,7 @@ function responseDlp(
         }
         return { out };
       },
-      end: () => enc.encode(finish()),
+      end: () => (refused !== null ? new Uint8Array(0) : enc.encode(finish())),
     },
   };
 }

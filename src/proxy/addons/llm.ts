@@ -108,6 +108,9 @@ function usageObserver(
         status,
         contentType: rawHeader(raw, "content-type"),
         contentEncoding: rawHeader(raw, "content-encoding"),
+      }, {
+        maxDecompressedBytes: ex.config.limits.maxDecompressedBytes,
+        maxDecompressionRatio: ex.config.limits.maxDecompressionRatio,
       });
     },
     chunk: (c) => tap?.push(c),
@@ -116,6 +119,11 @@ function usageObserver(
       if (usage === null) {
         // Not a call that reports usage, or no response: released in `done`.
         return;
+      }
+      if (usage.inspection) {
+        ex.inspection.push(
+          `usage: ${usage.inspection} (limits.max_decompressed_bytes / max_decompression_ratio)`,
+        );
       }
       const now = Date.now();
       const price = ex.config.llm.pricer.price(usage, new Date(now), info.host);

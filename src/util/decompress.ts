@@ -12,6 +12,12 @@
  * Should a runtime lack that handle, the engine falls back to keeping the
  * compressed bytes (capped) and decoding them once at the end.
  *
+ * Limits: a decoder stops at `maxOutputBytes` of output, and at a ratio of
+ * output to input over `maxRatio` once `ratioFloorBytes` are out (a 2 MB gzip
+ * body can inflate to 2 GiB); `limited` then says why, the output so far is
+ * kept, and the rest of the input is ignored. Used by the LLM usage tap and
+ * by DLP, so no reader of a response or request inflates without a bound.
+ *
  * @module
  */
 
@@ -24,6 +30,11 @@ export interface Decoder {
   push(chunk: Uint8Array): Uint8Array[];
   /** Output still held (only the buffered fallback holds any). Releases native memory. */
   end(): Uint8Array[];
+  /**
+   * Why decoding stopped at a limit (`stopped at 67108864 decompressed
+   * bytes`), or null. Once set, `push` ignores its input.
+   */
+  readonly limited: string | null;
 }
 
 /** Options for {@link createDecoder}; the defaults are right outside tests. */
@@ -32,6 +43,33 @@ export interface DecoderOptions {
   forceBuffered?: boolean;
   /** Compressed bytes the buffered fallback keeps at most. */
   maxBuffered?: number;
+  /** Decoded bytes at most (default: no limit). */
+  maxOutputBytes?: number;
+  /** Decoded bytes per compressed byte at most (default: no limit). */
+  maxRatio?: number;
+  /** Output below this is never judged by ratio (default 1 MiB): small bodies compress well. */
+  ratioFloorBytes?: number;
+}
+
+/** The limits of one decoder, with defaults. */
+interface Limits {
+  maxOut: number;
+  maxRatio: number;
+  floor: number;
+}
+
+function limitsOf(opts: DecoderOptions): Limits {
+  return {
+    maxOut: opts.maxOutputBytes ?? Infinity,
+    maxRatio: opts.maxRatio ?? Infinity,
+    floor: opts.ratioFloorBytes ?? 1024 * 1024,
+  };
+}
+
+/** Why a decoder that made `out` bytes from `input` must stop, or null. */
+function overRatio(l: Limits, out: number, input: number): string | null {
+  if (out <= l.floor || out <= l.maxRatio * input) return null;
+  return `stopped at a compression ratio over ${l.maxRatio}:1 (${out} bytes from ${input})`;
 }
 
 type Coding = "gzip" | "deflate" | "br" | "zstd";
@@ -79,14 +117,19 @@ export function createDecoder(
       for (const d of chain) bufs = [...bufs.flatMap((b) => d.push(b)), ...d.end()];
       return bufs;
     },
+    get limited() {
+      for (const d of chain) if (d.limited !== null) return d.limited;
+      return null;
+    },
   };
 }
 
 function createSingle(coding: Coding, opts: DecoderOptions): Decoder {
+  const limits = limitsOf(opts);
   if (coding !== "deflate") {
     return opts.forceBuffered
-      ? bufferedDecoder(coding, opts.maxBuffered)
-      : (handleDecoder(coding) ?? bufferedDecoder(coding, opts.maxBuffered));
+      ? bufferedDecoder(coding, limits, opts.maxBuffered)
+      : (handleDecoder(coding, limits) ?? bufferedDecoder(coding, limits, opts.maxBuffered));
   }
   // HTTP "deflate" should be zlib-wrapped, but some servers send raw deflate:
   // look at the first two bytes before choosing.
@@ -97,8 +140,8 @@ function createSingle(coding: Coding, opts: DecoderOptions): Decoder {
       !(head.length >= 2 && (head[0] & 0x0f) === 8 && ((head[0] << 8) | head[1]) % 31 === 0);
     const kind = raw ? "deflate-raw" : "deflate";
     return opts.forceBuffered
-      ? bufferedDecoder(kind, opts.maxBuffered)
-      : (handleDecoder(kind) ?? bufferedDecoder(kind, opts.maxBuffered));
+      ? bufferedDecoder(kind, limits, opts.maxBuffered)
+      : (handleDecoder(kind, limits) ?? bufferedDecoder(kind, limits, opts.maxBuffered));
   };
   return {
     push(chunk) {
@@ -118,6 +161,9 @@ function createSingle(coding: Coding, opts: DecoderOptions): Decoder {
         return [...inner.push(head), ...inner.end()];
       }
       return inner.end();
+    },
+    get limited() {
+      return inner?.limited ?? null;
     },
   };
 }
@@ -164,7 +210,7 @@ function flushFlag(kind: Kind): number {
   return zlib.constants.Z_SYNC_FLUSH;
 }
 
-function handleDecoder(kind: Kind): Decoder | null {
+function handleDecoder(kind: Kind, limits: Limits): Decoder | null {
   const stream = makeStream(kind);
   const handle = stream._handle;
   const state = stream._writeState;
@@ -182,6 +228,9 @@ function handleDecoder(kind: Kind): Decoder | null {
   const flush = flushFlag(kind);
   const out = Buffer.allocUnsafe(OUT_SIZE);
   let closed = false;
+  let limited: string | null = null;
+  let totalIn = 0;
+  let totalOut = 0;
   const close = () => {
     if (!closed) {
       closed = true;
@@ -189,7 +238,11 @@ function handleDecoder(kind: Kind): Decoder | null {
     }
   };
   return {
+    get limited() {
+      return limited;
+    },
     push(chunk) {
+      if (limited !== null) return [];
       if (closed) throw new Error("Decoder already ended");
       const res: Uint8Array[] = [];
       let inOff = 0;
@@ -204,8 +257,20 @@ function handleDecoder(kind: Kind): Decoder | null {
         }
         const availOut = state[0];
         const availIn = state[1];
+        let made = OUT_SIZE - availOut;
+        totalIn += inLen - availIn;
+        if (totalOut + made > limits.maxOut) {
+          made = limits.maxOut - totalOut;
+          limited = `stopped at ${limits.maxOut} decompressed bytes`;
+        }
+        totalOut += made;
         // A copy: Buffer#slice would be a view of the reused output buffer.
-        if (availOut < OUT_SIZE) res.push(new Uint8Array(out.subarray(0, OUT_SIZE - availOut)));
+        if (made > 0) res.push(new Uint8Array(out.subarray(0, made)));
+        limited ??= overRatio(limits, totalOut, totalIn);
+        if (limited !== null) {
+          close();
+          return res;
+        }
         inOff += inLen - availIn;
         inLen = availIn;
         if (availOut === 0) continue;
@@ -226,11 +291,37 @@ function handleDecoder(kind: Kind): Decoder | null {
   };
 }
 
-function bufferedDecoder(kind: Kind, max = 8 * 1024 * 1024): Decoder {
+function bufferedDecoder(kind: Kind, limits: Limits, max = 8 * 1024 * 1024): Decoder {
   let parts: Uint8Array[] = [];
   let len = 0;
+  let limited: string | null = null;
+  const run = (input: Buffer): Uint8Array => {
+    // Sync flush instead of finish: a truncated body still yields its prefix.
+    const cap = Math.min(limits.maxOut, limits.floor + limits.maxRatio * input.length);
+    const opts = Number.isFinite(cap) ? { maxOutputLength: Math.max(1, cap) } : {};
+    const zf = { finishFlush: zlib.constants.Z_SYNC_FLUSH, ...opts };
+    switch (kind) {
+      case "gzip":
+        return zlib.gunzipSync(input, zf);
+      case "deflate":
+        return zlib.inflateSync(input, zf);
+      case "deflate-raw":
+        return zlib.inflateRawSync(input, zf);
+      case "br":
+        return zlib.brotliDecompressSync(input, {
+          finishFlush: zlib.constants.BROTLI_OPERATION_FLUSH,
+          ...opts,
+        });
+      case "zstd":
+        return zlib.zstdDecompressSync(input, opts);
+    }
+  };
   return {
+    get limited() {
+      return limited;
+    },
     push(chunk) {
+      if (limited !== null) return [];
       len += chunk.length;
       if (len > max) {
         throw new Error(`Compressed body over ${max} bytes`);
@@ -241,22 +332,17 @@ function bufferedDecoder(kind: Kind, max = 8 * 1024 * 1024): Decoder {
     end() {
       const input = Buffer.concat(parts);
       parts = [];
-      // Sync flush instead of finish: a truncated body still yields its prefix.
-      switch (kind) {
-        case "gzip":
-          return [zlib.gunzipSync(input, { finishFlush: zlib.constants.Z_SYNC_FLUSH })];
-        case "deflate":
-          return [zlib.inflateSync(input, { finishFlush: zlib.constants.Z_SYNC_FLUSH })];
-        case "deflate-raw":
-          return [zlib.inflateRawSync(input, { finishFlush: zlib.constants.Z_SYNC_FLUSH })];
-        case "br":
-          return [
-            zlib.brotliDecompressSync(input, {
-              finishFlush: zlib.constants.BROTLI_OPERATION_FLUSH,
-            }),
-          ];
-        case "zstd":
-          return [zlib.zstdDecompressSync(input)];
+      try {
+        const out = run(input);
+        limited = overRatio(limits, out.length, input.length);
+        return [out];
+      } catch (e) {
+        if ((e as { code?: string }).code !== "ERR_BUFFER_TOO_LARGE") throw e;
+        // This fallback keeps no prefix: what a limit cut is not read at all.
+        limited = limits.maxOut <= limits.floor + limits.maxRatio * input.length
+          ? `stopped at ${limits.maxOut} decompressed bytes`
+          : `stopped at a compression ratio over ${limits.maxRatio}:1`;
+        return [];
       }
     },
   };

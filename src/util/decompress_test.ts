@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import zlib from "node:zlib";
 import { createDecoder, type Decoder } from "./decompress.ts";
+import { gzipBomb } from "../../tests/support/gzip_bomb.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -78,7 +79,8 @@ Deno.test("decompress: a truncated body yields its prefix", () => {
 
 Deno.test("decompress: corrupt data throws, including Deno's silent brotli", () => {
   for (const [coding, body] of CASES) {
-    const bad = body.slice();
+    // A copy: Buffer#slice (zlib returns Buffers) is a view, and CASES is shared.
+    const bad = new Uint8Array(body);
     for (let i = 4; i < bad.length; i += 97) bad[i] ^= 0x5a;
     assert.throws(() => drain(createDecoder(coding)!, bad, 256), Error, coding);
   }
@@ -101,4 +103,42 @@ Deno.test("decompress: identity is null, an unknown coding is refused", () => {
 Deno.test("decompress: the buffered fallback is capped", () => {
   const d = createDecoder("gzip", { forceBuffered: true, maxBuffered: 100 })!;
   assert.throws(() => d.push(zlib.gzipSync(plain)), /^Error: Compressed body over 100 bytes$/);
+});
+
+Deno.test("decompress: a valid bomb really inflates (the helper is honest)", () => {
+  assert.equal(zlib.gunzipSync(gzipBomb(3)).length, 3 * 1024 * 1024);
+});
+
+Deno.test("decompress: a gzip bomb stops at the ratio limit after the floor, bounded per push", () => {
+  const bomb = gzipBomb(2048); // 2 GiB of zeros in about 2 MB
+  assert.ok(bomb.length < 2_200_000, `${bomb.length}`);
+  for (const forceBuffered of [false, true]) {
+    const d = createDecoder("gzip", { maxRatio: 100, forceBuffered, maxBuffered: 4 << 20 })!;
+    let out = 0;
+    let pushes = 0;
+    for (let i = 0; i < bomb.length && d.limited === null; i += 16384) {
+      const got = d.push(bomb.subarray(i, i + 16384)).reduce((n, b) => n + b.length, 0);
+      assert.ok(got <= 2 * 1024 * 1024, `one push made ${got} bytes`);
+      out += got;
+      pushes++;
+    }
+    out += d.end().reduce((n, b) => n + b.length, 0);
+    assert.match(d.limited ?? "", /^stopped at a compression ratio over 100:1/, `${forceBuffered}`);
+    assert.ok(out <= 2 * 1024 * 1024, `${out} bytes out (buffered: ${forceBuffered})`);
+    if (!forceBuffered) assert.ok(pushes <= 2, `${pushes} pushes before it stopped`);
+  }
+});
+
+Deno.test("decompress: the byte limit cuts the output exactly, every coding, stacked too", () => {
+  for (const [coding, body] of CASES) {
+    const d = createDecoder(coding, { maxOutputBytes: 1000 })!;
+    const got = drain(d, body, 333);
+    assert.equal(got, new TextDecoder().decode(plain.subarray(0, 1000)).replace(/\uFFFD$/, ""));
+    assert.equal(d.limited, "stopped at 1000 decompressed bytes", coding);
+    assert.deepEqual(d.push(body), [], "input after the limit is ignored");
+  }
+  // Under the limits nothing is cut and nothing is said.
+  const d = createDecoder("gzip", { maxOutputBytes: plain.length, maxRatio: 100 })!;
+  assert.equal(drain(d, zlib.gzipSync(plain), 1000), text);
+  assert.equal(d.limited, null);
 });
