@@ -5,8 +5,9 @@
  * each input is also built at 1 MB, and the 10 MB scan must take less than
  * 40 times as long as the 1 MB one (linear work is ~10×; catastrophic
  * backtracking or a quadratic loop is 100× and more, minutes on 10 MB). A
- * ratio holds on a busy machine where a fixed bound failed CI-like runs (the
- * worst case took ~0.9 s idle and 2.7-4 s beside the rest of the suite).
+ * ratio of CPU times holds on a busy machine, where a fixed bound on wall
+ * time failed CI-like runs (the worst case took ~0.9 s idle and 2.7-4 s
+ * beside the rest of the suite).
  */
 
 import assert from "node:assert/strict";
@@ -21,7 +22,7 @@ const ONE_MB = 1024 * 1024;
 const TEN_MB = 10 * ONE_MB;
 /** Largest allowed time(10 MB) / time(1 MB): linear is ~10, quadratic ~100. */
 const MAX_GROWTH = 40;
-/** Below this, a 10 MB run is too fast to be super-linear (a quadratic pass is minutes). */
+/** Below this (CPU ms), a 10 MB run is too fast to be super-linear (a quadratic pass is minutes). */
 const TRIVIAL_MS = 150;
 
 const scanner = compileScanner({
@@ -32,32 +33,48 @@ const scanner = compileScanner({
   }],
 });
 
-/** The least time of `runs` calls, in ms. */
-function least(fn: () => unknown, runs: number): number {
-  let ms = Infinity;
-  for (let i = 0; i < runs; i++) {
-    const t0 = performance.now();
-    fn();
-    ms = Math.min(ms, performance.now() - t0);
+/**
+ * CPU time of this thread in ms (Linux `/proc/thread-self/stat`, 10 ms
+ * ticks), else wall time. Test files run in parallel on shared machines:
+ * a busy CPU stretches wall time by whatever the neighbours take, but not
+ * the CPU this thread spends.
+ */
+function clockMs(): number {
+  try {
+    const stat = Deno.readTextFileSync("/proc/thread-self/stat");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12])) * 10;
+  } catch {
+    return performance.now();
   }
-  return ms;
+}
+
+/** Mean time of `fn` over runs that add up to at least `totalMs` (and `minRuns`). */
+function timeOf(fn: () => unknown, totalMs: number, minRuns: number): number {
+  const t0 = clockMs();
+  let runs = 0;
+  while (runs < minRuns || clockMs() - t0 < totalMs) {
+    fn();
+    runs++;
+  }
+  return (clockMs() - t0) / runs;
 }
 
 /**
  * Asserts `fn` on the 10 MB input grows at most {@link MAX_GROWTH} times
- * over the 1 MB one. Both are the least of several runs (test files run in
- * parallel on shared machines; a busy CPU slows one run, never all of them
- * by a factor of 4), and an over-ratio result is measured once more.
+ * over the 1 MB one, in CPU time (the 1 MB input is run until 200 ms add
+ * up, so the 10 ms clock does not blur it). An over-ratio result is
+ * measured once more.
  */
 function assertLinear<T>(label: string, make: (n: number) => T, fn: (input: T) => unknown): void {
   const small = make(ONE_MB);
   const big = make(TEN_MB);
-  let ts = least(() => fn(small), 3);
-  let tb = least(() => fn(big), 1);
+  let ts = timeOf(() => fn(small), 200, 2);
+  let tb = timeOf(() => fn(big), 0, 1);
   const growth = () => tb / Math.max(ts, 1);
   if (tb >= TRIVIAL_MS && growth() >= MAX_GROWTH) {
-    ts = Math.min(ts, least(() => fn(small), 2));
-    tb = Math.min(tb, least(() => fn(big), 1));
+    ts = Math.max(ts, timeOf(() => fn(small), 200, 2));
+    tb = Math.min(tb, timeOf(() => fn(big), 0, 1));
   }
   assert.ok(
     tb < TRIVIAL_MS || growth() < MAX_GROWTH,
