@@ -8,6 +8,11 @@
  *   deno task test
  *   deno task test tests/cli_test.ts --filter check
  *
+ * Every agentgate the tests start gets a throwaway `AGENTGATE_HOME` unless its
+ * test names one: a default audit, CA or spend journal never lands in the
+ * user's `~/.agentgate` (where a database from another build would also make
+ * the test fail).
+ *
  * Exit status: deno test's.
  *
  * @module
@@ -34,12 +39,15 @@ function covers(file: string, args: string[]): boolean {
 }
 
 if (import.meta.main) {
+  const home = await Deno.makeTempDir({ prefix: "agentgate-test-home-" });
   const status = await new Deno.Command(Deno.execPath(), {
     args: ["test", "--allow-all", "--parallel", ...Deno.args],
+    env: { AGENTGATE_HOME: home },
     stdin: "inherit",
     stdout: "inherit",
     stderr: "inherit",
   }).spawn().status;
+  await Deno.remove(home, { recursive: true }).catch(() => {});
   const skipped = TOOLS.map(prerequisite).filter((p) => !p.found && covers(p.file, Deno.args));
   if (skipped.length) console.error("");
   for (const p of skipped) console.error(p.line);

@@ -40,7 +40,8 @@ async function agentgateRun(
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", ...RUN_FLAGS, MAIN, "run", ...args],
     cwd,
-    env: { NO_COLOR: "1", ...env },
+    // The run's default audit goes to a home of the test's own, never ~/.agentgate.
+    env: { NO_COLOR: "1", AGENTGATE_HOME: `${cwd}/home`, ...env },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
