@@ -443,6 +443,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
       assert.equal(st.until - st.since, 24 * HOUR);
       assert.deepEqual(st.totals, {
         requests: 7,
+        tunnels: 0,
         allow: 2,
         log: 1,
         deny: 2,
@@ -456,12 +457,12 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
         spend_usd: 0.75,
       });
       assert.deepEqual(st.top_hosts, [
-        { host: "127.0.0.1", requests: 2, deny: 1, would_deny: 0 },
-        { host: "api.anthropic.com", requests: 1, deny: 0, would_deny: 0 },
-        { host: "api.openai.com", requests: 1, deny: 0, would_deny: 0 },
-        { host: "down.test", requests: 1, deny: 0, would_deny: 0 },
-        { host: "evil.test", requests: 1, deny: 1, would_deny: 0 },
-        { host: "maybe.test", requests: 1, deny: 0, would_deny: 1 },
+        { host: "127.0.0.1", requests: 2, deny: 1, would_deny: 0, tunnels: 0 },
+        { host: "api.anthropic.com", requests: 1, deny: 0, would_deny: 0, tunnels: 0 },
+        { host: "api.openai.com", requests: 1, deny: 0, would_deny: 0, tunnels: 0 },
+        { host: "down.test", requests: 1, deny: 0, would_deny: 0, tunnels: 0 },
+        { host: "evil.test", requests: 1, deny: 1, would_deny: 0, tunnels: 0 },
+        { host: "maybe.test", requests: 1, deny: 0, would_deny: 1, tunnels: 0 },
       ]);
       assert.deepEqual(st.top_denied_rules, [
         { rule: "no-admin", deny: 1, would_deny: 0, last_ts: s.liveDenied.ts },
@@ -529,6 +530,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
           "would_deny",
           "error",
           "challenge",
+          "tunnels",
           "spend_usd",
         ]);
         assert.equal(p.ts % (30 * 60_000), 0);
@@ -543,6 +545,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
       const r = await s.api("/_/api/stats?hours=24&session=s-alpha");
       assert.deepEqual(r.body.totals, {
         requests: 2,
+        tunnels: 0,
         allow: 1,
         log: 0,
         deny: 1,
@@ -626,7 +629,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
       const lastOk = Number(s.liveOk.ts);
       assert.deepEqual(r.body, {
         mode: "enforce",
-        default: { action: "log", source: "default", hits: 3, last_ts: lastOk },
+        default: { action: "log", source: "default", hits: 3, tunnels: 0, last_ts: lastOk },
         rules: [
           {
             index: 0,
@@ -639,6 +642,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
             reason: "admin is off limits",
             policies: [],
             hits: 1,
+            tunnels: 0,
             last_ts: s.liveDenied.ts,
           },
           {
@@ -652,6 +656,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
             reason: "evil is blocked",
             policies: [],
             hits: 2,
+            tunnels: 0,
             last_ts: s.t0 - 3 * HOUR,
           },
           {
@@ -665,6 +670,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
             reason: null,
             policies: [],
             hits: 2,
+            tunnels: 0,
             last_ts: s.t0 - HOUR,
           },
         ],

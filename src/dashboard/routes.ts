@@ -583,7 +583,7 @@ export function createInternalRoutes(
       names,
       hours === null ? null : Date.now() - hours * 3_600_000,
     );
-    const h = (n: string | null): RuleHits => hits.get(n) ?? { hits: 0, last_ts: null };
+    const h = (n: string | null): RuleHits => hits.get(n) ?? { hits: 0, tunnels: 0, last_ts: null };
     return {
       mode: policy.mode,
       default: {
