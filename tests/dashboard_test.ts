@@ -176,11 +176,11 @@ async function getJson(url: string, init: RequestInit = {}) {
 }
 
 /** A seeded audit, a running proxy, and the two live rows it recorded. */
-async function setup() {
+async function setup(extra: (t0: number) => AuditEventV1[] = () => []) {
   const dir = await Deno.makeTempDir({ prefix: "agentgate-dash-e2e-" });
   const auditPath = `${dir}/audit.db`;
   const t0 = Date.now();
-  const seeded = seedRows(t0);
+  const seeded = [...seedRows(t0), ...extra(t0)];
   const store = AuditStore.open(auditPath, { flushMs: 60_000 });
   for (const r of seeded) store.add(r);
   store.close();
@@ -219,6 +219,89 @@ async function setup() {
     },
   };
 }
+
+Deno.test("dashboard API: tunnels apart, filters, sorting, CSV and JSON export", async () => {
+  const s = await setup((t0) => [
+    row({
+      id: "tun-1",
+      ts: t0 - 30 * 60_000,
+      method: "CONNECT",
+      scheme: "https",
+      host: "api.openai.com",
+      port: 443,
+      path: null,
+      decision: "log",
+      rule: null,
+      reason: "intercepted",
+      headers: null,
+    }),
+    row({
+      id: "tun-2",
+      ts: t0 - 31 * 60_000,
+      method: "CONNECT",
+      scheme: "https",
+      host: "github.com",
+      port: 443,
+      path: null,
+      status: 403,
+      decision: "deny",
+      rule: null,
+      reason: "no rule matched (default: deny)",
+      headers: null,
+    }),
+    row({
+      id: "csv-1",
+      ts: t0 - 32 * 60_000,
+      label: "=SUM(A1)",
+      host: "x.test",
+      reason: 'a "b", c',
+    }),
+  ]);
+  try {
+    const st = (await s.api("/_/api/stats?hours=24")).body;
+    assert.equal(st.totals.tunnels, 2);
+    assert.equal(st.totals.requests, 8, "7 requests + csv-1; the tunnels are apart");
+    const rules = (await s.api("/_/api/rules")).body;
+    assert.deepEqual([rules.default.hits, rules.default.tunnels], [4, 2]);
+    const only = (await s.api("/_/api/audit?tunnels=only")).body;
+    assert.deepEqual(only.items.map((r: { id: string }) => r.id), ["tun-1", "tun-2"]);
+    const excl = (await s.api("/_/api/audit?tunnels=exclude&limit=100")).body;
+    assert.equal(excl.total, 10);
+    const gpt = (await s.api("/_/api/audit?model=gpt-4o")).body;
+    assert.deepEqual(gpt.items.map((r: { model: string }) => r.model), ["gpt-4o"]);
+    const st403 = (await s.api("/_/api/audit?status=403&tunnels=exclude")).body;
+    assert.ok(st403.total >= 2 && st403.items.every((r: { status: number }) => r.status === 403));
+    const byCost = (await s.api("/_/api/audit?sort=-cost_usd&limit=2")).body;
+    assert.deepEqual(byCost.items.map((r: { cost_usd: number }) => r.cost_usd), [0.5, 0.25]);
+    const bad = await s.api("/_/api/audit?sort=cost_us");
+    assert.equal(bad.status, 400);
+    assert.match(
+      bad.body.reason,
+      /"sort" must be a column .* not "cost_us" \(did you mean "cost_usd"\?\)/,
+    );
+
+    const csv = await fetch(`${s.proxy.url}/_/api/export?format=csv&host=x.test`);
+    assert.equal(csv.status, 200);
+    assert.match(csv.headers.get("content-type")!, /^text\/csv/);
+    assert.match(
+      csv.headers.get("content-disposition")!,
+      /attachment; filename="agentgate-audit\.csv"/,
+    );
+    const lines = (await csv.text()).split("\r\n");
+    assert.match(lines[0], /^id,ts,session,label,client,method,scheme,host,port,path,/);
+    assert.equal(lines.length, 3, "the header, one row, and the final line break");
+    // A formula-like label is defused for spreadsheets; quotes are doubled.
+    assert.match(lines[1], /^csv-1,\d+,,'=SUM\(A1\),[^,]*,GET,http,x\.test,80,\/,.*,"a ""b"", c",/);
+    const json = await (await fetch(`${s.proxy.url}/_/api/export?format=json&tunnels=only`)).json();
+    assert.deepEqual(json.map((r: { id: string }) => r.id), ["tun-1", "tun-2"]);
+    const all = await (await fetch(`${s.proxy.url}/_/api/export?format=json`)).json();
+    assert.equal(all.length, 12);
+    const badFormat = await s.api("/_/api/export?format=xml");
+    assert.equal(badFormat.status, 400);
+  } finally {
+    await s.dispose();
+  }
+});
 
 Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, findings", async (t) => {
   const s = await setup();
@@ -443,6 +526,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
       assert.equal(st.until - st.since, 24 * HOUR);
       assert.deepEqual(st.totals, {
         requests: 7,
+        tunnels: 0,
         allow: 2,
         log: 1,
         deny: 2,
@@ -456,12 +540,12 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
         spend_usd: 0.75,
       });
       assert.deepEqual(st.top_hosts, [
-        { host: "127.0.0.1", requests: 2, deny: 1, would_deny: 0 },
-        { host: "api.anthropic.com", requests: 1, deny: 0, would_deny: 0 },
-        { host: "api.openai.com", requests: 1, deny: 0, would_deny: 0 },
-        { host: "down.test", requests: 1, deny: 0, would_deny: 0 },
-        { host: "evil.test", requests: 1, deny: 1, would_deny: 0 },
-        { host: "maybe.test", requests: 1, deny: 0, would_deny: 1 },
+        { host: "127.0.0.1", requests: 2, deny: 1, would_deny: 0, tunnels: 0 },
+        { host: "api.anthropic.com", requests: 1, deny: 0, would_deny: 0, tunnels: 0 },
+        { host: "api.openai.com", requests: 1, deny: 0, would_deny: 0, tunnels: 0 },
+        { host: "down.test", requests: 1, deny: 0, would_deny: 0, tunnels: 0 },
+        { host: "evil.test", requests: 1, deny: 1, would_deny: 0, tunnels: 0 },
+        { host: "maybe.test", requests: 1, deny: 0, would_deny: 1, tunnels: 0 },
       ]);
       assert.deepEqual(st.top_denied_rules, [
         { rule: "no-admin", deny: 1, would_deny: 0, last_ts: s.liveDenied.ts },
@@ -529,6 +613,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
           "would_deny",
           "error",
           "challenge",
+          "tunnels",
           "spend_usd",
         ]);
         assert.equal(p.ts % (30 * 60_000), 0);
@@ -543,6 +628,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
       const r = await s.api("/_/api/stats?hours=24&session=s-alpha");
       assert.deepEqual(r.body.totals, {
         requests: 2,
+        tunnels: 0,
         allow: 1,
         log: 0,
         deny: 1,
@@ -626,7 +712,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
       const lastOk = Number(s.liveOk.ts);
       assert.deepEqual(r.body, {
         mode: "enforce",
-        default: { action: "log", source: "default", hits: 3, last_ts: lastOk },
+        default: { action: "log", source: "default", hits: 3, tunnels: 0, last_ts: lastOk },
         rules: [
           {
             index: 0,
@@ -639,6 +725,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
             reason: "admin is off limits",
             policies: [],
             hits: 1,
+            tunnels: 0,
             last_ts: s.liveDenied.ts,
           },
           {
@@ -652,6 +739,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
             reason: "evil is blocked",
             policies: [],
             hits: 2,
+            tunnels: 0,
             last_ts: s.t0 - 3 * HOUR,
           },
           {
@@ -665,6 +753,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
             reason: null,
             policies: [],
             hits: 2,
+            tunnels: 0,
             last_ts: s.t0 - HOUR,
           },
         ],

@@ -65,7 +65,14 @@ Deno.test("report: any audit, filtered by session and time, in three formats", a
       "### ✅ agentgate: no request denied\n\nall sessions · no requests went through the proxy\n",
     );
     const all = await agentgate(["report", "--format", "markdown"], dir);
-    assert.match(all.out, /^### ❌ agentgate: 3 requests denied\n/);
+    // The 407 at CONNECT is a denied tunnel: counted apart from the requests.
+    assert.match(all.out, /^### ❌ agentgate: 2 requests and 1 tunnel denied\n/);
+    assert.match(
+      all.out,
+      / · 2 tunnels \(CONNECT, not counted as requests\): 1 intercepted or logged, 1 denied · /,
+    );
+    assert.match(all.out, /\n\| github\.com \| 0 \| 0 \| 0 \| 0 \| 0 \| 0 \| 2 \|\n/);
+    assert.match(all.out, /\n\| \*\(no rule\)\* \| 2 \| 0 \| 1 \| 0 \| 0 \| 1 \| 2 \|\n/);
     assert.match(all.out, /\| claude-x \| anthropic \| 1 \| 10 \| 5 \| \$0\.00 \+ 1 unpriced \|/);
 
     assert.deepEqual(await Deno.readFile(`${dir}/audit.db`), before, "the audit is not changed");

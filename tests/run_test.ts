@@ -219,9 +219,16 @@ Deno.test("run: curl, python, deno and git find the proxy and the CA on their ow
           stdout: "piped",
           stderr: "piped",
         }).output();
-        const totals = JSON.parse(dec.decode(report.stdout)).totals;
+        const doc = JSON.parse(dec.decode(report.stdout));
+        const totals = doc.totals;
         assert.equal(totals.deny, 0, JSON.stringify(totals));
-        assert.equal(totals.challenge, challenged.length);
+        // git's challenges come at CONNECT: tunnels, counted apart from requests.
+        assert.equal(doc.tunnels.deny, 0, JSON.stringify(doc.tunnels));
+        assert.equal(totals.challenge + doc.tunnels.challenge, challenged.length);
+        assert.equal(
+          doc.tunnels.challenge,
+          challenged.filter((x) => x.method === "CONNECT").length,
+        );
       },
     );
 
@@ -276,7 +283,8 @@ Deno.test("run: --fail-on-deny, exit codes, and the GitHub step summary", async 
           md.includes("| deny | GET https://api.example.test/admin/users | admin | no admin | 1 |"),
           md,
         );
-        assert.ok(md.includes("| api.example.test | 2 | 0 | 1 | 1 | 0 | 0 |"), md);
+        // The intercepted tunnel is a tunnel, not a logged request (was "| 2 | 0 | 1 | 1 |").
+        assert.ok(md.includes("| api.example.test | 1 | 0 | 0 | 1 | 0 | 0 | 1 |"), md);
       },
     );
 
@@ -409,7 +417,9 @@ Deno.test("run: two runs sharing one --proxy are two sessions", async () => {
       // The report came from the proxy's API, for this session only.
       const report = JSON.parse(await Deno.readTextFile(`${env.dir}/${label}.json`));
       assert.equal(report.filter.session, r.session);
-      assert.equal(report.totals.requests, 2);
+      // The GET; its CONNECT is a tunnel, counted apart.
+      assert.equal(report.totals.requests, 1);
+      assert.equal(report.tunnels.requests, 1);
       assert.match(report.source, /\/_\/api\/audit$/);
       // The session was revoked when the run ended.
       const del = await fetch(`${proxy.url}/_/api/sessions/${r.session}`, {

@@ -113,7 +113,40 @@ export interface AuditQuery {
   since: number | null;
   /** Rows with `ts <= until`. */
   until: number | null;
+  /**
+   * Tunnels (CONNECT rows) only (true), requests only (false), or both
+   * (null, the default).
+   */
+  tunnels?: boolean | null;
+  /** Exact model name (`model` column). */
+  model?: string | null;
+  /** Exact policy that decided (`rate_limit`, `dlp`, `spending_limit`, …). */
+  policy?: string | null;
+  /** Exact status sent to the client. */
+  status?: number | null;
+  /**
+   * Order of the listing (default newest first). Ties are broken newest
+   * first, then by id descending, so pages never overlap.
+   */
+  sort?: { column: SortColumn; dir: "asc" | "desc" } | null;
 }
+
+/** Columns the audit listing can be sorted by. */
+export const SORT_COLUMNS = [
+  "ts",
+  "decision",
+  "method",
+  "host",
+  "path",
+  "status",
+  "rule",
+  "session",
+  "model",
+  "cost_usd",
+  "duration_ms",
+] as const;
+/** One of {@link SORT_COLUMNS}. */
+export type SortColumn = typeof SORT_COLUMNS[number];
 
 /** Counting matches stops here, so a broad text search stays bounded. */
 export const TOTAL_CAP = 100_000;
@@ -138,7 +171,22 @@ export interface StatsQuery {
   session: string | null;
 }
 
-/** The overview of a time range (the dashboard's `GET /_/api/stats`). */
+/**
+ * Whether a row is a tunnel (a CONNECT: a connection, counted apart from the
+ * requests inside it or sent in plain).
+ *
+ * @example
+ * isTunnel({ method: "CONNECT" }) // true
+ */
+export function isTunnel(row: { method: string }): boolean {
+  return row.method === "CONNECT";
+}
+
+/**
+ * The overview of a time range (the dashboard's `GET /_/api/stats`).
+ * Requests and their per-decision counts leave tunnels (CONNECT rows) out:
+ * those are counted in `tunnels`. Recent denials include denied tunnels.
+ */
 export interface Stats {
   hours: number;
   session: string | null;
@@ -146,7 +194,10 @@ export interface Stats {
   since: number;
   until: number;
   totals: {
+    /** Requests, tunnels left out (the decisions below sum to it). */
     requests: number;
+    /** Tunnels (CONNECT rows) of every decision. */
+    tunnels: number;
     allow: number;
     log: number;
     deny: number;
@@ -162,8 +213,15 @@ export interface Stats {
     spend_usd: number;
   };
   /** The ten busiest hosts. */
-  top_hosts: { host: string; requests: number; deny: number; would_deny: number }[];
-  /** Rules that denied most (`rule` null = the policy's default). */
+  top_hosts: {
+    host: string;
+    requests: number;
+    deny: number;
+    would_deny: number;
+    /** Tunnels to the host (not in `requests`, `deny`, `would_deny`). */
+    tunnels: number;
+  }[];
+  /** Rules that denied most requests (`rule` null = the policy's default); tunnels left out. */
   top_denied_rules: { rule: string | null; deny: number; would_deny: number; last_ts: number }[];
   /** The 20 latest denials and would-be denials. */
   recent_denials: {
@@ -208,6 +266,8 @@ export interface Stats {
       would_deny: number;
       error: number;
       challenge: number;
+      /** Tunnels opened in the bucket (not in `requests`). */
+      tunnels: number;
       spend_usd: number;
     }[];
   };
@@ -254,7 +314,10 @@ export interface SessionRow {
 
 /** Hit count and last hit of a rule name (`null` = decided by the default). */
 export interface RuleHits {
+  /** Requests it decided (tunnels left out). */
   hits: number;
+  /** Tunnels (CONNECT) it decided. */
+  tunnels: number;
   last_ts: number | null;
 }
 
@@ -282,9 +345,11 @@ export interface DecisionCounts {
   challenge: number;
 }
 
-/** Requests to one host. */
+/** Requests to one host (tunnels left out of the counts). */
 export interface HostLine extends DecisionCounts {
   host: string;
+  /** Tunnels (CONNECT) to the host. */
+  tunnels: number;
 }
 
 /** Denials (or would-be denials) of the same request for the same rule and reason. */
@@ -317,9 +382,11 @@ export interface ErrorLine {
   count: number;
 }
 
-/** Hits of one rule (`rule` null: no rule decided). */
+/** Hits of one rule (`rule` null: no rule decided); tunnels left out of the counts. */
 export interface RuleLine extends DecisionCounts {
   rule: string | null;
+  /** Tunnels (CONNECT) it decided. */
+  tunnels: number;
 }
 
 /** LLM usage of one model. */
@@ -353,7 +420,10 @@ export interface SessionLine {
  * where stated; `hosts` and `rules` come in any order.
  */
 export interface ReportAggregates {
+  /** Requests; tunnels (CONNECT rows) are counted in `tunnels`. */
   counts: DecisionCounts;
+  /** Tunnels per decision (`requests`: all tunnels). */
+  tunnels: DecisionCounts;
   /** Time of the first and last row covered, or null when none. */
   first_ts: number | null;
   last_ts: number | null;

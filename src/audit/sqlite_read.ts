@@ -42,6 +42,7 @@ import {
   type RuleLine,
   type SessionLine,
   type SessionRow,
+  SORT_COLUMNS,
   type SpendRow,
   type Stats,
   type StatsQuery,
@@ -350,6 +351,15 @@ export class SqliteAuditReader implements AuditReadModel {
       where.push("ts <= ?");
       params.push(q.until);
     }
+    if (q.tunnels === true) where.push("method = 'CONNECT'");
+    if (q.tunnels === false) where.push("method != 'CONNECT'");
+    for (
+      const [col, v] of [["model", q.model], ["policy", q.policy], ["status", q.status]] as const
+    ) {
+      if (v === null || v === undefined) continue;
+      where.push(`${this.#column(col)} = ?`.replace(/^NULL AS \w+/, "NULL"));
+      params.push(v);
+    }
     if (q.search !== null) {
       const cols = [
         "id",
@@ -371,8 +381,13 @@ export class SqliteAuditReader implements AuditReadModel {
     // Newest first must come from an index in ts order, not from sorting every
     // match: (decision, ts) and (rule, decision, ts) give that order for one
     // decision, so several decisions (or a rule) are read one branch each and merged.
-    const split = q.decisions !== null && q.decisions.length > 1 ||
-      q.rule !== null && q.decisions === null;
+    // Another order than newest first sorts the matches (bounded by the filters).
+    const sorted = q.sort && (q.sort.column !== "ts" || q.sort.dir !== "desc") ? q.sort : null;
+    if (sorted && !(SORT_COLUMNS as readonly string[]).includes(sorted.column)) {
+      throw new AuditReadError(`cannot sort the audit by "${sorted.column}"`, "unreadable");
+    }
+    const split = sorted === null && (q.decisions !== null && q.decisions.length > 1 ||
+      q.rule !== null && q.decisions === null);
     let rows: Row[];
     if (split) {
       const branch = `SELECT * FROM (SELECT ${this.#rowColumns()} FROM audit WHERE decision = ?${
@@ -395,7 +410,14 @@ export class SqliteAuditReader implements AuditReadModel {
       rows = this.#all(
         `SELECT ${this.#rowColumns()}, ${this.#findingsCount("audit")} AS findings_count
          FROM audit ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
-         ORDER BY ts DESC LIMIT ? OFFSET ?`,
+         ORDER BY ${
+          sorted === null
+            ? "ts DESC"
+            // NULLs last either way; the column name comes from SORT_COLUMNS.
+            : `${this.#column(sorted.column).replace(/^NULL AS \w+/, "NULL")} IS NULL, ${
+              this.#column(sorted.column).replace(/^NULL AS \w+/, "NULL")
+            } ${sorted.dir === "asc" ? "ASC" : "DESC"}, ts DESC, id DESC`
+        } LIMIT ? OFFSET ?`,
         ...params,
         q.limit,
         q.offset,
@@ -466,15 +488,21 @@ export class SqliteAuditReader implements AuditReadModel {
     // Time buckets (their sums are the totals).
     const points: Stats["buckets"]["points"] = [];
     const bucketSql = s === null
-      // Per decision, a count over a range of the (decision, ts) index.
+      // Per decision, a count over a range of the (decision, ts) index, and
+      // of its tunnels over the partial tunnel index.
       ? `SELECT ${
         DECISIONS.map((d) =>
-          `(SELECT count(*) FROM audit WHERE decision = '${d}' AND ts >= ?1 AND ts < ?2) AS ${d}`
+          `(SELECT count(*) FROM audit WHERE decision = '${d}' AND ts >= ?1 AND ts < ?2) AS ${d}, ` +
+          `(SELECT count(*) FROM audit WHERE method = 'CONNECT' AND decision = '${d}' ` +
+          `AND ts >= ?1 AND ts < ?2) AS t_${d}`
         ).join(", ")
       }`
       // One range of the (session, ts, decision, host) index.
       : `SELECT ${
-        DECISIONS.map((d) => `count(*) FILTER (WHERE decision = '${d}') AS ${d}`).join(", ")
+        DECISIONS.map((d) =>
+          `count(*) FILTER (WHERE decision = '${d}') AS ${d}, ` +
+          `count(*) FILTER (WHERE decision = '${d}' AND method = 'CONNECT') AS t_${d}`
+        ).join(", ")
       } FROM audit WHERE session = ?3 AND ts >= ?1 AND ts < ?2`;
     for (let t = Math.floor(since / size) * size; t <= until; t += size) {
       const r = this.#get(
@@ -483,15 +511,18 @@ export class SqliteAuditReader implements AuditReadModel {
         Math.min(t + size, until + 1),
         ...(s === null ? [] : [s]),
       );
+      // Requests leave tunnels out: they are counted apart.
+      const req = (d: string) => Number(r?.[d] ?? 0) - Number(r?.[`t_${d}`] ?? 0);
       const p = {
         ts: t,
         requests: 0,
-        allow: Number(r?.allow ?? 0),
-        log: Number(r?.log ?? 0),
-        deny: Number(r?.deny ?? 0),
-        would_deny: Number(r?.would_deny ?? 0),
-        error: Number(r?.error ?? 0),
-        challenge: Number(r?.challenge ?? 0),
+        allow: req("allow"),
+        log: req("log"),
+        deny: req("deny"),
+        would_deny: req("would_deny"),
+        error: req("error"),
+        challenge: req("challenge"),
+        tunnels: DECISIONS.reduce((n, d) => n + Number(r?.[`t_${d}`] ?? 0), 0),
         spend_usd: 0,
       };
       p.requests = p.allow + p.log + p.deny + p.would_deny + p.error + p.challenge;
@@ -568,17 +599,29 @@ export class SqliteAuditReader implements AuditReadModel {
           since,
           until,
         );
+        // Its tunnels, from the partial tunnel index, are counted apart.
+        const t = this.#get(
+          `SELECT count(*) AS n, count(*) FILTER (WHERE decision = 'deny') AS deny,
+             count(*) FILTER (WHERE decision = 'would_deny') AS would_deny
+           FROM audit WHERE method = 'CONNECT' AND host = ? AND ts >= ? AND ts <= ?`,
+          h.host,
+          since,
+          until,
+        );
         return {
           host: h.host as string,
-          requests: Number(h.n),
-          deny: Number(d?.deny ?? 0),
-          would_deny: Number(d?.would_deny ?? 0),
+          requests: Number(h.n) - Number(t?.n ?? 0),
+          deny: Number(d?.deny ?? 0) - Number(t?.deny ?? 0),
+          would_deny: Number(d?.would_deny ?? 0) - Number(t?.would_deny ?? 0),
+          tunnels: Number(t?.n ?? 0),
         };
       });
     } else {
       const hosts = this.#all(
-        `SELECT host, count(*) AS n, count(*) FILTER (WHERE decision = 'deny') AS deny,
-           count(*) FILTER (WHERE decision = 'would_deny') AS would_deny,
+        `SELECT host, count(*) AS n,
+           count(*) FILTER (WHERE decision = 'deny' AND method != 'CONNECT') AS deny,
+           count(*) FILTER (WHERE decision = 'would_deny' AND method != 'CONNECT') AS would_deny,
+           count(*) FILTER (WHERE method = 'CONNECT') AS tunnels,
            count(*) OVER () AS hosts
          FROM audit WHERE session = ?3 AND ts >= ?1 AND ts <= ?2
          GROUP BY host ORDER BY n DESC, host LIMIT 10`,
@@ -589,9 +632,10 @@ export class SqliteAuditReader implements AuditReadModel {
       hostCount = Number(hosts[0]?.hosts ?? 0);
       topHosts = hosts.map((h) => ({
         host: h.host as string,
-        requests: Number(h.n),
+        requests: Number(h.n) - Number(h.tunnels),
         deny: Number(h.deny),
         would_deny: Number(h.would_deny),
+        tunnels: Number(h.tunnels),
       }));
     }
 
@@ -602,6 +646,7 @@ export class SqliteAuditReader implements AuditReadModel {
       for (const rule of this.#ruleNames()) {
         const e = { rule, deny: 0, would_deny: 0, last_ts: 0 };
         for (const d of ["deny", "would_deny"] as const) {
+          // Requests only: the rule's tunnels (partial tunnel index) are taken out.
           const r = this.#get(
             `SELECT count(*) AS n, max(ts) AS last FROM audit
              WHERE rule IS ? AND decision = ? AND ts >= ? AND ts <= ?`,
@@ -610,7 +655,15 @@ export class SqliteAuditReader implements AuditReadModel {
             since,
             until,
           );
-          e[d] = Number(r?.n ?? 0);
+          const t = this.#get(
+            `SELECT count(*) AS n FROM audit
+             WHERE method = 'CONNECT' AND rule IS ? AND decision = ? AND ts >= ? AND ts <= ?`,
+            rule,
+            d,
+            since,
+            until,
+          );
+          e[d] = Number(r?.n ?? 0) - Number(t?.n ?? 0);
           if (e[d] > 0) e.last_ts = Math.max(e.last_ts, Number(r!.last));
         }
         if (e.deny + e.would_deny > 0) byRule.push(e);
@@ -621,6 +674,7 @@ export class SqliteAuditReader implements AuditReadModel {
         const r of this.#all(
           `SELECT rule, decision, count(*) AS n, max(ts) AS last FROM audit
            WHERE session = ? AND decision IN ('deny', 'would_deny') AND ts >= ? AND ts <= ?
+             AND method != 'CONNECT'
            GROUP BY rule, decision`,
           s,
           since,
@@ -704,6 +758,7 @@ export class SqliteAuditReader implements AuditReadModel {
 
     const totals: Stats["totals"] = {
       requests: 0,
+      tunnels: 0,
       allow: 0,
       log: 0,
       deny: 0,
@@ -719,6 +774,7 @@ export class SqliteAuditReader implements AuditReadModel {
     for (const p of points) {
       for (const d of DECISIONS) totals[d] += p[d];
       totals.requests += p.requests;
+      totals.tunnels += p.tunnels;
     }
     for (const m of spendByModel) {
       totals.llm_requests += m.requests;
@@ -860,7 +916,11 @@ export class SqliteAuditReader implements AuditReadModel {
       DECISIONS.map((d) =>
         `(SELECT count(*) FROM audit WHERE rule IS ?1 AND decision = '${d}' AND ts >= ?2)`
       ).join(" + ")
-    } AS n, max(${
+    } AS n, ${
+      DECISIONS.map((d) =>
+        `(SELECT count(*) FROM audit WHERE method = 'CONNECT' AND rule IS ?1 AND decision = '${d}' AND ts >= ?2)`
+      ).join(" + ")
+    } AS t, max(${
       DECISIONS.map((d) =>
         `coalesce((SELECT max(ts) FROM audit WHERE rule IS ?1 AND decision = '${d}' AND ts >= ?2), 0)`
       ).join(", ")
@@ -869,7 +929,12 @@ export class SqliteAuditReader implements AuditReadModel {
     for (const name of names) {
       const r = this.#get(sql, name, sinceTs ?? 0);
       const last = Number(r?.last ?? 0);
-      out.set(name, { hits: Number(r?.n ?? 0), last_ts: last > 0 ? last : null });
+      const tunnels = Number(r?.t ?? 0);
+      out.set(name, {
+        hits: Number(r?.n ?? 0) - tunnels,
+        tunnels,
+        last_ts: last > 0 ? last : null,
+      });
     }
     return out;
   }
@@ -896,19 +961,35 @@ export class SqliteAuditReader implements AuditReadModel {
     const all = (sql: string) => this.#all(sql, ...params);
     const hasLlm = this.#schema?.columns.has("model") ?? false;
 
-    const byDecision = all(`SELECT decision, count(*) AS n FROM audit${and()} GROUP BY decision`);
+    // Tunnels (CONNECT rows) are counted apart from requests: `t` tells them apart.
+    const byDecision = all(`SELECT decision, method = 'CONNECT' AS t, count(*) AS n
+      FROM audit${and()} GROUP BY decision, t`);
     const span = all(`SELECT min(ts) AS a, max(ts) AS b FROM audit${and()}`)[0];
 
-    const hostRows = all(`SELECT host, decision, count(*) AS n FROM audit${and()}
-      GROUP BY host, decision`);
-    const hosts: HostLine[] = [...counts(hostRows, (r) => String(r.host))]
-      .map(([host, c]) => ({ host, ...c }));
+    const isT = (r: Row) => Number(r.t) === 1;
+    const hostRows = all(`SELECT host, decision, method = 'CONNECT' AS t, count(*) AS n
+      FROM audit${and()} GROUP BY host, decision, t`);
+    const hostTunnels = counts(hostRows.filter(isT), (r) => String(r.host));
+    const hostReqs = counts(hostRows.filter((r) => !isT(r)), (r) => String(r.host));
+    const hosts: HostLine[] = [...new Set([...hostReqs.keys(), ...hostTunnels.keys()])]
+      .map((host) => ({
+        host,
+        ...(hostReqs.get(host) ?? ZERO),
+        tunnels: hostTunnels.get(host)?.requests ?? 0,
+      }));
 
-    const ruleRows = all(`SELECT rule, decision, count(*) AS n FROM audit${and()}
-      GROUP BY rule, decision`);
+    const ruleRows = all(`SELECT rule, decision, method = 'CONNECT' AS t, count(*) AS n
+      FROM audit${and()} GROUP BY rule, decision, t`);
     const NONE = "\u0000";
-    const rules: RuleLine[] = [...counts(ruleRows, (r) => r.rule === null ? NONE : String(r.rule))]
-      .map(([rule, c]) => ({ rule: rule === NONE ? null : rule, ...c }));
+    const ruleKey = (r: Row) => r.rule === null ? NONE : String(r.rule);
+    const ruleTunnels = counts(ruleRows.filter(isT), ruleKey);
+    const ruleReqs = counts(ruleRows.filter((r) => !isT(r)), ruleKey);
+    const rules: RuleLine[] = [...new Set([...ruleReqs.keys(), ...ruleTunnels.keys()])]
+      .map((rule) => ({
+        rule: rule === NONE ? null : rule,
+        ...(ruleReqs.get(rule) ?? ZERO),
+        tunnels: ruleTunnels.get(rule)?.requests ?? 0,
+      }));
 
     const denials: DenialLine[] = all(`SELECT decision, count(*) AS n, method, scheme, host, port,
         path, min(ts) AS first_ts, max(ts) AS last_ts, status, rule, rule_source, reason, policy
@@ -980,7 +1061,8 @@ export class SqliteAuditReader implements AuditReadModel {
     }
 
     return {
-      counts: counts(byDecision, () => "").get("") ?? { ...ZERO },
+      counts: counts(byDecision.filter((r) => !isT(r)), () => "").get("") ?? { ...ZERO },
+      tunnels: counts(byDecision.filter(isT), () => "").get("") ?? { ...ZERO },
       first_ts: span?.a === null || span?.a === undefined ? null : Number(span.a),
       last_ts: span?.b === null || span?.b === undefined ? null : Number(span.b),
       hosts,

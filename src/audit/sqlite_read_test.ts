@@ -97,6 +97,8 @@ function randomRows(n: number, now: number, days: number, seed = 7): AuditEventV
       output_tokens: llm ? Math.floor(rnd() * 100) : null,
       // Binary fractions: sums are exact in any order.
       cost_usd: priced ? Math.floor(rnd() * 4096) / 1024 : null,
+      // Some rows are tunnels (CONNECT, no path): counted apart from requests.
+      ...(rnd() < 0.15 ? { method: "CONNECT", scheme: "https", port: 443, path: null } : {}),
       findings: rnd() < 0.02
         ? [{
           detector: "aws_access_key",
@@ -107,6 +109,11 @@ function randomRows(n: number, now: number, days: number, seed = 7): AuditEventV
         }]
         : [],
     }));
+  }
+  for (const [i, r] of rows.entries()) {
+    if (r.decision !== "deny" && r.decision !== "would_deny") continue;
+    r.policy = [null, "dlp", "rate_limit"][i % 3];
+    r.status = r.policy === "rate_limit" ? 429 : 403;
   }
   return rows;
 }
@@ -133,7 +140,8 @@ function naiveStats(rows: AuditEventV1[], hours: number, session: string | null,
   const size = bucketSize(until - since);
   const points: Stats["buckets"]["points"] = [];
   for (let t = Math.floor(since / size) * size; t <= until; t += size) {
-    const b = inRange.filter((r) => r.ts >= t && r.ts < t + size);
+    const all = inRange.filter((r) => r.ts >= t && r.ts < t + size);
+    const b = all.filter((r) => r.method !== "CONNECT");
     const p = {
       ts: t,
       requests: b.length,
@@ -143,21 +151,27 @@ function naiveStats(rows: AuditEventV1[], hours: number, session: string | null,
       would_deny: 0,
       error: 0,
       challenge: 0,
-      spend_usd: b.reduce((s, r) => s + (r.model != null ? r.cost_usd ?? 0 : 0), 0),
+      tunnels: all.length - b.length,
+      spend_usd: all.reduce((s, r) => s + (r.model != null ? r.cost_usd ?? 0 : 0), 0),
     };
     for (const r of b) p[r.decision]++;
     points.push(p);
   }
   const hostMap = new Map<string, Stats["top_hosts"][number]>();
   for (const r of inRange) {
-    const h = hostMap.get(r.host) ?? { host: r.host, requests: 0, deny: 0, would_deny: 0 };
-    h.requests++;
-    if (r.decision === "deny" || r.decision === "would_deny") h[r.decision]++;
+    const h = hostMap.get(r.host) ??
+      { host: r.host, requests: 0, deny: 0, would_deny: 0, tunnels: 0 };
+    if (r.method === "CONNECT") h.tunnels++;
+    else {
+      h.requests++;
+      if (r.decision === "deny" || r.decision === "would_deny") h[r.decision]++;
+    }
     hostMap.set(r.host, h);
   }
   const ruleMap = new Map<string | null, Stats["top_denied_rules"][number]>();
   for (const r of inRange) {
     if (r.decision !== "deny" && r.decision !== "would_deny") continue;
+    if (r.method === "CONNECT") continue;
     const e = ruleMap.get(r.rule) ?? { rule: r.rule, deny: 0, would_deny: 0, last_ts: 0 };
     e[r.decision]++;
     e.last_ts = Math.max(e.last_ts, r.ts);
@@ -197,7 +211,8 @@ function naiveStats(rows: AuditEventV1[], hours: number, session: string | null,
     b.cost_usd - a.cost_usd || b.requests - a.requests
   );
   const totals = {
-    requests: inRange.length,
+    requests: inRange.filter((r) => r.method !== "CONNECT").length,
+    tunnels: inRange.filter((r) => r.method === "CONNECT").length,
     allow: 0,
     log: 0,
     deny: 0,
@@ -210,7 +225,7 @@ function naiveStats(rows: AuditEventV1[], hours: number, session: string | null,
     output_tokens: spendByModel.reduce((s, m) => s + m.output_tokens, 0),
     spend_usd: spendByModel.reduce((s, m) => s + m.cost_usd, 0),
   };
-  for (const r of inRange) totals[r.decision]++;
+  for (const r of inRange) if (r.method !== "CONNECT") totals[r.decision]++;
   return {
     hours,
     session,
@@ -218,7 +233,7 @@ function naiveStats(rows: AuditEventV1[], hours: number, session: string | null,
     until,
     totals,
     top_hosts: [...hostMap.values()].sort((a, b) =>
-      b.requests - a.requests || (a.host < b.host ? -1 : 1)
+      b.requests + b.tunnels - (a.requests + a.tunnels) || (a.host < b.host ? -1 : 1)
     ).slice(0, 10),
     top_denied_rules: [...ruleMap.values()].sort((a, b) =>
       b.deny + b.would_deny - (a.deny + a.would_deny) || b.last_ts - a.last_ts
@@ -346,9 +361,40 @@ Deno.test("audit listing: filters, order, pagination and totals match a naive fi
         { since: NOW - 86_400_000, until: NOW - 3_600_000 },
         (r) => r.ts >= NOW - 86_400_000 && r.ts <= NOW - 3_600_000,
       );
-      await check({ search: "/p/12" }, (r) => r.path!.includes("/p/12"));
+      await check({ search: "/p/12" }, (r) => (r.path ?? "").includes("/p/12"));
+      await check({ tunnels: true }, (r) => r.method === "CONNECT");
+      await check({ tunnels: false, offset: 20 }, (r) => r.method !== "CONNECT");
+      await check(
+        { tunnels: false, decisions: ["deny", "log"] },
+        (r) => r.method !== "CONNECT" && (r.decision === "deny" || r.decision === "log"),
+      );
+      await check({ model: "claude" }, (r) => r.model === "claude");
+      await check({ policy: "dlp" }, (r) => r.policy === "dlp");
+      await check({ status: 403, session: "s-a" }, (r) => r.status === 403 && r.session === "s-a");
+      // Sorting: NULLs last, ties newest first then by id.
+      for (const column of ["host", "cost_usd", "model", "status"] as const) {
+        for (const dir of ["asc", "desc"] as const) {
+          const page = await reader.audit(query({ sort: { column, dir }, limit: 40, offset: 15 }));
+          const want = [...rows].sort((a, b) => {
+            const x = a[column] ?? null, y = b[column] ?? null;
+            if (x === null || y === null) {
+              if (x !== y) return x === null ? 1 : -1;
+            } else if (x !== y) return (x < y ? -1 : 1) * (dir === "asc" ? 1 : -1);
+            return b.ts - a.ts || (a.id < b.id ? 1 : -1);
+          });
+          assert.deepEqual(
+            page.items.map((r) => r.id),
+            want.slice(15, 55).map((r) => r.id),
+            `${column} ${dir}`,
+          );
+        }
+      }
+      await assert.rejects(
+        reader.audit(query({ sort: { column: "id; DROP" as "ts", dir: "asc" } })),
+        /cannot sort the audit by "id; DROP"/,
+      );
       // LIKE wildcards in the search text match literally.
-      await check({ search: "100%_off" }, (r) => r.path!.includes("100%_off"));
+      await check({ search: "100%_off" }, (r) => (r.path ?? "").includes("100%_off"));
       await check({ search: "0% off_" }, (r) => r.reason.includes("0% off_"));
       await check({ search: "ID-00012" }, (r) => r.id.toLowerCase().includes("id-00012"));
       await check({ host: "nope.test" }, () => false);
@@ -451,8 +497,10 @@ Deno.test("sessions and rule hits match a naive computation", async () => {
       const hits = await reader.ruleHits(names);
       for (const n of names) {
         const mine = rows.filter((r) => r.rule === n);
+        const tunnels = mine.filter((r) => r.method === "CONNECT").length;
         assert.deepEqual(hits.get(n), {
-          hits: mine.length,
+          hits: mine.length - tunnels,
+          tunnels,
           last_ts: mine.length ? Math.max(...mine.map((r) => r.ts)) : null,
         });
       }

@@ -102,6 +102,12 @@ const MIGRATIONS: string[] = [
   `ALTER TABLE audit ADD COLUMN dest_ip TEXT;`,
   // v9: what was not inspected in full (decompression limits, DLP scans cut short).
   `ALTER TABLE audit ADD COLUMN inspection TEXT;`,
+  // v10: tunnels (CONNECT rows) are counted apart from requests; these partial
+  // indexes count them per decision, host and rule without reading table rows,
+  // and request counts are the covering indexes' counts minus these.
+  `CREATE INDEX audit_tunnel_decision ON audit (decision, ts) WHERE method = 'CONNECT';
+   CREATE INDEX audit_tunnel_host ON audit (host, ts, decision) WHERE method = 'CONNECT';
+   CREATE INDEX audit_tunnel_rule ON audit (rule, decision, ts) WHERE method = 'CONNECT';`,
 ];
 
 /** Rows written per transaction slice (~2-4 ms of event-loop time). */

@@ -8,7 +8,14 @@
  */
 import * as time from "../util/time.ts";
 import { didYouMean } from "../util/suggest.ts";
-import { type AuditQuery, type DecisionName, DECISIONS, type StatsQuery } from "../audit/read.ts";
+import {
+  type AuditQuery,
+  type DecisionName,
+  DECISIONS,
+  SORT_COLUMNS,
+  type SortColumn,
+  type StatsQuery,
+} from "../audit/read.ts";
 
 /** A query parameter that cannot be used: answered 400 with `message` as the reason. */
 export class ParamError extends Error {
@@ -85,7 +92,15 @@ const AUDIT_PARAMS = [
   "search",
   "since",
   "until",
+  "tunnels",
+  "model",
+  "policy",
+  "status",
+  "sort",
 ] as const;
+
+/** The audit filters plus the export's `format` (`GET /_/api/export`). */
+export const EXPORT_PARAMS = [...AUDIT_PARAMS, "format"] as const;
 
 /**
  * Parse the parameters of `GET /_/api/audit` (`hostname` and `session_id` are
@@ -94,8 +109,12 @@ const AUDIT_PARAMS = [
  * @example
  * parseAuditQuery(new URLSearchParams("decision=deny&since=1h"), Date.now())
  */
-export function parseAuditQuery(params: URLSearchParams, now: number): AuditQuery {
-  checkKnown(params, AUDIT_PARAMS);
+export function parseAuditQuery(
+  params: URLSearchParams,
+  now: number,
+  known: readonly string[] = AUDIT_PARAMS,
+): AuditQuery {
+  checkKnown(params, known);
   const host = alias(params, "host", "hostname", 253);
   const session = alias(params, "session", "session_id", 500);
   const d = one(params, "decision");
@@ -131,7 +150,35 @@ export function parseAuditQuery(params: URLSearchParams, now: number): AuditQuer
     search: text(params, "search", 200),
     since,
     until,
+    tunnels: tunnelsParam(one(params, "tunnels")),
+    model: text(params, "model", 200),
+    policy: text(params, "policy", 100),
+    status: one(params, "status") === null ? null : int(params, "status", 0, 100, 599),
+    sort: sortParam(one(params, "sort")),
   };
+}
+
+/** `tunnels=only` (tunnels alone), `tunnels=exclude` (requests alone); absent: both. */
+function tunnelsParam(v: string | null): boolean | null {
+  if (v === null) return null;
+  if (v === "only") return true;
+  if (v === "exclude") return false;
+  throw new ParamError(`"tunnels" must be "only" or "exclude", not "${v}"`);
+}
+
+/** `sort=host` (ascending) or `sort=-cost_usd` (descending). */
+function sortParam(v: string | null): AuditQuery["sort"] {
+  if (v === null) return null;
+  const desc = v.startsWith("-");
+  const column = desc ? v.slice(1) : v;
+  if (!(SORT_COLUMNS as readonly string[]).includes(column)) {
+    throw new ParamError(
+      `"sort" must be a column (${SORT_COLUMNS.join(", ")}), "-" first for descending, not "${v}"${
+        didYouMean(column, [...SORT_COLUMNS])
+      }`,
+    );
+  }
+  return { column: column as SortColumn, dir: desc ? "desc" : "asc" };
 }
 
 function alias(params: URLSearchParams, name: string, other: string, maxLen: number) {

@@ -17,6 +17,11 @@ function query(over: Partial<AuditQuery> = {}): AuditQuery {
     search: null,
     since: null,
     until: null,
+    tunnels: null,
+    model: null,
+    policy: null,
+    status: null,
+    sort: null,
     ...over,
   };
 }
@@ -68,7 +73,7 @@ Deno.test("parameters: aliases, times, and every bad value is a ParamError with 
     ["limit=1&limit=2", `parameter "limit" is given 2 times`],
     [
       "hots=a",
-      `unknown parameter "hots" (did you mean "host"?); known: limit, offset, host, hostname, decision, session, session_id, rule, search, since, until`,
+      `unknown parameter "hots" (did you mean "host"?); known: limit, offset, host, hostname, decision, session, session_id, rule, search, since, until, tunnels, model, policy, status, sort`,
     ],
     [`search=${"x".repeat(201)}`, `"search" is longer than 200 characters`],
   ];

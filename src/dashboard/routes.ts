@@ -13,9 +13,10 @@
 import type http from "node:http";
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { AgentgateConfig } from "../config/load.ts";
-import { AuditReadError, type AuditReadModel, type RuleHits } from "../audit/read.ts";
+import { AuditReadError, type AuditReadModel, type RuleHits, TOTAL_CAP } from "../audit/read.ts";
 import { isSecretName, MASK, maskRows, maskText } from "../audit/redact.ts";
-import { ParamError, parseAuditQuery, parseParams, parseStatsQuery } from "./api.ts";
+import { EXPORT_PARAMS, ParamError, parseAuditQuery, parseParams, parseStatsQuery } from "./api.ts";
+import { AUDIT_COLUMNS } from "../audit/event.ts";
 import { renderPage } from "./page.ts";
 import { parseDuration } from "../util/duration.ts";
 import { LABEL_PATTERN } from "../util/session_id.ts";
@@ -111,6 +112,21 @@ const COMMON_HEADERS = {
   "referrer-policy": "no-referrer",
   "cross-origin-resource-policy": "same-origin",
 };
+
+/**
+ * One CSV field (RFC 4180): quoted when needed; a text starting with a
+ * formula character is prefixed with `'`, so a spreadsheet shows it rather
+ * than evaluating it (paths and reasons come from agents).
+ *
+ * @example
+ * csvCell('=HYPERLINK("x")') // "'=HYPERLINK(""x"")" quoted
+ */
+export function csvCell(v: unknown): string {
+  if (v === null || v === undefined) return "";
+  let t = typeof v === "string" ? v : String(v);
+  if (typeof v === "string" && /^[=+\-@\t\r]/.test(t)) t = "'" + t;
+  return /[",\r\n]/.test(t) || t !== t.trim() ? `"${t.replace(/"/g, '""')}"` : t;
+}
 
 /** JSON answer with the headers every API response carries. */
 export function sendJson(
@@ -583,7 +599,7 @@ export function createInternalRoutes(
       names,
       hours === null ? null : Date.now() - hours * 3_600_000,
     );
-    const h = (n: string | null): RuleHits => hits.get(n) ?? { hits: 0, last_ts: null };
+    const h = (n: string | null): RuleHits => hits.get(n) ?? { hits: 0, tunnels: 0, last_ts: null };
     return {
       mode: policy.mode,
       default: {
@@ -595,8 +611,54 @@ export function createInternalRoutes(
     };
   }
 
+  /**
+   * `GET /_/api/export?format=csv|json&…`: every row of the audit listing's
+   * filters (up to TOTAL_CAP), masked, streamed page by page. The range ends
+   * now, so rows written while it streams do not shift its pages.
+   */
+  async function exportRows(res: http.ServerResponse, params: URLSearchParams, now: number) {
+    const format = params.get("format") ?? "csv";
+    if (format !== "csv" && format !== "json") {
+      throw new ParamError(`"format" must be "csv" or "json", not "${format}"`);
+    }
+    const q = parseAuditQuery(params, now, EXPORT_PARAMS);
+    q.until = Math.min(q.until ?? now, now);
+    const columns = [
+      ...AUDIT_COLUMNS.filter((c) => c !== "headers" && c !== "spend_keys"),
+      "findings_count",
+    ];
+    const first = await reader.audit({ ...q, limit: 500, offset: 0 });
+    res.writeHead(200, {
+      ...COMMON_HEADERS,
+      "content-type": format === "csv" ? "text/csv; charset=utf-8" : "application/json",
+      "content-disposition": `attachment; filename="agentgate-audit.${format}"`,
+    });
+    const write = (chunk: string) =>
+      res.write(chunk) ? Promise.resolve() : new Promise<void>((ok) => res.once("drain", ok));
+    await write(format === "csv" ? columns.join(",") + "\r\n" : "[");
+    let page = first;
+    let n = 0;
+    const limit = Math.min(first.total, TOTAL_CAP);
+    while (page.items.length > 0 && n < limit && !res.destroyed) {
+      const rows = maskRows(page.items) as unknown as Record<string, unknown>[];
+      let chunk = "";
+      for (const r of rows) {
+        if (n >= limit) break;
+        chunk += format === "csv"
+          ? columns.map((c) => csvCell(r[c])).join(",") + "\r\n"
+          : (n === 0 ? "\n" : ",\n") + JSON.stringify(r);
+        n++;
+      }
+      await write(chunk);
+      if (page.items.length < 500) break;
+      page = await reader.audit({ ...q, limit: 500, offset: n });
+    }
+    res.end(format === "csv" ? "" : "\n]\n");
+  }
+
   async function api(res: http.ServerResponse, path: string, params: URLSearchParams) {
     const now = Date.now();
+    if (path === "/_/api/export") return await exportRows(res, params, now);
     params.sort();
     const key = `${path}?${params}`;
     if (path === "/_/api/audit") {
@@ -653,7 +715,8 @@ export function createInternalRoutes(
     }
     return sendJson(res, 404, {
       error: "not_found",
-      reason: `no such API endpoint "${path}"; see /_/api/audit, /_/api/audit/:id, /_/api/stats, ` +
+      reason:
+        `no such API endpoint "${path}"; see /_/api/audit, /_/api/audit/:id, /_/api/export, /_/api/stats, ` +
         "/_/api/sessions, /_/api/rules, /_/api/budgets, /_/api/config, /_/api/dlp/recent",
     });
   }

@@ -21,6 +21,8 @@ import { PolicyState } from "../state/mod.ts";
 import { type AgentgateConfig, isIntercepted } from "../config/load.ts";
 import { canonicalIp, knownDestination } from "../policy/address.ts";
 import { type BuiltRequest, decideRequest } from "./request.ts";
+import type { CompiledRule } from "../policy/engine.ts";
+import type { DlpChecker } from "../policy/limits/dlp.ts";
 
 /** allow / log are "allowed"; deny / would_deny "denied" (the policy's intent). */
 export type Outcome = "allowed" | "denied";
@@ -195,6 +197,20 @@ function asReplay(d: Decision): ReplayDecision {
   };
 }
 
+/**
+ * Whether `rule` reads the body only through request-scanning `dlp` policies
+ * (its condition and its policies' keys do not read it).
+ */
+function bodyOnlyForDlp(rule: CompiledRule): boolean {
+  if (rule.when?.needsBody) return false;
+  let dlp = false;
+  for (const c of rule.checkers) {
+    if (c.name === "dlp") dlp ||= (c as DlpChecker).scansRequest;
+    else if ((c as { key?: { needsBody: boolean } }).key?.needsBody) return false;
+  }
+  return dlp;
+}
+
 function urlOf(row: AuditRowWithHeaders): string {
   const host = row.host.includes(":") ? `[${row.host}]` : row.host;
   if (row.path === null) return `${host}:${row.port}`;
@@ -262,6 +278,28 @@ export function replay(
         d = decideRequest(config, req, { now: row.ts, state, bodyRead: true }).decision;
       }
     }
+    if (d.needsBody && d.rule !== null) {
+      // The body is needed by the rule's dlp policy alone: its recorded scan stands in.
+      const rule = rulesByName.get(d.rule);
+      if (rule && bodyOnlyForDlp(rule)) {
+        const blocked = before.policy === "dlp" && before.outcome === "denied";
+        if (blocked || row.findings_count === 0) {
+          req.info.bodyText = "";
+          if (row.model !== null) req.info.body = { model: row.model };
+          const clean = decideRequest(config, req, { now: row.ts, state, bodyRead: true }).decision;
+          d = blocked && clean.rule === d.rule && !denied(clean.verdict)
+            ? {
+              ...clean,
+              verdict: config.policy.mode === "audit" ? "would_deny" : "deny",
+              policy: "dlp",
+              reason: before.reason,
+              status: 403,
+              dlp: undefined,
+            }
+            : clean;
+        }
+      }
+    }
     let kind: ChangeKind;
     let after: ReplayDecision | null = null;
     if (d.needsBody) kind = "needs_body";
@@ -299,10 +337,15 @@ export function replay(
       row.method,
       url,
       row.session,
+      // Different reasons never share a group: one DLP block and four spending
+      // denials of the same request are two lines.
       before.verdict,
       before.rule,
+      before.policy,
+      before.reason,
       after?.verdict,
       after?.rule,
+      after?.policy,
       after?.reason,
     ]);
     const seen = exampleKeys.get(key);

@@ -46,6 +46,11 @@ export interface Report {
     cost_usd: number;
     cost_unknown: number;
   };
+  /**
+   * Tunnels (CONNECT rows) per decision: connections, counted apart from
+   * `totals` (an intercepted tunnel's requests are counted there).
+   */
+  tunnels: DecisionCounts;
   /** Most requests first. */
   hosts: HostLine[];
   /** Oldest first. */
@@ -121,9 +126,9 @@ export async function buildReport(
   const max = opts.maxItems ?? 1000;
   const a = await reader.reportAggregates(filter);
   const hostsAll: HostLine[] = [...a.hosts]
-    .sort((x, y) => y.requests - x.requests || (x.host < y.host ? -1 : 1));
+    .sort((x, y) => y.requests - x.requests || y.tunnels - x.tunnels || (x.host < y.host ? -1 : 1));
   const rulesAll: RuleLine[] = [...a.rules].sort((x, y) =>
-    y.requests - x.requests ||
+    y.requests - x.requests || y.tunnels - x.tunnels ||
     (x.rule === null ? 1 : y.rule === null ? -1 : x.rule < y.rule ? -1 : 1)
   );
   const models = a.models;
@@ -150,6 +155,7 @@ export async function buildReport(
       cost_usd: usd(models.reduce((s, m) => s + m.cost_usd, 0)),
       cost_unknown: models.reduce((s, m) => s + m.cost_unknown, 0),
     },
+    tunnels: { ...a.tunnels },
     hosts,
     denials,
     errors,

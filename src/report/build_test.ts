@@ -41,6 +41,7 @@ Deno.test("report: one session's hosts, denials, errors, rules and models", asyn
         would_deny: 1,
         error: 0,
         challenge: 0,
+        tunnels: 0,
       },
       {
         host: "api.openai.com",
@@ -51,6 +52,7 @@ Deno.test("report: one session's hosts, denials, errors, rules and models", asyn
         would_deny: 0,
         error: 0,
         challenge: 0,
+        tunnels: 0,
       },
       {
         host: "down.test",
@@ -61,6 +63,7 @@ Deno.test("report: one session's hosts, denials, errors, rules and models", asyn
         would_deny: 0,
         error: 1,
         challenge: 0,
+        tunnels: 0,
       },
       {
         host: "old.example",
@@ -71,6 +74,7 @@ Deno.test("report: one session's hosts, denials, errors, rules and models", asyn
         would_deny: 0,
         error: 0,
         challenge: 0,
+        tunnels: 0,
       },
     ]);
     // Equal denials are one line with a count; oldest first.
@@ -144,7 +148,25 @@ Deno.test("report: all sessions, an unknown price, time range, caps", async () =
   const store = fixtureAudit();
   try {
     const r = await buildReport(store.reader(), ALL);
-    assert.equal(r.totals.requests, 11);
+    // The two CONNECT rows are tunnels, counted apart from the requests.
+    assert.equal(r.totals.requests, 9);
+    assert.deepEqual(r.tunnels, {
+      requests: 2,
+      allow: 0,
+      log: 1,
+      deny: 1,
+      would_deny: 0,
+      error: 0,
+      challenge: 0,
+    });
+    assert.deepEqual(
+      r.hosts.filter((h) => h.host === "github.com").map((h) => [h.requests, h.tunnels]),
+      [[0, 2]],
+    );
+    assert.deepEqual(
+      r.rules.filter((x) => x.rule === null).map((x) => [x.requests, x.tunnels]),
+      [[2, 2]],
+    );
     assert.equal(r.label, null);
     assert.deepEqual(r.sessions.map((s) => [s.session, s.label, s.requests, s.deny]), [
       [S1, "ci", 7, 2],

@@ -121,6 +121,23 @@ function summaryLine(r: Report): string {
   }`;
 }
 
+/** The tunnels line, or null when there were none: connections, not requests. */
+function tunnelsLine(r: Report): string | null {
+  const t = r.tunnels;
+  if (t.requests === 0) return null;
+  const parts = [
+    t.allow ? `${num(t.allow)} opened` : null,
+    t.log ? `${num(t.log)} intercepted or logged` : null,
+    t.deny ? `${num(t.deny)} denied` : null,
+    t.would_deny ? `${num(t.would_deny)} would be denied` : null,
+    t.error ? `${num(t.error)} failed` : null,
+    t.challenge ? `${num(t.challenge)} proxy-auth challenge${t.challenge === 1 ? "" : "s"}` : null,
+  ].filter((x) => x !== null);
+  return `${num(t.requests)} tunnel${
+    t.requests === 1 ? "" : "s"
+  } (CONNECT, not counted as requests): ${parts.join(", ")}`;
+}
+
 function spendText(cost: number, unknown: number): string {
   return usd(cost) + (unknown > 0 ? ` + ${num(unknown)} unpriced` : "");
 }
@@ -236,11 +253,13 @@ export function formatText(r: Report): string {
   const range = rangeText(r);
   out.push(`  ${range ? `${range}, ` : ""}from ${safeText(r.source)}`);
   const runLines = runText(r);
-  if (t.requests === 0) {
+  const tunnels = tunnelsLine(r);
+  if (t.requests === 0 && tunnels === null) {
     out.push("  no requests went through the proxy", ...runLines);
     return out.join("\n") + "\n";
   }
   out.push(`  ${summaryLine(r)}`);
+  if (tunnels !== null) out.push(`  ${tunnels}`);
   if (t.llm_requests > 0) {
     out.push(
       `  LLM: ${num(t.llm_requests)} call(s), ${num(t.input_tokens)} input + ${
@@ -274,13 +293,19 @@ export function formatText(r: Report): string {
     if (left) out.push(`  ${left}`);
   }
 
+  // The tunnels column only when there were tunnels.
+  const withTunnels = r.tunnels.requests > 0;
   out.push("", "Requests by host");
   const hosts = r.hosts.slice(0, SHOWN.hosts);
   out.push(
     ...table(
-      ["host", ...DECISION_HEADS],
-      hosts.map((h) => [safeText(h.host), ...DECISION_COLS.map((k) => num(h[k]))]),
-      [false, true, true, true, true, true, true],
+      ["host", ...DECISION_HEADS, ...(withTunnels ? ["tunnels"] : [])],
+      hosts.map((h) => [
+        safeText(h.host),
+        ...DECISION_COLS.map((k) => num(h[k])),
+        ...(withTunnels ? [num(h.tunnels)] : []),
+      ]),
+      [false, true, true, true, true, true, true, ...(withTunnels ? [true] : [])],
     ),
   );
   const leftHosts = more(r.hosts.length - hosts.length + r.truncated.hosts, "hosts");
@@ -304,12 +329,13 @@ export function formatText(r: Report): string {
   const rules = r.rules.slice(0, SHOWN.rules);
   out.push(
     ...table(
-      ["rule", "hits", ...DECISION_HEADS.slice(1)],
+      ["rule", "hits", ...DECISION_HEADS.slice(1), ...(withTunnels ? ["tunnels"] : [])],
       rules.map((x) => [
         x.rule === null ? "(no rule)" : safeText(x.rule),
         ...DECISION_COLS.map((k) => num(x[k])),
+        ...(withTunnels ? [num(x.tunnels)] : []),
       ]),
-      [false, true, true, true, true, true, true],
+      [false, true, true, true, true, true, true, ...(withTunnels ? [true] : [])],
     ),
   );
   const leftRules = more(r.rules.length - rules.length + r.truncated.rules, "rules");
@@ -379,10 +405,17 @@ function mdTable(heads: string[], rows: string[][], right: boolean[]): string[] 
 export function formatMarkdown(r: Report): string {
   const t = r.totals;
   const out: string[] = [];
-  const head = t.deny > 0
-    ? `❌ agentgate: ${num(t.deny)} request${t.deny === 1 ? "" : "s"} denied`
-    : t.would_deny > 0
-    ? `⚠️ agentgate: ${num(t.would_deny)} request${t.would_deny === 1 ? "" : "s"} would be denied`
+  // Denied tunnels are denials too, named apart from requests.
+  const what = (requests: number, tunnels: number) =>
+    [
+      requests > 0 || tunnels === 0 ? `${num(requests)} request${requests === 1 ? "" : "s"}` : null,
+      tunnels > 0 ? `${num(tunnels)} tunnel${tunnels === 1 ? "" : "s"}` : null,
+    ].filter((x) => x !== null).join(" and ");
+  const tn = r.tunnels;
+  const head = t.deny + tn.deny > 0
+    ? `❌ agentgate: ${what(t.deny, tn.deny)} denied`
+    : t.would_deny + tn.would_deny > 0
+    ? `⚠️ agentgate: ${what(t.would_deny, tn.would_deny)} would be denied`
     : "✅ agentgate: no request denied";
   out.push(`### ${head}`, "");
   const range = rangeText(r);
@@ -390,7 +423,10 @@ export function formatMarkdown(r: Report): string {
     r.filter.session === null
       ? "all sessions"
       : `session **${mdText(r.filter.session)}**${r.label ? ` (label ${mdText(r.label)})` : ""}`,
-    t.requests === 0 ? "no requests went through the proxy" : summaryLine(r),
+    t.requests === 0 && r.tunnels.requests === 0
+      ? "no requests went through the proxy"
+      : summaryLine(r),
+    ...(tunnelsLine(r) !== null ? [tunnelsLine(r)!] : []),
     ...(t.llm_requests > 0
       ? [
         `LLM: ${num(t.llm_requests)} call(s), ${num(t.input_tokens)} input + ${
@@ -402,7 +438,7 @@ export function formatMarkdown(r: Report): string {
   ];
   out.push(facts.join(" · "));
   out.push(...runMarkdown(r));
-  if (t.requests === 0) return out.join("\n") + "\n";
+  if (t.requests === 0 && r.tunnels.requests === 0) return out.join("\n") + "\n";
 
   const denials = r.denials.slice(0, SHOWN.denials);
   if (denials.length > 0) {
@@ -424,13 +460,18 @@ export function formatMarkdown(r: Report): string {
     if (left) out.push("", mdText(left));
   }
 
+  const mdTunnels = r.tunnels.requests > 0 ? ["Tunnels"] : [];
   out.push("", "#### Requests by host", "");
   const hosts = r.hosts.slice(0, SHOWN.hosts);
   out.push(
     ...mdTable(
-      ["Host", "Requests", "Allow", "Log", "Deny", "Would deny", "Error"],
-      hosts.map((h) => [mdText(h.host), ...DECISION_COLS.map((k) => num(h[k]))]),
-      [false, true, true, true, true, true, true],
+      ["Host", "Requests", "Allow", "Log", "Deny", "Would deny", "Error", ...mdTunnels],
+      hosts.map((h) => [
+        mdText(h.host),
+        ...DECISION_COLS.map((k) => num(h[k])),
+        ...(mdTunnels.length ? [num(h.tunnels)] : []),
+      ]),
+      [false, true, true, true, true, true, true, ...(mdTunnels.length ? [true] : [])],
     ),
   );
   const leftHosts = more(r.hosts.length - hosts.length + r.truncated.hosts, "hosts");
@@ -451,12 +492,13 @@ export function formatMarkdown(r: Report): string {
   out.push("", "#### Top rules", "");
   out.push(
     ...mdTable(
-      ["Rule", "Hits", "Allow", "Log", "Deny", "Would deny", "Error"],
+      ["Rule", "Hits", "Allow", "Log", "Deny", "Would deny", "Error", ...mdTunnels],
       r.rules.slice(0, SHOWN.rules).map((x) => [
         x.rule === null ? "*(no rule)*" : mdText(x.rule),
         ...DECISION_COLS.map((k) => num(x[k])),
+        ...(mdTunnels.length ? [num(x.tunnels)] : []),
       ]),
-      [false, true, true, true, true, true, true],
+      [false, true, true, true, true, true, true, ...(mdTunnels.length ? [true] : [])],
     ),
   );
 
