@@ -6,6 +6,8 @@
  *   deno task bench --intercept [s4 s5 …]     the same with TLS interception of the origin
  *   deno task bench --intercept --dlp [s4]    interception with a dlp policy on every request
  *   deno task bench --intercept --spend [s4]  interception with a spending limit on every request
+ *   deno task bench --rate [s1]               a rate limit on every request (in-process counters)
+ *   deno task bench --rate --redis URL [s1]   the same with the counters in Redis (`state:`)
  *                                             (the harness GETs: checked, not priced calls)
  *   deno task bench spend                     priced POSTs with and without a spending limit:
  *                                             reserve + journal + settle (scripts/bench_spend.ts)
@@ -109,8 +111,12 @@ if (import.meta.main && Deno.args[0] === "sse") {
   const intercept = Deno.args[0] === "--intercept";
   const dlp = Deno.args.includes("--dlp");
   const spend = Deno.args.includes("--spend");
-  const args = (intercept ? Deno.args.slice(1) : Deno.args).filter((a) =>
-    a !== "--dlp" && a !== "--spend"
+  const rate = Deno.args.includes("--rate");
+  const at = Deno.args.indexOf("--redis");
+  const redisUrl = at >= 0 ? Deno.args[at + 1] : null;
+  const args = (intercept ? Deno.args.slice(1) : Deno.args).filter((a, i, all) =>
+    a !== "--dlp" && a !== "--spend" && a !== "--rate" && a !== "--redis" &&
+    all[i - 1] !== "--redis"
   );
   const scenarios = args.length ? args : intercept ? ["s4", "s5"] : ["s1", "s2", "s3", "s3b", "s5"];
   const dir = await Deno.makeTempDir({ prefix: "agentgate-bench-" });
@@ -139,6 +145,17 @@ if (import.meta.main && Deno.args[0] === "sse") {
         '  - name: everything-else\n    match: "*"\n    action: log\n' +
           "    policies: [{ spending_limit: { usd: 1000000, per: day, key: session } }]",
       );
+  }
+  if (rate) {
+    // Every request counted against a window that never fills.
+    policy = policy.replace(
+      '  - { name: everything-else, match: "*", action: log }',
+      '  - name: everything-else\n    match: "*"\n    action: log\n' +
+        "    policies: [{ rate_limit: { requests: 100000000, per: 1m, key: session } }]",
+    );
+  }
+  if (redisUrl !== null) {
+    policy = policy.replace("default: deny\n", `default: deny\nstate: { redis: "${redisUrl}" }\n`);
   }
   await Deno.writeTextFile(`${dir}/agentgate.yaml`, policy);
   if (intercept) {

@@ -102,8 +102,12 @@ Deno.test("policy reach: with --watch every reload, applied or rejected, is in t
     );
     const script = EDIT_AND_RETRY + String.raw`
 echo "include: [credentials.yaml]" >> agentgate.yaml
-sleep 1.5
-curl -s --noproxy '*' "http://$base/_/health" > health.json
+# Until the watcher has seen the edit and rejected it (a loaded machine can take seconds).
+for i in $(seq 150); do
+  curl -s --noproxy '*' "http://$base/_/health" > health.json
+  grep -q '"last_reload":{[^}]*"ok":false' health.json && break
+  sleep 0.2
+done
 code http://site.test/three
 `;
     const r = await run(
@@ -146,7 +150,11 @@ code http://site.test/three
     const text = await run(
       ["--watch", "--report", "text"],
       dir,
-      "echo 'rules: []' >> agentgate.yaml; sleep 1.5",
+      String.raw`base=${"$"}{http_proxy##*@}; echo 'rules: []' >> agentgate.yaml
+for i in $(seq 150); do
+  curl -s --noproxy '*' "http://$base/_/health" | grep -q '"last_reload":{[^}]*"ok":false' && break
+  sleep 0.2
+done`,
     );
     assert.match(
       text.stderr,

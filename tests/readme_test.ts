@@ -88,6 +88,7 @@ const v1 = (b: string) => "version: 1\n" + b;
 
 const YAML: Record<string, YamlCheck> = {
   "The policy file #1": { policy: asIs },
+  "Running a fleet #1": { policy: asIs },
   "Conditions (`when:`) #1": {
     policy: (b) => "version: 1\ntls: { intercept: [api.openai.com] }\nrules:\n" + indent(b, 2),
   },
@@ -145,6 +146,8 @@ const NOT_RUN: Record<string, string> = {
   "Use it with Claude Code, Cursor, Aider, an OpenAI SDK script or a Python agent #2":
     "JavaScript for a Node script",
   "What a denied agent sees #1": "an HTTP answer",
+  "Running a fleet #2": "a docker-compose file (not run: no Docker in tests)",
+  "Running a fleet #3": "Kubernetes manifests (not run)",
 };
 
 /** How each sh line runs: a shell snippet around it, or the reason it cannot run here. */

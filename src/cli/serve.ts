@@ -17,6 +17,8 @@ import { CredentialBroker, Metrics, standardAddons } from "../proxy/addons/mod.t
 import { loadSecrets, SecretLoadError } from "../proxy/secrets.ts";
 import type { Secret } from "../util/secret.ts";
 import { parseProxyAuthorization } from "../proxy/auth.ts";
+import { RedisState } from "../state/redis.ts";
+import { Backends, redactUrl } from "../util/backends.ts";
 import { NANO, PolicyState, type SpendRow } from "../state/mod.ts";
 import { FileSpendJournal, journalPathFor } from "../audit/spend_journal.ts";
 import { budgetsView } from "../policy/limits/budgets.ts";
@@ -272,6 +274,31 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
   // Budgets survive restarts: the ledger is rebuilt from the audit's charges
   // and the journal's entries the audit lacks, before the first request is decided.
   await rebuildSpend(state, reader, journal, startedAt, log);
+  // The fleet view: every external backend reports its status here.
+  const backends = new Backends();
+  let redis: RedisState | null = null;
+  if (config.state !== null) {
+    const s = config.state;
+    const password = s.passwordEnv === null ? null : Deno.env.get(s.passwordEnv) ?? null;
+    if (s.passwordEnv !== null && password === null) {
+      io.stderr(
+        `agentgate: state.password_env names "${s.passwordEnv}", which is not set: connecting to ${
+          redactUrl(s.redis)
+        } without a password\n`,
+      );
+    }
+    redis = await RedisState.open({
+      url: s.redis,
+      password,
+      onError: s.onError,
+      timeoutMs: s.timeoutMs,
+      queueMax: s.queueMax,
+      caFile: s.caFile,
+      log,
+    });
+    state.shared = redis;
+    backends.add(redis);
+  }
   const sessions = new SessionRegistry();
   const auth: ProxyAuth = new ProxyAuth((): AgentgateConfig => proxy.config, sessions);
   if (hooks.run) auth.requireCredentials = true;
@@ -280,6 +307,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     auditWriteErrors: () => audit.writeErrors,
     tunnelsOpen: (): number => proxy.tunnelsOpen,
     leafCacheSize: () => leaves?.size ?? 0,
+    backends: () => backends.list(),
   });
   const credentials = new CredentialBroker({ metrics });
   credentials.install(config, secrets);
@@ -299,6 +327,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
       ? undefined
       : "agentgate run reads its policy once (start it with --watch to reload)",
     lastReload: () => lastReload,
+    backends: () => backends.list(),
     sessions: hooks.run ? undefined : {
       mint: (o) => {
         const grant = sessions.mint(o);
@@ -343,6 +372,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     routes.close();
     audit.close();
     journal?.close();
+    await redis?.close(0);
     const code = (e as { code?: string }).code;
     const why = code === "EADDRINUSE"
       ? "address already in use (another agentgate? use --listen 127.0.0.1:0 for a free port)"
@@ -366,6 +396,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
         `agentgate ${VERSION} listening on ${url}`,
         `policy: ${policyLine}`,
         `audit:  ${config.audit.path}`,
+        ...(redis ? [`state:  ${redis.url} (on_state_error: ${redis.onError})`] : []),
         ...(caLine ? [caLine] : []),
         ...(config.dashboard ? [`dashboard: ${url}/_/dashboard`] : []),
         "",
@@ -390,6 +421,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
   routes.close();
   audit.close();
   journal?.close();
+  await redis?.close();
   io.stderr(
     `agentgate: stopped; ${proxy.counters.requests} request(s) handled${
       forced ? `, ${forced} cut at shutdown` : ""

@@ -29,6 +29,7 @@ import {
   proxySection,
   type RawLlm,
   runSection,
+  stateSection,
   tlsSection,
   upstreamSection,
 } from "./sections.ts";
@@ -634,11 +635,13 @@ export function* compileSteps(
     secretEnv: [
       ...proxy.authEnv,
       ...(raw.dashboard?.token_env ? [raw.dashboard.token_env as string] : []),
+      ...(raw.state?.password_env ? [raw.state.password_env as string] : []),
       ...credentials.flatMap((c) => c.source.kind === "env" ? [c.source.name] : []),
     ],
     dashboardToken,
     policy: policySection(raw, legacy, rules, llm, index.build()),
     audit: auditSection(raw.audit, legacy, file, cwd),
+    state: validAt(main, ["state"]) ? stateSection(raw.state, file, cwd) : null,
     limits,
     tls: tlsSection(raw.tls, intercept, file, cwd),
     llm,

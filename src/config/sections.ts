@@ -74,6 +74,16 @@ export interface RawAudit {
   retention?: string;
 }
 
+/** `state:` */
+export interface RawState {
+  redis: string;
+  password_env?: string;
+  ca?: string;
+  on_state_error?: "deny" | "allow" | "local";
+  timeout?: string;
+  queue_max?: number;
+}
+
 /** `limits:` */
 export interface RawLimits {
   max_body_bytes?: number;
@@ -272,6 +282,34 @@ export function auditSection(
   return {
     path: audit?.path ? resolveFrom(file, audit.path, cwd) : join(agentgateHome(), "agentgate.db"),
     retentionMs: parseDuration(audit?.retention ?? "30d"),
+  };
+}
+
+/**
+ * `state:`: where limits keep their counters for a fleet (Redis), or null:
+ * in this process, as always. The password is never in the file: only the
+ * name of the variable holding it (`password_env`). A relative `ca` is
+ * relative to the policy file.
+ *
+ * @example
+ * ```ts
+ * stateSection({ redis: "redis://cache:6379/0" }, "conf/agentgate.yaml", "/repo");
+ * // { redis: "redis://cache:6379/0", passwordEnv: null, caFile: null, onError: "deny", timeoutMs: 1000, queueMax: 100000 }
+ * ```
+ */
+export function stateSection(
+  state: RawState | undefined,
+  file: string,
+  cwd: string,
+): AgentgateConfig["state"] {
+  if (state === undefined || state === null) return null;
+  return {
+    redis: state.redis,
+    passwordEnv: state.password_env ?? null,
+    caFile: state.ca ? resolveFrom(file, state.ca, cwd) : null,
+    onError: state.on_state_error ?? "deny",
+    timeoutMs: parseDuration(state.timeout ?? "1s"),
+    queueMax: state.queue_max ?? 100_000,
   };
 }
 

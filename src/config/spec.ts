@@ -489,6 +489,46 @@ export function parseDnsServer(v: string): { host: string; port: number } | stri
   return addressPort(v, "upstream.dns", 53);
 }
 
+/**
+ * A `state.redis` URL: `redis://` or `rediss://`, a host, an optional port
+ * and database number, and no password (it belongs in an environment
+ * variable); or a message.
+ *
+ * @example
+ * ```ts
+ * parseRedisUrl("redis://cache:6379/2"); // { tls: false, host: "cache", port: 6379, db: 2 }
+ * ```
+ */
+export function parseRedisUrl(
+  v: string,
+): { tls: boolean; host: string; port: number; db: number } | string {
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    return `state.redis "${v}" is not a URL: use redis://HOST:PORT/DB (e.g. "redis://127.0.0.1:6379/0")`;
+  }
+  if (u.protocol !== "redis:" && u.protocol !== "rediss:") {
+    return `state.redis "${u.protocol}" is not supported: use redis:// or rediss:// (TLS)`;
+  }
+  if (u.password !== "") {
+    return `state.redis must not hold a password: put it in an environment variable and name it in state.password_env`;
+  }
+  if (u.hostname === "") return `state.redis "${v}" names no host`;
+  const db = u.pathname === "" || u.pathname === "/" ? 0 : Number(u.pathname.slice(1));
+  if (!Number.isInteger(db) || db < 0) {
+    return `state.redis database "${
+      u.pathname.slice(1)
+    }" must be a number (e.g. "redis://cache:6379/0")`;
+  }
+  return {
+    tls: u.protocol === "rediss:",
+    host: u.hostname,
+    port: u.port === "" ? 6379 : Number(u.port),
+    db,
+  };
+}
+
 /** `version: 1` policy files. */
 export const configSchema: ObjectSchema = {
   type: "object",
@@ -830,6 +870,46 @@ export const configSchema: ObjectSchema = {
         retention: duration("Rows older than this are deleted (default 30d)."),
       },
     },
+    state: {
+      type: "object",
+      description:
+        "Shared state for a fleet: rate limits, token windows, budgets and reservations in Redis (or Valkey).",
+      properties: {
+        redis: {
+          type: "string",
+          description:
+            'The server, "redis://HOST:PORT/DB" or "rediss://…" (TLS); the password comes from password_env.',
+          check: (v) => {
+            const r = parseRedisUrl(v);
+            return typeof r === "string" ? r : null;
+          },
+        },
+        password_env: {
+          type: "string",
+          description:
+            "Environment variable holding the server's password (never the policy file).",
+        },
+        ca: {
+          type: "string",
+          description: "PEM file of the CA of a rediss:// server (relative to this file).",
+        },
+        on_state_error: {
+          type: "string",
+          enum: ["deny", "allow", "local"],
+          description:
+            "When the server cannot answer: deny (default: limited requests get 503), allow (limits pass), local (this process's own counters decide).",
+        },
+        timeout: duration("A round trip that takes longer fails (default 1s)."),
+        queue_max: {
+          type: "number",
+          integer: true,
+          minimum: 1,
+          description:
+            "Most charges kept while the server is away, replayed when it returns (default 100000; past it the oldest are dropped and counted).",
+        },
+      },
+      required: ["redis"],
+    },
   },
   required: ["version"],
 };
@@ -880,6 +960,7 @@ export const V1_ONLY_KEYS = [
   "llm",
   "limits",
   "credentials",
+  "state",
 ];
 
 /**

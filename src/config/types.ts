@@ -33,6 +33,20 @@ export interface AgentgateConfig {
   dashboardToken: string | null;
   policy: CompiledPolicy;
   audit: { path: string; retentionMs: number };
+  /**
+   * `state:`: limits' counters shared by a fleet in Redis, or null (in this
+   * process). Bound at start: a reload does not reconnect.
+   */
+  state: {
+    redis: string;
+    /** The variable holding the password, or null. */
+    passwordEnv: string | null;
+    /** Absolute path of the CA of a `rediss://` server, or null. */
+    caFile: string | null;
+    onError: "deny" | "allow" | "local";
+    timeoutMs: number;
+    queueMax: number;
+  } | null;
   upstream: {
     connectTimeoutMs: number;
     responseTimeoutMs: number;

@@ -10,6 +10,7 @@
  *
  * @module
  */
+import type { BackendStatus } from "../util/backends.ts";
 import type http from "node:http";
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { AgentgateConfig } from "../config/load.ts";
@@ -46,6 +47,8 @@ export interface InternalDeps {
   token: string | null;
   /** Load the policy files again and swap them in (`POST /_/api/reload`). */
   reload?: () => Promise<ReloadStatus>;
+  /** The fleet view's backends (shared state, audit sinks), for the health routes and the page. */
+  backends?: () => BackendStatus[];
   /** Outcome of the last reload, for `/_/health`. */
   lastReload?: () => ReloadStatus | null;
   /**
@@ -681,6 +684,10 @@ export function createInternalRoutes(
         ? sendJson(res, 404, { error: "not_found", reason: `no audit row with id "${id}"` })
         : sendJson(res, 200, maskRows(row));
     }
+    if (path === "/_/api/health") {
+      const [, body] = health();
+      return sendJson(res, 200, { ...body, backends: deps.backends?.() ?? [] });
+    }
     if (path === "/_/api/stats") {
       const q = parseStatsQuery(params);
       return sendJson(res, 200, maskRows(await cached(key, () => reader.stats(q, now))));
@@ -746,19 +753,30 @@ export function createInternalRoutes(
     }
   }
 
+  /**
+   * The health answer: 503 when the audit fails; backends that are down are
+   * listed (`degraded`) but do not fail it — what the proxy does meanwhile
+   * is their `mode` (`state.on_state_error`).
+   */
+  const health = (): [number, Record<string, unknown>] => {
+    const failing = deps.audit.lastError !== null;
+    const last = deps.lastReload?.() ?? null;
+    const backends = deps.backends?.() ?? [];
+    const degraded = backends.filter((b) => !b.up).map((b) => b.name);
+    return [failing ? 503 : 200, {
+      status: failing ? "audit_failing" : degraded.length ? "degraded" : "ok",
+      version: deps.version,
+      uptime_s: Math.round((Date.now() - deps.startedAt) / 1000),
+      audit_queue: deps.audit.queueDepth,
+      ...(failing ? { audit_error: deps.audit.lastError } : {}),
+      ...(last ? { last_reload: last } : {}),
+      ...(backends.length ? { backends } : {}),
+      ...(degraded.length ? { degraded } : {}),
+    }];
+  };
+
   const handler = (req: http.IncomingMessage, res: http.ServerResponse, path: string) => {
-    if (path === "/_/health") {
-      const failing = deps.audit.lastError !== null;
-      const last = deps.lastReload?.() ?? null;
-      return sendJson(res, failing ? 503 : 200, {
-        status: failing ? "audit_failing" : "ok",
-        version: deps.version,
-        uptime_s: Math.round((Date.now() - deps.startedAt) / 1000),
-        audit_queue: deps.audit.queueDepth,
-        ...(failing ? { audit_error: deps.audit.lastError } : {}),
-        ...(last ? { last_reload: last } : {}),
-      });
-    }
+    if (path === "/_/health") return sendJson(res, ...health());
     if (path === "/_/credentials") {
       // The caller's own phantoms, for the proxy credentials it holds (not the dashboard's token).
       const mine = deps.phantoms?.(req.headers["proxy-authorization"]) ?? null;

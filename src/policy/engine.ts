@@ -16,8 +16,9 @@ import {
 } from "./address.ts";
 import { HostGlobIndex } from "./hostindex.ts";
 import { CelEvalError, type CelRead, type CompiledCondition } from "./cel/mod.ts";
-import type { Checker, LlmCall, PolicyResult } from "./limits/types.ts";
+import type { Checker, LlmCall, PolicyResult, SharedCheck } from "./limits/types.ts";
 import { NANO, type PolicyState } from "../state/mod.ts";
+import type { OnStateError, StateAnswer, StateAsk, StateOp } from "../state/shared.ts";
 import type { Provider, UsageRecord } from "../llm/types.ts";
 import type { Pricer } from "../llm/pricing.ts";
 import type { CallEstimate, CallRequest } from "../llm/estimate.ts";
@@ -220,6 +221,16 @@ export interface DecideInput {
   resolve?: boolean;
   /** Addresses of the host agentgate runs on (canonical), denied like loopback. */
   local?: ReadonlySet<string>;
+  /**
+   * Limits live in a shared backend (`state:`; the value is
+   * `state.on_state_error`): a rule whose limits keep counters comes back
+   * with `needs: "state"` and its {@link Decision.stateAsk}, nothing
+   * committed; the caller asks the backend and decides again with
+   * `stateAnswer`. Absent: the in-process state decides (test, eval, replay).
+   */
+  shared?: OnStateError;
+  /** The backend's answer to the decision's `stateAsk`. */
+  stateAnswer?: StateAnswer;
 }
 
 /** Why one rule did or did not decide a request. */
@@ -387,7 +398,8 @@ export function decide(policy: CompiledPolicy, input: DecideInput): Decision {
     // too (nothing was committed for it: policies that count come after the guard).
     if (
       d.verdict === "would_deny" && input.resolve && input.info.dest === undefined &&
-      !d.needsBody && !d.needsDest && !(input.intercept && input.info.path === null)
+      !d.needsBody && !d.needsDest && d.needs !== "state" &&
+      !(input.intercept && input.info.path === null)
     ) return { ...d, needsDest: true, needs: "dest" };
     return d;
   } catch (e) {
@@ -520,12 +532,16 @@ function reserveAcrossRules(
   call: LlmCall | null,
 ): void {
   if (call === null || call.nano === null || kinds.length === 0) return;
-  const keys = kinds.map((k) =>
+  state.ledger.reserve(info.id, now, acrossKeys(info, kinds), call.nano);
+}
+
+/** The ledger keys of the `scope: all` budgets a request counts for. */
+function acrossKeys(info: RequestInfo, kinds: string[]): string[] {
+  return kinds.map((k) =>
     k === "global"
       ? "global"
       : `${k}:${k === "session" ? info.session ?? "" : k === "host" ? info.host : info.client}`
   );
-  state.ledger.reserve(info.id, now, keys, call.nano);
 }
 
 /**
@@ -688,6 +704,10 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
         call = llmCall(policy, provider, info, now);
       }
     }
+    if (input.shared) {
+      const s = decideShared(policy, rule, input, call, spendAll);
+      if (s !== null) return s;
+    }
     const passed: PolicyResult[] = [];
     for (const checker of rule.checkers) {
       const r = checker.check(info, now, state, call);
@@ -769,4 +789,161 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
     }
   }
   return decision(policy, null, policy.defaultAction, reason);
+}
+
+/** The deny of a failed policy. */
+function refusedBy(
+  policy: CompiledPolicy,
+  rule: CompiledRule,
+  name: string,
+  r: PolicyResult & { ok: false },
+): Decision {
+  return {
+    ...(policy.mode === "audit" && isMetered(rule) ? { metered: true as const } : {}),
+    verdict: policy.mode === "audit" ? "would_deny" : "deny",
+    rule: rule.name,
+    ruleSource: rule.source,
+    reason: r.reason,
+    policy: name,
+    status: r.status,
+    retryAfter: r.retryAfter,
+    detail: r.detail,
+    ...(r.findings ? { findings: r.findings } : {}),
+    ...(r.inspection?.length ? { inspection: r.inspection } : {}),
+  };
+}
+
+/** The reason of a request refused because the shared state cannot answer (`on_state_error: deny`). */
+export function stateErrorReason(error: string): string {
+  return `shared state unavailable: ${error} (state.on_state_error: deny)`;
+}
+
+/**
+ * The rule's policies with shared state: the limits that keep counters are
+ * asked of the backend in one {@link StateAsk} (the first pass returns it),
+ * the others checked here; the second pass completes with the answer. Null
+ * when the rule asks nothing (no such limit before the first local refusal):
+ * then the in-process path decides, as without shared state.
+ */
+function decideShared(
+  policy: CompiledPolicy,
+  rule: CompiledRule,
+  input: DecideInput,
+  call: LlmCall | null,
+  spendAll: string[],
+): Decision | null {
+  const { info, now, state, trace } = input;
+  const ops: StateOp[] = [];
+  /** Per checker: its shared check, or its local result. */
+  const steps: { checker: Checker; shared: SharedCheck | null; local: PolicyResult | null }[] = [];
+  let refused: number | null = null;
+  for (const checker of rule.checkers) {
+    const sc = checker.shared?.(info, now, state, call);
+    if (sc !== undefined && "op" in sc) {
+      ops.push(sc.op);
+      steps.push({ checker, shared: sc, local: null });
+      continue;
+    }
+    const r = sc ?? checker.check(info, now, state, call);
+    steps.push({ checker, shared: null, local: r });
+    if (!r.ok) {
+      refused = steps.length - 1;
+      break;
+    }
+  }
+  const unpriced = refused === null ? unknownPriceDenial(policy, rule, input) : null;
+  if (unpriced === "needs-body") return null; // the in-process path asks for the body
+  const across = refused === null && unpriced === null && call !== null && call.nano !== null &&
+      spendAll.length > 0
+    ? acrossKeys(info, spendAll)
+    : [];
+  if (across.length) ops.push({ kind: "reserve", keys: across, need: call!.nano! });
+  if (ops.length === 0) return null;
+  const answer = input.stateAnswer;
+  if (answer === undefined) {
+    const ask: StateAsk = {
+      id: info.id,
+      now,
+      rule: rule.name,
+      ops,
+      commit: refused === null && unpriced === null,
+    };
+    return {
+      ...decision(policy, rule, "deny", "the shared state is needed"),
+      needs: "state",
+      stateAsk: ask,
+    };
+  }
+  const mode = input.shared!;
+  if ("error" in answer && mode === "deny") {
+    const reason = stateErrorReason(answer.error);
+    if (trace) {
+      trace.push({
+        rule: rule.name,
+        source: rule.source,
+        outcome: "policy-failed",
+        detail: reason,
+      });
+    }
+    return {
+      ...decision(policy, rule, "deny", reason),
+      verdict: policy.mode === "audit" ? "would_deny" : "deny",
+      policy: "state",
+      status: 503,
+    };
+  }
+  // Every limit in rule order: the first refusal decides.
+  const commits: (() => void)[] = [];
+  let op = 0;
+  for (const s of steps) {
+    let r: PolicyResult;
+    if (s.shared === null) r = s.local!;
+    else if ("error" in answer) {
+      // local: the process's own counters; allow: the limit passes (recorded locally).
+      r = mode === "local"
+        ? s.checker.check(info, now, state, call)
+        : { ok: true, commit: s.shared.commit };
+      op++;
+    } else if (!answer.ok && answer.index === op++) r = s.shared.refuse(answer);
+    else r = { ok: true, commit: s.shared.commit };
+    if (!r.ok) {
+      if (trace) {
+        trace.push({
+          rule: rule.name,
+          source: rule.source,
+          outcome: "policy-failed",
+          detail: `${s.checker.name}: ${r.reason}`,
+        });
+      }
+      return refusedBy(policy, rule, s.checker.name, r);
+    }
+    commits.push(r.commit);
+  }
+  const metered = isMetered(rule);
+  if (unpriced !== null) {
+    const d: Decision = {
+      ...decision(policy, rule, "deny", unpriced),
+      policy: "spending_limit",
+      verdict: policy.mode === "audit" ? "would_deny" : "deny",
+    };
+    return d.verdict === "would_deny" && metered ? { ...d, metered: true } : d;
+  }
+  let dlp: Decision["dlp"];
+  for (const [i, commit] of commits.entries()) {
+    commit();
+    const r = steps[i].local;
+    if (r?.ok && r.dlp) dlp = dlp ? mergeDlp(dlp, r.dlp) : r.dlp;
+  }
+  reserveAcrossRules(state, info, spendAll, now, call);
+  if (trace) {
+    trace.push({
+      rule: rule.name,
+      source: rule.source,
+      outcome: "decided",
+      detail: `action ${rule.action}; ${rule.checkers.map((c) => c.name).join(", ")} passed`,
+    });
+  }
+  const d = decision(policy, rule, rule.action, rule.reason ?? `matched rule "${rule.name}"`);
+  if (metered) d.metered = true;
+  return dlp ? { ...d, dlp } : d;
 }

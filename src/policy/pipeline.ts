@@ -33,6 +33,7 @@
 import type { Decision, Destination, DlpAction, RequestInfo } from "./types.ts";
 import { type CompiledPolicy, decide, type TraceEntry } from "./engine.ts";
 import type { PolicyState } from "../state/mod.ts";
+import type { OnStateError, StateAnswer, StateAsk } from "../state/shared.ts";
 import { type BodyLimits, type BodyRead, readBodyInto } from "./request.ts";
 import { type RecordedFinding, redactBody, type Scanner } from "../dlp/mod.ts";
 import { type AmbiguousPaths, pathStep } from "./ambiguity.ts";
@@ -58,6 +59,13 @@ export interface StepContext {
   resolve?: boolean;
   /** Addresses of agentgate's own host (the guard denies them like loopback). */
   local?: ReadonlySet<string>;
+  /**
+   * Limits live in a shared backend (`state.on_state_error`): a rule whose
+   * limits keep counters asks for them (the `state` step) before its verdict.
+   */
+  shared?: OnStateError;
+  /** The backend's answer (set by {@link decideState}). */
+  stateAnswer?: StateAnswer;
 }
 
 /** The response scan a forwarded request carries (a `dlp` policy with `direction: response|both`). */
@@ -106,7 +114,12 @@ export type RequestStep =
    * Resolve the name and call {@link decideDest}. `asked` is the engine's
    * answer that asked for it (`needsDest`: the rule, or the guard, and why).
    */
-  | { next: "dest"; asked: Decision };
+  | { next: "dest"; asked: Decision }
+  /**
+   * Ask the shared backend (one atomic round trip) and call
+   * {@link decideState} with its answer.
+   */
+  | { next: "state"; ask: StateAsk; asked: Decision };
 
 /** The next step for a request head (the first {@link RequestStep}). */
 export type HeadStep = RequestStep;
@@ -150,6 +163,8 @@ export function decideTunnel(
     trace: ctx.trace,
     resolve: ctx.resolve,
     local: ctx.local,
+    shared: ctx.shared,
+    stateAnswer: ctx.stateAnswer,
   });
 }
 
@@ -216,9 +231,25 @@ function step(
     trace: ctx.trace,
     resolve: ctx.resolve,
     local: ctx.local,
+    shared: ctx.shared,
+    stateAnswer: ctx.stateAnswer,
   });
   if (d.needsBody) return { next: "body", cap: bodyCap(config), asked: d };
   if (d.needsDest) return { next: "dest", asked: d };
+  if (d.needs === "state") {
+    // Given an answer, the engine cannot ask again; if it ever did, refuse (fail closed).
+    if (ctx.stateAnswer !== undefined) {
+      return {
+        next: "verdict",
+        verdict: {
+          decision: { ...d, stateAsk: undefined, needs: undefined, reason: "internal error" },
+          findings: [],
+          responseScan: null,
+        },
+      };
+    }
+    return { next: "state", ask: d.stateAsk!, asked: d };
+  }
   return { next: "verdict", verdict: verdictOf(config, info, d, body) };
 }
 
@@ -288,6 +319,48 @@ export function decideDest(
 ): RequestStep {
   info.dest = dest;
   return step(config, info, opts, !opts.hasBody || opts.body !== null, opts.body);
+}
+
+/**
+ * Decide a request once the shared backend answered its `state` step (the
+ * answer, or `{ error }` when it could not: `state.on_state_error` decides).
+ *
+ * @param opts.hasBody whether the request carries a body
+ * @param opts.body what was read of it, or null when it was not read
+ *
+ * @example
+ * const answer = await shared.ask(step.ask);
+ * advance(decideState(config, info, answer, { ...ctx, hasBody, body }));
+ */
+export function decideState(
+  config: PipelineConfig,
+  info: RequestInfo,
+  answer: StateAnswer,
+  opts: StepContext & { hasBody: boolean; body: BodyRead | null },
+): RequestStep {
+  return step(
+    config,
+    info,
+    { ...opts, stateAnswer: answer },
+    !opts.hasBody || opts.body !== null,
+    opts.body,
+  );
+}
+
+/**
+ * Decide a CONNECT tunnel once the shared backend answered (see
+ * {@link decideTunnel}; a tunnel's rule may carry a rate limit).
+ */
+export function decideTunnelState(
+  config: PipelineConfig,
+  info: RequestInfo,
+  answer: StateAnswer,
+  ctx: StepContext & { intercept: boolean },
+): Decision {
+  const d = decideTunnel(config, info, { ...ctx, stateAnswer: answer });
+  return d.needs === "state"
+    ? { ...d, stateAsk: undefined, needs: undefined, verdict: "deny", reason: "internal error" }
+    : d;
 }
 
 const CANNOT_REDACT =

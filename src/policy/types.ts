@@ -5,6 +5,7 @@
  * @module
  */
 
+import type { StateAsk } from "../state/shared.ts";
 import type { RecordedFinding, Scanner } from "../dlp/mod.ts";
 import type { PathSpelling } from "./path.ts";
 
@@ -122,7 +123,13 @@ export interface Decision {
    * body, the model must be priced, or a rule or the address guard needs the
    * destination.
    */
-  needs?: "body" | "model" | "dest";
+  needs?: "body" | "model" | "dest" | "state";
+  /**
+   * With shared state: what the deciding rule's limits ask the backend (set
+   * with `needs: "state"`; not a decision, nothing committed). The caller
+   * asks and decides again with the answer.
+   */
+  stateAsk?: StateAsk;
   /** DLP: what to redact and scan for a forwarded request (merged over the rule's dlp policies). */
   dlp?: DlpPlan;
   /** DLP findings (masked) of a blocked request. */

@@ -249,7 +249,8 @@ export function decideRequest(
     hasBody: bytes !== null || opts.bodyRead === false,
     readAhead: bytes !== null,
   });
-  if (step.next === "dest") {
+  // The tools decide in-process: never a shared-state step.
+  if (step.next === "dest" || step.next === "state") {
     // No DNS here: the address comes from the request (dest_ip) or is not known.
     return { decision: step.asked, step: "request", trace };
   }

@@ -9,7 +9,7 @@
 import type { IncomingHttpHeaders } from "node:http";
 import type tls from "node:tls";
 import type { AgentgateConfig } from "../config/load.ts";
-import type { PolicyState } from "../state/mod.ts";
+import type { OnStateError, PolicyState, StateAnswer, StateAsk } from "../state/mod.ts";
 import type { Destination, RequestInfo } from "../policy/types.ts";
 import type { Addon } from "./addons/types.ts";
 import type { Exchange } from "./exchange.ts";
@@ -210,4 +210,47 @@ export function loopAnswer(ex: Exchange): Answer {
     ? `${addr} is this proxy: the request would loop`
     : `"${ex.info.host}:${ex.info.port}" resolves to ${addr}, this proxy: the request would loop`;
   return errorAnswer(ex.info.id, 508, "loop_detected", reason);
+}
+
+/** The shared backend's failure policy, or undefined when limits are in-process (no `state:`). */
+export function sharedMode(core: ProxyCore): OnStateError | undefined {
+  return core.state.shared?.onError;
+}
+
+/**
+ * Asks the shared backend what a decision's `state` step needs (one round
+ * trip); never rejects: a failure is the `{ error }` answer.
+ */
+export async function askState(core: ProxyCore, ask: StateAsk): Promise<StateAnswer> {
+  const shared = core.state.shared;
+  if (shared === null) return { error: "no shared state" };
+  try {
+    return await shared.ask(ask);
+  } catch (e) {
+    return { error: (e as Error).message };
+  }
+}
+
+/**
+ * A request decided while the backend could not answer (`on_state_error:
+ * local | allow`) and forwarded: its request counts go to the backend when
+ * it returns (its charges follow at settlement), so the fleet's windows
+ * include the gap.
+ */
+export function recordGap(core: ProxyCore, ask: StateAsk, answer: StateAnswer, forwarded: boolean) {
+  const shared = core.state.shared;
+  if (shared === null || !("error" in answer) || !forwarded || !ask.commit) return;
+  for (const op of ask.ops) {
+    if (op.kind === "count") {
+      shared.count({ key: op.key, id: ask.id, ts: ask.now, perMs: op.perMs });
+    }
+  }
+}
+
+/** What the backend holds for a request that was recorded but will not be forwarded is released. */
+export function releaseAsked(core: ProxyCore, ask: StateAsk): void {
+  const release = ask.ops.flatMap((op) =>
+    op.kind === "amount" ? [op.hold] : op.kind === "reserve" ? op.keys : []
+  );
+  if (release.length) core.state.shared?.settle({ id: ask.id, ts: ask.now, release, charges: [] });
 }

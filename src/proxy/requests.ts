@@ -13,6 +13,7 @@ import {
   decideBody,
   decideDest,
   decideHead,
+  decideState,
   type RequestStep,
   type RequestVerdict,
 } from "../policy/pipeline.ts";
@@ -36,16 +37,21 @@ import { type Answer, denyAnswer, errorAnswer, upstreamAnswer } from "./reject.t
 import {
   admitted,
   arrive,
+  askState,
   clientAddress,
   destinationFailure,
   loopAnswer,
   type ProxyCore,
+  recordGap,
+  releaseAsked,
   screen,
   screensBody,
+  sharedMode,
   type TunnelCtx,
   upstreamOptions,
 } from "./core.ts";
 import type { OutgoingRequest } from "./addons/types.ts";
+import type { StateAsk } from "../state/mod.ts";
 import type { Decision } from "../policy/types.ts";
 
 function send(res: OutboundResponse, a: Answer, extra: Record<string, string> = {}) {
@@ -216,6 +222,7 @@ function proxyRequest(
     readBody: hasBody && screensBody(core, ex),
     resolve: true,
     local: core.local,
+    shared: sharedMode(core),
   });
   ex.decideSeconds = (performance.now() - t) / 1000;
   advance(core, flow, step);
@@ -225,7 +232,37 @@ function proxyRequest(
 function advance(core: ProxyCore, flow: Flow, step: RequestStep) {
   if (step.next === "verdict") return settle(core, flow, step.verdict);
   if (step.next === "body") return readBody(core, flow, step.cap);
+  if (step.next === "state") return askShared(core, flow, step.ask);
   resolveDest(core, flow, step.asked);
+}
+
+/** Ask the shared backend for the limits of the deciding rule, then decide with its answer. */
+function askShared(core: ProxyCore, flow: Flow, ask: StateAsk) {
+  const { res, ex } = flow;
+  const onClose = () => ex.finish(closedEarly(res));
+  res.once("close", onClose);
+  askState(core, ask).then((answer) => {
+    res.off("close", onClose);
+    if (ex.done) {
+      // Nobody is waiting for it: what the backend held for it is given back.
+      if ("ok" in answer && answer.ok && ask.commit) releaseAsked(core, ask);
+      return;
+    }
+    const t = performance.now();
+    const step = decideState(ex.config, ex.info, answer, {
+      now: ex.ts,
+      state: core.state,
+      resolve: true,
+      local: core.local,
+      shared: sharedMode(core),
+      hasBody: flow.hasBody,
+      body: flow.body,
+    });
+    ex.decideSeconds! += (performance.now() - t) / 1000;
+    const v = step.next === "verdict" ? step.verdict.decision.verdict : "deny";
+    recordGap(core, ask, answer, v !== "deny");
+    advance(core, flow, step);
+  });
 }
 
 function readBody(core: ProxyCore, flow: Flow, cap: number) {
@@ -250,6 +287,7 @@ function readBody(core: ProxyCore, flow: Flow, cap: number) {
         state: core.state,
         resolve: true,
         local: core.local,
+        shared: sharedMode(core),
       });
     ex.decideSeconds! += (performance.now() - t) / 1000;
     advance(core, flow, step);
@@ -288,6 +326,7 @@ function resolveDest(core: ProxyCore, flow: Flow, asked: Decision) {
       state: core.state,
       resolve: true,
       local: core.local,
+      shared: sharedMode(core),
       hasBody: flow.hasBody,
       body: flow.body,
     });

@@ -23,7 +23,9 @@ import { requestInfo } from "../policy/request.ts";
 import {
   decideDest,
   decideHead,
+  decideState,
   decideTunnel,
+  decideTunnelState,
   type RequestStep,
   upgradeVerdict,
 } from "../policy/pipeline.ts";
@@ -47,11 +49,15 @@ import {
 import { interceptedRequest } from "./requests.ts";
 import {
   arrive,
+  askState,
   clientAddress,
   destinationFailure,
   loopAnswer,
   type ProxyCore,
+  recordGap,
+  releaseAsked,
   screen,
+  sharedMode,
   type TunnelCtx,
   upstreamOptions,
 } from "./core.ts";
@@ -174,9 +180,31 @@ function connect(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
       intercept,
       resolve: true,
       local: core.local,
+      shared: sharedMode(core),
     });
     ex.decideSeconds = (ex.decideSeconds ?? 0) + (performance.now() - t) / 1000;
     return d;
+  };
+  /** A decision that asks the shared backend first (the tunnel's rule keeps counters). */
+  const withState = (d: Decision, then: (d: Decision) => void) => {
+    if (d.needs !== "state") return then(d);
+    const ask = d.stateAsk!;
+    void askState(core, ask).then((answer) => {
+      if (ex.done) {
+        if ("ok" in answer && answer.ok && ask.commit) releaseAsked(core, ask);
+        return;
+      }
+      const again = decideTunnelState(ex.config, info, answer, {
+        now: ex.ts,
+        state: core.state,
+        intercept,
+        resolve: true,
+        local: core.local,
+        shared: sharedMode(core),
+      });
+      recordGap(core, ask, answer, again.verdict !== "deny");
+      then(again);
+    });
   };
   const decided = (d: Decision) => {
     ex.decision = d;
@@ -222,17 +250,18 @@ function connect(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
     return decided(refused.decision);
   }
   const d = decideOnce();
-  if (!d.needsDest) return decided(d);
+  if (!d.needsDest) return withState(d, decided);
   if (d.verdict !== "deny") ex.decision = d;
   whenResolved(core, s, ex, (dest) => {
     info.dest = dest;
     const again = decideOnce();
     // With the address given the engine cannot ask for it again; if it ever did, refuse
     // (fail closed) rather than connect unchecked.
-    decided(
+    withState(
       again.needsDest
         ? { ...again, verdict: "deny", status: 403, reason: "internal error", needsDest: undefined }
         : again,
+      decided,
     );
   });
 }
@@ -638,9 +667,28 @@ function upgradeFlow(
   const info = ex.info;
   info.dest ??= knownDestination(ex.config.resolve, info.host, info.port) ?? undefined;
   if (info.dest !== undefined && core.loops(info.dest)) return refuseLoopRaw(s, ex);
-  const ctx = { now: ex.ts, state: core.state, resolve: true, local: core.local };
+  const ctx = {
+    now: ex.ts,
+    state: core.state,
+    resolve: true,
+    local: core.local,
+    shared: sharedMode(core),
+  };
   const advance = (step: RequestStep): void => {
     if (step.next === "body") throw new Error("an upgrade has no body to read");
+    if (step.next === "state") {
+      const ask = step.ask;
+      return void askState(core, ask).then((answer) => {
+        if (ex.done) {
+          if ("ok" in answer && answer.ok && ask.commit) releaseAsked(core, ask);
+          return;
+        }
+        const again = decideState(ex.config, info, answer, { ...ctx, hasBody: false, body: null });
+        const v = again.next === "verdict" ? again.verdict.decision.verdict : "deny";
+        recordGap(core, ask, answer, v !== "deny");
+        advance(again);
+      });
+    }
     if (step.next === "dest") {
       if (step.asked.verdict !== "deny") ex.decision = step.asked;
       return whenResolved(core, s, ex, (dest) => {

@@ -16,3 +16,13 @@ export {
   type SpendRow,
 } from "./ledger.ts";
 export { type JournalEntry, NO_JOURNAL, type SpendJournal } from "./journal.ts";
+export {
+  type OnStateError,
+  type SharedState,
+  type StateAnswer,
+  type StateAsk,
+  type StateCount,
+  type StateOp,
+  type StateSettle,
+  tokenLogKey,
+} from "./shared.ts";

@@ -14,6 +14,7 @@ import {
   spendKeys,
   type SpendLedger,
 } from "./ledger.ts";
+import { type SharedState, tokenLogKey } from "./shared.ts";
 
 /** One usage report for a forwarded request (from the LLM layer, after the response). */
 export interface Usage {
@@ -61,6 +62,11 @@ export class PolicyState {
   /** When this process started: the start of `per: run` windows. */
   readonly startedAt: number;
   readonly ledger: SpendLedger;
+  /**
+   * The shared backend (`state:`), or null: every settlement of a request
+   * that holds a reservation is told to it as well.
+   */
+  shared: SharedState | null = null;
   #slots = new Map<string, unknown>();
   #pending = new Map<string, { at: number; hooks: UsageHook[] }>();
 
@@ -116,8 +122,9 @@ export class PolicyState {
   reportUsage(requestId: string, usage: Usage): string[] {
     const held = this.ledger.release(requestId);
     const charged: string[] = [];
+    let keys: string[] = [];
     if (usage.usd !== undefined && usage.usd > 0) {
-      const keys = spendKeys(usage);
+      keys = spendKeys(usage);
       if (held !== undefined) {
         // Every other key a budget holds is one of the built-in ones.
         for (const key of held.holds.keys()) {
@@ -127,6 +134,15 @@ export class PolicyState {
         }
       }
       this.ledger.add(keys, usage.ts, usage.usd);
+    }
+    if (this.shared !== null && held !== undefined) {
+      const nano = keys.length ? Math.round(usage.usd! * NANO) : 0;
+      const charges: [string, number][] = keys.map((k) => [k, nano]);
+      const tokens = usage.tokens ?? 0;
+      for (const key of held.holds.keys()) {
+        if (key.startsWith("tokens:") && tokens > 0) charges.push([tokenLogKey(key), tokens]);
+      }
+      this.shared.settle({ id: requestId, ts: usage.ts, release: [...held.holds.keys()], charges });
     }
     const entry = this.#pending.get(requestId);
     if (entry === undefined) return charged;
@@ -145,7 +161,16 @@ export class PolicyState {
    */
   dropUsage(requestId: string): Reservation | undefined {
     this.#pending.delete(requestId);
-    return this.ledger.release(requestId);
+    const held = this.ledger.release(requestId);
+    if (this.shared !== null && held !== undefined) {
+      this.shared.settle({
+        id: requestId,
+        ts: held.ts,
+        release: [...held.holds.keys()],
+        charges: [],
+      });
+    }
+    return held;
   }
 
   /**

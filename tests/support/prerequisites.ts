@@ -70,6 +70,13 @@ const KNOWN = {
     tool: () => "fish",
     how: APT("fish"),
   },
+  "redis-server": {
+    group: "shared state in Redis (fleet tests)",
+    file: "tests/fleet_test.ts",
+    // AGENTGATE_TEST_REDIS: another server binary (valkey-server), or a path that does not exist.
+    tool: () => Deno.env.get("AGENTGATE_TEST_REDIS") ?? "redis-server",
+    how: APT("redis-server"),
+  },
   pwsh: {
     group: "env test with PowerShell",
     file: "src/cli/env_test.ts",

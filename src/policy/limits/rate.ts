@@ -57,6 +57,7 @@ import {
   under,
 } from "./types.ts";
 import { type PolicyState } from "../../state/mod.ts";
+import { type StateOp, tokenLogKey } from "../../state/shared.ts";
 import { suggest } from "../../util/suggest.ts";
 import { isoInZone } from "../../util/tz.ts";
 
@@ -337,6 +338,43 @@ export function createRateLimitChecker(
     return log.ts[log.ts.length - 1] + perMs;
   };
 
+  const refusal = (
+    bucket: KeyBucket,
+    count: number,
+    reserved: number,
+    need: number,
+    leaves: number,
+    now: number,
+  ): PolicyResult & { ok: false } => {
+    const retryAfter = Math.max(1, Math.ceil((leaves - now) / 1000));
+    const who = bucket.label === "" ? "" : ` for ${bucket.label}`;
+    const perWindow = `${limit} ${limit === 1 ? unit.slice(0, -1) : unit} per ${window}${who}`;
+    return {
+      ok: false,
+      status: 429,
+      reason: need > 0
+        ? `rate limit exceeded: ${count} tokens used + ${reserved} reserved in flight + ${need} for this call > ${perWindow}`
+        : `rate limit exceeded: ${perWindow}`,
+      retryAfter,
+      detail: {
+        policy: "rate_limit",
+        key: key.text,
+        key_value: bucket.value,
+        unit,
+        count,
+        limit,
+        window,
+        ...(unit === "tokens"
+          ? {
+            reserved,
+            needed: need,
+            resets_at: isoInZone(now + retryAfter * 1000, "UTC"),
+          }
+          : {}),
+      },
+    };
+  };
+
   return {
     name: "rate_limit",
     stateKey,
@@ -381,32 +419,38 @@ export function createRateLimitChecker(
       }
       // The request passes again once enough of the oldest entries have left the window.
       const leaves = log === undefined ? now : leavesAt(log, first, count, reserved, need);
-      const retryAfter = Math.max(1, Math.ceil((leaves - now) / 1000));
-      const who = bucket.label === "" ? "" : ` for ${bucket.label}`;
-      const perWindow = `${limit} ${limit === 1 ? unit.slice(0, -1) : unit} per ${window}${who}`;
-      return {
-        ok: false,
-        status: 429,
-        reason: need > 0
-          ? `rate limit exceeded: ${count} tokens used + ${reserved} reserved in flight + ${need} for this call > ${perWindow}`
-          : `rate limit exceeded: ${perWindow}`,
-        retryAfter,
-        detail: {
-          policy: "rate_limit",
-          key: key.text,
-          key_value: bucket.value,
-          unit,
-          count,
+      return refusal(bucket, count, reserved, need, leaves, now);
+    },
+    shared(info, now, state, call?: LlmCall | null) {
+      const bucket = bucketOf(info, now);
+      if (bucket instanceof CelEvalError) return keyError(bucket);
+      const need = unit === "tokens" ? call?.tokens ?? 0 : 0;
+      const holdKey = `${holdPrefix}${bucket.value}`;
+      const op: StateOp = unit === "requests"
+        ? { kind: "count", key: `rl:${stateKey}|${bucket.value}`, limit, perMs }
+        : {
+          kind: "amount",
+          key: tokenLogKey(holdKey),
+          hold: holdKey,
           limit,
-          window,
-          ...(unit === "tokens"
-            ? {
-              reserved,
-              needed: need,
-              resets_at: isoInZone(now + retryAfter * 1000, "UTC"),
+          since: now - perMs,
+          perMs,
+          need,
+        };
+      return {
+        op,
+        commit() {
+          const slot = state.slot(stateKey, newSlot);
+          if (unit === "requests") return charge(slot, bucket.value, now, 1, now);
+          // Always held (even 0): the settlement charges the tokens to this bucket's log.
+          state.ledger.reserve(info.id, now, [holdKey], need);
+          state.onUsage(info.id, now, (usage) => {
+            if (usage.tokens !== undefined && usage.tokens > 0) {
+              charge(state.slot(stateKey, newSlot), bucket.value, usage.ts, usage.tokens, usage.ts);
             }
-            : {}),
+          });
         },
+        refuse: (a) => refusal(bucket, a.used, a.reserved, need, a.freesAt ?? now, now),
       };
     },
     chargeTokens(info, ts, tokens, state) {

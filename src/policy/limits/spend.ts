@@ -70,6 +70,7 @@ import {
 } from "./types.ts";
 import { NANO, type PolicyState } from "../../state/mod.ts";
 import { validateTimeZone } from "./time_window.ts";
+import type { StateOp } from "../../state/shared.ts";
 
 export type { SpendLedger, SpendRow } from "../../state/mod.ts";
 export { MemorySpendLedger, spendKeys } from "../../state/mod.ts";
@@ -244,6 +245,51 @@ export function createSpendingLimitChecker(
 
   const show = (ms: number) => isoInZone(Math.ceil(ms / 1000) * 1000, tz ?? "UTC");
 
+  const refusal = (
+    bucket: KeyBucket,
+    spent: number,
+    reserved: number,
+    need: number,
+    resets: number | null,
+    now: number,
+  ): PolicyResult & { ok: false } => {
+    const who = bucket.label === "" ? "" : ` for ${bucket.label}`;
+    const usd = (nano: number) => formatUsd(nano / NANO);
+    const amounts = need > 0
+      ? `${usd(spent)} spent + ${usd(reserved)} reserved in flight + ${
+        usd(need)
+      } for this call > ${budget}`
+      : `${usd(spent)} spent of ${budget}`;
+    const alone = need > limitNano
+      ? " (this call alone exceeds the budget: lower its max_tokens)"
+      : "";
+    const when = resets !== null
+      ? `; resets at ${show(resets)}`
+      : per === "run"
+      ? "; it does not reset (per: run)"
+      : reserved > 0
+      ? "; it frees up as the calls in flight settle"
+      : "";
+    return {
+      ok: false,
+      status: 429,
+      reason: `spending limit reached: ${amounts} per ${window}${who}${alone}${when}`,
+      retryAfter: resets === null ? null : Math.max(1, Math.ceil((resets - now) / 1000)),
+      detail: {
+        policy: "spending_limit",
+        key: key.text,
+        key_value: bucket.value,
+        scope,
+        spent_usd: spent / NANO,
+        reserved_usd: reserved / NANO,
+        needed_usd: need / NANO,
+        limit_usd: config.usd,
+        window,
+        resets_at: resets === null ? null : show(resets),
+      },
+    };
+  };
+
   return {
     name: "spending_limit",
     stateKey: `spending_limit|${ctx.rule}|${window}|${key.text}|${scope}`,
@@ -292,39 +338,47 @@ export function createSpendingLimitChecker(
         };
       }
       const resets = resetsAt(ledgerKey, spent, reserved, need, now, state);
-      const who = bucket.label === "" ? "" : ` for ${bucket.label}`;
-      const usd = (nano: number) => formatUsd(nano / NANO);
-      const amounts = need > 0
-        ? `${usd(spent)} spent + ${usd(reserved)} reserved in flight + ${
-          usd(need)
-        } for this call > ${budget}`
-        : `${usd(spent)} spent of ${budget}`;
-      const alone = need > limitNano
-        ? " (this call alone exceeds the budget: lower its max_tokens)"
-        : "";
-      const when = resets !== null
-        ? `; resets at ${show(resets)}`
-        : per === "run"
-        ? "; it does not reset (per: run)"
-        : reserved > 0
-        ? "; it frees up as the calls in flight settle"
-        : "";
+      return refusal(bucket, spent, reserved, need, resets, now);
+    },
+    shared(info, now, state, call) {
+      let bucket: KeyBucket;
+      try {
+        bucket = keyBucket(key, info, now, ctx.rule);
+      } catch (e) {
+        if (!(e instanceof CelEvalError)) throw e;
+        return {
+          ok: false,
+          status: 403,
+          reason: `spending limit key error: ${e.message}`,
+          retryAfter: null,
+          detail: { policy: "spending_limit", key: key.text },
+        };
+      }
+      const ledgerKey = ledgerKeyOf(bucket);
+      const need = call?.nano ?? 0;
+      const from = since(now);
+      const op: StateOp = {
+        kind: "amount",
+        key: ledgerKey,
+        hold: ledgerKey,
+        limit: limitNano,
+        since: from ?? state.startedAt - 1,
+        perMs: typeof per === "number" ? per : null,
+        need,
+      };
       return {
-        ok: false,
-        status: 429,
-        reason: `spending limit reached: ${amounts} per ${window}${who}${alone}${when}`,
-        retryAfter: resets === null ? null : Math.max(1, Math.ceil((resets - now) / 1000)),
-        detail: {
-          policy: "spending_limit",
-          key: key.text,
-          key_value: bucket.value,
-          scope,
-          spent_usd: spent / NANO,
-          reserved_usd: reserved / NANO,
-          needed_usd: need / NANO,
-          limit_usd: config.usd,
-          window,
-          resets_at: resets === null ? null : show(resets),
+        op,
+        commit() {
+          // Always held (even 0): the settlement releases it on the backend too.
+          state.ledger.reserve(info.id, now, [ledgerKey], need);
+        },
+        refuse(a) {
+          const resets = per === "run"
+            ? null
+            : calendar !== null
+            ? (period(now), periodTo)
+            : a.freesAt;
+          return refusal(bucket, a.used, a.reserved, need, resets, now);
         },
       };
     },

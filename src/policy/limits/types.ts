@@ -23,6 +23,7 @@ import type { DlpPlan, RequestInfo } from "../types.ts";
 import type { PolicyState } from "../../state/policy_state.ts";
 import type { RecordedFinding } from "../../dlp/mod.ts";
 import { didYouMean } from "../../util/suggest.ts";
+import type { StateOp } from "../../state/shared.ts";
 
 /** The outcome of one policy for one request. */
 export type PolicyResult =
@@ -76,6 +77,28 @@ export interface Checker {
    * anything else): budgets check that it fits and reserve it on commit.
    */
   check(info: RequestInfo, now: number, state: PolicyState, call?: LlmCall | null): PolicyResult;
+  /**
+   * With shared state (`state:`): what this limit asks the backend, or a
+   * result decided without it (a key that fails to evaluate). Checkers that
+   * keep no counters (time windows, DLP) have none and are checked locally.
+   */
+  shared?(
+    info: RequestInfo,
+    now: number,
+    state: PolicyState,
+    call?: LlmCall | null,
+  ): SharedCheck | PolicyResult;
+}
+
+/** A limit checked by the shared backend (see `state/shared.ts`). */
+export interface SharedCheck {
+  op: StateOp;
+  /** Records in the process's own state what the backend recorded (its mirror). */
+  commit(): void;
+  /** The refusal for the backend's numbers (same reason as the local check). */
+  refuse(a: { used: number; reserved: number; freesAt: number | null }): PolicyResult & {
+    ok: false;
+  };
 }
 
 /** What a checker knows about where it is declared. */

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import type { BackendStatus } from "../../util/backends.ts";
 import type { AuditEventV1 } from "../../audit/event.ts";
 import type { Exchange } from "../exchange.ts";
 import type { Addon } from "./types.ts";
@@ -66,6 +67,8 @@ export interface MetricGauges {
   auditWriteErrors(): number;
   tunnelsOpen(): number;
   leafCacheSize(): number;
+  /** The fleet view's backends (shared state, audit sinks); absent: none. */
+  backends?(): BackendStatus[];
 }
 
 /**
@@ -237,6 +240,54 @@ export class Metrics {
       "Leaf certificates cached.",
       this.gauges.leafCacheSize(),
     );
+    const backends = this.gauges.backends?.() ?? [];
+    if (backends.length) {
+      const series = (
+        name: string,
+        type: string,
+        help: string,
+        v: (b: BackendStatus) => number | null,
+      ) => {
+        family(name, type, help);
+        for (const b of backends) {
+          const x = v(b);
+          if (x !== null) out.push(`${name}${labels({ backend: b.name, kind: b.kind })} ${num(x)}`);
+        }
+      };
+      series("agentgate_backend_up", "gauge", "1 when the backend answers, 0 when it does not.", (
+        b,
+      ) => b.up ? 1 : 0);
+      series(
+        "agentgate_backend_latency_seconds",
+        "gauge",
+        "Recent round-trip latency to the backend (moving average).",
+        (b) => b.latency_ms === null ? null : b.latency_ms / 1000,
+      );
+      series(
+        "agentgate_backend_errors_total",
+        "counter",
+        "Failed round trips to the backend.",
+        (b) => b.errors,
+      );
+      series(
+        "agentgate_backend_queued",
+        "gauge",
+        "Items waiting for the backend (queued charges, spooled rows).",
+        (b) => b.queued,
+      );
+      series(
+        "agentgate_backend_dropped_total",
+        "counter",
+        "Items given up past the backend's queue bound.",
+        (b) => b.dropped,
+      );
+      series(
+        "agentgate_backend_fallback",
+        "gauge",
+        "1 while agentgate works around the backend being down (on_state_error local or allow, a spool).",
+        (b) => b.mode !== null && b.mode !== "deny" ? 1 : 0,
+      );
+    }
     return out.join("\n") + "\n";
   }
 }
