@@ -2,7 +2,8 @@
  * Benchmarks (never part of the test suite).
  *
  *   deno task bench [s1 s2 s3 s3b s4 s5 …]   agentgate in ../shared/bench beside its peers
- *   deno task bench decide                    decision micro-benchmark (scripts/bench_decide.ts)
+ *   deno task bench decide                    decide() at the end of 200- and 1,000-rule policies with CEL,
+ *                                             10,000 host-glob rules (scripts/bench_decide.ts)
  *   deno task bench --intercept [s4 s5 …]     the same with TLS interception of the origin
  *   deno task bench --intercept --dlp [s4]    interception with a dlp policy on every request
  *   deno task bench --intercept --spend [s4]  interception with a spending limit on every request
@@ -64,6 +65,24 @@ rules:
   - { name: bench-origin, match: 127.0.0.1, action: log } # the harness's origin, on loopback
   - { name: everything-else, match: "*", action: log }
 `;
+
+/**
+ * `policy` with `policies` on the rule that decides the harness's requests
+ * (`bench-origin`: every request goes to 127.0.0.1, so a policy on the
+ * catch-all would never run).
+ *
+ * @example
+ * onOrigin(BENCH_POLICY, "[{ dlp: { action: warn, direction: both } }]");
+ */
+export function onOrigin(policy: string, policies: string): string {
+  const rule = "  - { name: bench-origin, match: 127.0.0.1, action: log }";
+  const at = policy.indexOf(rule);
+  if (at === -1) throw new Error("Bench policy has no bench-origin rule: cannot add policies");
+  const eol = policy.indexOf("\n", at);
+  return policy.slice(0, at) +
+    `  - name: bench-origin\n    match: 127.0.0.1\n    action: log\n    policies: ${policies}` +
+    policy.slice(eol);
+}
 
 if (import.meta.main && Deno.args[0] === "sse") {
   const { code } = await new Deno.Command(Deno.execPath(), {
@@ -127,24 +146,18 @@ if (import.meta.main && Deno.args[0] === "sse") {
   let policy = BENCH_POLICY.replace("default: deny\n", `default: deny\n${tls}`);
   if (dlp) {
     // Every request and response scanned with all detectors (warn: recorded, not changed).
-    policy = policy.replace(
-      '  - { name: everything-else, match: "*", action: log }',
-      '  - name: everything-else\n    match: "*"\n    action: log\n' +
-        "    policies: [{ dlp: { action: warn, direction: both } }]",
-    );
+    policy = onOrigin(policy, "[{ dlp: { action: warn, direction: both } }]");
   }
   if (spend) {
     // Every request is checked against a budget (the origin counts as an
     // OpenAI host); the harness's GETs are not priced calls, see `bench spend`.
-    policy = policy.replace(
-      "default: deny\n",
-      'default: deny\nllm: { providers: { "127.0.0.1": openai } }\n',
-    )
-      .replace(
-        '  - { name: everything-else, match: "*", action: log }',
-        '  - name: everything-else\n    match: "*"\n    action: log\n' +
-          "    policies: [{ spending_limit: { usd: 1000000, per: day, key: session } }]",
-      );
+    policy = onOrigin(
+      policy.replace(
+        "default: deny\n",
+        'default: deny\nllm: { providers: { "127.0.0.1": openai } }\n',
+      ),
+      "[{ spending_limit: { usd: 1000000, per: day, key: session } }]",
+    );
   }
   if (rate) {
     // Every request counted against a window that never fills.

@@ -1,8 +1,8 @@
 /**
  * Decision micro-benchmark (`deno task bench decide`): `decide()` over a
- * 200-rule policy (globs across 50 hosts, 20 CEL conditions, rate limits)
- * for requests that match early, late, and never; with and without the host
- * index. Then policies of 1,000 and 10,000 host-glob rules (every kind of
+ * 200-rule and a 1,000-rule policy (globs across 50 or 250 hosts, 20 or 100
+ * CEL conditions, rate limits) for requests that match early, late, and
+ * never; with and without the host index. Then policies of 1,000 and 10,000 host-glob rules (every kind of
  * glob: `*.suffix`, `prefix-*.suffix`, `prefix.*`, `*.middle.*`), decided
  * for hosts the index has seen (cached) and hosts it has not (a fresh host
  * per decision). Prints the median µs per decision.
@@ -14,10 +14,13 @@ import { decide } from "../src/policy/engine.ts";
 import { PolicyState } from "../src/state/mod.ts";
 import type { RequestInfo } from "../src/policy/types.ts";
 
-/** 200 rules: 4 per host for 50 hosts; every 10th host's condition rule is CEL. */
-export function benchPolicy(): string {
+/**
+ * 4 rules per host (200 for the default 50 hosts, 1,000 for 250); the
+ * condition rule of 2 hosts in 5 is CEL.
+ */
+export function benchPolicy(hosts = 50): string {
   const rules: string[] = [];
-  for (let h = 0; h < 50; h++) {
+  for (let h = 0; h < hosts; h++) {
     const host = `api${h}.example.test`;
     rules.push(`  - { name: h${h}-admin, match: "${host}/admin/**", action: deny }`);
     if (h % 5 === 0 || h % 5 === 1) {
@@ -88,32 +91,40 @@ function median(xs: number[]): number {
 }
 
 if (import.meta.main) {
-  const { config } = parseConfig(benchPolicy(), "bench.yaml", "/");
+  for (const hosts of [50, 250]) decideTable(hosts);
+  globTables();
+}
+
+/** The rule-policy table for `hosts` hosts (4 rules each): early, late and no match. */
+function decideTable(hosts: number): void {
+  const { config } = parseConfig(benchPolicy(hosts), "bench.yaml", "/");
+  const last = hosts - 1;
+  const lastCel = last - (last % 5); // the last host whose condition rule is CEL
   const cases: [string, RequestInfo][] = [
     [
       "early (host 0, CEL rule)",
       info("api0.example.test", "/v1/chat/completions", "POST", { "x-team": "ml" }),
     ],
     [
-      "late (host 45, CEL rule)",
-      info("api45.example.test", "/v1/chat/completions", "POST", { "x-team": "ml" }),
+      `late (host ${lastCel}, CEL rule)`,
+      info(`api${lastCel}.example.test`, "/v1/chat/completions", "POST", { "x-team": "ml" }),
     ],
-    ["late (host 49, plain rule)", info("api49.example.test", "/v1/x", "GET", {})],
+    [`late (host ${last}, plain rule)`, info(`api${last}.example.test`, "/v1/x", "GET", {})],
     ["glob + rate_limit (host 30)", info("a.h30.example.test", "/x", "GET", {})],
     ["never (unknown host)", info("nowhere.test", "/", "GET", {})],
     // The address guard on a forwarded request (what the proxy decides once resolved).
     [
-      "late (host 49) + address guard, public",
-      { ...info("api49.example.test", "/v1/x", "GET", {}), dest: dest("93.184.216.34") },
+      `late (host ${last}) + address guard, public`,
+      { ...info(`api${last}.example.test`, "/v1/x", "GET", {}), dest: dest("93.184.216.34") },
     ],
     [
-      "late (host 49) + address guard, NAT64",
-      { ...info("api49.example.test", "/v1/x", "GET", {}), dest: dest("64:ff9b::5db8:d822") },
+      `late (host ${last}) + address guard, NAT64`,
+      { ...info(`api${last}.example.test`, "/v1/x", "GET", {}), dest: dest("64:ff9b::5db8:d822") },
     ],
   ];
   const state = new PolicyState();
   const index = config.policy.index;
-  console.log(`policy: ${config.policy.rules.length} rules`);
+  console.log(`\npolicy: ${config.policy.rules.length} rules`);
   console.log("| request | indexed µs/decision | unindexed µs/decision | rule |");
   console.log("|---|---:|---:|---|");
   for (const [name, req] of cases) {
@@ -137,7 +148,11 @@ if (import.meta.main) {
     );
   }
   config.policy.index = index;
+}
 
+/** Policies of 1,000 and 10,000 host-glob rules: cached host, new host, no index. */
+function globTables(): void {
+  const state = new PolicyState();
   console.log("\nhost-glob policies: µs per decision (median of 30 rounds)");
   console.log(
     "| rules | request | indexed, cached host | indexed, new host each time | unindexed |",

@@ -303,6 +303,10 @@ const SH: Record<string, ShRun> = {
   },
   "deno task bench     # ../shared/bench with agentgate as a candidate (needs ../shared/bench/install.sh)":
     { skip: "needs ../shared/bench, outside the repository" },
+  "deno task bench --intercept --dlp s4   # interception with DLP warn on both directions of every request":
+    { skip: "needs ../shared/bench, outside the repository" },
+  "deno task bench decide  # decide() at the end of 200- and 1,000-rule policies (CEL), 10,000 host globs":
+    { skip: "a benchmark (a minute of CPU on a quiet machine)" },
   "deno task bench spend   # priced LLM calls through the proxy with and without a spending limit":
     {
       skip: "a benchmark (minutes of load on a quiet machine)",

@@ -116,7 +116,16 @@ function eachAnchor(
   lits: readonly (readonly [string, number])[],
   fn: (start: number, k: number) => number,
 ): void {
-  const cur = lits.map(([lit, off]) => text.indexOf(lit, off));
+  // Most texts hold no anchor of most detectors: find that out before
+  // allocating anything (a scan of a 1 KB response calls this 20 times;
+  // an array per call was most of a scan's garbage, s4 with DLP).
+  let j0 = 0;
+  let first = -1;
+  while (j0 < lits.length && (first = text.indexOf(lits[j0][0], lits[j0][1])) === -1) j0++;
+  if (first === -1) return;
+  const cur: number[] = new Array(lits.length).fill(-1);
+  cur[j0] = first;
+  for (let j = j0 + 1; j < lits.length; j++) cur[j] = text.indexOf(lits[j][0], lits[j][1]);
   let next = 0;
   for (;;) {
     let k = -1;
@@ -167,6 +176,12 @@ function pathStart(text: string, i: number): number {
 
 // ---------------------------------------------------------------------------
 // secrets
+
+// Anchor lists are built once: a literal in the call made one per scan.
+const OPENAI_ANCHORS: readonly (readonly [string, number])[] = [["k-", 1]];
+const ANTHROPIC_ANCHORS: readonly (readonly [string, number])[] = [["-ant-", 2]];
+const JWT_ANCHORS: readonly (readonly [string, number])[] = [["yJ", 1]];
+const STRIPE_ANCHORS: readonly (readonly [string, number])[] = [["_live_", 1]];
 
 const AWS_ACCESS_ANCHORS = [
   ["AKIA", 0],
@@ -330,7 +345,7 @@ const openaiKey: BuiltinDetector = {
   description:
     "OpenAI API key: sk-…, sk-proj-…, sk-svcacct-…, sk-admin-… with 20+ mixed-case characters and digits (not sk-ant-)",
   find(text, out, limit) {
-    eachAnchor(text, [["k-", 1]], (s) => {
+    eachAnchor(text, OPENAI_ANCHORS, (s) => {
       if (text.charCodeAt(s) !== 115) return s + 1; // s
       if (isAt(text, s - 1, TOKEN)) return runEnd(text, s, TOKEN); // "task-", "risk-", "disk-"
       if (text.startsWith("ant-", s + 3)) return s + 7;
@@ -348,7 +363,7 @@ const anthropicKey: BuiltinDetector = {
   name: "anthropic_key",
   description: "Anthropic API key: sk-ant-… with 32+ mixed-case characters and digits",
   find(text, out, limit) {
-    eachAnchor(text, [["-ant-", 2]], (s) => {
+    eachAnchor(text, ANTHROPIC_ANCHORS, (s) => {
       if (!text.startsWith("sk", s)) return s + 1;
       if (isAt(text, s - 1, TOKEN)) return runEnd(text, s, TOKEN);
       const e = runEnd(text, s + 7, TOKEN);
@@ -421,7 +436,7 @@ const jwt: BuiltinDetector = {
   description:
     'JSON Web Token: base64url header with "alg" (eyJ…), a dot and a payload, with or without the signature',
   find(text, out, limit) {
-    eachAnchor(text, [["yJ", 1]], (s) => {
+    eachAnchor(text, JWT_ANCHORS, (s) => {
       if (text.charCodeAt(s) !== 101) return s + 1; // e
       if (isAt(text, s - 1, TOKEN) || text.charCodeAt(s - 1) === 46) return runEnd(text, s, TOKEN);
       const h = runEnd(text, s, TOKEN);
@@ -443,7 +458,7 @@ const stripeKey: BuiltinDetector = {
   name: "stripe_key",
   description: "Stripe live secret or restricted key: sk_live_… or rk_live_…",
   find(text, out, limit) {
-    eachAnchor(text, [["_live_", 1]], (k) => {
+    eachAnchor(text, STRIPE_ANCHORS, (k) => {
       if (text.charCodeAt(k) !== 107) return k + 1; // k
       const s = k - 1;
       const c = text.charCodeAt(s);

@@ -198,6 +198,8 @@ export function compileScanner(config: ScannerConfig): Scanner {
         for (let i = 0; i < out.length; i += 2) all.push({ s: out[i], e: out[i + 1], d });
         if (out.length >= maxFindings * 2) cutoff = Math.min(cutoff, out[out.length - 1]);
       }
+      // Most scans find nothing: skip the sort and copies below.
+      if (all.length === 0) return [];
       all.sort((a, b) => a.s - b.s || b.e - a.e || a.d - b.d);
       let kept = cutoff < text.length ? all.filter((m) => m.s < cutoff) : all;
       if (kept.length > maxFindings) {
