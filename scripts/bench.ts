@@ -7,8 +7,8 @@
  *   deno task bench --intercept [s4 s5 …]     the same with TLS interception of the origin
  *   deno task bench --intercept --dlp [s4]    interception with a dlp policy on every request
  *   deno task bench --intercept --spend [s4]  interception with a spending limit on every request
- *   deno task bench --rate [s1]               a rate limit on every request (in-process counters)
- *   deno task bench --rate --redis URL [s1]   the same with the counters in Redis (`state:`)
+ *   deno task bench [--intercept] --rate [s1|s4]   a rate limit on every request (in-process counters)
+ *   deno task bench [--intercept] --rate --redis URL [s1|s4]   the same with the counters in Redis (`state:`)
  *                                             (the harness GETs: checked, not priced calls)
  *   deno task bench spend                     priced POSTs with and without a spending limit:
  *                                             reserve + journal + settle (scripts/bench_spend.ts)
@@ -160,12 +160,9 @@ if (import.meta.main && Deno.args[0] === "sse") {
     );
   }
   if (rate) {
-    // Every request counted against a window that never fills.
-    policy = policy.replace(
-      '  - { name: everything-else, match: "*", action: log }',
-      '  - name: everything-else\n    match: "*"\n    action: log\n' +
-        "    policies: [{ rate_limit: { requests: 100000000, per: 1m, key: session } }]",
-    );
+    // Every request counted against a window that never fills (on the rule that
+    // decides the harness's requests, like --dlp and --spend).
+    policy = onOrigin(policy, "[{ rate_limit: { requests: 100000000, per: 1m, key: session } }]");
   }
   if (redisUrl !== null) {
     policy = policy.replace("default: deny\n", `default: deny\nstate: { redis: "${redisUrl}" }\n`);
