@@ -275,6 +275,24 @@ function verdictFor(action: Action, mode: CompiledPolicy["mode"]): Decision["ver
 }
 
 /**
+ * A call refused for a price it cannot have (an unknown model, a gap the
+ * request shows). In audit mode it is forwarded: its usage is still wanted.
+ */
+function unpricedDecision(
+  policy: CompiledPolicy,
+  rule: CompiledRule,
+  unpriced: string,
+  metered: boolean,
+): Decision {
+  const d: Decision = {
+    ...decision(policy, rule, "deny", unpriced),
+    policy: "spending_limit",
+    verdict: policy.mode === "audit" ? "would_deny" : "deny",
+  };
+  return d.verdict === "would_deny" && metered ? { ...d, metered: true } : d;
+}
+
+/**
  * true, false, the pattern that matched the host but needs the request
  * (tunnels), or "dest" when an address range can only be matched once the
  * name is resolved.
@@ -738,15 +756,7 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
         needs: "model",
       };
     }
-    if (unpriced !== null) {
-      const d: Decision = {
-        ...decision(policy, rule, "deny", unpriced),
-        policy: "spending_limit",
-        verdict: policy.mode === "audit" ? "would_deny" : "deny",
-      };
-      // In audit mode it is forwarded: its usage is still wanted.
-      return d.verdict === "would_deny" && metered ? { ...d, metered: true } : d;
-    }
+    if (unpriced !== null) return unpricedDecision(policy, rule, unpriced, metered);
     // Only a forwarded request consumes rate-limit slots and reserves budgets.
     let dlp: Decision["dlp"];
     for (const r of passed) {
@@ -920,14 +930,7 @@ function decideShared(
     commits.push(r.commit);
   }
   const metered = isMetered(rule);
-  if (unpriced !== null) {
-    const d: Decision = {
-      ...decision(policy, rule, "deny", unpriced),
-      policy: "spending_limit",
-      verdict: policy.mode === "audit" ? "would_deny" : "deny",
-    };
-    return d.verdict === "would_deny" && metered ? { ...d, metered: true } : d;
-  }
+  if (unpriced !== null) return unpricedDecision(policy, rule, unpriced, metered);
   let dlp: Decision["dlp"];
   for (const [i, commit] of commits.entries()) {
     commit();

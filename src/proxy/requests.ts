@@ -236,6 +236,17 @@ function advance(core: ProxyCore, flow: Flow, step: RequestStep) {
   resolveDest(core, flow, step.asked);
 }
 
+/** What every later step of a request is decided with (after the head). */
+function stepContext(core: ProxyCore, ex: Exchange) {
+  return {
+    now: ex.ts,
+    state: core.state,
+    resolve: true as const,
+    local: core.local,
+    shared: sharedMode(core),
+  };
+}
+
 /** Ask the shared backend for the limits of the deciding rule, then decide with its answer. */
 function askShared(core: ProxyCore, flow: Flow, ask: StateAsk) {
   const { res, ex } = flow;
@@ -250,11 +261,7 @@ function askShared(core: ProxyCore, flow: Flow, ask: StateAsk) {
     }
     const t = performance.now();
     const step = decideState(ex.config, ex.info, answer, {
-      now: ex.ts,
-      state: core.state,
-      resolve: true,
-      local: core.local,
-      shared: sharedMode(core),
+      ...stepContext(core, ex),
       hasBody: flow.hasBody,
       body: flow.body,
     });
@@ -283,11 +290,7 @@ function readBody(core: ProxyCore, flow: Flow, cap: number) {
     const step: RequestStep = refused
       ? { next: "verdict", verdict: refused }
       : decideBody(ex.config, ex.info, b, {
-        now: ex.ts,
-        state: core.state,
-        resolve: true,
-        local: core.local,
-        shared: sharedMode(core),
+        ...stepContext(core, ex),
       });
     ex.decideSeconds! += (performance.now() - t) / 1000;
     advance(core, flow, step);
@@ -322,11 +325,7 @@ function resolveDest(core: ProxyCore, flow: Flow, asked: Decision) {
     }
     const t = performance.now();
     const step = decideDest(ex.config, ex.info, dest, {
-      now: ex.ts,
-      state: core.state,
-      resolve: true,
-      local: core.local,
-      shared: sharedMode(core),
+      ...stepContext(core, ex),
       hasBody: flow.hasBody,
       body: flow.body,
     });
