@@ -14,6 +14,7 @@ import type http from "node:http";
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { AgentgateConfig } from "../config/load.ts";
 import { AuditReadError, type AuditReadModel, type RuleHits } from "../audit/read.ts";
+import type { SinkStatus } from "../audit/sink.ts";
 import { isSecretName, MASK, maskRows, maskText } from "../audit/redact.ts";
 import { ParamError, parseAuditQuery, parseParams, parseStatsQuery } from "./api.ts";
 import { renderPage } from "./page.ts";
@@ -34,6 +35,8 @@ export interface InternalDeps {
     readonly queueDepth: number;
     readonly lastError: string | null;
     readonly writeErrors: number;
+    /** Each sink's backend numbers (the primary first): spool, latency, errors. */
+    status?(): SinkStatus[];
   };
   /** The policy in force (changes on reload). */
   config(): AgentgateConfig;
@@ -687,12 +690,16 @@ export function createInternalRoutes(
     if (path === "/_/health") {
       const failing = deps.audit.lastError !== null;
       const last = deps.lastReload?.() ?? null;
+      const sinks = deps.audit.status?.() ?? [];
+      // Rows waiting in the spool are safe (200), but the audit database is away: say so.
+      const spooling = sinks.some((b) => b.spooled > 0 || b.spool_full);
       return sendJson(res, failing ? 503 : 200, {
-        status: failing ? "audit_failing" : "ok",
+        status: failing ? "audit_failing" : spooling ? "audit_spooling" : "ok",
         version: deps.version,
         uptime_s: Math.round((Date.now() - deps.startedAt) / 1000),
         audit_queue: deps.audit.queueDepth,
         ...(failing ? { audit_error: deps.audit.lastError } : {}),
+        ...(sinks.length ? { audit_backends: sinks } : {}),
         ...(last ? { last_reload: last } : {}),
       });
     }
