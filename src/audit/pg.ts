@@ -15,6 +15,7 @@
  *
  * @module
  */
+// @ts-types="@types/pg"
 import pg from "pg";
 import { AUDIT_COLUMNS } from "./event.ts";
 import type { PgTarget } from "../util/pg_url.ts";

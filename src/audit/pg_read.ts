@@ -15,6 +15,7 @@
  *
  * @module
  */
+// @ts-types="@types/pg"
 import type pg from "pg";
 import { AUDIT_COLUMNS, parseSpendKeys } from "./event.ts";
 import {

@@ -16,6 +16,7 @@
  *
  * @module
  */
+// @ts-types="@types/pg"
 import type pg from "pg";
 import { AUDIT_COLUMNS, type AuditEventV1 } from "./event.ts";
 import {

@@ -197,11 +197,12 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
   } catch (e) {
     journal?.close();
     for (const s of streams) await s.close();
+    // The audit cannot be opened or migrated, the stream's file cannot be opened: not started.
+    const known = e instanceof AuditOpenError || e instanceof PgSchemaError ||
+      Object.values(Deno.errors).some((c) => e instanceof c);
+    if (!known) throw e;
     io.stderr(`agentgate: not started: ${(e as Error).message}\n`);
-    if (e instanceof AuditOpenError || e instanceof Deno.errors.NotFound || e instanceof Error) {
-      return 1;
-    }
-    throw e;
+    return 1;
   }
 
   let leaves: LeafStore | undefined;

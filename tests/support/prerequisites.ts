@@ -70,6 +70,13 @@ const KNOWN = {
     tool: () => "fish",
     how: APT("fish"),
   },
+  postgres: {
+    group: "PostgreSQL audit tests",
+    file: "tests/postgres_test.ts",
+    // The server binary; AGENTGATE_TEST_PG_BIN (tests/support/postgres.ts) moves it.
+    tool: () => `${Deno.env.get("AGENTGATE_TEST_PG_BIN") ?? "/usr/lib/postgresql/15/bin"}/postgres`,
+    how: APT("postgresql"),
+  },
   pwsh: {
     group: "env test with PowerShell",
     file: "src/cli/env_test.ts",
