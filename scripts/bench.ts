@@ -5,6 +5,9 @@
  *   deno task bench decide                    decision micro-benchmark (scripts/bench_decide.ts)
  *   deno task bench --intercept [s4 s5 …]     the same with TLS interception of the origin
  *   deno task bench --intercept --dlp [s4]    interception with a dlp policy on every request
+ *   deno task bench --postgres [s1]           the audit in PostgreSQL (a server started for the run,
+ *                                             tests/support/postgres.ts); prints the writer's
+ *                                             backlog each second and the sustained rows/s
  *   deno task bench --intercept --spend [s4]  interception with a spending limit on every request
  *                                             (the harness GETs: checked, not priced calls)
  *   deno task bench spend                     priced POSTs with and without a spending limit:
@@ -27,6 +30,50 @@
 import { fileURLToPath } from "node:url";
 import { dirname, resolve } from "node:path";
 import { V8_FLAGS } from "./v8_flags.ts";
+import { startPostgres } from "../tests/support/postgres.ts";
+
+/**
+ * Each second while the harness runs: the PostgreSQL writer's rows written,
+ * queued and spooled (from /_/health); at the end, the sustained rows/s over
+ * the seconds the proxy was busy, and the largest backlog seen.
+ */
+function sampleBacklog(): { stop(): void } {
+  const samples: { t: number; written: number; queued: number; spooled: number }[] = [];
+  const timer = setInterval(async () => {
+    try {
+      const h = await (await fetch("http://127.0.0.1:18199/_/health")).json();
+      const b = h.audit_backends?.[0];
+      if (!b) return;
+      const s = { t: Date.now(), written: b.written, queued: b.queued, spooled: b.spooled };
+      const prev = samples.at(-1);
+      samples.push(s);
+      if (prev && prev.written > s.written) samples.splice(0, samples.length - 1); // a new proxy
+      const rate = prev && prev.written <= s.written
+        ? Math.round((s.written - prev.written) * 1000 / (s.t - prev.t))
+        : 0;
+      console.error(
+        `postgres audit: written ${s.written} (${rate} rows/s), queued ${s.queued}, spooled ${s.spooled}`,
+      );
+    } catch {
+      // the proxy is between runs
+    }
+  }, 1000);
+  return {
+    stop() {
+      clearInterval(timer);
+      const busy = samples.filter((s, i) => i > 0 && s.written > samples[i - 1].written);
+      if (busy.length > 1) {
+        const rate = (busy.at(-1)!.written - busy[0].written) * 1000 / (busy.at(-1)!.t - busy[0].t);
+        const worst = Math.max(...samples.map((s) => s.queued + s.spooled));
+        console.error(
+          `postgres audit: sustained ${
+            Math.round(rate)
+          } rows/s over ${busy.length} s; largest backlog ${worst} row(s)`,
+        );
+      }
+    },
+  };
+}
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const harness = resolve(root, "../shared/bench/bench.sh");
@@ -109,8 +156,9 @@ if (import.meta.main && Deno.args[0] === "sse") {
   const intercept = Deno.args[0] === "--intercept";
   const dlp = Deno.args.includes("--dlp");
   const spend = Deno.args.includes("--spend");
+  const postgres = Deno.args.includes("--postgres");
   const args = (intercept ? Deno.args.slice(1) : Deno.args).filter((a) =>
-    a !== "--dlp" && a !== "--spend"
+    a !== "--dlp" && a !== "--spend" && a !== "--postgres"
   );
   const scenarios = args.length ? args : intercept ? ["s4", "s5"] : ["s1", "s2", "s3", "s3b", "s5"];
   const dir = await Deno.makeTempDir({ prefix: "agentgate-bench-" });
@@ -140,6 +188,14 @@ if (import.meta.main && Deno.args[0] === "sse") {
           "    policies: [{ spending_limit: { usd: 1000000, per: day, key: session } }]",
       );
   }
+  // With fsync on: the server's durability is part of what is measured.
+  const pg = postgres ? await startPostgres({}) : null;
+  if (pg) {
+    policy = policy.replace(
+      "audit: { path: ./bench-audit.db }",
+      `audit: { path: ./bench-audit.db, postgres: "${pg.url}", password_env: BENCH_PGPASSWORD }`,
+    );
+  }
   await Deno.writeTextFile(`${dir}/agentgate.yaml`, policy);
   if (intercept) {
     // The client must trust the CA before the proxy starts.
@@ -167,8 +223,10 @@ if (import.meta.main && Deno.args[0] === "sse") {
     PROXY_MODES: Deno.env.get("PROXY_MODES") ?? (intercept ? "intercept" : "http connect"),
     PEERS: Deno.env.get("PEERS") ?? (intercept ? "direct mitmproxy" : "direct squid agentreserve"),
     ...(intercept ? { PROXY_CA: `${dir}/ca/ca.pem` } : {}),
+    ...(pg ? { BENCH_PGPASSWORD: pg.password } : {}),
   };
   console.log(`bench: ${scenarios.join(" ")} with ${JSON.stringify(env, null, 2)}`);
+  const sampler = pg ? sampleBacklog() : null;
   const { code } = await new Deno.Command("bash", {
     args: [harness, ...scenarios],
     cwd: dirname(harness),
@@ -176,5 +234,9 @@ if (import.meta.main && Deno.args[0] === "sse") {
     stdout: "inherit",
     stderr: "inherit",
   }).output();
+  if (sampler) {
+    sampler.stop();
+    await pg!.dispose();
+  }
   Deno.exit(code);
 }
