@@ -699,7 +699,8 @@ export function createInternalRoutes(
         uptime_s: Math.round((Date.now() - deps.startedAt) / 1000),
         audit_queue: deps.audit.queueDepth,
         ...(failing ? { audit_error: deps.audit.lastError } : {}),
-        ...(sinks.length ? { audit_backends: sinks } : {}),
+        // A lone SQLite file has nothing to add to the lines above.
+        ...(sinks.some((b) => b.kind !== "sqlite") ? { audit_backends: sinks } : {}),
         ...(last ? { last_reload: last } : {}),
       });
     }
