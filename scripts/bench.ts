@@ -6,6 +6,9 @@
  *                                             10,000 host-glob rules (scripts/bench_decide.ts)
  *   deno task bench --intercept [s4 s5 …]     the same with TLS interception of the origin
  *   deno task bench --intercept --dlp [s4]    interception with a dlp policy on every request
+ *   deno task bench --postgres [s1]           the audit in PostgreSQL (a server started for the run,
+ *                                             tests/support/postgres.ts); prints the writer's
+ *                                             backlog each second and the sustained rows/s
  *   deno task bench --intercept --spend [s4]  interception with a spending limit on every request
  *   deno task bench [--intercept] --rate [s1|s4]   a rate limit on every request (in-process counters)
  *   deno task bench [--intercept] --rate --redis URL [s1|s4]   the same with the counters in Redis (`state:`)
@@ -30,6 +33,57 @@
 import { fileURLToPath } from "node:url";
 import { dirname, resolve } from "node:path";
 import { V8_FLAGS } from "./v8_flags.ts";
+import { startPostgres } from "../tests/support/postgres.ts";
+
+/**
+ * Each second while the harness runs: the PostgreSQL writer's rows written,
+ * queued and spooled (from /_/health); at the end, the sustained rows/s over
+ * the seconds the proxy was busy, and the largest backlog seen.
+ */
+function sampleBacklog(): { stop(): void } {
+  const samples: { t: number; written: number; queued: number; spooled: number }[] = [];
+  const timer = setInterval(async () => {
+    try {
+      const h = await (await fetch("http://127.0.0.1:18199/_/health")).json();
+      const b = h.audit_backends?.[0];
+      if (!b) return;
+      const s = { t: Date.now(), written: b.written, queued: b.queued, spooled: b.spooled };
+      const prev = samples.at(-1);
+      samples.push(s);
+      if (prev && prev.written > s.written) samples.splice(0, samples.length - 1); // a new proxy
+      const rate = prev && prev.written <= s.written
+        ? Math.round((s.written - prev.written) * 1000 / (s.t - prev.t))
+        : 0;
+      console.error(
+        `postgres audit: written ${s.written} (${rate} rows/s), queued ${s.queued}, spooled ${s.spooled}`,
+      );
+    } catch {
+      // the proxy is between runs
+    }
+  }, 1000);
+  return {
+    stop() {
+      clearInterval(timer);
+      // Only the seconds rows were written: warm-up and the gaps between runs are not load.
+      let rows = 0, ms = 0, seconds = 0;
+      for (let i = 1; i < samples.length; i++) {
+        const d = samples[i].written - samples[i - 1].written;
+        if (d <= 0) continue;
+        rows += d;
+        ms += samples[i].t - samples[i - 1].t;
+        seconds++;
+      }
+      if (seconds > 0) {
+        const worst = Math.max(...samples.map((s) => s.queued + s.spooled));
+        console.error(
+          `postgres audit: sustained ${
+            Math.round(rows * 1000 / ms)
+          } rows/s over ${seconds} busy s; largest backlog ${worst} row(s)`,
+        );
+      }
+    },
+  };
+}
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const harness = resolve(root, "../shared/bench/bench.sh");
@@ -133,9 +187,10 @@ if (import.meta.main && Deno.args[0] === "sse") {
   const rate = Deno.args.includes("--rate");
   const at = Deno.args.indexOf("--redis");
   const redisUrl = at >= 0 ? Deno.args[at + 1] : null;
+  const postgres = Deno.args.includes("--postgres");
   const args = (intercept ? Deno.args.slice(1) : Deno.args).filter((a, i, all) =>
     a !== "--dlp" && a !== "--spend" && a !== "--rate" && a !== "--redis" &&
-    all[i - 1] !== "--redis"
+    a !== "--postgres" && all[i - 1] !== "--redis"
   );
   const scenarios = args.length ? args : intercept ? ["s4", "s5"] : ["s1", "s2", "s3", "s3b", "s5"];
   const dir = await Deno.makeTempDir({ prefix: "agentgate-bench-" });
@@ -167,6 +222,14 @@ if (import.meta.main && Deno.args[0] === "sse") {
   if (redisUrl !== null) {
     policy = policy.replace("default: deny\n", `default: deny\nstate: { redis: "${redisUrl}" }\n`);
   }
+  // With fsync on: the server's durability is part of what is measured.
+  const pg = postgres ? await startPostgres({}) : null;
+  if (pg) {
+    policy = policy.replace(
+      "audit: { path: ./bench-audit.db }",
+      `audit: { path: ./bench-audit.db, postgres: "${pg.url}", password_env: BENCH_PGPASSWORD }`,
+    );
+  }
   await Deno.writeTextFile(`${dir}/agentgate.yaml`, policy);
   if (intercept) {
     // The client must trust the CA before the proxy starts.
@@ -194,8 +257,10 @@ if (import.meta.main && Deno.args[0] === "sse") {
     PROXY_MODES: Deno.env.get("PROXY_MODES") ?? (intercept ? "intercept" : "http connect"),
     PEERS: Deno.env.get("PEERS") ?? (intercept ? "direct mitmproxy" : "direct squid agentreserve"),
     ...(intercept ? { PROXY_CA: `${dir}/ca/ca.pem` } : {}),
+    ...(pg ? { BENCH_PGPASSWORD: pg.password } : {}),
   };
   console.log(`bench: ${scenarios.join(" ")} with ${JSON.stringify(env, null, 2)}`);
+  const sampler = pg ? sampleBacklog() : null;
   const { code } = await new Deno.Command("bash", {
     args: [harness, ...scenarios],
     cwd: dirname(harness),
@@ -203,5 +268,9 @@ if (import.meta.main && Deno.args[0] === "sse") {
     stdout: "inherit",
     stderr: "inherit",
   }).output();
+  if (sampler) {
+    sampler.stop();
+    await pg!.dispose();
+  }
   Deno.exit(code);
 }

@@ -89,6 +89,7 @@ const v1 = (b: string) => "version: 1\n" + b;
 const YAML: Record<string, YamlCheck> = {
   "The policy file #1": { policy: asIs },
   "Running a fleet #1": { policy: asIs },
+  "The audit in PostgreSQL, and the decision stream #1": { policy: asIs },
   "Conditions (`when:`) #1": {
     policy: (b) => "version: 1\ntls: { intercept: [api.openai.com] }\nrules:\n" + indent(b, 2),
   },

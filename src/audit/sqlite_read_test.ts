@@ -6,10 +6,25 @@
 import assert from "node:assert/strict";
 import { AuditStore } from "./store.ts";
 import type { AuditEventV1 } from "./event.ts";
-import { type AuditQuery, AuditReadError, bucketSize, type Stats } from "./read.ts";
+import {
+  type AuditQuery,
+  AuditReadError,
+  type AuditReadModel,
+  bucketSize,
+  type Stats,
+} from "./read.ts";
 import { openAuditFile, openAuditReader } from "./sqlite_read.ts";
 import { auditFromRows } from "./memory.ts";
 import { writeLegacyAudit } from "./testing.ts";
+import { parsePgUrl, type PgTarget } from "./pg.ts";
+import { PgAuditStore } from "./pg_store.ts";
+import { openPgAuditReader } from "./pg_read.ts";
+import {
+  PG_FOUND,
+  type PgServer,
+  pgTestName,
+  startPostgres,
+} from "../../tests/support/postgres.ts";
 
 function mulberry32(seed: number) {
   return () => {
@@ -128,6 +143,36 @@ async function withDb(rows: AuditEventV1[], fn: (path: string) => void | Promise
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+/** A read model holding given rows: the SQLite file the audit store writes, or PostgreSQL. */
+interface Backend {
+  name: string;
+  withReader(
+    rows: AuditEventV1[],
+    fn: (reader: AuditReadModel) => void | Promise<void>,
+  ): Promise<void>;
+}
+
+const sqliteBackend: Backend = {
+  name: "sqlite",
+  withReader: (rows, fn) =>
+    withDb(rows, async (path) => {
+      const reader = openAuditReader(path);
+      try {
+        await fn(reader);
+      } finally {
+        await reader.close();
+      }
+    }),
+};
+
+/** Tests every backend must pass: SQLite here, PostgreSQL in one test at the end of the file. */
+const readModelTests: [string, (b: Backend) => Promise<void>][] = [];
+
+function readModelTest(name: string, fn: (b: Backend) => Promise<void>) {
+  readModelTests.push([name, fn]);
+  Deno.test(name, () => fn(sqliteBackend));
 }
 
 /** The same statistics, computed naively. */
@@ -269,24 +314,24 @@ function naiveStats(rows: AuditEventV1[], hours: number, session: string | null,
 
 const NOW = 1_750_000_000_000;
 
-Deno.test("stats match a naive computation for every range, with and without a session", async () => {
-  const rows = randomRows(4000, NOW, 10);
-  await withDb(rows, async (path) => {
-    const reader = openAuditReader(path);
-    try {
-      for (const hours of [1, 24, 168, 24 * 30]) {
-        for (const session of [null, "s-a", "s-none"]) {
-          const got = await reader.stats({ hours, session }, NOW);
-          const want = naiveStats(rows, hours, session, NOW);
-          // In a session view, `hosts` counts the session's hosts.
-          assert.deepEqual(got, want, `hours=${hours} session=${session}`);
+readModelTest(
+  "stats match a naive computation for every range, with and without a session",
+  async (backend) => {
+    const rows = randomRows(4000, NOW, 10);
+    await backend.withReader(rows, async (reader) => {
+      {
+        for (const hours of [1, 24, 168, 24 * 30]) {
+          for (const session of [null, "s-a", "s-none"]) {
+            const got = await reader.stats({ hours, session }, NOW);
+            const want = naiveStats(rows, hours, session, NOW);
+            // In a session view, `hosts` counts the session's hosts.
+            assert.deepEqual(got, want, `hours=${hours} session=${session}`);
+          }
         }
       }
-    } finally {
-      await reader.close();
-    }
-  });
-});
+    });
+  },
+);
 
 Deno.test("stats: bucket sizes give at most 61 points; ranges are [since, until]", () => {
   assert.equal(bucketSize(3_600_000), 60_000);
@@ -310,169 +355,173 @@ function query(over: Partial<AuditQuery> = {}): AuditQuery {
   };
 }
 
-Deno.test("audit listing: filters, order, pagination and totals match a naive filter", async () => {
-  const rows = randomRows(3000, NOW, 5, 11);
-  rows.push(event({
-    id: "weird",
-    ts: NOW - 5,
-    host: "x.test",
-    path: "/100%_off\\now",
-    reason: "50% off_sale",
-    decision: "deny",
-    rule: "r1",
-  }));
-  await withDb(rows, async (path) => {
-    const reader = openAuditReader(path);
-    try {
-      const newest = [...rows].sort((a, b) => b.ts - a.ts);
-      const check = async (q: Partial<AuditQuery>, pred: (r: AuditEventV1) => boolean) => {
-        const page = await reader.audit(query(q));
-        const all = newest.filter(pred);
-        const offset = q.offset ?? 0;
-        const limit = q.limit ?? 50;
-        assert.deepEqual(
-          page.items.map((r) => r.id),
-          all.slice(offset, offset + limit).map((r) => r.id),
-          JSON.stringify(q),
-        );
-        assert.equal(page.total, all.length, JSON.stringify(q));
-        assert.equal(page.total_capped, false);
-      };
-      await check({}, () => true);
-      await check({ limit: 7, offset: 13 }, () => true);
-      await check({ host: "h3.example.com" }, (r) => r.host === "h3.example.com");
-      await check({ host: "h1*.example.com" }, (r) => /^h1.*\.example\.com$/.test(r.host));
-      await check({ decisions: ["deny"] }, (r) => r.decision === "deny");
-      await check(
-        { decisions: ["deny", "would_deny"], offset: 40 },
-        (r) => r.decision === "deny" || r.decision === "would_deny",
-      );
-      await check({ rule: "r2" }, (r) => r.rule === "r2");
-      await check({ rule: "r2", limit: 10, offset: 30 }, (r) => r.rule === "r2");
-      await check(
-        { rule: "r2", decisions: ["log", "error"] },
-        (r) => r.rule === "r2" && (r.decision === "log" || r.decision === "error"),
-      );
-      await check(
-        { session: "s-b", decisions: ["allow"] },
-        (r) => r.session === "s-b" && r.decision === "allow",
-      );
-      await check(
-        { since: NOW - 86_400_000, until: NOW - 3_600_000 },
-        (r) => r.ts >= NOW - 86_400_000 && r.ts <= NOW - 3_600_000,
-      );
-      await check({ search: "/p/12" }, (r) => (r.path ?? "").includes("/p/12"));
-      await check({ tunnels: true }, (r) => r.method === "CONNECT");
-      await check({ tunnels: false, offset: 20 }, (r) => r.method !== "CONNECT");
-      await check(
-        { tunnels: false, decisions: ["deny", "log"] },
-        (r) => r.method !== "CONNECT" && (r.decision === "deny" || r.decision === "log"),
-      );
-      await check({ model: "claude" }, (r) => r.model === "claude");
-      await check({ policy: "dlp" }, (r) => r.policy === "dlp");
-      await check({ status: 403, session: "s-a" }, (r) => r.status === 403 && r.session === "s-a");
-      // Sorting: NULLs last, ties newest first then by id.
-      for (const column of ["host", "cost_usd", "model", "status"] as const) {
-        for (const dir of ["asc", "desc"] as const) {
-          const page = await reader.audit(query({ sort: { column, dir }, limit: 40, offset: 15 }));
-          const want = [...rows].sort((a, b) => {
-            const x = a[column] ?? null, y = b[column] ?? null;
-            if (x === null || y === null) {
-              if (x !== y) return x === null ? 1 : -1;
-            } else if (x !== y) return (x < y ? -1 : 1) * (dir === "asc" ? 1 : -1);
-            return b.ts - a.ts || (a.id < b.id ? 1 : -1);
-          });
+readModelTest(
+  "audit listing: filters, order, pagination and totals match a naive filter",
+  async (backend) => {
+    const rows = randomRows(3000, NOW, 5, 11);
+    rows.push(event({
+      id: "weird",
+      ts: NOW - 5,
+      host: "x.test",
+      path: "/100%_off\\now",
+      reason: "50% off_sale",
+      decision: "deny",
+      rule: "r1",
+    }));
+    await backend.withReader(rows, async (reader) => {
+      {
+        const newest = [...rows].sort((a, b) => b.ts - a.ts);
+        const check = async (q: Partial<AuditQuery>, pred: (r: AuditEventV1) => boolean) => {
+          const page = await reader.audit(query(q));
+          const all = newest.filter(pred);
+          const offset = q.offset ?? 0;
+          const limit = q.limit ?? 50;
           assert.deepEqual(
             page.items.map((r) => r.id),
-            want.slice(15, 55).map((r) => r.id),
-            `${column} ${dir}`,
+            all.slice(offset, offset + limit).map((r) => r.id),
+            JSON.stringify(q),
           );
+          assert.equal(page.total, all.length, JSON.stringify(q));
+          assert.equal(page.total_capped, false);
+        };
+        await check({}, () => true);
+        await check({ limit: 7, offset: 13 }, () => true);
+        await check({ host: "h3.example.com" }, (r) => r.host === "h3.example.com");
+        await check({ host: "h1*.example.com" }, (r) => /^h1.*\.example\.com$/.test(r.host));
+        await check({ decisions: ["deny"] }, (r) => r.decision === "deny");
+        await check(
+          { decisions: ["deny", "would_deny"], offset: 40 },
+          (r) => r.decision === "deny" || r.decision === "would_deny",
+        );
+        await check({ rule: "r2" }, (r) => r.rule === "r2");
+        await check({ rule: "r2", limit: 10, offset: 30 }, (r) => r.rule === "r2");
+        await check(
+          { rule: "r2", decisions: ["log", "error"] },
+          (r) => r.rule === "r2" && (r.decision === "log" || r.decision === "error"),
+        );
+        await check(
+          { session: "s-b", decisions: ["allow"] },
+          (r) => r.session === "s-b" && r.decision === "allow",
+        );
+        await check(
+          { since: NOW - 86_400_000, until: NOW - 3_600_000 },
+          (r) => r.ts >= NOW - 86_400_000 && r.ts <= NOW - 3_600_000,
+        );
+        await check({ search: "/p/12" }, (r) => (r.path ?? "").includes("/p/12"));
+        await check({ tunnels: true }, (r) => r.method === "CONNECT");
+        await check({ tunnels: false, offset: 20 }, (r) => r.method !== "CONNECT");
+        await check(
+          { tunnels: false, decisions: ["deny", "log"] },
+          (r) => r.method !== "CONNECT" && (r.decision === "deny" || r.decision === "log"),
+        );
+        await check({ model: "claude" }, (r) => r.model === "claude");
+        await check({ policy: "dlp" }, (r) => r.policy === "dlp");
+        await check(
+          { status: 403, session: "s-a" },
+          (r) => r.status === 403 && r.session === "s-a",
+        );
+        // Sorting: NULLs last, ties newest first then by id.
+        for (const column of ["host", "cost_usd", "model", "status"] as const) {
+          for (const dir of ["asc", "desc"] as const) {
+            const page = await reader.audit(
+              query({ sort: { column, dir }, limit: 40, offset: 15 }),
+            );
+            const want = [...rows].sort((a, b) => {
+              const x = a[column] ?? null, y = b[column] ?? null;
+              if (x === null || y === null) {
+                if (x !== y) return x === null ? 1 : -1;
+              } else if (x !== y) return (x < y ? -1 : 1) * (dir === "asc" ? 1 : -1);
+              return b.ts - a.ts || (a.id < b.id ? 1 : -1);
+            });
+            assert.deepEqual(
+              page.items.map((r) => r.id),
+              want.slice(15, 55).map((r) => r.id),
+              `${column} ${dir}`,
+            );
+          }
         }
+        await assert.rejects(
+          reader.audit(query({ sort: { column: "id; DROP" as "ts", dir: "asc" } })),
+          /cannot sort the audit by "id; DROP"/,
+        );
+        // LIKE wildcards in the search text match literally.
+        await check({ search: "100%_off" }, (r) => (r.path ?? "").includes("100%_off"));
+        await check({ search: "0% off_" }, (r) => r.reason.includes("0% off_"));
+        await check({ search: "ID-00012" }, (r) => r.id.toLowerCase().includes("id-00012"));
+        await check({ host: "nope.test" }, () => false);
+
+        const one = (await reader.audit(query({ limit: 1 }))).items[0];
+        assert.deepEqual(Object.keys(one), [
+          "id",
+          "ts",
+          "session",
+          "label",
+          "client",
+          "method",
+          "scheme",
+          "host",
+          "port",
+          "path",
+          "query",
+          "status",
+          "decision",
+          "rule",
+          "rule_source",
+          "reason",
+          "policy",
+          "bytes_in",
+          "bytes_out",
+          "duration_ms",
+          "error",
+          "provider",
+          "model",
+          "input_tokens",
+          "output_tokens",
+          "cache_read_tokens",
+          "cache_write_tokens",
+          "reasoning_tokens",
+          "cost_usd",
+          "usage_partial",
+          "price_unknown",
+          "price_source",
+          "price_incomplete",
+          "price_missing",
+          "service_tier",
+          "reserved_usd",
+          "charged_usd",
+          "dest_ip",
+          "inspection",
+          "findings_count",
+        ]);
+        const flagged = rows.find((r) => (r.findings?.length ?? 0) > 0)!;
+        const detail = (await reader.row(flagged.id))!;
+        assert.deepEqual(detail.headers, { accept: "*/*", authorization: "[REDACTED]" });
+        assert.equal(detail.findings.length, 1);
+        assert.deepEqual(
+          { ...detail.findings[0], id: 0, ts: 0 },
+          {
+            id: 0,
+            ts: 0,
+            detector: "aws_access_key",
+            direction: "request",
+            location: "body",
+            sample: "AKIA…WXYZ",
+            action: "warn",
+          },
+        );
+        assert.equal(await reader.row("no-such-id"), null);
+        const found = await reader.findings(1000);
+        assert.equal(found.length, rows.filter((r) => r.findings?.length).length);
+        assert.deepEqual(found.map((f) => f.ts), [...found.map((f) => f.ts)].sort((a, b) => b - a));
       }
-      await assert.rejects(
-        reader.audit(query({ sort: { column: "id; DROP" as "ts", dir: "asc" } })),
-        /cannot sort the audit by "id; DROP"/,
-      );
-      // LIKE wildcards in the search text match literally.
-      await check({ search: "100%_off" }, (r) => (r.path ?? "").includes("100%_off"));
-      await check({ search: "0% off_" }, (r) => r.reason.includes("0% off_"));
-      await check({ search: "ID-00012" }, (r) => r.id.toLowerCase().includes("id-00012"));
-      await check({ host: "nope.test" }, () => false);
+    });
+  },
+);
 
-      const one = (await reader.audit(query({ limit: 1 }))).items[0];
-      assert.deepEqual(Object.keys(one), [
-        "id",
-        "ts",
-        "session",
-        "label",
-        "client",
-        "method",
-        "scheme",
-        "host",
-        "port",
-        "path",
-        "query",
-        "status",
-        "decision",
-        "rule",
-        "rule_source",
-        "reason",
-        "policy",
-        "bytes_in",
-        "bytes_out",
-        "duration_ms",
-        "error",
-        "provider",
-        "model",
-        "input_tokens",
-        "output_tokens",
-        "cache_read_tokens",
-        "cache_write_tokens",
-        "reasoning_tokens",
-        "cost_usd",
-        "usage_partial",
-        "price_unknown",
-        "price_source",
-        "price_incomplete",
-        "price_missing",
-        "service_tier",
-        "reserved_usd",
-        "charged_usd",
-        "dest_ip",
-        "inspection",
-        "findings_count",
-      ]);
-      const flagged = rows.find((r) => (r.findings?.length ?? 0) > 0)!;
-      const detail = (await reader.row(flagged.id))!;
-      assert.deepEqual(detail.headers, { accept: "*/*", authorization: "[REDACTED]" });
-      assert.equal(detail.findings.length, 1);
-      assert.deepEqual(
-        { ...detail.findings[0], id: 0, ts: 0 },
-        {
-          id: 0,
-          ts: 0,
-          detector: "aws_access_key",
-          direction: "request",
-          location: "body",
-          sample: "AKIA…WXYZ",
-          action: "warn",
-        },
-      );
-      assert.equal(await reader.row("no-such-id"), null);
-      const found = await reader.findings(1000);
-      assert.equal(found.length, rows.filter((r) => r.findings?.length).length);
-      assert.deepEqual(found.map((f) => f.ts), [...found.map((f) => f.ts)].sort((a, b) => b - a));
-    } finally {
-      await reader.close();
-    }
-  });
-});
-
-Deno.test("sessions and rule hits match a naive computation", async () => {
+readModelTest("sessions and rule hits match a naive computation", async (backend) => {
   const rows = randomRows(2000, NOW, 3, 5);
-  await withDb(rows, async (path) => {
-    const reader = openAuditReader(path);
-    try {
+  await backend.withReader(rows, async (reader) => {
+    {
       for (const since of [null, NOW - 86_400_000]) {
         const inRange = rows.filter((r) => since === null || r.ts >= since);
         const keys = [...new Set(inRange.map((r) => r.session))];
@@ -504,8 +553,6 @@ Deno.test("sessions and rule hits match a naive computation", async () => {
           last_ts: mine.length ? Math.max(...mine.map((r) => r.ts)) : null,
         });
       }
-    } finally {
-      await reader.close();
     }
   });
 });
@@ -589,111 +636,111 @@ Deno.test("replay rows: an audit written by the audit store, from a time on", as
   }
 });
 
-Deno.test("replay rows carry every column, the headers and the findings count", async () => {
-  const rows = [
-    event({ id: "a", ts: NOW - 2, headers: '{"x":"1"}', provider: "openai", model: "m" }),
-    event({
-      id: "b",
-      ts: NOW - 1,
-      usage_partial: true,
-      findings: [{
-        detector: "aws_access_key",
-        direction: "request",
-        location: "body",
-        sample: "AKIA…WXYZ",
-        action: "warn",
-      }],
-    }),
-  ];
-  await withDb(rows, async (path) => {
-    const reader = openAuditFile(path);
-    try {
-      const [a, b] = await reader.rowsSince(0);
-      assert.equal(a.headers, '{"x":"1"}');
-      assert.deepEqual([a.provider, a.model, a.usage_partial, a.findings_count], [
-        "openai",
-        "m",
-        null,
-        0,
-      ]);
-      assert.deepEqual([b.provider, b.usage_partial, b.findings_count], [null, true, 1]);
-    } finally {
-      await reader.close();
-    }
-  });
-});
+readModelTest(
+  "replay rows carry every column, the headers and the findings count",
+  async (backend) => {
+    const rows = [
+      event({ id: "a", ts: NOW - 2, headers: '{"x":"1"}', provider: "openai", model: "m" }),
+      event({
+        id: "b",
+        ts: NOW - 1,
+        usage_partial: true,
+        findings: [{
+          detector: "aws_access_key",
+          direction: "request",
+          location: "body",
+          sample: "AKIA…WXYZ",
+          action: "warn",
+        }],
+      }),
+    ];
+    await backend.withReader(rows, async (reader) => {
+      {
+        const [a, b] = await reader.rowsSince(0);
+        assert.equal(a.headers, '{"x":"1"}');
+        assert.deepEqual([a.provider, a.model, a.usage_partial, a.findings_count], [
+          "openai",
+          "m",
+          null,
+          0,
+        ]);
+        assert.deepEqual([b.provider, b.usage_partial, b.findings_count], [null, true, 1]);
+      }
+    });
+  },
+);
 
-Deno.test("spend rows: priced rows after a time, with their extra ledger keys", async () => {
-  const rows = [
-    event({ id: "old", ts: NOW - 10_000, cost_usd: 1, model: "m" }),
-    event({ id: "edge", ts: NOW - 5000, cost_usd: 1, model: "m" }),
-    event({
-      id: "keyed",
-      ts: NOW - 4000,
-      cost_usd: 0.25,
-      model: "m",
-      session: "s1",
-      rule: "openai",
-      client: "10.0.0.5",
-      spend_keys: ["rule:openai:team:a"],
-    }),
-    event({ id: "plain", ts: NOW - 3000, cost_usd: 0.5, model: "m", host: "h.test" }),
-    event({ id: "free", ts: NOW - 2000, cost_usd: 0, model: "m" }),
-    event({ id: "unpriced", ts: NOW - 1000, cost_usd: null, model: "m" }),
-    // No usable usage: its budgets were charged what it reserved.
-    event({
-      id: "reserved",
-      ts: NOW - 900,
-      cost_usd: null,
-      model: "m",
-      reserved_usd: 0.3,
-      charged_usd: 0.3,
-    }),
-    // Released (no response): reserved, never charged.
-    event({ id: "released", ts: NOW - 800, model: "m", reserved_usd: 0.3, charged_usd: null }),
-  ];
-  await withDb(rows, async (path) => {
-    const reader = openAuditReader(path);
-    try {
-      const got = (await reader.spendRows(NOW - 5000)).sort((a, b) => a.ts - b.ts);
-      // Strictly after the time, as the ledger's windows count; never a zero or unknown cost.
-      assert.deepEqual(got, [
-        {
-          id: "keyed",
-          ts: NOW - 4000,
-          usd: 0.25,
-          session: "s1",
-          host: "a.test",
-          client: "10.0.0.5",
-          rule: "openai",
-          spend_keys: ["rule:openai:team:a"],
-        },
-        {
-          id: "plain",
-          ts: NOW - 3000,
-          usd: 0.5,
-          session: null,
-          host: "h.test",
-          client: "127.0.0.1",
-          rule: null,
-          spend_keys: [],
-        },
-        {
-          id: "reserved",
-          ts: NOW - 900,
-          usd: 0.3,
-          session: null,
-          host: "a.test",
-          client: "127.0.0.1",
-          rule: null,
-          spend_keys: [],
-        },
-      ]);
-    } finally {
-      await reader.close();
-    }
-  });
-});
+readModelTest(
+  "spend rows: priced rows after a time, with their extra ledger keys",
+  async (backend) => {
+    const rows = [
+      event({ id: "old", ts: NOW - 10_000, cost_usd: 1, model: "m" }),
+      event({ id: "edge", ts: NOW - 5000, cost_usd: 1, model: "m" }),
+      event({
+        id: "keyed",
+        ts: NOW - 4000,
+        cost_usd: 0.25,
+        model: "m",
+        session: "s1",
+        rule: "openai",
+        client: "10.0.0.5",
+        spend_keys: ["rule:openai:team:a"],
+      }),
+      event({ id: "plain", ts: NOW - 3000, cost_usd: 0.5, model: "m", host: "h.test" }),
+      event({ id: "free", ts: NOW - 2000, cost_usd: 0, model: "m" }),
+      event({ id: "unpriced", ts: NOW - 1000, cost_usd: null, model: "m" }),
+      // No usable usage: its budgets were charged what it reserved.
+      event({
+        id: "reserved",
+        ts: NOW - 900,
+        cost_usd: null,
+        model: "m",
+        reserved_usd: 0.3,
+        charged_usd: 0.3,
+      }),
+      // Released (no response): reserved, never charged.
+      event({ id: "released", ts: NOW - 800, model: "m", reserved_usd: 0.3, charged_usd: null }),
+    ];
+    await backend.withReader(rows, async (reader) => {
+      {
+        const got = (await reader.spendRows(NOW - 5000)).sort((a, b) => a.ts - b.ts);
+        // Strictly after the time, as the ledger's windows count; never a zero or unknown cost.
+        assert.deepEqual(got, [
+          {
+            id: "keyed",
+            ts: NOW - 4000,
+            usd: 0.25,
+            session: "s1",
+            host: "a.test",
+            client: "10.0.0.5",
+            rule: "openai",
+            spend_keys: ["rule:openai:team:a"],
+          },
+          {
+            id: "plain",
+            ts: NOW - 3000,
+            usd: 0.5,
+            session: null,
+            host: "h.test",
+            client: "127.0.0.1",
+            rule: null,
+            spend_keys: [],
+          },
+          {
+            id: "reserved",
+            ts: NOW - 900,
+            usd: 0.3,
+            session: null,
+            host: "a.test",
+            client: "127.0.0.1",
+            rule: null,
+            spend_keys: [],
+          },
+        ]);
+      }
+    });
+  },
+);
 
 Deno.test("spend rows: none from a missing audit, an error from an unreadable one", async () => {
   const dir = await Deno.makeTempDir({ prefix: "agentgate-spend-" });
@@ -834,4 +881,107 @@ Deno.test("an in-memory audit from API rows answers like the file they came from
       await file.close();
     }
   });
+});
+
+// --- PostgreSQL: the same tests, against a real server ------------------------
+
+/** Rows written by the PostgreSQL writer into a database emptied first. */
+function pgBackend(server: PgServer): Backend {
+  const target = parsePgUrl(server.url, "AGENTGATE_TEST_PGPASSWORD") as PgTarget;
+  const env = (k: string) => k === "AGENTGATE_TEST_PGPASSWORD" ? server.password : undefined;
+  return {
+    name: "postgres",
+    async withReader(rows, fn) {
+      await server.psql("DROP TABLE IF EXISTS audit, findings, agentgate_schema", "agentgate");
+      const store = await PgAuditStore.open(target, {
+        env,
+        spoolPath: ":memory:",
+        flushMs: 60_000,
+      });
+      for (const r of rows) store.add(r);
+      await store.close();
+      assert.equal(store.written, rows.length, "every row reached PostgreSQL");
+      const reader = openPgAuditReader(target, env);
+      try {
+        await fn(reader);
+      } finally {
+        await reader.close();
+      }
+    },
+  };
+}
+
+Deno.test({
+  name: pgTestName("postgres: the read model answers as SQLite's, test for test"),
+  ignore: !PG_FOUND,
+  async fn(t) {
+    const server = await startPostgres();
+    try {
+      const pg = pgBackend(server);
+      for (const [name, fn] of readModelTests) await t.step(name, () => fn(pg));
+      await t.step(
+        "report aggregates, sessions, rule hits and findings equal SQLite's",
+        async () => {
+          const rows = randomRows(3000, NOW, 5, 23);
+          await withDb(rows, async (path) => {
+            const lite = openAuditReader(path);
+            try {
+              await pg.withReader(rows, async (reader) => {
+                for (
+                  const filter of [
+                    { session: null, since: null, until: null },
+                    { session: "s-a", since: null, until: null },
+                    { session: null, since: NOW - 86_400_000, until: NOW - 3_600_000 },
+                    { session: "s-none", since: null, until: null },
+                  ]
+                ) {
+                  const a = await lite.reportAggregates(filter);
+                  const b = await reader.reportAggregates(filter);
+                  const byKey = <T>(xs: T[], k: (x: T) => string) =>
+                    [...xs].sort((x, y) => k(x) < k(y) ? -1 : k(x) > k(y) ? 1 : 0);
+                  // Hosts and rules come in any order (the contract); the rest in the stated order.
+                  assert.deepEqual(
+                    {
+                      ...b,
+                      hosts: byKey(b.hosts, (h) => h.host),
+                      rules: byKey(b.rules, (r) => String(r.rule)),
+                    },
+                    {
+                      ...a,
+                      hosts: byKey(a.hosts, (h) => h.host),
+                      rules: byKey(a.rules, (r) => String(r.rule)),
+                    },
+                    JSON.stringify(filter),
+                  );
+                }
+                // A finding's id is the storage's own counter.
+                const noId = <T extends { id: number }>(xs: T[]) =>
+                  xs.map((f) => ({ ...f, id: 0 }));
+                assert.deepEqual(
+                  noId(await reader.findings(1000)),
+                  noId(await lite.findings(1000)),
+                );
+                assert.deepEqual(await reader.sessions(100, null), await lite.sessions(100, null));
+                for (const id of [rows[5].id, rows.find((r) => r.findings?.length)!.id, "none"]) {
+                  const [a, b] = [await reader.row(id), await lite.row(id)];
+                  assert.deepEqual(
+                    a && { ...a, findings: noId(a.findings) },
+                    b && { ...b, findings: noId(b.findings) },
+                  );
+                }
+                assert.deepEqual(
+                  await reader.rowsSince(NOW - 86_400_000),
+                  await lite.rowsSince(NOW - 86_400_000),
+                );
+              });
+            } finally {
+              await lite.close();
+            }
+          });
+        },
+      );
+    } finally {
+      await server.dispose();
+    }
+  },
 });

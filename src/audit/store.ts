@@ -9,6 +9,7 @@ import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname } from "node:path";
 import { AUDIT_COLUMNS, type AuditEventV1 } from "./event.ts";
 import { type SqliteAuditReader, sqliteReaderOver } from "./sqlite_read.ts";
+import type { SinkStatus } from "./sink.ts";
 
 /** Forward migrations; entry i brings the schema from version i to i+1. */
 const MIGRATIONS: string[] = [
@@ -258,6 +259,22 @@ export class AuditStore {
    */
   reader(): SqliteAuditReader {
     return sqliteReaderOver(this.#db, this.#path, { owned: false });
+  }
+
+  /** The backend's numbers for the fleet view. */
+  status(): SinkStatus {
+    return {
+      kind: "sqlite",
+      target: this.#path,
+      up: this.lastError === null,
+      latency_ms: null,
+      errors: this.writeErrors,
+      last_error: this.lastError,
+      queued: this.#queue.length,
+      written: this.written,
+      dropped: this.dropped,
+      spooled: 0,
+    };
   }
 
   /** Rows waiting to be written. */

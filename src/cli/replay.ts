@@ -13,6 +13,8 @@ import { parseTime } from "../util/time.ts";
 import { replay as replayRows } from "../policytest/replay.ts";
 import { AuditReadError } from "../audit/read.ts";
 import { openAuditFile } from "../audit/sqlite_read.ts";
+import { openPgAuditReader } from "../audit/pg_read.ts";
+import { pgSource } from "../audit/pg.ts";
 import { replayJson, replayMarkdown, replayText } from "../policytest/replay_report.ts";
 
 /** The interface of `replay`. */
@@ -94,7 +96,10 @@ export async function replay(args: string[], io: Io): Promise<number> {
     : resolve(io.cwd, auditOpt);
   let rows;
   try {
-    const reader = openAuditFile(auditPath);
+    // Without --audit, the policy's audit: its PostgreSQL database when it names one.
+    const reader = auditOpt === undefined && config.audit.postgres !== null
+      ? openPgAuditReader(config.audit.postgres, io.env)
+      : openAuditFile(auditPath);
     try {
       rows = await reader.rowsSince(since ?? Number.MIN_SAFE_INTEGER);
     } finally {
@@ -106,7 +111,12 @@ export async function replay(args: string[], io: Io): Promise<number> {
     return 1;
   }
   const report = replayRows(config, rows, { examples });
-  const ctx = { config: config.file, audit: auditOpt ?? auditPath, since };
+  const ctx = {
+    config: config.file,
+    audit: auditOpt ??
+      (config.audit.postgres !== null ? pgSource(config.audit.postgres) : auditPath),
+    since,
+  };
   const format = (parsed.opts.format as string | undefined) ?? "text";
   io.stdout(
     format === "markdown"

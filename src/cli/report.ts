@@ -12,7 +12,12 @@ import { auditOption, configOption, formatOption, sinceOption } from "./options.
 import type { Io } from "./io.ts";
 import { loadForCommand } from "./config_arg.ts";
 import * as time from "../util/time.ts";
-import { buildReport, openAuditForReport, ReportSourceError } from "../report/build.ts";
+import {
+  buildReport,
+  openAuditForReport,
+  openConfiguredAudit,
+  ReportSourceError,
+} from "../report/build.ts";
 import { AuditReadError } from "../audit/read.ts";
 import { formatReport, REPORT_FORMATS, type ReportFormat } from "../report/format.ts";
 
@@ -72,19 +77,22 @@ export async function report(args: string[], io: Io): Promise<number> {
   const until = when("until");
   const format = (parsed.opts.format as ReportFormat | undefined) ?? "text";
   let path: string;
-  if (typeof parsed.opts.audit === "string") {
-    if (parsed.opts.config !== undefined) {
-      throw new UsageError("give --config or --audit, not both");
-    }
-    path = resolve(io.cwd, parsed.opts.audit);
-  } else {
-    const got = await loadForCommand(parsed.opts.config as string | undefined, io, { quiet: true });
-    if (got === null) return 1;
-    path = got.loaded.config.audit.path;
-  }
   let reader;
   try {
-    reader = openAuditForReport(path);
+    if (typeof parsed.opts.audit === "string") {
+      if (parsed.opts.config !== undefined) {
+        throw new UsageError("give --config or --audit, not both");
+      }
+      path = resolve(io.cwd, parsed.opts.audit);
+      reader = openAuditForReport(path);
+    } else {
+      const got = await loadForCommand(parsed.opts.config as string | undefined, io, {
+        quiet: true,
+      });
+      if (got === null) return 1;
+      // The policy's audit: its PostgreSQL database when it names one.
+      ({ reader, source: path } = openConfiguredAudit(got.loaded.config.audit, io.env));
+    }
   } catch (e) {
     if (!(e instanceof ReportSourceError)) throw e;
     io.stderr(`agentgate report: ${e.message}\n`);

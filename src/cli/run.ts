@@ -46,6 +46,7 @@ import { npmConfiguredProxies, npmrcLayers } from "./npmrc.ts";
 import {
   buildReport,
   openAuditForReport,
+  openConfiguredAudit,
   type PolicyReload,
   type Report,
   ReportSourceError,
@@ -355,11 +356,7 @@ async function startInProcess(
       finished ??= served;
       await finished;
     },
-    audit: () =>
-      Promise.resolve({
-        reader: openAuditForReport(config.audit.path),
-        source: config.audit.path,
-      }),
+    audit: () => Promise.resolve(openConfiguredAudit(config.audit, io.env)),
   };
 }
 

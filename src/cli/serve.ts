@@ -9,6 +9,11 @@ import type { Io } from "./io.ts";
 import { loadForCommand } from "./config_arg.ts";
 import { parseListen } from "../config/spec.ts";
 import { AuditOpenError, AuditStore } from "../audit/store.ts";
+import { PgAuditStore } from "../audit/pg_store.ts";
+import { openPgAuditReader } from "../audit/pg_read.ts";
+import { JsonlSink } from "../audit/jsonl.ts";
+import { OtlpSink } from "../audit/otlp.ts";
+import { AuditFanout, type AuditSink, type SinkStatus } from "../audit/sink.ts";
 import type http from "node:http";
 import { ProxyServer } from "../proxy/server.ts";
 import { ProxyAuth } from "../proxy/auth.ts";
@@ -18,12 +23,14 @@ import { loadSecrets, SecretLoadError } from "../proxy/secrets.ts";
 import type { Secret } from "../util/secret.ts";
 import { parseProxyAuthorization } from "../proxy/auth.ts";
 import { RedisState } from "../state/redis.ts";
-import { Backends, redactUrl } from "../util/backends.ts";
+import { Backends, type BackendStatus, redactUrl } from "../util/backends.ts";
 import { NANO, PolicyState, type SpendRow } from "../state/mod.ts";
 import { FileSpendJournal, journalPathFor } from "../audit/spend_journal.ts";
 import { budgetsView } from "../policy/limits/budgets.ts";
 import { openAuditReader } from "../audit/sqlite_read.ts";
 import type { AuditReadModel } from "../audit/read.ts";
+import type { AuditEventV1 } from "../audit/event.ts";
+import { PgSchemaError, pgSource } from "../audit/pg.ts";
 import { VERSION } from "../version.ts";
 import { type AgentgateConfig, loadDefaultConfig, type LoadOptions } from "../config/load.ts";
 import { loadConfigOffThread } from "../config/offthread.ts";
@@ -154,17 +161,49 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     return 1;
   }
 
-  let audit: AuditStore;
+  // The audit: SQLite, or PostgreSQL with its spool; and the decision streams.
+  let audit: AuditFanout;
+  const env = (k: string) => io.env(k);
+  const streams: AuditSink[] = [];
   try {
-    audit = AuditStore.open(config.audit.path, {
-      retentionMs: config.audit.retentionMs,
-      log: (m) => io.stderr(m + "\n"),
-      onWritten: journal ? (events) => journal.written(events) : undefined,
-    });
+    const onWritten = journal
+      ? (events: readonly AuditEventV1[]) => journal.written(events)
+      : undefined;
+    const primary = config.audit.postgres
+      ? await PgAuditStore.open(config.audit.postgres, {
+        env,
+        spoolPath: config.audit.spoolPath,
+        spoolMaxBytes: config.audit.spoolMaxBytes,
+        retentionMs: config.audit.retentionMs,
+        log: (m) => io.stderr(m + "\n"),
+        onWritten,
+      })
+      : AuditStore.open(config.audit.path, {
+        retentionMs: config.audit.retentionMs,
+        log: (m) => io.stderr(m + "\n"),
+        onWritten,
+      });
+    audit = new AuditFanout(primary, streams);
+    if (config.audit.jsonl) {
+      streams.push(await JsonlSink.open(config.audit.jsonl, { log: (m) => io.stderr(m + "\n") }));
+    }
+    if (config.audit.otlp) {
+      streams.push(
+        new OtlpSink(config.audit.otlp, {
+          version: VERSION,
+          instance: Deno.hostname(),
+          log: (m) => io.stderr(m + "\n"),
+        }),
+      );
+    }
   } catch (e) {
     journal?.close();
-    if (!(e instanceof AuditOpenError)) throw e;
-    io.stderr(`agentgate: not started: ${e.message}\n`);
+    for (const s of streams) await s.close();
+    // The audit cannot be opened or migrated, the stream's file cannot be opened: not started.
+    const known = e instanceof AuditOpenError || e instanceof PgSchemaError ||
+      Object.values(Deno.errors).some((c) => e instanceof c);
+    if (!known) throw e;
+    io.stderr(`agentgate: not started: ${(e as Error).message}\n`);
     return 1;
   }
 
@@ -190,7 +229,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
         upstreamCa.push(...pems);
       }
     } catch (e) {
-      audit.close();
+      await audit.close();
       journal?.close();
       if (e instanceof CaError) {
         io.stderr(`agentgate: not started: ${(e as Error).message}\n`);
@@ -270,7 +309,9 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
   const startedAt = Date.now();
   const state = new PolicyState({ startedAt });
   // The dashboard and the spend rebuild read the audit through its read model.
-  const reader = openAuditReader(config.audit.path);
+  const reader: AuditReadModel = config.audit.postgres
+    ? openPgAuditReader(config.audit.postgres, env)
+    : openAuditReader(config.audit.path);
   // Budgets survive restarts: the ledger is rebuilt from the audit's charges
   // and the journal's entries the audit lacks, before the first request is decided.
   await rebuildSpend(state, reader, journal, startedAt, log);
@@ -299,12 +340,23 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     state.shared = redis;
     backends.add(redis);
   }
+  // Audit sinks other than the SQLite file are backends of the fleet view too.
+  for (const [i, sink] of [audit.primary, ...audit.streams].entries()) {
+    if (sink.status().kind === "sqlite") continue;
+    backends.add({ status: () => sinkBackend(sink.status(), i === 0 ? "audit" : "stream") });
+  }
   const sessions = new SessionRegistry();
   const auth: ProxyAuth = new ProxyAuth((): AgentgateConfig => proxy.config, sessions);
   if (hooks.run) auth.requireCredentials = true;
   const metrics: Metrics = new Metrics({
     auditQueueDepth: () => audit.queueDepth,
     auditWriteErrors: () => audit.writeErrors,
+    auditSpool: config.audit.postgres
+      ? () => {
+        const st = audit.primary.status();
+        return { rows: st.spooled, bytes: st.spool_bytes ?? 0, full: st.spool_full === true };
+      }
+      : undefined,
     tunnelsOpen: (): number => proxy.tunnelsOpen,
     leafCacheSize: () => leaves?.size ?? 0,
     backends: () => backends.list(),
@@ -370,7 +422,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     address = await proxy.listen(listen.host, listen.port);
   } catch (e) {
     routes.close();
-    audit.close();
+    await audit.close();
     journal?.close();
     await redis?.close(0);
     const code = (e as { code?: string }).code;
@@ -395,7 +447,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
       [
         `agentgate ${VERSION} listening on ${url}`,
         `policy: ${policyLine}`,
-        `audit:  ${config.audit.path}`,
+        `audit:  ${auditLine(config)}`,
         ...(redis ? [`state:  ${redis.url} (on_state_error: ${redis.onError})`] : []),
         ...(caLine ? [caLine] : []),
         ...(config.dashboard ? [`dashboard: ${url}/_/dashboard`] : []),
@@ -419,7 +471,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
   const { forced } = await proxy.shutdown(5000);
   // The dashboard's read connection goes first, so the writer's close can checkpoint the WAL.
   routes.close();
-  audit.close();
+  await audit.close();
   journal?.close();
   await redis?.close();
   io.stderr(
@@ -509,4 +561,33 @@ async function rebuildSpend(
     }
   }
   state.ledger.rebuild(rows);
+}
+
+/** The banner's audit line: where rows go, and the streams. */
+/** An audit sink's status as the fleet view shows a backend (spooled rows count as queued). */
+function sinkBackend(st: SinkStatus, name: string): BackendStatus {
+  return {
+    name,
+    kind: st.kind,
+    url: st.target,
+    up: st.up,
+    latency_ms: st.latency_ms,
+    errors: st.errors,
+    last_error: st.last_error,
+    queued: st.queued + st.spooled,
+    dropped: st.dropped,
+    mode: st.spooled > 0 ? "spool" : null,
+  };
+}
+
+function auditLine(config: AgentgateConfig): string {
+  const a = config.audit;
+  const main = a.postgres
+    ? `${pgSource(a.postgres)} (spool ${a.spoolPath}, password from $${a.postgres.passwordEnv})`
+    : a.path;
+  const streams = [
+    ...(a.jsonl ? [`jsonl ${a.jsonl === "-" ? "stdout" : a.jsonl}`] : []),
+    ...(a.otlp ? [`otlp ${a.otlp}`] : []),
+  ];
+  return streams.length ? `${main}; streams: ${streams.join(", ")}` : main;
 }

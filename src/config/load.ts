@@ -17,6 +17,7 @@ import { configSchema, includeSchema, legacySchema, V1_ONLY_KEYS } from "./spec.
 import { type Part, SourceFile, validAt, yamlSyntaxProblems } from "./source.ts";
 import { compileRuleSteps, lintPolicy } from "./rules.ts";
 import {
+  auditProblems,
   auditSection,
   compileIntercept,
   credentialsSection,
@@ -610,6 +611,7 @@ export function* compileSteps(
       }),
     );
   }
+  errors.push(...auditProblems(main, raw.audit));
   const order = parts.map((p) => p.src.file);
   if (errors.length || !proxy) throw new ConfigError(sortProblems([...errors, ...problems], order));
   const index = new RuleIndexBuilder();

@@ -850,3 +850,46 @@ rules:
   assert.deepEqual(corp.allowance?.ranges.map((c) => c.bits), [8]);
   assert.equal(config.policy.rules.find((r) => r.name === "pointless")!.allowance, null);
 });
+
+Deno.test("load: audit.postgres refuses a password in the URL; streams and the spool compile", () => {
+  assert.deepEqual(
+    errorsOf(
+      'version: 1\naudit:\n  postgres: "postgres://gate:hunter2@db:5432/audit"\n  otlp: "ftp://x"\n',
+    ),
+    [
+      'policies/ci.yaml:3:13: audit.postgres: the URL carries a password: policy files are read by many (git, CI logs, the dashboard); remove it and put it in the environment variable "PGPASSWORD" (audit.password_env names another)',
+      'policies/ci.yaml:4:9: audit.otlp: "ftp://x" is not an OTLP/HTTP endpoint (expected http://collector:4318, no credentials in it)',
+    ],
+  );
+  assert.deepEqual(
+    errorsOf('version: 1\naudit: { postgres: "postgres://db:5432/" }\n'),
+    [
+      "policies/ci.yaml:2:20: audit.postgres: the URL names no database (expected postgres://USER@HOST:PORT/DATABASE)",
+    ],
+  );
+  const { config } = parseConfig(
+    'version: 1\naudit:\n  postgres: "postgres://gate@db/audit?sslmode=verify-full"\n  password_env: AUDIT_PW\n  spool: ./spool.db\n  jsonl: "-"\n  otlp: http://collector:4318/\n',
+    "conf/agentgate.yaml",
+    "/repo",
+  );
+  assert.deepEqual(
+    { ...config.audit, path: null, retentionMs: null },
+    {
+      path: null,
+      retentionMs: null,
+      postgres: {
+        url: "postgres://gate@db/audit?sslmode=verify-full",
+        host: "db",
+        port: 5432,
+        user: "gate",
+        database: "audit",
+        sslmode: "verify-full",
+        passwordEnv: "AUDIT_PW",
+      },
+      spoolPath: "/repo/conf/spool.db",
+      spoolMaxBytes: 2 ** 30,
+      jsonl: "-",
+      otlp: "http://collector:4318/v1/logs",
+    },
+  );
+});

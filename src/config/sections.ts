@@ -43,6 +43,7 @@ import {
 import type { Action } from "../policy/types.ts";
 import { parseDuration } from "../util/duration.ts";
 import { agentgateHome } from "../util/home.ts";
+import { parsePgUrl } from "../util/pg_url.ts";
 import {
   createEstimator,
   createPricer,
@@ -72,6 +73,12 @@ export interface RawDashboard {
 export interface RawAudit {
   path?: string;
   retention?: string;
+  postgres?: string;
+  password_env?: string;
+  spool?: string;
+  spool_max_bytes?: number;
+  jsonl?: string;
+  otlp?: string;
 }
 
 /** `state:` */
@@ -279,9 +286,24 @@ export function auditSection(
   file: string,
   cwd: string,
 ): AgentgateConfig["audit"] {
+  const home = agentgateHome();
+  const pg = audit?.postgres === undefined
+    ? null
+    : parsePgUrl(audit.postgres, audit.password_env ?? "PGPASSWORD");
+  const otlp = audit?.otlp === undefined ? null : audit.otlp.replace(/\/+$/, "");
   return {
-    path: audit?.path ? resolveFrom(file, audit.path, cwd) : join(agentgateHome(), "agentgate.db"),
+    path: audit?.path ? resolveFrom(file, audit.path, cwd) : join(home, "agentgate.db"),
     retentionMs: parseDuration(audit?.retention ?? "30d"),
+    // auditProblems refused a bad URL before this runs.
+    postgres: typeof pg === "string" ? null : pg,
+    spoolPath: audit?.spool ? resolveFrom(file, audit.spool, cwd) : join(home, "audit-spool.db"),
+    spoolMaxBytes: audit?.spool_max_bytes ?? 2 ** 30,
+    jsonl: audit?.jsonl === undefined
+      ? null
+      : audit.jsonl === "-"
+      ? "-"
+      : resolveFrom(file, audit.jsonl, cwd),
+    otlp: otlp === null ? null : otlp.endsWith("/v1/logs") ? otlp : `${otlp}/v1/logs`,
   };
 }
 
@@ -311,6 +333,46 @@ export function stateSection(
     timeoutMs: parseDuration(state.timeout ?? "1s"),
     queueMax: state.queue_max ?? 100_000,
   };
+}
+
+/**
+ * What is wrong in `audit:` beyond the schema: a PostgreSQL URL that cannot
+ * be used (a password in it above all: it belongs in an environment
+ * variable), an OTLP endpoint that is not an http(s) URL.
+ *
+ * @example
+ * ```ts
+ * auditProblems(main, { postgres: "postgres://u:pw@db/audit" });
+ * // [{ severity: "error", message: 'audit.postgres: the URL carries a password: …' }]
+ * ```
+ */
+export function auditProblems(main: Part, audit: RawAudit | undefined): Problem[] {
+  const out: Problem[] = [];
+  const { src } = main;
+  if (typeof audit?.postgres === "string") {
+    const pg = parsePgUrl(audit.postgres, audit.password_env ?? "PGPASSWORD");
+    if (typeof pg === "string") {
+      out.push(src.problem("error", src.nodeAt(["audit", "postgres"]), `audit.postgres: ${pg}`));
+    }
+  }
+  if (typeof audit?.otlp === "string") {
+    let ok = false;
+    try {
+      const u = new URL(audit.otlp);
+      ok = (u.protocol === "http:" || u.protocol === "https:") && u.username === "" &&
+        u.password === "";
+    } catch {
+      ok = false;
+    }
+    if (!ok) {
+      out.push(src.problem(
+        "error",
+        src.nodeAt(["audit", "otlp"]),
+        `audit.otlp: "${audit.otlp}" is not an OTLP/HTTP endpoint (expected http://collector:4318, no credentials in it)`,
+      ));
+    }
+  }
+  return out;
 }
 
 /**

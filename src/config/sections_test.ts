@@ -73,16 +73,29 @@ Deno.test("sections: paths are relative to the policy file, or to cwd when embed
     assert.deepEqual(auditSection(undefined, false, "conf/a.yaml", "/repo"), {
       path: "/home/me/.ag/agentgate.db",
       retentionMs: 30 * 86_400_000,
+      postgres: null,
+      spoolPath: "/home/me/.ag/audit-spool.db",
+      spoolMaxBytes: 2 ** 30,
+      jsonl: null,
+      otlp: null,
     });
     assert.equal(auditSection({}, true, "a.yaml", "/repo").path, "/home/me/.ag/agentgate.db");
   } finally {
     if (before === undefined) Deno.env.delete("AGENTGATE_HOME");
     else Deno.env.set("AGENTGATE_HOME", before);
   }
-  assert.deepEqual(auditSection({ path: "db/x.db", retention: "1h" }, false, "a.yaml", "/r"), {
-    path: "/r/db/x.db",
-    retentionMs: 3_600_000,
-  });
+  assert.deepEqual(
+    { ...auditSection({ path: "db/x.db", retention: "1h" }, false, "a.yaml", "/r"), spoolPath: "" },
+    {
+      path: "/r/db/x.db",
+      retentionMs: 3_600_000,
+      postgres: null,
+      spoolPath: "",
+      spoolMaxBytes: 2 ** 30,
+      jsonl: null,
+      otlp: null,
+    },
+  );
   const tls = tlsSection(
     { ca_dir: "./ca", upstream_ca: "roots.pem", leaf_key: "rsa-2048" },
     [],

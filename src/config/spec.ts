@@ -868,6 +868,36 @@ export const configSchema: ObjectSchema = {
             "SQLite file (relative to this file; default: agentgate.db in $AGENTGATE_HOME or ~/.agentgate).",
         },
         retention: duration("Rows older than this are deleted (default 30d)."),
+        postgres: {
+          type: "string",
+          description:
+            "The audit in PostgreSQL (postgres://USER@HOST:PORT/DATABASE[?sslmode=require|verify-full]), shared by replicas; never a password in it.",
+        },
+        password_env: {
+          type: "string",
+          description: "Environment variable holding the PostgreSQL password (default PGPASSWORD).",
+        },
+        spool: {
+          type: "string",
+          description:
+            "SQLite file rows wait in while PostgreSQL is unreachable (default audit-spool.db in $AGENTGATE_HOME).",
+        },
+        spool_max_bytes: {
+          type: "number",
+          integer: true,
+          minimum: 1,
+          description: "Bound of the spool; past it rows are dropped, loudly (default 1 GiB).",
+        },
+        jsonl: {
+          type: "string",
+          description:
+            "Every audit row also as a JSON line to this file (relative to this file), or - for stdout.",
+        },
+        otlp: {
+          type: "string",
+          description:
+            "Every audit row also as an OpenTelemetry log record over OTLP/HTTP (http://collector:4318).",
+        },
       },
     },
     state: {

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { PgTarget } from "../util/pg_url.ts";
 import type { Matcher } from "../policy/match.ts";
 import type { CompiledPolicy, LlmSettings } from "../policy/engine.ts";
 import type { CredentialSpec } from "../credentials/mod.ts";
@@ -32,7 +33,21 @@ export interface AgentgateConfig {
   /** Dashboard/API bearer token (from `dashboard.token` or `dashboard.token_env`), or null. */
   dashboardToken: string | null;
   policy: CompiledPolicy;
-  audit: { path: string; retentionMs: number };
+  audit: {
+    /** The SQLite audit (also where the spend journal lives, whatever the backend). */
+    path: string;
+    retentionMs: number;
+    /** `audit.postgres`: the audit in PostgreSQL instead of the SQLite file, or null. */
+    postgres: PgTarget | null;
+    /** Where rows wait while PostgreSQL cannot take them, and the bound in bytes. */
+    spoolPath: string;
+    spoolMaxBytes: number;
+    /** `audit.jsonl`: every row as a JSON line to this file, or `-` for stdout; null: off. */
+    jsonl: string | null;
+    /** `audit.otlp`: every row as an OpenTelemetry log record, POSTed here (…/v1/logs); null: off. */
+    otlp: string | null;
+  };
+
   /**
    * `state:`: limits' counters shared by a fleet in Redis, or null (in this
    * process). Bound at start: a reload does not reconnect.

@@ -15,6 +15,7 @@ import type http from "node:http";
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { AgentgateConfig } from "../config/load.ts";
 import { AuditReadError, type AuditReadModel, type RuleHits, TOTAL_CAP } from "../audit/read.ts";
+import type { SinkStatus } from "../audit/sink.ts";
 import { isSecretName, MASK, maskRows, maskText } from "../audit/redact.ts";
 import { EXPORT_PARAMS, ParamError, parseAuditQuery, parseParams, parseStatsQuery } from "./api.ts";
 import { AUDIT_COLUMNS } from "../audit/event.ts";
@@ -36,6 +37,8 @@ export interface InternalDeps {
     readonly queueDepth: number;
     readonly lastError: string | null;
     readonly writeErrors: number;
+    /** Each sink's backend numbers (the primary first): spool, latency, errors. */
+    status?(): SinkStatus[];
   };
   /** The policy in force (changes on reload). */
   config(): AgentgateConfig;
@@ -763,12 +766,23 @@ export function createInternalRoutes(
     const last = deps.lastReload?.() ?? null;
     const backends = deps.backends?.() ?? [];
     const degraded = backends.filter((b) => !b.up).map((b) => b.name);
+    const sinks: SinkStatus[] = deps.audit.status?.() ?? [];
+    // Rows waiting in the spool are safe (200), but the audit database is away: say so.
+    const spooling = sinks.some((b) => b.spooled > 0 || b.spool_full);
     return [failing ? 503 : 200, {
-      status: failing ? "audit_failing" : degraded.length ? "degraded" : "ok",
+      status: failing
+        ? "audit_failing"
+        : spooling
+        ? "audit_spooling"
+        : degraded.length
+        ? "degraded"
+        : "ok",
       version: deps.version,
       uptime_s: Math.round((Date.now() - deps.startedAt) / 1000),
       audit_queue: deps.audit.queueDepth,
       ...(failing ? { audit_error: deps.audit.lastError } : {}),
+      // A lone SQLite file has nothing to add to the lines above.
+      ...(sinks.some((b) => b.kind !== "sqlite") ? { audit_backends: sinks } : {}),
       ...(last ? { last_reload: last } : {}),
       ...(backends.length ? { backends } : {}),
       ...(degraded.length ? { degraded } : {}),

@@ -23,6 +23,8 @@ import {
   type SessionLine,
 } from "../audit/read.ts";
 import { openAuditFile } from "../audit/sqlite_read.ts";
+import { openPgAuditReader } from "../audit/pg_read.ts";
+import { pgSource, type PgTarget } from "../audit/pg.ts";
 
 /** Identifies the JSON shape of a {@link Report}. */
 export const REPORT_FORMAT = "agentgate.report/v1";
@@ -194,4 +196,23 @@ export function openAuditForReport(path: string): AuditReadModel {
       e.code === "not_found" ? `no audit database at "${path}"` : e.message,
     );
   }
+}
+
+/**
+ * The audit a policy names, read-only: its PostgreSQL audit when
+ * `audit.postgres` is set (the fleet's rows, password from its variable),
+ * else its SQLite file. `source` names it for the report, without secrets.
+ *
+ * @example
+ * const { reader, source } = openConfiguredAudit(config.audit, (k) => Deno.env.get(k));
+ * @throws {ReportSourceError} when there is no SQLite audit at the path or it cannot be read.
+ */
+export function openConfiguredAudit(
+  audit: { path: string; postgres: PgTarget | null },
+  env: (name: string) => string | undefined,
+): { reader: AuditReadModel; source: string } {
+  if (audit.postgres !== null) {
+    return { reader: openPgAuditReader(audit.postgres, env), source: pgSource(audit.postgres) };
+  }
+  return { reader: openAuditForReport(audit.path), source: audit.path };
 }

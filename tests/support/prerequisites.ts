@@ -77,6 +77,13 @@ const KNOWN = {
     tool: () => Deno.env.get("AGENTGATE_TEST_REDIS") ?? "redis-server",
     how: APT("redis-server"),
   },
+  postgres: {
+    group: "PostgreSQL audit tests",
+    file: "tests/postgres_test.ts",
+    // The server binary; AGENTGATE_TEST_PG_BIN (tests/support/postgres.ts) moves it.
+    tool: () => `${Deno.env.get("AGENTGATE_TEST_PG_BIN") ?? "/usr/lib/postgresql/15/bin"}/postgres`,
+    how: APT("postgresql"),
+  },
   pwsh: {
     group: "env test with PowerShell",
     file: "src/cli/env_test.ts",

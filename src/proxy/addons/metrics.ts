@@ -65,6 +65,8 @@ function num(v: number): string {
 export interface MetricGauges {
   auditQueueDepth(): number;
   auditWriteErrors(): number;
+  /** Rows in the audit's spool (PostgreSQL away), its bytes, and 1 when it is full. */
+  auditSpool?(): { rows: number; bytes: number; full: boolean };
   tunnelsOpen(): number;
   leafCacheSize(): number;
   /** The fleet view's backends (shared state, audit sinks); absent: none. */
@@ -234,6 +236,20 @@ export class Metrics {
       this.gauges.auditWriteErrors(),
       "counter",
     );
+    const spool = this.gauges.auditSpool?.();
+    if (spool) {
+      gauge(
+        "agentgate_audit_spool_rows",
+        "Audit rows waiting in the local spool for PostgreSQL.",
+        spool.rows,
+      );
+      gauge("agentgate_audit_spool_bytes", "Bytes the audit spool holds.", spool.bytes);
+      gauge(
+        "agentgate_audit_spool_full",
+        "1 when the audit spool is at its bound and rows are being dropped.",
+        spool.full ? 1 : 0,
+      );
+    }
     gauge("agentgate_tunnels_open", "CONNECT tunnels currently open.", this.gauges.tunnelsOpen());
     gauge(
       "agentgate_tls_leaf_cache_size",
