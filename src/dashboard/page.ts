@@ -612,7 +612,7 @@ function renderBudgets(r) {
     const kind = l.policy === "spending_limit" ? "usd" : l.unit;
     const cap = kind === "usd" ? l.limit_usd : kind === "tokens" ? l.limit_tokens : l.limit_requests;
     const amount = (n) => kind === "usd" ? fmtUsd(n) : fmtN(n) + (kind === "tokens" ? " tokens" : " requests");
-    const window = l.policy === "spending_limit" && l.tz ? l.window + " (" + l.tz + ")" : l.window;
+    const window = l.window;
     if (!l.budgets.length) {
       rows.push(el("tr", { "data-policy": l.policy, "data-unit": kind }, td(l.rule, "mono"), td(l.describe, "reason"),
         td("(nothing counted yet)", "muted"), td("", "num"), td("", "num"), td(amount(cap), "num"),
@@ -648,11 +648,18 @@ function renderFindings(r) {
 
 // --- refresh loop ----------------------------------------------------------------
 async function refresh() {
-  if (state.busy) return;
+  // A change while a read is out (a click on a header, a filter) is read right after it.
+  if (state.busy) { state.again = true; return; }
   state.busy = true;
+  state.again = false;
   try {
     if (state.tab === "overview") renderOverview(await api("/_/api/stats?hours=" + state.hours));
-    else if (state.tab === "audit") renderAudit(await api("/_/api/audit?" + auditQuery()));
+    else if (state.tab === "audit") {
+      const shown = auditLink(state.filters) + (state.offset ? "@" + state.offset : "");
+      renderAudit(await api("/_/api/audit?" + auditQuery()));
+      // What the table shows now (tests wait on it; a stale answer is replaced right after).
+      $("#audit-table").dataset.shown = shown;
+    }
     else if (state.tab === "rules") renderRules(await api("/_/api/rules"));
     else if (state.tab === "sessions") renderSessions(await api("/_/api/sessions"));
     else if (state.tab === "budgets") renderBudgets(await api("/_/api/budgets"));
@@ -665,6 +672,7 @@ async function refresh() {
     else if (e.status === 400) banner(e.message);
   } finally {
     state.busy = false;
+    if (state.again) refresh();
   }
 }
 
