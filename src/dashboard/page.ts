@@ -92,6 +92,7 @@ a.card{color:inherit;text-decoration:none}a.card:hover{border-color:var(--accent
 .grid .wide{grid-column:1/-1}
 @media (max-width:900px){.grid{grid-template-columns:1fr}.cards{grid-template-columns:repeat(4,minmax(0,1fr))}}
 @media (max-width:600px){header{padding:8px 10px;gap:4px 10px}main{padding:10px 8px 30px}
+td.reason{min-width:220px}td.mono{white-space:nowrap}td.clip{max-width:240px}
 .cards{grid-template-columns:repeat(2,minmax(0,1fr));gap:8px}.card .v{font-size:18px}
 form.filters label{flex:1 1 130px}form.filters input,form.filters select{width:100%}
 dl.kv{grid-template-columns:1fr}dl.kv dd{margin-bottom:6px}}
@@ -218,6 +219,8 @@ const badge = (d) => el("span", { class: "badge b-" + d, text: LABEL[d] || d });
 const hostPort = (r) => (r.host.includes(":") ? "[" + r.host + "]" : r.host) +
   ((r.scheme === "http" && r.port === 80) || (r.scheme === "https" && r.port === 443 && r.path !== null) ? "" : ":" + r.port);
 const target = (r) => hostPort(r) + (r.path || "");
+// A proxy.auth session is named by its label: shown once, not as "ci · ci".
+const who = (session, label) => (label && label !== session ? label + " · " : "") + session;
 function td(v, cls, title) { return el("td", { class: cls, title: title }, v); }
 function emptyRow(tbody, cols, text) {
   tbody.replaceChildren(el("tr", null, el("td", { class: "empty", colspan: cols, text: text })));
@@ -348,7 +351,7 @@ function renderOverview(s) {
   if (!s.spend_by_session.length) emptyRow(sess, 3, "No LLM spend in this range.");
   else sess.replaceChildren(...s.spend_by_session.map((x) =>
     el("tr", { class: x.session === null ? "" : "click", tabindex: 0, onclick: x.session === null ? null : () => go({ session: x.session }) },
-      td(x.session === null ? "(no session)" : (x.label ? x.label + " · " : "") + x.session, "mono clip"),
+      td(x.session === null ? "(no session)" : who(x.session, x.label), "mono clip"),
       td(fmtN(x.requests), "num"), td(fmtUsd(x.cost_usd), "num"))));
 }
 // Identical denials (decision, rule, policy, reason, host) are one line: count, latest time, latest request.
@@ -504,7 +507,7 @@ function renderAudit(page) {
       td(r.status === null ? "" : String(r.status), "num"), td(r.rule === null ? "(default)" : r.rule, "mono clip"),
       td(r.model === null ? "" : [r.model, r.provider ? el("span", { class: "muted", text: " · " + r.provider }) : null],
         "mono clip", r.model === null ? null : r.model + (r.provider ? " (" + r.provider + ")" : "")),
-      td((r.label ? r.label + " · " : "") + (r.session || ""), "mono clip"),
+      td(r.session === null ? "" : who(r.session, r.label), "mono clip"),
       td(r.duration_ms.toFixed(0) + " ms", "num"),
       td((r.cost_usd === null ? "" : fmtUsd(r.cost_usd)) + (r.findings_count ? " ⚑" + r.findings_count : ""), "num"));
     if (!first && !state.seen.has(r.id)) tr.classList.add("fresh");
@@ -643,7 +646,7 @@ function renderFindings(r) {
   tb.replaceChildren(...r.findings.map((f) => el("tr", { class: "click", tabindex: 0, onclick: () => openDetail(f.decision_id) },
     td(fmtTime(f.ts), "muted"), td(f.detector, "mono"), td(f.direction), td(f.location, "mono"), td(f.sample, "mono"),
     td(f.action), td(f.host, "mono clip"), td(f.rule === null ? "(default)" : f.rule, "mono clip"),
-    td(f.session === null ? "(no session)" : (f.label ? f.label + " · " : "") + f.session, "mono clip"))));
+    td(f.session === null ? "(no session)" : who(f.session, f.label), "mono clip"))));
 }
 
 // --- refresh loop ----------------------------------------------------------------
@@ -759,7 +762,9 @@ export function renderPage(p: PageInput): string {
   const sessions = s.spend_by_session.map((x) =>
     `<tr><td class="mono clip">${
       escapeHtml(
-        x.session === null ? "(no session)" : `${x.label ? `${x.label} · ` : ""}${x.session}`,
+        x.session === null
+          ? "(no session)"
+          : `${x.label && x.label !== x.session ? `${x.label} · ` : ""}${x.session}`,
       )
     }</td><td class="num">${fmtN(x.requests)}</td><td class="num">${fmtUsd(x.cost_usd)}</td></tr>`
   );
