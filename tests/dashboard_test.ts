@@ -520,6 +520,7 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
         "spend_by_model",
         "spend_by_session",
         "buckets",
+        "denial_groups",
       ]);
       assert.equal(st.hours, 24);
       assert.equal(st.session, null);
@@ -786,6 +787,9 @@ Deno.test("dashboard API: audit, detail, stats, sessions, rules, config, finding
         sample: "AKIA…WXYZ",
         action: "block",
         host: "evil.test",
+        session: "s-alpha",
+        label: "build",
+        rule: "no-evil",
       });
     });
 

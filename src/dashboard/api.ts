@@ -221,3 +221,104 @@ export function parseParams(
     : null;
   return { limit: opts.limit ? int(params, "limit", opts.limit[0], 1, opts.limit[1]) : 0, hours };
 }
+
+// --- grouped denials -----------------------------------------------------------
+
+/** The denials of a row page worth grouping (what {@link groupDenials} reads of a row). */
+export interface DenialRow {
+  id: string;
+  ts: number;
+  decision: string;
+  method: string;
+  scheme: string;
+  host: string;
+  port: number;
+  path: string | null;
+  status: number | null;
+  rule: string | null;
+  policy: string | null;
+  reason: string;
+}
+
+/**
+ * Identical denials (same decision, rule, policy, reason and host) as one
+ * line: how many, the first and latest time, and the latest request's
+ * method, path and id (to open its detail).
+ */
+export interface DenialGroup {
+  decision: string;
+  rule: string | null;
+  policy: string | null;
+  reason: string;
+  host: string;
+  count: number;
+  first_ts: number;
+  last_ts: number;
+  last_id: string;
+  method: string;
+  scheme: string;
+  port: number;
+  /** The latest request's path (null: a tunnel). */
+  path: string | null;
+  status: number | null;
+}
+
+/** The overview's grouped denials (`denial_groups` of `GET /_/api/stats`). */
+export interface DenialGroups {
+  /** Latest first, at most `max`. */
+  groups: DenialGroup[];
+  /** Denials in the range (counted up to the audit's total cap). */
+  denials: number;
+  /** The latest denials the groups were built from (all of them when equal to `denials`). */
+  grouped: number;
+}
+
+/** How many of the latest denials the overview groups. */
+export const DENIALS_GROUPED = 1000;
+
+/**
+ * Group `rows` (newest first) into identical denials, latest group first.
+ *
+ * @example
+ * groupDenials(rows, 20).map((g) => `${g.count}× ${g.host}: ${g.reason}`)
+ */
+export function groupDenials(rows: readonly DenialRow[], max: number): DenialGroup[] {
+  const groups = new Map<string, DenialGroup>();
+  for (const r of rows) {
+    const key = JSON.stringify([r.decision, r.rule, r.policy, r.reason, r.host]);
+    const g = groups.get(key);
+    if (g === undefined) {
+      groups.set(key, {
+        decision: r.decision,
+        rule: r.rule,
+        policy: r.policy,
+        reason: r.reason,
+        host: r.host,
+        count: 1,
+        first_ts: r.ts,
+        last_ts: r.ts,
+        last_id: r.id,
+        method: r.method,
+        scheme: r.scheme,
+        port: r.port,
+        path: r.path,
+        status: r.status,
+      });
+      continue;
+    }
+    g.count++;
+    if (r.ts < g.first_ts) g.first_ts = r.ts;
+    if (r.ts > g.last_ts) {
+      Object.assign(g, {
+        last_ts: r.ts,
+        last_id: r.id,
+        method: r.method,
+        scheme: r.scheme,
+        port: r.port,
+        path: r.path,
+        status: r.status,
+      });
+    }
+  }
+  return [...groups.values()].sort((a, b) => b.last_ts - a.last_ts).slice(0, max);
+}

@@ -11,6 +11,7 @@
  * @module
  */
 import type { Stats } from "../audit/read.ts";
+import type { DenialGroups } from "./api.ts";
 import { formatUsd } from "../util/usd.ts";
 
 /** Escape text for HTML element content and quoted attribute values. */
@@ -34,6 +35,8 @@ export interface PageInput {
   version: string;
   /** Overview of the last 24 h (rendered server-side). */
   stats: Stats;
+  /** Identical denials of the same 24 h, grouped. */
+  denials: DenialGroups;
   /** Where the audit lives (shown in the footer). */
   auditPath: string;
   /** Policy file in force. */
@@ -49,11 +52,11 @@ const CSS = `
 *{box-sizing:border-box}
 body{margin:0;background:var(--bg);color:var(--fg);font:13px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;
 font-variant-numeric:tabular-nums}
-header{display:flex;align-items:center;gap:18px;padding:10px 20px;border-bottom:1px solid var(--line);background:var(--card);
+header{display:flex;align-items:center;flex-wrap:wrap;gap:6px 18px;padding:10px 20px;border-bottom:1px solid var(--line);background:var(--card);
 position:sticky;top:0;z-index:2}
 header .brand{font-weight:650;font-size:15px;letter-spacing:.2px}
 header .brand small{font-weight:400;color:var(--mute);margin-left:6px}
-nav{display:flex;gap:2px}
+nav{display:flex;flex-wrap:wrap;gap:2px}
 nav a{color:var(--mute);text-decoration:none;padding:5px 10px;border-radius:6px}
 nav a:hover{background:var(--hover);color:var(--fg)}
 nav a.active{background:var(--hover);color:var(--fg);font-weight:600}
@@ -76,7 +79,9 @@ h2{font-size:13px;font-weight:600;margin:0 0 8px;color:var(--mute);text-transfor
 .seg button{border:0;background:var(--card);color:var(--mute);padding:4px 10px;cursor:pointer;font:inherit}
 .seg button+button{border-left:1px solid var(--line)}
 .seg button.active{background:var(--accent);color:#fff}
-.cards{display:grid;grid-template-columns:repeat(6,minmax(110px,1fr));gap:10px;margin-bottom:14px}
+.cards{display:grid;grid-template-columns:repeat(7,minmax(0,1fr));gap:10px;margin-bottom:14px}
+a.card{color:inherit;text-decoration:none}a.card:hover{border-color:var(--accent)}
+.card.tun .v{color:var(--log)}
 .card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:10px 12px}
 .card .k{color:var(--mute);font-size:11px;text-transform:uppercase;letter-spacing:.5px}
 .card .v{font-size:22px;font-weight:600;margin-top:2px}
@@ -85,15 +90,24 @@ h2{font-size:13px;font-weight:600;margin:0 0 8px;color:var(--mute);text-transfor
 .panel{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:12px;min-width:0;overflow-x:auto}
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:12px;margin-top:12px}
 .grid .wide{grid-column:1/-1}
-@media (max-width:900px){.grid{grid-template-columns:1fr}.cards{grid-template-columns:repeat(3,1fr)}}
-#chart{width:100%;height:160px;display:block}
+@media (max-width:900px){.grid{grid-template-columns:1fr}.cards{grid-template-columns:repeat(4,minmax(0,1fr))}}
+@media (max-width:600px){header{padding:8px 10px;gap:4px 10px}main{padding:10px 8px 30px}
+td.reason{min-width:220px}td.mono{white-space:nowrap}td.clip{max-width:240px}
+.cards{grid-template-columns:repeat(2,minmax(0,1fr));gap:8px}.card .v{font-size:18px}
+form.filters label{flex:1 1 130px}form.filters input,form.filters select{width:100%}
+dl.kv{grid-template-columns:1fr}dl.kv dd{margin-bottom:6px}}
+#chart{width:100%;height:180px;display:block}
 #chart .bar{fill:var(--accent);opacity:.55}
 #chart .bar-d{fill:var(--deny);opacity:.85}
 #chart .line{fill:none;stroke:var(--spend);stroke-width:2}
 #chart .dot{fill:var(--spend)}
-#chart .axis{stroke:var(--line)}
+#chart .axis{stroke:var(--mute);opacity:.5}
+#chart .grid{stroke:var(--line);stroke-dasharray:3 3}
+#chart .pt{fill:var(--accent)}
+#chart .pt-d{fill:var(--deny)}
+#chart .empty{fill:var(--mute);font-size:12px}
 #chart text{fill:var(--mute);font-size:10px}
-.legend{display:flex;gap:14px;color:var(--mute);font-size:12px;margin-top:4px}
+.legend{display:flex;flex-wrap:wrap;gap:4px 14px;color:var(--mute);font-size:12px;margin-top:4px}
 .legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px;vertical-align:-1px}
 .legend .l-req{background:var(--accent);opacity:.55}.legend .l-den{background:var(--deny)}.legend .l-sp{background:var(--spend)}
 table{width:100%;border-collapse:collapse}
@@ -119,6 +133,15 @@ form.filters{display:flex;gap:8px;flex-wrap:wrap;align-items:end;margin-bottom:1
 form.filters label{display:flex;flex-direction:column;gap:2px;font-size:11px;color:var(--mute)}
 input,select{font:inherit;color:var(--fg);background:var(--card);border:1px solid var(--line);border-radius:6px;padding:4px 7px}
 input{width:150px}
+input[type=datetime-local]{width:190px}
+a.btn{display:inline-block;text-decoration:none;font:inherit;border:1px solid var(--line);background:var(--card);
+color:var(--fg);border-radius:6px;padding:4px 10px}
+.exports{display:flex;gap:8px;align-items:center;margin-left:auto;flex-wrap:wrap}
+th[data-sort]{cursor:pointer;user-select:none}
+th[data-sort]:hover{color:var(--fg)}
+th[aria-sort=ascending]::after{content:" ▲"}
+th[aria-sort=descending]::after{content:" ▼"}
+td.count{font-weight:600;white-space:nowrap}
 input[name=search]{width:200px}
 button.btn{font:inherit;border:1px solid var(--line);background:var(--card);color:var(--fg);border-radius:6px;padding:4px 10px;
 cursor:pointer}
@@ -135,7 +158,7 @@ dialog .body{padding:12px 16px 18px}
 dl.kv{display:grid;grid-template-columns:150px 1fr;gap:4px 12px;margin:0 0 14px}
 dl.kv dt{color:var(--mute)}
 dl.kv dd{margin:0;overflow-wrap:anywhere}
-footer{color:var(--mute);font-size:12px;margin-top:22px}
+footer{color:var(--mute);font-size:12px;margin-top:22px;overflow-wrap:anywhere}
 code{font-family:var(--mono);font-size:12px}
 `;
 
@@ -196,14 +219,53 @@ const badge = (d) => el("span", { class: "badge b-" + d, text: LABEL[d] || d });
 const hostPort = (r) => (r.host.includes(":") ? "[" + r.host + "]" : r.host) +
   ((r.scheme === "http" && r.port === 80) || (r.scheme === "https" && r.port === 443 && r.path !== null) ? "" : ":" + r.port);
 const target = (r) => hostPort(r) + (r.path || "");
+// A proxy.auth session is named by its label: shown once, not as "ci · ci".
+const who = (session, label) => (label && label !== session ? label + " · " : "") + session;
 function td(v, cls, title) { return el("td", { class: cls, title: title }, v); }
 function emptyRow(tbody, cols, text) {
   tbody.replaceChildren(el("tr", null, el("td", { class: "empty", colspan: cols, text: text })));
 }
 
 // --- state, routing ------------------------------------------------------------
-const state = { tab: "overview", hours: 24, filters: {}, offset: 0, limit: 50, seen: new Set(), busy: false };
-const FILTERS = ["host", "decision", "session", "rule", "search", "since"];
+const state = { tab: "overview", hours: 24, filters: {}, offset: 0, limit: 50, seen: new Set(), busy: false, stats: null };
+// Every filter of /_/api/audit the table offers; the hash, the API query and the export links carry them alike.
+const FILTERS = ["host", "decision", "session", "rule", "model", "policy", "status", "tunnels", "search", "since", "until", "sort"];
+const FORM_FILTERS = ["host", "decision", "session", "rule", "model", "policy", "status", "tunnels", "search"];
+const PRESETS = ["15m", "1h", "24h", "7d"];
+// datetime-local speaks the browser's local time; the API gets ms since the epoch.
+function toLocalInput(v) {
+  if (!v) return "";
+  const d = new Date(/^\d+$/.test(v) ? Number(v) : v);
+  if (isNaN(d.getTime())) return "";
+  return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + "T" + pad(d.getHours()) + ":" + pad(d.getMinutes());
+}
+function fromLocalInput(v) {
+  if (!v) return "";
+  const t = new Date(v).getTime();
+  return isNaN(t) ? "" : String(t);
+}
+function fillForm(f) {
+  const form = $("#audit-filters");
+  for (const k of FORM_FILTERS) form.elements[k].value = f[k] || "";
+  const preset = f.since && !f.until && PRESETS.includes(f.since);
+  form.elements.range.value = preset ? f.since : (f.since || f.until) ? "custom" : "";
+  form.elements.since.value = preset ? "" : toLocalInput(f.since);
+  form.elements.until.value = toLocalInput(f.until);
+}
+function readForm() {
+  const form = $("#audit-filters");
+  const f = {};
+  for (const k of FORM_FILTERS) { const v = form.elements[k].value.trim(); if (v) f[k] = v; }
+  const range = form.elements.range.value;
+  if (PRESETS.includes(range)) f.since = range;
+  else if (range === "custom") {
+    const a = fromLocalInput(form.elements.since.value), b = fromLocalInput(form.elements.until.value);
+    if (a) f.since = a;
+    if (b) f.until = b;
+  }
+  if (state.filters.sort) f.sort = state.filters.sort;
+  return f;
+}
 function readHash() {
   const h = location.hash.replace(/^#/, "");
   const q = h.indexOf("?");
@@ -216,8 +278,9 @@ function readHash() {
     if (JSON.stringify(f) !== JSON.stringify(state.filters)) { state.offset = 0; state.seen = new Set(); }
     state.filters = f;
     state.offset = Number(p.get("offset") || 0) || 0;
-    const form = $("#audit-filters");
-    for (const k of FILTERS) form.elements[k].value = f[k] || "";
+    fillForm(f);
+    renderSortHeads();
+    renderExports();
   }
   for (const a of $$("nav a")) a.classList.toggle("active", a.dataset.tab === state.tab);
   for (const s of $$("section.tab")) s.classList.toggle("active", s.id === "tab-" + state.tab);
@@ -263,6 +326,8 @@ function renderOverview(s) {
   set("would", fmtN(t.would_deny));
   set("errors", fmtN(t.error));
   set("spend", fmtUsd(t.spend_usd));
+  set("tunnels", fmtN(t.tunnels));
+  state.stats = s;
   renderChart(s);
   const hosts = $("#top-hosts tbody");
   if (!s.top_hosts.length) emptyRow(hosts, 3, "No requests in this range.");
@@ -270,18 +335,7 @@ function renderOverview(s) {
     el("tr", { class: "click", tabindex: 0, "data-host": h.host, onclick: () => go({ host: h.host }) },
       td(h.host, "mono clip", h.host), td(fmtN(h.requests), "num"),
       td(h.deny + h.would_deny ? fmtN(h.deny + h.would_deny) : "", "num"))));
-  const den = $("#recent-denials tbody");
-  const before = state.seenDenials;
-  state.seenDenials = new Set(s.recent_denials.map((d) => d.id));
-  if (!s.recent_denials.length) emptyRow(den, 4, "Nothing denied in this range.");
-  else den.replaceChildren(...s.recent_denials.map((d) => {
-    const tr = el("tr", { class: "click", tabindex: 0, "data-id": d.id, onclick: () => openDetail(d.id) },
-      td(fmtTime(d.ts), "muted", new Date(d.ts).toISOString()), td(badge(d.decision)),
-      td(d.method + " " + target(d), "mono clip", d.method + " " + target(d)),
-      td(d.reason, "reason"));
-    if (before && !before.has(d.id)) tr.classList.add("fresh");
-    return tr;
-  }));
+  renderDenials(s.denial_groups);
   const rules = $("#top-rules tbody");
   if (!s.top_denied_rules.length) emptyRow(rules, 3, "No rule denied anything.");
   else rules.replaceChildren(...s.top_denied_rules.map((r) =>
@@ -297,63 +351,153 @@ function renderOverview(s) {
   if (!s.spend_by_session.length) emptyRow(sess, 3, "No LLM spend in this range.");
   else sess.replaceChildren(...s.spend_by_session.map((x) =>
     el("tr", { class: x.session === null ? "" : "click", tabindex: 0, onclick: x.session === null ? null : () => go({ session: x.session }) },
-      td(x.session === null ? "(no session)" : (x.label ? x.label + " · " : "") + x.session, "mono clip"),
+      td(x.session === null ? "(no session)" : who(x.session, x.label), "mono clip"),
       td(fmtN(x.requests), "num"), td(fmtUsd(x.cost_usd), "num"))));
 }
+// Identical denials (decision, rule, policy, reason, host) are one line: count, latest time, latest request.
+function renderDenials(g) {
+  const den = $("#recent-denials tbody");
+  const before = state.seenDenials;
+  state.seenDenials = new Set(g.groups.map((d) => d.last_id));
+  $("#denials-note").textContent = g.grouped < g.denials
+    ? "grouped over the latest " + fmtN(g.grouped) + " of " + fmtN(g.denials) + " denials" : "";
+  if (!g.groups.length) return emptyRow(den, 6, "Nothing denied in this range.");
+  den.replaceChildren(...g.groups.map((d) => {
+    const f = { host: d.host, decision: d.decision };
+    if (d.rule !== null) f.rule = d.rule;
+    const tr = el("tr", { class: "click", tabindex: 0, "data-id": d.last_id, "data-count": String(d.count),
+      title: "Latest of " + fmtN(d.count) + "; click to list them", onclick: () => go(f) },
+      td(fmtTime(d.last_ts), "muted", new Date(d.last_ts).toISOString()), td("×" + fmtN(d.count), "num count"),
+      td(badge(d.decision)), td(d.method + " " + target(d), "mono clip", d.method + " " + target(d)),
+      td(d.rule === null ? "(default)" : d.rule, "mono clip"), td(d.reason, "reason"));
+    if (before && !before.has(d.last_id)) tr.classList.add("fresh");
+    return tr;
+  }));
+}
+const STEPS = [60e3, 300e3, 600e3, 900e3, 1800e3, 3600e3, 7200e3, 10800e3, 21600e3, 43200e3, 86400e3, 2 * 86400e3];
+function niceCeil(v) {
+  if (v <= 5) return Math.max(1, Math.ceil(v));
+  const p = Math.pow(10, Math.floor(Math.log10(v)));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+  return 10 * p;
+}
+// The chart is drawn in CSS pixels (its box's width), so text never stretches; bars sit at their
+// bucket's time, requests on the left axis, and spend adds up from the range's start to the total
+// the Spend card shows, on the right axis.
 function renderChart(s) {
   const c = $("#chart");
-  const W = 800, H = 160, L = 36, R = 44, T = 8, B = 20;
-  const pts = s.buckets.points;
-  const n = Math.max(pts.length, 1);
-  const maxReq = Math.max(1, ...pts.map((p) => p.requests));
-  const maxUsd = Math.max(0, ...pts.map((p) => p.spend_usd));
-  const bw = (W - L - R) / n;
+  const W = Math.max(240, Math.round(c.getBoundingClientRect().width) || 800), H = 180;
+  const L = 40, R = 58, T = 12, B = 22;
+  c.setAttribute("viewBox", "0 0 " + W + " " + H);
+  const pts = s.buckets.points, size = s.buckets.size_ms;
+  const x0 = s.since, x1 = s.until;
+  const x = (ts) => L + (W - L - R) * Math.min(1, Math.max(0, (ts - x0) / (x1 - x0)));
+  const maxReq = niceCeil(Math.max(0, ...pts.map((p) => p.requests)));
   const y = (v) => T + (H - T - B) * (1 - v / maxReq);
-  const kids = [svg("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B })];
-  kids.push(svg("text", { x: L - 4, y: T + 8, "text-anchor": "end" }, fmtN(maxReq)));
-  kids.push(svg("text", { x: L - 4, y: H - B, "text-anchor": "end" }, "0"));
-  if (maxUsd > 0) kids.push(svg("text", { x: W - R + 4, y: T + 8 }, fmtUsd(maxUsd)));
-  pts.forEach((p, i) => {
-    const x = L + i * bw + 1, w = Math.max(1, bw - 2);
-    const g = svg("g", {});
-    g.append(svg("title", {}, fmtTime(p.ts) + " — " + fmtN(p.requests) + " requests, " +
-      fmtN(p.deny + p.would_deny) + " denied, " + fmtUsd(p.spend_usd)));
-    g.append(svg("rect", { class: "bar", x: x, y: y(p.requests), width: w, height: H - B - y(p.requests) }));
-    const dn = p.deny + p.would_deny;
-    if (dn) g.append(svg("rect", { class: "bar-d", x: x, y: y(dn), width: w, height: H - B - y(dn) }));
-    kids.push(g);
-  });
-  if (maxUsd > 0) {
-    const ys = (v) => T + (H - T - B) * (1 - v / maxUsd);
-    const d = pts.map((p, i) => (L + i * bw + bw / 2).toFixed(1) + "," + ys(p.spend_usd).toFixed(1)).join(" ");
-    kids.push(svg("polyline", { class: "line", points: d }));
+  const kids = [];
+  for (const v of maxReq >= 2 ? [0, maxReq / 2, maxReq] : [0, maxReq]) {
+    kids.push(svg("line", { class: v ? "grid" : "axis", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
+    if (Number.isInteger(v)) kids.push(svg("text", { x: L - 6, y: y(v) + 3, "text-anchor": "end" }, fmtN(v)));
   }
-  const tick = (ts) => {
-    const d = new Date(ts);
-    const hm = pad(d.getHours()) + ":" + pad(d.getMinutes());
-    return s.hours <= 24 ? hm : pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + hm;
-  };
-  const ticks = [0, Math.floor(n / 2), n - 1].filter((v, i, a) => a.indexOf(v) === i && pts[v]);
-  for (const i of ticks) {
-    const anchor = i === 0 ? "start" : i === n - 1 ? "end" : "middle";
-    const x = i === 0 ? L : i === n - 1 ? W - R : L + i * bw + bw / 2;
-    kids.push(svg("text", { x: x, y: H - 5, "text-anchor": anchor }, tick(pts[i].ts)));
+  const busy = pts.filter((p) => p.requests > 0);
+  const sparse = busy.length <= 12;
+  for (const p of busy) {
+    const a = x(p.ts), b = x(p.ts + size);
+    const w = Math.max(2, b - a - 1), mid = (a + b) / 2;
+    const g = svg("g", { class: "bucket" });
+    g.append(svg("title", {}, fmtTime(p.ts) + "–" + fmtTime(p.ts + size) + ": " + fmtN(p.requests) + " requests, " +
+      fmtN(p.deny + p.would_deny) + " denied, " + fmtUsd(p.spend_usd) + " spent"));
+    const hr = Math.max(2, H - B - y(p.requests));
+    g.append(svg("rect", { class: "bar", x: mid - w / 2, y: H - B - hr, width: w, height: hr }));
+    const dn = p.deny + p.would_deny;
+    if (dn) {
+      const hd = Math.max(2, H - B - y(dn));
+      g.append(svg("rect", { class: "bar-d", x: mid - w / 2, y: H - B - hd, width: w, height: hd }));
+    }
+    // A few requests in a wide range are thin slivers: mark each bucket with a point too.
+    if (sparse) g.append(svg("circle", { class: dn === p.requests ? "pt-d" : "pt", cx: mid, cy: H - B - hr, r: 3 }));
+    kids.push(g);
+  }
+  const total = pts.reduce((n, p) => n + p.spend_usd, 0);
+  if (total > 0) {
+    const ys = (v) => T + (H - T - B) * (1 - v / total);
+    let run = 0;
+    const d = ["M" + x(x0).toFixed(1) + "," + ys(0).toFixed(1)];
+    for (const p of pts) {
+      if (!p.spend_usd) continue;
+      d.push("H" + x(p.ts + size / 2).toFixed(1));
+      run += p.spend_usd;
+      d.push("V" + ys(run).toFixed(1));
+    }
+    d.push("H" + x(x1).toFixed(1));
+    kids.push(svg("path", { class: "line", d: d.join(" ") }));
+    kids.push(svg("text", { x: W - R + 4, y: ys(total) + 3 }, fmtUsd(total)));
+    kids.push(svg("text", { x: W - R + 4, y: ys(0) + 3 }, "$0"));
+  }
+  // Time ticks on round times, as many as fit (about one per 90 px).
+  const span = x1 - x0, fit = Math.max(2, Math.floor((W - L - R) / 90));
+  const step = STEPS.find((st) => span / st <= fit) || STEPS[STEPS.length - 1];
+  const off = step >= 86400e3 ? new Date(x0).getTimezoneOffset() * 60e3 : 0;
+  for (let t = Math.ceil((x0 - off) / step) * step + off; t <= x1; t += step) {
+    const d = new Date(t);
+    const label = step >= 86400e3 ? pad(d.getMonth() + 1) + "-" + pad(d.getDate())
+      : span > 86400e3 && d.getHours() === 0 && d.getMinutes() === 0 ? pad(d.getMonth() + 1) + "-" + pad(d.getDate())
+      : pad(d.getHours()) + ":" + pad(d.getMinutes());
+    const xt = x(t);
+    kids.push(svg("line", { class: "axis", x1: xt, x2: xt, y1: H - B, y2: H - B + 4 }));
+    kids.push(svg("text", { x: xt, y: H - 6, "text-anchor": xt < L + 20 ? "start" : xt > W - R - 20 ? "end" : "middle" }, label));
+  }
+  if (!busy.length && total === 0) {
+    kids.push(svg("text", { class: "empty", x: (L + W - R) / 2, y: (T + H - B) / 2, "text-anchor": "middle" },
+      "No requests in this range."));
   }
   c.replaceChildren(...kids);
 }
-
 // --- audit ---------------------------------------------------------------------
-function auditQuery() {
+function filterParams() {
   const p = new URLSearchParams();
   for (const k of FILTERS) if (state.filters[k]) p.set(k, state.filters[k]);
+  return p;
+}
+function auditQuery() {
+  const p = filterParams();
   p.set("limit", String(state.limit));
   p.set("offset", String(state.offset));
   return p.toString();
 }
+// The export links carry the table's filters and order; the browser sends the page's own
+// credentials with them (loopback, or the dashboard cookie: same origin, path /_/).
+function renderExports() {
+  for (const fmt of ["csv", "json"]) {
+    const p = filterParams();
+    p.set("format", fmt);
+    $("#export-" + fmt).setAttribute("href", "/_/api/export?" + p.toString());
+  }
+}
+// No sort parameter is the API's default order: newest first.
+function currentSort() {
+  const v = state.filters.sort || "-ts";
+  return v.startsWith("-") ? { column: v.slice(1), dir: "desc" } : { column: v, dir: "asc" };
+}
+function renderSortHeads() {
+  const cur = currentSort();
+  for (const th of $$("#audit-table th[data-sort]")) {
+    if (th.dataset.sort === cur.column) th.setAttribute("aria-sort", cur.dir === "asc" ? "ascending" : "descending");
+    else th.removeAttribute("aria-sort");
+  }
+}
+function sortBy(column) {
+  const cur = currentSort();
+  const dir = cur.column === column && cur.dir === "asc" ? "desc" : "asc";
+  const f = Object.assign({}, state.filters);
+  if (column === "ts" && dir === "desc") delete f.sort;
+  else f.sort = (dir === "desc" ? "-" : "") + column;
+  go(f);
+}
 function renderAudit(page) {
   const tbody = $("#audit-table tbody");
   const first = state.seen.size === 0;
-  if (!page.items.length) emptyRow(tbody, 10, "No requests match these filters.");
+  if (!page.items.length) emptyRow(tbody, 11, "No requests match these filters.");
   else tbody.replaceChildren(...page.items.map((r) => {
     const tr = el("tr", { class: "click", tabindex: 0, "data-id": r.id, onclick: () => openDetail(r.id),
       onkeydown: (e) => { if (e.key === "Enter") openDetail(r.id); } },
@@ -361,7 +505,9 @@ function renderAudit(page) {
       td(hostPort(r), "mono clip", r.host),
       td(r.path === null ? "(tunnel)" : r.path + (r.query ? "?" + r.query : ""), "mono clip", r.path || ""),
       td(r.status === null ? "" : String(r.status), "num"), td(r.rule === null ? "(default)" : r.rule, "mono clip"),
-      td((r.label ? r.label + " · " : "") + (r.session || ""), "mono clip"),
+      td(r.model === null ? "" : [r.model, r.provider ? el("span", { class: "muted", text: " · " + r.provider }) : null],
+        "mono clip", r.model === null ? null : r.model + (r.provider ? " (" + r.provider + ")" : "")),
+      td(r.session === null ? "" : who(r.session, r.label), "mono clip"),
       td(r.duration_ms.toFixed(0) + " ms", "num"),
       td((r.cost_usd === null ? "" : fmtUsd(r.cost_usd)) + (r.findings_count ? " ⚑" + r.findings_count : ""), "num"));
     if (!first && !state.seen.has(r.id)) tr.classList.add("fresh");
@@ -448,46 +594,75 @@ function renderSessions(r) {
     td(fmtN(s.requests), "num"), td(s.deny + s.would_deny ? fmtN(s.deny + s.would_deny) : "", "num"),
     td(fmtUsd(s.spend_usd), "num"), td(fmtTime(s.first_ts), "muted"), td(fmtTime(s.last_ts) + " (" + ago(s.last_ts) + ")", "muted"))));
 }
+function inTime(iso) {
+  if (!iso) return "";
+  const s = Math.max(0, Math.round((new Date(iso).getTime() - Date.now()) / 1000));
+  const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+  const rel = d ? d + "d " + h + "h" : h ? h + "h " + m + "m" : m ? m + "m " + (s % 60) + "s" : s + "s";
+  return fmtTime(new Date(iso).getTime()) + " (in " + rel + ")";
+}
+function keyLabel(l, v) {
+  if (v !== "") return v;
+  return l.key === "session" ? "(no session)" : l.key === "global" ? "(all rules)" : "(whole rule)";
+}
+// One line per limit and key: spent or used, reserved by calls in flight, the limit, what is left
+// (a rate limit's headroom: requests that would pass now), the window and when it resets.
 function renderBudgets(r) {
   const tb = $("#budgets-table tbody");
   $("#budgets-inflight").textContent = fmtN(r.in_flight) + " call(s) in flight";
   const rows = [];
   for (const l of r.limits) {
-    const money = l.policy === "spending_limit";
-    const limit = money ? fmtUsd(l.limit_usd) : fmtN(l.limit_tokens) + " tokens";
+    const kind = l.policy === "spending_limit" ? "usd" : l.unit;
+    const cap = kind === "usd" ? l.limit_usd : kind === "tokens" ? l.limit_tokens : l.limit_requests;
+    const amount = (n) => kind === "usd" ? fmtUsd(n) : fmtN(n) + (kind === "tokens" ? " tokens" : " requests");
+    const window = l.window;
     if (!l.budgets.length) {
-      rows.push(el("tr", null, td(l.rule, "mono"), td(l.describe, "reason"), td("(nothing counted yet)", "muted"),
-        td("", "num"), td("", "num"), td(limit, "num"), td("")));
+      rows.push(el("tr", { "data-policy": l.policy, "data-unit": kind }, td(l.rule, "mono"), td(l.describe, "reason"),
+        td("(nothing counted yet)", "muted"), td("", "num"), td("", "num"), td(amount(cap), "num"),
+        td(amount(cap), "num"), td(window, "mono"), td("")));
       continue;
     }
     for (const b of l.budgets) {
-      const used = money ? b.spent_usd : b.used_tokens;
-      const held = money ? b.reserved_usd : b.reserved_tokens;
-      const cap = money ? l.limit_usd : l.limit_tokens;
-      rows.push(el("tr", { class: used + held >= cap ? "over" : "" }, td(l.rule, "mono"), td(l.describe, "reason"),
-        td(b.key_value === "" ? "(whole rule)" : b.key_value, "mono clip"),
-        td(money ? fmtUsd(used) : fmtN(used), "num"), td(money ? fmtUsd(held) : fmtN(held), "num"),
-        td(limit, "num"), td(b.resets_at || "", "muted")));
+      const used = kind === "usd" ? b.spent_usd : kind === "tokens" ? b.used_tokens : b.used_requests;
+      const held = kind === "usd" ? b.reserved_usd : kind === "tokens" ? b.reserved_tokens : null;
+      const left = Math.max(0, cap - used - (held || 0));
+      rows.push(el("tr", { class: left <= 0 ? "over" : "", "data-policy": l.policy, "data-unit": kind },
+        td(l.rule, "mono"), td(l.describe, "reason"),
+        td(keyLabel(l, b.key_value), "mono clip", l.key),
+        td(kind === "usd" ? fmtUsd(used) : fmtN(used), "num"),
+        td(held === null ? "—" : kind === "usd" ? fmtUsd(held) : fmtN(held), "num", held === null ? "requests reserve nothing" : null),
+        td(amount(cap), "num"), td(amount(left), "num left"), td(window, "mono"),
+        td(inTime(b.resets_at), "muted", b.resets_at)));
     }
+    if (l.truncated) rows.push(el("tr", null, td("", "mono"), td("", "reason"),
+      td("… " + fmtN(l.truncated) + " more keys", "muted"), td(""), td(""), td(""), td(""), td(""), td("")));
   }
-  if (!rows.length) return emptyRow(tb, 7, "No spending or token limits in this policy.");
+  if (!rows.length) return emptyRow(tb, 9, "No spending or rate limits in this policy.");
   tb.replaceChildren(...rows);
 }
 function renderFindings(r) {
   const tb = $("#findings-table tbody");
-  if (!r.findings.length) return emptyRow(tb, 7, "No DLP findings.");
+  if (!r.findings.length) return emptyRow(tb, 9, "No DLP findings.");
   tb.replaceChildren(...r.findings.map((f) => el("tr", { class: "click", tabindex: 0, onclick: () => openDetail(f.decision_id) },
     td(fmtTime(f.ts), "muted"), td(f.detector, "mono"), td(f.direction), td(f.location, "mono"), td(f.sample, "mono"),
-    td(f.action), td(f.host, "mono clip"))));
+    td(f.action), td(f.host, "mono clip"), td(f.rule === null ? "(default)" : f.rule, "mono clip"),
+    td(f.session === null ? "(no session)" : who(f.session, f.label), "mono clip"))));
 }
 
 // --- refresh loop ----------------------------------------------------------------
 async function refresh() {
-  if (state.busy) return;
+  // A change while a read is out (a click on a header, a filter) is read right after it.
+  if (state.busy) { state.again = true; return; }
   state.busy = true;
+  state.again = false;
   try {
     if (state.tab === "overview") renderOverview(await api("/_/api/stats?hours=" + state.hours));
-    else if (state.tab === "audit") renderAudit(await api("/_/api/audit?" + auditQuery()));
+    else if (state.tab === "audit") {
+      const shown = auditLink(state.filters) + (state.offset ? "@" + state.offset : "");
+      renderAudit(await api("/_/api/audit?" + auditQuery()));
+      // What the table shows now (tests wait on it; a stale answer is replaced right after).
+      $("#audit-table").dataset.shown = shown;
+    }
     else if (state.tab === "rules") renderRules(await api("/_/api/rules"));
     else if (state.tab === "sessions") renderSessions(await api("/_/api/sessions"));
     else if (state.tab === "budgets") renderBudgets(await api("/_/api/budgets"));
@@ -500,24 +675,28 @@ async function refresh() {
     else if (e.status === 400) banner(e.message);
   } finally {
     state.busy = false;
+    if (state.again) refresh();
   }
 }
 
 window.addEventListener("hashchange", () => { readHash(); refresh(); });
 $("#audit-filters").addEventListener("submit", (e) => {
   e.preventDefault();
-  const f = {};
-  for (const k of FILTERS) { const v = e.target.elements[k].value.trim(); if (v) f[k] = v; }
-  go(f);
+  go(readForm());
 });
 $("#audit-filters").addEventListener("change", (e) => {
-  if (e.target.tagName === "SELECT") $("#audit-filters").requestSubmit();
+  const form = $("#audit-filters");
+  // Typing a date picks the custom range; a preset clears the dates.
+  if (e.target.type === "datetime-local") { form.elements.range.value = "custom"; return; }
+  if (e.target.name === "range" && e.target.value !== "custom") { form.elements.since.value = ""; form.elements.until.value = ""; }
+  if (e.target.tagName === "SELECT" && !(e.target.name === "range" && e.target.value === "custom")) form.requestSubmit();
 });
+for (const th of $$("#audit-table th[data-sort]")) th.addEventListener("click", () => sortBy(th.dataset.sort));
+window.addEventListener("resize", () => { if (state.stats && state.tab === "overview") renderChart(state.stats); });
 $("#audit-clear").addEventListener("click", () => go({}));
 function page(delta) {
   state.offset = Math.max(0, state.offset + delta);
-  const p = new URLSearchParams();
-  for (const k of FILTERS) if (state.filters[k]) p.set(k, state.filters[k]);
+  const p = filterParams();
   if (state.offset) p.set("offset", String(state.offset));
   location.hash = "#audit" + (p.toString() ? "?" + p : "");
 }
@@ -545,7 +724,7 @@ function rowsOrEmpty(rows: string[], cols: number, empty: string): string {
  * `Content-Security-Policy` header's `script-src` / `style-src`.
  *
  * @example
- * res.end(renderPage({ nonce, version, stats, auditPath, policyFile }));
+ * res.end(renderPage({ nonce, version, stats, denials, auditPath, policyFile }));
  */
 export function renderPage(p: PageInput): string {
   const s = p.stats;
@@ -557,12 +736,16 @@ export function renderPage(p: PageInput): string {
       fmtN(h.requests)
     }</td><td class="num">${h.deny + h.would_deny ? fmtN(h.deny + h.would_deny) : ""}</td></tr>`
   );
-  const denials = s.recent_denials.map((d) =>
-    `<tr><td class="muted">${fmtTs(d.ts)}</td><td><span class="badge b-${escapeHtml(d.decision)}">${
+  const denials = p.denials.groups.map((d) =>
+    `<tr><td class="muted">${fmtTs(d.last_ts)}</td><td class="num count">×${
+      fmtN(d.count)
+    }</td><td><span class="badge b-${escapeHtml(d.decision)}">${
       escapeHtml(d.decision.replace("_", " "))
     }</span></td><td class="mono clip">${
       escapeHtml(`${d.method} ${d.host}${d.path ?? `:${d.port}`}`)
-    }</td><td class="reason">${escapeHtml(d.reason)}</td></tr>`
+    }</td><td class="mono clip">${escapeHtml(d.rule ?? "(default)")}</td><td class="reason">${
+      escapeHtml(d.reason)
+    }</td></tr>`
   );
   const rules = s.top_denied_rules.map((r) =>
     `<tr><td class="mono">${escapeHtml(r.rule ?? "(default)")}</td><td class="num">${
@@ -579,7 +762,9 @@ export function renderPage(p: PageInput): string {
   const sessions = s.spend_by_session.map((x) =>
     `<tr><td class="mono clip">${
       escapeHtml(
-        x.session === null ? "(no session)" : `${x.label ? `${x.label} · ` : ""}${x.session}`,
+        x.session === null
+          ? "(no session)"
+          : `${x.label && x.label !== x.session ? `${x.label} · ` : ""}${x.session}`,
       )
     }</td><td class="num">${fmtN(x.requests)}</td><td class="num">${fmtUsd(x.cost_usd)}</td></tr>`
   );
@@ -626,16 +811,23 @@ export function renderPage(p: PageInput): string {
     ${card("would", "would", "Would deny", fmtN(t.would_deny))}
     ${card("err", "errors", "Errors", fmtN(t.error))}
     ${card("spend", "spend", "Spend", fmtUsd(t.spend_usd))}
+    <a class="card tun" href="#audit?tunnels=only" title="CONNECT tunnels are connections, not requests: counted apart"><div class="k">Tunnels</div><div class="v" data-k="tunnels">${
+    fmtN(t.tunnels)
+  }</div></a>
   </div>
   <div class="panel">
     <h2>Requests and spend over time</h2>
-    <svg id="chart" viewBox="0 0 800 160" preserveAspectRatio="none" role="img" aria-label="Requests and spend over time"></svg>
-    <div class="legend"><span><i class="l-req"></i>requests</span><span><i class="l-den"></i>denied</span><span><i class="l-sp"></i>spend (USD)</span></div>
+    <svg id="chart" viewBox="0 0 800 180" role="img" aria-label="Requests and spend over time"></svg>
+    <div class="legend"><span><i class="l-req"></i>requests (tunnels apart)</span><span><i class="l-den"></i>denied</span><span><i class="l-sp"></i>spend, adding up to the total (USD)</span></div>
   </div>
   <div class="grid">
-    <div class="panel wide"><h2>Recent denials</h2>
-      <table id="recent-denials"><thead><tr><th>Time</th><th>Decision</th><th>Request</th><th>Reason</th></tr></thead>
-      <tbody>${rowsOrEmpty(denials, 4, "Nothing denied in this range.")}</tbody></table></div>
+    <div class="panel wide"><h2>Recent denials <span class="muted" id="denials-note">${
+    p.denials.grouped < p.denials.denials
+      ? `grouped over the latest ${fmtN(p.denials.grouped)} of ${fmtN(p.denials.denials)} denials`
+      : ""
+  }</span></h2>
+      <table id="recent-denials"><thead><tr><th>Latest</th><th class="num">Count</th><th>Decision</th><th>Request (latest)</th><th>Rule</th><th>Reason</th></tr></thead>
+      <tbody>${rowsOrEmpty(denials, 6, "Nothing denied in this range.")}</tbody></table></div>
     <div class="panel"><h2>Top hosts</h2>
       <table id="top-hosts"><thead><tr><th>Host</th><th class="num">Requests</th><th class="num">Denied</th></tr></thead>
       <tbody>${rowsOrEmpty(hosts, 3, "No requests in this range.")}</tbody></table></div>
@@ -662,18 +854,35 @@ export function renderPage(p: PageInput): string {
     </select></label>
     <label>Session<input name="session"></label>
     <label>Rule<input name="rule"></label>
-    <label>Search<input name="search" type="search" placeholder="path, reason, id…"></label>
-    <label>Since<select name="since">
-      <option value="">any time</option><option value="15m">15 min</option><option value="1h">1 hour</option>
-      <option value="24h">24 hours</option><option value="7d">7 days</option>
+    <label>Model<input name="model" placeholder="gpt-4o-mini"></label>
+    <label>Policy<input name="policy" list="policy-names" placeholder="rate_limit, dlp…"></label>
+    <label>Status<input name="status" inputmode="numeric" placeholder="429"></label>
+    <label>Tunnels<select name="tunnels">
+      <option value="">requests and tunnels</option><option value="exclude">requests only</option>
+      <option value="only">tunnels only</option>
     </select></label>
+    <label>Search<input name="search" type="search" placeholder="path, reason, id…"></label>
+    <label>Time<select name="range">
+      <option value="">any time</option><option value="15m">last 15 min</option><option value="1h">last hour</option>
+      <option value="24h">last 24 hours</option><option value="7d">last 7 days</option><option value="custom">custom…</option>
+    </select></label>
+    <label>From<input name="since" type="datetime-local"></label>
+    <label>To<input name="until" type="datetime-local"></label>
     <button class="btn" type="submit">Apply</button>
     <button class="btn" type="button" id="audit-clear">Clear</button>
+    <span class="exports">Export <a class="btn" id="export-csv" href="/_/api/export?format=csv">CSV</a>
+      <a class="btn" id="export-json" href="/_/api/export?format=json">JSON</a></span>
+    <datalist id="policy-names"><option value="rate_limit"><option value="spending_limit"><option value="time_window">
+      <option value="dlp"><option value="address"><option value="credentials"><option value="proxy_auth">
+      <option value="max_tunnels_per_client"></datalist>
   </form>
   <div class="panel">
-    <table id="audit-table"><thead><tr><th>Time</th><th>Decision</th><th>Method</th><th>Host</th><th>Path</th>
-      <th class="num">Status</th><th>Rule</th><th>Session</th><th class="num">Duration</th><th class="num">Cost</th></tr></thead>
-      <tbody><tr><td class="empty" colspan="10">Loading…</td></tr></tbody></table>
+    <table id="audit-table"><thead><tr><th data-sort="ts">Time</th><th data-sort="decision">Decision</th>
+      <th data-sort="method">Method</th><th data-sort="host">Host</th><th data-sort="path">Path</th>
+      <th class="num" data-sort="status">Status</th><th data-sort="rule">Rule</th><th data-sort="model">Model</th>
+      <th data-sort="session">Session</th><th class="num" data-sort="duration_ms">Duration</th>
+      <th class="num" data-sort="cost_usd">Cost</th></tr></thead>
+      <tbody><tr><td class="empty" colspan="11">Loading…</td></tr></tbody></table>
     <div class="pager"><button class="btn" type="button" id="audit-prev">← Newer</button>
       <button class="btn" type="button" id="audit-next">Older →</button><span id="audit-count"></span></div>
   </div>
@@ -700,16 +909,17 @@ export function renderPage(p: PageInput): string {
   <div class="toolbar"><span class="muted" id="budgets-inflight"></span></div>
   <div class="panel">
     <table id="budgets-table"><thead><tr><th>Rule</th><th>Limit</th><th>Key</th><th class="num">Spent / used</th>
-      <th class="num">Reserved in flight</th><th class="num">Limit</th><th>Resets</th></tr></thead>
-      <tbody><tr><td class="empty" colspan="7">Loading…</td></tr></tbody></table>
+      <th class="num">Reserved in flight</th><th class="num">Limit</th><th class="num">Left</th><th>Window</th>
+      <th>Resets</th></tr></thead>
+      <tbody><tr><td class="empty" colspan="9">Loading…</td></tr></tbody></table>
   </div>
 </section>
 
 <section class="tab" id="tab-findings">
   <div class="panel">
     <table id="findings-table"><thead><tr><th>Time</th><th>Detector</th><th>Direction</th><th>Where</th>
-      <th>Sample (masked)</th><th>Action</th><th>Host</th></tr></thead>
-      <tbody><tr><td class="empty" colspan="7">Loading…</td></tr></tbody></table>
+      <th>Sample (masked)</th><th>Action</th><th>Host</th><th>Rule</th><th>Session</th></tr></thead>
+      <tbody><tr><td class="empty" colspan="9">Loading…</td></tr></tbody></table>
   </div>
 </section>
 

@@ -17,7 +17,16 @@ import type { AgentgateConfig } from "../config/load.ts";
 import { AuditReadError, type AuditReadModel, type RuleHits, TOTAL_CAP } from "../audit/read.ts";
 import type { SinkStatus } from "../audit/sink.ts";
 import { isSecretName, MASK, maskRows, maskText } from "../audit/redact.ts";
-import { EXPORT_PARAMS, ParamError, parseAuditQuery, parseParams, parseStatsQuery } from "./api.ts";
+import {
+  type DenialGroups,
+  DENIALS_GROUPED,
+  EXPORT_PARAMS,
+  groupDenials,
+  ParamError,
+  parseAuditQuery,
+  parseParams,
+  parseStatsQuery,
+} from "./api.ts";
 import { AUDIT_COLUMNS } from "../audit/event.ts";
 import { renderPage } from "./page.ts";
 import { parseDuration } from "../util/duration.ts";
@@ -564,17 +573,74 @@ export function createInternalRoutes(
     sendJson(res, 200, { session: id, revoked: true });
   }
 
+  /**
+   * Identical denials of the `hours` before `now` grouped (the latest
+   * {@link DENIALS_GROUPED} of them), masked first so that what is shown
+   * alike is grouped alike.
+   */
+  async function denialGroups(
+    hours: number,
+    session: string | null,
+    now: number,
+  ): Promise<DenialGroups> {
+    const page = await reader.audit({
+      limit: DENIALS_GROUPED,
+      offset: 0,
+      host: null,
+      decisions: ["deny", "would_deny"],
+      session,
+      rule: null,
+      search: null,
+      since: now - hours * 3_600_000,
+      until: now,
+    });
+    return {
+      groups: groupDenials(maskRows(page.items), 20),
+      denials: page.total,
+      grouped: page.items.length,
+    };
+  }
+
+  /** `GET /_/api/stats`: the read model's overview plus the grouped denials. */
+  async function stats(hours: number, session: string | null, now: number) {
+    const s = maskRows(await reader.stats({ hours, session }, now));
+    return { ...s, denial_groups: await denialGroups(hours, session, now) };
+  }
+
+  /**
+   * `GET /_/api/dlp/recent`: findings with the session, label and rule of the
+   * request each was found in (looked up once per request).
+   */
+  async function findings(limit: number, since: number | null) {
+    const found = await reader.findings(limit, since);
+    const owners = new Map<
+      string,
+      { session: string | null; label: string | null; rule: string | null }
+    >();
+    for (const f of found) {
+      if (owners.has(f.decision_id)) continue;
+      const row = await reader.row(f.decision_id);
+      owners.set(f.decision_id, {
+        session: row?.session ?? null,
+        label: row?.label ?? null,
+        rule: row?.rule ?? null,
+      });
+    }
+    return { findings: found.map((f) => ({ ...f, ...owners.get(f.decision_id)! })) };
+  }
+
   async function page(res: http.ServerResponse) {
     const nonce = randomBytes(18).toString("base64");
-    const stats = await cached(
+    const overview = await cached(
       "/_/api/stats?hours=24",
-      () => reader.stats({ hours: 24, session: null }, Date.now()),
+      () => stats(24, null, Date.now()),
     );
     const config = deps.config();
     const html = renderPage({
       nonce,
       version: deps.version,
-      stats: maskRows(stats),
+      stats: overview,
+      denials: overview.denial_groups,
       auditPath: reader.source,
       policyFile: config.file,
     });
@@ -693,7 +759,7 @@ export function createInternalRoutes(
     }
     if (path === "/_/api/stats") {
       const q = parseStatsQuery(params);
-      return sendJson(res, 200, maskRows(await cached(key, () => reader.stats(q, now))));
+      return sendJson(res, 200, await cached(key, () => stats(q.hours, q.session, now)));
     }
     if (path === "/_/api/sessions") {
       const { limit, hours } = parseParams(params, { limit: [100, 1000], hours: true });
@@ -719,9 +785,13 @@ export function createInternalRoutes(
     }
     if (path === "/_/api/dlp/recent") {
       const { limit, hours } = parseParams(params, { limit: [50, 1000], hours: true });
-      return sendJson(res, 200, {
-        findings: await reader.findings(limit, hours === null ? null : now - hours * 3_600_000),
-      });
+      return sendJson(
+        res,
+        200,
+        maskRows(
+          await cached(key, () => findings(limit, hours === null ? null : now - hours * 3_600_000)),
+        ),
+      );
     }
     return sendJson(res, 404, {
       error: "not_found",

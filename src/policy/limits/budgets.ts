@@ -1,14 +1,14 @@
 /**
- * The budgets view: every spending limit and token limit of a policy, with
- * each of its keys' spend (or tokens), what calls in flight hold, the limit,
- * the window and when it resets. Read-only; what `GET /_/api/budgets`
+ * The budgets view: every spending limit and rate limit of a policy, with
+ * each of its keys' spend (or tokens, or requests and the headroom left),
+ * what calls in flight hold, the limit, the window and when it resets. Read-only; what `GET /_/api/budgets`
  * answers.
  *
  * @module
  */
 import type { CompiledPolicy } from "../engine.ts";
 import type { BudgetState, SpendingLimitChecker } from "./spend.ts";
-import type { RateLimitChecker, TokenBudgetState } from "./rate.ts";
+import type { RateLimitChecker, RequestBudgetState, TokenBudgetState } from "./rate.ts";
 import type { PolicyState } from "../../state/mod.ts";
 
 /** One limit and its keys. */
@@ -37,6 +37,13 @@ export type LimitView =
       unit: "tokens";
       limit_tokens: number;
       budgets: TokenBudgetState[];
+    }
+    | {
+      policy: "rate_limit";
+      unit: "requests";
+      limit_requests: number;
+      /** Each key's headroom: requests left in the sliding window. */
+      budgets: RequestBudgetState[];
     }
   );
 
@@ -84,21 +91,35 @@ export function budgetsView(
           budgets: all.slice(0, max),
           truncated: Math.max(0, all.length - max),
         });
-      } else if (c.name === "rate_limit" && (c as RateLimitChecker).unit === "tokens") {
+      } else if (c.name === "rate_limit") {
         const r = c as RateLimitChecker;
-        const all = r.budgets(now, state);
-        limits.push({
+        const common = {
           rule: rule.name,
           source: rule.source,
           describe: r.describe(),
-          policy: "rate_limit",
-          unit: "tokens",
+          policy: "rate_limit" as const,
           key: r.key.text,
           window: r.window,
-          limit_tokens: r.limit,
-          budgets: all.slice(0, max),
-          truncated: Math.max(0, all.length - max),
-        });
+        };
+        if (r.unit === "tokens") {
+          const all = r.budgets(now, state) as TokenBudgetState[];
+          limits.push({
+            ...common,
+            unit: "tokens",
+            limit_tokens: r.limit,
+            budgets: all.slice(0, max),
+            truncated: Math.max(0, all.length - max),
+          });
+        } else {
+          const all = r.budgets(now, state) as RequestBudgetState[];
+          limits.push({
+            ...common,
+            unit: "requests",
+            limit_requests: r.limit,
+            budgets: all.slice(0, max),
+            truncated: Math.max(0, all.length - max),
+          });
+        }
       }
     }
   }

@@ -242,8 +242,11 @@ export interface RateLimitChecker extends Checker {
   chargeTokens(info: RequestInfo, ts: number, tokens: number, state: PolicyState): void;
   /** Counted requests or tokens of `info`'s bucket at `now` (for tests and the dashboard). */
   count(info: RequestInfo, now: number, state: PolicyState): number;
-  /** Token limits: every bucket that holds tokens or reservations at `now` (the budgets view). */
-  budgets(now: number, state: PolicyState): TokenBudgetState[];
+  /**
+   * Every bucket that holds tokens or reservations (token limits) or counted
+   * requests (request limits) at `now`: the budgets view.
+   */
+  budgets(now: number, state: PolicyState): TokenBudgetState[] | RequestBudgetState[];
   /** One line saying what the limit counts (for `agentgate check`). */
   describe(): string;
 }
@@ -255,6 +258,18 @@ export interface TokenBudgetState {
   reserved_tokens: number;
   limit_tokens: number;
   /** When the oldest tokens counted leave the window (ISO 8601), or null when none are counted. */
+  resets_at: string | null;
+}
+
+/** One bucket of a request limit, as the budgets view shows it: its headroom in the window. */
+export interface RequestBudgetState {
+  key_value: string;
+  /** Requests counted in the sliding window that ends now. */
+  used_requests: number;
+  limit_requests: number;
+  /** Requests that would pass now (`limit_requests - used_requests`, at least 0). */
+  left_requests: number;
+  /** When the oldest counted request leaves the window (ISO 8601), or null when none are counted. */
   resets_at: string | null;
 }
 
@@ -465,8 +480,23 @@ export function createRateLimitChecker(
       return used(state.slot(stateKey, newSlot).logs.get(bucket.value), now).count;
     },
     budgets(now, state) {
-      if (unit !== "tokens") return [];
       const logs = state.peekSlot<RateSlot>(stateKey)?.logs ?? new Map<string, Log>();
+      if (unit === "requests") {
+        const out: RequestBudgetState[] = [];
+        for (const [value, log] of logs) {
+          const { count, first } = used(log, now);
+          if (count === 0) continue;
+          out.push({
+            key_value: value,
+            used_requests: count,
+            limit_requests: limit,
+            left_requests: Math.max(0, limit - count),
+            // The oldest counted request frees one slot when it leaves the window.
+            resets_at: isoInZone(Math.ceil((log.ts[first] + perMs) / 1000) * 1000, "UTC"),
+          });
+        }
+        return out.sort((a, b) => b.used_requests - a.used_requests);
+      }
       const values = new Set(logs.keys());
       for (const k of state.ledger.keysWithPrefix(holdPrefix)) {
         values.add(k.slice(holdPrefix.length));
