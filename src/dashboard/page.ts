@@ -354,6 +354,17 @@ function renderOverview(s) {
       td(x.session === null ? "(no session)" : who(x.session, x.label), "mono clip"),
       td(fmtN(x.requests), "num"), td(fmtUsd(x.cost_usd), "num"))));
 }
+// The fleet view: every external backend (Redis state, PostgreSQL audit, streams) and how it is doing.
+function renderBackends(h) {
+  const tb = $("#backends tbody");
+  const list = h.backends || [];
+  if (!list.length) return emptyRow(tb, 9, "None: limits count in this process and the audit is a local SQLite file.");
+  tb.replaceChildren(...list.map((b) => el("tr", { class: b.up ? "" : "over", "data-backend": b.name + "/" + b.kind },
+    td(b.name, "mono"), td(b.kind, "mono"), td(b.url, "mono clip", b.url),
+    td(b.up ? (b.mode ? "up · " + b.mode : "up") : "down" + (b.mode ? " · " + b.mode : "")),
+    td(b.latency_ms === null ? "—" : b.latency_ms.toFixed(1) + " ms", "num"), td(fmtN(b.errors), "num"),
+    td(fmtN(b.queued), "num"), td(fmtN(b.dropped), "num"), td(b.last_error || "", "reason clip", b.last_error || ""))));
+}
 // Identical denials (decision, rule, policy, reason, host) are one line: count, latest time, latest request.
 function renderDenials(g) {
   const den = $("#recent-denials tbody");
@@ -656,7 +667,10 @@ async function refresh() {
   state.busy = true;
   state.again = false;
   try {
-    if (state.tab === "overview") renderOverview(await api("/_/api/stats?hours=" + state.hours));
+    if (state.tab === "overview") {
+      renderOverview(await api("/_/api/stats?hours=" + state.hours));
+      renderBackends(await api("/_/api/health"));
+    }
     else if (state.tab === "audit") {
       const shown = auditLink(state.filters) + (state.offset ? "@" + state.offset : "");
       renderAudit(await api("/_/api/audit?" + auditQuery()));
@@ -840,6 +854,11 @@ export function renderPage(p: PageInput): string {
     <div class="panel"><h2>Spend by session</h2>
       <table id="spend-sessions"><thead><tr><th>Session</th><th class="num">Calls</th><th class="num">Cost</th></tr></thead>
       <tbody>${rowsOrEmpty(sessions, 3, "No LLM spend in this range.")}</tbody></table></div>
+    <div class="panel wide"><h2>Backends</h2>
+      <table id="backends"><thead><tr><th>Name</th><th>Kind</th><th>Where</th><th>State</th>
+        <th class="num">Latency</th><th class="num">Errors</th><th class="num">Queued</th><th class="num">Dropped</th>
+        <th>Last error</th></tr></thead>
+      <tbody><tr><td class="empty" colspan="9">Loading…</td></tr></tbody></table></div>
   </div>
 </section>
 
