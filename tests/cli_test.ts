@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { runMain } from "../main.ts";
 import { memoryIo } from "../src/cli/io.ts";
-import { MAIN, RUN_FLAGS, startProxy } from "./helpers.ts";
+import { MAIN, RUN_FLAGS, startProxy, waitFor } from "./helpers.ts";
 
 async function run(args: string[], cwd?: string) {
   const io = memoryIo({ cwd });
@@ -119,7 +119,12 @@ Deno.test("cli: the embedded default starts, says so, and prints the export line
     const err = proxy.stderr.join("\n");
     assert.match(err, new RegExp(`listening on http://127\\.0\\.0\\.1:${proxy.port}`));
     assert.match(err, /policy: embedded default \(records everything; denies cloud metadata/);
-    const out = proxy.stdout.join("\n");
+    // The export lines may still be on their way when the listen line was read.
+    const out = await waitFor(
+      () => proxy.stdout.some((l) => l.includes("export http_proxy")) && proxy.stdout.join("\n"),
+      "the export lines",
+      10_000,
+    );
     assert.match(
       out,
       new RegExp(
