@@ -121,7 +121,8 @@ Deno.test("cli: the embedded default starts, says so, and prints the export line
     assert.match(err, /policy: embedded default \(records everything; denies cloud metadata/);
     // The export lines may still be on their way when the listen line was read.
     const out = await waitFor(
-      () => proxy.stdout.some((l) => l.includes("export http_proxy")) && proxy.stdout.join("\n"),
+      () =>
+        proxy.stdout.some((l) => l.includes("export http_proxy")) ? proxy.stdout.join("\n") : null,
       "the export lines",
       10_000,
     );
