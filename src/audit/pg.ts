@@ -20,14 +20,8 @@ import pg from "pg";
 import { AUDIT_COLUMNS } from "./event.ts";
 import type { PgTarget } from "../util/pg_url.ts";
 
-export { parsePgUrl, type PgTarget } from "../util/pg_url.ts";
-
-/** The URL without anything secret, for banners and `source`. */
-export function pgSource(t: PgTarget): string {
-  return `postgres://${t.user}@${
-    t.host.includes(":") ? `[${t.host}]` : t.host
-  }:${t.port}/${t.database}`;
-}
+export { parsePgUrl, PgSchemaError, pgSource, type PgTarget } from "../util/pg_url.ts";
+import { PgSchemaError } from "../util/pg_url.ts";
 
 // bigint (count(*), ts) and numeric (sum of bigint) as JS numbers: ms
 // timestamps and counts stay far below 2^53.
@@ -184,11 +178,6 @@ export const PG_SCHEMA_VERSION = PG_MIGRATIONS.length;
 
 // pg_advisory_xact_lock key: "agentgate" in ASCII, folded into an int8.
 const LOCK_KEY = 0x6167656e74676174n & 0x7fffffffffffffffn;
-
-/** The database was written by a newer agentgate: this build must not write to it. */
-export class PgSchemaError extends Error {
-  override name = "PgSchemaError";
-}
 
 /**
  * Bring the database to {@link PG_SCHEMA_VERSION}, in one transaction under an

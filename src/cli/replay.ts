@@ -13,8 +13,7 @@ import { parseTime } from "../util/time.ts";
 import { replay as replayRows } from "../policytest/replay.ts";
 import { AuditReadError } from "../audit/read.ts";
 import { openAuditFile } from "../audit/sqlite_read.ts";
-import { openPgAuditReader } from "../audit/pg_read.ts";
-import { pgSource } from "../audit/pg.ts";
+import { pgSource } from "../util/pg_url.ts";
 import { replayJson, replayMarkdown, replayText } from "../policytest/replay_report.ts";
 
 /** The interface of `replay`. */
@@ -98,7 +97,7 @@ export async function replay(args: string[], io: Io): Promise<number> {
   try {
     // Without --audit, the policy's audit: its PostgreSQL database when it names one.
     const reader = auditOpt === undefined && config.audit.postgres !== null
-      ? openPgAuditReader(config.audit.postgres, io.env)
+      ? (await import("../audit/pg_read.ts")).openPgAuditReader(config.audit.postgres, io.env)
       : openAuditFile(auditPath);
     try {
       rows = await reader.rowsSince(since ?? Number.MIN_SAFE_INTEGER);

@@ -91,7 +91,7 @@ export async function report(args: string[], io: Io): Promise<number> {
       });
       if (got === null) return 1;
       // The policy's audit: its PostgreSQL database when it names one.
-      ({ reader, source: path } = openConfiguredAudit(got.loaded.config.audit, io.env));
+      ({ reader, source: path } = await openConfiguredAudit(got.loaded.config.audit, io.env));
     }
   } catch (e) {
     if (!(e instanceof ReportSourceError)) throw e;

@@ -356,7 +356,7 @@ async function startInProcess(
       finished ??= served;
       await finished;
     },
-    audit: () => Promise.resolve(openConfiguredAudit(config.audit, io.env)),
+    audit: () => openConfiguredAudit(config.audit, io.env),
   };
 }
 

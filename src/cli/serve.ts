@@ -9,10 +9,7 @@ import type { Io } from "./io.ts";
 import { loadForCommand } from "./config_arg.ts";
 import { parseListen } from "../config/spec.ts";
 import { AuditOpenError, AuditStore } from "../audit/store.ts";
-import { PgAuditStore } from "../audit/pg_store.ts";
-import { openPgAuditReader } from "../audit/pg_read.ts";
 import { JsonlSink } from "../audit/jsonl.ts";
-import { OtlpSink } from "../audit/otlp.ts";
 import { AuditFanout, type AuditSink, type SinkStatus } from "../audit/sink.ts";
 import type http from "node:http";
 import { ProxyServer } from "../proxy/server.ts";
@@ -22,7 +19,7 @@ import { CredentialBroker, Metrics, standardAddons } from "../proxy/addons/mod.t
 import { loadSecrets, SecretLoadError } from "../proxy/secrets.ts";
 import type { Secret } from "../util/secret.ts";
 import { parseProxyAuthorization } from "../proxy/auth.ts";
-import { RedisState } from "../state/redis.ts";
+import type { RedisState } from "../state/redis.ts";
 import { Backends, type BackendStatus, redactUrl } from "../util/backends.ts";
 import { NANO, PolicyState, type SpendRow } from "../state/mod.ts";
 import { FileSpendJournal, journalPathFor } from "../audit/spend_journal.ts";
@@ -30,7 +27,7 @@ import { budgetsView } from "../policy/limits/budgets.ts";
 import { openAuditReader } from "../audit/sqlite_read.ts";
 import type { AuditReadModel } from "../audit/read.ts";
 import type { AuditEventV1 } from "../audit/event.ts";
-import { PgSchemaError, pgSource } from "../audit/pg.ts";
+import { PgSchemaError, pgSource } from "../util/pg_url.ts";
 import { VERSION } from "../version.ts";
 import { type AgentgateConfig, loadDefaultConfig, type LoadOptions } from "../config/load.ts";
 import { loadConfigOffThread } from "../config/offthread.ts";
@@ -169,8 +166,10 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
     const onWritten = journal
       ? (events: readonly AuditEventV1[]) => journal.written(events)
       : undefined;
+    // The PostgreSQL, OTLP and Redis clients are loaded only when the policy
+    // names them: each npm client costs 10-20 MiB of resident memory at start.
     const primary = config.audit.postgres
-      ? await PgAuditStore.open(config.audit.postgres, {
+      ? await (await import("../audit/pg_store.ts")).PgAuditStore.open(config.audit.postgres, {
         env,
         spoolPath: config.audit.spoolPath,
         spoolMaxBytes: config.audit.spoolMaxBytes,
@@ -188,6 +187,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
       streams.push(await JsonlSink.open(config.audit.jsonl, { log: (m) => io.stderr(m + "\n") }));
     }
     if (config.audit.otlp) {
+      const { OtlpSink } = await import("../audit/otlp.ts");
       streams.push(
         new OtlpSink(config.audit.otlp, {
           version: VERSION,
@@ -310,7 +310,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
   const state = new PolicyState({ startedAt });
   // The dashboard and the spend rebuild read the audit through its read model.
   const reader: AuditReadModel = config.audit.postgres
-    ? openPgAuditReader(config.audit.postgres, env)
+    ? (await import("../audit/pg_read.ts")).openPgAuditReader(config.audit.postgres, env)
     : openAuditReader(config.audit.path);
   // Budgets survive restarts: the ledger is rebuilt from the audit's charges
   // and the journal's entries the audit lacks, before the first request is decided.
@@ -328,6 +328,7 @@ export async function serve(args: string[], io: Io, hooks: ServeHooks = {}): Pro
         } without a password\n`,
       );
     }
+    const { RedisState } = await import("../state/redis.ts");
     redis = await RedisState.open({
       url: s.redis,
       password,

@@ -23,8 +23,7 @@ import {
   type SessionLine,
 } from "../audit/read.ts";
 import { openAuditFile } from "../audit/sqlite_read.ts";
-import { openPgAuditReader } from "../audit/pg_read.ts";
-import { pgSource, type PgTarget } from "../audit/pg.ts";
+import { pgSource, type PgTarget } from "../util/pg_url.ts";
 
 /** Identifies the JSON shape of a {@link Report}. */
 export const REPORT_FORMAT = "agentgate.report/v1";
@@ -204,14 +203,16 @@ export function openAuditForReport(path: string): AuditReadModel {
  * else its SQLite file. `source` names it for the report, without secrets.
  *
  * @example
- * const { reader, source } = openConfiguredAudit(config.audit, (k) => Deno.env.get(k));
+ * const { reader, source } = await openConfiguredAudit(config.audit, (k) => Deno.env.get(k));
  * @throws {ReportSourceError} when there is no SQLite audit at the path or it cannot be read.
  */
-export function openConfiguredAudit(
+export async function openConfiguredAudit(
   audit: { path: string; postgres: PgTarget | null },
   env: (name: string) => string | undefined,
-): { reader: AuditReadModel; source: string } {
+): Promise<{ reader: AuditReadModel; source: string }> {
   if (audit.postgres !== null) {
+    // Loaded only here: the PostgreSQL client costs memory every other command would pay.
+    const { openPgAuditReader } = await import("../audit/pg_read.ts");
     return { reader: openPgAuditReader(audit.postgres, env), source: pgSource(audit.postgres) };
   }
   return { reader: openAuditForReport(audit.path), source: audit.path };

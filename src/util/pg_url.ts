@@ -67,3 +67,15 @@ export function parsePgUrl(url: string, passwordEnv: string): PgTarget | string 
     passwordEnv,
   };
 }
+
+/** The URL without anything secret, for banners and `source`. */
+export function pgSource(t: PgTarget): string {
+  return `postgres://${t.user}@${
+    t.host.includes(":") ? `[${t.host}]` : t.host
+  }:${t.port}/${t.database}`;
+}
+
+/** The database was written by a newer agentgate: this build must not write to it. */
+export class PgSchemaError extends Error {
+  override name = "PgSchemaError";
+}
