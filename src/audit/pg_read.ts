@@ -46,20 +46,21 @@ import {
   type StatsQuery,
   TOTAL_CAP,
 } from "./read.ts";
+import {
+  counts,
+  isTunnelRow,
+  likeLiteral,
+  splitTunnels,
+  statsTotals,
+  usd,
+  ZERO,
+} from "./aggregate.ts";
 import { pgPool, pgSource, type PgTarget } from "./pg.ts";
 
 type Row = Record<string, unknown>;
 
-function usd(x: number): number {
-  return Math.round(x * 1e10) / 1e10;
-}
-
 const ROW_COLUMNS = AUDIT_COLUMNS.filter((c) => c !== "headers" && c !== "spend_keys");
 const ROW_SQL = ROW_COLUMNS.join(", ");
-
-function likeLiteral(s: string): string {
-  return s.replace(/[\\%_]/g, (c) => "\\" + c);
-}
 
 /** Sort columns that are numbers (the others are text, ordered by bytes). */
 const NUMERIC_SORT = new Set(["ts", "status", "cost_usd", "duration_ms"]);
@@ -73,30 +74,6 @@ function cmpNullFirst(a: string | null, b: string | null): number {
   if (a === null) return -1;
   if (b === null) return 1;
   return a < b ? -1 : 1;
-}
-
-const ZERO: DecisionCounts = {
-  requests: 0,
-  allow: 0,
-  log: 0,
-  deny: 0,
-  would_deny: 0,
-  error: 0,
-  challenge: 0,
-};
-
-function counts(rows: Row[], keyOf: (r: Row) => string): Map<string, DecisionCounts> {
-  const out = new Map<string, DecisionCounts>();
-  for (const r of rows) {
-    const key = keyOf(r);
-    let c = out.get(key);
-    if (!c) out.set(key, c = { ...ZERO });
-    const n = Number(r.n);
-    c.requests += n;
-    const d = r.decision as keyof DecisionCounts;
-    if (d in c && d !== "requests") c[d] += n;
-  }
-  return out;
 }
 
 function toRow(r: Row): Omit<AuditRow, "findings_count"> {
@@ -420,33 +397,7 @@ export class PgAuditReader implements AuditReadModel {
     );
     for (const e of spendBySession) if (e.session !== null) e.label = labels.get(e.session) ?? null;
 
-    const totals: Stats["totals"] = {
-      requests: 0,
-      tunnels: 0,
-      allow: 0,
-      log: 0,
-      deny: 0,
-      would_deny: 0,
-      error: 0,
-      challenge: 0,
-      hosts: hostCount,
-      llm_requests: 0,
-      input_tokens: 0,
-      output_tokens: 0,
-      spend_usd: 0,
-    };
-    for (const p of points) {
-      for (const d of DECISIONS) totals[d] += p[d];
-      totals.requests += p.requests;
-      totals.tunnels += p.tunnels;
-    }
-    for (const e of spendByModel) {
-      totals.llm_requests += e.requests;
-      totals.input_tokens += e.input_tokens;
-      totals.output_tokens += e.output_tokens;
-      totals.spend_usd += e.cost_usd;
-    }
-    totals.spend_usd = usd(totals.spend_usd);
+    const totals = statsTotals(points, spendByModel, hostCount);
     return {
       hours: q.hours,
       session: s,
@@ -546,7 +497,6 @@ export class PgAuditReader implements AuditReadModel {
     const and = (extra?: string) => w.sql(extra);
 
     // Tunnels (CONNECT rows) are counted apart from requests: `t` tells them apart.
-    const isT = (r: Row) => r.t === true;
     const byDecision = await all(
       `SELECT decision, method = 'CONNECT' AS t, count(*) AS n FROM audit${and()}
        GROUP BY decision, t`,
@@ -554,26 +504,12 @@ export class PgAuditReader implements AuditReadModel {
     const span = (await all(`SELECT min(ts) AS a, max(ts) AS b FROM audit${and()}`))[0];
     const hostRows = await all(`SELECT host, decision, method = 'CONNECT' AS t, count(*) AS n
       FROM audit${and()} GROUP BY host, decision, t`);
-    const hostTunnels = counts(hostRows.filter(isT), (r) => String(r.host));
-    const hostReqs = counts(hostRows.filter((r) => !isT(r)), (r) => String(r.host));
-    const hosts: HostLine[] = [...new Set([...hostReqs.keys(), ...hostTunnels.keys()])]
-      .map((host) => ({
-        host,
-        ...(hostReqs.get(host) ?? ZERO),
-        tunnels: hostTunnels.get(host)?.requests ?? 0,
-      }));
+    const hosts: HostLine[] = splitTunnels(hostRows, (r) => String(r.host))
+      .map((l) => ({ host: l.key, ...l.counts, tunnels: l.tunnels }));
     const ruleRows = await all(`SELECT rule, decision, method = 'CONNECT' AS t, count(*) AS n
       FROM audit${and()} GROUP BY rule, decision, t`);
-    const NONE = "\u0000";
-    const ruleKey = (r: Row) => r.rule === null ? NONE : String(r.rule);
-    const ruleTunnels = counts(ruleRows.filter(isT), ruleKey);
-    const ruleReqs = counts(ruleRows.filter((r) => !isT(r)), ruleKey);
-    const rules: RuleLine[] = [...new Set([...ruleReqs.keys(), ...ruleTunnels.keys()])]
-      .map((rule) => ({
-        rule: rule === NONE ? null : rule,
-        ...(ruleReqs.get(rule) ?? ZERO),
-        tunnels: ruleTunnels.get(rule)?.requests ?? 0,
-      }));
+    const rules: RuleLine[] = splitTunnels(ruleRows, (r) => r.rule === null ? null : String(r.rule))
+      .map((l) => ({ rule: l.key, ...l.counts, tunnels: l.tunnels }));
 
     // SQLite takes these bare columns from some row of the group; here, its latest.
     const latest = (c: string) => `(array_agg(${c} ORDER BY ts DESC))[1] AS ${c}`;
@@ -651,8 +587,8 @@ export class PgAuditReader implements AuditReadModel {
       label = l ? String(l.label) : null;
     }
     return {
-      counts: counts(byDecision.filter((r) => !isT(r)), () => "").get("") ?? { ...ZERO },
-      tunnels: counts(byDecision.filter(isT), () => "").get("") ?? { ...ZERO },
+      counts: counts(byDecision.filter((r) => !isTunnelRow(r)), () => "").get("") ?? { ...ZERO },
+      tunnels: counts(byDecision.filter(isTunnelRow), () => "").get("") ?? { ...ZERO },
       first_ts: span?.a === null || span?.a === undefined ? null : Number(span.a),
       last_ts: span?.b === null || span?.b === undefined ? null : Number(span.b),
       hosts,

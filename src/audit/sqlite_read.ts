@@ -48,11 +48,15 @@ import {
   type StatsQuery,
   TOTAL_CAP,
 } from "./read.ts";
-
-/** Sums of floats without binary noise (`0.30000000000000004`). */
-function usd(x: number): number {
-  return Math.round(x * 1e10) / 1e10;
-}
+import {
+  counts,
+  isTunnelRow,
+  likeLiteral,
+  splitTunnels,
+  statsTotals,
+  usd,
+  ZERO,
+} from "./aggregate.ts";
 
 /** The columns of an {@link AuditRow}, in the order the API has always answered them. */
 const ROW_COLUMNS = AUDIT_COLUMNS.filter(
@@ -77,36 +81,6 @@ function toRow(r: Row): Omit<AuditRow, "findings_count"> {
     price_unknown: bool(r.price_unknown),
     price_incomplete: bool(r.price_incomplete),
   };
-}
-
-/** Escape LIKE wildcards so user text matches literally (with `ESCAPE '\'`). */
-function likeLiteral(s: string): string {
-  return s.replace(/[\\%_]/g, (c) => "\\" + c);
-}
-
-const ZERO: DecisionCounts = {
-  requests: 0,
-  allow: 0,
-  log: 0,
-  deny: 0,
-  would_deny: 0,
-  error: 0,
-  challenge: 0,
-};
-
-/** Per-decision counts (`n` per `decision`) summed under `keyOf` of each row. */
-function counts(rows: Row[], keyOf: (r: Row) => string): Map<string, DecisionCounts> {
-  const out = new Map<string, DecisionCounts>();
-  for (const r of rows) {
-    const key = keyOf(r);
-    let c = out.get(key);
-    if (!c) out.set(key, c = { ...ZERO });
-    const n = Number(r.n);
-    c.requests += n;
-    const d = r.decision as keyof DecisionCounts;
-    if (d in c && d !== "requests") c[d] += n;
-  }
-  return out;
 }
 
 /** What a connection's audit holds: its columns, and whether findings are stored. */
@@ -756,33 +730,7 @@ export class SqliteAuditReader implements AuditReadModel {
     }
     for (const e of spendBySession) if (e.session !== null) e.label = this.#label(e.session);
 
-    const totals: Stats["totals"] = {
-      requests: 0,
-      tunnels: 0,
-      allow: 0,
-      log: 0,
-      deny: 0,
-      would_deny: 0,
-      error: 0,
-      challenge: 0,
-      hosts: hostCount,
-      llm_requests: 0,
-      input_tokens: 0,
-      output_tokens: 0,
-      spend_usd: 0,
-    };
-    for (const p of points) {
-      for (const d of DECISIONS) totals[d] += p[d];
-      totals.requests += p.requests;
-      totals.tunnels += p.tunnels;
-    }
-    for (const m of spendByModel) {
-      totals.llm_requests += m.requests;
-      totals.input_tokens += m.input_tokens;
-      totals.output_tokens += m.output_tokens;
-      totals.spend_usd += m.cost_usd;
-    }
-    totals.spend_usd = usd(totals.spend_usd);
+    const totals = statsTotals(points, spendByModel, hostCount);
     return {
       hours: q.hours,
       session: s,
@@ -966,30 +914,15 @@ export class SqliteAuditReader implements AuditReadModel {
       FROM audit${and()} GROUP BY decision, t`);
     const span = all(`SELECT min(ts) AS a, max(ts) AS b FROM audit${and()}`)[0];
 
-    const isT = (r: Row) => Number(r.t) === 1;
     const hostRows = all(`SELECT host, decision, method = 'CONNECT' AS t, count(*) AS n
       FROM audit${and()} GROUP BY host, decision, t`);
-    const hostTunnels = counts(hostRows.filter(isT), (r) => String(r.host));
-    const hostReqs = counts(hostRows.filter((r) => !isT(r)), (r) => String(r.host));
-    const hosts: HostLine[] = [...new Set([...hostReqs.keys(), ...hostTunnels.keys()])]
-      .map((host) => ({
-        host,
-        ...(hostReqs.get(host) ?? ZERO),
-        tunnels: hostTunnels.get(host)?.requests ?? 0,
-      }));
+    const hosts: HostLine[] = splitTunnels(hostRows, (r) => String(r.host))
+      .map((l) => ({ host: l.key, ...l.counts, tunnels: l.tunnels }));
 
     const ruleRows = all(`SELECT rule, decision, method = 'CONNECT' AS t, count(*) AS n
       FROM audit${and()} GROUP BY rule, decision, t`);
-    const NONE = "\u0000";
-    const ruleKey = (r: Row) => r.rule === null ? NONE : String(r.rule);
-    const ruleTunnels = counts(ruleRows.filter(isT), ruleKey);
-    const ruleReqs = counts(ruleRows.filter((r) => !isT(r)), ruleKey);
-    const rules: RuleLine[] = [...new Set([...ruleReqs.keys(), ...ruleTunnels.keys()])]
-      .map((rule) => ({
-        rule: rule === NONE ? null : rule,
-        ...(ruleReqs.get(rule) ?? ZERO),
-        tunnels: ruleTunnels.get(rule)?.requests ?? 0,
-      }));
+    const rules: RuleLine[] = splitTunnels(ruleRows, (r) => r.rule === null ? null : String(r.rule))
+      .map((l) => ({ rule: l.key, ...l.counts, tunnels: l.tunnels }));
 
     const denials: DenialLine[] = all(`SELECT decision, count(*) AS n, method, scheme, host, port,
         path, min(ts) AS first_ts, max(ts) AS last_ts, status, rule, rule_source, reason, policy
@@ -1061,8 +994,8 @@ export class SqliteAuditReader implements AuditReadModel {
     }
 
     return {
-      counts: counts(byDecision.filter((r) => !isT(r)), () => "").get("") ?? { ...ZERO },
-      tunnels: counts(byDecision.filter(isT), () => "").get("") ?? { ...ZERO },
+      counts: counts(byDecision.filter((r) => !isTunnelRow(r)), () => "").get("") ?? { ...ZERO },
+      tunnels: counts(byDecision.filter(isTunnelRow), () => "").get("") ?? { ...ZERO },
       first_ts: span?.a === null || span?.a === undefined ? null : Number(span.a),
       last_ts: span?.b === null || span?.b === undefined ? null : Number(span.b),
       hosts,
