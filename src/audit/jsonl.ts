@@ -11,6 +11,7 @@
  */
 import { AUDIT_COLUMNS, type AuditEventV1 } from "./event.ts";
 import type { AuditSink, SinkStatus } from "./sink.ts";
+import { StreamQueue } from "./stream_queue.ts";
 
 /**
  * One row as the stream's JSON object (shared by the OTLP body).
@@ -58,25 +59,28 @@ export interface JsonlOptions {
  * ```
  */
 export class JsonlSink implements AuditSink {
-  #queue: string[] = [];
-  #busy: Promise<void> | null = null;
-  #timer: ReturnType<typeof setInterval>;
-  #closed = false;
-  #lastLog = 0;
-  #written = 0;
-  #dropped = 0;
-  #errors = 0;
-  #lastError: string | null = null;
-  #latency: number | null = null;
+  #queue: StreamQueue<string>;
   #enc = new TextEncoder();
 
   private constructor(
     readonly target: string,
     readonly file: Deno.FsFile | null,
-    private readonly opts: JsonlOptions,
+    opts: JsonlOptions,
   ) {
-    this.#timer = setInterval(() => this.#kick(), opts.flushMs ?? 200);
-    Deno.unrefTimer(this.#timer as unknown as number);
+    const out = file ?? opts.stdout ?? Deno.stdout;
+    this.#queue = new StreamQueue<string>({
+      name: "audit.jsonl",
+      kind: "jsonl",
+      target,
+      unit: "line",
+      flushMs: opts.flushMs ?? 200,
+      maxQueue: opts.maxQueue,
+      log: opts.log,
+      send: async (lines) => {
+        const bytes = this.#enc.encode(lines.join("\n") + "\n");
+        for (let off = 0; off < bytes.length;) off += await out.write(bytes.subarray(off));
+      },
+    });
   }
 
   /** Open `path` for appending (created 0600: rows name hosts and sessions), or stdout for `-`. */
@@ -88,83 +92,18 @@ export class JsonlSink implements AuditSink {
   }
 
   add(event: AuditEventV1): void {
-    if (this.#closed) {
-      this.#dropped++;
-      return;
-    }
+    if (this.#queue.closed) return this.#queue.refuse();
     this.#queue.push(JSON.stringify(decisionJson(event)));
-    const max = this.opts.maxQueue ?? 100_000;
-    if (this.#queue.length > max) {
-      const over = this.#queue.length - max;
-      this.#queue.splice(0, over);
-      this.#dropped += over;
-      this.#log(
-        `audit.jsonl: queue full while writes fail; dropped ${over} line(s), ${this.#dropped} in total`,
-      );
-    }
-  }
-
-  #kick() {
-    if (this.#busy !== null || this.#queue.length === 0) return;
-    this.#busy = this.#write().finally(() => (this.#busy = null));
-  }
-
-  async #write() {
-    const lines = this.#queue;
-    this.#queue = [];
-    const bytes = this.#enc.encode(lines.join("\n") + "\n");
-    const t0 = performance.now();
-    try {
-      let off = 0;
-      const out = this.file ?? this.opts.stdout ?? Deno.stdout;
-      while (off < bytes.length) off += await out.write(bytes.subarray(off));
-      this.#written += lines.length;
-      this.#latency = Math.round((performance.now() - t0) * 100) / 100;
-      this.#lastError = null;
-    } catch (e) {
-      // Kept and retried on the next tick, oldest first.
-      this.#queue = lines.concat(this.#queue);
-      this.#errors++;
-      this.#lastError = (e as Error).message;
-      this.#log(`audit.jsonl: write to "${this.target}" failed (lines kept): ${this.#lastError}`);
-    }
   }
 
   status(): SinkStatus {
-    return {
-      kind: "jsonl",
-      target: this.target,
-      up: this.#lastError === null,
-      latency_ms: this.#latency,
-      errors: this.#errors,
-      last_error: this.#lastError,
-      queued: this.#queue.length,
-      written: this.#written,
-      dropped: this.#dropped,
-      spooled: 0,
-    };
+    return this.#queue.status();
   }
 
   /** Write what is queued, then close the file. */
   async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    clearInterval(this.#timer);
-    for (let i = 0; i < 3 && (this.#busy || this.#queue.length); i++) {
-      if (this.#busy) await this.#busy;
-      if (this.#queue.length) await this.#write();
-    }
-    if (this.#queue.length) {
-      this.#dropped += this.#queue.length;
-      this.#log(`audit.jsonl: ${this.#queue.length} line(s) could not be written at shutdown`);
-    }
+    if (this.#queue.closed) return;
+    await this.#queue.close();
     this.file?.close();
-  }
-
-  #log(message: string) {
-    const now = Date.now();
-    if (now - this.#lastLog < 1000) return;
-    this.#lastLog = now;
-    (this.opts.log ?? ((m) => console.error(m)))(`agentgate: ${message}`);
   }
 }

@@ -30,6 +30,7 @@ import { resourceFromAttributes } from "@opentelemetry/resources";
 import { type AnyValueMap, type Logger, SeverityNumber } from "@opentelemetry/api-logs";
 import { AUDIT_COLUMNS, type AuditEventV1 } from "./event.ts";
 import type { AuditSink, SinkStatus } from "./sink.ts";
+import { StreamQueue } from "./stream_queue.ts";
 
 /** Options of {@link OtlpSink}. */
 export interface OtlpOptions {
@@ -74,24 +75,31 @@ export function otlpAttributes(e: AuditEventV1): AnyValueMap {
  * ```
  */
 export class OtlpSink implements AuditSink {
-  #queue: ReadableLogRecord[] = [];
+  #queue: StreamQueue<ReadableLogRecord>;
   #provider: LoggerProvider;
   #logger: Logger;
   #exporter: OTLPLogExporter;
-  #busy: Promise<void> | null = null;
-  #timer: ReturnType<typeof setInterval>;
-  #closed = false;
-  #lastLog = 0;
-  #written = 0;
-  #dropped = 0;
-  #errors = 0;
-  #lastError: string | null = null;
-  #latency: number | null = null;
 
-  constructor(readonly url: string, private readonly opts: OtlpOptions) {
+  constructor(readonly url: string, opts: OtlpOptions) {
     this.#exporter = new OTLPLogExporter({ url, timeoutMillis: 10_000 });
-    const queue: LogRecordProcessor = {
-      onEmit: (record) => this.#enqueue(record),
+    this.#queue = new StreamQueue<ReadableLogRecord>({
+      name: "audit.otlp",
+      kind: "otlp",
+      target: url,
+      unit: "record",
+      batch: opts.batch ?? 512,
+      flushMs: opts.flushMs ?? 500,
+      maxQueue: opts.maxQueue,
+      log: opts.log,
+      send: async (batch) => {
+        const result = await new Promise<{ code: number; error?: Error }>((resolve) =>
+          this.#exporter.export(batch, resolve)
+        );
+        if (result.code !== 0) throw result.error ?? new Error("export failed");
+      },
+    });
+    const processor: LogRecordProcessor = {
+      onEmit: (record) => this.#queue.push(record),
       forceFlush: () => Promise.resolve(),
       shutdown: () => Promise.resolve(),
     };
@@ -101,18 +109,13 @@ export class OtlpSink implements AuditSink {
         "service.version": opts.version,
         ...(opts.instance ? { "service.instance.id": opts.instance } : {}),
       }),
-      processors: [queue],
+      processors: [processor],
     });
     this.#logger = this.#provider.getLogger("agentgate.audit", opts.version);
-    this.#timer = setInterval(() => this.#kick(), opts.flushMs ?? 500);
-    Deno.unrefTimer(this.#timer as unknown as number);
   }
 
   add(e: AuditEventV1): void {
-    if (this.#closed) {
-      this.#dropped++;
-      return;
-    }
+    if (this.#queue.closed) return this.#queue.refuse();
     const warn = e.decision === "deny" || e.decision === "would_deny" || e.decision === "error";
     this.#logger.emit({
       timestamp: e.ts,
@@ -126,82 +129,15 @@ export class OtlpSink implements AuditSink {
     });
   }
 
-  #enqueue(record: ReadableLogRecord) {
-    this.#queue.push(record);
-    const max = this.opts.maxQueue ?? 100_000;
-    if (this.#queue.length > max) {
-      const over = this.#queue.length - max;
-      this.#queue.splice(0, over);
-      this.#dropped += over;
-      this.#log(
-        `audit.otlp: queue full while the collector refuses records; dropped ${over}, ${this.#dropped} in total`,
-      );
-    }
-  }
-
-  #kick() {
-    if (this.#busy !== null || this.#queue.length === 0) return;
-    this.#busy = this.#export().finally(() => (this.#busy = null));
-  }
-
-  async #export() {
-    const batch = this.#queue.splice(0, this.opts.batch ?? 512);
-    const t0 = performance.now();
-    const result = await new Promise<{ code: number; error?: Error }>((resolve) =>
-      this.#exporter.export(batch, resolve)
-    );
-    if (result.code === 0) {
-      this.#written += batch.length;
-      this.#latency = Math.round((performance.now() - t0) * 100) / 100;
-      this.#lastError = null;
-      return;
-    }
-    this.#queue = batch.concat(this.#queue);
-    this.#errors++;
-    this.#lastError = result.error?.message ?? "export failed";
-    this.#log(`audit.otlp: export to ${this.url} failed (records kept): ${this.#lastError}`);
-  }
-
   status(): SinkStatus {
-    return {
-      kind: "otlp",
-      target: this.url,
-      up: this.#lastError === null,
-      latency_ms: this.#latency,
-      errors: this.#errors,
-      last_error: this.#lastError,
-      queued: this.#queue.length,
-      written: this.#written,
-      dropped: this.#dropped,
-      spooled: 0,
-    };
+    return this.#queue.status();
   }
 
-  /** Export what is queued (a few attempts), then shut the exporter down. */
+  /** Export what is queued, then shut the exporter down. */
   async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    clearInterval(this.#timer);
-    for (let i = 0; i < 20 && (this.#busy || this.#queue.length); i++) {
-      if (this.#busy) await this.#busy;
-      if (this.#queue.length === 0) break;
-      const before = this.#errors;
-      this.#busy = this.#export().finally(() => (this.#busy = null));
-      await this.#busy;
-      if (this.#errors > before + 2) break;
-    }
-    if (this.#queue.length) {
-      this.#dropped += this.#queue.length;
-      this.#log(`audit.otlp: ${this.#queue.length} record(s) could not be exported at shutdown`);
-    }
+    if (this.#queue.closed) return;
+    await this.#queue.close();
     await this.#provider.shutdown().catch(() => {});
     await this.#exporter.shutdown().catch(() => {});
-  }
-
-  #log(message: string) {
-    const now = Date.now();
-    if (now - this.#lastLog < 1000) return;
-    this.#lastLog = now;
-    (this.opts.log ?? ((m) => console.error(m)))(`agentgate: ${message}`);
   }
 }

@@ -178,3 +178,37 @@ Deno.test("jsonl: every column, headers as an object, findings, one line a row",
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("jsonl: a target that refuses writes gets the lines again, in order; closing counts the rest", async () => {
+  let refusals = 2;
+  const written: string[] = [];
+  const logs: string[] = [];
+  const stdout = {
+    write(p: Uint8Array): Promise<number> {
+      if (refusals-- > 0) return Promise.reject(new Error("EAGAIN"));
+      written.push(new TextDecoder().decode(p));
+      return Promise.resolve(p.length);
+    },
+  };
+  const sink = await JsonlSink.open("-", { stdout, flushMs: 10, log: (m) => logs.push(m) });
+  for (let i = 0; i < 3; i++) sink.add({ ...EVENT, id: `j${i}` });
+  const deadline = Date.now() + 10_000;
+  while (sink.status().written < 3 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  const st = sink.status();
+  assert.deepEqual([st.written, st.dropped, st.errors, st.up], [3, 0, 2, true]);
+  assert.deepEqual(
+    written.join("").trim().split("\n").map((l) => JSON.parse(l).id),
+    ["j0", "j1", "j2"],
+  );
+  assert.equal(logs[0], "agentgate: audit.jsonl: sending to - failed (lines kept): EAGAIN");
+  // A target that never takes them again: close gives up after three attempts, counting them.
+  refusals = Infinity;
+  sink.add({ ...EVENT, id: "lost-1" });
+  sink.add({ ...EVENT, id: "lost-2" });
+  await sink.close();
+  sink.add({ ...EVENT, id: "after-close" });
+  const end = sink.status();
+  assert.deepEqual([end.written, end.dropped, end.queued, end.up], [3, 3, 0, false]);
+});
