@@ -8,41 +8,22 @@
  */
 import assert from "node:assert/strict";
 import type http from "node:http";
-import { type ProxyProcess, startOrigin, startProxy } from "./helpers.ts";
+import { type ProxyProcess, startOrigin, startProxy, waitFor } from "./helpers.ts";
+import {
+  BUDGET_MODEL_PRICES,
+  chatCompletion,
+  NANO_PER_TOKEN,
+  reservationNano,
+} from "./support/llm_budget.ts";
 import { prerequisite } from "./support/prerequisites.ts";
 import { startRedis, type TestRedis } from "./support/redis.ts";
 
 const redisTool = prerequisite("redis-server");
-const NANO_PER_TOKEN = 1000; // $1 per million tokens
 
 const LLM = `llm:
   providers: { "127.0.0.1": openai }
-  prices: { budget-model: { input: 1, output: 1 } }
+  ${BUDGET_MODEL_PRICES}
 `;
-
-/** The documented estimate (see tests/budgets_test.ts). */
-function reservationNano(bodyBytes: number, maxTokens: number): number {
-  const grid = (n: number) => {
-    if (n <= 64) return 64;
-    const step = 2 ** (Math.floor(Math.log2(n)) - 4);
-    return Math.ceil(n / step) * step;
-  };
-  return (grid(bodyBytes + 64) + grid(maxTokens)) * NANO_PER_TOKEN;
-}
-
-function chatCompletion(prompt: number, completion: number): string {
-  return JSON.stringify({
-    id: "chatcmpl-fleet",
-    object: "chat.completion",
-    model: "budget-model",
-    choices: [{ index: 0, message: { role: "assistant", content: "ok" }, finish_reason: "stop" }],
-    usage: {
-      prompt_tokens: prompt,
-      completion_tokens: completion,
-      total_tokens: prompt + completion,
-    },
-  });
-}
 
 function drain(req: http.IncomingMessage): Promise<void> {
   return new Promise((resolve) => {
@@ -61,14 +42,6 @@ async function hashSum(redis: TestRedis, key: string): Promise<number> {
   let sum = 0;
   for (let i = 1; i < all.length; i += 2) sum += Number(all[i]);
   return sum;
-}
-
-async function waitFor(what: string, ok: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const until = Date.now() + ms;
-  while (!(await ok())) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 Deno.test({
@@ -141,8 +114,9 @@ ${LLM}rules:
       }
       // Settled in Redis: the holds released, the real cost (150 tokens each) charged.
       await waitFor(
-        "the settlements",
         async () => (await hashSum(redis, "agentgate:ah:rule:llm")) === 5 * 150 * NANO_PER_TOKEN,
+        "the settlements",
+        10_000,
       );
       assert.equal(await redis.command(["HLEN", "agentgate:h:rule:llm"]), 0);
       // The fleet view: each replica reports the backend.
@@ -342,17 +316,25 @@ ${LLM}rules:
       assert.equal(h.backends[0].up, false);
       await redis.restart();
       // The gap's charges are in Redis once it returns: every request count and LLM charge.
-      await waitFor("the replayed counts", async () => {
-        const n = await redis.command([
-          "ZCARD",
-          "agentgate:r:rl:rate_limit|*|requests|3600000|global|",
-        ]);
-        return Number(n) > 0;
-      });
-      await waitFor("the queue to drain", async () => {
-        const b = (await (await fetch(`${local.url}/_/api/health`)).json()).backends[0];
-        return b.up && b.queued === 0;
-      });
+      await waitFor(
+        async () => {
+          const n = await redis.command([
+            "ZCARD",
+            "agentgate:r:rl:rate_limit|*|requests|3600000|global|",
+          ]);
+          return Number(n) > 0;
+        },
+        "the replayed counts",
+        10_000,
+      );
+      await waitFor(
+        async () => {
+          const b = (await (await fetch(`${local.url}/_/api/health`)).json()).backends[0];
+          return b.up && b.queued === 0;
+        },
+        "the queue to drain",
+        10_000,
+      );
       // Redis came back empty: what it holds is the gap, replayed. The deny replica's
       // refusals counted nothing; every request the local replica forwarded did.
       assert.equal(
