@@ -10,6 +10,7 @@ import * as time from "../util/time.ts";
 import { didYouMean } from "../util/suggest.ts";
 import {
   type AuditQuery,
+  type AuditRow,
   type DecisionName,
   DECISIONS,
   SORT_COLUMNS,
@@ -225,20 +226,21 @@ export function parseParams(
 // --- grouped denials -----------------------------------------------------------
 
 /** The denials of a row page worth grouping (what {@link groupDenials} reads of a row). */
-export interface DenialRow {
-  id: string;
-  ts: number;
-  decision: string;
-  method: string;
-  scheme: string;
-  host: string;
-  port: number;
-  path: string | null;
-  status: number | null;
-  rule: string | null;
-  policy: string | null;
-  reason: string;
-}
+export type DenialRow = Pick<
+  AuditRow,
+  | "id"
+  | "ts"
+  | "decision"
+  | "method"
+  | "scheme"
+  | "host"
+  | "port"
+  | "path"
+  | "status"
+  | "rule"
+  | "policy"
+  | "reason"
+>;
 
 /**
  * Identical denials (same decision, rule, policy, reason and host) as one
@@ -284,41 +286,36 @@ export const DENIALS_GROUPED = 1000;
  */
 export function groupDenials(rows: readonly DenialRow[], max: number): DenialGroup[] {
   const groups = new Map<string, DenialGroup>();
+  // What a group shows of its latest request.
+  const latest = (r: DenialRow) => ({
+    last_ts: r.ts,
+    last_id: r.id,
+    method: r.method,
+    scheme: r.scheme,
+    port: r.port,
+    path: r.path,
+    status: r.status,
+  });
   for (const r of rows) {
     const key = JSON.stringify([r.decision, r.rule, r.policy, r.reason, r.host]);
     const g = groups.get(key);
     if (g === undefined) {
+      const { decision, rule, policy, reason, host } = r;
       groups.set(key, {
-        decision: r.decision,
-        rule: r.rule,
-        policy: r.policy,
-        reason: r.reason,
-        host: r.host,
+        decision,
+        rule,
+        policy,
+        reason,
+        host,
         count: 1,
         first_ts: r.ts,
-        last_ts: r.ts,
-        last_id: r.id,
-        method: r.method,
-        scheme: r.scheme,
-        port: r.port,
-        path: r.path,
-        status: r.status,
+        ...latest(r),
       });
       continue;
     }
     g.count++;
     if (r.ts < g.first_ts) g.first_ts = r.ts;
-    if (r.ts > g.last_ts) {
-      Object.assign(g, {
-        last_ts: r.ts,
-        last_id: r.id,
-        method: r.method,
-        scheme: r.scheme,
-        port: r.port,
-        path: r.path,
-        status: r.status,
-      });
-    }
+    if (r.ts > g.last_ts) Object.assign(g, latest(r));
   }
   return [...groups.values()].sort((a, b) => b.last_ts - a.last_ts).slice(0, max);
 }
