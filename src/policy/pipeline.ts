@@ -367,6 +367,19 @@ const CANNOT_REDACT =
   "request body cannot be redacted (larger than limits.max_scan_bytes or not text): blocked";
 
 /**
+ * What the deciding rule could not inspect in full, or null (most requests:
+ * nothing is allocated for them). The body's limits count only when the
+ * rule's dlp policy read the body.
+ */
+function inspectionNotes(info: RequestInfo, d: Decision): string[] | null {
+  const scanned = d.dlp !== undefined || d.policy === "dlp";
+  const body = scanned ? info.bodyNotes : undefined;
+  const plan = d.verdict === "deny" ? undefined : d.dlp?.inspection;
+  if (!body?.length && !d.inspection?.length && !plan?.length) return null;
+  return [...(body ?? []), ...(d.inspection ?? []), ...(plan ?? [])];
+}
+
+/**
  * The engine's decision completed with what its `dlp` plan implies: the
  * request's header values and body redacted, or — when a finding sits in a
  * body that cannot be redacted (cut at the cap, or not text) — the request
@@ -381,20 +394,14 @@ function verdictOf(
   let d = decided;
   const findings: RecordedFinding[] = d.findings ? [...d.findings] : [];
   const plan = d.verdict === "deny" ? undefined : d.dlp;
-  const forward = config.limits.ambiguousPaths === "normalize" && info.spelling && info.path
-    ? { forwardPath: info.path }
-    : {};
-  // Only a rule whose dlp policy read the body makes its limits worth a note.
-  const scanned = d.dlp !== undefined || d.policy === "dlp";
-  const inspection = [
-    ...(scanned ? info.bodyNotes ?? [] : []),
-    ...(d.inspection ?? []),
-    ...(plan?.inspection ?? []),
-  ];
-  const notes = inspection.length ? { inspection } : {};
-  if (!plan) return { decision: d, findings, responseScan: null, ...forward, ...notes };
+  const out: RequestVerdict = { decision: d, findings, responseScan: null };
+  if (config.limits.ambiguousPaths === "normalize" && info.spelling && info.path) {
+    out.forwardPath = info.path;
+  }
+  const inspection = inspectionNotes(info, d);
+  if (inspection) out.inspection = inspection;
+  if (!plan) return out;
   findings.push(...plan.findings);
-  const out: RequestVerdict = { decision: d, findings, responseScan: null, ...forward, ...notes };
   const scanner = plan.redactRequest;
   if (scanner) {
     const edits = new Map<string, string | null>();
