@@ -31,10 +31,11 @@ async function origin(tls?: { cert: string; key: string }) {
   };
 }
 
+/** Run `agentgate run ARGS`; with `stopAfter`, SIGTERM once the command printed it. */
 async function agentgateRun(
   args: string[],
   cwd: string,
-  signalAfterMs?: number,
+  stopAfter?: string,
   env: Record<string, string> = {},
 ) {
   const child = new Deno.Command(Deno.execPath(), {
@@ -46,16 +47,29 @@ async function agentgateRun(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  if (signalAfterMs !== undefined) setTimeout(() => child.kill("SIGTERM"), signalAfterMs);
   // A run that hangs fails the test instead of the whole suite.
   const guard = setTimeout(() => child.kill("SIGKILL"), 90_000);
-  const out = await child.output();
-  clearTimeout(guard);
   const dec = new TextDecoder();
-  const stderr = dec.decode(out.stderr);
+  let stdout = "";
+  const reading = (async () => {
+    for await (const chunk of child.stdout) {
+      stdout += dec.decode(chunk, { stream: true });
+      if (stopAfter !== undefined && stdout.includes(stopAfter)) {
+        stopAfter = undefined;
+        child.kill("SIGTERM");
+      }
+    }
+  })();
+  const [status, err] = await Promise.all([
+    child.status,
+    new Response(child.stderr).arrayBuffer(),
+    reading,
+  ]);
+  clearTimeout(guard);
+  const stderr = dec.decode(err);
   return {
-    code: out.code,
-    stdout: dec.decode(out.stdout),
+    code: status.code,
+    stdout,
     stderr,
     session: /agentgate run: session (\S+) through/.exec(stderr)?.[1] ?? "",
   };
@@ -175,7 +189,7 @@ Deno.test({
           'trap "echo got TERM; exit 42" TERM; echo up; sleep 30 & wait',
         ],
         dir,
-        6000,
+        "up\n",
       );
       assert.equal(stopped.stdout, "up\ngot TERM\n");
       assert.equal(stopped.code, 42);

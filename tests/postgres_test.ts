@@ -225,7 +225,7 @@ Deno.test({
         }
       };
       const workers = Array.from({ length: 4 }, worker);
-      await new Promise((r) => setTimeout(r, 3000));
+      await waitFor(() => answered.length >= 200 || null, "load before the kill", 30_000);
       const beforeKill = answered.length;
       await pg.stop("SIGKILL");
       // Requests keep being answered; their rows wait in the spool, and health says so.
@@ -248,7 +248,12 @@ Deno.test({
       assert.match(metrics, /^agentgate_audit_spool_full 0$/m);
       const inOutage = answered.length - beforeKill;
       await pg.start();
-      await new Promise((r) => setTimeout(r, 3000));
+      // Load goes on while the spool drains into the returned database.
+      await waitFor(
+        async () => (await health(proxy)).body.status === "ok" || null,
+        "the spool to drain under load",
+        60_000,
+      );
       running = false;
       await Promise.all(workers);
       // Every answered request has its row in PostgreSQL, once.
