@@ -20,7 +20,7 @@ import {
 import type { BodyRead } from "../policy/request.ts";
 import { knownDestination } from "../policy/address.ts";
 import { type Exchange, newDecisionId } from "./exchange.ts";
-import { parseAbsolute, parseAuthority } from "./target.ts";
+import { parseAbsolute, parseAuthority, type Target } from "./target.ts";
 import {
   closedEarly,
   forwardHttp,
@@ -52,7 +52,7 @@ import {
 } from "./core.ts";
 import type { OutgoingRequest } from "./addons/types.ts";
 import type { StateAsk } from "../state/mod.ts";
-import type { Decision } from "../policy/types.ts";
+import type { Decision, RequestInfo } from "../policy/types.ts";
 
 function send(res: OutboundResponse, a: Answer, extra: Record<string, string> = {}) {
   res.writeHead(a.status, { ...a.headers, ...extra });
@@ -73,6 +73,20 @@ function expectsContinue(req: InboundRequest): boolean {
  * are proxied, origin-form ones (and those for the proxy's own address) are
  * the proxy's internal routes.
  */
+/** What an absolute-form request shows the policy (a fresh decision id). */
+function infoOf(req: H1Request, target: Target): RequestInfo {
+  return requestInfo({
+    id: newDecisionId(),
+    method: (req.method ?? "GET").toUpperCase(),
+    scheme: target.scheme,
+    host: target.host,
+    port: target.port,
+    rawPath: target.rawPath,
+    headers: req.headers,
+    client: clientAddress(req.socket),
+  });
+}
+
 export function plainRequests(core: ProxyCore): (req: H1Request, res: H1Response) => void {
   return (req, res) => {
     const url = req.url ?? "";
@@ -97,32 +111,14 @@ export function plainRequests(core: ProxyCore): (req: H1Request, res: H1Response
       // come along are checked like any: wrong ones are a 407 and a row
       // (`agentgate env --proxy` asks /_/health this way whether its token works).
       if (req.headers["proxy-authorization"] !== undefined) {
-        const info = requestInfo({
-          id: newDecisionId(),
-          method: (req.method ?? "GET").toUpperCase(),
-          scheme: target.scheme,
-          host: target.host,
-          port: target.port,
-          rawPath: target.rawPath,
-          headers: req.headers,
-          client: clientAddress(req.socket),
-        });
+        const info = infoOf(req, target);
         if (!admitted(core, req.headers, info, (a) => send(res, a, { connection: "close" }))) {
           return;
         }
       }
       return core.internal(req, res);
     }
-    const info = requestInfo({
-      id: newDecisionId(),
-      method: (req.method ?? "GET").toUpperCase(),
-      scheme: target.scheme,
-      host: target.host,
-      port: target.port,
-      rawPath: target.rawPath,
-      headers: req.headers,
-      client: clientAddress(req.socket),
-    });
+    const info = infoOf(req, target);
     // An unread body would have to be drained to keep the connection: close it instead.
     const close: Record<string, string> = hasBodyOf(req) ? { connection: "close" } : {};
     const ex = arrive(core, req.headers, info, (a) => send(res, a, close));
