@@ -27,7 +27,6 @@ import {
   type AuditRow,
   type AuditRowWithHeaders,
   bucketSize,
-  type DecisionCounts,
   DECISIONS,
   type DenialLine,
   type ErrorLine,
