@@ -36,13 +36,14 @@ async function setup() {
     config: `version: 1
 default: deny
 tls:
-  intercept: [api.example.test, untrusted.example.test]
+  intercept: [api.example.test, untrusted.example.test, misnamed.example.test]
   ca_dir: ./ca
   upstream_ca: ./origin-ca.pem
 upstream:
   resolve:
     api.example.test: 127.0.0.1:${origin.port}
     untrusted.example.test: 127.0.0.1:${untrusted.port}
+    misnamed.example.test: 127.0.0.1:${origin.port}
 audit: { path: ./audit.db }
 rules:
   - name: admin
@@ -59,7 +60,7 @@ rules:
     methods: [GET]
     action: allow
   - name: untrusted
-    match: untrusted.example.test
+    match: [untrusted.example.test, misnamed.example.test]
     action: allow
 `,
   });
@@ -160,6 +161,22 @@ Deno.test("intercept: decisions per request inside one tunnel, keep-alive, SSE, 
       const j = await r.json();
       assert.equal(j.error, "bad_gateway");
       assert.match(j.reason, /^TLS with "127\.0\.0\.1:\d+" failed: /);
+      c2.close();
+    });
+
+    await t.step("an upstream whose trusted certificate names another host is 502", async () => {
+      // The origin's certificate is signed by the trusted CA but names
+      // api.example.test only: the name check (src/proxy/forward.ts
+      // tlsEndpoint) must refuse it.
+      const c2 = Deno.createHttpClient({ proxy: { url: proxy.url }, caCerts: [caPem] });
+      const r = await fetch("https://misnamed.example.test/x", { client: c2 });
+      assert.equal(r.status, 502);
+      const j = await r.json();
+      assert.equal(j.error, "bad_gateway");
+      assert.match(
+        j.reason,
+        /^TLS with "127\.0\.0\.1:\d+" failed: .*Host: misnamed\.example\.test\. is not in the cert's altnames: DNS:api\.example\.test/,
+      );
       c2.close();
     });
 

@@ -75,6 +75,9 @@ export function classifyUpstreamError(e: unknown): UpstreamFailure {
   const err = e as { code?: string; message?: string; name?: string };
   const code = err?.code ?? "";
   const msg = String(err?.message ?? "");
+  // A certificate error can quote its altnames ("DNS:api.example.com"): its
+  // code decides before the message is read.
+  if (/^ERR_(TLS|SSL)_|CERT/.test(code)) return "tls";
   if (code === "ETIMEDOUT" || code === "UPSTREAM_TIMEOUT" || /timed? ?out/i.test(msg)) {
     return "timeout";
   }
