@@ -2,6 +2,8 @@
  * Benchmarks (never part of the test suite).
  *
  *   deno task bench [s1 s2 s3 s3b s4 s5 …]   agentgate in ../shared/bench beside its peers
+ *   deno task bench … --profile DIR           any of the above with a V8 CPU profile of agentgate in DIR;
+ *                                             `deno task bench top DIR/CPU.*.cpuprofile` lists its top frames
  *   deno task bench decide                    decide() at the end of 200- and 1,000-rule policies with CEL,
  *                                             10,000 host-glob rules (scripts/bench_decide.ts)
  *   deno task bench --intercept [s4 s5 …]     the same with TLS interception of the origin
@@ -170,6 +172,18 @@ if (import.meta.main && Deno.args[0] === "sse") {
     stderr: "inherit",
   }).output();
   Deno.exit(code);
+} else if (import.meta.main && Deno.args[0] === "top") {
+  const { code } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-read",
+      new URL("./prof_top.ts", import.meta.url).pathname,
+      ...Deno.args.slice(1),
+    ],
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
+  Deno.exit(code);
 } else if (import.meta.main && Deno.args[0] === "decide") {
   await import("./bench_decide.ts").then(async (m) => {
     const { code } = await new Deno.Command(Deno.execPath(), {
@@ -188,9 +202,12 @@ if (import.meta.main && Deno.args[0] === "sse") {
   const at = Deno.args.indexOf("--redis");
   const redisUrl = at >= 0 ? Deno.args[at + 1] : null;
   const postgres = Deno.args.includes("--postgres");
+  const atProfile = Deno.args.indexOf("--profile");
+  const profileDir = atProfile >= 0 ? resolve(Deno.args[atProfile + 1] ?? ".") : null;
   const args = (intercept ? Deno.args.slice(1) : Deno.args).filter((a, i, all) =>
     a !== "--dlp" && a !== "--spend" && a !== "--rate" && a !== "--redis" &&
-    a !== "--postgres" && all[i - 1] !== "--redis"
+    a !== "--postgres" && a !== "--profile" && all[i - 1] !== "--redis" &&
+    all[i - 1] !== "--profile"
   );
   const scenarios = args.length ? args : intercept ? ["s4", "s5"] : ["s1", "s2", "s3", "s3b", "s5"];
   const dir = await Deno.makeTempDir({ prefix: "agentgate-bench-" });
@@ -243,6 +260,8 @@ if (import.meta.main && Deno.args[0] === "sse") {
     "run",
     "-A",
     V8_FLAGS,
+    // V8's CPU profile of the whole run, written when the harness stops the proxy.
+    ...(profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : []),
     `${root}/main.ts`,
     "--listen",
     "127.0.0.1:18199",
