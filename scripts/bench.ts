@@ -24,6 +24,8 @@
  *   deno task bench pricing                   pricing one LLM call, deciding one under a budget
  *   deno task bench mask                      canonical paths and secret masking per request (scripts/bench_mask.ts)
  *   deno task bench credentials               the credentials tripwire: screening heads and bodies
+ *   deno task bench upstream-tls              CPU per new upstream TLS connection with the system roots
+ *                                             (scripts/bench_upstream_tls.ts)
  *
  * Plugs agentgate into the shared harness as the `PROXY_*` candidate with a
  * 20-rule policy and the audit on (the configuration the issues' targets
@@ -172,6 +174,13 @@ if (import.meta.main && Deno.args[0] === "sse") {
     stderr: "inherit",
   }).output();
   Deno.exit(code);
+} else if (import.meta.main && Deno.args[0] === "upstream-tls") {
+  const { code } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("./bench_upstream_tls.ts", import.meta.url).pathname],
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
+  Deno.exit(code);
 } else if (import.meta.main && Deno.args[0] === "top") {
   const { code } = await new Deno.Command(Deno.execPath(), {
     args: [
@@ -259,7 +268,8 @@ if (import.meta.main && Deno.args[0] === "sse") {
     Deno.execPath(),
     "run",
     "-A",
-    V8_FLAGS,
+    // BENCH_V8_FLAGS="--v8-flags=…" compares other V8 settings against deno.json's.
+    Deno.env.get("BENCH_V8_FLAGS") ?? V8_FLAGS,
     // V8's CPU profile of the whole run, written when the harness stops the proxy.
     ...(profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : []),
     `${root}/main.ts`,

@@ -315,6 +315,12 @@ const SH: Record<string, ShRun> = {
   "deno task bench budget  # the CPU a budget adds to one priced call (reserve, settle, journal)": {
     skip: "a benchmark (minutes of load on a quiet machine)",
   },
+  "deno task bench upstream-tls   # CPU per new upstream TLS connection verified against the system roots":
+    { skip: "a benchmark (CPU per connection, on a quiet machine)" },
+  "deno task bench s3b --profile /tmp/prof   # any harness run with a V8 CPU profile of agentgate in /tmp/prof":
+    { skip: "needs ../shared/bench, outside the repository" },
+  "deno task bench top /tmp/prof/CPU.*.cpuprofile   # the profile's top frames, self and inclusive":
+    { skip: "reads the profile the line above writes" },
   "deno task compile   # release binaries for 4 targets + SHA256SUMS in dist/ (downloads Deno's denort)":
     { skip: "needs Deno's download host; tests/release_test.ts runs it both ways" },
 };
