@@ -53,6 +53,10 @@ export interface DlpChecker extends Checker {
   readonly scansRequest: boolean;
 }
 
+/** Clean URL-and-header texts a dlp checker remembers, and the longest it keeps. */
+const CLEAN_HEADS_MAX = 256;
+const CLEAN_HEAD_MAX_CHARS = 8192;
+
 /**
  * Headers carrying the credential a provider expects: a key in them, sent to
  * that provider, is not a leak (the same key in a body to another host is).
@@ -188,6 +192,11 @@ export function createDlpChecker(config: DlpConfig, ctx: DlpContext): DlpChecker
   } catch (e) {
     throw new PolicyConfigError((e as Error).message, ["custom"]);
   }
+  // URL-and-header texts a scan found clean. Agents send the same head again
+  // and again (one user agent, one content type, one path): a head seen clean
+  // is not scanned again (~12 µs per request in the s4 DLP profile). Only
+  // clean texts are kept, so no secret is held here; bounded, oldest out.
+  const cleanHeads = new Set<string>();
   const scansRequest = config.direction !== "response";
   const scansResponse = config.direction !== "request";
   const allowed = (detector: string, where: "header" | "body" | "url", host: string) =>
@@ -233,7 +242,17 @@ export function createDlpChecker(config: DlpConfig, ctx: DlpContext): DlpChecker
           starts.push(joined.length);
           joined += info.headers[name] + "\n";
         }
-        for (const f of scanner.scan(joined, headReport)) {
+        const headFindings = cleanHeads.has(joined) ? [] : scanner.scan(joined, headReport);
+        if (
+          headFindings.length === 0 && headReport.cut.length === 0 &&
+          joined.length <= CLEAN_HEAD_MAX_CHARS && !cleanHeads.has(joined)
+        ) {
+          cleanHeads.add(joined);
+          if (cleanHeads.size > CLEAN_HEADS_MAX) {
+            cleanHeads.delete(cleanHeads.values().next().value!);
+          }
+        }
+        for (const f of headFindings) {
           let i = starts.length - 1;
           while (i > 0 && starts[i] > f.start) i--;
           const name = names[i];
@@ -293,6 +312,8 @@ export function createDlpChecker(config: DlpConfig, ctx: DlpContext): DlpChecker
 }
 
 function safeDecode(s: string): string {
+  // Most URLs have nothing to decode: skip the copy (~2 µs per request in the s4 DLP profile).
+  if (s.indexOf("%") === -1 && s.indexOf("+") === -1) return s;
   try {
     return decodeURIComponent(s.replace(/\+/g, " "));
   } catch {

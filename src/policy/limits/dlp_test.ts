@@ -103,3 +103,36 @@ Deno.test("dlp check: allow exceptions by detector, place and host", () => {
   }, info);
   assert.equal(both.ok, true);
 });
+
+Deno.test("dlp check: a head found clean is not scanned again; a secret is found every time", () => {
+  const c = createDlpChecker(parseDlpConfig({ action: "warn" }), {
+    rule: "r",
+    isProviderHost: () => false,
+  });
+  const scan = c.scanner.scan;
+  const scanned: string[] = [];
+  c.scanner.scan = (text, report) => {
+    scanned.push(text);
+    return scan(text, report);
+  };
+  const state = new PolicyState({ startedAt: 0 });
+  const findings = (info: RequestInfo) =>
+    where((c.check(info, 0, state) as unknown as { dlp: DlpPlan }).dlp);
+  const clean = req({ method: "GET" });
+  assert.deepEqual(findings(clean), []);
+  assert.deepEqual(findings(clean), []);
+  assert.equal(scanned.length, 1, "the second identical clean head is not scanned");
+  // The same head with a secret in a header: scanned, found, and found again.
+  const leaky = req({ method: "GET", headers: { ...clean.headers, "x-debug": AWS } });
+  for (let i = 0; i < 3; i++) assert.deepEqual(findings(leaky), ["aws_access_key@header:x-debug"]);
+  assert.equal(scanned.length, 4, "a head with a finding is scanned every time");
+  // Another path is another head; a secret in the URL is found every time too.
+  assert.deepEqual(findings(req({ method: "GET", path: `/v1/${AWS}` })), ["aws_access_key@url"]);
+  assert.deepEqual(findings(req({ method: "GET", path: `/v1/${AWS}` })), ["aws_access_key@url"]);
+  assert.equal(scanned.length, 6);
+  // Bounded: 300 distinct clean heads later, the first one is scanned again.
+  for (let i = 0; i < 300; i++) findings(req({ method: "GET", path: `/v1/items/${i}` }));
+  const before = scanned.length;
+  assert.deepEqual(findings(clean), []);
+  assert.equal(scanned.length, before + 1, "the oldest clean head was forgotten");
+});
