@@ -242,10 +242,11 @@ export function createDlpChecker(config: DlpConfig, ctx: DlpContext): DlpChecker
           starts.push(joined.length);
           joined += info.headers[name] + "\n";
         }
-        const headFindings = cleanHeads.has(joined) ? [] : scanner.scan(joined, headReport);
+        const known = cleanHeads.has(joined);
+        const headFindings = known ? [] : scanner.scan(joined, headReport);
         if (
-          headFindings.length === 0 && headReport.cut.length === 0 &&
-          joined.length <= CLEAN_HEAD_MAX_CHARS && !cleanHeads.has(joined)
+          !known && headFindings.length === 0 && headReport.cut.length === 0 &&
+          joined.length <= CLEAN_HEAD_MAX_CHARS
         ) {
           cleanHeads.add(joined);
           if (cleanHeads.size > CLEAN_HEADS_MAX) {

@@ -149,6 +149,25 @@ export interface KeyBucket {
 }
 
 /**
+ * {@link keyBucket}, with the error of a CEL key that fails to evaluate
+ * returned instead of thrown (the caller answers it as a key error); any
+ * other error propagates.
+ */
+export function tryKeyBucket(
+  key: LimitKey,
+  info: RequestInfo,
+  now: number,
+  rule: string,
+): KeyBucket | CelEvalError {
+  try {
+    return keyBucket(key, info, now, rule);
+  } catch (e) {
+    if (e instanceof CelEvalError) return e;
+    throw e;
+  }
+}
+
+/**
  * The bucket of `info` under `key`.
  * @throws {CelEvalError} when a CEL key fails to evaluate.
  */
@@ -329,14 +348,7 @@ export function createRateLimitChecker(
     detail: { policy: "rate_limit", key: key.text },
   });
 
-  const bucketOf = (info: RequestInfo, now: number): KeyBucket | CelEvalError => {
-    try {
-      return keyBucket(key, info, now, ctx.rule);
-    } catch (e) {
-      if (e instanceof CelEvalError) return e;
-      throw e;
-    }
-  };
+  const bucketOf = (info: RequestInfo, now: number) => tryKeyBucket(key, info, now, ctx.rule);
 
   /** Token reservations of a bucket are held on `tokens:<stateKey>|<bucket>`. */
   const holdPrefix = `tokens:${stateKey}|`;

@@ -59,6 +59,7 @@ import {
   type LimitKey,
   parseDurationValue,
   parseLimitKey,
+  tryKeyBucket,
 } from "./rate.ts";
 import {
   type Checker,
@@ -290,6 +291,15 @@ export function createSpendingLimitChecker(
     };
   };
 
+  /** A CEL key that cannot be evaluated denies the request (as rate limits do). */
+  const keyError = (e: CelEvalError): PolicyResult => ({
+    ok: false,
+    status: 403,
+    reason: `spending limit key error: ${e.message}`,
+    retryAfter: null,
+    detail: { policy: "spending_limit", key: key.text },
+  });
+
   return {
     name: "spending_limit",
     stateKey: `spending_limit|${ctx.rule}|${window}|${key.text}|${scope}`,
@@ -306,19 +316,8 @@ export function createSpendingLimitChecker(
       return spentNano(ledgerKeyOf(keyBucket(key, info, now, ctx.rule)), now, state) / NANO;
     },
     check(info, now, state, call): PolicyResult {
-      let bucket: KeyBucket;
-      try {
-        bucket = keyBucket(key, info, now, ctx.rule);
-      } catch (e) {
-        if (!(e instanceof CelEvalError)) throw e;
-        return {
-          ok: false,
-          status: 403,
-          reason: `spending limit key error: ${e.message}`,
-          retryAfter: null,
-          detail: { policy: "spending_limit", key: key.text },
-        };
-      }
+      const bucket = tryKeyBucket(key, info, now, ctx.rule);
+      if (bucket instanceof CelEvalError) return keyError(bucket);
       const ledgerKey = ledgerKeyOf(bucket);
       const spent = spentNano(ledgerKey, now, state);
       const need = call?.nano ?? 0;
@@ -341,19 +340,8 @@ export function createSpendingLimitChecker(
       return refusal(bucket, spent, reserved, need, resets, now);
     },
     shared(info, now, state, call) {
-      let bucket: KeyBucket;
-      try {
-        bucket = keyBucket(key, info, now, ctx.rule);
-      } catch (e) {
-        if (!(e instanceof CelEvalError)) throw e;
-        return {
-          ok: false,
-          status: 403,
-          reason: `spending limit key error: ${e.message}`,
-          retryAfter: null,
-          detail: { policy: "spending_limit", key: key.text },
-        };
-      }
+      const bucket = tryKeyBucket(key, info, now, ctx.rule);
+      if (bucket instanceof CelEvalError) return keyError(bucket);
       const ledgerKey = ledgerKeyOf(bucket);
       const need = call?.nano ?? 0;
       const from = since(now);
