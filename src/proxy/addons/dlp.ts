@@ -49,6 +49,36 @@ export function utf8Tail(c: Uint8Array): number {
   return 0;
 }
 
+/**
+ * The text of one response's chunks through the shared decoder: the start
+ * of a character split across chunks ({@link utf8Tail}) is held in
+ * `pending` and decoded with the next chunk.
+ *
+ * @example
+ * const u = new Utf8Carry();
+ * u.decode(new Uint8Array([0x61, 0xe2, 0x82])) + u.decode(new Uint8Array([0xac])); // "a€"
+ */
+export class Utf8Carry {
+  /** Bytes of an unfinished character, waiting for the next chunk. */
+  pending: Uint8Array | null = null;
+
+  decode(c: Uint8Array): string {
+    let bytes = c;
+    if (this.pending !== null) {
+      bytes = new Uint8Array(this.pending.length + c.length);
+      bytes.set(this.pending);
+      bytes.set(c, this.pending.length);
+      this.pending = null;
+    }
+    const tail = utf8Tail(bytes);
+    if (tail > 0) {
+      this.pending = bytes.slice(bytes.length - tail);
+      bytes = bytes.subarray(0, bytes.length - tail);
+    }
+    return UTF8.decode(bytes);
+  }
+}
+
 /** Content types worth scanning as text. */
 export function isTextual(ct: string): boolean {
   return /^(text\/|application\/(json|[\w.+-]*\+json|xml|[\w.+-]*\+xml|x-www-form-urlencoded|javascript|x-ndjson))/i
@@ -114,7 +144,7 @@ function responseDlp(
       );
     }
   };
-  let carry: Uint8Array | null = null; // the start of a character split across chunks
+  const utf8 = new Utf8Carry();
   let stream: StreamScanner;
   let sse: SseContentScanner | null = null;
   // The raw scanner and the SSE delta scanner can see the same secret: count it once.
@@ -150,19 +180,7 @@ function responseDlp(
     return true;
   };
   const scan = (c: Uint8Array) => {
-    let bytes = c;
-    if (carry !== null) {
-      bytes = new Uint8Array(carry.length + c.length);
-      bytes.set(carry);
-      bytes.set(c, carry.length);
-      carry = null;
-    }
-    const tail = utf8Tail(bytes);
-    if (tail > 0) {
-      carry = bytes.slice(bytes.length - tail);
-      bytes = bytes.subarray(0, bytes.length - tail);
-    }
-    const text = UTF8.decode(bytes);
+    const text = utf8.decode(c);
     const r = stream.push(text);
     const inSse = sse?.push(text);
     const found = take(inSse?.length ? [...r.findings, ...inSse] : r.findings);

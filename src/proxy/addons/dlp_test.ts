@@ -1,27 +1,12 @@
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
-import { utf8Tail } from "./dlp.ts";
+import { Utf8Carry, utf8Tail } from "./dlp.ts";
 
-/** Decodes `chunks` the way the DLP addon does: one shared decoder, split characters carried. */
+/** Decodes `chunks` with the addon's own carrier and the shared decoder. */
 function carried(chunks: Uint8Array[]): string {
-  const dec = new TextDecoder();
-  let carry: Uint8Array | null = null;
+  const u = new Utf8Carry();
   let out = "";
-  for (const c of chunks) {
-    let bytes = c;
-    if (carry !== null) {
-      bytes = new Uint8Array(carry.length + c.length);
-      bytes.set(carry);
-      bytes.set(c, carry.length);
-      carry = null;
-    }
-    const tail = utf8Tail(bytes);
-    if (tail > 0) {
-      carry = bytes.slice(bytes.length - tail);
-      bytes = bytes.subarray(0, bytes.length - tail);
-    }
-    out += dec.decode(bytes);
-  }
-  return out + (carry ? dec.decode(carry) : "");
+  for (const c of chunks) out += u.decode(c);
+  return out + (u.pending ? new TextDecoder().decode(u.pending) : "");
 }
 
 function streamed(chunks: Uint8Array[]): string {
@@ -29,7 +14,7 @@ function streamed(chunks: Uint8Array[]): string {
   return chunks.map((c) => dec.decode(c, { stream: true })).join("") + dec.decode();
 }
 
-Deno.test("utf8Tail: split at every byte, text decodes as a streaming decoder does", () => {
+Deno.test("Utf8Carry: split at every byte, text decodes as a streaming decoder does", () => {
   const valid = new TextEncoder().encode('key "AKIAIOSFODNN7EXAMPLE" € 😀 ß — ok 日本');
   // Invalid and truncated sequences too: a lone continuation, an overlong lead, a cut 4-byte one.
   const invalid = new Uint8Array([
