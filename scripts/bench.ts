@@ -142,67 +142,40 @@ export function onOrigin(policy: string, policies: string): string {
     policy.slice(eol);
 }
 
-if (import.meta.main && Deno.args[0] === "sse") {
-  const { code } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("./bench_sse.ts", import.meta.url).pathname],
-    stdout: "inherit",
-    stderr: "inherit",
-  }).output();
-  Deno.exit(code);
-} else if (
-  import.meta.main &&
-  ["dlp", "usage", "pricing", "mask", "budget", "credentials"].includes(Deno.args[0])
-) {
-  // `usage`, `pricing`, `budget` and `credentials` are written for `deno bench`; `dlp` and
-  // `mask` print their own tables.
-  const file = new URL(`./bench_${Deno.args[0]}.ts`, import.meta.url).pathname;
-  const { code } = await new Deno.Command(Deno.execPath(), {
-    args: ["dlp", "mask"].includes(Deno.args[0]) ? ["run", file] : ["bench", "-A", file],
-    stdout: "inherit",
-    stderr: "inherit",
-  }).output();
-  Deno.exit(code);
-} else if (import.meta.main && Deno.args[0] === "spend") {
+/**
+ * The benchmarks that are their own scripts: `deno task bench NAME [args]`
+ * runs `scripts/FILE` with these Deno arguments and the rest of the line.
+ */
+const SCRIPTS: Record<string, { file: string; deno: string[]; passArgs?: boolean }> = {
+  sse: { file: "bench_sse.ts", deno: ["run", "-A"] },
+  // Written for `deno bench`:
+  usage: { file: "bench_usage.ts", deno: ["bench", "-A"] },
+  pricing: { file: "bench_pricing.ts", deno: ["bench", "-A"] },
+  budget: { file: "bench_budget.ts", deno: ["bench", "-A"] },
+  credentials: { file: "bench_credentials.ts", deno: ["bench", "-A"] },
+  // These print their own tables (no permissions needed for dlp and mask):
+  dlp: { file: "bench_dlp.ts", deno: ["run"] },
+  mask: { file: "bench_mask.ts", deno: ["run"] },
+  spend: { file: "bench_spend.ts", deno: ["run", "-A"], passArgs: true },
+  decide: { file: "bench_decide.ts", deno: ["run", "-A"] },
+  "upstream-tls": { file: "bench_upstream_tls.ts", deno: ["run", "-A"] },
+  top: { file: "prof_top.ts", deno: ["run", "--allow-read"], passArgs: true },
+};
+
+const script = import.meta.main && Object.hasOwn(SCRIPTS, Deno.args[0] ?? "")
+  ? SCRIPTS[Deno.args[0]]
+  : undefined;
+if (script) {
   const { code } = await new Deno.Command(Deno.execPath(), {
     args: [
-      "run",
-      "-A",
-      new URL("./bench_spend.ts", import.meta.url).pathname,
-      ...Deno.args.slice(1),
+      ...script.deno,
+      new URL(`./${script.file}`, import.meta.url).pathname,
+      ...(script.passArgs ? Deno.args.slice(1) : []),
     ],
     stdout: "inherit",
     stderr: "inherit",
   }).output();
   Deno.exit(code);
-} else if (import.meta.main && Deno.args[0] === "upstream-tls") {
-  const { code } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("./bench_upstream_tls.ts", import.meta.url).pathname],
-    stdout: "inherit",
-    stderr: "inherit",
-  }).output();
-  Deno.exit(code);
-} else if (import.meta.main && Deno.args[0] === "top") {
-  const { code } = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-read",
-      new URL("./prof_top.ts", import.meta.url).pathname,
-      ...Deno.args.slice(1),
-    ],
-    stdout: "inherit",
-    stderr: "inherit",
-  }).output();
-  Deno.exit(code);
-} else if (import.meta.main && Deno.args[0] === "decide") {
-  await import("./bench_decide.ts").then(async (m) => {
-    const { code } = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL("./bench_decide.ts", import.meta.url).pathname],
-      stdout: "inherit",
-      stderr: "inherit",
-    }).output();
-    void m;
-    Deno.exit(code);
-  });
 } else if (import.meta.main) {
   const intercept = Deno.args[0] === "--intercept";
   const dlp = Deno.args.includes("--dlp");
