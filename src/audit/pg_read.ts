@@ -268,18 +268,7 @@ export class PgAuditReader implements AuditReadModel {
     const points: Stats["buckets"]["points"] = [];
     const index = new Map<number, Stats["buckets"]["points"][number]>();
     for (let t = Math.floor(since / size) * size; t <= until; t += size) {
-      const p = {
-        ts: t,
-        requests: 0,
-        allow: 0,
-        log: 0,
-        deny: 0,
-        would_deny: 0,
-        error: 0,
-        challenge: 0,
-        tunnels: 0,
-        spend_usd: 0,
-      };
+      const p = { ts: t, ...ZERO, tunnels: 0, spend_usd: 0 };
       points.push(p);
       index.set(t, p);
     }
