@@ -58,6 +58,21 @@ function which(name: string, path: string | undefined): string | null {
   return null;
 }
 
+/**
+ * The namespaces bubblewrap makes for the command (own network and PID
+ * namespaces, the host's filesystem, a fresh /proc): the probe in
+ * {@link isolationUnavailable} asks for exactly these.
+ */
+const NAMESPACES = [
+  "--unshare-net",
+  "--unshare-pid",
+  "--dev-bind",
+  "/",
+  "/",
+  "--proc",
+  "/proc",
+];
+
 /** Where `--isolate` cannot work, the reason (a sentence for the user), else null. */
 export async function isolationUnavailable(io: Pick<Io, "env">): Promise<string | null> {
   if (Deno.build.os !== "linux") {
@@ -76,17 +91,7 @@ export async function isolationUnavailable(io: Pick<Io, "env">): Promise<string 
   }
   // The one test that counts: can bubblewrap make the namespaces here?
   const probe = await new Deno.Command("bwrap", {
-    args: [
-      "--unshare-net",
-      "--unshare-pid",
-      "--dev-bind",
-      "/",
-      "/",
-      "--proc",
-      "/proc",
-      "--",
-      "true",
-    ],
+    args: [...NAMESPACES, "--", "true"],
     stdin: "null",
     stdout: "null",
     stderr: "piped",
@@ -236,13 +241,7 @@ export async function runIsolated(
       blockPath,
       bpfPath,
       "--die-with-parent",
-      "--unshare-net",
-      "--unshare-pid",
-      "--dev-bind",
-      "/",
-      "/",
-      "--proc",
-      "/proc",
+      ...NAMESPACES,
       "--cap-drop",
       "ALL",
       "--seccomp",

@@ -172,16 +172,18 @@ function connect(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
   const ex = arrive(core, head.headers, info, (a) => s.end(rawAnswer(a)));
   if (ex === null) return;
   const intercept = core.interceptor !== null && isIntercepted(ex.config, hp.host, hp.port);
+  // The same options for the first decision and the one completed with the shared state's answer.
+  const tunnelOpts = {
+    now: ex.ts,
+    state: core.state,
+    intercept,
+    resolve: true,
+    local: core.local,
+    shared: sharedMode(core),
+  };
   const decideOnce = () => {
     const t = performance.now();
-    const d = decideTunnel(ex.config, info, {
-      now: ex.ts,
-      state: core.state,
-      intercept,
-      resolve: true,
-      local: core.local,
-      shared: sharedMode(core),
-    });
+    const d = decideTunnel(ex.config, info, tunnelOpts);
     ex.decideSeconds = (ex.decideSeconds ?? 0) + (performance.now() - t) / 1000;
     return d;
   };
@@ -194,14 +196,7 @@ function connect(core: ProxyCore, head: TakeoverHead, s: net.Socket, rest: Uint8
         if ("ok" in answer && answer.ok && ask.commit) releaseAsked(core, ask);
         return;
       }
-      const again = decideTunnelState(ex.config, info, answer, {
-        now: ex.ts,
-        state: core.state,
-        intercept,
-        resolve: true,
-        local: core.local,
-        shared: sharedMode(core),
-      });
+      const again = decideTunnelState(ex.config, info, answer, tunnelOpts);
       recordGap(core, ask, answer, again.verdict !== "deny");
       then(again);
     });
