@@ -731,19 +731,7 @@ function decideUnsafe(policy: CompiledPolicy, input: DecideInput): Decision {
       const r = checker.check(info, now, state, call);
       if (!r.ok) {
         if (trace) note(rule, "policy-failed", `${checker.name}: ${r.reason}`);
-        return {
-          ...(policy.mode === "audit" && isMetered(rule) ? { metered: true as const } : {}),
-          verdict: policy.mode === "audit" ? "would_deny" : "deny",
-          rule: rule.name,
-          ruleSource: rule.source,
-          reason: r.reason,
-          policy: checker.name,
-          status: r.status,
-          retryAfter: r.retryAfter,
-          detail: r.detail,
-          ...(r.findings ? { findings: r.findings } : {}),
-          ...(r.inspection?.length ? { inspection: r.inspection } : {}),
-        };
+        return refusedBy(policy, rule, checker.name, r);
       }
       passed.push(r);
     }
