@@ -14,8 +14,11 @@ import { prerequisite } from "./support/prerequisites.ts";
 import {
   BUDGET_MODEL_PRICES,
   chatCompletion,
+  dayBudgetRefusal,
   NANO_PER_TOKEN,
+  nextUtcMidnight,
   reservationNano,
+  usdOf,
 } from "./support/llm_budget.ts";
 
 const CHROMIUM = prerequisite("chromium");
@@ -88,18 +91,11 @@ ${LLM}rules:
     assert.equal(ok.length, 3);
     assert.equal(refused.length, 47);
     assert.equal(arrived, 3, "the origin saw exactly the three calls that fit");
-    const usd = (nano: number) => `$${(nano / 1e9).toFixed(4).replace(/0+$/, "")}`;
     // A calendar day resets at the next midnight (UTC); Retry-After says so too.
-    const midnight = new Date();
-    midnight.setUTCHours(24, 0, 0, 0);
+    const midnight = nextUtcMidnight();
     const resets = midnight.toISOString().slice(0, 19) + "Z";
     for (const x of refused) {
-      assert.equal(
-        x.body.reason,
-        `spending limit reached: $0.00 spent + ${usd(3 * r)} reserved in flight + ${
-          usd(r)
-        } for this call > ${usd(budgetNano)} per day (UTC) for rule "llm"; resets at ${resets}`,
-      );
+      assert.equal(x.body.reason, dayBudgetRefusal(3 * r, r, budgetNano));
       assert.deepEqual(
         [x.body.spent_usd, x.body.reserved_usd, x.body.needed_usd, x.body.limit_usd],
         [0, (3 * r) / 1e9, r / 1e9, budgetNano / 1e9],
@@ -144,7 +140,7 @@ ${LLM}rules:
         assert.deepEqual(cells.slice(0, 5), [
           "llm",
           `spending_limit ${
-            usd(budgetNano)
+            usdOf(budgetNano)
           } per day (UTC): counts only the requests rule "llm" allows`,
           "(whole rule)",
           "$0.00045", // the one USD formatter keeps a sub-cent amount's digits

@@ -12,6 +12,7 @@ import { type ProxyProcess, startOrigin, startProxy, waitFor } from "./helpers.t
 import {
   BUDGET_MODEL_PRICES,
   chatCompletion,
+  dayBudgetRefusal,
   NANO_PER_TOKEN,
   reservationNano,
 } from "./support/llm_budget.ts";
@@ -100,17 +101,8 @@ ${LLM}rules:
       assert.equal(ok.length, 5);
       assert.equal(refused.length, 55);
       assert.equal(arrived, 5, "the origin saw exactly the five calls that fit");
-      const usd = (nano: number) => `$${(nano / 1e9).toFixed(4).replace(/0+$/, "")}`;
-      const midnight = new Date();
-      midnight.setUTCHours(24, 0, 0, 0);
-      const resets = midnight.toISOString().slice(0, 19) + "Z";
       for (const x of refused) {
-        assert.equal(
-          x.body.reason,
-          `spending limit reached: $0.00 spent + ${usd(5 * r)} reserved in flight + ${
-            usd(r)
-          } for this call > ${usd(budgetNano)} per day (UTC) for rule "llm"; resets at ${resets}`,
-        );
+        assert.equal(x.body.reason, dayBudgetRefusal(5 * r, r, budgetNano));
       }
       // Settled in Redis: the holds released, the real cost (150 tokens each) charged.
       await waitFor(

@@ -37,3 +37,30 @@ export function chatCompletion(prompt: number, completion: number): string {
     },
   });
 }
+
+/** Dollars as the spending limit's reasons print them (`$0.004`, at most 4 decimals). */
+export function usdOf(nano: number): string {
+  return `$${(nano / 1e9).toFixed(4).replace(/0+$/, "")}`;
+}
+
+/** The next midnight (UTC): when a `per: day` budget in UTC resets. */
+export function nextUtcMidnight(): Date {
+  const midnight = new Date();
+  midnight.setUTCHours(24, 0, 0, 0);
+  return midnight;
+}
+
+/**
+ * The reason of a call refused by a `per: day` budget of rule "llm" while
+ * `reservedNano` is held in flight, nothing is spent, and the call needs `needNano`.
+ */
+export function dayBudgetRefusal(
+  reservedNano: number,
+  needNano: number,
+  budgetNano: number,
+): string {
+  const resets = nextUtcMidnight().toISOString().slice(0, 19) + "Z";
+  return `spending limit reached: $0.00 spent + ${usdOf(reservedNano)} reserved in flight + ${
+    usdOf(needNano)
+  } for this call > ${usdOf(budgetNano)} per day (UTC) for rule "llm"; resets at ${resets}`;
+}
