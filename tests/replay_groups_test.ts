@@ -8,9 +8,14 @@ import { AuditStore } from "../src/audit/store.ts";
 import type { AuditEventV1 } from "../src/audit/event.ts";
 import { MAIN } from "./helpers.ts";
 
-async function replay(dir: string, config: string) {
+/**
+ * Replay the seeded audit in `dir` against a policy file `name` holding
+ * `rules` (YAML list items) after `version: 1` and `default: deny`.
+ */
+async function replay(dir: string, name: string, rules: string) {
+  await Deno.writeTextFile(`${dir}/${name}`, `version: 1\ndefault: deny\nrules:\n${rules}`);
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, "replay", "--config", config, "--audit", "audit.db", "--since", "all"]
+    args: ["run", "-A", MAIN, "replay", "--config", name, "--audit", "audit.db", "--since", "all"]
       .concat(["--format", "json"]),
     cwd: dir,
     stdout: "piped",
@@ -82,17 +87,14 @@ Deno.test("replay: one group per decision, rule, policy and reason", async () =>
   const dir = await Deno.makeTempDir({ prefix: "agentgate-replay-" });
   try {
     seed(`${dir}/audit.db`);
-    await Deno.writeTextFile(
-      `${dir}/open.yaml`,
-      `version: 1
-default: deny
-rules:
-  - name: paste
+    const r = await replay(
+      dir,
+      "open.yaml",
+      `  - name: paste
     match: paste.test/**
     action: allow
 `,
     );
-    const r = await replay(dir, "open.yaml");
     assert.equal(r.counts.deny_to_allow, 5);
     assert.deepEqual(
       r.examples.deny_to_allow.map((
@@ -113,19 +115,16 @@ Deno.test("replay: a rule whose dlp policy alone reads the body is decided from 
   const dir = await Deno.makeTempDir({ prefix: "agentgate-replay-" });
   try {
     seed(`${dir}/audit.db`);
-    await Deno.writeTextFile(
-      `${dir}/dlp.yaml`,
-      `version: 1
-default: deny
-rules:
-  - name: paste
+    const r = await replay(
+      dir,
+      "dlp.yaml",
+      `  - name: paste
     match: paste.test/**
     action: allow
     policies:
       - dlp: { action: block }
 `,
     );
-    const r = await replay(dir, "dlp.yaml");
     assert.deepEqual(r.counts, {
       allow_to_deny: 0,
       deny_to_allow: 4,
@@ -142,12 +141,10 @@ rules:
       [[4, "allow"]],
     );
     // A condition that reads the body still cannot be decided without it.
-    await Deno.writeTextFile(
-      `${dir}/cond.yaml`,
-      `version: 1
-default: deny
-rules:
-  - name: paste
+    const c = await replay(
+      dir,
+      "cond.yaml",
+      `  - name: paste
     match: paste.test/**
     when: body.public == true
     action: allow
@@ -155,7 +152,6 @@ rules:
       - dlp: { action: block }
 `,
     );
-    const c = await replay(dir, "cond.yaml");
     assert.equal(c.counts.needs_body, 6);
   } finally {
     await Deno.remove(dir, { recursive: true });
