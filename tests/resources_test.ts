@@ -24,6 +24,8 @@ function measureWaits(proxyPort: number, url: string) {
   const waits: number[] = [];
   const errors: string[] = [];
   let running = true;
+  let firstDone = () => {};
+  const first = new Promise<void>((r) => (firstDone = r));
   const get = () =>
     new Promise<number>((resolve, reject) => {
       const req = http.get({ host: "127.0.0.1", port: proxyPort, path: url, agent }, (res) => {
@@ -43,9 +45,13 @@ function measureWaits(proxyPort: number, url: string) {
         break;
       }
       waits.push(performance.now() - t);
+      firstDone();
     }
+    firstDone();
   })();
   return {
+    /** Resolves once the first request came back (the connection is up and measuring). */
+    started: first,
     /** Stop and return the longest wait; throws on a failed request. */
     async stop() {
       running = false;
@@ -177,7 +183,7 @@ rules:
         `${origin.url}/upload/x`,
       ]);
     const waits = measureWaits(proxy.port, `${origin.url}/other`);
-    await new Promise((r) => setTimeout(r, 200));
+    await waits.started;
     const codes = await Promise.all([post(), post(), post()]);
     const { longest, count } = await waits.stop();
     assert.deepEqual(codes.map((c) => c.out), ["200", "200", "200"]);
