@@ -9,9 +9,9 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import type net from "node:net";
 import {
+  agentgateArgs,
   auditRows,
   MAIN,
-  RUN_FLAGS,
   startOrigin,
   startProxy,
   testPki,
@@ -143,10 +143,7 @@ Deno.test("npm with an npmrc cafile installs through interception under agentgat
     const r = await sh(
       [
         Deno.execPath(),
-        "run",
-        "-A",
-        ...RUN_FLAGS,
-        MAIN,
+        ...agentgateArgs(),
         "run",
         "--config",
         `${dir}/agentgate.yaml`,
@@ -282,10 +279,7 @@ Deno.test("run: NO_PROXY and no_proxy carry the same list, so curl and Python ag
     const r = await sh(
       [
         Deno.execPath(),
-        "run",
-        "-A",
-        ...RUN_FLAGS,
-        MAIN,
+        ...agentgateArgs(),
         "run",
         "--config",
         `${dir}/agentgate.yaml`,

@@ -12,10 +12,10 @@ import tls from "node:tls";
 import { fileURLToPath } from "node:url";
 import { createHash } from "node:crypto";
 import {
+  agentgateArgs,
   auditRows,
   MAIN,
   queryAudit,
-  RUN_FLAGS,
   startOrigin,
   startProxy,
   testPki,
@@ -285,10 +285,7 @@ async function run(
 ): Promise<{ code: number; stdout: string; stderr: string; session: string }> {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
-      "run",
-      "-A",
-      ...RUN_FLAGS,
-      MAIN,
+      ...agentgateArgs(),
       "run",
       "--config",
       `${w.dir}/agentgate.yaml`,

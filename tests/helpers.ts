@@ -17,6 +17,17 @@ export const MAIN = fileURLToPath(new URL("../main.ts", import.meta.url));
 /** The V8 flags `deno task start` and `deno task compile` use (scripts/v8_flags.ts). */
 export const RUN_FLAGS = [V8_FLAGS];
 
+/**
+ * The `deno` arguments that run agentgate with `args` (all permissions, the
+ * start task's V8 flags).
+ *
+ * @example
+ * new Deno.Command(Deno.execPath(), { args: agentgateArgs("run", "--config", cfg, "--", "true") });
+ */
+export function agentgateArgs(...args: string[]): string[] {
+  return ["run", "-A", ...RUN_FLAGS, MAIN, ...args];
+}
+
 /** A running agentgate process. */
 export interface ProxyProcess {
   port: number;

@@ -8,7 +8,7 @@
  * `--fail-on-deny` and the report count everything it did.
  */
 import assert from "node:assert/strict";
-import { auditRows, MAIN, RUN_FLAGS, startOrigin } from "./helpers.ts";
+import { agentgateArgs, auditRows, startOrigin } from "./helpers.ts";
 
 const dec = new TextDecoder();
 
@@ -90,10 +90,7 @@ rules:
   try {
     const out = await new Deno.Command(Deno.execPath(), {
       args: [
-        "run",
-        "-A",
-        ...RUN_FLAGS,
-        MAIN,
+        ...agentgateArgs(),
         "run",
         "--config",
         `${dir}/agentgate.yaml`,
