@@ -24,6 +24,8 @@
  *   deno task bench pricing                   pricing one LLM call, deciding one under a budget
  *   deno task bench mask                      canonical paths and secret masking per request (scripts/bench_mask.ts)
  *   deno task bench credentials               the credentials tripwire: screening heads and bodies
+ *   deno task bench floor [--node] [s1 …]     the runtime's floor: scripts/floor/proxy.mjs, a node:net
+ *                                             forward proxy without agentgate, under Deno (or Node)
  *   deno task bench upstream-tls              CPU per new upstream TLS connection with the system roots
  *                                             (scripts/bench_upstream_tls.ts)
  *
@@ -172,6 +174,28 @@ if (script) {
       new URL(`./${script.file}`, import.meta.url).pathname,
       ...(script.passArgs ? Deno.args.slice(1) : []),
     ],
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
+  Deno.exit(code);
+} else if (import.meta.main && Deno.args[0] === "floor") {
+  // The runtime's floor: scripts/floor/proxy.mjs (node:net only, no agentgate)
+  // as the candidate, under Deno or, with --node, under Node as the control.
+  const node = Deno.args.includes("--node");
+  const scenarios = Deno.args.slice(1).filter((a) => a !== "--node");
+  const file = new URL("./floor/proxy.mjs", import.meta.url).pathname;
+  const { code } = await new Deno.Command("bash", {
+    args: [harness, ...(scenarios.length ? scenarios : ["s1", "s2", "s3", "s3b", "s5"])],
+    cwd: dirname(harness),
+    env: {
+      PROXY_NAME: node ? "floor-node" : "floor-deno",
+      PROXY_ADDR: "127.0.0.1:18199",
+      PROXY_CMD: node
+        ? `node ${file} 127.0.0.1:18199`
+        : `${Deno.execPath()} run --allow-net --allow-env ${V8_FLAGS} ${file} 127.0.0.1:18199`,
+      PROXY_MODES: "http connect",
+      PEERS: Deno.env.get("PEERS") ?? "direct squid",
+    },
     stdout: "inherit",
     stderr: "inherit",
   }).output();

@@ -317,6 +317,8 @@ const SH: Record<string, ShRun> = {
   },
   "deno task bench upstream-tls   # CPU per new upstream TLS connection verified against the system roots":
     { skip: "a benchmark (CPU per connection, on a quiet machine)" },
+  "deno task bench floor s1 s3b   # the runtime's floor: a node:net proxy without agentgate (--node: under Node)":
+    { skip: "needs ../shared/bench, outside the repository" },
   "deno task bench s3b --profile /tmp/prof   # any harness run with a V8 CPU profile of agentgate in /tmp/prof":
     { skip: "needs ../shared/bench, outside the repository" },
   "deno task bench top /tmp/prof/CPU.*.cpuprofile   # the profile's top frames, self and inclusive":
