@@ -376,7 +376,14 @@ audit: { path: ./audit.db }
     env: { AG_TOKEN_16: "s3cret-token-16" },
   });
   try {
-    // The export lines on stdout (sourceable), the prose and the env line on stderr.
+    // The export lines on stdout (sourceable), the prose and the env line on stderr. The banner
+    // is printed after the listen line startProxy returns at: wait for its last lines.
+    await waitFor(
+      () =>
+        proxy.stderr.join("\n").includes("agentgate env --config") &&
+        proxy.stdout.join("\n").includes("export http_proxy="),
+      "the banner's env and export lines",
+    );
     const out = proxy.stdout.join("\n") + "\n";
     const err = proxy.stderr.join("\n");
     const p = `http://TOKEN@127.0.0.1:${proxy.port}`;
