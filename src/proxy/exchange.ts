@@ -86,6 +86,10 @@ export class Exchange {
   decideSeconds: number | null = null;
   /** Seconds from forwarding to the upstream's response head, or null. */
   upstreamSeconds: number | null = null;
+  /** @internal The server's slots holding this exchange (util/slots.ts); -1: not held. */
+  inflightSlot = -1;
+  /** @internal */
+  tunnelSlot = -1;
   /** Tears the exchange down (forced shutdown); set by whoever owns its sockets. */
   abort: (why: string) => void = () => {};
   #shownPath: string | null | undefined;

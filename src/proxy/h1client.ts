@@ -26,31 +26,55 @@ export interface Endpoint {
  * Deadlines checked by one coarse timer (every 100 ms) instead of a timer per
  * request: timers cost ~10% of the CPU of a proxied request in Deno (each
  * setTimeout/clearTimeout crosses into Rust). Timeouts fire up to 100 ms late.
+ *
+ * Kept in slots (arrays and a free list), not a Map keyed by the call: a Map
+ * with one insert and one delete per request is rehashed every few dozen
+ * requests, and V8 links each replaced table to its successor; once one
+ * table is promoted, that chain keeps every later table, and every call its
+ * entries held, alive through the scavenges until the next full GC (s1: most
+ * of each request's objects promoted, a mark-compact every ~250 ms).
  */
 class Deadlines {
-  #items = new Map<object, { at: number; fire: () => void }>();
+  #owner: (object | null)[] = [];
+  #at: number[] = [];
+  #fire: ((() => void) | null)[] = [];
+  #free: number[] = [];
+  #live = 0;
   #timer: ReturnType<typeof setInterval> | undefined;
 
-  set(key: object, ms: number, fire: () => void): void {
-    this.#items.set(key, { at: performance.now() + ms, fire });
+  /** Arm a deadline for `owner`; returns its slot, for {@link Deadlines.clear}. */
+  set(owner: object, ms: number, fire: () => void): number {
+    const slot = this.#free.length > 0 ? this.#free.pop()! : this.#owner.length;
+    this.#owner[slot] = owner;
+    this.#at[slot] = performance.now() + ms;
+    this.#fire[slot] = fire;
+    this.#live++;
     if (this.#timer === undefined) {
       this.#timer = setInterval(() => this.#sweep(), 100);
       Deno.unrefTimer(this.#timer as unknown as number);
     }
+    return slot;
   }
 
-  clear(key: object): void {
-    this.#items.delete(key);
+  /** Disarm `owner`'s deadline in `slot` (nothing when the slot is no longer its). */
+  clear(slot: number, owner: object): void {
+    if (slot < 0 || this.#owner[slot] !== owner) return;
+    this.#owner[slot] = null;
+    this.#fire[slot] = null;
+    this.#free.push(slot);
+    this.#live--;
   }
 
   #sweep() {
     const now = performance.now();
-    for (const [key, d] of this.#items) {
-      if (d.at > now) continue;
-      this.#items.delete(key);
-      d.fire();
+    for (let slot = 0; slot < this.#owner.length; slot++) {
+      const owner = this.#owner[slot];
+      if (owner === null || this.#at[slot] > now) continue;
+      const fire = this.#fire[slot]!;
+      this.clear(slot, owner);
+      fire();
     }
-    if (this.#items.size === 0) {
+    if (this.#live === 0) {
       clearInterval(this.#timer);
       this.#timer = undefined;
     }
@@ -253,6 +277,8 @@ export class UpstreamCall {
   #requestSent = false;
   #retried = false;
   #reused = false;
+  /** This call's slot in {@link deadlines} (-1: none armed). */
+  #deadline = -1;
 
   constructor(
     private readonly pool: ConnectionPool,
@@ -266,7 +292,7 @@ export class UpstreamCall {
   #newParser() {
     return new ResponseParser(this.opts.method, {
       head: (h) => {
-        deadlines.clear(this);
+        this.#disarm();
         this.on.head(h);
       },
       body: (c) => {
@@ -285,21 +311,31 @@ export class UpstreamCall {
       s.setNoDelay(true);
       conn = new Conn(s, this.endpoint.key, this.pool);
       s.once(this.endpoint.tls ? "secureConnect" : "connect", () => {
-        deadlines.set(this, this.#responseLeft(), this.#responseTimeout);
+        this.#arm(this.#responseLeft(), this.#responseTimeout);
       });
-      deadlines.set(
-        this,
+      this.#arm(
         this.opts.connectTimeoutMs,
         () => this.#fail(timeoutError(`connect timeout after ${this.opts.connectTimeoutMs} ms`)),
       );
     } else {
       conn.flow.resume();
-      deadlines.set(this, this.opts.responseTimeoutMs, this.#responseTimeout);
+      this.#arm(this.opts.responseTimeoutMs, this.#responseTimeout);
     }
     conn.owner = this;
     this.#conn = conn;
     this.#startedAt = performance.now();
     this.#send(conn.socket);
+  }
+
+  /** Arm this call's one deadline (replacing the one armed). */
+  #arm(ms: number, fire: () => void) {
+    deadlines.clear(this.#deadline, this);
+    this.#deadline = deadlines.set(this, ms, fire);
+  }
+
+  #disarm() {
+    deadlines.clear(this.#deadline, this);
+    this.#deadline = -1;
   }
 
   #startedAt = 0;
@@ -393,7 +429,7 @@ export class UpstreamCall {
   abort(): void {
     if (this.#finished) return;
     this.#finished = true;
-    deadlines.clear(this);
+    this.#disarm();
     this.#conn?.socket.destroy();
   }
 
@@ -406,7 +442,7 @@ export class UpstreamCall {
       IDEMPOTENT.has(this.opts.method) && this.opts.framing === "none"
     ) {
       this.#retried = true;
-      deadlines.clear(this);
+      this.#disarm();
       const old = this.#conn;
       if (old) {
         old.owner = null;
@@ -427,13 +463,13 @@ export class UpstreamCall {
   #fail(e: Error & { code?: string }) {
     if (this.#finished) return;
     this.#finished = true;
-    deadlines.clear(this);
+    this.#disarm();
     this.#conn?.socket.destroy();
     this.on.error(e, this.#parser.head !== null);
   }
 
   #complete() {
-    deadlines.clear(this);
+    this.#disarm();
     this.#finished = true;
     this.on.end();
     this.#maybeRelease();

@@ -29,6 +29,7 @@ import type { ProxyCore, TunnelCtx } from "./core.ts";
 import { plainRequests } from "./requests.ts";
 import { interceptHandlers, takeovers } from "./takeover.ts";
 import { LocalAddresses, NameResolver, resolveDestination } from "./resolve.ts";
+import { Slots } from "../util/slots.ts";
 
 /** What a running proxy needs. */
 export interface ProxyOptions {
@@ -77,12 +78,13 @@ export class ProxyServer implements ProxyCore {
   #local: LocalAddresses | null = null;
   /** Resolvers by DNS server and timeout (a reload may change either). */
   #resolvers = new Map<string, NameResolver>();
-  #inflight = new Set<Exchange>();
-  #tunnels = new Set<Exchange>();
+  // Slots, not Sets: see util/slots.ts (a Set churned per request kept requests alive in V8).
+  #inflight = new Slots<Exchange>();
+  #tunnels = new Slots<Exchange>();
   /** Open tunnels by client address. */
   #tunnelsByClient = new Map<string, number>();
-  #sockets = new Set<net.Socket>();
-  #h1 = new Set<H1Connection>();
+  #sockets = new Slots<net.Socket>();
+  #h1 = new Slots<H1Connection>();
   #draining = false;
   #drained: (() => void) | null = null;
   #log: (line: string) => void;
@@ -103,19 +105,20 @@ export class ProxyServer implements ProxyCore {
     // runs on Deno.serve underneath), and it answers malformed requests with
     // 400 itself. CONNECT and upgrades take the socket over.
     this.server = net.createServer((s: net.Socket) => {
-      this.#sockets.add(s);
-      s.once("close", () => this.#sockets.delete(s));
+      const socketSlot = this.#sockets.add(s);
+      s.once("close", () => this.#sockets.delete(socketSlot, s));
       s.on("error", () => {}); // a reset client must never crash the proxy
+      let h1Slot = -1;
       const h = serveHttp1(s, onRequest, {
         keepAliveTimeoutMs: 60_000,
         onTakeover: (head, socket, rest) => {
-          this.#h1.delete(h);
+          this.#h1.delete(h1Slot, h);
           onTakeover(head, socket, rest);
         },
         onError: (e) =>
           this.#log(`agentgate: internal error serving a request: ${(e as Error)?.stack ?? e}`),
       });
-      this.track(h, s);
+      h1Slot = this.track(h, s);
     });
   }
 
@@ -188,7 +191,7 @@ export class ProxyServer implements ProxyCore {
     this.#draining = true;
     const closed = new Promise<void>((r) => this.server.close(() => r()));
     // Idle keep-alive connections close now, busy ones after their response.
-    for (const h of this.#h1) h.close();
+    for (const h of this.#h1.values()) h.close();
     let forced = 0;
     if (this.#inflight.size > 0) {
       const drained = new Promise<void>((r) => (this.#drained = r));
@@ -199,13 +202,13 @@ export class ProxyServer implements ProxyCore {
       const res = await Promise.race([drained, timeout]);
       clearTimeout(timer);
       if (res === "timeout") {
-        for (const ex of [...this.#inflight]) {
+        for (const ex of this.#inflight.values()) {
           forced++;
           ex.abort("proxy shut down before the request finished");
         }
       }
     }
-    for (const s of this.#sockets) s.destroy();
+    for (const s of this.#sockets.values()) s.destroy();
     this.pool.destroy();
     await closed;
     return { forced };
@@ -220,8 +223,8 @@ export class ProxyServer implements ProxyCore {
   #sink = {
     record: (event: AuditEventV1, ex: Exchange) => {
       this.opts.audit.add(event);
-      this.#inflight.delete(ex);
-      if (this.#tunnels.delete(ex)) {
+      this.#inflight.delete(ex.inflightSlot, ex);
+      if (this.#tunnels.delete(ex.tunnelSlot, ex)) {
         const n = (this.#tunnelsByClient.get(ex.info.client) ?? 1) - 1;
         if (n > 0) this.#tunnelsByClient.set(ex.info.client, n);
         else this.#tunnelsByClient.delete(ex.info.client);
@@ -242,7 +245,7 @@ export class ProxyServer implements ProxyCore {
   begin(info: RequestInfo): Exchange {
     // The policy in force when the request arrived decides it, even across a reload.
     const ex = new Exchange(info, this.#sink, this.#config);
-    this.#inflight.add(ex);
+    ex.inflightSlot = this.#inflight.add(ex);
     this.counters.requests++;
     return ex;
   }
@@ -285,14 +288,15 @@ export class ProxyServer implements ProxyCore {
     const n = this.#tunnelsByClient.get(ex.info.client) ?? 0;
     if (n >= ex.config.limits.maxTunnelsPerClient) return false;
     this.#tunnelsByClient.set(ex.info.client, n + 1);
-    this.#tunnels.add(ex);
+    ex.tunnelSlot = this.#tunnels.add(ex);
     return true;
   }
 
-  track(conn: H1Connection, socket: { once(ev: "close", f: () => void): unknown }): void {
-    this.#h1.add(conn);
-    socket.once("close", () => this.#h1.delete(conn));
+  track(conn: H1Connection, socket: { once(ev: "close", f: () => void): unknown }): number {
+    const slot = this.#h1.add(conn);
+    socket.once("close", () => this.#h1.delete(slot, conn));
     if (this.#draining) conn.close();
+    return slot;
   }
 
   internal(req: H1Request, res: H1Response): void {
