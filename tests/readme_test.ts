@@ -172,7 +172,7 @@ const SH: Record<string, ShRun> = {
     run: ({ C, port }) => `cd "$CLONE"\n` + serveOnce(`${C} --listen 127.0.0.1:${port}`, port),
   },
   "deno task test    # run the whole test suite": { skip: "the suite this test is part of" },
-  "deno install --global -A --v8-flags=--max-semi-space-size=1,--heap-growing-percent=100,--expose-gc \\\n  --config deno.json --name agentgate main.ts":
+  "deno install --global -A --v8-flags=--max-semi-space-size=1,--no-allocation-site-pretenuring,--heap-growing-percent=100,--expose-gc \\\n  --config deno.json --name agentgate main.ts":
     {
       run: ({ L }) =>
         `cd "$CLONE"\n${L}\ntest "$(command -v agentgate)" = "$HOME/.deno/bin/agentgate"\n` +
