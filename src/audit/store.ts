@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { dirname } from "node:path";
 import { AUDIT_COLUMNS, type AuditEventV1 } from "./event.ts";
 import { type SqliteAuditReader, sqliteReaderOver } from "./sqlite_read.ts";
@@ -114,6 +114,103 @@ const MIGRATIONS: string[] = [
 /** Rows written per transaction slice (~2-4 ms of event-loop time). */
 const SLICE = 300;
 
+/**
+ * Rows per INSERT statement. node:sqlite pays per call and per bound value
+ * (~0.5 us a call, 30-70 ns a value in Deno 2.9): one statement for 16 rows
+ * and, for rows without LLM usage, only the columns they fill cost ~7.6 us a
+ * row instead of ~10.8 (scripts: a 60,000-row loop over the real schema).
+ */
+const ROWS_PER_INSERT = 16;
+
+/** Columns only priced LLM calls and spending limits fill (null on every other row). */
+const USAGE_COLUMNS: readonly string[] = [
+  "provider",
+  "model",
+  "input_tokens",
+  "output_tokens",
+  "cache_read_tokens",
+  "cache_write_tokens",
+  "reasoning_tokens",
+  "cost_usd",
+  "usage_partial",
+  "price_unknown",
+  "spend_keys",
+  "price_source",
+  "price_incomplete",
+  "price_missing",
+  "service_tier",
+  "reserved_usd",
+  "charged_usd",
+];
+
+/** The columns of a row without usage, in {@link pushRow}'s order. */
+const PLAIN_COLUMNS = AUDIT_COLUMNS.filter((c) => !USAGE_COLUMNS.includes(c));
+
+/** Whether a row leaves every {@link USAGE_COLUMNS} column null. */
+function isPlain(e: AuditEventV1): boolean {
+  return e.provider == null && e.model == null && e.input_tokens == null &&
+    e.output_tokens == null && e.cache_read_tokens == null && e.cache_write_tokens == null &&
+    e.reasoning_tokens == null && e.cost_usd == null && e.usage_partial == null &&
+    e.price_unknown == null && !e.spend_keys?.length && e.price_source == null &&
+    e.price_incomplete == null && e.price_missing == null && e.service_tier == null &&
+    e.reserved_usd == null && e.charged_usd == null;
+}
+
+const flag = (b: boolean | null | undefined) => b === undefined || b === null ? null : Number(b);
+
+/**
+ * A row's values in column order ({@link AUDIT_COLUMNS}; {@link PLAIN_COLUMNS}
+ * when `plain`), appended to `out`.
+ */
+function pushRow(out: unknown[], e: AuditEventV1, plain: boolean): void {
+  out.push(
+    e.id,
+    e.ts,
+    e.session,
+    e.label,
+    e.client,
+    e.method,
+    e.scheme,
+    e.host,
+    e.port,
+    e.path,
+    e.query,
+    e.status,
+    e.decision,
+    e.rule,
+    e.rule_source,
+    e.reason,
+    e.policy,
+    e.bytes_in,
+    e.bytes_out,
+    e.duration_ms,
+    e.error,
+    e.headers,
+  );
+  if (!plain) {
+    out.push(
+      e.provider ?? null,
+      e.model ?? null,
+      e.input_tokens ?? null,
+      e.output_tokens ?? null,
+      e.cache_read_tokens ?? null,
+      e.cache_write_tokens ?? null,
+      e.reasoning_tokens ?? null,
+      e.cost_usd ?? null,
+      flag(e.usage_partial),
+      flag(e.price_unknown),
+      e.spend_keys?.length ? JSON.stringify(e.spend_keys) : null,
+      e.price_source ?? null,
+      flag(e.price_incomplete),
+      e.price_missing ?? null,
+      e.service_tier ?? null,
+      e.reserved_usd ?? null,
+      e.charged_usd ?? null,
+    );
+  }
+  out.push(e.dest_ip ?? null, e.inspection ?? null);
+}
+
 /** Schema version this build writes. */
 export const AUDIT_SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -196,7 +293,8 @@ export function openAuditDb(path: string): DatabaseSync {
  */
 export class AuditStore {
   #queue: AuditEventV1[] = [];
-  #insert: StatementSync;
+  /** INSERT statements by row count (negative: plain rows), prepared when first needed. */
+  #inserts = new Map<number, StatementSync>();
   #insertFinding: StatementSync;
   #timer: ReturnType<typeof setInterval>;
   #retentionTimer: ReturnType<typeof setInterval> | null = null;
@@ -220,11 +318,6 @@ export class AuditStore {
   private constructor(db: DatabaseSync, path: string, private readonly opts: AuditStoreOptions) {
     this.#db = db;
     this.#path = path;
-    this.#insert = db.prepare(
-      `INSERT OR IGNORE INTO audit (${AUDIT_COLUMNS.join(", ")}) VALUES (${
-        AUDIT_COLUMNS.map(() => "?").join(", ")
-      })`,
-    );
     this.#insertFinding = db.prepare(
       `INSERT INTO findings (decision_id, ts, detector, direction, location, sample, action, host)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -331,7 +424,7 @@ export class AuditStore {
       this.#queue = batch === this.#queue ? [] : this.#queue.slice(batch.length);
       // Rows of the open transaction, to requeue them if it fails.
       for (const e of batch) this.#tx.push(e);
-      for (const e of batch) this.#insertRow(e);
+      this.#insertRows(batch);
       if (this.#queue.length === 0) {
         this.#db.exec("COMMIT");
         this.written += this.#tx.length;
@@ -374,63 +467,53 @@ export class AuditStore {
     );
   }
 
-  #insertRow(e: AuditEventV1) {
-    this.#insert.run(
-      e.id,
-      e.ts,
-      e.session,
-      e.label,
-      e.client,
-      e.method,
-      e.scheme,
-      e.host,
-      e.port,
-      e.path,
-      e.query,
-      e.status,
-      e.decision,
-      e.rule,
-      e.rule_source,
-      e.reason,
-      e.policy,
-      e.bytes_in,
-      e.bytes_out,
-      e.duration_ms,
-      e.error,
-      e.headers,
-      e.provider ?? null,
-      e.model ?? null,
-      e.input_tokens ?? null,
-      e.output_tokens ?? null,
-      e.cache_read_tokens ?? null,
-      e.cache_write_tokens ?? null,
-      e.reasoning_tokens ?? null,
-      e.cost_usd ?? null,
-      e.usage_partial === undefined || e.usage_partial === null ? null : Number(e.usage_partial),
-      e.price_unknown === undefined || e.price_unknown === null ? null : Number(e.price_unknown),
-      e.spend_keys?.length ? JSON.stringify(e.spend_keys) : null,
-      e.price_source ?? null,
-      e.price_incomplete === undefined || e.price_incomplete === null
-        ? null
-        : Number(e.price_incomplete),
-      e.price_missing ?? null,
-      e.service_tier ?? null,
-      e.reserved_usd ?? null,
-      e.charged_usd ?? null,
-      e.dest_ip ?? null,
-      e.inspection ?? null,
-    );
-    for (const f of e.findings ?? []) {
-      this.#insertFinding.run(
-        e.id,
-        e.ts,
-        f.detector,
-        f.direction,
-        f.location,
-        f.sample,
-        f.action,
-        e.host,
+  /** The INSERT of `rows` rows (plain ones: only {@link PLAIN_COLUMNS}). */
+  #insertOf(rows: number, plain: boolean): StatementSync {
+    const key = plain ? -rows : rows;
+    let st = this.#inserts.get(key);
+    if (st === undefined) {
+      const cols = plain ? PLAIN_COLUMNS : AUDIT_COLUMNS;
+      const one = `(${cols.map(() => "?").join(", ")})`;
+      st = this.#db.prepare(
+        `INSERT OR IGNORE INTO audit (${cols.join(", ")}) VALUES ${
+          Array.from({ length: rows }, () => one).join(", ")
+        }`,
       );
+      this.#inserts.set(key, st);
+    }
+    return st;
+  }
+
+  /** Insert rows (inside the open transaction), {@link ROWS_PER_INSERT} to a statement. */
+  #insertRows(batch: AuditEventV1[]) {
+    const plain: AuditEventV1[] = [];
+    const full: AuditEventV1[] = [];
+    for (const e of batch) (isPlain(e) ? plain : full).push(e);
+    this.#insertAll(plain, true);
+    this.#insertAll(full, false);
+    for (const e of batch) {
+      for (const f of e.findings ?? []) {
+        this.#insertFinding.run(
+          e.id,
+          e.ts,
+          f.detector,
+          f.direction,
+          f.location,
+          f.sample,
+          f.action,
+          e.host,
+        );
+      }
+    }
+  }
+
+  #insertAll(rows: AuditEventV1[], plain: boolean) {
+    const values: unknown[] = [];
+    for (let at = 0; at < rows.length; at += ROWS_PER_INSERT) {
+      const n = Math.min(ROWS_PER_INSERT, rows.length - at);
+      values.length = 0;
+      for (let i = at; i < at + n; i++) pushRow(values, rows[i], plain);
+      this.#insertOf(n, plain).run(...values as SQLInputValue[]);
     }
   }
 
@@ -446,7 +529,7 @@ export class AuditStore {
       const batch = this.#queue;
       this.#queue = [];
       for (const e of batch) this.#tx.push(e);
-      for (const e of batch) this.#insertRow(e);
+      this.#insertRows(batch);
       this.#db.exec("COMMIT");
       const n = this.#tx.length;
       this.written += n;

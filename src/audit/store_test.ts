@@ -225,3 +225,114 @@ Deno.test("audit store: a v1 database migrates forward keeping its rows", () =>
     );
     db.close();
   }));
+
+Deno.test("audit store: every column round-trips, plain and priced rows mixed across multi-row INSERTs", () =>
+  withDir((dir) => {
+    const store = AuditStore.open(`${dir}/a.db`, { flushMs: 10_000 });
+    const written: AuditEventV1[] = [];
+    // 37 rows: more than two 16-row statements of each kind, with a remainder.
+    for (let i = 0; i < 37; i++) {
+      const e: AuditEventV1 = {
+        ...event(`id-${String(i).padStart(2, "0")}`, 1_700_000_000_000 + i),
+        session: i % 4 === 0 ? `s-${i}` : null,
+        query: i % 5 === 0 ? `q=${i}` : null,
+        status: i % 7 === 0 ? null : 200 + i,
+        error: i % 9 === 0 ? `boom ${i}` : null,
+        dest_ip: `10.0.0.${i}`,
+        inspection: i % 6 === 0 ? "dlp scan cut at 1 MiB" : null,
+      };
+      if (i % 3 === 0) {
+        Object.assign(e, {
+          provider: "openai",
+          model: `gpt-${i}`,
+          input_tokens: i,
+          output_tokens: 2 * i,
+          cache_read_tokens: 3,
+          cache_write_tokens: 4,
+          reasoning_tokens: 5,
+          cost_usd: i / 100,
+          usage_partial: i % 2 === 0,
+          price_unknown: false,
+          spend_keys: [`team:${i}`],
+          price_source: "config",
+          price_incomplete: true,
+          price_missing: "cache write",
+          service_tier: "default",
+          reserved_usd: 1.5,
+          charged_usd: i / 100,
+        });
+      }
+      if (i === 10 || i === 12) {
+        e.findings = [{
+          detector: "aws_access_key",
+          direction: "request",
+          location: "body",
+          sample: "AKIA…MPLE",
+          action: "block",
+        }];
+      }
+      written.push(e);
+      store.add(e);
+    }
+    assert.equal(store.flush(), 37);
+    store.close();
+    const db = new DatabaseSync(`${dir}/a.db`);
+    const rows = db.prepare("SELECT * FROM audit ORDER BY id").all();
+    assert.equal(rows.length, 37);
+    for (const [i, row] of rows.entries()) {
+      const e = written[i];
+      const priced = i % 3 === 0;
+      assert.deepEqual({ ...row }, {
+        id: e.id,
+        ts: e.ts,
+        session: e.session,
+        label: null,
+        client: "127.0.0.1",
+        method: "GET",
+        scheme: "http",
+        host: "example.test",
+        port: 80,
+        path: "/",
+        query: e.query,
+        status: e.status,
+        decision: "allow",
+        rule: "r",
+        rule_source: "a.yaml:3",
+        reason: 'matched rule "r"',
+        policy: null,
+        bytes_in: 0,
+        bytes_out: 10,
+        duration_ms: 1.5,
+        error: e.error,
+        headers: "{}",
+        provider: priced ? "openai" : null,
+        model: priced ? `gpt-${i}` : null,
+        input_tokens: priced ? i : null,
+        output_tokens: priced ? 2 * i : null,
+        cache_read_tokens: priced ? 3 : null,
+        cache_write_tokens: priced ? 4 : null,
+        reasoning_tokens: priced ? 5 : null,
+        cost_usd: priced ? i / 100 : null,
+        usage_partial: priced ? (i % 2 === 0 ? 1 : 0) : null,
+        price_unknown: priced ? 0 : null,
+        spend_keys: priced ? JSON.stringify([`team:${i}`]) : null,
+        price_source: priced ? "config" : null,
+        price_incomplete: priced ? 1 : null,
+        price_missing: priced ? "cache write" : null,
+        service_tier: priced ? "default" : null,
+        reserved_usd: priced ? 1.5 : null,
+        charged_usd: priced ? i / 100 : null,
+        dest_ip: `10.0.0.${i}`,
+        inspection: e.inspection,
+      }, `row ${i}`);
+    }
+    const findings = db.prepare(
+      "SELECT decision_id, detector, action, host FROM findings ORDER BY decision_id",
+    )
+      .all().map((r) => ({ ...r }));
+    assert.deepEqual(findings, [
+      { decision_id: "id-10", detector: "aws_access_key", action: "block", host: "example.test" },
+      { decision_id: "id-12", detector: "aws_access_key", action: "block", host: "example.test" },
+    ]);
+    db.close();
+  }));
