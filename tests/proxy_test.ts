@@ -60,6 +60,23 @@ Deno.test("forward proxy: plain HTTP end to end", async (t) => {
     if (req.url === "/head") {
       res.writeHead(200, { "content-length": "5" });
       res.end(req.method === "HEAD" ? undefined : "hello");
+    } else if (req.url === "/response-headers") {
+      // Raw: duplicates in order, a hop-by-hop one named by Connection, a forged decision id.
+      res.writeHead(200, [
+        "Set-Cookie",
+        "a=1",
+        "X-Hop",
+        "secret",
+        "Connection",
+        "X-Hop",
+        "X-AgentGate-Decision",
+        "forged",
+        "set-cookie",
+        "b=2",
+        "Content-Length",
+        "2",
+      ]);
+      res.end("ok");
     } else if (req.url === "/nocontent") {
       res.writeHead(204);
       res.end();
@@ -153,6 +170,27 @@ Deno.test("forward proxy: plain HTTP end to end", async (t) => {
       assert.equal(h.host, `127.0.0.1:${origin.port}`);
       assert.match(h.via, /^1\.1 agentgate-[0-9a-f]{8}$/);
     });
+
+    await t.step(
+      "response headers: hop-by-hop dropped, duplicates in order, the decision id is ours",
+      async () => {
+        const r = await curl(["-i", "-x", proxy.url, `${origin.url}/response-headers`]);
+        assert.equal(r.code, 0, r.err);
+        const lines = r.out.split("\r\n\r\n")[0].split("\r\n").slice(1).map((l) => l.toLowerCase());
+        assert.deepEqual(lines.filter((l) => l.startsWith("set-cookie")), [
+          "set-cookie: a=1",
+          "set-cookie: b=2",
+        ]);
+        assert.equal(lines.filter((l) => l.startsWith("x-hop")).length, 0);
+        const ids = lines.filter((l) => l.startsWith("x-agentgate-decision:"));
+        assert.equal(ids.length, 1, ids.join(" | "));
+        const id = ids[0].split(": ")[1];
+        assert.match(id, /^[0-9a-f-]{36}$/);
+        const [row] = await waitForRows(proxy.auditPath, 1, `id = '${id}'`);
+        assert.equal(row.status, 200);
+        assert.equal(r.out.split("\r\n\r\n")[1], "ok");
+      },
+    );
 
     await t.step("client keep-alive and pooled upstream connections", async () => {
       const r = await curl(["-v", "-x", proxy.url, `${origin.url}/a`, `${origin.url}/b`]);

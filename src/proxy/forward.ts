@@ -9,7 +9,7 @@ import type http from "node:http";
 import net from "node:net";
 import tls from "node:tls";
 import { type Duplex, Readable, type Writable } from "node:stream";
-import { endToEnd } from "./headers.ts";
+import { endToEnd, hasHeader, headerLines } from "./headers.ts";
 import {
   classifyUpstreamError,
   rawAnswer,
@@ -29,12 +29,15 @@ export interface InboundRequest extends Readable {
   rawHeaders: string[];
 }
 
-/** What the proxy uses of a response: node:http's ServerResponse or our H1Response. */
+/**
+ * What the proxy uses of a response: our H1Response (node:http's
+ * ServerResponse takes the same; headers as an object or a raw list).
+ */
 export interface OutboundResponse extends Writable {
   writeHead(
     status: number,
-    statusText?: string | Record<string, string | string[]>,
-    headers?: Record<string, string | string[]>,
+    statusText?: string | Record<string, string | string[]> | readonly string[],
+    headers?: Record<string, string | string[]> | readonly string[],
   ): unknown;
   readonly headersSent: boolean;
   statusCode: number;
@@ -195,16 +198,12 @@ function leafOnlyPeerCertificate(socket: tls.TLSSocket): tls.TLSSocket {
   return socket;
 }
 
-/** Serialize headers (original case, duplicates as repeated lines). */
-function headerLines(headers: Record<string, string | string[]>): string {
-  let out = "";
-  for (const k in headers) {
-    const v = headers[k];
-    if (Array.isArray(v)) { for (const one of v) out += `${k}: ${one}\r\n`; }
-    else out += `${k}: ${v}\r\n`;
-  }
-  return out;
-}
+/** Request headers the proxy writes itself (Host, Via, the framing) or must not pass on. */
+const REQUEST_SKIP: readonly string[] = ["host", "expect", "via", "content-length"];
+/** An upgrade request's headers the proxy writes itself. */
+const UPGRADE_SKIP: readonly string[] = ["host", "via"];
+/** An upstream may not speak for the proxy. */
+const RESPONSE_SKIP: readonly string[] = ["x-agentgate-decision"];
 
 /**
  * Forward one request and stream the response back. Calls `ex.finish` on
@@ -229,22 +228,7 @@ export function forwardHttp(
     headerEdits?: Map<string, string | null>;
   },
 ): void {
-  const headers = endToEnd(req.rawHeaders, {
-    skip: ["host", "expect", "via", "content-length"],
-  });
-  if (opts.headerEdits) {
-    for (const name of Object.keys(headers)) {
-      const edit = opts.headerEdits.get(name.toLowerCase());
-      if (edit === undefined) continue;
-      if (edit === null) delete headers[name];
-      else headers[name] = edit;
-    }
-    for (const [name, value] of opts.headerEdits) {
-      if (value !== null && !Object.keys(headers).some((k) => k.toLowerCase() === name)) {
-        headers[name] = value;
-      }
-    }
-  }
+  const headers = endToEnd(req.rawHeaders, { skip: REQUEST_SKIP });
   const via = req.headers["via"];
   const cl = req.headers["content-length"];
   const te = req.headers["transfer-encoding"];
@@ -262,7 +246,8 @@ export function forwardHttp(
     framingLine = `Content-Length: ${cl}\r\n`;
   } else if (!BODYLESS_BY_DEFAULT.has(method)) framingLine = "Content-Length: 0\r\n";
   const head = `${method} ${target.rawPath} HTTP/1.1\r\nHost: ${target.authority}\r\n` +
-    headerLines(headers) + `Via: ${via ? `${via}, ` : ""}${opts.via}\r\n` + framingLine + "\r\n";
+    headerLines(headers, opts.headerEdits) + `Via: ${via ? `${via}, ` : ""}${opts.via}\r\n` +
+    framingLine + "\r\n";
   const [tgt, tgtName] = targetLabel(target);
   const hasBody = framing !== "none";
   const observers = opts.observers ?? [];
@@ -302,18 +287,15 @@ export function forwardHttp(
     {
       head: (h) => {
         ex.upstreamSeconds = (performance.now() - sentAt) / 1000;
-        const out = endToEnd(h.rawHeaders);
-        if (h.rawHeaders.some((n, i) => i % 2 === 0 && n.toLowerCase() === "transfer-encoding")) {
-          // De-chunked here, re-framed by the server: a Content-Length beside it is stale.
-          for (const k of Object.keys(out)) if (k.toLowerCase() === "content-length") delete out[k];
-        }
-        out["x-agentgate-decision"] = ex.info.id;
-        if (opts.closeAfter()) out["connection"] = "close";
         transforming = opts.transform?.head(h.status, h.rawHeaders) ?? false;
-        if (transforming) {
-          // The body changes length: the server re-frames it (chunked).
-          for (const k of Object.keys(out)) if (k.toLowerCase() === "content-length") delete out[k];
-        }
+        const out = endToEnd(h.rawHeaders, {
+          skip: RESPONSE_SKIP,
+          // A body de-chunked here or transformed (it changes length) is
+          // re-framed by the server: a Content-Length from upstream is stale.
+          dropLength: transforming || hasHeader(h.rawHeaders, "transfer-encoding"),
+        });
+        out.push("x-agentgate-decision", ex.info.id);
+        if (opts.closeAfter()) out.push("connection", "close");
         res.writeHead(h.status, h.statusText, out);
         for (const o of observers) o.head(h.status, h.rawHeaders);
       },
@@ -404,11 +386,9 @@ export function forwardUpgrade(
   ex: Exchange,
   opts: UpstreamOptions & { endpoint?: Endpoint },
 ): void {
-  const headers = endToEnd(req.rawHeaders, { skip: ["host", "via"], keepUpgrade: true });
-  let text = `${req.method} ${target.rawPath} HTTP/1.1\r\nHost: ${target.authority}\r\n`;
-  for (const [k, v] of Object.entries(headers)) {
-    for (const one of Array.isArray(v) ? v : [v]) text += `${k}: ${one}\r\n`;
-  }
+  const headers = endToEnd(req.rawHeaders, { skip: UPGRADE_SKIP, keepUpgrade: true });
+  let text = `${req.method} ${target.rawPath} HTTP/1.1\r\nHost: ${target.authority}\r\n` +
+    headerLines(headers);
   text += `Via: ${opts.via}\r\nConnection: Upgrade\r\n\r\n`;
   const [tgt, tgtName] = targetLabel(target);
   const up = opts.endpoint?.connect() ??

@@ -19,7 +19,7 @@ const HOP_BY_HOP = new Set([
 ]);
 
 /** Names listed in `Connection:` are hop-by-hop too. */
-function connectionTokens(raw: string[]): Set<string> | null {
+function connectionTokens(raw: readonly string[]): Set<string> | null {
   let out: Set<string> | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
@@ -36,33 +36,71 @@ function connectionTokens(raw: string[]): Set<string> | null {
 }
 
 /**
- * End-to-end headers from a raw header list (name, value, name, value…), with
- * their original case, duplicates as arrays.
+ * The end-to-end part of a raw header list (name, value, name, value…): still
+ * a raw list, in the original order and case, duplicates as repeated entries
+ * (what `H1Response.writeHead` and the upstream request head take). `skip`
+ * names (lower case) are dropped too; `dropLength` drops Content-Length (a
+ * body the proxy re-frames).
  *
  * @example
  * endToEnd(["Host", "a", "Connection", "x-foo", "X-Foo", "1", "Accept", "*\/*"], { skip: ["host"] })
- * // { Accept: "*\/*" }
+ * // ["Accept", "*\/*"]
  */
 export function endToEnd(
-  raw: string[],
-  opts: { skip?: readonly string[]; keepUpgrade?: boolean } = {},
-): Record<string, string | string[]> {
+  raw: readonly string[],
+  opts: { skip?: readonly string[]; keepUpgrade?: boolean; dropLength?: boolean } = {},
+): string[] {
   const extra = connectionTokens(raw);
-  const out: Record<string, string | string[]> = {};
-  const seen = new Map<string, string>();
+  const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower) && !(opts.keepUpgrade && lower === "upgrade")) continue;
-    if (extra?.has(lower) || opts.skip?.includes(lower)) continue;
-    const value = raw[i + 1];
-    const first = seen.get(lower);
-    if (first === undefined) {
-      seen.set(lower, name);
-      out[name] = value;
-    } else {
-      const cur = out[first];
-      out[first] = Array.isArray(cur) ? [...cur, value] : [cur, value];
+    if (extra !== null && extra.has(lower)) continue;
+    if (opts.skip !== undefined && opts.skip.includes(lower)) continue;
+    if (opts.dropLength && lower === "content-length") continue;
+    out.push(name, raw[i + 1]);
+  }
+  return out;
+}
+
+/** Whether a raw header list (name, value, …) has a header `lower` (a lower-case name). */
+export function hasHeader(raw: readonly string[], lower: string): boolean {
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i].length === lower.length && raw[i].toLowerCase() === lower) return true;
+  }
+  return false;
+}
+
+/**
+ * Header lines (`Name: value\r\n`…) of a raw list, with edits applied (lower-case
+ * name -> value; null removes every line of that name): an edited header
+ * keeps its first line's place and spelling, once; a new one is appended.
+ */
+export function headerLines(
+  raw: readonly string[],
+  edits?: ReadonlyMap<string, string | null>,
+): string {
+  let out = "";
+  let done: Set<string> | null = null;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    if (edits !== undefined) {
+      const lower = name.toLowerCase();
+      const edit = edits.get(lower);
+      if (edit !== undefined) {
+        if (edit !== null && !(done ??= new Set()).has(lower)) {
+          done.add(lower);
+          out += `${name}: ${edit}\r\n`;
+        }
+        continue;
+      }
+    }
+    out += `${name}: ${raw[i + 1]}\r\n`;
+  }
+  if (edits !== undefined) {
+    for (const [name, value] of edits) {
+      if (value !== null && !done?.has(name)) out += `${name}: ${value}\r\n`;
     }
   }
   return out;
