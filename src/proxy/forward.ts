@@ -252,6 +252,8 @@ export function forwardHttp(
   const hasBody = framing !== "none";
   const observers = opts.observers ?? [];
   let transforming = false;
+  /** The response was ended with the body's last piece. */
+  let ended = false;
   let observed = false;
   const observerEnd = (complete: boolean) => {
     if (observed) return;
@@ -299,12 +301,18 @@ export function forwardHttp(
         res.writeHead(h.status, h.statusText, out);
         for (const o of observers) o.head(h.status, h.rawHeaders);
       },
-      body: (chunk) => {
+      body: (chunk, last) => {
         if (!transforming) {
           ex.bytesOut += chunk.length;
           // The client's write is queued first, then the observers read the
-          // same bytes: parsing never delays them.
-          const ok = res.write(chunk);
+          // same bytes: parsing never delays them. The last piece of a body
+          // of known length ends the response with it: head and body leave
+          // in one socket write, past the stream machinery of write().
+          let ok = true;
+          if (last) {
+            ended = true;
+            res.end(chunk);
+          } else ok = res.write(chunk);
           for (const o of observers) o.chunk(chunk);
           return ok;
         }
@@ -329,7 +337,7 @@ export function forwardHttp(
           ex.bytesOut += rest.length;
           if (rest.length) res.write(rest);
         }
-        res.end();
+        if (!ended) res.end();
       },
       error: (e, responded) => {
         if (ex.done) return;

@@ -212,8 +212,11 @@ export type BodyFraming = "none" | "length" | "chunked";
 /** What the caller learns about the exchange. */
 export interface CallHandlers {
   head(head: ResponseHead): void;
-  /** Response body data; return false to pause the upstream until `resume()`. */
-  body(chunk: Uint8Array): boolean;
+  /**
+   * Response body data (`last`: it completes a body of known length, `end`
+   * follows at once); return false to pause the upstream until `resume()`.
+   */
+  body(chunk: Uint8Array, last: boolean): boolean;
   end(): void;
   /** Any failure; `responded` tells whether a head was already delivered. */
   error(err: Error & { code?: string }, responded: boolean): void;
@@ -295,8 +298,8 @@ export class UpstreamCall {
         this.#disarm();
         this.on.head(h);
       },
-      body: (c) => {
-        if (!this.on.body(c)) this.#conn?.flow.pause();
+      body: (c, last) => {
+        if (!this.on.body(c, last)) this.#conn?.flow.pause();
       },
       end: () => this.#complete(),
     });

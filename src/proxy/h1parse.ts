@@ -29,8 +29,11 @@ export interface ResponseHead {
 /** Callbacks of a parser. */
 export interface ParserSink {
   head(head: ResponseHead): void;
-  /** A piece of the (de-chunked) body. */
-  body(chunk: Uint8Array): void;
+  /**
+   * A piece of the (de-chunked) body; `last` when it completes a body of
+   * known length (`end` follows at once).
+   */
+  body(chunk: Uint8Array, last: boolean): void;
   end(): void;
 }
 
@@ -64,7 +67,7 @@ export class ResponseParser {
   readonly #onBody: (chunk: Uint8Array) => void;
 
   constructor(private readonly method: string, private readonly sink: ParserSink) {
-    this.#onBody = (c) => sink.body(c);
+    this.#onBody = (c) => sink.body(c, this.#body!.done);
   }
 
   /** The head, once parsed. */
