@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { BodyDecoder, collapseContentLength, findHeadEnd, ParseError } from "./h1body.ts";
+import { BodyDecoder, collapseContentLength, findHeadEnd, latin1, ParseError } from "./h1body.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -105,4 +105,15 @@ Deno.test("collapseContentLength: one line with the agreed value, order kept", (
   );
   const plain = ["Content-Length", "3", "X", "1"];
   assert.equal(collapseContentLength(plain, 3), plain, "nothing to collapse: the same array");
+});
+
+Deno.test("latin1: every byte value maps to the same code point, views keep their offset", () => {
+  const all = new Uint8Array(512).map((_, i) => i % 256);
+  const s = latin1(all);
+  assert.equal(s.length, 512);
+  for (let i = 0; i < 512; i++) assert.equal(s.charCodeAt(i), i % 256, `byte ${i}`);
+  // A view into a larger buffer: only its bytes, from its offset.
+  const view = all.subarray(300, 305); // 44..48
+  assert.equal(latin1(view), ",-./0");
+  assert.equal(latin1(new Uint8Array(0)), "");
 });

@@ -43,6 +43,18 @@ const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/;
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 // deno-lint-ignore no-control-regex
 const BAD_VALUE = /[\x00\r\n]/;
+/** A header block (the lines after the status line) every line of which is `token ":" value`. */
+const HEADER_BLOCK =
+  // deno-lint-ignore no-control-regex
+  /^[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\x00\r\n]*(?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\x00\r\n]*)*$/;
+
+/** The precise error of a header line the block check refused (or nothing). */
+function checkHeaderLine(line: string, colon: number): void {
+  if (line[0] === " " || line[0] === "\t") throw new ParseError("obsolete header line folding");
+  if (colon <= 0) throw new ParseError(`invalid header line "${line.slice(0, 60)}"`);
+  const name = line.slice(0, colon);
+  if (!HEADER_NAME.test(name)) throw new ParseError(`invalid header name "${name.slice(0, 60)}"`);
+}
 
 const enum State {
   Head,
@@ -152,19 +164,21 @@ export class ResponseParser {
     let chunked = false;
     let hasTE = false;
     let close = minor === 0;
+    // One pass over the whole block validates every line in the usual case;
+    // a block that fails it is checked line by line for a precise error.
+    const checked = lines.length === 1 || HEADER_BLOCK.test(text.slice(lines[0].length + 2));
     for (let i = 1; i < lines.length; i++) {
       const line = lines[i];
-      if (line[0] === " " || line[0] === "\t") throw new ParseError("obsolete header line folding");
       const colon = line.indexOf(":");
-      if (colon <= 0) throw new ParseError(`invalid header line "${line.slice(0, 60)}"`);
+      if (!checked) checkHeaderLine(line, colon);
       const name = line.slice(0, colon);
-      if (!HEADER_NAME.test(name)) {
-        throw new ParseError(`invalid header name "${name.slice(0, 60)}"`);
-      }
       const value = line.slice(colon + 1).trim();
-      if (BAD_VALUE.test(value)) throw new ParseError(`invalid value of header "${name}"`);
+      if (!checked && BAD_VALUE.test(value)) {
+        throw new ParseError(`invalid value of header "${name}"`);
+      }
       raw.push(name, value);
-      const lower = name.toLowerCase();
+      // Only three names steer framing: compare by length first.
+      const lower = colon === 10 || colon === 14 || colon === 17 ? name.toLowerCase() : "";
       if (lower === "content-length") {
         // Repeated identical values are allowed (RFC 9110 8.6); anything else is smuggling bait.
         for (const v of value.split(",")) {
