@@ -31,6 +31,9 @@ let seq = 0;
 const rand = new Uint8Array(4096);
 let randPos = rand.length;
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+const HEX1 = Array.from({ length: 16 }, (_, i) => i.toString(16));
+let prefixAt = -1;
+let prefix = "";
 
 /**
  * A time-ordered UUID (version 7): rows are appended in key order, so the
@@ -48,9 +51,14 @@ export function newDecisionId(now = Date.now()): string {
   const r = rand;
   const p = randPos;
   randPos += 10;
-  const ts = now.toString(16).padStart(12, "0");
+  if (now !== prefixAt) {
+    // The timestamp part is the same for every id of one millisecond.
+    const ts = now.toString(16).padStart(12, "0");
+    prefix = `${ts.slice(0, 8)}-${ts.slice(8, 12)}-7`;
+    prefixAt = now;
+  }
   seq = (seq + 1) & 0xfff;
-  return `${ts.slice(0, 8)}-${ts.slice(8, 12)}-7${seq.toString(16).padStart(3, "0")}-` +
+  return `${prefix}${HEX1[seq >> 8]}${HEX[seq & 0xff]}-` +
     `${HEX[(r[p] & 0x3f) | 0x80]}${HEX[r[p + 1]]}-` +
     `${HEX[r[p + 2]]}${HEX[r[p + 3]]}${HEX[r[p + 4]]}${HEX[r[p + 5]]}${HEX[r[p + 6]]}${
       HEX[r[p + 7]]

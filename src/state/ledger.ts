@@ -296,7 +296,8 @@ export class MemorySpendLedger implements SpendLedger {
   }
 
   reservation(id: string): Reservation | undefined {
-    return this.#reservations.get(id);
+    // Most requests hold nothing: skip hashing a fresh id.
+    return this.#reservations.size === 0 ? undefined : this.#reservations.get(id);
   }
 
   release(id: string): Reservation | undefined {

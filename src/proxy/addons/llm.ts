@@ -86,7 +86,7 @@ export function llmUsageAddon(deps: LlmAddonDeps): Addon {
       // not a call that reports usage): nothing is charged.
       const id = ex.info.id;
       if (state.ledger.reservation(id) !== undefined) state.dropUsage(id);
-      if (journaled.delete(id)) journal.settle(id, 0);
+      if (journaled.size > 0 && journaled.delete(id)) journal.settle(id, 0);
     },
   };
 }
