@@ -355,7 +355,25 @@ export class H1Request extends Readable {
     return this.socket;
   }
 
+  /** A request without a body: its end is pushed when someone reads (most never do). */
+  #endOnRead = false;
+
+  /**
+   * @internal The request has no body: complete now, ended when first read
+   * (an eager `push(null)` schedules stream ticks for every bodiless request,
+   * read or not).
+   */
+  endBodyless(): void {
+    this.complete = true;
+    this.#endOnRead = true;
+  }
+
   override _read(): void {
+    if (this.#endOnRead) {
+      this.#endOnRead = false;
+      this.push(null);
+      return;
+    }
     this.#conn.readBody(this);
   }
 
@@ -423,6 +441,14 @@ export class H1Response extends Writable {
     super({ highWaterMark: RESPONSE_HWM });
     this.#conn = conn;
     this.#req = req;
+    // One shared listener (no closure or once-wrapper per response): the
+    // connection moves on to the next request.
+    this.on("finish", H1Response.#onFinish);
+  }
+
+  /** The `finish` listener of every response (`this` is the response). */
+  static #onFinish(this: H1Response): void {
+    this.#conn.responseFinished(this);
   }
 
   /** The connection. */
@@ -1108,11 +1134,7 @@ class Connection {
     this.#expectContinue = head.expectContinue;
     this.continueSent = false;
     this.#close = head.close || this.#closeRequested;
-    if (this.#bodyDone) {
-      req.complete = true;
-      req.push(null);
-    }
-    res.once("finish", () => this.#finished(res));
+    if (this.#bodyDone) req.endBodyless();
     try {
       this.handler(req, res);
     } catch (e) {
@@ -1143,7 +1165,8 @@ class Connection {
     return this.#body!.remaining <= DISCARD_LIMIT;
   }
 
-  #finished(res: H1Response) {
+  /** @internal A response finished (its `finish` event). */
+  responseFinished(res: H1Response) {
     if (res !== this.#res || this.#phase !== BUSY) return;
     if (this.#close) return this.#shutdown(true);
     if (!this.#bodyDone) {
