@@ -122,26 +122,14 @@ const SLICE = 300;
  */
 const ROWS_PER_INSERT = 16;
 
-/** Columns only priced LLM calls and spending limits fill (null on every other row). */
-const USAGE_COLUMNS: readonly string[] = [
-  "provider",
-  "model",
-  "input_tokens",
-  "output_tokens",
-  "cache_read_tokens",
-  "cache_write_tokens",
-  "reasoning_tokens",
-  "cost_usd",
-  "usage_partial",
-  "price_unknown",
-  "spend_keys",
-  "price_source",
-  "price_incomplete",
-  "price_missing",
-  "service_tier",
-  "reserved_usd",
-  "charged_usd",
-];
+/**
+ * Columns only priced LLM calls and spending limits fill (null on every other
+ * row): `provider` … `charged_usd` of {@link AUDIT_COLUMNS}.
+ */
+const USAGE_COLUMNS: readonly string[] = AUDIT_COLUMNS.slice(
+  AUDIT_COLUMNS.indexOf("provider"),
+  AUDIT_COLUMNS.indexOf("charged_usd") + 1,
+);
 
 /** The columns of a row without usage, in {@link pushRow}'s order. */
 const PLAIN_COLUMNS = AUDIT_COLUMNS.filter((c) => !USAGE_COLUMNS.includes(c));
