@@ -9,7 +9,7 @@ import type http from "node:http";
 import net from "node:net";
 import tls from "node:tls";
 import { type Duplex, Readable, type Writable } from "node:stream";
-import { endToEnd, hasHeader, headerLines } from "./headers.ts";
+import { endToEnd, headerLines } from "./headers.ts";
 import {
   classifyUpstreamError,
   rawAnswer,
@@ -294,7 +294,7 @@ export function forwardHttp(
           skip: RESPONSE_SKIP,
           // A body de-chunked here or transformed (it changes length) is
           // re-framed by the server: a Content-Length from upstream is stale.
-          dropLength: transforming || hasHeader(h.rawHeaders, "transfer-encoding"),
+          dropLength: transforming || h.transferEncoding,
         });
         out.push("x-agentgate-decision", ex.info.id);
         if (opts.closeAfter()) out.push("connection", "close");

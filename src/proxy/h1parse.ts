@@ -24,6 +24,11 @@ export interface ResponseHead {
   rawHeaders: string[];
   /** Whether the connection may carry another request after this response. */
   keepAlive: boolean;
+  /**
+   * Whether it came with Transfer-Encoding: its body is de-framed here, so a
+   * Content-Length beside it says nothing about what is passed on.
+   */
+  transferEncoding: boolean;
 }
 
 /** Callbacks of a parser. */
@@ -205,7 +210,14 @@ export class ResponseParser {
     if (hasTE && !chunked && !noBody) close = true; // a non-chunked coding: body until close
     // One Content-Length line with one value goes on to the client (RFC 9110 §8.6).
     const rawHeaders = contentLength === null ? raw : collapseContentLength(raw, contentLength);
-    this.#head = { status, statusText: m[3] ?? "", minor, rawHeaders, keepAlive: !close };
+    this.#head = {
+      status,
+      statusText: m[3] ?? "",
+      minor,
+      rawHeaders,
+      keepAlive: !close,
+      transferEncoding: hasTE,
+    };
     this.sink.head(this.#head);
     if (noBody) {
       this.#finish();

@@ -49,6 +49,7 @@ Deno.test("h1parse: content-length, chunked with extensions and trailers, close-
     minor: 1,
     rawHeaders: ["Content-Length", "5", "X-A", "b"],
     keepAlive: true,
+    transferEncoding: false,
   });
 
   const chunked = allSplits(
@@ -58,6 +59,7 @@ Deno.test("h1parse: content-length, chunked with extensions and trailers, close-
   );
   assert.equal(chunked.body, "hello, world");
   assert.equal(chunked.ended, true);
+  assert.equal(chunked.head?.transferEncoding, true);
   assert.equal(chunked.head?.keepAlive, true);
 
   const untilClose = allSplits(

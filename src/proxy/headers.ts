@@ -64,14 +64,6 @@ export function endToEnd(
   return out;
 }
 
-/** Whether a raw header list (name, value, …) has a header `lower` (a lower-case name). */
-export function hasHeader(raw: readonly string[], lower: string): boolean {
-  for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i].length === lower.length && raw[i].toLowerCase() === lower) return true;
-  }
-  return false;
-}
-
 /**
  * Header lines (`Name: value\r\n`…) of a raw list, with edits applied (lower-case
  * name -> value; null removes every line of that name): an edited header
