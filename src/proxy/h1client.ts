@@ -12,6 +12,7 @@ import type { Readable } from "node:stream";
 import { ParseError, type ResponseHead, ResponseParser } from "./h1parse.ts";
 import { type FlowControl, flowControl } from "./h1server.ts";
 import { noteRead } from "./reclaim.ts";
+import { Slots } from "../util/slots.ts";
 
 /** Something that can open a connection to one upstream (TCP or TLS). */
 export interface Endpoint {
@@ -22,59 +23,48 @@ export interface Endpoint {
   connect(): net.Socket;
 }
 
+/** One armed deadline (its slot in {@link Deadlines}). */
+interface Deadline {
+  at: number;
+  fire: () => void;
+  slot: number;
+}
+
 /**
  * Deadlines checked by one coarse timer (every 100 ms) instead of a timer per
  * request: timers cost ~10% of the CPU of a proxied request in Deno (each
  * setTimeout/clearTimeout crosses into Rust). Timeouts fire up to 100 ms late.
- *
- * Kept in slots (arrays and a free list), not a Map keyed by the call: a Map
- * with one insert and one delete per request is rehashed every few dozen
- * requests, and V8 links each replaced table to its successor; once one
- * table is promoted, that chain keeps every later table, and every call its
- * entries held, alive through the scavenges until the next full GC (s1: most
- * of each request's objects promoted, a mark-compact every ~250 ms).
+ * Held in {@link Slots}, not a Map keyed by the call (one insert and one
+ * delete per request: see util/slots.ts for what that does to V8's GC).
  */
 class Deadlines {
-  #owner: (object | null)[] = [];
-  #at: number[] = [];
-  #fire: ((() => void) | null)[] = [];
-  #free: number[] = [];
-  #live = 0;
+  #armed = new Slots<Deadline>();
   #timer: ReturnType<typeof setInterval> | undefined;
 
-  /** Arm a deadline for `owner`; returns its slot, for {@link Deadlines.clear}. */
-  set(owner: object, ms: number, fire: () => void): number {
-    const slot = this.#free.length > 0 ? this.#free.pop()! : this.#owner.length;
-    this.#owner[slot] = owner;
-    this.#at[slot] = performance.now() + ms;
-    this.#fire[slot] = fire;
-    this.#live++;
+  /** Arm a deadline; give the returned one to {@link Deadlines.clear}. */
+  set(ms: number, fire: () => void): Deadline {
+    const d: Deadline = { at: performance.now() + ms, fire, slot: -1 };
+    d.slot = this.#armed.add(d);
     if (this.#timer === undefined) {
       this.#timer = setInterval(() => this.#sweep(), 100);
       Deno.unrefTimer(this.#timer as unknown as number);
     }
-    return slot;
+    return d;
   }
 
-  /** Disarm `owner`'s deadline in `slot` (nothing when the slot is no longer its). */
-  clear(slot: number, owner: object): void {
-    if (slot < 0 || this.#owner[slot] !== owner) return;
-    this.#owner[slot] = null;
-    this.#fire[slot] = null;
-    this.#free.push(slot);
-    this.#live--;
+  /** Disarm `d` (nothing when it already fired or was cleared). */
+  clear(d: Deadline | null): void {
+    if (d !== null) this.#armed.delete(d.slot, d);
   }
 
   #sweep() {
     const now = performance.now();
-    for (let slot = 0; slot < this.#owner.length; slot++) {
-      const owner = this.#owner[slot];
-      if (owner === null || this.#at[slot] > now) continue;
-      const fire = this.#fire[slot]!;
-      this.clear(slot, owner);
-      fire();
+    for (const d of this.#armed.values()) {
+      if (d.at > now) continue;
+      this.#armed.delete(d.slot, d);
+      d.fire();
     }
-    if (this.#live === 0) {
+    if (this.#armed.size === 0) {
       clearInterval(this.#timer);
       this.#timer = undefined;
     }
@@ -280,8 +270,8 @@ export class UpstreamCall {
   #requestSent = false;
   #retried = false;
   #reused = false;
-  /** This call's slot in {@link deadlines} (-1: none armed). */
-  #deadline = -1;
+  /** This call's armed deadline in {@link deadlines}, if any. */
+  #deadline: Deadline | null = null;
 
   constructor(
     private readonly pool: ConnectionPool,
@@ -332,13 +322,13 @@ export class UpstreamCall {
 
   /** Arm this call's one deadline (replacing the one armed). */
   #arm(ms: number, fire: () => void) {
-    deadlines.clear(this.#deadline, this);
-    this.#deadline = deadlines.set(this, ms, fire);
+    deadlines.clear(this.#deadline);
+    this.#deadline = deadlines.set(ms, fire);
   }
 
   #disarm() {
-    deadlines.clear(this.#deadline, this);
-    this.#deadline = -1;
+    deadlines.clear(this.#deadline);
+    this.#deadline = null;
   }
 
   #startedAt = 0;
