@@ -93,8 +93,8 @@ export interface ProxyCore {
    * `limits.max_tunnels_per_client` open tunnels.
    */
   tunnelOpened(ex: Exchange): boolean;
-  /** An HTTP/1.1 connection to close when the proxy drains (until `socket` closes); returns its slot. */
-  track(conn: H1Connection, socket: { once(ev: "close", f: () => void): unknown }): number;
+  /** An HTTP/1.1 connection to close when the proxy drains. */
+  track(conn: H1Connection, socket: { once(ev: "close", f: () => void): unknown }): void;
   /** Requests to the proxy itself (health, metrics, dashboard, API). */
   internal(req: H1Request, res: H1Response): void;
 }

@@ -118,7 +118,7 @@ export class ProxyServer implements ProxyCore {
         onError: (e) =>
           this.#log(`agentgate: internal error serving a request: ${(e as Error)?.stack ?? e}`),
       });
-      h1Slot = this.track(h, s);
+      h1Slot = this.#track(h, s);
     });
   }
 
@@ -292,7 +292,12 @@ export class ProxyServer implements ProxyCore {
     return true;
   }
 
-  track(conn: H1Connection, socket: { once(ev: "close", f: () => void): unknown }): number {
+  track(conn: H1Connection, socket: { once(ev: "close", f: () => void): unknown }): void {
+    this.#track(conn, socket);
+  }
+
+  /** {@link ProxyServer.track}, returning the connection's slot (a takeover lets go of it). */
+  #track(conn: H1Connection, socket: { once(ev: "close", f: () => void): unknown }): number {
     const slot = this.#h1.add(conn);
     socket.once("close", () => this.#h1.delete(slot, conn));
     if (this.#draining) conn.close();

@@ -86,8 +86,7 @@ export function interceptHandlers(core: () => ProxyCore): InterceptHandlers<Tunn
           res.writeHead(denial.status, { ...denial.headers, connection: "close" });
           res.end(denial.body);
         });
-        c.track(h, socket);
-        return;
+        return c.track(h, socket);
       }
       if (ctx.handshake) ctx.handshake.secureAt = performance.now();
       const h = serveHttp1(socket, (req, res) => interceptedRequest(c, req, res, ctx), {
