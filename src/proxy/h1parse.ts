@@ -45,13 +45,13 @@ export interface ParserSink {
 const MAX_HEAD = 64 * 1024;
 const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/;
 // RFC 9110 token for header names; values may not contain CR, LF or NUL.
-const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
+const VALUE = "[^\\x00\\r\\n]*";
+const HEADER_NAME = new RegExp(`^${TOKEN}$`);
 // deno-lint-ignore no-control-regex
 const BAD_VALUE = /[\x00\r\n]/;
 /** A header block (the lines after the status line) every line of which is `token ":" value`. */
-const HEADER_BLOCK =
-  // deno-lint-ignore no-control-regex
-  /^[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\x00\r\n]*(?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\x00\r\n]*)*$/;
+const HEADER_BLOCK = new RegExp(`^${TOKEN}:${VALUE}(?:\\r\\n${TOKEN}:${VALUE})*$`);
 
 /** The precise error of a header line the block check refused (or nothing). */
 function checkHeaderLine(line: string, colon: number): void {
