@@ -131,26 +131,46 @@ const USAGE_COLUMNS: readonly string[] = AUDIT_COLUMNS.slice(
   AUDIT_COLUMNS.indexOf("charged_usd") + 1,
 );
 
-/** The columns of a row without usage, in {@link pushRow}'s order. */
+/** The columns of a row without usage (in {@link pushRow}'s order). */
 const PLAIN_COLUMNS = AUDIT_COLUMNS.filter((c) => !USAGE_COLUMNS.includes(c));
-
-/** Whether a row leaves every {@link USAGE_COLUMNS} column null. */
-function isPlain(e: AuditEventV1): boolean {
-  return e.provider == null && e.model == null && e.input_tokens == null &&
-    e.output_tokens == null && e.cache_read_tokens == null && e.cache_write_tokens == null &&
-    e.reasoning_tokens == null && e.cost_usd == null && e.usage_partial == null &&
-    e.price_unknown == null && !e.spend_keys?.length && e.price_source == null &&
-    e.price_incomplete == null && e.price_missing == null && e.service_tier == null &&
-    e.reserved_usd == null && e.charged_usd == null;
-}
 
 const flag = (b: boolean | null | undefined) => b === undefined || b === null ? null : Number(b);
 
+/** A row's {@link USAGE_COLUMNS} values, into `out` (emptied first). */
+function usageValues(out: unknown[], e: AuditEventV1): void {
+  out.length = 0;
+  out.push(
+    e.provider ?? null,
+    e.model ?? null,
+    e.input_tokens ?? null,
+    e.output_tokens ?? null,
+    e.cache_read_tokens ?? null,
+    e.cache_write_tokens ?? null,
+    e.reasoning_tokens ?? null,
+    e.cost_usd ?? null,
+    flag(e.usage_partial),
+    flag(e.price_unknown),
+    e.spend_keys?.length ? JSON.stringify(e.spend_keys) : null,
+    e.price_source ?? null,
+    flag(e.price_incomplete),
+    e.price_missing ?? null,
+    e.service_tier ?? null,
+    e.reserved_usd ?? null,
+    e.charged_usd ?? null,
+  );
+}
+
+/** Whether every usage value is null: the row is written with {@link PLAIN_COLUMNS}. */
+function allNull(values: readonly unknown[]): boolean {
+  for (const v of values) if (v !== null) return false;
+  return true;
+}
+
 /**
- * A row's values in column order ({@link AUDIT_COLUMNS}; {@link PLAIN_COLUMNS}
- * when `plain`), appended to `out`.
+ * A row's values in column order, appended to `out`: {@link AUDIT_COLUMNS},
+ * or {@link PLAIN_COLUMNS} when `usage` is null.
  */
-function pushRow(out: unknown[], e: AuditEventV1, plain: boolean): void {
+function pushRow(out: unknown[], e: AuditEventV1, usage: readonly unknown[] | null): void {
   out.push(
     e.id,
     e.ts,
@@ -175,27 +195,7 @@ function pushRow(out: unknown[], e: AuditEventV1, plain: boolean): void {
     e.error,
     e.headers,
   );
-  if (!plain) {
-    out.push(
-      e.provider ?? null,
-      e.model ?? null,
-      e.input_tokens ?? null,
-      e.output_tokens ?? null,
-      e.cache_read_tokens ?? null,
-      e.cache_write_tokens ?? null,
-      e.reasoning_tokens ?? null,
-      e.cost_usd ?? null,
-      flag(e.usage_partial),
-      flag(e.price_unknown),
-      e.spend_keys?.length ? JSON.stringify(e.spend_keys) : null,
-      e.price_source ?? null,
-      flag(e.price_incomplete),
-      e.price_missing ?? null,
-      e.service_tier ?? null,
-      e.reserved_usd ?? null,
-      e.charged_usd ?? null,
-    );
-  }
+  if (usage !== null) { for (const v of usage) out.push(v); }
   out.push(e.dest_ip ?? null, e.inspection ?? null);
 }
 
@@ -475,10 +475,15 @@ export class AuditStore {
   /** Insert rows (inside the open transaction), {@link ROWS_PER_INSERT} to a statement. */
   #insertRows(batch: AuditEventV1[]) {
     const plain: AuditEventV1[] = [];
-    const full: AuditEventV1[] = [];
-    for (const e of batch) (isPlain(e) ? plain : full).push(e);
-    this.#insertAll(plain, true);
-    this.#insertAll(full, false);
+    const priced: { e: AuditEventV1; usage: unknown[] }[] = [];
+    const usage: unknown[] = [];
+    for (const e of batch) {
+      usageValues(usage, e);
+      if (allNull(usage)) plain.push(e);
+      else priced.push({ e, usage: usage.slice() });
+    }
+    this.#insertAll(plain.length, true, (i, out) => pushRow(out, plain[i], null));
+    this.#insertAll(priced.length, false, (i, out) => pushRow(out, priced[i].e, priced[i].usage));
     for (const e of batch) {
       for (const f of e.findings ?? []) {
         this.#insertFinding.run(
@@ -495,12 +500,13 @@ export class AuditStore {
     }
   }
 
-  #insertAll(rows: AuditEventV1[], plain: boolean) {
+  /** `count` rows of one kind, `push(i, out)` appending row i's values. */
+  #insertAll(count: number, plain: boolean, push: (i: number, out: unknown[]) => void) {
     const values: unknown[] = [];
-    for (let at = 0; at < rows.length; at += ROWS_PER_INSERT) {
-      const n = Math.min(ROWS_PER_INSERT, rows.length - at);
+    for (let at = 0; at < count; at += ROWS_PER_INSERT) {
+      const n = Math.min(ROWS_PER_INSERT, count - at);
       values.length = 0;
-      for (let i = at; i < at + n; i++) pushRow(values, rows[i], plain);
+      for (let i = at; i < at + n; i++) push(i, values);
       this.#insertOf(n, plain).run(...values as SQLInputValue[]);
     }
   }
