@@ -195,7 +195,7 @@ export function createDlpChecker(config: DlpConfig, ctx: DlpContext): DlpChecker
   // URL-and-header texts a scan found clean. Agents send the same head again
   // and again (one user agent, one content type, one path): a head seen clean
   // is not scanned again (~12 µs per request in the s4 DLP profile). Only
-  // clean texts are kept, so no secret is held here; bounded, oldest out.
+  // clean texts are kept, so no secret is held here; bounded.
   const cleanHeads = new Set<string>();
   const scansRequest = config.direction !== "response";
   const scansResponse = config.direction !== "request";
@@ -248,10 +248,11 @@ export function createDlpChecker(config: DlpConfig, ctx: DlpContext): DlpChecker
           !known && headFindings.length === 0 && headReport.cut.length === 0 &&
           joined.length <= CLEAN_HEAD_MAX_CHARS
         ) {
+          // Cleared when full, like the masking memo (dlp/secrets.ts): evicting the
+          // oldest on every add would churn the Set once per request when heads
+          // vary (see util/slots.ts for what that does to V8's GC).
+          if (cleanHeads.size >= CLEAN_HEADS_MAX) cleanHeads.clear();
           cleanHeads.add(joined);
-          if (cleanHeads.size > CLEAN_HEADS_MAX) {
-            cleanHeads.delete(cleanHeads.values().next().value!);
-          }
         }
         for (const f of headFindings) {
           let i = starts.length - 1;
