@@ -26,6 +26,9 @@
  *   deno task bench credentials               the credentials tripwire: screening heads and bodies
  *   deno task bench floor [--node] [s1 …]     the runtime's floor: scripts/floor/proxy.mjs, a node:net
  *                                             forward proxy without agentgate, under Deno (or Node)
+ *   deno task bench churn [N] [C]             a short-lived TCP connection's CPU and promoted bytes:
+ *                                             node:net and Deno.connect under Deno, node:net under
+ *                                             Node (scripts/bench_churn.ts, scripts/floor/churn.mjs)
  *   deno task bench upstream-tls              CPU per new upstream TLS connection with the system roots
  *                                             (scripts/bench_upstream_tls.ts)
  *
@@ -161,6 +164,7 @@ const SCRIPTS: Record<string, { file: string; deno: string[]; passArgs?: boolean
   spend: { file: "bench_spend.ts", deno: ["run", "-A"], passArgs: true },
   decide: { file: "bench_decide.ts", deno: ["run", "-A"] },
   "upstream-tls": { file: "bench_upstream_tls.ts", deno: ["run", "-A"] },
+  churn: { file: "bench_churn.ts", deno: ["run", "-A"], passArgs: true },
   top: { file: "prof_top.ts", deno: ["run", "--allow-read"], passArgs: true },
 };
 

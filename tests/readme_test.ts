@@ -319,6 +319,8 @@ const SH: Record<string, ShRun> = {
     { skip: "a benchmark (CPU per connection, on a quiet machine)" },
   "deno task bench floor s1 s3b   # the runtime's floor: a node:net proxy without agentgate (--node: under Node)":
     { skip: "needs ../shared/bench, outside the repository" },
+  "deno task bench churn   # a short-lived connection: node:net vs Deno.connect under Deno, node:net under Node":
+    { skip: "a benchmark (30,000 connections three times, on a quiet machine)" },
   "deno task bench s3b --profile /tmp/prof   # any harness run with a V8 CPU profile of agentgate in /tmp/prof":
     { skip: "needs ../shared/bench, outside the repository" },
   "deno task bench top /tmp/prof/CPU.*.cpuprofile   # the profile's top frames, self and inclusive":
