@@ -63,7 +63,7 @@ export interface DetectorInfo {
 
 /** Per-scan memo shared by detectors that need the same pass (e.g. digit runs). */
 export interface ScanContext {
-  digitRuns?: number[];
+  digitRuns?: readonly number[];
 }
 
 /** @internal A built-in detector: pushes `[start, end)` pairs, ascending and non-overlapping. */
@@ -494,16 +494,18 @@ const googleApiKey: BuiltinDetector = {
 const isDigitOrSep = (c: number) => (c >= 48 && c <= 57) || c === 32 || c === 45;
 
 /**
- * Calls `fn(start, end)` for each maximal run of digits, spaces and dashes
- * that is at least 9 long from its first digit. Checks every 9th character
- * and looks around only on a hit (a run of 9 always covers a checked
- * position), so prose and base64 are skipped at a fraction of a pass; the
- * backward look stops at the previous run, so the loop is linear. (A RegExp
- * such as /\d(?:[ -]?\d){8,}/ is slower here, and V8 throws a stack overflow
- * on a counted loop over a 10 MB run.)
+ * The digit runs of every maximal region of digits, spaces and dashes that is
+ * at least 9 long from its first digit (see {@link splitRegion}). Checks
+ * every 9th character and looks around only on a hit (a region of 9 always
+ * covers a checked position), so prose and base64 are skipped at a fraction
+ * of a pass; the backward look stops at the previous region, so the loop is
+ * linear. (A RegExp such as /\d(?:[ -]?\d){8,}/ is slower here, and V8 throws
+ * a stack overflow on a counted loop over a 10 MB run.) No closure and no
+ * array unless a region is found: most texts have none, or only a timestamp.
  */
-function eachDigitRegion(text: string, fn: (start: number, end: number) => void): void {
+function digitRegionRuns(text: string): readonly number[] {
   const n = text.length;
+  let runs: number[] | null = null;
   let done = 0;
   for (let i = 8; i < n;) {
     // A run that matters (digits with single separators) has a digit at or
@@ -520,47 +522,64 @@ function eachDigitRegion(text: string, fn: (start: number, end: number) => void)
     let e = i + 1;
     while (e < n && isDigitOrSep(text.charCodeAt(e))) e++;
     while (s < e && !isAt(text, s, DIGIT)) s++;
-    if (e - s >= 9) fn(s, e);
+    if (e - s >= 9) splitRegion(text, s, e, runs ??= []);
     done = e;
     i = e + 9;
   }
+  return runs ?? NO_RUNS;
 }
+
+/** The digit runs of a text that has none (shared, never written). */
+const NO_RUNS: readonly number[] = Object.freeze([]);
 
 /** Longer number soup is not a card or an SSN: skipped, so a 10 MB "1-1-1…" costs one pass. */
 const MAX_DIGIT_RUN = 200;
+
+/**
+ * Splits the region `[s, e)` where separators meet or trail ("4111 1111 1111
+ * 1111  12/29") and adds its runs to `runs`.
+ */
+function splitRegion(text: string, s: number, e: number, runs: number[]): void {
+  let a = s;
+  let i = s;
+  while (i < e) {
+    if (isAt(text, i, DIGIT) || (i + 1 < e && isAt(text, i + 1, DIGIT))) {
+      i++;
+      continue;
+    }
+    emitRun(text, a, i, a === s, runs);
+    while (i < e && !isAt(text, i, DIGIT)) i++;
+    a = i;
+  }
+  if (a < e) emitRun(text, a, e, a === s, runs);
+}
+
+/** Adds `[a, b)` to `runs` when it is a run that matters (see {@link digitRuns}). */
+function emitRun(text: string, a: number, b: number, first: boolean, runs: number[]): void {
+  if (b - a < 9 || b - a > MAX_DIGIT_RUN) return;
+  if (first && (isAt(text, a - 1, WORD) || text.charCodeAt(a - 1) === 46)) return;
+  // at the region end: not glued to a word, not the integer part of a decimal
+  if (isAt(text, b, WORD) || (text.charCodeAt(b) === 46 && isAt(text, b + 1, DIGIT))) return;
+  runs.push(a, b);
+}
 
 /**
  * Digit runs `[start, end)`: digits joined by single spaces or dashes, at
  * least 9 digits long, not part of an identifier, a hex string or a decimal
  * fraction. Cached for the scan (credit_card and us_ssn share it).
  */
-function digitRuns(text: string, ctx: ScanContext): number[] {
-  if (ctx.digitRuns) return ctx.digitRuns;
-  const runs: number[] = [];
-  const emit = (a: number, b: number, first: boolean) => {
-    if (b - a < 9 || b - a > MAX_DIGIT_RUN) return;
-    if (first && (isAt(text, a - 1, WORD) || text.charCodeAt(a - 1) === 46)) return;
-    // at the region end: not glued to a word, not the integer part of a decimal
-    if (isAt(text, b, WORD) || (text.charCodeAt(b) === 46 && isAt(text, b + 1, DIGIT))) return;
-    runs.push(a, b);
-  };
-  eachDigitRegion(text, (s, e) => {
-    // Split the region where separators meet or trail: "4111 1111 1111 1111  12/29".
-    let a = s;
-    let i = s;
-    while (i < e) {
-      if (isAt(text, i, DIGIT) || (i + 1 < e && isAt(text, i + 1, DIGIT))) {
-        i++;
-        continue;
-      }
-      emit(a, i, a === s);
-      while (i < e && !isAt(text, i, DIGIT)) i++;
-      a = i;
-    }
-    if (a < e) emit(a, e, a === s);
-  });
-  ctx.digitRuns = runs;
-  return runs;
+function digitRuns(text: string, ctx: ScanContext): readonly number[] {
+  return ctx.digitRuns ??= digitRegionRuns(text);
+}
+
+/** The digits in `[s, e)` of a run (the rest are its single separators). */
+function digitCount(text: string, s: number, e: number): number {
+  let n = 0;
+  for (let i = s; i < e; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 48 && c <= 57) n++;
+  }
+  return n;
 }
 
 /** Splits a run into groups: returns [groupStart, groupEnd, …] and the separators between groups. */
@@ -626,6 +645,9 @@ const creditCard: BuiltinDetector = {
   find(text, out, limit, ctx) {
     const runs = digitRuns(text, ctx);
     for (let r = 0; r < runs.length; r += 2) {
+      // Fewer than 13 digits hold no card: JSON's ten-digit timestamps and
+      // dates are most runs, and are let go without splitting them up.
+      if (digitCount(text, runs[r], runs[r + 1]) < 13) continue;
       const { g, seps } = groupsOf(text, runs[r], runs[r + 1]);
       const ng = g.length / 2;
       let next = 0; // first group a new window may start at (windows do not overlap)
@@ -666,6 +688,11 @@ const usSsn: BuiltinDetector = {
   find(text, out, limit, ctx) {
     const runs = digitRuns(text, ctx);
     for (let r = 0; r < runs.length; r += 2) {
+      // ddd-dd-dddd: at least 9 digits and two separators (a run's other
+      // characters), checked before the run is split up.
+      const len = runs[r + 1] - runs[r];
+      const digits = digitCount(text, runs[r], runs[r + 1]);
+      if (digits < 9 || len - digits < 2) continue;
       const { g, seps } = groupsOf(text, runs[r], runs[r + 1]);
       const ng = g.length / 2;
       for (let a = 0; a + 2 < ng; a++) {
@@ -1148,7 +1175,8 @@ const reverseShell: BuiltinDetector = {
       return SH_TO_NC.lastIndex;
     });
     // d. one-liners: an anchor plus keywords nearby
-    const memo = new Map<string, number[]>();
+    // Made when an anchor's rule first matches: most texts have none.
+    let memo: Map<string, number[]> | null = null;
     eachAnchor(text, CO_ANCHORS, (at, k) => {
       for (const rule of CO_BY_LIT[k]) {
         const a = at - rule.offset;
@@ -1161,7 +1189,7 @@ const reverseShell: BuiltinDetector = {
           let best = -1;
           let bestLit = "";
           for (const lit of group) {
-            const p = firstIn(positions(text, lit, memo), lo, hi - lit.length + 1);
+            const p = firstIn(positions(text, lit, memo ??= new Map()), lo, hi - lit.length + 1);
             if (p !== -1 && (best === -1 || p < best)) {
               best = p;
               bestLit = lit;

@@ -100,40 +100,97 @@ export function createStreamScanner(
   scanner: Scanner,
   options: StreamScanOptions = {},
 ): StreamScanner {
-  const window = Math.max(0, Math.floor(options.window ?? 256));
-  const redact = options.redact ?? false;
-  const context = Math.max(0, options.context ?? 256);
-  const maxRetain = Math.max(window + context + 1, options.maxRetain ?? 16384);
-  // Rescan after every `step` new characters, keeping `hold` back: a secret
-  // is caught whole when its detectable part fits in `hold` (7/8 of the
-  // window), and a stream of 1-byte chunks costs at most
-  // (context + window) / step = 16 times a single scan by default.
-  const step = Math.max(1, Math.floor(window / 8));
-  const hold = Math.max(0, window - step);
-  // A 1 KB response is then scanned once, at its end, not 1.5 times
-  // (s4 with DLP warn: the scan was most of DLP's cost per request).
-  const batch = Math.max(step, Math.min(options.batch ?? 8192, maxRetain - context - 1));
+  return new StreamScan(scanner, options);
+}
 
-  let buf = ""; // retained text; buf[0] is at stream offset `base`
-  let base = 0;
-  let released = 0; // stream offset up to which output was returned
-  let scanned = 0; // stream offset up to which the last scan looked
-  let leftOpen = false; // buf[0] follows a forced cut: its left neighbour is unknown
-  let ended = false;
-  const reported = new Map<string, number>(); // "detector@start" -> start
-  let spans: Span[] = []; // redaction spans, stream offsets, sorted, disjoint
+/**
+ * {@link createStreamScanner}'s scanner: one object with its state in fields
+ * and its steps as methods (closures over the state cost ~750 bytes per
+ * stream, one per DLP-scanned response); the map of reported findings is
+ * made at the first finding.
+ */
+class StreamScan implements StreamScanner {
+  readonly #scanner: Scanner;
+  readonly #report: ScanReport | undefined;
+  readonly #window: number;
+  readonly #redact: boolean;
+  readonly #context: number;
+  readonly #maxRetain: number;
+  readonly #hold: number;
+  readonly #batch: number;
 
-  function scanNow(final: boolean): { fresh: Finding[]; open: Finding[] } {
+  #buf = ""; // retained text; buf[0] is at stream offset `base`
+  #base = 0;
+  #released = 0; // stream offset up to which output was returned
+  #scanned = 0; // stream offset up to which the last scan looked
+  #leftOpen = false; // buf[0] follows a forced cut: its left neighbour is unknown
+  #ended = false;
+  #reported: Map<string, number> | null = null; // "detector@start" -> start
+  #spans: Span[] = []; // redaction spans, stream offsets, sorted, disjoint
+
+  constructor(scanner: Scanner, options: StreamScanOptions) {
+    this.#scanner = scanner;
+    this.#report = options.report;
+    const window = Math.max(0, Math.floor(options.window ?? 256));
+    this.#window = window;
+    this.#redact = options.redact ?? false;
+    const context = Math.max(0, options.context ?? 256);
+    this.#context = context;
+    const maxRetain = Math.max(window + context + 1, options.maxRetain ?? 16384);
+    this.#maxRetain = maxRetain;
+    // Rescan after every `step` new characters, keeping `hold` back: a secret
+    // is caught whole when its detectable part fits in `hold` (7/8 of the
+    // window), and a stream of 1-byte chunks costs at most
+    // (context + window) / step = 16 times a single scan by default.
+    const step = Math.max(1, Math.floor(window / 8));
+    this.#hold = Math.max(0, window - step);
+    // A 1 KB response is then scanned once, at its end, not 1.5 times
+    // (s4 with DLP warn: the scan was most of DLP's cost per request).
+    this.#batch = Math.max(step, Math.min(options.batch ?? 8192, maxRetain - context - 1));
+  }
+
+  push(chunk: string): StreamResult {
+    if (this.#ended) throw new Error("Stream scanner already ended: create one per stream");
+    if (chunk === "") return { findings: [], output: "" };
+    this.#buf += chunk;
+    const bufEnd = this.#base + this.#buf.length;
+    if (!this.#redact) {
+      this.#released = bufEnd;
+      if (bufEnd - this.#scanned < this.#batch) return { findings: [], output: chunk };
+      const { fresh, open } = this.#scanNow(false);
+      return { findings: fresh.concat(this.#trim(open)), output: chunk };
+    }
+    if (bufEnd - this.#released <= this.#window) return { findings: [], output: "" };
+    const { fresh, open } = this.#scanNow(false);
+    const output = this.#emit(bufEnd - this.#hold);
+    return { findings: fresh.concat(this.#trim(open)), output };
+  }
+
+  end(): StreamResult {
+    if (this.#ended) return { findings: [], output: "" };
+    this.#ended = true;
+    const { fresh } = this.#scanNow(true);
+    const output = this.#emit(this.#base + this.#buf.length);
+    this.#buf = "";
+    this.#spans = [];
+    this.#reported = null;
+    return { findings: fresh, output: this.#redact ? output : "" };
+  }
+
+  #scanNow(final: boolean): { fresh: Finding[]; open: Finding[] } {
     const fresh: Finding[] = [];
     const open: Finding[] = [];
     const found: Span[] = [];
-    for (const f of scanner.scan(buf, options.report)) {
+    const buf = this.#buf;
+    const base = this.#base;
+    for (const f of this.#scanner.scan(buf, this.#report)) {
       // A match at the very start of a force-cut buffer may be the tail of a
       // longer token whose head is gone: it cannot be judged, so skip it.
-      if (leftOpen && f.start === 0) continue;
+      if (this.#leftOpen && f.start === 0) continue;
       const g: Finding = { ...f, start: f.start + base, end: f.end + base };
       found.push({ start: g.start, end: g.end, detector: g.detector, marked: false });
       const key = `${g.detector}@${g.start}`;
+      const reported = this.#reported ??= new Map();
       if (reported.has(key)) continue;
       // A match at the end (or followed only by blanks a detector trims) may
       // still grow: report it once more text, or the end, settles it.
@@ -144,14 +201,14 @@ export function createStreamScanner(
       reported.set(key, g.start);
       fresh.push(g);
     }
-    scanned = base + buf.length;
-    if (redact) mergeSpans(found);
+    this.#scanned = base + buf.length;
+    if (this.#redact) this.#mergeSpans(found);
     return { fresh, open };
   }
 
   /** Replaces unmarked spans with the latest scan; marked spans only grow. */
-  function mergeSpans(found: Span[]): void {
-    const all = spans.filter((s) => s.marked).concat(found);
+  #mergeSpans(found: Span[]): void {
+    const all = this.#spans.filter((s) => s.marked).concat(found);
     all.sort((a, b) => a.start - b.start || b.end - a.end);
     const merged: Span[] = [];
     for (const s of all) {
@@ -161,47 +218,50 @@ export function createStreamScanner(
         last.marked ||= s.marked;
       } else merged.push({ ...s });
     }
-    spans = merged;
+    this.#spans = merged;
   }
 
   /** Output for [released, to), redacted when asked. */
-  function emit(to: number): string {
+  #emit(to: number): string {
+    const released = this.#released;
     if (to <= released) return "";
-    const text = (a: number, b: number) => buf.slice(a - base, b - base);
-    if (!redact) {
-      const out = text(released, to);
-      released = to;
-      return out;
+    const buf = this.#buf;
+    const base = this.#base;
+    if (!this.#redact) {
+      this.#released = to;
+      return buf.slice(released - base, to - base);
     }
     let out = "";
     let p = released;
-    for (const s of spans) {
+    for (const s of this.#spans) {
       if (s.end <= p) continue;
       if (s.start >= to) break;
       const start = Math.max(s.start, p);
-      out += text(p, start);
+      out += buf.slice(p - base, start - base);
       if (!s.marked) {
         out += `[REDACTED:${s.detector}]`;
         s.marked = true;
       }
       p = Math.min(s.end, to);
     }
-    out += text(p, to);
-    released = to;
-    spans = spans.filter((s) => s.end > released);
+    out += buf.slice(p - base, to - base);
+    this.#released = to;
+    this.#spans = this.#spans.filter((s) => s.end > to);
     return out;
   }
 
   /** Drops text no longer needed; returns open findings a forced cut had to report. */
-  function trim(open: Finding[]): Finding[] {
-    const bufEnd = base + buf.length;
-    let target = Math.min(released, bufEnd) - context;
+  #trim(open: Finding[]): Finding[] {
+    const base = this.#base;
+    const bufEnd = base + this.#buf.length;
+    let target = Math.min(this.#released, bufEnd) - this.#context;
     for (const f of open) target = Math.min(target, f.start - 1); // keep its left neighbour
-    const forced = bufEnd - maxRetain;
+    const forced = bufEnd - this.#maxRetain;
     let late: Finding[] = [];
     if (target < forced) {
       target = forced;
       late = open.filter((f) => f.start < target);
+      const reported = this.#reported ??= new Map();
       for (const f of late) reported.set(`${f.detector}@${f.start}`, f.start);
     }
     if (target <= base) return late;
@@ -209,44 +269,17 @@ export function createStreamScanner(
     // boundary, exactly as in the unbroken text.
     let cut = target;
     const stop = Math.max(base, target - 64);
-    while (cut > stop && !/\s/.test(buf[cut - 1 - base])) cut--;
-    if (cut > stop) leftOpen = false;
+    while (cut > stop && !/\s/.test(this.#buf[cut - 1 - base])) cut--;
+    if (cut > stop) this.#leftOpen = false;
     else {
       cut = target;
-      leftOpen = true;
+      this.#leftOpen = true;
     }
-    buf = buf.slice(cut - base);
-    base = cut;
-    for (const [k, start] of reported) if (start < base) reported.delete(k);
+    this.#buf = this.#buf.slice(cut - base);
+    this.#base = cut;
+    if (this.#reported) {
+      for (const [k, start] of this.#reported) if (start < cut) this.#reported.delete(k);
+    }
     return late;
   }
-
-  return {
-    push(chunk: string): StreamResult {
-      if (ended) throw new Error("Stream scanner already ended: create one per stream");
-      if (chunk === "") return { findings: [], output: "" };
-      buf += chunk;
-      const bufEnd = base + buf.length;
-      if (!redact) {
-        released = bufEnd;
-        if (bufEnd - scanned < batch) return { findings: [], output: chunk };
-        const { fresh, open } = scanNow(false);
-        return { findings: fresh.concat(trim(open)), output: chunk };
-      }
-      if (bufEnd - released <= window) return { findings: [], output: "" };
-      const { fresh, open } = scanNow(false);
-      const output = emit(bufEnd - hold);
-      return { findings: fresh.concat(trim(open)), output };
-    },
-    end(): StreamResult {
-      if (ended) return { findings: [], output: "" };
-      ended = true;
-      const { fresh } = scanNow(true);
-      const output = emit(base + buf.length);
-      buf = "";
-      spans = [];
-      reported.clear();
-      return { findings: fresh, output: redact ? output : "" };
-    },
-  };
 }

@@ -147,14 +147,16 @@ function responseDlp(
   const utf8 = new Utf8Carry();
   let stream: StreamScanner;
   let sse: SseContentScanner | null = null;
-  // The raw scanner and the SSE delta scanner can see the same secret: count it once.
-  const seen = new Set<string>();
+  // The raw scanner and the SSE delta scanner can see the same secret: count it
+  // once (made at the first finding: most responses have none).
+  let seen: Set<string> | null = null;
   const take = (found: Finding[]): RecordedFinding[] => {
     if (found.length === 0) return [];
+    seen ??= new Set<string>();
     const kept = found.filter((f) => {
       const k = `${f.detector}|${f.masked}`;
-      if (seen.has(k) || plan.allowed(f.detector, "body", host)) return false;
-      seen.add(k);
+      if (seen!.has(k) || plan.allowed(f.detector, "body", host)) return false;
+      seen!.add(k);
       return true;
     }).map((f) => ({
       detector: f.detector,
