@@ -197,6 +197,11 @@ export function createDlpChecker(config: DlpConfig, ctx: DlpContext): DlpChecker
   // is not scanned again (~12 µs per request in the s4 DLP profile). Only
   // clean texts are kept, so no secret is held here; bounded.
   const cleanHeads = new Set<string>();
+  // The last head found clean, as its parts (the decoded URL, then each
+  // scanned header value): an agent sends the same head request after
+  // request, and comparing the parts finds it again without building the
+  // joined text the set above is keyed by (~1 KB of garbage per request).
+  let lastClean: string[] | null = null;
   const scansRequest = config.direction !== "response";
   const scansResponse = config.direction !== "request";
   const allowed = (detector: string, where: "header" | "body" | "url", host: string) =>
@@ -230,29 +235,40 @@ export function createDlpChecker(config: DlpConfig, ctx: DlpContext): DlpChecker
       if (scansRequest && info.path !== null) {
         const url = info.query ? `${info.path}?${info.query}` : info.path;
         const provider = ctx.isProviderHost(info.host);
+        const decoded = safeDecode(url);
         // The URL and all header values in one scan (one pass of the
         // prefilters, one scan's allocations instead of one per part),
         // separated by line breaks no detector spans. Part 0 is the URL.
         const names: (string | null)[] = [null];
         const starts: number[] = [0];
-        let joined = safeDecode(url) + "\n";
-        for (const name in info.headers) {
-          if (provider && CREDENTIAL_HEADERS.has(name)) continue;
-          names.push(name);
-          starts.push(joined.length);
-          joined += info.headers[name] + "\n";
-        }
-        const known = cleanHeads.has(joined);
-        const headFindings = known ? [] : scanner.scan(joined, headReport);
-        if (
-          !known && headFindings.length === 0 && headReport.cut.length === 0 &&
-          joined.length <= CLEAN_HEAD_MAX_CHARS
-        ) {
-          // Cleared when full, like the masking memo (dlp/secrets.ts): evicting the
-          // oldest on every add would churn the Set once per request when heads
-          // vary (see util/slots.ts for what that does to V8's GC).
-          if (cleanHeads.size >= CLEAN_HEADS_MAX) cleanHeads.clear();
-          cleanHeads.add(joined);
+        let headFindings: Finding[] = [];
+        if (lastClean === null || !sameHead(lastClean, decoded, info.headers, provider)) {
+          const parts: string[] = [decoded];
+          let joined = decoded + "\n";
+          for (const name in info.headers) {
+            if (provider && CREDENTIAL_HEADERS.has(name)) continue;
+            const value = String(info.headers[name]);
+            names.push(name);
+            starts.push(joined.length);
+            parts.push(value);
+            joined += value + "\n";
+          }
+          const known = cleanHeads.has(joined);
+          if (!known) headFindings = scanner.scan(joined, headReport);
+          if (
+            !known && headFindings.length === 0 && headReport.cut.length === 0 &&
+            joined.length <= CLEAN_HEAD_MAX_CHARS
+          ) {
+            // Cleared when full, like the masking memo (dlp/secrets.ts): evicting the
+            // oldest on every add would churn the Set once per request when heads
+            // vary (see util/slots.ts for what that does to V8's GC).
+            if (cleanHeads.size >= CLEAN_HEADS_MAX) cleanHeads.clear();
+            cleanHeads.add(joined);
+          }
+          if (
+            headFindings.length === 0 && headReport.cut.length === 0 &&
+            joined.length <= CLEAN_HEAD_MAX_CHARS
+          ) lastClean = parts;
         }
         for (const f of headFindings) {
           let i = starts.length - 1;
@@ -308,10 +324,33 @@ export function createDlpChecker(config: DlpConfig, ctx: DlpContext): DlpChecker
         allowed,
         ...(inspection.length ? { inspection } : {}),
       };
-      return { ok: true, commit() {}, dlp: plan } as PolicyResult;
+      return { ok: true, commit: NO_COMMIT, dlp: plan } as PolicyResult;
     },
   };
 }
+
+/**
+ * Whether a request's URL (decoded) and scanned header values are exactly
+ * `parts`, in order: the joined text they make is then the same.
+ */
+function sameHead(
+  parts: readonly string[],
+  url: string,
+  headers: RequestInfo["headers"],
+  provider: boolean,
+): boolean {
+  if (parts[0] !== url) return false;
+  let i = 1;
+  for (const name in headers) {
+    if (provider && CREDENTIAL_HEADERS.has(name)) continue;
+    if (i >= parts.length || parts[i] !== String(headers[name])) return false;
+    i++;
+  }
+  return i === parts.length;
+}
+
+/** A DLP check holds nothing to commit (one function for every result, not one each). */
+const NO_COMMIT = (): void => {};
 
 function safeDecode(s: string): string {
   // Most URLs have nothing to decode: skip the copy (~2 µs per request in the s4 DLP profile).

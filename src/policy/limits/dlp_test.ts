@@ -136,3 +136,46 @@ Deno.test("dlp check: a head found clean is not scanned again; a secret is found
   assert.deepEqual(findings(clean), []);
   assert.equal(scanned.length, before + 1, "the oldest clean head was forgotten");
 });
+
+Deno.test("dlp check: the last clean head is matched part by part: a header added, changed or moved past a provider's credential is scanned", () => {
+  const OPENAI = "sk-proj-" + "abcdefghijklmnopqrstuvwxyz0123456789ABCD";
+  const c = createDlpChecker(parseDlpConfig({ action: "warn" }), {
+    rule: "r",
+    isProviderHost: (h) => h === "api.openai.com",
+  });
+  const scan = c.scanner.scan;
+  let scans = 0;
+  c.scanner.scan = (text, report) => {
+    scans++;
+    return scan(text, report);
+  };
+  const state = new PolicyState({ startedAt: 0 });
+  const findings = (info: RequestInfo) =>
+    where((c.check(info, 0, state) as unknown as { dlp: DlpPlan }).dlp);
+  const base = { host: "api.example.test", accept: "application/json" };
+  assert.deepEqual(findings(req({ headers: base })), []);
+  assert.deepEqual(findings(req({ headers: { ...base } })), []);
+  assert.equal(scans, 1, "the same values in a new headers object: not scanned again");
+  // One more header, a changed value, the same values under one header fewer.
+  assert.deepEqual(findings(req({ headers: { ...base, "x-note": AWS } })), [
+    "aws_access_key@header:x-note",
+  ]);
+  assert.deepEqual(findings(req({ headers: { ...base, accept: AWS } })), [
+    "aws_access_key@header:accept",
+  ]);
+  assert.deepEqual(findings(req({ headers: { host: base.host } })), []);
+  assert.equal(scans, 4);
+  // A provider's key in its credential header is not scanned for that provider;
+  // the same head to another host carries the key into the scan.
+  const openai = { host: "api.openai.com", authorization: `Bearer ${OPENAI}` };
+  assert.deepEqual(findings(req({ host: "api.openai.com", headers: openai })), []);
+  assert.deepEqual(findings(req({ host: "api.openai.com", headers: { ...openai } })), []);
+  assert.equal(scans, 5);
+  assert.deepEqual(findings(req({ host: "api.openai.com.evil.test", headers: openai })), [
+    "openai_key@header:authorization",
+  ]);
+  // A header with several values is compared as the text that is scanned.
+  const two = { ...base, "x-tags": ["a", AWS] } as unknown as RequestInfo["headers"];
+  assert.deepEqual(findings(req({ headers: two })), ["aws_access_key@header:x-tags"]);
+  assert.equal(scans, 7);
+});
