@@ -11,6 +11,10 @@
  * rawHeader(["Content-Type", "text/plain"], "content-type") // "text/plain"
  */
 export function rawHeader(raw: string[], name: string): string | null {
-  for (let i = 0; i < raw.length; i += 2) if (raw[i].toLowerCase() === name) return raw[i + 1];
+  for (let i = 0; i < raw.length; i += 2) {
+    // Only a name of the same length is lower-cased (a new string when it has capitals).
+    const n = raw[i];
+    if (n.length === name.length && n.toLowerCase() === name) return raw[i + 1];
+  }
   return null;
 }
