@@ -15,20 +15,25 @@
  */
 import { fileURLToPath } from "node:url";
 import { V8_FLAGS } from "./v8_flags.ts";
+import { onPath } from "../tests/support/prerequisites.ts";
 
 const n = Deno.args[0] ?? "30000";
 const c = Deno.args[1] ?? "50";
 const file = fileURLToPath(new URL("./floor/churn.mjs", import.meta.url));
 const v8 = V8_FLAGS.slice("--v8-flags=".length).split(",");
 
-/** Whether `cmd` runs here. */
-async function has(cmd: string): Promise<boolean> {
-  try {
-    return (await new Deno.Command(cmd, { args: ["--version"], stdout: "null", stderr: "null" })
-      .output()).success;
-  } catch {
-    return false;
-  }
+/** Every run on CPU 1, when taskset is there. */
+const PIN = onPath("taskset") ? ["taskset", "-c", "1"] : [];
+
+/** Column widths of the table: conns/s, CPU, scavenges, promoted, full GCs. */
+const WIDTHS = [8, 8, 10, 12, 6];
+
+/** A table line: the name column, then `rest`. */
+const named = (name: string, rest: string) => `${name.padEnd(18)} ${rest}`;
+
+/** One table line: a name, then cells right-aligned to {@link WIDTHS}. */
+function tableLine(name: string, cells: readonly string[]): string {
+  return named(name, cells.map((c, i) => c.padStart(WIDTHS[i])).join(" "));
 }
 
 /**
@@ -41,18 +46,13 @@ function gcOf(line: string): { kind: string; promoted: number } | null {
   return { kind, promoted: Number(/(?:"promoted":|\bpromoted=)(\d+)/.exec(line)?.[1] ?? 0) };
 }
 
-interface Row {
-  name: string;
-  line: string;
-}
-
-async function run(name: string, argv: string[]): Promise<Row> {
-  const pin = await has("taskset") ? ["taskset", "-c", "1"] : [];
-  const [cmd, ...args] = [...pin, ...argv];
+/** `argv` run (pinned), as one table line named `name`. */
+async function run(name: string, argv: string[]): Promise<string> {
+  const [cmd, ...args] = [...PIN, ...argv];
   const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
   const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
   const churn = /CHURN .*/.exec(text)?.[0];
-  if (!out.success || !churn) return { name, line: `failed: ${text.trim().slice(-300)}` };
+  if (!out.success || !churn) return named(name, `failed: ${text.trim().slice(-300)}`);
   const field = (k: string) => new RegExp(`${k}=(\\S+)`).exec(churn)?.[1] ?? "-";
   const gcs = text.split("\n").map(gcOf).filter((g) => g !== null);
   const scavenges = gcs.filter((g) => g.kind === "s");
@@ -62,51 +62,37 @@ async function run(name: string, argv: string[]): Promise<Row> {
     ? steady.reduce((a, g) => a + g.promoted, 0) / steady.length / 1024
     : 0;
   const fullGcs = gcs.filter((g) => g.kind === "mc").length;
-  return {
-    name,
-    line: `${field("per_s").padStart(8)} ${field("cpu_us_per_conn").padStart(8)} ` +
-      `${String(scavenges.length).padStart(10)} ${promoted.toFixed(1).padStart(12)} ` +
-      `${String(fullGcs).padStart(6)}`,
-  };
+  return tableLine(name, [
+    field("per_s"),
+    field("cpu_us_per_conn"),
+    String(scavenges.length),
+    promoted.toFixed(1),
+    String(fullGcs),
+  ]);
 }
 
 const trace = [...v8, "--trace-gc-nvp"].join(",");
-const rows: Row[] = [
-  await run("deno node:net", [
-    Deno.execPath(),
-    "run",
-    "-A",
-    `--v8-flags=${trace}`,
-    file,
-    "net",
-    n,
-    c,
-  ]),
-  await run("deno Deno.connect", [
-    Deno.execPath(),
-    "run",
-    "-A",
-    `--v8-flags=${trace}`,
-    file,
-    "deno",
-    n,
-    c,
-  ]),
+/** churn.mjs under Deno with agentgate's V8 flags, on `api`. */
+const underDeno = (api: string) => [
+  Deno.execPath(),
+  "run",
+  "-A",
+  `--v8-flags=${trace}`,
+  file,
+  api,
+  n,
+  c,
 ];
-if (await has("node")) {
+const rows: string[] = [
+  await run("deno node:net", underDeno("net")),
+  await run("deno Deno.connect", underDeno("deno")),
+];
+if (onPath("node")) {
   // --expose-gc and the heap flags are V8's own, so Node takes them as they are.
   rows.push(await run("node node:net", ["node", ...v8, "--trace-gc-nvp", file, "net", n, c]));
-} else rows.push({ name: "node node:net", line: "skipped: node is not installed" });
+} else rows.push(named("node node:net", "skipped: node is not installed"));
 
 console.log(`${n} connections, ${c} at a time, V8 flags ${v8.join(" ")}\n`);
-console.log(
-  `${"".padEnd(18)} ${"conns/s".padStart(8)} ${"cpu µs".padStart(8)} ${"scavenges".padStart(10)} ${
-    "promoted KB".padStart(12)
-  } ${"full".padStart(6)}`,
-);
-console.log(
-  `${"".padEnd(18)} ${"".padStart(8)} ${"per conn".padStart(8)} ${"".padStart(10)} ${
-    "per scavenge".padStart(12)
-  } ${"GCs".padStart(6)}`,
-);
-for (const r of rows) console.log(`${r.name.padEnd(18)} ${r.line}`);
+console.log(tableLine("", ["conns/s", "cpu µs", "scavenges", "promoted KB", "full"]));
+console.log(tableLine("", ["", "per conn", "", "per scavenge", "GCs"]));
+for (const r of rows) console.log(r);
