@@ -554,32 +554,25 @@ function splitRegion(text: string, s: number, e: number, runs: number[]): void {
   if (a < e) emitRun(text, a, e, a === s, runs);
 }
 
-/** Adds `[a, b)` to `runs` when it is a run that matters (see {@link digitRuns}). */
+/** Adds `a, b, digits` to `runs` when `[a, b)` is a run that matters (see {@link digitRuns}). */
 function emitRun(text: string, a: number, b: number, first: boolean, runs: number[]): void {
   if (b - a < 9 || b - a > MAX_DIGIT_RUN) return;
   if (first && (isAt(text, a - 1, WORD) || text.charCodeAt(a - 1) === 46)) return;
   // at the region end: not glued to a word, not the integer part of a decimal
   if (isAt(text, b, WORD) || (text.charCodeAt(b) === 46 && isAt(text, b + 1, DIGIT))) return;
-  runs.push(a, b);
+  let digits = 0;
+  for (let i = a; i < b; i++) if (isAt(text, i, DIGIT)) digits++;
+  runs.push(a, b, digits);
 }
 
 /**
- * Digit runs `[start, end)`: digits joined by single spaces or dashes, at
- * least 9 digits long, not part of an identifier, a hex string or a decimal
- * fraction. Cached for the scan (credit_card and us_ssn share it).
+ * Digit runs as triples `start, end, digits`: `[start, end)` is digits joined
+ * by single spaces or dashes, at least 9 long, not part of an identifier, a
+ * hex string or a decimal fraction; `digits` counts its digits (the rest are
+ * its separators). Cached for the scan (credit_card and us_ssn share it).
  */
 function digitRuns(text: string, ctx: ScanContext): readonly number[] {
   return ctx.digitRuns ??= digitRegionRuns(text);
-}
-
-/** The digits in `[s, e)` of a run (the rest are its single separators). */
-function digitCount(text: string, s: number, e: number): number {
-  let n = 0;
-  for (let i = s; i < e; i++) {
-    const c = text.charCodeAt(i);
-    if (c >= 48 && c <= 57) n++;
-  }
-  return n;
 }
 
 /** Splits a run into groups: returns [groupStart, groupEnd, …] and the separators between groups. */
@@ -644,10 +637,10 @@ const creditCard: BuiltinDetector = {
     "Payment card number: 13–19 digits of a known brand, Luhn-valid, plain or grouped with spaces or dashes",
   find(text, out, limit, ctx) {
     const runs = digitRuns(text, ctx);
-    for (let r = 0; r < runs.length; r += 2) {
+    for (let r = 0; r < runs.length; r += 3) {
       // Fewer than 13 digits hold no card: JSON's ten-digit timestamps and
       // dates are most runs, and are let go without splitting them up.
-      if (digitCount(text, runs[r], runs[r + 1]) < 13) continue;
+      if (runs[r + 2] < 13) continue;
       const { g, seps } = groupsOf(text, runs[r], runs[r + 1]);
       const ng = g.length / 2;
       let next = 0; // first group a new window may start at (windows do not overlap)
@@ -687,12 +680,11 @@ const usSsn: BuiltinDetector = {
     "US Social Security number ddd-dd-dddd (or spaces): area not 000/666/9xx, group not 00, serial not 0000",
   find(text, out, limit, ctx) {
     const runs = digitRuns(text, ctx);
-    for (let r = 0; r < runs.length; r += 2) {
+    for (let r = 0; r < runs.length; r += 3) {
       // ddd-dd-dddd: at least 9 digits and two separators (a run's other
       // characters), checked before the run is split up.
-      const len = runs[r + 1] - runs[r];
-      const digits = digitCount(text, runs[r], runs[r + 1]);
-      if (digits < 9 || len - digits < 2) continue;
+      const digits = runs[r + 2];
+      if (digits < 9 || runs[r + 1] - runs[r] - digits < 2) continue;
       const { g, seps } = groupsOf(text, runs[r], runs[r + 1]);
       const ng = g.length / 2;
       for (let a = 0; a + 2 < ng; a++) {

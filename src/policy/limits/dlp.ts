@@ -239,13 +239,13 @@ export function createDlpChecker(config: DlpConfig, ctx: DlpContext): DlpChecker
         const url = info.query ? `${info.path}?${info.query}` : info.path;
         const provider = ctx.isProviderHost(info.host);
         const decoded = safeDecode(url);
-        // The URL and all header values in one scan (one pass of the
-        // prefilters, one scan's allocations instead of one per part),
-        // separated by line breaks no detector spans. Part 0 is the URL.
-        const names: (string | null)[] = [null];
-        const starts: number[] = [0];
-        let headFindings: Finding[] = [];
+        // The last clean head again: nothing to scan. Otherwise the URL and all
+        // header values in one scan (one pass of the prefilters, one scan's
+        // allocations instead of one per part), separated by line breaks no
+        // detector spans. Part 0 is the URL.
         if (lastClean === null || !sameHead(lastClean, decoded, info.headers, provider)) {
+          const names: (string | null)[] = [null];
+          const starts: number[] = [0];
           const parts: string[] = [decoded];
           let joined = decoded + "\n";
           for (const name in info.headers) {
@@ -257,35 +257,34 @@ export function createDlpChecker(config: DlpConfig, ctx: DlpContext): DlpChecker
             joined += value + "\n";
           }
           const known = cleanHeads.has(joined);
-          if (!known) headFindings = scanner.scan(joined, headReport);
-          if (
-            !known && headFindings.length === 0 && headReport.cut.length === 0 &&
-            joined.length <= CLEAN_HEAD_MAX_CHARS
-          ) {
-            // Cleared when full, like the masking memo (dlp/secrets.ts): evicting the
-            // oldest on every add would churn the Set once per request when heads
-            // vary (see util/slots.ts for what that does to V8's GC).
-            if (cleanHeads.size >= CLEAN_HEADS_MAX) cleanHeads.clear();
-            cleanHeads.add(joined);
-          }
+          const headFindings = known ? [] : scanner.scan(joined, headReport);
           if (
             headFindings.length === 0 && headReport.cut.length === 0 &&
             joined.length <= CLEAN_HEAD_MAX_CHARS
-          ) lastClean = parts;
-        }
-        for (const f of headFindings) {
-          let i = starts.length - 1;
-          while (i > 0 && starts[i] > f.start) i--;
-          const name = names[i];
-          if (name === null) {
-            if (allowed(f.detector, "url", info.host)) continue;
-            findings.push(toAudit(f, "url"));
-            urlFinding = true;
-            continue;
+          ) {
+            lastClean = parts;
+            if (!known) {
+              // Cleared when full, like the masking memo (dlp/secrets.ts): evicting the
+              // oldest on every add would churn the Set once per request when heads
+              // vary (see util/slots.ts for what that does to V8's GC).
+              if (cleanHeads.size >= CLEAN_HEADS_MAX) cleanHeads.clear();
+              cleanHeads.add(joined);
+            }
           }
-          if (allowed(f.detector, "header", info.host)) continue;
-          findings.push(toAudit(f, `header:${name}`));
-          if (!redactHeaders.includes(name)) redactHeaders.push(name);
+          for (const f of headFindings) {
+            let i = starts.length - 1;
+            while (i > 0 && starts[i] > f.start) i--;
+            const name = names[i];
+            if (name === null) {
+              if (allowed(f.detector, "url", info.host)) continue;
+              findings.push(toAudit(f, "url"));
+              urlFinding = true;
+              continue;
+            }
+            if (allowed(f.detector, "header", info.host)) continue;
+            findings.push(toAudit(f, `header:${name}`));
+            if (!redactHeaders.includes(name)) redactHeaders.push(name);
+          }
         }
         if (info.bodyText) {
           for (const f of scanner.scan(info.bodyText, bodyReport)) {

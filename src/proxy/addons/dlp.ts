@@ -152,11 +152,11 @@ function responseDlp(
   let seen: Set<string> | null = null;
   const take = (found: Finding[]): RecordedFinding[] => {
     if (found.length === 0) return [];
-    seen ??= new Set<string>();
+    const once = seen ??= new Set<string>();
     const kept = found.filter((f) => {
       const k = `${f.detector}|${f.masked}`;
-      if (seen!.has(k) || plan.allowed(f.detector, "body", host)) return false;
-      seen!.add(k);
+      if (once.has(k) || plan.allowed(f.detector, "body", host)) return false;
+      once.add(k);
       return true;
     }).map((f) => ({
       detector: f.detector,
