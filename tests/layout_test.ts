@@ -52,8 +52,8 @@ async function startupPackages(): Promise<{ loaded: Set<string>; dynamic: Set<st
     const packages = new Set<string>();
     const todo = [...info.roots];
     while (todo.length) {
-      const s = info.redirects?.[todo.at(-1)!] ?? todo.at(-1)!;
-      todo.pop();
+      const next = todo.pop()!;
+      const s = info.redirects?.[next] ?? next;
       if (seen.has(s)) continue;
       seen.add(s);
       if (s.startsWith("npm:")) {

@@ -86,7 +86,8 @@ export function interceptHandlers(core: () => ProxyCore): InterceptHandlers<Tunn
           res.writeHead(denial.status, { ...denial.headers, connection: "close" });
           res.end(denial.body);
         });
-        return c.track(h, socket);
+        c.track(h, socket);
+        return;
       }
       if (ctx.handshake) ctx.handshake.secureAt = performance.now();
       const h = serveHttp1(socket, (req, res) => interceptedRequest(c, req, res, ctx), {

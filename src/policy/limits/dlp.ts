@@ -70,6 +70,15 @@ const CREDENTIAL_HEADERS = new Set([
   "proxy-authorization",
 ]);
 
+/**
+ * Whether the request-head scan skips header `name`: a provider's own
+ * credential header sent to it. The one rule for both the scan and the
+ * last-clean-head comparison ({@link sameHead}), so they cannot disagree on
+ * what was scanned.
+ */
+const unscannedHeader = (name: string, provider: boolean) =>
+  provider && CREDENTIAL_HEADERS.has(name);
+
 /** Parse the YAML form into a {@link DlpConfig}; throws {@link PolicyConfigError}. */
 export function parseDlpConfig(raw: Record<string, unknown>): DlpConfig {
   rejectUnknownKeys(raw, ["action", "direction", "detectors", "custom", "allow"], "dlp");
@@ -249,7 +258,7 @@ export function createDlpChecker(config: DlpConfig, ctx: DlpContext): DlpChecker
           const parts: string[] = [decoded];
           let joined = decoded + "\n";
           for (const name in info.headers) {
-            if (provider && CREDENTIAL_HEADERS.has(name)) continue;
+            if (unscannedHeader(name, provider)) continue;
             const value = String(info.headers[name]);
             names.push(name);
             starts.push(joined.length);
@@ -344,7 +353,7 @@ function sameHead(
   if (parts[0] !== url) return false;
   let i = 1;
   for (const name in headers) {
-    if (provider && CREDENTIAL_HEADERS.has(name)) continue;
+    if (unscannedHeader(name, provider)) continue;
     if (i >= parts.length || parts[i] !== String(headers[name])) return false;
     i++;
   }
